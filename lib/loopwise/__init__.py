@@ -1,0 +1,17 @@
+"""loopwise: self-hosted real-time smart strategies.
+
+Import root for the generated API stubs (``loopwise.<area>.v1``), the client SDK
+(:class:`loopwise.Client`, :class:`loopwise.AsyncClient`) and the shared library.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["AsyncClient", "Client", "__version__"]
+
+
+def __getattr__(name: str):  # lazy, so that importing a stub does not load the SDK
+    if name in ("Client", "AsyncClient"):
+        from loopwise import client
+
+        return getattr(client, name)
+    raise AttributeError(name)

@@ -1,0 +1,77 @@
+"""One clock for every service and the simulator, and UUIDv7 decision ids.
+
+``now = anchor + speed × (real − anchor)`` (DESIGN §11): with ``speed > 1`` reward
+windows close in seconds in the demo and in tests; in production ``speed = 1``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import uuid_utils
+
+from loopwise.settings import Settings
+
+# Ids older than this, or more than a day in the future, are not plausible decisions.
+_PLAUSIBLE_START_MS = 1_577_836_800_000  # 2020-01-01
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The shared, possibly sped-up, wall clock."""
+
+    anchor: float = 0.0
+    speed: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Clock:
+        """The clock configured by ``LOOPWISE_CLOCK_ANCHOR`` and ``LOOPWISE_CLOCK_SPEED``."""
+        return cls(settings.clock_anchor, settings.clock_speed)
+
+    def now(self) -> float:
+        """Seconds since the epoch, on the shared clock."""
+        real = time.time()
+        if self.speed == 1.0:
+            return real
+        return self.anchor + self.speed * (real - self.anchor)
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch, on the shared clock."""
+        return int(self.now() * 1000)
+
+    def now_datetime(self) -> datetime:
+        """The shared clock's now as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.now(), tz=UTC)
+
+    def real_seconds(self, clock_seconds: float) -> float:
+        """How many real seconds pass while ``clock_seconds`` pass on this clock."""
+        return clock_seconds / self.speed
+
+    def new_id(self) -> str:
+        """A UUIDv7 whose timestamp is now on this clock."""
+        if self.speed == 1.0:
+            return str(uuid_utils.uuid7())
+        return str(uuid_utils.uuid7(nanoseconds=int(self.now() * 1e9)))
+
+
+def uuid7_time_ms(value: str) -> int | None:
+    """The millisecond timestamp of a UUIDv7 string, or None if it is not a UUIDv7."""
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if parsed.version != 7:
+        return None
+    return parsed.int >> 80
+
+
+def plausible_decision_time_ms(value: str, now_ms: int) -> int | None:
+    """The id's timestamp if it is a UUIDv7 in a plausible range (2020 .. now + 1 day)."""
+    ms = uuid7_time_ms(value)
+    if ms is None or ms < _PLAUSIBLE_START_MS or ms > now_ms + _DAY_MS:
+        return None
+    return ms

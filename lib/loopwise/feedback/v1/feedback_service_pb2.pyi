@@ -1,0 +1,219 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DecisionRecord(_message.Message):
+    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ACTION_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    ACTION_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    use_case: str
+    blueprint_version: int
+    unit_id: str
+    features: bytes
+    action_index: int
+    action: str
+    score: float
+    action_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    model_version: int
+    arm: str
+    explored: bool
+    fallback: bool
+    shadow: bool
+    action_scores: _containers.RepeatedScalarFieldContainer[float]
+    deployment_role: str
+    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ...) -> None: ...
+
+class LogDecisionsRequest(_message.Message):
+    __slots__ = ("request_id", "decisions")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    decisions: _containers.RepeatedCompositeFieldContainer[DecisionRecord]
+    def __init__(self, request_id: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[DecisionRecord, _Mapping]]] = ...) -> None: ...
+
+class LogDecisionsResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    def __init__(self, accepted: _Optional[int] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("use_case", "decision_id", "outcome_id", "name", "value", "label", "event_time")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    decision_id: str
+    outcome_id: str
+    name: str
+    value: float
+    label: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, use_case: _Optional[str] = ..., decision_id: _Optional[str] = ..., outcome_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LogOutcomesRequest(_message.Message):
+    __slots__ = ("request_id", "outcomes")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, request_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class LogOutcomesResponse(_message.Message):
+    __slots__ = ("accepted", "duplicates", "orphans")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    ORPHANS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    duplicates: int
+    orphans: int
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., orphans: _Optional[int] = ...) -> None: ...
+
+class ReadTrainingDataRequest(_message.Message):
+    __slots__ = ("use_case", "start_time", "end_time", "batch_rows", "include_open_windows", "include_fallback")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OPEN_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    batch_rows: int
+    include_open_windows: bool
+    include_fallback: bool
+    def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ...) -> None: ...
+
+class ReadTrainingDataResponse(_message.Message):
+    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored")
+    BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    DECISION_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_TIMES_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_INDICES_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
+    ACTION_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    N_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
+    blueprint_version: int
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    rows: int
+    features: bytes
+    decision_ids: _containers.RepeatedScalarFieldContainer[str]
+    decision_times_ms: bytes
+    action_indices: bytes
+    propensities: bytes
+    action_probabilities: bytes
+    n_actions: int
+    rewards: bytes
+    outcome_counts: bytes
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    model_versions: bytes
+    arms: _containers.RepeatedScalarFieldContainer[str]
+    explored: bytes
+    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ...) -> None: ...
+
+class GetDecisionRequest(_message.Message):
+    __slots__ = ("use_case", "decision_id")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    decision_id: str
+    def __init__(self, use_case: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class GetDecisionResponse(_message.Message):
+    __slots__ = ("decision", "outcomes", "reward", "window_closed", "feature_names", "model_lineage")
+    class ModelLineageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    decision: DecisionRecord
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    reward: float
+    window_closed: bool
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    model_lineage: _containers.ScalarMap[str, str]
+    def __init__(self, decision: _Optional[_Union[DecisionRecord, _Mapping]] = ..., outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ..., reward: _Optional[float] = ..., window_closed: bool = ..., feature_names: _Optional[_Iterable[str]] = ..., model_lineage: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("use_case",)
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    def __init__(self, use_case: _Optional[str] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("decisions", "outcomes", "joined_decisions", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "closed_windows", "open_windows", "spool_depth", "fallback_decisions", "duplicate_outcomes", "spooled_records", "replayed_records", "store_unavailable")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    JOINED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    JOIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    LATE_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    SPOOLED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    decisions: int
+    outcomes: int
+    joined_decisions: int
+    join_rate: float
+    orphan_outcomes: int
+    late_outcomes: int
+    unmatched_outcomes: int
+    closed_windows: int
+    open_windows: int
+    spool_depth: int
+    fallback_decisions: int
+    duplicate_outcomes: int
+    spooled_records: int
+    replayed_records: int
+    store_unavailable: bool
+    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., joined_decisions: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., closed_windows: _Optional[int] = ..., open_windows: _Optional[int] = ..., spool_depth: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., duplicate_outcomes: _Optional[int] = ..., spooled_records: _Optional[int] = ..., replayed_records: _Optional[int] = ..., store_unavailable: bool = ...) -> None: ...

@@ -1,0 +1,453 @@
+"""Long-running operations shared by the trainer and the evaluator.
+
+A job is an async function that reports its stage and progress through a
+:class:`Progress` and returns a result message; heavy work inside it runs in the
+:class:`loopwise.jobs.ProcessPool`, so the event loop keeps answering. Operations
+are kept in the owning service's store, so they survive a restart; jobs that were
+running when the service stopped are marked FAILED at the next start, never left
+hanging.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from google.protobuf import any_pb2, message
+
+from loopwise.clock import Clock
+from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError, NotFound
+from loopwise.store.sqlite import SqliteDatabase
+
+log = logging.getLogger("loopwise.operations")
+
+State = op_pb.OperationState
+FINAL_STATES = (
+    State.OPERATION_STATE_SUCCEEDED,
+    State.OPERATION_STATE_FAILED,
+    State.OPERATION_STATE_CANCELLED,
+)
+
+
+class OperationStore(abc.ABC):
+    """Where a service keeps its operations."""
+
+    @abc.abstractmethod
+    async def save(self, operation: op_pb.Operation) -> None:
+        """Insert or replace an operation."""
+
+    @abc.abstractmethod
+    async def get(self, operation_id: str) -> op_pb.Operation | None:
+        """One operation, or None."""
+
+    @abc.abstractmethod
+    async def find_by_request_id(self, request_id: str) -> op_pb.Operation | None:
+        """The operation started by a request id, or None."""
+
+    @abc.abstractmethod
+    async def list(self, use_case: str, limit: int, before_id: str) -> list[op_pb.Operation]:
+        """Operations (newest first), optionally of one use case, with ids < before_id."""
+
+    # Leases: "one job per use case" across processes sharing a store. A lease is a
+    # name held by a holder until released or until its TTL runs out (a crashed holder
+    # never blocks for longer). Stores without leases grant every request.
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take ``name`` for ``holder`` unless someone else holds it; True if held now."""
+        return True
+
+    async def renew_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Extend ``holder``'s lease; False if it no longer holds it."""
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give ``name`` up if ``holder`` holds it."""
+        return None
+
+    async def lease_holder(self, name: str) -> str | None:
+        """Who holds ``name`` now, or None."""
+        return None
+
+
+OPERATIONS_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,
+    use_case TEXT NOT NULL,
+    request_id TEXT,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_by_use_case ON operations (use_case, id);
+CREATE INDEX IF NOT EXISTS operations_by_request ON operations (request_id);
+CREATE TABLE IF NOT EXISTS job_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+"""
+
+
+class SqliteOperationStore(OperationStore):
+    """Operations in the service's SQLite file (table ``operations``)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        db.run_sync(lambda c: c.executescript(OPERATIONS_SQLITE_SCHEMA))
+
+    async def save(self, operation: op_pb.Operation) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO operations (id, use_case, request_id, body) VALUES (?,?,?,?)",
+            (operation.id, operation.use_case, operation.request_id or None,
+             operation.SerializeToString()),
+        )
+
+    @staticmethod
+    def _parse(row: tuple | None) -> op_pb.Operation | None:
+        return op_pb.Operation.FromString(row[0]) if row else None
+
+    async def get(self, operation_id: str) -> op_pb.Operation | None:
+        return self._parse(await self.db.fetchone("SELECT body FROM operations WHERE id=?", (operation_id,)))
+
+    async def find_by_request_id(self, request_id: str) -> op_pb.Operation | None:
+        row = await self.db.fetchone("SELECT body FROM operations WHERE request_id=?", (request_id,))
+        return self._parse(row)
+
+    async def list(self, use_case: str, limit: int, before_id: str) -> list[op_pb.Operation]:
+        def query(conn: sqlite3.Connection) -> list[tuple]:
+            sql = "SELECT body FROM operations WHERE id < ?"
+            params: list = [before_id or "\uffff"]
+            if use_case:
+                sql += " AND use_case = ?"
+                params.append(use_case)
+            sql += " ORDER BY id DESC LIMIT ?"
+            return conn.execute(sql, (*params, limit)).fetchall()
+
+        return [op_pb.Operation.FromString(r[0]) for r in await self.db.run(query)]
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            now = _wall_ms()
+            conn.execute("DELETE FROM job_leases WHERE name=? AND expires_ms <= ?", (name, now))
+            conn.execute("INSERT OR IGNORE INTO job_leases (name, holder, expires_ms) VALUES (?,?,?)",
+                         (name, holder, now + int(ttl_s * 1000)))
+            row = conn.execute("SELECT holder FROM job_leases WHERE name=?", (name,)).fetchone()
+            return row is not None and row[0] == holder
+
+        return await self.db.transaction(body)
+
+    async def renew_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        changed = await self.db.execute(
+            "UPDATE job_leases SET expires_ms=? WHERE name=? AND holder=? AND expires_ms > ?",
+            (_wall_ms() + int(ttl_s * 1000), name, holder, _wall_ms()))
+        return changed == 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.db.execute("DELETE FROM job_leases WHERE name=? AND holder=?", (name, holder))
+
+    async def lease_holder(self, name: str) -> str | None:
+        row = await self.db.fetchone(
+            "SELECT holder FROM job_leases WHERE name=? AND expires_ms > ?", (name, _wall_ms()))
+        return row[0] if row else None
+
+
+def _wall_ms() -> int:
+    """Real time for lease expiry (leases are about processes, not the simulated clock)."""
+    return int(time.time() * 1000)
+
+
+class Progress:
+    """Handed to a running job to report its stage and progress."""
+
+    def __init__(self, runner: OperationRunner, operation: op_pb.Operation) -> None:
+        self._runner = runner
+        self._operation = operation
+
+    @property
+    def operation_id(self) -> str:
+        """The id of the operation being run."""
+        return self._operation.id
+
+    async def stage(self, name: str, progress: float, message: str = "") -> None:
+        """Enter a stage; ``progress`` is the whole job's progress in [0, 1]."""
+        self._operation.stage = name
+        self._operation.progress = max(0.0, min(1.0, progress))
+        self._operation.message = message
+        await self._runner._update(self._operation)
+
+
+Job = Callable[[Progress], Awaitable[message.Message]]
+
+
+class OperationRunner:
+    """Starts jobs as operations, tracks them, and serves get/list/cancel/watch."""
+
+    def __init__(self, store: OperationStore, clock: Clock, kind: str, lease_ttl_s: float = 30.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.kind = kind
+        self.lease_ttl_s = lease_ttl_s
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._leases: dict[str, str] = {}  # operation id -> lease name (exclusive jobs)
+        self._heartbeats: dict[str, asyncio.Task] = {}
+        self._changed = asyncio.Condition()
+        self._start_lock = asyncio.Lock()
+        self._orphans: asyncio.Task | None = None
+
+    def lease_name(self, use_case: str) -> str:
+        """The store lease an exclusive job of ``use_case`` holds while it runs."""
+        return f"{self.kind}/{use_case}"
+
+    async def recover(self) -> int:
+        """Mark operations left unfinished by a previous process as FAILED; returns how many.
+
+        An operation whose job still holds its lease runs in another process sharing
+        the store: it is left alone, and failed later only if the lease lapses while the
+        operation is still unfinished (its process died)."""
+        count = 0
+        before = ""
+        held: list[op_pb.Operation] = []
+        while True:
+            page = await self.store.list("", 200, before)
+            if not page:
+                break
+            for operation in page:
+                if operation.state not in FINAL_STATES:
+                    if await self.store.lease_holder(self.lease_name(operation.use_case)) == operation.id:
+                        held.append(operation)
+                        continue
+                    await self._fail_orphan(operation)
+                    count += 1
+            before = page[-1].id
+        if held:
+            self._orphans = asyncio.create_task(self._fail_when_lease_lapses(held))
+        return count
+
+    async def _fail_orphan(self, operation: op_pb.Operation) -> None:
+        self._finish(operation, State.OPERATION_STATE_FAILED)
+        operation.error_code = 14  # UNAVAILABLE: retry is safe
+        operation.error_message = "the service restarted while the job ran; start it again"
+        await self.store.save(operation)
+
+    async def _fail_when_lease_lapses(self, operations: list[op_pb.Operation]) -> None:
+        waiting = list(operations)
+        while waiting:
+            await asyncio.sleep(self.lease_ttl_s / 2)
+            still = []
+            for operation in waiting:
+                current = await self.store.get(operation.id)
+                if current is None or current.state in FINAL_STATES:
+                    continue
+                if await self.store.lease_holder(self.lease_name(current.use_case)) == current.id:
+                    still.append(current)
+                else:
+                    await self._fail_orphan(current)
+            waiting = still
+
+    def _stamp(self, operation: op_pb.Operation) -> None:
+        operation.update_time.FromMilliseconds(self.clock.now_ms())
+
+    def _finish(self, operation: op_pb.Operation, state: int) -> None:
+        operation.state = state  # type: ignore[assignment]
+        self._stamp(operation)
+        operation.end_time.CopyFrom(operation.update_time)
+
+    async def _update(self, operation: op_pb.Operation) -> None:
+        self._stamp(operation)
+        await self.store.save(operation)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def start(
+        self, use_case: str, request_id: str, job: Job,
+        exclusive: bool = False,
+    ) -> op_pb.Operation:
+        """Start ``job`` as a new operation (or return the one of the same request id).
+
+        With ``exclusive``, a second job of the same use case while one runs is refused
+        with FAILED_PRECONDITION."""
+        async with self._start_lock:
+            if request_id:
+                existing = await self.store.find_by_request_id(request_id)
+                if existing is not None:
+                    return existing
+            operation = op_pb.Operation(
+                id=self.clock.new_id(), kind=self.kind, use_case=use_case,
+                state=State.OPERATION_STATE_PENDING, stage="pending", request_id=request_id,
+            )
+            if exclusive:
+                for task_id in self._tasks:
+                    running = await self.store.get(task_id)
+                    if running is not None and running.use_case == use_case:
+                        raise FailedPrecondition(
+                            f"a {self.kind} job for use case {use_case!r} is already running: {task_id}"
+                        )
+                # Other processes sharing the store: the lease decides (released at job end).
+                lease = self.lease_name(use_case)
+                if not await self.store.acquire_lease(lease, operation.id, self.lease_ttl_s):
+                    holder = await self.store.lease_holder(lease)
+                    raise FailedPrecondition(
+                        f"a {self.kind} job for use case {use_case!r} is already running "
+                        f"in another process: {holder or 'unknown'}"
+                    )
+                self._leases[operation.id] = lease
+            operation.create_time.FromMilliseconds(self.clock.now_ms())
+            self._stamp(operation)
+            try:
+                await self.store.save(operation)
+            except BaseException:
+                await self._release(operation.id)
+                raise
+            self._tasks[operation.id] = asyncio.create_task(self._run(operation, job))
+        return operation
+
+    async def _release(self, operation_id: str) -> None:
+        heartbeat = self._heartbeats.pop(operation_id, None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+        lease = self._leases.pop(operation_id, None)
+        if lease is not None:
+            try:
+                await self.store.release_lease(lease, operation_id)
+            except Exception:  # it lapses by itself after its TTL
+                log.warning("could not release lease %s of %s", lease, operation_id, exc_info=True)
+
+    async def _heartbeat(self, operation_id: str, lease: str) -> None:
+        """Keep an exclusive job's lease alive while it runs."""
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            try:
+                if not await self.store.renew_lease(lease, operation_id, self.lease_ttl_s):
+                    log.warning("%s job %s lost its lease %s", self.kind, operation_id, lease)
+            except Exception:
+                log.warning("could not renew lease %s", lease, exc_info=True)
+
+    async def _run(self, operation: op_pb.Operation, job: Job) -> None:
+        lease = self._leases.get(operation.id)
+        if lease:
+            self._heartbeats[operation.id] = asyncio.create_task(self._heartbeat(operation.id, lease))
+        try:
+            await self._run_job(operation, job)
+        finally:
+            await self._release(operation.id)
+
+    async def _run_job(self, operation: op_pb.Operation, job: Job) -> None:
+        operation.state = State.OPERATION_STATE_RUNNING
+        await self._update(operation)
+        try:
+            result = await job(Progress(self, operation))
+        except asyncio.CancelledError:
+            self._finish(operation, State.OPERATION_STATE_CANCELLED)
+            operation.error_code = 1
+            operation.error_message = "cancelled"
+        except LoopwiseError as exc:
+            self._finish(operation, State.OPERATION_STATE_FAILED)
+            operation.error_code = exc.code.value[0]
+            operation.error_message = exc.message
+        except Exception as exc:
+            log.exception("%s job %s failed", self.kind, operation.id)
+            self._finish(operation, State.OPERATION_STATE_FAILED)
+            operation.error_code = 13
+            operation.error_message = f"{type(exc).__name__}: {exc}"
+        else:
+            packed = any_pb2.Any()
+            packed.Pack(result)
+            operation.result.CopyFrom(packed)
+            operation.progress = 1.0
+            operation.stage = "done"
+            self._finish(operation, State.OPERATION_STATE_SUCCEEDED)
+        finally:
+            self._tasks.pop(operation.id, None)
+        await self._release(operation.id)  # before the final state is seen: a new job may start
+        await self._update(operation)
+
+    async def get(self, operation_id: str) -> op_pb.Operation:
+        """One operation; NOT_FOUND if unknown."""
+        if not operation_id:
+            raise InvalidArgument("id", "required")
+        operation = await self.store.get(operation_id)
+        if operation is None:
+            raise NotFound(f"operation {operation_id!r} not found")
+        return operation
+
+    async def list(self, use_case: str, page_size: int, page_token: str) -> tuple[list[op_pb.Operation], str]:
+        """A page of operations, newest first, and the next page token."""
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must be >= 0")
+        size = page_size or 50
+        page = await self.store.list(use_case, size, page_token)
+        return page, (page[-1].id if len(page) == size else "")
+
+    async def cancel(self, operation_id: str) -> op_pb.Operation:
+        """Cancel a running operation; a final one is returned unchanged."""
+        operation = await self.get(operation_id)
+        task = self._tasks.get(operation_id)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            operation = await self.get(operation_id)
+        return operation
+
+    async def wait(self, operation_id: str) -> op_pb.Operation:
+        """Wait until the operation is final."""
+        async for operation in self.watch(operation_id):
+            last = operation
+        return last
+
+    async def watch(self, operation_id: str) -> AsyncIterator[op_pb.Operation]:
+        """Yield the operation now and after every change, until it is final."""
+        operation = await self.get(operation_id)
+        yield operation
+        last = operation.SerializeToString()
+        while operation.state not in FINAL_STATES:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+            operation = await self.get(operation_id)
+            current = operation.SerializeToString()
+            if current != last:
+                last = current
+                yield operation
+
+    async def close(self) -> None:
+        """Cancel running jobs (they are marked CANCELLED)."""
+        if self._orphans is not None:
+            self._orphans.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+class OperationsServicer:
+    """The four operation RPCs, for a servicer that has ``self.operations``.
+
+    Mixed into the trainer's and the evaluator's servicers (each apply
+    :func:`loopwise.errors.servicer` to the final class)."""
+
+    operations: OperationRunner
+    stopping: asyncio.Event | None = None
+
+    async def GetOperation(self, request: op_pb.GetOperationRequest, context) -> op_pb.GetOperationResponse:  # noqa: N802
+        """Read one operation."""
+        return op_pb.GetOperationResponse(operation=await self.operations.get(request.id))
+
+    async def ListOperations(self, request: op_pb.ListOperationsRequest, context) -> op_pb.ListOperationsResponse:  # noqa: N802
+        """List operations, newest first."""
+        page, token = await self.operations.list(request.use_case, request.page_size, request.page_token)
+        return op_pb.ListOperationsResponse(operations=page, next_page_token=token)
+
+    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:  # noqa: N802
+        """Cancel an operation."""
+        return op_pb.CancelOperationResponse(operation=await self.operations.cancel(request.id))
+
+    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:  # noqa: N802
+        """Stream an operation's updates until it is final."""
+        async for operation in self.operations.watch(request.id):
+            yield op_pb.WatchOperationResponse(operation=operation)

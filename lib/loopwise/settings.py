@@ -1,0 +1,89 @@
+"""Settings from ``LOOPWISE_*`` environment variables, with laptop defaults.
+
+One mechanism for every service, the simulator and the CLI: a pydantic-settings
+class. ``LOOPWISE_FEEDBACK_ADDRESS=10.0.0.5:50052`` sets ``feedback_address``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["decision", "feedback", "trainer", "evaluator"]
+SERVICES: tuple[ServiceName, ...] = ("decision", "feedback", "trainer", "evaluator")
+
+
+class Settings(BaseSettings):
+    """Every knob of loopwise; each field is the env var ``LOOPWISE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPWISE_", extra="ignore")
+
+    # Where each service listens and where the others reach it.
+    decision_address: str = "127.0.0.1:50051"
+    feedback_address: str = "127.0.0.1:50052"
+    trainer_address: str = "127.0.0.1:50053"
+    evaluator_address: str = "127.0.0.1:50054"
+
+    # Local state: SQLite files, spools, model cache, reports, pids and logs.
+    data_dir: Path = Path("var")
+    # Store URL per service; empty means ``sqlite:///<data_dir>/<service>.db``.
+    decision_store_url: str = ""
+    feedback_store_url: str = ""
+    trainer_store_url: str = ""
+    evaluator_store_url: str = ""
+
+    # Shared clock (DESIGN §11): now = anchor + speed × (real − anchor), in seconds.
+    clock_anchor: float = 0.0
+    clock_speed: float = 1.0
+    # Seed for exploration and splits; services derive their own streams from it.
+    seed: int = 0
+
+    # Server behaviour.
+    grace_period_s: float = Field(5.0, description="SIGTERM: time for unary calls to finish")
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_batch_rows: int = 100_000
+    max_candidates: int = 1000
+    max_workers_processes: int = 1
+    # Decision service worker processes sharing its port with SO_REUSEPORT (1: one process).
+    decision_workers: int = Field(1, ge=1, le=64)
+    # Prometheus text endpoint, base port: decision = port, feedback = port + 1, trainer
+    # = port + 2, evaluator = port + 3 (DESIGN §11 uses 9464); 0 turns metrics HTTP off.
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+    # Decision logging to the feedback service.
+    decision_log_enabled: bool = True
+    decision_log_batch_size: int = 500
+    decision_log_flush_interval_s: float = 0.2
+    decision_log_queue_size: int = 50_000
+    # Model artifacts: chunk size for DownloadModel.
+    model_chunk_bytes: int = 1024 * 1024
+    # Client SDK defaults.
+    client_deadline_s: float = 1.0
+    client_retries: int = 2
+
+    log_level: str = "INFO"
+
+    def address_of(self, service: ServiceName) -> str:
+        """The ``host:port`` address of a service."""
+        return getattr(self, f"{service}_address")
+
+    def store_url(self, service: ServiceName) -> str:
+        """The store URL of a service (its own SQLite file by default)."""
+        url = getattr(self, f"{service}_store_url")
+        return url or f"sqlite:///{self.data_dir / (service + '.db')}"
+
+    def service_dir(self, service: ServiceName) -> Path:
+        """A directory for a service's local files (spool, cache), created on demand."""
+        path = self.data_dir / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

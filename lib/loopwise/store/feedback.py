@@ -1,0 +1,409 @@
+"""The feedback service's store: decisions, outcomes and orphan outcomes.
+
+A small backend-neutral interface (:class:`FeedbackStore`) with the embedded SQLite
+backend. The shape follows the Cassandra model of DESIGN §7 so that a Cassandra
+backend can implement the same methods:
+
+- decisions keyed by ``(use_case, decision_id)``, read in ``(decision_time_ms,
+  decision_id)`` order (the clustering order);
+- outcomes keyed by ``(use_case, decision_id, outcome_id)`` and carrying the decision
+  time derived from the UUIDv7 id, so they can be read by decision-time range
+  without a lookup;
+- orphan outcomes (ids that are not a plausible UUIDv7) in their own table.
+
+Every write is an ``INSERT OR IGNORE``: retries are no-ops, and the number of rows
+actually inserted tells duplicates apart. Writes take the request's accept time in µs
+(``write_time_us``): Cassandra writes with ``USING TIMESTAMP`` so that a spool replay
+never overwrites newer data; SQLite ignores it (the first stored row is kept).
+
+``open_feedback_store`` picks the backend by URL scheme: ``sqlite:///…`` (default) or
+``cassandra://…`` (:mod:`loopwise.store.feedback_cassandra`).
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.settings import Settings
+from loopwise.store.sqlite import SqliteDatabase, parse_store_url
+
+_F64 = np.dtype("<f8")
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """A stored decision: the record as logged and its decision time (from the id)."""
+
+    record: fpb.DecisionRecord
+    decision_time_ms: int
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """One outcome as stored."""
+
+    use_case: str
+    decision_id: str
+    outcome_id: str
+    name: str
+    value: float
+    label: str
+    event_time_ms: int
+    # Derived from the decision id (UUIDv7), or 0 for an orphan.
+    decision_time_ms: int
+
+
+@dataclass(frozen=True)
+class CountingRule:
+    """What the stats need of one blueprint version's reward spec: the window and
+    the outcome names that count (empty: all)."""
+
+    window_ms: int
+    outcome_names: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StoredStats:
+    """Counts computed from the stored rows of one use case."""
+
+    decisions: int = 0
+    fallback_decisions: int = 0
+    closed_windows: int = 0
+    outcomes: int = 0
+    joined_decisions: int = 0
+    late_outcomes: int = 0
+    unmatched_outcomes: int = 0
+    orphan_outcomes: int = 0
+
+
+def wall_time_us() -> int:
+    """The real wall-clock time in µs (write timestamps; not the simulated clock)."""
+    return time.time_ns() // 1000
+
+
+class FeedbackStore(abc.ABC):
+    """Where the feedback service keeps decisions and outcomes."""
+
+    @abc.abstractmethod
+    async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
+        """Store decisions (acknowledged before returning); returns how many were new.
+        ``write_time_us`` is the write timestamp (default: now)."""
+
+    @abc.abstractmethod
+    async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
+                           write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
+        """Store outcomes and orphan outcomes; returns, for each row of each list,
+        whether it was new. Rows already stored under the same key are left untouched.
+        Outcomes are keyed by (use case, decision id, name, outcome id); orphans by
+        (use case, decision id, outcome id)."""
+
+    @abc.abstractmethod
+    async def get_decision(self, use_case: str, decision_id: str) -> StoredDecision | None:
+        """One decision, or None."""
+
+    @abc.abstractmethod
+    async def outcomes_of(self, use_case: str, decision_id: str) -> list[OutcomeRow]:
+        """The outcomes of one decision, by event time (then outcome id)."""
+
+    @abc.abstractmethod
+    async def outcomes_between(self, use_case: str, start_ms: int, end_ms: int) -> list[OutcomeRow]:
+        """Outcomes whose decision time is in [start_ms, end_ms] (both inclusive), by
+        event time (then outcome id)."""
+
+    @abc.abstractmethod
+    async def decision_page(
+        self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+        after: tuple[int, str] | None, limit: int,
+    ) -> list[StoredDecision]:
+        """Up to ``limit`` decisions with decision time in [start_ms, end_ms), in
+        (decision_time_ms, decision_id) order, strictly after the key ``after``."""
+
+    async def scan_decisions(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+                             page_rows: int) -> AsyncIterator[list[StoredDecision]]:
+        """Every decision with decision time in [start_ms, end_ms), in (decision_time_ms,
+        decision_id) order, in pages of ``page_rows`` (the last may be shorter)."""
+        after: tuple[int, str] | None = None
+        while True:
+            page = await self.decision_page(use_case, start_ms, end_ms, include_fallback, after, page_rows)
+            if page:
+                yield page
+                after = (page[-1].decision_time_ms, page[-1].record.decision_id)
+            if len(page) < page_rows:
+                return
+
+    @abc.abstractmethod
+    async def blueprint_versions(self, use_case: str) -> list[int]:
+        """The distinct blueprint versions of the use case's stored decisions."""
+
+    @abc.abstractmethod
+    async def orphans(self, use_case: str) -> list[OutcomeRow]:
+        """The orphan outcomes stored for a use case."""
+
+    @abc.abstractmethod
+    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int) -> StoredStats:
+        """Counts for a use case, from the stored rows, with each decision judged by
+        the rule of its blueprint version (``rules`` must cover every stored version)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the backend's resources."""
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    use_case TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    decision_time_ms INTEGER NOT NULL,
+    blueprint_version INTEGER NOT NULL,
+    unit_id TEXT NOT NULL,
+    features BLOB NOT NULL,
+    action_index INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    score REAL NOT NULL,
+    action_probabilities BLOB NOT NULL,
+    model_version INTEGER NOT NULL,
+    arm TEXT NOT NULL,
+    explored INTEGER NOT NULL,
+    fallback INTEGER NOT NULL,
+    shadow INTEGER NOT NULL,
+    action_scores BLOB NOT NULL,
+    PRIMARY KEY (use_case, decision_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (use_case, decision_time_ms, decision_id);
+CREATE TABLE IF NOT EXISTS outcomes (
+    use_case TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    outcome_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    label TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    decision_time_ms INTEGER NOT NULL,
+    PRIMARY KEY (use_case, decision_id, outcome_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outcomes_by_decision_time ON outcomes (use_case, decision_time_ms);
+CREATE TABLE IF NOT EXISTS orphan_outcomes (
+    use_case TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    outcome_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    label TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    PRIMARY KEY (use_case, decision_id, outcome_id)
+) WITHOUT ROWID;
+"""
+
+_DECISION_COLUMNS = (
+    "decision_id, use_case, decision_time_ms, blueprint_version, unit_id, features, action_index, "
+    "action, score, action_probabilities, model_version, arm, explored, fallback, shadow, action_scores"
+)
+_OUTCOME_COLUMNS = "use_case, decision_id, outcome_id, name, value, label, event_time_ms, decision_time_ms"
+
+
+def _decision_row(d: StoredDecision) -> tuple:
+    r = d.record
+    return (
+        r.decision_id, r.use_case, d.decision_time_ms, r.blueprint_version, r.unit_id, r.features,
+        r.action_index, r.action, r.score, np.asarray(r.action_probabilities, _F64).tobytes(),
+        r.model_version, r.arm, int(r.explored), int(r.fallback), int(r.shadow),
+        np.asarray(r.action_scores, _F64).tobytes(),
+    )
+
+
+def _decision_from_row(row: Sequence) -> StoredDecision:
+    record = fpb.DecisionRecord(
+        decision_id=row[0], use_case=row[1], blueprint_version=row[3], unit_id=row[4] or "",
+        features=bytes(row[5] or b""), action_index=row[6], action=row[7] or "", score=row[8],
+        action_probabilities=np.frombuffer(row[9] or b"", _F64).tolist(), model_version=row[10], arm=row[11] or "",
+        explored=bool(row[12]), fallback=bool(row[13]), shadow=bool(row[14]),
+        action_scores=np.frombuffer(row[15] or b"", _F64).tolist(),
+    )
+    return StoredDecision(record, row[2])
+
+
+def _outcome_row(o: OutcomeRow) -> tuple:
+    return (o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, o.event_time_ms, o.decision_time_ms)
+
+
+def _outcome_from_row(row: Sequence) -> OutcomeRow:
+    return OutcomeRow(*row)
+
+
+def _load_rules(conn: sqlite3.Connection, rules: Mapping[int, CountingRule]) -> None:
+    """Fill the connection's temporary rule tables (the database thread is the only user)."""
+    conn.executescript(
+        """
+        CREATE TEMP TABLE IF NOT EXISTS rule_windows (version INTEGER PRIMARY KEY, window_ms INTEGER,
+                                                      all_names INTEGER);
+        CREATE TEMP TABLE IF NOT EXISTS rule_names (version INTEGER, name TEXT, PRIMARY KEY (version, name));
+        DELETE FROM rule_windows;
+        DELETE FROM rule_names;
+        """
+    )
+    conn.executemany(
+        "INSERT INTO rule_windows VALUES (?,?,?)",
+        [(v, r.window_ms, int(not r.outcome_names)) for v, r in rules.items()],
+    )
+    conn.executemany(
+        "INSERT INTO rule_names VALUES (?,?)",
+        [(v, name) for v, r in rules.items() for name in r.outcome_names],
+    )
+
+
+# An outcome of decision d counts for the rule s (its name selected by the reward spec).
+_NAME_SELECTED = (
+    "(s.all_names = 1 OR EXISTS (SELECT 1 FROM rule_names n WHERE n.version = s.version AND n.name = o.name))"
+)
+_IN_WINDOW = "o.event_time_ms BETWEEN d.decision_time_ms AND d.decision_time_ms + s.window_ms"
+_JOINED = (
+    "FROM decisions d JOIN rule_windows s ON s.version = d.blueprint_version "
+    "JOIN outcomes o ON o.use_case = d.use_case AND o.decision_id = d.decision_id "
+    "WHERE d.use_case = ?"
+)
+
+
+class SqliteFeedbackStore(FeedbackStore):
+    """Decisions and outcomes in the feedback service's SQLite file."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        db.run_sync(lambda c: c.executescript(SCHEMA))
+
+    async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
+        rows = [_decision_row(d) for d in decisions]
+
+        def write(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES ({','.join('?' * 16)})",
+                             rows)
+            return conn.total_changes - before
+
+        return await self.db.transaction(write)
+
+    async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
+                           write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
+        rows = [_outcome_row(o) for o in outcomes]
+        orphan_rows = [_outcome_row(o)[:-1] for o in orphans]
+
+        def write(conn: sqlite3.Connection) -> tuple[list[bool], list[bool]]:
+            insert = f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+            new = [conn.execute(insert, row).rowcount == 1 for row in rows]
+            insert_orphan = "INSERT OR IGNORE INTO orphan_outcomes VALUES (?,?,?,?,?,?,?)"
+            new_orphans = [conn.execute(insert_orphan, row).rowcount == 1 for row in orphan_rows]
+            return new, new_orphans
+
+        return await self.db.transaction(write)
+
+    async def get_decision(self, use_case: str, decision_id: str) -> StoredDecision | None:
+        row = await self.db.fetchone(
+            f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE use_case = ? AND decision_id = ?",
+            (use_case, decision_id),
+        )
+        return None if row is None else _decision_from_row(row)
+
+    async def outcomes_of(self, use_case: str, decision_id: str) -> list[OutcomeRow]:
+        rows = await self.db.fetchall(
+            f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE use_case = ? AND decision_id = ? "
+            "ORDER BY event_time_ms, outcome_id",
+            (use_case, decision_id),
+        )
+        return [_outcome_from_row(r) for r in rows]
+
+    async def outcomes_between(self, use_case: str, start_ms: int, end_ms: int) -> list[OutcomeRow]:
+        rows = await self.db.fetchall(
+            f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE use_case = ? AND decision_time_ms BETWEEN ? AND ? "
+            "ORDER BY event_time_ms, outcome_id",
+            (use_case, start_ms, end_ms),
+        )
+        return [_outcome_from_row(r) for r in rows]
+
+    async def decision_page(
+        self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+        after: tuple[int, str] | None, limit: int,
+    ) -> list[StoredDecision]:
+        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE use_case = ? AND decision_time_ms >= ? " \
+              "AND decision_time_ms < ?"
+        params: list = [use_case, start_ms, end_ms]
+        if not include_fallback:
+            sql += " AND fallback = 0"
+        if after is not None:
+            sql += " AND (decision_time_ms, decision_id) > (?, ?)"
+            params += list(after)
+        sql += " ORDER BY decision_time_ms, decision_id LIMIT ?"
+        params.append(limit)
+        return [_decision_from_row(r) for r in await self.db.fetchall(sql, params)]
+
+    async def blueprint_versions(self, use_case: str) -> list[int]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT blueprint_version FROM decisions WHERE use_case = ? ORDER BY 1", (use_case,)
+        )
+        return [r[0] for r in rows]
+
+    async def orphans(self, use_case: str) -> list[OutcomeRow]:
+        rows = await self.db.fetchall(
+            "SELECT use_case, decision_id, outcome_id, name, value, label, event_time_ms, 0 "
+            "FROM orphan_outcomes WHERE use_case = ? ORDER BY event_time_ms, outcome_id",
+            (use_case,),
+        )
+        return [_outcome_from_row(r) for r in rows]
+
+    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int) -> StoredStats:
+        def count(conn: sqlite3.Connection) -> StoredStats:
+            _load_rules(conn, rules)
+
+            def one(sql: str, *params: object) -> int:
+                return int(conn.execute(sql, params).fetchone()[0] or 0)
+
+            decisions, fallbacks, closed = conn.execute(
+                "SELECT count(*), sum(d.fallback), sum(d.decision_time_ms + s.window_ms <= ?) "
+                "FROM decisions d LEFT JOIN rule_windows s ON s.version = d.blueprint_version WHERE d.use_case = ?",
+                (now_ms, use_case),
+            ).fetchone()
+            return StoredStats(
+                decisions=int(decisions or 0),
+                fallback_decisions=int(fallbacks or 0),
+                closed_windows=int(closed or 0),
+                outcomes=one("SELECT count(*) FROM outcomes WHERE use_case = ?", use_case),
+                joined_decisions=one(
+                    f"SELECT count(DISTINCT d.decision_id) {_JOINED} AND {_IN_WINDOW} AND {_NAME_SELECTED}", use_case
+                ),
+                late_outcomes=one(
+                    f"SELECT count(*) {_JOINED} AND o.event_time_ms > d.decision_time_ms + s.window_ms "
+                    f"AND {_NAME_SELECTED}",
+                    use_case,
+                ),
+                unmatched_outcomes=one(
+                    "SELECT count(*) FROM outcomes o LEFT JOIN decisions d ON d.use_case = o.use_case "
+                    "AND d.decision_id = o.decision_id WHERE o.use_case = ? AND d.decision_id IS NULL",
+                    use_case,
+                ),
+                orphan_outcomes=one("SELECT count(*) FROM orphan_outcomes WHERE use_case = ?", use_case),
+            )
+
+        return await self.db.run(count)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_feedback_store(settings: Settings) -> FeedbackStore:
+    """Open the feedback service's store named by its store URL: ``sqlite:///…`` or
+    ``cassandra://…`` (connects and applies the CQL migrations)."""
+    url = settings.store_url("feedback")
+    if url.startswith("cassandra://"):
+        from loopwise.store.feedback_cassandra import CassandraFeedbackStore
+
+        return CassandraFeedbackStore.open(url)
+    scheme, path = parse_store_url(settings.store_url("feedback"))
+    if scheme != "sqlite":  # pragma: no cover - parse_store_url accepts only sqlite today
+        raise ValueError(f"unsupported feedback store {scheme!r}")
+    return SqliteFeedbackStore(SqliteDatabase(path))
+

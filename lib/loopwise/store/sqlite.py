@@ -1,0 +1,106 @@
+"""An SQLite database used from asyncio without blocking the event loop.
+
+All statements of one database run on one dedicated thread (SQLite connections are
+thread-affine, and one writer avoids lock contention); coroutines await them.
+WAL mode with ``synchronous=NORMAL``: a committed transaction survives a process
+crash (SIGKILL), which is what "acknowledged" means for the embedded store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+T = TypeVar("T")
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """Split a store URL into (scheme, rest): ``sqlite:///var/x.db`` → (sqlite, var/x.db)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parsed.path
+        if not path:
+            raise ValueError(f"store URL {url!r} names no file")
+        return "sqlite", path
+    raise ValueError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}")
+
+
+class SqliteDatabase:
+    """One SQLite file, its schema applied at open, used through ``await db.run(fn)``."""
+
+    def __init__(self, path: str | Path, schema: str = "") -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}")
+        self._conn: sqlite3.Connection | None = None
+        self._schema = schema
+        self._executor.submit(self._open).result()
+
+    def _open(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        if self._schema:
+            conn.executescript(self._schema)
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection; only use it inside functions passed to :meth:`run`."""
+        assert self._conn is not None
+        return self._conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self.conn, *args))
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the database thread and wait (outside a loop)."""
+        return self._executor.submit(lambda: fn(self.conn, *args)).result()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """All rows of a query."""
+        return await self.run(lambda c: c.execute(sql, params).fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row of a query, or None."""
+        return await self.run(lambda c: c.execute(sql, params).fetchone())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of changed rows."""
+        return await self.run(lambda c: c.execute(sql, params).rowcount)
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` inside BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
+
+        def body(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self.run(body)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many rows in a single transaction."""
+        rows = list(rows)
+        await self.transaction(lambda c: c.executemany(sql, rows))
+
+    def close(self) -> None:
+        """Close the connection and stop the database thread."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._executor.submit(conn.close).result()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,124 @@
+"""What a service reads from the other services, through their protos only.
+
+``DecisionUseCases`` reads blueprints (decision ``GetUseCase``; versions are immutable,
+so they are cached), ``FeedbackTrainingData`` streams joined rows (feedback
+``ReadTrainingData``) and ``TrainerModels`` reads registered models (trainer
+``GetModel``, best effort). gRPC errors become loopwise errors, so cores never see gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from loopwise.channels import ServiceChannels
+from loopwise.common.v1 import blueprint_pb2
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LoopwiseError,
+    NotFound,
+    Unavailable,
+)
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
+
+CALL_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0
+LINEAGE_TIMEOUT_S = 2.0
+
+
+def translate_rpc_error(service: str, error: grpc.aio.AioRpcError) -> LoopwiseError:
+    """The loopwise error for a failed call to another service."""
+    code = error.code()
+    text = f"{service}: {error.details()}"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(text)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument("use_case", text)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(text)
+    return Unavailable(f"{service} cannot be reached or failed ({code.name}): {error.details()}")
+
+
+class DecisionUseCases:
+    """Blueprints from the decision service, cached by (use case, version)."""
+
+    def __init__(self, channels: ServiceChannels, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.channels = channels
+        self.timeout_s = timeout_s
+        self._versions: dict[tuple[str, int], blueprint_pb2.Blueprint] = {}
+
+    def cached(self, use_case: str, version: int) -> blueprint_pb2.Blueprint | None:
+        """A version already fetched, or None."""
+        return self._versions.get((use_case, version))
+
+    async def latest(self, use_case: str) -> tuple[blueprint_pb2.Blueprint, int]:
+        """The current blueprint of a use case and its version; NOT_FOUND if unknown."""
+        found = await self._get(use_case, 0)
+        self._versions[(use_case, found.version)] = found.blueprint
+        return found.blueprint, found.version
+
+    async def latest_version(self, use_case: str) -> int:
+        """The current version of a use case (checks that it exists)."""
+        return (await self.latest(use_case))[1]
+
+    async def version(self, use_case: str, version: int) -> blueprint_pb2.Blueprint:
+        """One blueprint version; NOT_FOUND if unknown, UNAVAILABLE if decision is unreachable."""
+        key = (use_case, version)
+        if key not in self._versions:
+            self._versions[key] = (await self._get(use_case, version)).blueprint
+        return self._versions[key]
+
+    async def _get(self, use_case: str, version: int) -> dpb.UseCase:
+        try:
+            response = await self.channels.decision().GetUseCase(
+                dpb.GetUseCaseRequest(use_case=use_case, version=version), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                what = f"use case {use_case!r}" + (f" version {version}" if version else "")
+                raise NotFound(f"{what} is not known to the decision service") from exc
+            raise translate_rpc_error("decision", exc) from exc
+        return response.use_case
+
+
+class FeedbackTrainingData:
+    """Joined training rows from the feedback service."""
+
+    def __init__(self, channels: ServiceChannels, batch_rows: int = 0) -> None:
+        self.channels = channels
+        self.batch_rows = batch_rows
+
+    async def read(self, use_case: str, start_ms: int | None,
+                   end_ms: int | None) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+        """Stream the use case's rows whose reward window has closed (no fallbacks)."""
+        request = fpb.ReadTrainingDataRequest(use_case=use_case, batch_rows=self.batch_rows)
+        if start_ms is not None:
+            request.start_time.FromMilliseconds(start_ms)
+        if end_ms is not None:
+            request.end_time.FromMilliseconds(end_ms)
+        try:
+            async for batch in self.channels.feedback().ReadTrainingData(request, timeout=READ_TIMEOUT_S):
+                yield batch
+        except grpc.aio.AioRpcError as exc:
+            raise translate_rpc_error("feedback", exc) from exc
+
+
+class TrainerModels:
+    """Registered models from the trainer, for lineage (best effort)."""
+
+    def __init__(self, channels: ServiceChannels) -> None:
+        self.channels = channels
+
+    async def model(self, use_case: str, version: int) -> tpb.Model | None:
+        """The model, or None when the trainer does not know it or cannot be reached."""
+        try:
+            response = await self.channels.trainer().GetModel(
+                tpb.GetModelRequest(use_case=use_case, version=version), timeout=LINEAGE_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return response.model

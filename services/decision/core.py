@@ -1,0 +1,280 @@
+"""The decision core: encode features, score, choose, id, log. No gRPC here; decision
+protos are used as plain data. Everything on this path is synchronous and in memory
+(the ONNX run takes microseconds); logging only appends a compact tuple to a queue —
+the decision log's shipper builds the record protos (and scores shadow models)
+off the request path.
+
+Order of the splits (docs/internals.md): the experiment arm first (salted hash of use
+case and unit id), then the canary within the arm (a hash with its own salt, the same
+share in every arm). Shadows score every row and are only logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from loopwise.clock import Clock, uuid7_time_ms
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.errors import FailedPrecondition, InvalidArgument
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.services.decision.decision_log import DecisionLog
+from loopwise.services.decision.encoding import UseCaseVersion, check_batch, encode_named
+from loopwise.services.decision.models import Serving
+from loopwise.services.decision.policy import (
+    ROLE_CANARY,
+    ROLE_PRODUCTION,
+    ROLE_SHADOW,
+    Choices,
+    assign_arms,
+    canary_mask,
+    decide_rows,
+    merge,
+    rank,
+)
+from loopwise.services.decision.use_cases import UseCases
+from loopwise.tensors import F32, I32, pack, unpack_matrix
+
+# Seed streams of the decision service, derived from the shared seed.
+_SEED_STREAM = 0xDEC1
+_SHADOW_STREAM = 0xDEC2
+
+
+class DecisionCore:
+    """Decide, DecideBatch and DecideStream logic for every use case."""
+
+    def __init__(
+        self,
+        use_cases: UseCases,
+        clock: Clock,
+        seed: int,
+        decision_log: DecisionLog,
+        scorers: Mapping[str, Serving],
+        max_batch_rows: int,
+        max_candidates: int = 1000,
+    ) -> None:
+        self.use_cases = use_cases
+        self.clock = clock
+        self.rng = np.random.default_rng([seed, _SEED_STREAM])
+        self.shadow_rng = np.random.default_rng([seed, _SHADOW_STREAM])
+        self.log = decision_log
+        self.scorers = scorers
+        self.max_batch_rows = max_batch_rows
+        self.max_candidates = max_candidates
+        self.served = 0
+        self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
+
+    # -- shared steps -------------------------------------------------------------
+    def _version(self, use_case: str, version: int) -> UseCaseVersion:
+        UseCases.check_name(use_case)
+        uc = self.use_cases.get(use_case, version, "blueprint_version")
+        if self.use_cases.archived(use_case):
+            raise FailedPrecondition(f"use case {use_case!r} is archived")
+        return uc
+
+    def _force_default(self, uc: UseCaseVersion, started: float | None) -> bool:
+        """Kill switch on, or the use case's latency budget already spent."""
+        if self.use_cases.kill_switch(uc.use_case):
+            return True
+        budget = uc.blueprint.latency_budget_ms
+        if budget > 0 and started is not None and (time.perf_counter() - started) * 1000.0 > budget:
+            self.budget_fallbacks += 1
+            return True
+        return False
+
+    def _choose(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str],
+                disable_exploration: bool, forced_arm: str, started: float | None,
+                serving: Serving | None) -> Choices:
+        n = rows.shape[0]
+        arms, eps = assign_arms(uc, unit_ids, n, self.rng, forced_arm)
+        force = self._force_default(uc, started)
+        if serving is None or force:
+            return decide_rows(uc, rows, arms, eps, None, self.rng, disable_exploration, force)
+        if serving.canary is None or serving.canary_share <= 0:
+            return decide_rows(uc, rows, arms, eps, serving.production, self.rng, disable_exploration,
+                               role=ROLE_PRODUCTION)
+        mask = canary_mask(uc.use_case, unit_ids, n, serving.canary_share, self.rng)
+        parts = []
+        for m, scorer, role in ((~mask, serving.production, ROLE_PRODUCTION), (mask, serving.canary, ROLE_CANARY)):
+            index = np.flatnonzero(m)
+            if index.size:
+                parts.append((index, decide_rows(uc, rows[index], [arms[i] for i in index], eps[index],
+                                                 scorer, self.rng, disable_exploration, role=role)))
+        return merge(parts, n, len(uc.actions), arms)
+
+    # -- Decide -------------------------------------------------------------------
+    def decide(self, request: dpb.DecideRequest, started: float | None = None) -> dpb.Decision:
+        """One decision from named features (or a ranking of candidates)."""
+        uc = self._version(request.use_case, request.blueprint_version)
+        serving = self.scorers.get(uc.use_case)  # read once: a swap cannot split a request
+        if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
+            return self._rank(uc, request, started, serving)
+        if request.candidates:
+            raise InvalidArgument("candidates", "only ranking use cases take candidates")
+        row = encode_named(uc, request.features)[None, :]
+        unit_ids = [request.unit_id]
+        choices = self._choose(uc, row, unit_ids, request.disable_exploration, request.arm, started, serving)
+        ids = self._ids(1)
+        self._log(uc, row, unit_ids, choices, ids, serving, request.disable_exploration)
+        return self._decision(uc, choices, 0, ids[0])
+
+    def _rank(self, uc: UseCaseVersion, request: dpb.DecideRequest, started: float | None,
+              serving: Serving | None) -> dpb.Decision:
+        candidates = request.candidates
+        if not candidates:
+            raise InvalidArgument("candidates", "a ranking use case needs at least one candidate")
+        if len(candidates) > self.max_candidates:
+            raise InvalidArgument("candidates", f"{len(candidates)} candidates exceed the limit of {self.max_candidates}")
+        seen: set[str] = set()
+        rows = np.empty((len(candidates), len(uc.feature_names)), dtype=np.float32)
+        for i, candidate in enumerate(candidates):
+            if not candidate.id:
+                raise InvalidArgument(f"candidates[{i}].id", "required")
+            if candidate.id in seen:
+                raise InvalidArgument(f"candidates[{i}].id", f"duplicate candidate id {candidate.id!r}")
+            seen.add(candidate.id)
+            merged = dict(request.features)
+            merged.update(candidate.features)
+            rows[i] = encode_named(uc, merged, f"candidates[{i}].features")
+        arms, eps = assign_arms(uc, [request.unit_id], 1, self.rng, request.arm)
+        force = self._force_default(uc, started)
+        scorer, role = None, ROLE_PRODUCTION
+        if serving is not None and not force:
+            scorer = serving.production
+            if serving.canary is not None and canary_mask(uc.use_case, [request.unit_id], 1,
+                                                          serving.canary_share, self.rng)[0]:
+                scorer, role = serving.canary, ROLE_CANARY
+        choices = rank(uc, rows, arms[0], float(eps[0]), scorer, self.rng, request.disable_exploration,
+                       force, role)
+        ids = self._ids(1)
+        ranked = [candidates[int(i)].id for i in choices.order]  # type: ignore[union-attr]
+        if self.log.enabled:
+            cand_ids = [c.id for c in candidates]
+            unit_id = request.unit_id
+            self.log.submit_lazy(1, lambda: [self._record(uc, rows[int(choices.action_index[0])], unit_id,
+                                                          choices, 0, ids[0], cand_ids)])
+        decision = self._decision(uc, choices, 0, ids[0], [c.id for c in candidates])
+        decision.ranked_candidate_ids.extend(ranked)
+        return decision
+
+    # -- DecideBatch --------------------------------------------------------------
+    def decide_batch(self, request: dpb.DecideBatchRequest, started: float | None = None) -> dpb.DecideBatchResponse:
+        """Decisions for a packed [rows, F] float32 tensor, one scoring run per model."""
+        UseCases.check_name(request.use_case)
+        if request.blueprint_version <= 0:
+            raise InvalidArgument("blueprint_version", "required: the version whose feature order the tensor uses")
+        uc = self._version(request.use_case, request.blueprint_version)
+        if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
+            raise InvalidArgument("use_case", "a ranking use case decides through Decide with candidates")
+        if tuple(request.feature_names) != uc.feature_names:
+            raise InvalidArgument(
+                "feature_names", f"must equal blueprint v{uc.version}'s features in order: {list(uc.feature_names)}"
+            )
+        if request.rows < 0:
+            raise InvalidArgument("rows", "must be >= 0")
+        if request.rows > self.max_batch_rows:
+            raise InvalidArgument("rows", f"{request.rows} rows exceed the limit of {self.max_batch_rows}")
+        if request.unit_ids and len(request.unit_ids) != request.rows:
+            raise InvalidArgument("unit_ids", f"has {len(request.unit_ids)} ids for {request.rows} rows")
+        matrix = unpack_matrix(request.features, request.rows, len(uc.feature_names), "features")
+        rows = check_batch(uc, matrix)
+        unit_ids = list(request.unit_ids)
+        serving = self.scorers.get(uc.use_case)
+        choices = self._choose(uc, rows, unit_ids, request.disable_exploration, "", started, serving)
+        ids = self._ids(request.rows)
+        self._log(uc, rows, unit_ids, choices, ids, serving, request.disable_exploration)
+        return dpb.DecideBatchResponse(
+            decision_ids=ids,
+            action_indices=pack(choices.action_index, I32),
+            scores=pack(choices.score, F32),
+            action_probabilities=pack(choices.probabilities, F32),
+            explored=choices.explored.astype(np.uint8).tobytes(),
+            fallback=choices.fallback.astype(np.uint8).tobytes(),
+            actions=uc.actions,
+            model_version=int(choices.model_version.max(initial=0)),
+            blueprint_version=uc.version,
+            arms=choices.arms,
+            deployment_roles=choices.roles,
+            model_versions=choices.model_version.astype("<i8").tobytes(),
+        )
+
+    # -- helpers ------------------------------------------------------------------
+    def _ids(self, n: int) -> list[str]:
+        self.served += n
+        return [self.clock.new_id() for _ in range(n)]
+
+    def _decision(self, uc: UseCaseVersion, c: Choices, i: int, decision_id: str,
+                  candidate_ids: Sequence[str] | None = None) -> dpb.Decision:
+        index = int(c.action_index[i])
+        decision = dpb.Decision(
+            decision_id=decision_id, use_case=uc.use_case,
+            action=candidate_ids[index] if candidate_ids is not None else uc.actions[index],
+            action_index=index, score=float(c.score[i]),
+            action_scores=c.action_scores[i].tolist() if c.action_scores is not None and not c.fallback[i] else [],
+            action_probabilities=c.probabilities[i].tolist(),
+            model_version=int(c.model_version[i]), blueprint_version=uc.version, arm=c.arms[i],
+            explored=bool(c.explored[i]), fallback=bool(c.fallback[i]), deployment_role=c.roles[i],
+        )
+        decision.decision_time.FromMilliseconds(uuid7_time_ms(decision_id) or self.clock.now_ms())
+        return decision
+
+    def _log(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str], c: Choices,
+             ids: list[str], serving: Serving | None, disable_exploration: bool) -> None:
+        """Enqueue a compact tuple; the shipper calls the builder (protos, shadows)."""
+        if not self.log.enabled:
+            return
+        shadows = serving.shadows if serving is not None and not self.use_cases.kill_switch(uc.use_case) else ()
+        unit_ids = list(unit_ids)
+
+        def build() -> list[fpb.DecisionRecord]:
+            records = self._records(uc, rows, unit_ids, c, ids)
+            for shadow in shadows:
+                sc = decide_rows(uc, rows, c.arms, np.zeros(len(ids)), shadow, self.shadow_rng,
+                                 disable_exploration, role=ROLE_SHADOW)
+                shadow_ids = [self.clock.new_id() for _ in ids]
+                for record in self._records(uc, rows, unit_ids, sc, shadow_ids):
+                    record.shadow = True
+                    records.append(record)
+            return records
+
+        self.log.submit_lazy(len(ids) * (1 + len(shadows)), build)
+
+    def _records(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str], c: Choices,
+                 ids: list[str]) -> list[fpb.DecisionRecord]:
+        features = np.ascontiguousarray(rows, dtype=F32)
+        probabilities = c.probabilities.tolist()
+        action_scores = c.action_scores.tolist() if c.action_scores is not None else None
+        out = []
+        for i, decision_id in enumerate(ids):
+            index = int(c.action_index[i])
+            fallback = bool(c.fallback[i])
+            out.append(fpb.DecisionRecord(
+                decision_id=decision_id, use_case=uc.use_case, blueprint_version=uc.version,
+                unit_id=unit_ids[i] if i < len(unit_ids) else "",
+                features=features[i].tobytes(), action_index=index, action=uc.actions[index],
+                score=float(c.score[i]), action_probabilities=probabilities[i],
+                model_version=int(c.model_version[i]), arm=c.arms[i],
+                explored=bool(c.explored[i]), fallback=fallback,
+                action_scores=action_scores[i] if action_scores is not None and not fallback else [],
+                deployment_role=c.roles[i],
+            ))
+        return out
+
+    def _record(self, uc: UseCaseVersion, row: np.ndarray, unit_id: str, c: Choices, i: int,
+                decision_id: str, candidate_ids: list[str]) -> fpb.DecisionRecord:
+        """A ranking's record: the chosen candidate's features and id, probabilities
+        and scores per candidate in request order."""
+        fallback = bool(c.fallback[i])
+        index = int(c.action_index[i])
+        return fpb.DecisionRecord(
+            decision_id=decision_id, use_case=uc.use_case, blueprint_version=uc.version, unit_id=unit_id,
+            features=np.ascontiguousarray(row, dtype=F32).tobytes(), action_index=index,
+            action=candidate_ids[index], score=float(c.score[i]),
+            action_probabilities=c.probabilities[i].tolist(), model_version=int(c.model_version[i]),
+            arm=c.arms[i], explored=bool(c.explored[i]), fallback=fallback,
+            action_scores=c.action_scores[i].tolist() if c.action_scores is not None and not fallback else [],
+            deployment_role=c.roles[i],
+        )

@@ -1,0 +1,92 @@
+"""The decision process: store, use cases, decision log, model watcher, core and
+servicer on one ServiceHost."""
+
+from __future__ import annotations
+
+import grpc
+
+from loopwise.clock import Clock
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.server import Registration, ServiceHost, channel_options
+from loopwise.services.decision.core import DecisionCore
+from loopwise.services.decision.decision_log import DecisionLog
+from loopwise.services.decision.models import ModelWatcher
+from loopwise.services.decision.servicer import DecisionServicer
+from loopwise.services.decision.use_cases import UseCases
+from loopwise.services.decision.workers import DecisionMetrics, instrument, serve_single, supervise
+from loopwise.settings import Settings
+from loopwise.store.decision import open_decision_store
+
+SERVICE_NAME = "loopwise.decision.v1.DecisionService"
+# Reconnect quickly once a peer is back (gRPC's default backoff grows to 120 s, which
+# would keep the spool from draining long after the feedback service returned).
+_RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+def peer_channel(settings: Settings, address: str) -> grpc.aio.Channel:
+    """An aio channel to another service with short reconnect backoff."""
+    return grpc.aio.insecure_channel(address, options=[*channel_options(settings), *_RECONNECT_OPTIONS])
+
+
+async def start_server(settings: Settings, worker: int | None = None) -> ServiceHost:
+    """Build and start the decision service; returns the started host (shutdown hooks
+    registered: stop the model watcher, drain the decision log, close the store).
+    ``worker``: the index of a multi-worker process (SO_REUSEPORT on, own spool)."""
+    clock = Clock.from_settings(settings)
+    store = open_decision_store(settings)
+    use_cases = UseCases(store, clock)
+    feedback = peer_channel(settings, settings.feedback_address)
+    trainer = peer_channel(settings, settings.trainer_address)
+    service_dir = settings.service_dir("decision")
+    spool_dir = service_dir / "spool" if not worker else service_dir / "spool" / f"w{worker}"
+    decision_log = DecisionLog(
+        feedback, spool_dir, clock, enabled=settings.decision_log_enabled,
+        queue_size=settings.decision_log_queue_size, batch_size=settings.decision_log_batch_size,
+        flush_interval_s=settings.decision_log_flush_interval_s,
+    )
+    watcher = ModelWatcher(trainer, service_dir / "models", use_cases.find)
+    core = DecisionCore(use_cases, clock, settings.seed, decision_log, watcher.scorers,
+                        settings.max_batch_rows, settings.max_candidates)
+    servicer = DecisionServicer(core, use_cases)
+    host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None)
+    servicer.host = host
+    metrics = DecisionMetrics()
+    metrics.watch_decision_log(decision_log)
+    rpcs = [name for name in vars(dgrpc.DecisionServiceServicer) if not name.startswith("_")]
+    host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(servicer, metrics, rpcs),
+                           SERVICE_NAME)])
+    host.metrics = metrics  # type: ignore[attr-defined]
+    host.core = core  # type: ignore[attr-defined]  # for in-process tests and metrics
+    host.watcher = watcher  # type: ignore[attr-defined]
+
+    async def close() -> None:
+        await watcher.stop()
+        await decision_log.stop()
+        await feedback.close()
+        await trainer.close()
+        store.close()
+
+    host.on_shutdown(close)
+    try:
+        await use_cases.load()
+        await watcher.restore()  # the last good models, before and without the trainer
+        await host.start()
+    except BaseException:
+        await close()
+        raise
+    decision_log.start()
+    watcher.start()
+    return host
+
+
+async def main(settings: Settings) -> None:
+    """Run the decision service until SIGTERM/SIGINT (``decision_workers`` > 1: a
+    supervisor of that many worker processes, see workers.py)."""
+    if settings.decision_workers > 1:
+        await supervise(settings)
+    else:
+        await serve_single(settings, start_server)

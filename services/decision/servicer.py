@@ -1,0 +1,131 @@
+"""The DecisionService servicer: protos in, core calls, protos out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.errors import DeadlineExceeded, InvalidArgument, servicer
+from loopwise.server import ServiceHost, until_stopping
+from loopwise.services.decision.core import DecisionCore
+from loopwise.services.decision.use_cases import ApplyResult, UseCases
+
+
+def use_case_message(uc_version, latest_version: int, kill_switch: bool, archived: bool = False) -> dpb.UseCase:
+    """The UseCase proto of a blueprint version."""
+    stored = uc_version.stored
+    message = dpb.UseCase(
+        blueprint=stored.blueprint, version=stored.version, author=stored.author,
+        reason=stored.reason, kill_switch=kill_switch, latest_version=latest_version, archived=archived,
+    )
+    message.create_time.FromMilliseconds(stored.create_time_ms)
+    return message
+
+
+@servicer
+class DecisionServicer(dgrpc.DecisionServiceServicer):
+    """Decisions and use cases. ``host`` is set once the ServiceHost exists (streams
+    end with UNAVAILABLE when it stops)."""
+
+    def __init__(self, core: DecisionCore, use_cases: UseCases) -> None:
+        self.core = core
+        self.use_cases = use_cases
+        self.host: ServiceHost | None = None
+
+    async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:  # noqa: N802
+        """One decision from named features (or a ranking of candidates)."""
+        started = time.perf_counter()
+        _check_deadline(context)
+        return dpb.DecideResponse(decision=self.core.decide(request, started))
+
+    async def DecideBatch(self, request: dpb.DecideBatchRequest, context) -> dpb.DecideBatchResponse:  # noqa: N802
+        """Many decisions from one packed float32 tensor."""
+        started = time.perf_counter()
+        _check_deadline(context)
+        return self.core.decide_batch(request, started)
+
+    async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:  # noqa: N802
+        """A bidi stream of Decide calls, answered in order. A bad request ends the
+        stream with its error (INVALID_ARGUMENT / NOT_FOUND); a stopping server ends it
+        with UNAVAILABLE so that the client reconnects elsewhere."""
+        iterator = request_iterator.__aiter__()
+        while True:
+            if self.host is not None:
+                self.host.check_stopping()
+                try:
+                    request = await until_stopping(self.host, iterator.__anext__())
+                except StopAsyncIteration:
+                    return
+            else:
+                try:
+                    request = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield dpb.DecideResponse(decision=self.core.decide(request, time.perf_counter()))
+
+    async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:  # noqa: N802
+        """Create a use case or a new blueprint version (or only validate)."""
+        if not request.HasField("blueprint"):
+            raise InvalidArgument("blueprint", "required")
+        result: ApplyResult = await self.use_cases.apply(
+            request.blueprint, request_id=request.request_id, validate_only=request.validate_only,
+            author=request.author, reason=request.reason,
+        )
+        return dpb.ApplyUseCaseResponse(
+            use_case=use_case_message(result.version, result.latest_version, result.kill_switch, result.archived),
+            created=result.created, changed_fields=result.changed_fields,
+            diff=[dpb.FieldChange(path=p, old_value=a, new_value=b) for p, a, b in result.diff],
+        )
+
+    async def GetUseCase(self, request: dpb.GetUseCaseRequest, context) -> dpb.GetUseCaseResponse:  # noqa: N802
+        """One use case at its latest or a given blueprint version."""
+        UseCases.check_name(request.use_case)
+        version = self.use_cases.get(request.use_case, request.version)
+        return dpb.GetUseCaseResponse(use_case=self._message(version))
+
+    def _message(self, version) -> dpb.UseCase:
+        name = version.use_case
+        return use_case_message(version, self.use_cases.latest_version(name), self.use_cases.kill_switch(name),
+                                self.use_cases.archived(name))
+
+    async def ListUseCases(self, request: dpb.ListUseCasesRequest, context) -> dpb.ListUseCasesResponse:  # noqa: N802
+        """The latest version of every use case, by name, paged (archived ones on request)."""
+        page, token = self.use_cases.list(request.page_size, request.page_token, request.include_archived)
+        return dpb.ListUseCasesResponse(use_cases=[self._message(v) for v in page], next_page_token=token)
+
+    async def RollbackUseCase(self, request: dpb.RollbackUseCaseRequest, context) -> dpb.RollbackUseCaseResponse:  # noqa: N802
+        """Make an earlier blueprint version current again, as a new version."""
+        version = await self.use_cases.rollback(request.use_case, request.to_version, request_id=request.request_id,
+                                                author=request.author, reason=request.reason)
+        return dpb.RollbackUseCaseResponse(use_case=self._message(version))
+
+    async def SetKillSwitch(self, request: dpb.SetKillSwitchRequest, context) -> dpb.SetKillSwitchResponse:  # noqa: N802
+        """Force (or stop forcing) the default decision on every decision path."""
+        await self.use_cases.set_kill_switch(request.use_case, request.enabled, author=request.author,
+                                             reason=request.reason)
+        return dpb.SetKillSwitchResponse(use_case=self._message(self.use_cases.get(request.use_case)))
+
+    async def ArchiveUseCase(self, request: dpb.ArchiveUseCaseRequest, context) -> dpb.ArchiveUseCaseResponse:  # noqa: N802
+        """Archive (or restore) a use case."""
+        await self.use_cases.set_archived(request.use_case, request.archived, author=request.author,
+                                          reason=request.reason)
+        return dpb.ArchiveUseCaseResponse(use_case=self._message(self.use_cases.get(request.use_case)))
+
+    async def ListUseCaseChanges(self, request: dpb.ListUseCaseChangesRequest, context) -> dpb.ListUseCaseChangesResponse:  # noqa: N802
+        """The audit trail of a use case, oldest first."""
+        changes = []
+        for c in await self.use_cases.changes(request.use_case):
+            message = dpb.UseCaseChange(use_case=c.use_case, version=c.version, change=c.change,
+                                        author=c.author, reason=c.reason, request_id=c.request_id)
+            message.change_time.FromMilliseconds(c.time_ms)
+            changes.append(message)
+        return dpb.ListUseCaseChangesResponse(changes=changes)
+
+
+def _check_deadline(context) -> None:
+    """DEADLINE_EXCEEDED when the client's deadline has already passed."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the request's deadline passed before it was served")

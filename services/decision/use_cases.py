@@ -1,0 +1,234 @@
+"""Use cases: apply (validate, version, audit), read and list blueprint versions.
+
+Versions are immutable, so all of them live in memory after :meth:`UseCases.load`;
+decisions never touch the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from loopwise.clock import Clock
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound
+from loopwise.services.decision.blueprints import (
+    changed_fields,
+    check_use_case_name,
+    diff,
+    validate_blueprint,
+)
+from loopwise.services.decision.encoding import UseCaseVersion
+from loopwise.store.decision import AppliedRequest, BlueprintVersion, UseCaseChange, UseCaseStore
+
+log = logging.getLogger("loopwise.decision.use_cases")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What ApplyUseCase did."""
+
+    version: UseCaseVersion
+    latest_version: int
+    created: bool
+    changed_fields: tuple[str, ...]
+    kill_switch: bool = False
+    diff: tuple[tuple[str, str, str], ...] = ()
+    archived: bool = False
+
+
+class UseCases:
+    """The in-memory view of every use case and blueprint version, backed by a store."""
+
+    def __init__(self, store: UseCaseStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._versions: dict[str, list[UseCaseVersion]] = {}
+        self._kill: dict[str, bool] = {}
+        self._archived: dict[str, bool] = {}
+        self._done: dict[str, object] = {}  # request ids of rollback / switch / archive calls
+        self._requests: dict[str, AppliedRequest] = {}
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Read every stored version into memory."""
+        await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Merge what the store holds (e.g. written by another worker); True if anything changed.
+
+        Versions are immutable and numbered, so merging appends the ones not held yet;
+        kill switches and archive flags are replaced by the stored ones."""
+        async with self._lock:  # an apply in this process is not half-merged
+            stored = await self.store.load()
+            changed = False
+            by_case: dict[str, list] = {}
+            for v in stored.versions:
+                by_case.setdefault(v.use_case, []).append(v)
+            for name, versions in by_case.items():
+                have = self._versions.setdefault(name, [])
+                for v in sorted(versions, key=lambda v: v.version)[len(have):]:
+                    have.append(UseCaseVersion(v))
+                    changed = True
+            kill, archived = dict(stored.kill_switches), dict(stored.archived)
+            if kill != self._kill or archived != self._archived:
+                self._kill, self._archived = kill, archived
+                changed = True
+            for r in stored.requests:
+                self._requests.setdefault(r.request_id, r)
+            return changed
+
+    # -- reads (no I/O) -----------------------------------------------------------
+    def get(self, use_case: str, version: int = 0, field: str = "version") -> UseCaseVersion:
+        """A version (0: latest); NOT_FOUND for an unknown use case or version."""
+        versions = self._versions.get(use_case)
+        if not versions:
+            raise NotFound(f"use case {use_case!r} does not exist")
+        if version < 0:
+            raise InvalidArgument(field, "must be >= 0")
+        if version == 0:
+            return versions[-1]
+        if version > len(versions):
+            raise NotFound(f"use case {use_case!r} has no blueprint version {version} (latest {len(versions)})")
+        return versions[version - 1]
+
+    def find(self, use_case: str, version: int) -> UseCaseVersion | None:
+        """A version, or None when unknown (0: latest)."""
+        versions = self._versions.get(use_case)
+        if not versions or version < 0 or version > len(versions):
+            return None
+        return versions[version - 1] if version else versions[-1]
+
+    def latest_version(self, use_case: str) -> int:
+        """The latest version number (0 when the use case does not exist)."""
+        return len(self._versions.get(use_case, ()))
+
+    def kill_switch(self, use_case: str) -> bool:
+        """Whether the default decision is forced."""
+        return self._kill.get(use_case, False)
+
+    def archived(self, use_case: str) -> bool:
+        """Whether the use case is archived (it refuses decisions)."""
+        return self._archived.get(use_case, False)
+
+    def list(self, page_size: int, page_token: str, include_archived: bool = False) -> tuple[list[UseCaseVersion], str]:
+        """Latest versions by name after ``page_token``; and the next token. Archived
+        use cases only with ``include_archived``."""
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must be >= 0")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        names = sorted(n for n in self._versions
+                       if n > page_token and (include_archived or not self.archived(n)))
+        page = names[:size]
+        token = page[-1] if len(names) > size else ""
+        return [self._versions[n][-1] for n in page], token
+
+    # -- apply --------------------------------------------------------------------
+    async def apply(
+        self, blueprint: bp.Blueprint, *, request_id: str = "", validate_only: bool = False,
+        author: str = "", reason: str = "",
+    ) -> ApplyResult:
+        """Validate, then create a new version when the blueprint changed."""
+        validate_blueprint(blueprint)
+        name = blueprint.use_case
+        if self.archived(name) and not validate_only:
+            raise FailedPrecondition(f"use case {name!r} is archived; restore it with ArchiveUseCase first")
+        async with self._lock:
+            if request_id and request_id in self._requests and not validate_only:
+                done = self._requests[request_id]
+                if done.use_case != name:
+                    raise InvalidArgument("request_id", f"already used for use case {done.use_case!r}")
+                return self._result(self.get(name, done.version), done.created, done.changed_fields)
+            latest = self.find(name, 0)
+            if latest is not None and latest.blueprint == blueprint:
+                if request_id and not validate_only:
+                    request = AppliedRequest(request_id, name, latest.version, False)
+                    await self.store.remember_request(request, self.clock.now_ms())
+                    self._requests[request_id] = request
+                return self._result(latest, False, ())
+            fields = tuple(changed_fields(latest.blueprint, blueprint)) if latest else ()
+            delta = tuple(diff(latest.blueprint if latest else bp.Blueprint(), blueprint))
+            number = (latest.version if latest else 0) + 1
+            stored = BlueprintVersion(name, number, bp.Blueprint.FromString(blueprint.SerializeToString()),
+                                      self.clock.now_ms(), author, reason)
+            version = UseCaseVersion(stored)
+            if validate_only:
+                return ApplyResult(version, number - 1, False, fields, self.kill_switch(name), delta,
+                                   self.archived(name))
+            request = AppliedRequest(request_id, name, number, True, fields) if request_id else None
+            await self.store.add_version(stored, number - 1, request)
+            self._versions.setdefault(name, []).append(version)
+            if request is not None:
+                self._requests[request_id] = request
+            log.info("%s: blueprint v%d applied by %r (%s): %s", name, number, author, reason, list(fields))
+            return self._result(version, True, fields, delta)
+
+    def _result(self, version: UseCaseVersion, created: bool, fields: tuple[str, ...],
+                delta: tuple[tuple[str, str, str], ...] = ()) -> ApplyResult:
+        return ApplyResult(version, self.latest_version(version.use_case), created, fields,
+                           self.kill_switch(version.use_case), delta, self.archived(version.use_case))
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def rollback(self, use_case: str, to_version: int, *, request_id: str = "", author: str = "",
+                       reason: str = "") -> UseCaseVersion:
+        """Make version ``to_version``'s blueprint current again, as a new version
+        (audited as ``rollback``). Retrying with the same ``request_id`` is a no-op."""
+        self.check_name(use_case)
+        if to_version <= 0:
+            raise InvalidArgument("to_version", "must be a version >= 1")
+        target = self.get(use_case, to_version, "to_version")
+        if self.archived(use_case):
+            raise FailedPrecondition(f"use case {use_case!r} is archived; restore it with ArchiveUseCase first")
+        async with self._lock:
+            key = f"rollback:{request_id}"
+            if request_id and key in self._done:
+                return self._done[key]  # type: ignore[return-value]
+            latest = self.get(use_case)
+            if to_version == latest.version:
+                raise FailedPrecondition(f"version {to_version} is already the current version")
+            number = latest.version + 1
+            why = f"rollback to v{to_version}" + (f": {reason}" if reason else "")
+            stored = BlueprintVersion(use_case, number, bp.Blueprint.FromString(target.blueprint.SerializeToString()),
+                                      self.clock.now_ms(), author, why)
+            await self.store.add_version(stored, latest.version, None, change="rollback")
+            version = UseCaseVersion(stored)
+            self._versions[use_case].append(version)
+            if request_id:
+                self._done[key] = version
+            log.warning("%s: rolled back to v%d as v%d by %r (%s)", use_case, to_version, number, author, reason)
+            return version
+
+    async def set_kill_switch(self, use_case: str, enabled: bool, *, author: str = "", reason: str = "") -> None:
+        """Force (or stop forcing) the default decision; effective for the next request."""
+        self.check_name(use_case)
+        self.get(use_case)
+        async with self._lock:
+            if not await self.store.set_kill_switch(use_case, enabled, self.clock.now_ms(), author, reason):
+                raise NotFound(f"use case {use_case!r} does not exist")
+            self._kill[use_case] = enabled
+        log.warning("%s: kill switch %s by %r (%s)", use_case, "ON" if enabled else "off", author, reason)
+
+    async def set_archived(self, use_case: str, archived: bool, *, author: str = "", reason: str = "") -> None:
+        """Archive (or restore) a use case."""
+        self.check_name(use_case)
+        self.get(use_case)
+        async with self._lock:
+            if not await self.store.set_archived(use_case, archived, self.clock.now_ms(), author, reason):
+                raise NotFound(f"use case {use_case!r} does not exist")
+            self._archived[use_case] = archived
+        log.warning("%s: %s by %r (%s)", use_case, "archived" if archived else "restored", author, reason)
+
+    async def changes(self, use_case: str) -> list[UseCaseChange]:
+        """The audit trail of a use case, oldest first."""
+        self.check_name(use_case)
+        self.get(use_case)
+        return await self.store.audit(use_case)
+
+    @staticmethod
+    def check_name(use_case: str, field: str = "use_case") -> None:
+        """INVALID_ARGUMENT naming ``field`` for a malformed use case name."""
+        check_use_case_name(use_case, field)

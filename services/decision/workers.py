@@ -1,0 +1,308 @@
+"""Multi-worker mode and metrics of the decision service.
+
+With ``decision_workers`` = N > 1 the decision process is a supervisor that holds no
+gRPC object (DESIGN §6: gRPC is not fork-safe): it spawns N worker processes (the
+``spawn`` start method), each a complete decision server bound to the same port with
+``SO_REUSEPORT``, so the kernel balances connections (not requests) between them:
+clients need several channels to use several workers. The supervisor restarts a
+worker that dies, forwards SIGTERM/SIGINT to every worker and waits for them, and
+serves the one metrics endpoint of the service, aggregating the workers' snapshots
+with a ``worker`` label. A worker stops by itself when its supervisor is gone.
+
+Workers keep their own state: a decision-log spool each (worker 0 uses the service's
+usual spool directory), a shared model cache, and the shared use-case store, which
+each worker re-reads every ``SYNC_INTERVAL_S`` so that a use case applied through one
+worker is served by all of them within that interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loopwise.metrics import (
+    MetricsEndpoint,
+    Registry,
+    metrics_port,
+    read_snapshots,
+    write_snapshots_forever,
+)
+from loopwise.settings import Settings
+
+log = logging.getLogger("loopwise.decision.workers")
+
+SYNC_INTERVAL_S = 1.0
+RESTART_BACKOFF_S = 1.0
+SNAPSHOT_INTERVAL_S = 0.5
+
+
+# -- metrics of one process ------------------------------------------------------------
+class DecisionMetrics:
+    """The decision service's metrics in one process's registry."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry()
+        r = self.registry
+        self.decisions = r.counter("loopwise_decisions_total", "Decisions served", ["use_case"])
+        self.fallbacks = r.counter("loopwise_decision_fallbacks_total", "Decisions that fell back to the default",
+                                   ["use_case"])
+        self.requests = r.counter("loopwise_rpc_requests_total", "RPCs handled", ["rpc"])
+        self.errors = r.counter("loopwise_rpc_errors_total", "RPCs that ended with an error status", ["rpc"])
+        self.latency = r.histogram("loopwise_rpc_latency_seconds", "Time in the handler per RPC", ["rpc"])
+        self.log_state = r.gauge("loopwise_decision_log", "Decision log counters (since start; spool now)",
+                                 ["counter"])
+
+    def watch_decision_log(self, decision_log: Any) -> None:
+        """Expose the decision log's counters as gauges at every snapshot."""
+
+        def collect() -> None:
+            for name, value in vars(decision_log.counters).items():
+                self.log_state.set((name,), value)
+
+        self.registry.on_collect(collect)
+
+    def count(self, rpc: str, request: Any, response: Any) -> None:
+        """Count the decisions (and fallbacks) of one response."""
+        if rpc == "DecideBatch":
+            labels = (request.use_case,)
+            self.decisions.inc(labels, len(response.decision_ids))
+            fallbacks = response.fallback.count(1)
+            if fallbacks:
+                self.fallbacks.inc(labels, fallbacks)
+        elif rpc in ("Decide", "DecideStream"):
+            decision = response.decision
+            labels = (decision.use_case,)
+            self.decisions.inc(labels)
+            if decision.fallback:
+                self.fallbacks.inc(labels)
+
+
+_COUNTED = ("Decide", "DecideBatch", "DecideStream")
+
+
+class _Instrumented:
+    """A servicer proxy whose RPC methods record metrics; everything else delegates."""
+
+    def __init__(self, servicer: Any) -> None:
+        object.__setattr__(self, "_target", servicer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)
+
+
+def instrument(servicer: Any, metrics: DecisionMetrics, rpc_names: list[str]) -> Any:
+    """Wrap ``servicer``'s RPC methods (``rpc_names``) with latency, error and decision
+    counting. The proxy is what gets registered on the server."""
+    proxy = _Instrumented(servicer)
+    for rpc in rpc_names:
+        fn = getattr(servicer, rpc, None)
+        if fn is None:
+            continue
+        wrapped = _wrap_stream(rpc, fn, metrics) if inspect.isasyncgenfunction(fn) else _wrap_unary(rpc, fn, metrics)
+        object.__setattr__(proxy, rpc, wrapped)
+    return proxy
+
+
+def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
+    labels = (rpc,)
+    counted = rpc in _COUNTED
+    clock = time.perf_counter
+
+    async def call(request: Any, context: Any) -> Any:
+        start = clock()
+        try:
+            response = await fn(request, context)
+        except BaseException:
+            m.errors.inc(labels)
+            raise
+        finally:
+            m.requests.inc(labels)
+            m.latency.observe(labels, clock() - start)
+        if counted:
+            m.count(rpc, request, response)
+        return response
+
+    call.__name__ = rpc
+    return call
+
+
+def _wrap_stream(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
+    labels = (rpc,)
+    counted = rpc in _COUNTED
+
+    async def call(request: Any, context: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            async for response in fn(request, context):
+                if counted:
+                    m.count(rpc, None, response)
+                yield response
+        except BaseException:
+            m.errors.inc(labels)
+            raise
+        finally:
+            m.requests.inc(labels)
+            m.latency.observe(labels, time.perf_counter() - start)
+
+    call.__name__ = rpc
+    return call
+
+
+# -- use cases shared through the store ---------------------------------------------------
+async def _sync_forever(use_cases: Any) -> None:
+    while True:
+        await asyncio.sleep(SYNC_INTERVAL_S)
+        try:
+            await use_cases.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("cannot re-read use cases from the store")
+
+
+# -- one worker process ------------------------------------------------------------------
+def worker_process(settings: Settings, index: int, metrics_dir: str) -> None:
+    """Entry point of a spawned worker: a decision server on the shared port."""
+    from loopwise.server import configure_logging
+
+    configure_logging(settings)
+    asyncio.run(_worker_main(settings, index, Path(metrics_dir)))
+
+
+async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> None:
+    from loopwise.services.decision.server import start_server
+
+    parent = os.getppid()
+    host = await start_server(settings, worker=index)
+
+    async def orphaned() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        log.warning("decision worker %d: supervisor gone, stopping", index)
+        await host.stop()
+
+    tasks = [
+        asyncio.ensure_future(write_snapshots_forever(host.metrics.registry, metrics_dir, index,  # type: ignore[attr-defined]
+                                                      SNAPSHOT_INTERVAL_S)),
+        asyncio.ensure_future(_sync_forever(host.core.use_cases)),  # type: ignore[attr-defined]
+        asyncio.ensure_future(orphaned()),
+    ]
+    try:
+        await host.serve_until_signal()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- the supervisor ----------------------------------------------------------------------
+class Supervisor:
+    """Starts, watches and stops the worker processes; serves the merged metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.n = settings.decision_workers
+        self.metrics_dir = settings.service_dir("decision") / "metrics"
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.metrics_dir.glob("w*.json"):
+            old.unlink()
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: dict[int, Any] = {}
+        self.started_at: dict[int, float] = {}
+        self.restarts = 0
+        self.endpoint: MetricsEndpoint | None = None
+
+    def _start(self, index: int) -> None:
+        proc = self.ctx.Process(target=worker_process, args=(self.settings, index, str(self.metrics_dir)),
+                                name=f"decision-worker-{index}", daemon=False)
+        proc.start()
+        self.procs[index] = proc
+        self.started_at[index] = time.monotonic()
+        log.info("decision worker %d started (pid %d)", index, proc.pid)
+
+    def pids(self) -> dict[int, int]:
+        """Worker index → pid of the live workers."""
+        return {i: p.pid for i, p in self.procs.items() if p.exitcode is None}
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT, then stop every worker."""
+        loop = asyncio.get_running_loop()
+        requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, requested.set)
+        for i in range(self.n):
+            self._start(i)
+        port = metrics_port(self.settings, "decision")
+        if port:
+            self.endpoint = MetricsEndpoint(lambda: read_snapshots(self.metrics_dir), port)
+            await self.endpoint.start()
+        try:
+            while not requested.is_set():
+                try:
+                    await asyncio.wait_for(requested.wait(), 0.2)
+                except TimeoutError:
+                    pass
+                if requested.is_set():
+                    break
+                for i, proc in list(self.procs.items()):
+                    if proc.exitcode is None:
+                        continue
+                    if time.monotonic() - self.started_at[i] < RESTART_BACKOFF_S:
+                        continue  # crash loop: at most one restart per backoff
+                    log.warning("decision worker %d (pid %d) exited with %s; restarting", i, proc.pid, proc.exitcode)
+                    proc.join()
+                    self.restarts += 1
+                    self._start(i)
+        finally:
+            log.info("decision supervisor: stopping %d workers", len(self.procs))
+            await self.stop_workers()
+            if self.endpoint is not None:
+                await self.endpoint.stop()
+
+    async def stop_workers(self) -> None:
+        """SIGTERM every live worker, wait for the grace period (+ margin), then SIGKILL."""
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.settings.grace_period_s + 15.0
+        while any(p.exitcode is None for p in self.procs.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                log.warning("decision worker pid %d did not stop; killing it", proc.pid)
+                proc.kill()
+            proc.join()
+
+
+async def supervise(settings: Settings) -> None:
+    """The decision process in multi-worker mode."""
+    await Supervisor(settings).run()
+
+
+async def serve_single(settings: Settings, start_server: Callable[..., Any]) -> None:
+    """The decision process with one worker: the server and (if on) its metrics endpoint."""
+    host = await start_server(settings)
+    endpoint = None
+    port = metrics_port(settings, "decision")
+    if port:
+        endpoint = MetricsEndpoint(lambda: {"0": host.metrics.registry.snapshot()}, port)
+        await endpoint.start()
+    try:
+        await host.serve_until_signal()
+    finally:
+        if endpoint is not None:
+            await endpoint.stop()

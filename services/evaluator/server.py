@@ -1,0 +1,55 @@
+"""The evaluator process: store, process pool, core and servicer on one ServiceHost."""
+
+from __future__ import annotations
+
+from loopwise.channels import ServiceChannels
+from loopwise.clock import Clock
+from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
+from loopwise.jobs import ProcessPool
+from loopwise.operations import OperationRunner
+from loopwise.server import Registration, ServiceHost
+from loopwise.services.evaluator.core import KIND, Evaluator
+from loopwise.services.evaluator.servicer import EvaluatorServicer
+from loopwise.settings import Settings
+from loopwise.store.evaluator import open_evaluator_store
+from loopwise.upstream import DecisionUseCases, FeedbackTrainingData
+
+SERVICE_NAME = "loopwise.evaluator.v1.EvaluatorService"
+
+
+async def start_server(settings: Settings) -> ServiceHost:
+    """Build and start the evaluator; returns the started host (shutdown hooks registered)."""
+    clock = Clock.from_settings(settings)
+    store = open_evaluator_store(settings)
+    runner = OperationRunner(store.operations, clock, KIND)
+    await runner.recover()
+    pool = ProcessPool(settings.max_workers_processes)
+    channels = ServiceChannels(settings)
+    evaluator = Evaluator(
+        store.reports, runner, pool, DecisionUseCases(channels), FeedbackTrainingData(channels),
+        clock, settings.seed, max_rows=settings.max_batch_rows,
+    )
+    servicer = EvaluatorServicer(evaluator)
+    host = ServiceHost("evaluator", settings, settings.evaluator_address)
+    servicer.stopping = host.stopping
+    host.add([Registration(egrpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)])
+
+    async def close() -> None:
+        await runner.close()
+        pool.shutdown()
+        await channels.close()
+        store.close()
+
+    host.on_shutdown(close)
+    try:
+        await host.start()
+    except BaseException:
+        await close()
+        raise
+    return host
+
+
+async def main(settings: Settings) -> None:
+    """Run the evaluator until SIGTERM/SIGINT."""
+    host = await start_server(settings)
+    await host.serve_until_signal()

@@ -1,0 +1,49 @@
+"""The feedback process: store, core and servicer on one ServiceHost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loopwise.channels import ServiceChannels
+from loopwise.clock import Clock
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.server import Registration, ServiceHost
+from loopwise.services.feedback.core import Feedback
+from loopwise.services.feedback.servicer import FeedbackServicer
+from loopwise.settings import Settings
+from loopwise.store.feedback import open_feedback_store
+from loopwise.upstream import DecisionUseCases, TrainerModels
+
+SERVICE_NAME = "loopwise.feedback.v1.FeedbackService"
+
+
+async def start_server(settings: Settings) -> ServiceHost:
+    """Build and start the feedback service; returns the started host (shutdown hooks registered)."""
+    store = await asyncio.to_thread(open_feedback_store, settings)  # may connect to Cassandra
+    channels = ServiceChannels(settings)
+    feedback = Feedback(store, DecisionUseCases(channels, timeout_s=5.0), TrainerModels(channels),
+                        Clock.from_settings(settings), settings.service_dir("feedback") / "spool",
+                        max_batch_rows=settings.max_batch_rows)
+    host = ServiceHost("feedback", settings, settings.feedback_address)
+    servicer = FeedbackServicer(feedback, host.stopping)
+    host.add([Registration(fgrpc.add_FeedbackServiceServicer_to_server, servicer, SERVICE_NAME)])
+
+    async def close() -> None:
+        await feedback.durable.stop()  # the spool stays on disk; the next start replays it
+        await channels.close()
+        store.close()
+
+    host.on_shutdown(close)
+    try:
+        await host.start()
+        feedback.durable.start()
+    except BaseException:
+        await close()
+        raise
+    return host
+
+
+async def main(settings: Settings) -> None:
+    """Run the feedback service until SIGTERM/SIGINT."""
+    host = await start_server(settings)
+    await host.serve_until_signal()

@@ -1,0 +1,46 @@
+"""The FeedbackService servicer: protos in, core calls, protos out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from loopwise.errors import Unavailable, servicer
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.services.feedback.core import Feedback
+
+
+@servicer
+class FeedbackServicer(fgrpc.FeedbackServiceServicer):
+    """Decision and outcome logging, joined reads and statistics."""
+
+    def __init__(self, feedback: Feedback, stopping: asyncio.Event | None = None) -> None:
+        self.feedback = feedback
+        self.stopping = stopping or asyncio.Event()
+
+    async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:  # noqa: N802
+        """Store decisions; answers only once they are committed."""
+        return fpb.LogDecisionsResponse(accepted=await self.feedback.log_decisions(request.decisions))
+
+    async def LogOutcomes(self, request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:  # noqa: N802
+        """Store outcomes; answers only once they are committed."""
+        counts = await self.feedback.log_outcomes(request.outcomes)
+        return fpb.LogOutcomesResponse(accepted=counts.accepted, duplicates=counts.duplicates, orphans=counts.orphans)
+
+    async def ReadTrainingData(  # noqa: N802
+        self, request: fpb.ReadTrainingDataRequest, context
+    ) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+        """Stream joined, columnar batches; ends with UNAVAILABLE when the server stops."""
+        async for batch in self.feedback.read_training_data(request):
+            if self.stopping.is_set():
+                raise Unavailable("the feedback service is shutting down; read again")
+            yield batch
+
+    async def GetDecision(self, request: fpb.GetDecisionRequest, context) -> fpb.GetDecisionResponse:  # noqa: N802
+        """One decision with its outcomes, reward and model lineage."""
+        return await self.feedback.get_decision(request.use_case, request.decision_id)
+
+    async def GetStats(self, request: fpb.GetStatsRequest, context) -> fpb.GetStatsResponse:  # noqa: N802
+        """Counts computed from the stored data."""
+        return await self.feedback.stats(request.use_case)

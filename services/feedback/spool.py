@@ -1,0 +1,301 @@
+"""Durable acknowledgements: the store, or an fsync'd local spool replayed in order.
+
+``LogDecisions`` / ``LogOutcomes`` are acknowledged only once their validated rows are
+in the store, or appended to the spool in ``<data_dir>/feedback/spool``: one file per
+request, ``<sequence>.spool``, holding a header (magic, kind, payload length, crc32,
+accept time in µs, record count) and the serialized rows; written to a temporary
+name, fsync'd, renamed into place, directory fsync'd. A write goes to the spool when
+the store fails or times out, and also while the spool is not empty (so that the
+store sees requests in acceptance order).
+
+A background replayer writes spooled requests oldest first with their original
+accept time as write timestamp (Cassandra ``USING TIMESTAMP``), and removes a file
+only after the store acknowledged it. Writes are idempotent by key, so a replay of a
+request that had in fact reached the store never double counts. A restart replays
+whatever the spool holds; SIGTERM leaves it on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loopwise.clock import uuid7_time_ms
+from loopwise.durable import sync_directory, write_file_durably
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.store.feedback import FeedbackStore, OutcomeRow, StoredDecision, wall_time_us
+
+log = logging.getLogger("loopwise.feedback.spool")
+
+_MAGIC = b"LWFS"
+_HEADER = struct.Struct("<4sBIIQI")  # magic, kind, payload length, crc32, accept µs, records
+_DECISIONS, _OUTCOMES = 1, 2
+_LEN = struct.Struct("<I")
+# A store write that has not answered after this long is treated as failed (spooled).
+STORE_TIMEOUT_S = 10.0
+RETRY_MIN_S, RETRY_MAX_S = 0.2, 5.0
+
+
+class DamagedEntry(Exception):
+    """A spool file whose header or checksum does not match."""
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Whether an exception means "the store did not answer" (worth spooling and
+    retrying), as opposed to a request the store will never accept."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, OSError, sqlite3.OperationalError)):
+        return True
+    module = type(exc).__module__ or ""
+    if module == "cassandra" or module.startswith("cassandra."):
+        from cassandra import RequestValidationException
+
+        return not isinstance(exc, RequestValidationException)
+    return False
+
+
+@dataclass
+class Entry:
+    """One acknowledged request: its validated rows and accept time."""
+
+    accept_us: int
+    decisions: list[StoredDecision] = field(default_factory=list)
+    outcomes: list[OutcomeRow] = field(default_factory=list)
+    orphans: list[OutcomeRow] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        """Rows in the request."""
+        return len(self.decisions) + len(self.outcomes) + len(self.orphans)
+
+    def encode(self) -> bytes:
+        """Header and payload."""
+        if self.decisions:
+            kind = _DECISIONS
+            payload = fpb.LogDecisionsRequest(decisions=[d.record for d in self.decisions]).SerializeToString()
+        else:
+            kind = _OUTCOMES
+            rows = fpb.LogOutcomesRequest(outcomes=[_outcome_proto(o) for o in self.outcomes]).SerializeToString()
+            orphans = fpb.LogOutcomesRequest(outcomes=[_outcome_proto(o) for o in self.orphans]).SerializeToString()
+            payload = _LEN.pack(len(rows)) + rows + orphans
+        return _HEADER.pack(_MAGIC, kind, len(payload), zlib.crc32(payload), self.accept_us, self.records) + payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry:
+        """Parse a spool file; DamagedEntry when it is not intact."""
+        if len(data) < _HEADER.size:
+            raise DamagedEntry("short header")
+        magic, kind, length, crc, accept_us, records = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size:]
+        if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            raise DamagedEntry("bad magic, length or checksum")
+        if kind == _DECISIONS:
+            request = fpb.LogDecisionsRequest.FromString(payload)
+            decisions = [StoredDecision(r, uuid7_time_ms(r.decision_id) or 0) for r in request.decisions]
+            entry = cls(accept_us, decisions=decisions)
+        elif kind == _OUTCOMES:
+            (n,) = _LEN.unpack_from(payload)
+            rows = fpb.LogOutcomesRequest.FromString(payload[_LEN.size:_LEN.size + n]).outcomes
+            orphans = fpb.LogOutcomesRequest.FromString(payload[_LEN.size + n:]).outcomes
+            entry = cls(accept_us, outcomes=[_outcome_row(o, True) for o in rows],
+                        orphans=[_outcome_row(o, False) for o in orphans])
+        else:
+            raise DamagedEntry(f"unknown kind {kind}")
+        if entry.records != records:
+            raise DamagedEntry("record count does not match")
+        return entry
+
+    @staticmethod
+    def records_in(data: bytes) -> int:
+        """The record count from a header (0 when unreadable)."""
+        if len(data) < _HEADER.size:
+            return 0
+        return _HEADER.unpack_from(data)[5]
+
+
+def _outcome_proto(o: OutcomeRow) -> fpb.Outcome:
+    out = fpb.Outcome(use_case=o.use_case, decision_id=o.decision_id, outcome_id=o.outcome_id, name=o.name,
+                      value=o.value, label=o.label)
+    out.event_time.FromMilliseconds(o.event_time_ms)
+    return out
+
+
+def _outcome_row(o: fpb.Outcome, joinable: bool) -> OutcomeRow:
+    decision_ms = (uuid7_time_ms(o.decision_id) or 0) if joinable else 0
+    return OutcomeRow(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label,
+                      o.event_time.ToMilliseconds(), decision_ms)
+
+
+class SpoolDir:
+    """The spool directory: ``<sequence>.spool`` files, oldest first (blocking I/O;
+    call from a worker thread)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        files = self.files()
+        self.next_seq = int(files[-1].stem) + 1 if files else 1
+
+    def files(self) -> list[Path]:
+        """Spool files, oldest first."""
+        return sorted(self.dir.glob("*.spool"))
+
+    def append(self, data: bytes, seq: int) -> Path:
+        """Write one entry durably (fsync'd file and directory)."""
+        path = self.dir / f"{seq:016d}.spool"
+        write_file_durably(path, data)
+        return path
+
+    def remove(self, path: Path) -> None:
+        """Delete an entry that the store acknowledged."""
+        path.unlink(missing_ok=True)
+        self._sync_dir()
+
+    def set_aside(self, path: Path) -> None:
+        """Keep a damaged entry out of the way (renamed ``*.damaged``)."""
+        os.replace(path, path.with_suffix(".damaged"))
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        sync_directory(self.dir)
+
+
+@dataclass
+class SpoolCounters:
+    """Spool activity: totals since start (records) and the current depth."""
+
+    spooled: int = 0
+    replayed: int = 0
+    damaged: int = 0
+    depth: int = 0
+
+
+class DurableWrites:
+    """Writes to the store, or to the spool when the store fails; replays the spool."""
+
+    def __init__(self, store: FeedbackStore, directory: Path, timeout_s: float = STORE_TIMEOUT_S,
+                 on_replayed: Callable[[Entry, object], None] | None = None) -> None:
+        self.store = store
+        self.spool = SpoolDir(directory)
+        self.timeout_s = timeout_s
+        self.on_replayed = on_replayed
+        self.counters = SpoolCounters()
+        for path in self.spool.files():
+            self.counters.depth += Entry.records_in(path.read_bytes()[:_HEADER.size])
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the replayer (it first replays what an earlier process spooled)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._replay_loop(), name="feedback-spool-replayer")
+            if self.counters.depth:
+                log.info("spool holds %d records from an earlier run: replaying", self.counters.depth)
+                self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the replayer; the spool stays on disk for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.counters.depth:
+            log.info("stopping with %d records in the spool", self.counters.depth)
+
+    async def decisions(self, rows: Sequence[StoredDecision]) -> int | None:
+        """Store decisions; the number of new ones, or None when spooled."""
+        if not rows:
+            return 0
+        return await self._write(Entry(wall_time_us(), decisions=list(rows)))
+
+    async def outcomes(self, rows: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow]
+                       ) -> tuple[list[bool], list[bool]] | None:
+        """Store outcomes and orphans; which were new, or None when spooled."""
+        if not rows and not orphans:
+            return [], []
+        return await self._write(Entry(wall_time_us(), outcomes=list(rows), orphans=list(orphans)))
+
+    async def _apply(self, entry: Entry):
+        if entry.decisions:
+            work = self.store.put_decisions(entry.decisions, entry.accept_us)
+        else:
+            work = self.store.put_outcomes(entry.outcomes, entry.orphans, entry.accept_us)
+        return await asyncio.wait_for(work, self.timeout_s + entry.records / 1000)
+
+    async def _write(self, entry: Entry):
+        if self.counters.depth == 0:
+            try:
+                return await self._apply(entry)
+            except Exception as exc:
+                if not store_failure(exc):
+                    raise
+                log.warning("store write of %d records failed (%s: %s): spooling", entry.records,
+                            type(exc).__name__, exc)
+        await self._append(entry)
+        return None
+
+    async def _append(self, entry: Entry) -> None:
+        data = entry.encode()
+        async with self._lock:
+            self.counters.depth += entry.records
+            seq = self.spool.next_seq
+            self.spool.next_seq += 1
+            try:
+                await asyncio.to_thread(self.spool.append, data, seq)
+            except BaseException:
+                self.counters.depth -= entry.records
+                raise
+        self.counters.spooled += entry.records
+        self._wake.set()
+
+    async def _replay_loop(self) -> None:
+        delay = RETRY_MIN_S
+        while True:
+            if self.counters.depth == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 5.0)
+                continue
+            if await self._replay_files():
+                delay = RETRY_MIN_S
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _replay_files(self) -> bool:
+        """Replay spool files oldest first; False at the first store failure."""
+        async with self._lock:  # files listed after every append begun so far completed
+            files = await asyncio.to_thread(self.spool.files)
+        for path in files:
+            data = await asyncio.to_thread(path.read_bytes)
+            try:
+                entry = Entry.decode(data)
+            except DamagedEntry as exc:
+                records = Entry.records_in(data)
+                log.error("damaged feedback spool file %s (%s): set aside, %d records", path, exc, records)
+                await asyncio.to_thread(self.spool.set_aside, path)
+                self.counters.depth -= records
+                self.counters.damaged += records
+                continue
+            try:
+                result = await self._apply(entry)
+            except Exception as exc:
+                log.warning("spool replay of %s waits for the store (%s: %s)", path.name, type(exc).__name__, exc)
+                return False
+            await asyncio.to_thread(self.spool.remove, path)
+            self.counters.depth -= entry.records
+            self.counters.replayed += entry.records
+            if self.on_replayed is not None:
+                self.on_replayed(entry, result)
+        if files:
+            log.info("spool replayed up to %s; %d records left", files[-1].name, self.counters.depth)
+        return True

@@ -1,0 +1,1 @@
+"""The trainer service: training jobs, the model registry and deployments."""

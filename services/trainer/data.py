@@ -1,0 +1,201 @@
+"""From feedback's columnar batches to a model-ready :class:`TrainingSet`.
+
+Batches may follow several blueprint versions. Feature columns are aligned by name
+onto the current version's feature order (a feature a version lacked is missing,
+NaN), categorical codes are translated through the vocabularies, and logged actions
+are translated by name onto the current actions. Targets follow docs/internals.md
+("Training targets"); the newest ``holdout_fraction`` of rows (by decision time)
+is the holdout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.errors import FailedPrecondition, Unavailable
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.services.trainer.models import (
+    ACTION_VALUE,
+    BINARY,
+    MULTICLASS,
+    REGRESSION,
+    TrainingSet,
+)
+from loopwise.tensors import F32, I32, I64, unpack_matrix, unpack_vector
+
+KINDS = {
+    bp.DECISION_KIND_BINARY: BINARY,
+    bp.DECISION_KIND_MULTICLASS: MULTICLASS,
+    bp.DECISION_KIND_REGRESSION: REGRESSION,
+    bp.DECISION_KIND_ACTION_VALUE: ACTION_VALUE,
+}
+DEFAULT_MIN_ROWS = 200
+DEFAULT_HOLDOUT_FRACTION = 0.2
+
+BlueprintOf = Callable[[int], Awaitable[bp.Blueprint]]
+
+
+@dataclass
+class Rows:
+    """Joined rows aligned onto the current blueprint (features ``[N, F]`` float32)."""
+
+    features: np.ndarray
+    times_ms: np.ndarray
+    actions: np.ndarray
+    propensities: np.ndarray
+    rewards: np.ndarray
+    labels: list[str]
+    read: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedData:
+    """A training set plus what the registry records about its data."""
+
+    training: TrainingSet
+    rows_read: int
+    training_rows: int
+    holdout_rows: int
+    start_ms: int
+    end_ms: int
+
+
+def kind_of(blueprint: bp.Blueprint) -> str:
+    """The trainer's name for the blueprint's decision kind."""
+    if blueprint.kind not in KINDS:
+        raise FailedPrecondition(f"use case {blueprint.use_case!r} has no decision kind")
+    return KINDS[blueprint.kind]
+
+
+def _code_map(old: bp.Feature, new: bp.Feature) -> np.ndarray | None:
+    """Old categorical code → current code lookup (index = old code), or None if equal."""
+    if list(old.vocabulary) == list(new.vocabulary):
+        return None
+    position = {value: i for i, value in enumerate(new.vocabulary)}
+    return np.array([position.get(v, -1) for v in old.vocabulary], dtype=np.float32)
+
+
+def _align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprint,
+                    current: bp.Blueprint) -> np.ndarray:
+    names = list(batch.feature_names)
+    x = unpack_matrix(batch.features, batch.rows, len(names), "features", F32)
+    old = {f.name: f for f in version_bp.features}
+    out = np.full((batch.rows, len(current.features)), np.nan, dtype=np.float32)
+    for j, feature in enumerate(current.features):
+        if feature.name not in names:
+            continue
+        column = x[:, names.index(feature.name)].astype(np.float32)
+        previous = old.get(feature.name)
+        if feature.type == bp.FEATURE_TYPE_CATEGORICAL and previous is not None:
+            lookup = _code_map(previous, feature)
+            if lookup is not None:
+                codes = np.nan_to_num(column, nan=-1).astype(np.int64)
+                known = (codes >= 0) & (codes < lookup.size)
+                column = np.where(np.isnan(column), np.nan,
+                                  np.where(known, lookup[np.clip(codes, 0, max(lookup.size - 1, 0))], -1))
+        out[:, j] = column
+    return out
+
+
+async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
+                       current: bp.Blueprint, current_version: int, blueprint_of: BlueprintOf) -> Rows:
+    """Read every batch and align it onto the current blueprint."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r")}
+    labels: list[str] = []
+    current_actions = list(current.actions)
+    read = 0
+    async for batch in batches:
+        if batch.rows == 0:
+            continue
+        read += batch.rows
+        version = batch.blueprint_version or current_version
+        version_bp = current if version == current_version else await blueprint_of(version)
+        parts["x"].append(_align_features(batch, version_bp, current))
+        parts["t"].append(unpack_vector(batch.decision_times_ms, I64).astype(np.int64))
+        logged = unpack_vector(batch.action_indices, I32).astype(np.int64)
+        version_actions = list(version_bp.actions)
+        translate = np.array([current_actions.index(a) if a in current_actions else -1
+                              for a in version_actions] or [-1], dtype=np.int64)
+        inside = (logged >= 0) & (logged < len(version_actions))
+        parts["a"].append(np.where(inside, translate[np.clip(logged, 0, translate.size - 1)], -1))
+        parts["p"].append(unpack_vector(batch.propensities, F32).astype(np.float64))
+        parts["r"].append(unpack_vector(batch.rewards, F32).astype(np.float64))
+        labels += list(batch.labels) if len(batch.labels) == batch.rows else [""] * batch.rows
+        sizes = {k: v[-1].shape[0] for k, v in parts.items()}
+        if set(sizes.values()) != {batch.rows}:
+            raise Unavailable(f"feedback sent a malformed batch: column lengths {sizes} for {batch.rows} rows")
+    width = len(current.features)
+    if not read:
+        empty = np.zeros(0)
+        return Rows(np.zeros((0, width), np.float32), empty.astype(np.int64), empty.astype(np.int64),
+                    empty, empty, [], 0)
+    return Rows(np.vstack(parts["x"]), np.concatenate(parts["t"]), np.concatenate(parts["a"]),
+                np.concatenate(parts["p"]), np.concatenate(parts["r"]), labels, read)
+
+
+def _targets(rows: Rows, kind: str, actions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the mask of usable rows."""
+    n = rows.rewards.size
+    if kind == BINARY:
+        return (rows.rewards > 0).astype(np.int64), np.ones(n, bool)
+    if kind == MULTICLASS:
+        index = {a: i for i, a in enumerate(actions)}
+        y = np.array([index.get(label, -1) for label in rows.labels], dtype=np.int64)
+        return y, y >= 0
+    if kind == REGRESSION:
+        return rows.rewards, np.isfinite(rows.rewards)
+    return rows.rewards, (rows.actions >= 0) & np.isfinite(rows.rewards)
+
+
+def prepare(rows: Rows, blueprint: bp.Blueprint) -> PreparedData:
+    """Targets, the time split and model inputs; FAILED_PRECONDITION when data is unfit."""
+    kind = kind_of(blueprint)
+    actions = list(blueprint.actions)
+    min_rows = blueprint.training.min_rows or DEFAULT_MIN_ROWS
+    fraction = blueprint.training.holdout_fraction or DEFAULT_HOLDOUT_FRACTION
+    y, usable = _targets(rows, kind, actions)
+    n = int(usable.sum())
+    if n < min_rows:
+        detail = f"{rows.read} rows read, {n} usable"
+        if kind == MULTICLASS:
+            detail += f" ({rows.read - n} without a known label)"
+        raise FailedPrecondition(f"too few rows to train: {detail}; training.min_rows is {min_rows}")
+    order = np.argsort(rows.times_ms[usable], kind="stable")
+    idx = np.flatnonzero(usable)[order]
+    n_holdout = max(1, int(round(n * fraction)))
+    train, hold = idx[: n - n_holdout], idx[n - n_holdout:]
+    x = rows.features
+    n_actions = max(len(actions), 1)
+    common = dict(kind=kind, n_actions=n_actions,
+                  threshold=blueprint.policy.threshold or 0.5)
+    if kind in (BINARY, MULTICLASS):
+        present = set(np.unique(y[train]).tolist())
+        needed = set(range(2 if kind == BINARY else len(actions)))
+        if present != needed:
+            missing = sorted(needed - present)
+            names = [actions[i] if i < len(actions) else str(i) for i in missing]
+            raise FailedPrecondition(f"the training rows lack class(es) {names}: every class must occur")
+        training = TrainingSet(x_train=x[train], y_train=y[train], x_holdout=x[hold], y_holdout=y[hold],
+                               **common)
+    elif kind == REGRESSION:
+        training = TrainingSet(x_train=x[train], y_train=y[train], x_holdout=x[hold], y_holdout=y[hold],
+                               **common)
+    else:
+        onehot = np.eye(n_actions, dtype=np.float32)[rows.actions[usable].clip(0)]
+        xa = np.full((x.shape[0], x.shape[1] + n_actions), np.nan, dtype=np.float32)
+        xa[usable] = np.hstack([x[usable], onehot])
+        default = blueprint.default_decision.action
+        training = TrainingSet(
+            x_train=xa[train], y_train=y[train], x_holdout=xa[hold], y_holdout=y[hold],
+            default_action=actions.index(default) if default in actions else 0,
+            holdout_features=x[hold], holdout_actions=rows.actions[hold],
+            holdout_propensities=rows.propensities[hold], **common,
+        )
+    times = rows.times_ms[idx]
+    return PreparedData(training, rows.read, int(train.size), int(hold.size),
+                        int(times.min()), int(times.max()))

@@ -1,0 +1,144 @@
+"""Ranking of request-supplied candidates, and bad input on the new paths."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+from scipy.stats import chisquare
+
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.errors import field_violations
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
+from tests.decision.helpers import (
+    LoopbackTrainer,
+    RecordingFeedback,
+    blueprint,
+    linear_onnx,
+    model_ref,
+    serve,
+    start_decider,
+    wait_until,
+)
+
+
+def ranking_blueprint(**policy) -> bp.Blueprint:
+    b = blueprint(kind="regression", **policy)
+    b.kind = bp.DECISION_KIND_RANKING
+    b.default_decision.action = ""
+    return b
+
+
+@pytest_asyncio.fixture
+async def served(make_settings):
+    settings = make_settings(decision_log_flush_interval_s=0.05)
+    trainer, feedback = LoopbackTrainer(), RecordingFeedback()
+    servers = [await serve(trainer, tgrpc.add_TrainerServiceServicer_to_server, settings.trainer_address),
+               await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)]
+    d = await start_decider(settings)
+    try:
+        yield d, trainer, feedback
+    finally:
+        await d.stop()
+        for s in servers:
+            await s.stop(0)
+
+
+def _request(ys: list[float], **kw) -> dpb.DecideRequest:
+    """Shared x and country; each candidate brings its own y (the model's score)."""
+    return dpb.DecideRequest(
+        use_case="offer", unit_id="u1",
+        features={"x": dpb.FeatureValue(number=1.0), "country": dpb.FeatureValue(category="de")},
+        candidates=[dpb.Candidate(id=f"c{i}", features={"y": dpb.FeatureValue(number=y)}) for i, y in enumerate(ys)],
+        **kw)
+
+
+async def _deploy(d, trainer) -> None:
+    onnx = linear_onnx([np.array([0.0, 1.0, 0.0])], [np.zeros(1)])  # score = y
+    before = d.watcher.updates
+    trainer.set_deployment("offer", {1: onnx}, production=model_ref(1, onnx, 3))
+    await wait_until(lambda: d.watcher.updates > before)
+
+
+async def test_greedy_ranking_and_default_order(served) -> None:
+    d, trainer, feedback = served
+    await d.apply(ranking_blueprint())
+    ys = [0.2, 3.0, -1.0, 1.5]
+    fallback = (await d.stub.Decide(_request(ys))).decision
+    assert fallback.fallback and list(fallback.ranked_candidate_ids) == ["c0", "c1", "c2", "c3"]
+    assert fallback.action == "c0" and fallback.deployment_role == "default"
+    await _deploy(d, trainer)
+    dec = (await d.stub.Decide(_request(ys))).decision
+    assert list(dec.ranked_candidate_ids) == ["c1", "c3", "c0", "c2"]
+    assert dec.action == "c1" and dec.action_index == 1 and dec.action_probabilities == [0, 1, 0, 0]
+    assert dec.action_scores == pytest.approx(ys) and dec.model_version == 1
+    await wait_until(lambda: dec.decision_id in feedback.ids)
+    record = next(r for r in feedback.records if r.decision_id == dec.decision_id)
+    assert record.action == "c1" and np.frombuffer(record.features, "<f4").tolist() == [1.0, 3.0, 1.0]
+    assert list(record.action_probabilities) == [0, 1, 0, 0]
+
+
+async def test_softmax_ranking_propensity(served) -> None:
+    d, trainer, _ = served
+    await d.apply(ranking_blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=1.0))
+    await _deploy(d, trainer)
+    ys = [0.0, 1.0, 0.5]
+    expected = np.exp(ys) / np.exp(ys).sum()
+    counts = np.zeros(3)
+    for _ in range(600):
+        dec = (await d.stub.Decide(_request(ys))).decision
+        assert dec.action_probabilities == pytest.approx(expected.tolist())
+        assert dec.ranked_candidate_ids[0] == dec.action and len(set(dec.ranked_candidate_ids)) == 3
+        counts[dec.action_index] += 1
+    assert chisquare(counts, expected * 600).pvalue > 0.001
+
+
+async def test_bad_ranking_input(served) -> None:
+    d, trainer, _ = served
+    await d.apply(ranking_blueprint())
+
+    async def invalid(request, field: str) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await d.stub.Decide(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(err.value)[0][0] == field, field_violations(err.value)
+
+    await invalid(_request([]), "candidates")
+    await invalid(_request([0.0] * 1001), "candidates")
+    bad = _request([1.0, 2.0])
+    bad.candidates[1].features["zz"].number = 1
+    await invalid(bad, "candidates[1].features.zz")
+    bad = _request([1.0, 2.0])
+    bad.candidates[0].features["y"].number = float("inf")
+    await invalid(bad, "candidates[0].features.y")
+    bad = _request([1.0, 2.0])
+    bad.candidates[1].id = "c0"
+    await invalid(bad, "candidates[1].id")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.stub.DecideBatch(dpb.DecideBatchRequest(use_case="offer", blueprint_version=1, rows=0,
+                                                        feature_names=["x", "y", "country"]))
+    assert field_violations(err.value)[0][0] == "use_case"
+    await d.apply(blueprint("plain"))
+    plain = _request([1.0])
+    plain.use_case = "plain"
+    await invalid(plain, "candidates")
+    ok = (await d.stub.Decide(_request([1.0, 2.0]))).decision  # still serving
+    assert ok.ranked_candidate_ids
+
+
+async def test_ranking_blueprint_rules(served) -> None:
+    d, _, _ = served
+    b = ranking_blueprint()
+    b.actions.append("x")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.apply(b)
+    assert field_violations(err.value)[0][0] == "blueprint.actions"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.apply(blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=1.0))  # binary
+    assert field_violations(err.value)[0][0] == "blueprint.policy.type"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.apply(blueprint(kind="action_value", type=bp.POLICY_TYPE_SOFTMAX))
+    assert field_violations(err.value)[0][0] == "blueprint.policy.temperature"

@@ -1,0 +1,142 @@
+"""ApplyUseCase, GetUseCase and ListUseCases against a real in-process server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.errors import field_violations
+from tests.decision.helpers import blueprint, start_decider
+
+
+async def test_create_unchanged_changed(decider) -> None:
+    first = await decider.apply(blueprint())
+    assert first.created and first.use_case.version == 1 and first.use_case.latest_version == 1
+    assert first.use_case.create_time.seconds > 0
+
+    same = await decider.apply(blueprint())
+    assert not same.created and same.use_case.version == 1 and not same.changed_fields
+
+    changed = blueprint(type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.1)
+    changed.description = "with exploration"
+    second = await decider.apply(changed)
+    assert second.created and second.use_case.version == 2
+    assert list(second.changed_fields) == ["description", "policy"]
+
+    old = await decider.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="offer", version=1))
+    assert old.use_case.blueprint == blueprint() and old.use_case.latest_version == 2
+    latest = await decider.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="offer"))
+    assert latest.use_case.version == 2 and latest.use_case.blueprint.policy.epsilon == 0.1
+
+
+async def test_validate_only_stores_nothing(decider) -> None:
+    reply = await decider.stub.ApplyUseCase(dpb.ApplyUseCaseRequest(blueprint=blueprint(), validate_only=True))
+    assert not reply.created and reply.use_case.version == 1
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await decider.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="offer"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_request_id_makes_retries_idempotent(decider) -> None:
+    await decider.apply(blueprint())
+    changed = blueprint(epsilon=0.2, type=bp.POLICY_TYPE_EPSILON_GREEDY)
+    request = dpb.ApplyUseCaseRequest(request_id="r-1", blueprint=changed)
+    first = await decider.stub.ApplyUseCase(request)
+    retry = await decider.stub.ApplyUseCase(request)
+    assert first.created and retry.created and retry.use_case.version == first.use_case.version == 2
+    assert list(retry.changed_fields) == ["policy"]
+    listed = await decider.stub.ListUseCases(dpb.ListUseCasesRequest())
+    assert [u.version for u in listed.use_cases] == [2]
+
+
+async def test_versions_survive_a_restart(make_settings) -> None:
+    settings = make_settings(decision_log_enabled=False)
+    d = await start_decider(settings)
+    await d.apply(blueprint())
+    await d.apply(blueprint(type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.3))
+    await d.stop()
+    d = await start_decider(settings)
+    try:
+        reply = await d.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="offer", version=1))
+        assert reply.use_case.blueprint == blueprint() and reply.use_case.latest_version == 2
+    finally:
+        await d.stop()
+
+
+def _broken(mutate) -> bp.Blueprint:
+    b = blueprint("broken", "multiclass")
+    mutate(b)
+    return b
+
+
+def _set_window(b: bp.Blueprint) -> None:
+    b.reward.window.seconds = 0
+
+
+def _arms(b: bp.Blueprint) -> None:
+    b.arms.add(name="a", traffic_share=0.5)
+    b.arms.add(name="b", traffic_share=0.4)
+
+
+def _bad_share(b: bp.Blueprint) -> None:
+    b.arms.add(name="a", traffic_share=0.0)
+    b.arms.add(name="b", traffic_share=1.0)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b.features[2].ClearField("vocabulary"), "blueprint.features[2].vocabulary"),
+        (lambda b: b.ClearField("actions") or b.actions.append("red"), "blueprint.actions"),
+        (lambda b: setattr(b.policy, "epsilon", 1.5), "blueprint.policy.epsilon"),
+        (lambda b: setattr(b.default_decision, "action", "purple"), "blueprint.default_decision.action"),
+        (_set_window, "blueprint.reward.window"),
+        (_bad_share, "blueprint.arms[0].traffic_share"),
+        (_arms, "blueprint.arms"),
+        (lambda b: setattr(b, "use_case", "Bad-Name"), "blueprint.use_case"),
+        (lambda b: b.ClearField("features"), "blueprint.features"),
+        (lambda b: setattr(b.features[1], "name", "x"), "blueprint.features[1].name"),
+        (lambda b: setattr(b.features[0], "type", bp.FEATURE_TYPE_UNSPECIFIED), "blueprint.features[0].type"),
+        (lambda b: setattr(b, "kind", bp.DECISION_KIND_UNSPECIFIED), "blueprint.kind"),
+        (lambda b: setattr(b.policy, "exploration_floor", 0.5), "blueprint.policy.exploration_floor"),
+    ],
+)
+async def test_invalid_blueprints_name_the_field(decider, mutate, field) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await decider.apply(_broken(mutate))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in [f for f, _ in field_violations(err.value)]
+
+
+async def test_kind_specific_action_counts(decider) -> None:
+    binary = blueprint("three_way", "binary")
+    binary.actions.append("maybe")
+    regression = blueprint("two_preds", "regression")
+    regression.actions.extend(["p", "q"])
+    regression.default_decision.action = "p"
+    for b in (binary, regression):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await decider.apply(b)
+        assert "blueprint.actions" in [f for f, _ in field_violations(err.value)]
+    ok = blueprint("one_pred", "regression")
+    ok.actions.append("price")
+    assert (await decider.apply(ok)).created
+
+
+async def test_get_and_list(decider) -> None:
+    for name in ["c_case", "a_case", "b_case"]:
+        await decider.apply(blueprint(name))
+    page = await decider.stub.ListUseCases(dpb.ListUseCasesRequest(page_size=2))
+    assert [u.blueprint.use_case for u in page.use_cases] == ["a_case", "b_case"]
+    rest = await decider.stub.ListUseCases(dpb.ListUseCasesRequest(page_size=2, page_token=page.next_page_token))
+    assert [u.blueprint.use_case for u in rest.use_cases] == ["c_case"] and not rest.next_page_token
+
+    for request in (dpb.GetUseCaseRequest(use_case="nope"), dpb.GetUseCaseRequest(use_case="a_case", version=2)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await decider.stub.GetUseCase(request)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await decider.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="a_case", version=-1))
+    assert field_violations(err.value)[0][0] == "version"

@@ -1,0 +1,157 @@
+"""Simulated data and test decision/feedback servicers for the evaluator tests.
+
+The simulated use case ``hte`` has features x0, x1, x2 and three actions. The logged
+probabilities are p(treat) = 0.8·e(x), p(control) = 0.8·(1 − e(x)), p(other) = 0.2
+with e(x) = sigmoid(0.8·x1 − 0.3), so the propensity of treatment within the pair is
+exactly e(x). The effect is τ(x) = 1 + 2·x0, the reward Y = x1 + 0.5·x2² + T·τ(x) + noise.
+Rows come from two blueprint versions whose features and actions are in different
+orders, so alignment by name is exercised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.launcher import free_port
+from loopwise.settings import SERVICES, Settings
+from loopwise.tensors import F32, I32, I64, pack
+
+FEATURES_V2 = ["x0", "x1", "x2"]
+ACTIONS_V2 = ["control", "treat", "other"]
+FEATURES_V1 = ["x2", "x0", "x1"]
+ACTIONS_V1 = ["treat", "control", "other"]
+
+
+def tau(x: np.ndarray) -> np.ndarray:
+    """The true effect of ``treat`` over ``control`` for rows with columns x0, x1, x2."""
+    return 1.0 + 2.0 * x[:, 0]
+
+
+def propensity(x: np.ndarray) -> np.ndarray:
+    """The true propensity of ``treat`` within the (treat, control) pair."""
+    return 1.0 / (1.0 + np.exp(-(0.8 * x[:, 1] - 0.3)))
+
+
+@dataclass
+class Simulated:
+    """Rows of a use case in canonical order (x0, x1, x2) with action names."""
+
+    x: np.ndarray
+    actions: np.ndarray
+    probs: dict[str, np.ndarray]
+    y: np.ndarray
+
+    def pair(self) -> np.ndarray:
+        """Mask of rows whose action is treat or control."""
+        return np.isin(self.actions, ["treat", "control"])
+
+
+def simulate(n: int, seed: int, force: str | None = None) -> Simulated:
+    """Simulated logged decisions; ``force`` logs every row with one action."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    e = propensity(x)
+    p = {"treat": 0.8 * e, "control": 0.8 * (1 - e), "other": np.full(n, 0.2)}
+    u = rng.random(n)
+    actions = np.where(u < p["treat"], "treat", np.where(u < p["treat"] + p["control"], "control", "other"))
+    if force:
+        actions = np.full(n, force)
+    treated = actions == "treat"
+    y = x[:, 1] + 0.5 * x[:, 2] ** 2 + treated * tau(x) + rng.normal(scale=0.5, size=n)
+    return Simulated(x, actions, p, y)
+
+
+def batch(sim: Simulated, rows: slice, version: int) -> fpb.ReadTrainingDataResponse:
+    """One columnar batch in the layout of blueprint ``version`` (1 or 2)."""
+    features, actions = (FEATURES_V1, ACTIONS_V1) if version == 1 else (FEATURES_V2, ACTIONS_V2)
+    x = sim.x[rows][:, [FEATURES_V2.index(f) for f in features]]
+    chosen = np.array([actions.index(a) for a in sim.actions[rows]])
+    probs = np.column_stack([sim.probs[a][rows] for a in actions])
+    n = x.shape[0]
+    return fpb.ReadTrainingDataResponse(
+        blueprint_version=version, feature_names=features, rows=n, features=pack(x, F32),
+        decision_ids=[f"d{i}" for i in range(n)], decision_times_ms=pack(np.zeros(n), I64),
+        action_indices=pack(chosen, I32), propensities=pack(probs[np.arange(n), chosen], F32),
+        action_probabilities=pack(probs, F32), n_actions=len(actions), rewards=pack(sim.y[rows], F32),
+        outcome_counts=pack(np.ones(n), I32), model_versions=pack(np.zeros(n), I64),
+        explored=bytes(n),
+    )
+
+
+def blueprint(use_case: str, version: int) -> bp.Blueprint:
+    """The blueprint of a simulated use case at a version."""
+    features, actions = (FEATURES_V1, ACTIONS_V1) if version == 1 else (FEATURES_V2, ACTIONS_V2)
+    return bp.Blueprint(
+        use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=actions,
+        features=[bp.Feature(name=f, type=bp.FEATURE_TYPE_NUMERIC) for f in features],
+    )
+
+
+class SimulatedDecision(dgrpc.DecisionServiceServicer):
+    """GetUseCase for the simulated use cases (versions 1 and 2, latest = 2)."""
+
+    def __init__(self, use_cases: set[str]) -> None:
+        self.use_cases = use_cases
+
+    async def GetUseCase(self, request, context):  # noqa: N802
+        if request.use_case not in self.use_cases:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"use case {request.use_case!r} not found")
+        version = request.version or 2
+        if version not in (1, 2):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"version {version} not found")
+        return dpb.GetUseCaseResponse(use_case=dpb.UseCase(
+            blueprint=blueprint(request.use_case, version), version=version, latest_version=2,
+        ))
+
+
+class SimulatedFeedback(fgrpc.FeedbackServiceServicer):
+    """ReadTrainingData streaming each use case's batches."""
+
+    def __init__(self, data: dict[str, list[fpb.ReadTrainingDataResponse]]) -> None:
+        self.data = data
+        self.reads: list[str] = []
+
+    async def ReadTrainingData(self, request, context):  # noqa: N802
+        self.reads.append(request.use_case)
+        for item in self.data.get(request.use_case, []):
+            yield item
+
+
+@dataclass
+class World:
+    """The test servers, the simulated data and an evaluator's settings."""
+
+    settings: Settings
+    hte: Simulated
+    feedback: SimulatedFeedback
+
+
+def world_data() -> tuple[Simulated, dict[str, list[fpb.ReadTrainingDataResponse]]]:
+    """Simulated rows per use case, as feedback would stream them."""
+    hte = simulate(3600, seed=11)
+    data = {
+        "hte": [batch(hte, slice(0, 1200), 1), batch(hte, slice(1200, 2400), 2),
+                batch(hte, slice(2400, 3600), 2)],
+        "tiny": [batch(simulate(60, seed=3), slice(0, 60), 2)],
+        "onesided": [batch(simulate(500, seed=4, force="control"), slice(0, 500), 2)],
+        "empty": [],
+    }
+    return hte, data
+
+
+def evaluator_settings(data_dir: Path, decision: str, feedback: str) -> Settings:
+    """Settings of an in-process evaluator using the test servers."""
+    values = {f"{s}_address": f"127.0.0.1:{free_port()}" for s in SERVICES}
+    values.update(decision_address=decision, feedback_address=feedback, data_dir=data_dir,
+                  clock_anchor=time.time(), clock_speed=60.0, seed=7, grace_period_s=1.0)
+    return Settings(**values)

@@ -1,0 +1,120 @@
+"""Operations (start, watch, cancel, request-id retries, recovery), the clock and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from loopwise.clock import Clock, plausible_decision_time_ms, uuid7_time_ms
+from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.errors import FailedPrecondition, NotFound
+from loopwise.operations import OperationRunner, Progress, SqliteOperationStore
+from loopwise.settings import Settings
+from loopwise.store.sqlite import SqliteDatabase, parse_store_url
+
+State = op_pb.OperationState
+
+
+def _runner(path) -> tuple[SqliteDatabase, OperationRunner]:
+    db = SqliteDatabase(path)
+    return db, OperationRunner(SqliteOperationStore(db), Clock(), "training")
+
+
+async def _job(progress: Progress) -> op_pb.Operation:
+    await progress.stage("fitting", 0.5, "candidate 1 of 1")
+    await asyncio.sleep(0.2)
+    return op_pb.Operation(id="result-payload")
+
+
+async def test_operation_runs_through_stages_and_keeps_its_result(tmp_path) -> None:
+    db, runner = _runner(tmp_path / "ops.db")
+    operation = await runner.start("uc", "req-1", _job)
+    seen = [(o.state, o.stage) async for o in runner.watch(operation.id)]
+    assert (State.OPERATION_STATE_RUNNING, "fitting") in seen
+    final = await runner.get(operation.id)
+    assert final.state == State.OPERATION_STATE_SUCCEEDED and final.progress == 1.0
+    result = op_pb.Operation()
+    assert final.result.Unpack(result) and result.id == "result-payload"
+    assert final.HasField("end_time")
+    # a retry with the same request id returns the same operation, no new job
+    again = await runner.start("uc", "req-1", _job)
+    assert again.id == operation.id
+    page, token = await runner.list("uc", 10, "")
+    assert [o.id for o in page] == [operation.id] and token == ""
+    db.close()
+
+
+async def test_exclusive_jobs_cancel_and_unknown_ids(tmp_path) -> None:
+    db, runner = _runner(tmp_path / "ops.db")
+
+    async def slow(progress: Progress) -> op_pb.Operation:
+        await asyncio.sleep(30)
+        return op_pb.Operation()
+
+    first = await runner.start("uc", "", slow, exclusive=True)
+    with pytest.raises(FailedPrecondition):
+        await runner.start("uc", "", slow, exclusive=True)
+    other = await runner.start("other", "", _job, exclusive=True)  # another use case is fine
+    cancelled = await runner.cancel(first.id)
+    assert cancelled.state == State.OPERATION_STATE_CANCELLED
+    assert (await runner.wait(other.id)).state == State.OPERATION_STATE_SUCCEEDED
+    with pytest.raises(NotFound):
+        await runner.get("no-such-operation")
+    db.close()
+
+
+async def test_failed_job_reports_its_error_and_restart_recovers_hanging_jobs(tmp_path) -> None:
+    db, runner = _runner(tmp_path / "ops.db")
+
+    async def failing(progress: Progress) -> op_pb.Operation:
+        raise FailedPrecondition("only 12 rows, need 200")
+
+    failed = await runner.wait((await runner.start("uc", "", failing)).id)
+    assert failed.state == State.OPERATION_STATE_FAILED
+    assert failed.error_code == 9 and "12 rows" in failed.error_message
+
+    async def slow(progress: Progress) -> op_pb.Operation:
+        await asyncio.sleep(30)
+        return op_pb.Operation()
+
+    hanging = await runner.start("uc", "", slow)
+    await asyncio.sleep(0.05)
+    db.close()  # the process "dies" with the job running; the task is abandoned
+    for task in list(runner._tasks.values()):
+        task.cancel()
+    db2, runner2 = _runner(tmp_path / "ops.db")
+    assert await runner2.recover() == 1
+    recovered = await runner2.get(hanging.id)
+    assert recovered.state == State.OPERATION_STATE_FAILED
+    assert "restarted" in recovered.error_message
+    db2.close()
+
+
+def test_sped_up_clock_and_uuid7_ids() -> None:
+    anchor = time.time()
+    clock = Clock(anchor=anchor, speed=60.0)
+    time.sleep(0.05)
+    elapsed = clock.now() - anchor
+    assert 2.5 < elapsed < 60  # ~3 simulated seconds for 50 real ms
+    decision_id = clock.new_id()
+    ms = uuid7_time_ms(decision_id)
+    assert ms is not None and abs(ms - clock.now_ms()) < 5000
+    assert plausible_decision_time_ms(decision_id, clock.now_ms()) == ms
+    assert uuid7_time_ms("not-a-uuid") is None
+    assert uuid7_time_ms("6ba7b810-9dad-11d1-80b4-00c04fd430c8") is None  # v1
+    assert plausible_decision_time_ms("00000000-0000-7000-8000-000000000000", clock.now_ms()) is None
+
+
+def test_settings_from_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("LOOPWISE_FEEDBACK_ADDRESS", "127.0.0.1:6000")
+    monkeypatch.setenv("LOOPWISE_CLOCK_SPEED", "120")
+    monkeypatch.setenv("LOOPWISE_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.address_of("feedback") == "127.0.0.1:6000"
+    assert settings.clock_speed == 120.0
+    assert settings.store_url("trainer") == f"sqlite:///{tmp_path}/trainer.db"
+    assert parse_store_url(settings.store_url("trainer")) == ("sqlite", f"{tmp_path}/trainer.db")
+    with pytest.raises(ValueError):
+        parse_store_url("mysql://x/y")
