@@ -192,7 +192,7 @@ class OperationRunner:
         self._tasks: dict[str, asyncio.Task] = {}
         self._leases: dict[str, str] = {}  # operation id -> lease name (exclusive jobs)
         self._heartbeats: dict[str, asyncio.Task] = {}
-        self._changed = asyncio.Condition()
+        self._watchers: dict[str, list[asyncio.Queue[op_pb.Operation]]] = {}
         self._start_lock = asyncio.Lock()
         self._orphans: asyncio.Task | None = None
 
@@ -257,8 +257,10 @@ class OperationRunner:
     async def _update(self, operation: op_pb.Operation) -> None:
         self._stamp(operation)
         await self.store.save(operation)
-        async with self._changed:
-            self._changed.notify_all()
+        for queue in self._watchers.get(operation.id, ()):
+            snapshot = op_pb.Operation()
+            snapshot.CopyFrom(operation)
+            queue.put_nowait(snapshot)
 
     async def start(
         self, use_case: str, request_id: str, job: Job,
@@ -400,21 +402,31 @@ class OperationRunner:
         return last
 
     async def watch(self, operation_id: str) -> AsyncIterator[op_pb.Operation]:
-        """Yield the operation now and after every change, until it is final."""
-        operation = await self.get(operation_id)
-        yield operation
-        last = operation.SerializeToString()
-        while operation.state not in FINAL_STATES:
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+        """Yield the operation now and after every change, until it is final.
+
+        Changes made by this process are delivered one by one, so no stage is skipped;
+        changes made by another process sharing the store are seen by polling it."""
+        queue: asyncio.Queue[op_pb.Operation] = asyncio.Queue()
+        self._watchers.setdefault(operation_id, []).append(queue)
+        try:
             operation = await self.get(operation_id)
-            current = operation.SerializeToString()
-            if current != last:
-                last = current
-                yield operation
+            yield operation
+            last = operation.SerializeToString()
+            while operation.state not in FINAL_STATES:
+                try:
+                    operation = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    operation = await self.get(operation_id)
+                current = operation.SerializeToString()
+                if current != last:
+                    last = current
+                    yield operation
+        finally:
+            watchers = self._watchers.get(operation_id, [])
+            if queue in watchers:
+                watchers.remove(queue)
+            if not watchers:
+                self._watchers.pop(operation_id, None)
 
     async def close(self) -> None:
         """Cancel running jobs (they are marked CANCELLED)."""
