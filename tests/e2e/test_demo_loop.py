@@ -38,7 +38,7 @@ def _check_loop(tmp_path, seed: int, **env: str) -> None:
     try:
         launcher.start_all()
         summary = run_demo(
-            settings, DemoConfig(n_explore=2000, n_exploit=1000, seed=seed, window_s=600.0)
+            settings, DemoConfig(n_explore=4000, n_exploit=1000, seed=seed, window_s=600.0)
         )
     finally:
         launcher.stop_all()
