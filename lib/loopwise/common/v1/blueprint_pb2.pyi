@@ -145,18 +145,54 @@ class RewardSpec(_message.Message):
     def __init__(self, outcome_names: _Optional[_Iterable[str]] = ..., aggregation: _Optional[_Union[RewardAggregation, str]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_reward: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("min_rows", "holdout_fraction")
+    __slots__ = ("min_rows", "holdout_fraction", "max_missing_rate", "min_label_rate", "max_label_rate", "max_psi", "candidate_budget_seconds", "blessing_tolerance", "retrain_every", "retrain_after_labelled", "candidate_families", "min_distinct_values")
     MIN_ROWS_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MIN_LABEL_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABEL_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSI_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BLESSING_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_EVERY_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_AFTER_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISTINCT_VALUES_FIELD_NUMBER: _ClassVar[int]
     min_rows: int
     holdout_fraction: float
-    def __init__(self, min_rows: _Optional[int] = ..., holdout_fraction: _Optional[float] = ...) -> None: ...
+    max_missing_rate: float
+    min_label_rate: float
+    max_label_rate: float
+    max_psi: float
+    candidate_budget_seconds: float
+    blessing_tolerance: float
+    retrain_every: _duration_pb2.Duration
+    retrain_after_labelled: int
+    candidate_families: _containers.RepeatedScalarFieldContainer[str]
+    min_distinct_values: int
+    def __init__(self, min_rows: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., max_missing_rate: _Optional[float] = ..., min_label_rate: _Optional[float] = ..., max_label_rate: _Optional[float] = ..., max_psi: _Optional[float] = ..., candidate_budget_seconds: _Optional[float] = ..., blessing_tolerance: _Optional[float] = ..., retrain_every: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retrain_after_labelled: _Optional[int] = ..., candidate_families: _Optional[_Iterable[str]] = ..., min_distinct_values: _Optional[int] = ...) -> None: ...
 
 class RolloutSpec(_message.Message):
-    __slots__ = ("hold_first_model",)
+    __slots__ = ("hold_first_model", "shadow_min_decisions", "shadow_min_agreement", "shadow_max_score_shift", "canary_share", "canary_min_outcomes", "canary_alpha", "canary_max_fallback_rate", "manual")
     HOLD_FIRST_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MIN_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MAX_SCORE_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MIN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    CANARY_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MAX_FALLBACK_RATE_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_FIELD_NUMBER: _ClassVar[int]
     hold_first_model: bool
-    def __init__(self, hold_first_model: bool = ...) -> None: ...
+    shadow_min_decisions: int
+    shadow_min_agreement: float
+    shadow_max_score_shift: float
+    canary_share: float
+    canary_min_outcomes: int
+    canary_alpha: float
+    canary_max_fallback_rate: float
+    manual: bool
+    def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ...) -> None: ...
 
 class Blueprint(_message.Message):
     __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices")

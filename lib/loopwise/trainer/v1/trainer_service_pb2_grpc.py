@@ -96,6 +96,16 @@ class TrainerServiceStub(object):
                 request_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsRequest.SerializeToString,
                 response_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.ListDeploymentAudit = channel.unary_unary(
+                '/loopwise.trainer.v1.TrainerService/ListDeploymentAudit',
+                request_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditRequest.SerializeToString,
+                response_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditResponse.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/loopwise.trainer.v1.TrainerService/GetRollout',
+                request_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer(object):
@@ -186,6 +196,20 @@ class TrainerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeploymentAudit(self, request, context):
+        """The audit trail of a use case's deployment changes, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """The state of a use case's automatic rollout, if one is under way or ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +272,16 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.WatchDeployments,
                     request_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsRequest.FromString,
                     response_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsResponse.SerializeToString,
+            ),
+            'ListDeploymentAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeploymentAudit,
+                    request_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditRequest.FromString,
+                    response_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutRequest.FromString,
+                    response_serializer=loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +609,60 @@ class TrainerService(object):
             '/loopwise.trainer.v1.TrainerService/WatchDeployments',
             loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsRequest.SerializeToString,
             loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeploymentAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopwise.trainer.v1.TrainerService/ListDeploymentAudit',
+            loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditRequest.SerializeToString,
+            loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.ListDeploymentAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopwise.trainer.v1.TrainerService/GetRollout',
+            loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutRequest.SerializeToString,
+            loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2.GetRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
