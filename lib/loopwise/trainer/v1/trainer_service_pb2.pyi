@@ -27,7 +27,7 @@ ROLLOUT_STEP_ROLLED_BACK: RolloutStep
 ROLLOUT_STEP_SUPERSEDED: RolloutStep
 
 class FeatureProfile(_message.Message):
-    __slots__ = ("name", "categorical", "bin_edges", "bin_counts", "missing_count", "count", "mean", "std", "quantile_levels", "quantiles")
+    __slots__ = ("name", "categorical", "bin_edges", "bin_counts", "missing_count", "count", "mean", "std", "quantile_levels", "quantiles", "vocabulary")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class FeatureProfile(_message.Message):
     STD_FIELD_NUMBER: _ClassVar[int]
     QUANTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
     QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_FIELD_NUMBER: _ClassVar[int]
     name: str
     categorical: bool
     bin_edges: _containers.RepeatedScalarFieldContainer[float]
@@ -48,7 +49,8 @@ class FeatureProfile(_message.Message):
     std: float
     quantile_levels: _containers.RepeatedScalarFieldContainer[float]
     quantiles: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., categorical: bool = ..., bin_edges: _Optional[_Iterable[float]] = ..., bin_counts: _Optional[_Iterable[int]] = ..., missing_count: _Optional[int] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantile_levels: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ...) -> None: ...
+    vocabulary: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., categorical: bool = ..., bin_edges: _Optional[_Iterable[float]] = ..., bin_counts: _Optional[_Iterable[int]] = ..., missing_count: _Optional[int] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., quantile_levels: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., vocabulary: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ValidationCheck(_message.Message):
     __slots__ = ("check", "feature", "passed", "value", "threshold", "detail")
