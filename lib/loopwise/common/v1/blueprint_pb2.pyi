@@ -99,20 +99,29 @@ class Feature(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., on_missing: _Optional[_Union[MissingRule, str]] = ..., impute_value: _Optional[float] = ..., on_unknown: _Optional[_Union[UnknownRule, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature")
+    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs")
+    class ActionCostsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TYPE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EXPLORATION_FLOOR_FIELD_NUMBER: _ClassVar[int]
     EXPLORE_WITHOUT_MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_COSTS_FIELD_NUMBER: _ClassVar[int]
     type: PolicyType
     epsilon: float
     threshold: float
     exploration_floor: float
     explore_without_model: bool
     temperature: float
-    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ...) -> None: ...
+    action_costs: _containers.ScalarMap[str, float]
+    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ..., action_costs: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DefaultDecision(_message.Message):
     __slots__ = ("action", "score")

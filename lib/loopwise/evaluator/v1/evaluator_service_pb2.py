@@ -23,50 +23,99 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from loopwise.common.v1 import blueprint_pb2 as loopwise_dot_common_dot_v1_dot_blueprint__pb2
 from loopwise.common.v1 import operation_pb2 as loopwise_dot_common_dot_v1_dot_operation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-loopwise/evaluator/v1/evaluator_service.proto\x12\x15loopwise.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/operation.proto\"\x91\x02\n\x16\x45stimateEffectsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\testimator\x18\x05 \x01(\x0e\x32 .loopwise.evaluator.v1.Estimator\x12\x18\n\x10treatment_action\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontrol_action\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\"K\n\x17\x45stimateEffectsResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"(\n\x08Quantile\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\"\xe5\x03\n\x15\x45stimateEffectsResult\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0b\n\x03\x61te\x18\x03 \x01(\x01\x12\x14\n\x0c\x61te_ci_lower\x18\x04 \x01(\x01\x12\x14\n\x0c\x61te_ci_upper\x18\x05 \x01(\x01\x12\x37\n\x0e\x63\x61te_quantiles\x18\x06 \x03(\x0b\x32\x1f.loopwise.evaluator.v1.Quantile\x12\x0c\n\x04rows\x18\x07 \x01(\x03\x12\x14\n\x0ctreated_rows\x18\x08 \x01(\x03\x12\x18\n\x10treatment_action\x18\t \x01(\t\x12\x16\n\x0e\x63ontrol_action\x18\n \x01(\t\x12\x15\n\rfeature_names\x18\x0b \x03(\t\x12\x33\n\testimator\x18\x0c \x01(\x0e\x32 .loopwise.evaluator.v1.Estimator\x12 \n\x18logged_propensities_used\x18\r \x01(\x08\x12\x16\n\x0emin_propensity\x18\x0e \x01(\x01\x12\x16\n\x0emax_propensity\x18\x0f \x01(\x01\x12\x10\n\x08warnings\x18\x10 \x03(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"_\n\x11GetReportResponse\x12<\n\x06result\x18\x01 \x01(\x0b\x32,.loopwise.evaluator.v1.EstimateEffectsResult\x12\x0c\n\x04html\x18\x02 \x01(\x0c\"&\n\x12ListReportsRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\"T\n\x13ListReportsResponse\x12=\n\x07reports\x18\x01 \x03(\x0b\x32,.loopwise.evaluator.v1.EstimateEffectsResult\"a\n\x15PredictEffectsRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0c\"W\n\x16PredictEffectsResponse\x12\x0f\n\x07\x65\x66\x66\x65\x63ts\x18\x01 \x01(\x0c\x12\x15\n\reffects_lower\x18\x02 \x01(\x0c\x12\x15\n\reffects_upper\x18\x03 \x01(\x0c\"\x9e\x01\n\x15\x45valuatePolicyRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x16\x45valuatePolicyResponse\x12\x11\n\tips_value\x18\x01 \x01(\x01\x12\x14\n\x0cips_ci_lower\x18\x02 \x01(\x01\x12\x14\n\x0cips_ci_upper\x18\x03 \x01(\x01\x12\x0c\n\x04rows\x18\x04 \x01(\x03\"@\n\x18SuggestParametersRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x03(\t\"\xbc\x01\n\x19SuggestParametersResponse\x12T\n\nsuggestion\x18\x01 \x03(\x0b\x32@.loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry\x12\x16\n\x0e\x65xpected_value\x18\x02 \x01(\x01\x1a\x31\n\x0fSuggestionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*@\n\tEstimator\x12\x19\n\x15\x45STIMATOR_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45STIMATOR_LINEAR_DML\x10\x01\x32\xc3\x08\n\x10\x45valuatorService\x12p\n\x0f\x45stimateEffects\x12-.loopwise.evaluator.v1.EstimateEffectsRequest\x1a..loopwise.evaluator.v1.EstimateEffectsResponse\x12\x61\n\x0cGetOperation\x12\'.loopwise.common.v1.GetOperationRequest\x1a(.loopwise.common.v1.GetOperationResponse\x12g\n\x0eListOperations\x12).loopwise.common.v1.ListOperationsRequest\x1a*.loopwise.common.v1.ListOperationsResponse\x12j\n\x0f\x43\x61ncelOperation\x12*.loopwise.common.v1.CancelOperationRequest\x1a+.loopwise.common.v1.CancelOperationResponse\x12i\n\x0eWatchOperation\x12).loopwise.common.v1.WatchOperationRequest\x1a*.loopwise.common.v1.WatchOperationResponse0\x01\x12^\n\tGetReport\x12\'.loopwise.evaluator.v1.GetReportRequest\x1a(.loopwise.evaluator.v1.GetReportResponse\x12\x64\n\x0bListReports\x12).loopwise.evaluator.v1.ListReportsRequest\x1a*.loopwise.evaluator.v1.ListReportsResponse\x12m\n\x0ePredictEffects\x12,.loopwise.evaluator.v1.PredictEffectsRequest\x1a-.loopwise.evaluator.v1.PredictEffectsResponse\x12m\n\x0e\x45valuatePolicy\x12,.loopwise.evaluator.v1.EvaluatePolicyRequest\x1a-.loopwise.evaluator.v1.EvaluatePolicyResponse\x12v\n\x11SuggestParameters\x12/.loopwise.evaluator.v1.SuggestParametersRequest\x1a\x30.loopwise.evaluator.v1.SuggestParametersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-loopwise/evaluator/v1/evaluator_service.proto\x12\x15loopwise.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/blueprint.proto\x1a\"loopwise/common/v1/operation.proto\"\xe4\x03\n\x16\x45stimateEffectsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\testimator\x18\x05 \x01(\x0e\x32 .loopwise.evaluator.v1.Estimator\x12\x18\n\x10treatment_action\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontrol_action\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12@\n\x10treatment_source\x18\t \x01(\x0e\x32&.loopwise.evaluator.v1.TreatmentSource\x12\x15\n\rtreatment_arm\x18\n \x01(\t\x12\x13\n\x0b\x63ontrol_arm\x18\x0b \x01(\t\x12\x18\n\x10segment_features\x18\x0c \x03(\t\x12\x16\n\x0etreatment_cost\x18\r \x01(\x01\x12\x1b\n\x13register_cate_model\x18\x0e \x01(\x08\x12\x14\n\x0c\x66orest_trees\x18\x0f \x01(\x05\"K\n\x17\x45stimateEffectsResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"(\n\x08Quantile\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\"\xfa\x08\n\x15\x45stimateEffectsResult\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0b\n\x03\x61te\x18\x03 \x01(\x01\x12\x14\n\x0c\x61te_ci_lower\x18\x04 \x01(\x01\x12\x14\n\x0c\x61te_ci_upper\x18\x05 \x01(\x01\x12\x37\n\x0e\x63\x61te_quantiles\x18\x06 \x03(\x0b\x32\x1f.loopwise.evaluator.v1.Quantile\x12\x0c\n\x04rows\x18\x07 \x01(\x03\x12\x14\n\x0ctreated_rows\x18\x08 \x01(\x03\x12\x18\n\x10treatment_action\x18\t \x01(\t\x12\x16\n\x0e\x63ontrol_action\x18\n \x01(\t\x12\x15\n\rfeature_names\x18\x0b \x03(\t\x12\x33\n\testimator\x18\x0c \x01(\x0e\x32 .loopwise.evaluator.v1.Estimator\x12 \n\x18logged_propensities_used\x18\r \x01(\x08\x12\x16\n\x0emin_propensity\x18\x0e \x01(\x01\x12\x16\n\x0emax_propensity\x18\x0f \x01(\x01\x12\x10\n\x08warnings\x18\x10 \x03(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07overlap\x18\x12 \x01(\x0b\x32\x1e.loopwise.evaluator.v1.Overlap\x12=\n\x0fnuisance_scores\x18\x13 \x03(\x0b\x32$.loopwise.evaluator.v1.NuisanceScore\x12\x30\n\x08segments\x18\x14 \x03(\x0b\x32\x1e.loopwise.evaluator.v1.Segment\x12\x35\n\nvalidation\x18\x15 \x01(\x0b\x32!.loopwise.evaluator.v1.Validation\x12\x34\n\x06policy\x18\x16 \x01(\x0b\x32$.loopwise.evaluator.v1.PolicySummary\x12\x36\n\x0brefutations\x18\x17 \x03(\x0b\x32!.loopwise.evaluator.v1.Refutation\x12?\n\x0freproducibility\x18\x18 \x01(\x0b\x32&.loopwise.evaluator.v1.Reproducibility\x12\x34\n\ncate_model\x18\x19 \x01(\x0b\x32 .loopwise.evaluator.v1.CateModel\x12@\n\x10treatment_source\x18\x1a \x01(\x0e\x32&.loopwise.evaluator.v1.TreatmentSource\x12[\n\x10\x65stimator_scores\x18\x1b \x03(\x0b\x32\x41.loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry\x1a\x36\n\x14\x45stimatorScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x90\x01\n\x07Overlap\x12\x15\n\rextreme_share\x18\x01 \x01(\x01\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x02 \x01(\x01\x12\x0c\n\x04poor\x18\x03 \x01(\x08\x12\x11\n\tbin_edges\x18\x04 \x03(\x01\x12\x16\n\x0etreated_counts\x18\x05 \x03(\x03\x12\x16\n\x0e\x63ontrol_counts\x18\x06 \x03(\x03\"=\n\rNuisanceScore\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\"i\n\x07Segment\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x04 \x01(\x01\x12\x10\n\x08\x63i_lower\x18\x05 \x01(\x01\x12\x10\n\x08\x63i_upper\x18\x06 \x01(\x01\"\xef\x01\n\nValidation\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x16\n\x0e\x63\x61libration_r2\x18\x02 \x01(\x01\x12\x0c\n\x04qini\x18\x03 \x01(\x01\x12\x15\n\rqini_ci_lower\x18\x04 \x01(\x01\x12\x15\n\rqini_ci_upper\x18\x05 \x01(\x01\x12\r\n\x05\x61utoc\x18\x06 \x01(\x01\x12\x16\n\x0e\x61utoc_ci_lower\x18\x07 \x01(\x01\x12\x16\n\x0e\x61utoc_ci_upper\x18\x08 \x01(\x01\x12\x11\n\tblp_slope\x18\t \x01(\x01\x12\x18\n\x10\x62lp_slope_stderr\x18\n \x01(\x01\x12\x13\n\x0b\x62lp_p_value\x18\x0b \x01(\x01\"N\n\x0bPolicyValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x10\n\x08\x63i_lower\x18\x03 \x01(\x01\x12\x10\n\x08\x63i_upper\x18\x04 \x01(\x01\"\x81\x01\n\rPolicySummary\x12\x16\n\x0etreatment_cost\x18\x01 \x01(\x01\x12\x15\n\rtreated_share\x18\x02 \x01(\x01\x12\x32\n\x06values\x18\x03 \x03(\x0b\x32\".loopwise.evaluator.v1.PolicyValue\x12\r\n\x05rules\x18\x04 \x03(\t\"}\n\nRefutation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x17\n\x0foriginal_effect\x18\x02 \x01(\x01\x12\x12\n\nnew_effect\x18\x03 \x01(\x01\x12\x10\n\x08\x63i_lower\x18\x04 \x01(\x01\x12\x10\n\x08\x63i_upper\x18\x05 \x01(\x01\x12\x0e\n\x06passed\x18\x06 \x01(\x08\"\xc2\x02\n\x0fReproducibility\x12\x33\n\x0f\x64\x61ta_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdata_end_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trows_read\x18\x03 \x01(\x03\x12\x11\n\trows_used\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x1a\n\x12\x65stimator_settings\x18\x06 \x01(\t\x12\x46\n\x08versions\x18\x07 \x03(\x0b\x32\x34.loopwise.evaluator.v1.Reproducibility.VersionsEntry\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\tCateModel\x12\x15\n\rmodel_version\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x13\n\x0b\x66idelity_r2\x18\x04 \x01(\x01\x12\x13\n\x0binput_width\x18\x05 \x01(\x05\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"_\n\x11GetReportResponse\x12<\n\x06result\x18\x01 \x01(\x0b\x32,.loopwise.evaluator.v1.EstimateEffectsResult\x12\x0c\n\x04html\x18\x02 \x01(\x0c\"&\n\x12ListReportsRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\"T\n\x13ListReportsResponse\x12=\n\x07reports\x18\x01 \x03(\x0b\x32,.loopwise.evaluator.v1.EstimateEffectsResult\"a\n\x15PredictEffectsRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x05\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0c\"W\n\x16PredictEffectsResponse\x12\x0f\n\x07\x65\x66\x66\x65\x63ts\x18\x01 \x01(\x0c\x12\x15\n\reffects_lower\x18\x02 \x01(\x0c\x12\x15\n\reffects_upper\x18\x03 \x01(\x0c\"\x92\x02\n\x15\x45valuatePolicyRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63onstant_action\x18\x05 \x01(\t\x12\x11\n\treport_id\x18\x06 \x01(\t\x12\x32\n\x0epolicy_variant\x18\x07 \x01(\x0b\x32\x1a.loopwise.common.v1.Policy\x12\x12\n\nmax_weight\x18\x08 \x01(\x01\"C\n\x0ePolicyEstimate\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x10\n\x08\x63i_lower\x18\x02 \x01(\x01\x12\x10\n\x08\x63i_upper\x18\x03 \x01(\x01\"\xd5\x02\n\x16\x45valuatePolicyResponse\x12\x11\n\tips_value\x18\x01 \x01(\x01\x12\x14\n\x0cips_ci_lower\x18\x02 \x01(\x01\x12\x14\n\x0cips_ci_upper\x18\x03 \x01(\x01\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x34\n\x05snips\x18\x05 \x01(\x0b\x32%.loopwise.evaluator.v1.PolicyEstimate\x12<\n\rdoubly_robust\x18\x06 \x01(\x0b\x32%.loopwise.evaluator.v1.PolicyEstimate\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x07 \x01(\x01\x12\x1d\n\x15max_importance_weight\x18\x08 \x01(\x01\x12\x10\n\x08warnings\x18\t \x03(\t\x12\x14\n\x0clogged_value\x18\n \x01(\x01\x12\x14\n\x0c\x64isagreement\x18\x0b \x01(\x01\"\x82\x03\n\x18SuggestParametersRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x03(\t\x12\x35\n\x06ranges\x18\x03 \x03(\x0b\x32%.loopwise.evaluator.v1.ParameterRange\x12\x11\n\treport_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x36\n\x0b\x63onstraints\x18\x07 \x03(\x0b\x32!.loopwise.evaluator.v1.Constraint\x12\x12\n\niterations\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cnet_of_costs\x18\x0c \x01(\x08\"+\n\x0eParameterRange\x12\x0b\n\x03low\x18\x01 \x01(\x01\x12\x0c\n\x04high\x18\x02 \x01(\x01\"P\n\nConstraint\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x03min\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\x8d\x02\n\x05Trial\x12@\n\nparameters\x18\x01 \x03(\x0b\x32,.loopwise.evaluator.v1.Trial.ParametersEntry\x12\x11\n\tobjective\x18\x02 \x01(\x01\x12:\n\x07metrics\x18\x03 \x03(\x0b\x32).loopwise.evaluator.v1.Trial.MetricsEntry\x12\x10\n\x08\x66\x65\x61sible\x18\x04 \x01(\x08\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc0\x03\n\x19SuggestParametersResponse\x12T\n\nsuggestion\x18\x01 \x03(\x0b\x32@.loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry\x12\x16\n\x0e\x65xpected_value\x18\x02 \x01(\x01\x12\x1d\n\x15\x65xpected_value_stddev\x18\x03 \x01(\x01\x12\x10\n\x08\x63i_lower\x18\x04 \x01(\x01\x12\x10\n\x08\x63i_upper\x18\x05 \x01(\x01\x12N\n\x07metrics\x18\x06 \x03(\x0b\x32=.loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry\x12-\n\x07history\x18\x07 \x03(\x0b\x32\x1c.loopwise.evaluator.v1.Trial\x12\x10\n\x08warnings\x18\x08 \x03(\t\x1a\x31\n\x0fSuggestionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x8f\x01\n\tEstimator\x12\x19\n\x15\x45STIMATOR_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45STIMATOR_LINEAR_DML\x10\x01\x12\x1f\n\x1b\x45STIMATOR_CAUSAL_FOREST_DML\x10\x02\x12\x18\n\x14\x45STIMATOR_DR_LEARNER\x10\x03\x12\x12\n\x0e\x45STIMATOR_AUTO\x10\x04*l\n\x0fTreatmentSource\x12 \n\x1cTREATMENT_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TREATMENT_SOURCE_ACTIONS\x10\x01\x12\x19\n\x15TREATMENT_SOURCE_ARMS\x10\x02\x32\xc3\x08\n\x10\x45valuatorService\x12p\n\x0f\x45stimateEffects\x12-.loopwise.evaluator.v1.EstimateEffectsRequest\x1a..loopwise.evaluator.v1.EstimateEffectsResponse\x12\x61\n\x0cGetOperation\x12\'.loopwise.common.v1.GetOperationRequest\x1a(.loopwise.common.v1.GetOperationResponse\x12g\n\x0eListOperations\x12).loopwise.common.v1.ListOperationsRequest\x1a*.loopwise.common.v1.ListOperationsResponse\x12j\n\x0f\x43\x61ncelOperation\x12*.loopwise.common.v1.CancelOperationRequest\x1a+.loopwise.common.v1.CancelOperationResponse\x12i\n\x0eWatchOperation\x12).loopwise.common.v1.WatchOperationRequest\x1a*.loopwise.common.v1.WatchOperationResponse0\x01\x12^\n\tGetReport\x12\'.loopwise.evaluator.v1.GetReportRequest\x1a(.loopwise.evaluator.v1.GetReportResponse\x12\x64\n\x0bListReports\x12).loopwise.evaluator.v1.ListReportsRequest\x1a*.loopwise.evaluator.v1.ListReportsResponse\x12m\n\x0ePredictEffects\x12,.loopwise.evaluator.v1.PredictEffectsRequest\x1a-.loopwise.evaluator.v1.PredictEffectsResponse\x12m\n\x0e\x45valuatePolicy\x12,.loopwise.evaluator.v1.EvaluatePolicyRequest\x1a-.loopwise.evaluator.v1.EvaluatePolicyResponse\x12v\n\x11SuggestParameters\x12/.loopwise.evaluator.v1.SuggestParametersRequest\x1a\x30.loopwise.evaluator.v1.SuggestParametersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loopwise.evaluator.v1.evaluator_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ESTIMATEEFFECTSRESULT_ESTIMATORSCORESENTRY']._loaded_options = None
+  _globals['_ESTIMATEEFFECTSRESULT_ESTIMATORSCORESENTRY']._serialized_options = b'8\001'
+  _globals['_REPRODUCIBILITY_VERSIONSENTRY']._loaded_options = None
+  _globals['_REPRODUCIBILITY_VERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_TRIAL_PARAMETERSENTRY']._loaded_options = None
+  _globals['_TRIAL_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_TRIAL_METRICSENTRY']._loaded_options = None
+  _globals['_TRIAL_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._loaded_options = None
   _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._serialized_options = b'8\001'
-  _globals['_ESTIMATOR']._serialized_start=1995
-  _globals['_ESTIMATOR']._serialized_end=2059
-  _globals['_ESTIMATEEFFECTSREQUEST']._serialized_start=142
-  _globals['_ESTIMATEEFFECTSREQUEST']._serialized_end=415
-  _globals['_ESTIMATEEFFECTSRESPONSE']._serialized_start=417
-  _globals['_ESTIMATEEFFECTSRESPONSE']._serialized_end=492
-  _globals['_QUANTILE']._serialized_start=494
-  _globals['_QUANTILE']._serialized_end=534
-  _globals['_ESTIMATEEFFECTSRESULT']._serialized_start=537
-  _globals['_ESTIMATEEFFECTSRESULT']._serialized_end=1022
-  _globals['_GETREPORTREQUEST']._serialized_start=1024
-  _globals['_GETREPORTREQUEST']._serialized_end=1061
-  _globals['_GETREPORTRESPONSE']._serialized_start=1063
-  _globals['_GETREPORTRESPONSE']._serialized_end=1158
-  _globals['_LISTREPORTSREQUEST']._serialized_start=1160
-  _globals['_LISTREPORTSREQUEST']._serialized_end=1198
-  _globals['_LISTREPORTSRESPONSE']._serialized_start=1200
-  _globals['_LISTREPORTSRESPONSE']._serialized_end=1284
-  _globals['_PREDICTEFFECTSREQUEST']._serialized_start=1286
-  _globals['_PREDICTEFFECTSREQUEST']._serialized_end=1383
-  _globals['_PREDICTEFFECTSRESPONSE']._serialized_start=1385
-  _globals['_PREDICTEFFECTSRESPONSE']._serialized_end=1472
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=1475
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1633
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1635
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1736
-  _globals['_SUGGESTPARAMETERSREQUEST']._serialized_start=1738
-  _globals['_SUGGESTPARAMETERSREQUEST']._serialized_end=1802
-  _globals['_SUGGESTPARAMETERSRESPONSE']._serialized_start=1805
-  _globals['_SUGGESTPARAMETERSRESPONSE']._serialized_end=1993
-  _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._serialized_start=1944
-  _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._serialized_end=1993
-  _globals['_EVALUATORSERVICE']._serialized_start=2062
-  _globals['_EVALUATORSERVICE']._serialized_end=3153
+  _globals['_SUGGESTPARAMETERSRESPONSE_METRICSENTRY']._loaded_options = None
+  _globals['_SUGGESTPARAMETERSRESPONSE_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_ESTIMATOR']._serialized_start=5645
+  _globals['_ESTIMATOR']._serialized_end=5788
+  _globals['_TREATMENTSOURCE']._serialized_start=5790
+  _globals['_TREATMENTSOURCE']._serialized_end=5898
+  _globals['_ESTIMATEEFFECTSREQUEST']._serialized_start=178
+  _globals['_ESTIMATEEFFECTSREQUEST']._serialized_end=662
+  _globals['_ESTIMATEEFFECTSRESPONSE']._serialized_start=664
+  _globals['_ESTIMATEEFFECTSRESPONSE']._serialized_end=739
+  _globals['_QUANTILE']._serialized_start=741
+  _globals['_QUANTILE']._serialized_end=781
+  _globals['_ESTIMATEEFFECTSRESULT']._serialized_start=784
+  _globals['_ESTIMATEEFFECTSRESULT']._serialized_end=1930
+  _globals['_ESTIMATEEFFECTSRESULT_ESTIMATORSCORESENTRY']._serialized_start=1876
+  _globals['_ESTIMATEEFFECTSRESULT_ESTIMATORSCORESENTRY']._serialized_end=1930
+  _globals['_OVERLAP']._serialized_start=1933
+  _globals['_OVERLAP']._serialized_end=2077
+  _globals['_NUISANCESCORE']._serialized_start=2079
+  _globals['_NUISANCESCORE']._serialized_end=2140
+  _globals['_SEGMENT']._serialized_start=2142
+  _globals['_SEGMENT']._serialized_end=2247
+  _globals['_VALIDATION']._serialized_start=2250
+  _globals['_VALIDATION']._serialized_end=2489
+  _globals['_POLICYVALUE']._serialized_start=2491
+  _globals['_POLICYVALUE']._serialized_end=2569
+  _globals['_POLICYSUMMARY']._serialized_start=2572
+  _globals['_POLICYSUMMARY']._serialized_end=2701
+  _globals['_REFUTATION']._serialized_start=2703
+  _globals['_REFUTATION']._serialized_end=2828
+  _globals['_REPRODUCIBILITY']._serialized_start=2831
+  _globals['_REPRODUCIBILITY']._serialized_end=3153
+  _globals['_REPRODUCIBILITY_VERSIONSENTRY']._serialized_start=3106
+  _globals['_REPRODUCIBILITY_VERSIONSENTRY']._serialized_end=3153
+  _globals['_CATEMODEL']._serialized_start=3155
+  _globals['_CATEMODEL']._serialized_end=3263
+  _globals['_GETREPORTREQUEST']._serialized_start=3265
+  _globals['_GETREPORTREQUEST']._serialized_end=3302
+  _globals['_GETREPORTRESPONSE']._serialized_start=3304
+  _globals['_GETREPORTRESPONSE']._serialized_end=3399
+  _globals['_LISTREPORTSREQUEST']._serialized_start=3401
+  _globals['_LISTREPORTSREQUEST']._serialized_end=3439
+  _globals['_LISTREPORTSRESPONSE']._serialized_start=3441
+  _globals['_LISTREPORTSRESPONSE']._serialized_end=3525
+  _globals['_PREDICTEFFECTSREQUEST']._serialized_start=3527
+  _globals['_PREDICTEFFECTSREQUEST']._serialized_end=3624
+  _globals['_PREDICTEFFECTSRESPONSE']._serialized_start=3626
+  _globals['_PREDICTEFFECTSRESPONSE']._serialized_end=3713
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=3716
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=3990
+  _globals['_POLICYESTIMATE']._serialized_start=3992
+  _globals['_POLICYESTIMATE']._serialized_end=4059
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=4062
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=4403
+  _globals['_SUGGESTPARAMETERSREQUEST']._serialized_start=4406
+  _globals['_SUGGESTPARAMETERSREQUEST']._serialized_end=4792
+  _globals['_PARAMETERRANGE']._serialized_start=4794
+  _globals['_PARAMETERRANGE']._serialized_end=4837
+  _globals['_CONSTRAINT']._serialized_start=4839
+  _globals['_CONSTRAINT']._serialized_end=4919
+  _globals['_TRIAL']._serialized_start=4922
+  _globals['_TRIAL']._serialized_end=5191
+  _globals['_TRIAL_PARAMETERSENTRY']._serialized_start=5094
+  _globals['_TRIAL_PARAMETERSENTRY']._serialized_end=5143
+  _globals['_TRIAL_METRICSENTRY']._serialized_start=5145
+  _globals['_TRIAL_METRICSENTRY']._serialized_end=5191
+  _globals['_SUGGESTPARAMETERSRESPONSE']._serialized_start=5194
+  _globals['_SUGGESTPARAMETERSRESPONSE']._serialized_end=5642
+  _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._serialized_start=5545
+  _globals['_SUGGESTPARAMETERSRESPONSE_SUGGESTIONENTRY']._serialized_end=5594
+  _globals['_SUGGESTPARAMETERSRESPONSE_METRICSENTRY']._serialized_start=5145
+  _globals['_SUGGESTPARAMETERSRESPONSE_METRICSENTRY']._serialized_end=5191
+  _globals['_EVALUATORSERVICE']._serialized_start=5901
+  _globals['_EVALUATORSERVICE']._serialized_end=6992
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loopwise.common.v1 import blueprint_pb2 as _blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as _operation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -15,11 +16,26 @@ class Estimator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ESTIMATOR_UNSPECIFIED: _ClassVar[Estimator]
     ESTIMATOR_LINEAR_DML: _ClassVar[Estimator]
+    ESTIMATOR_CAUSAL_FOREST_DML: _ClassVar[Estimator]
+    ESTIMATOR_DR_LEARNER: _ClassVar[Estimator]
+    ESTIMATOR_AUTO: _ClassVar[Estimator]
+
+class TreatmentSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TREATMENT_SOURCE_UNSPECIFIED: _ClassVar[TreatmentSource]
+    TREATMENT_SOURCE_ACTIONS: _ClassVar[TreatmentSource]
+    TREATMENT_SOURCE_ARMS: _ClassVar[TreatmentSource]
 ESTIMATOR_UNSPECIFIED: Estimator
 ESTIMATOR_LINEAR_DML: Estimator
+ESTIMATOR_CAUSAL_FOREST_DML: Estimator
+ESTIMATOR_DR_LEARNER: Estimator
+ESTIMATOR_AUTO: Estimator
+TREATMENT_SOURCE_UNSPECIFIED: TreatmentSource
+TREATMENT_SOURCE_ACTIONS: TreatmentSource
+TREATMENT_SOURCE_ARMS: TreatmentSource
 
 class EstimateEffectsRequest(_message.Message):
-    __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed")
+    __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed", "treatment_source", "treatment_arm", "control_arm", "segment_features", "treatment_cost", "register_cate_model", "forest_trees")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +44,13 @@ class EstimateEffectsRequest(_message.Message):
     TREATMENT_ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_ARM_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_COST_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_CATE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FOREST_TREES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     use_case: str
     start_time: _timestamp_pb2.Timestamp
@@ -36,7 +59,14 @@ class EstimateEffectsRequest(_message.Message):
     treatment_action: str
     control_action: str
     seed: int
-    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    treatment_source: TreatmentSource
+    treatment_arm: str
+    control_arm: str
+    segment_features: _containers.RepeatedScalarFieldContainer[str]
+    treatment_cost: float
+    register_cate_model: bool
+    forest_trees: int
+    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., seed: _Optional[int] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., treatment_arm: _Optional[str] = ..., control_arm: _Optional[str] = ..., segment_features: _Optional[_Iterable[str]] = ..., treatment_cost: _Optional[float] = ..., register_cate_model: bool = ..., forest_trees: _Optional[int] = ...) -> None: ...
 
 class EstimateEffectsResponse(_message.Message):
     __slots__ = ("operation",)
@@ -53,7 +83,14 @@ class Quantile(_message.Message):
     def __init__(self, level: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
 
 class EstimateEffectsResult(_message.Message):
-    __slots__ = ("report_id", "use_case", "ate", "ate_ci_lower", "ate_ci_upper", "cate_quantiles", "rows", "treated_rows", "treatment_action", "control_action", "feature_names", "estimator", "logged_propensities_used", "min_propensity", "max_propensity", "warnings", "create_time")
+    __slots__ = ("report_id", "use_case", "ate", "ate_ci_lower", "ate_ci_upper", "cate_quantiles", "rows", "treated_rows", "treatment_action", "control_action", "feature_names", "estimator", "logged_propensities_used", "min_propensity", "max_propensity", "warnings", "create_time", "overlap", "nuisance_scores", "segments", "validation", "policy", "refutations", "reproducibility", "cate_model", "treatment_source", "estimator_scores")
+    class EstimatorScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     ATE_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +108,16 @@ class EstimateEffectsResult(_message.Message):
     MAX_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    NUISANCE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    REFUTATIONS_FIELD_NUMBER: _ClassVar[int]
+    REPRODUCIBILITY_FIELD_NUMBER: _ClassVar[int]
+    CATE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_SCORES_FIELD_NUMBER: _ClassVar[int]
     report_id: str
     use_case: str
     ate: float
@@ -88,7 +135,164 @@ class EstimateEffectsResult(_message.Message):
     max_propensity: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, report_id: _Optional[str] = ..., use_case: _Optional[str] = ..., ate: _Optional[float] = ..., ate_ci_lower: _Optional[float] = ..., ate_ci_upper: _Optional[float] = ..., cate_quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ..., rows: _Optional[int] = ..., treated_rows: _Optional[int] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., logged_propensities_used: bool = ..., min_propensity: _Optional[float] = ..., max_propensity: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    overlap: Overlap
+    nuisance_scores: _containers.RepeatedCompositeFieldContainer[NuisanceScore]
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    validation: Validation
+    policy: PolicySummary
+    refutations: _containers.RepeatedCompositeFieldContainer[Refutation]
+    reproducibility: Reproducibility
+    cate_model: CateModel
+    treatment_source: TreatmentSource
+    estimator_scores: _containers.ScalarMap[str, float]
+    def __init__(self, report_id: _Optional[str] = ..., use_case: _Optional[str] = ..., ate: _Optional[float] = ..., ate_ci_lower: _Optional[float] = ..., ate_ci_upper: _Optional[float] = ..., cate_quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ..., rows: _Optional[int] = ..., treated_rows: _Optional[int] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., logged_propensities_used: bool = ..., min_propensity: _Optional[float] = ..., max_propensity: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., nuisance_scores: _Optional[_Iterable[_Union[NuisanceScore, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., validation: _Optional[_Union[Validation, _Mapping]] = ..., policy: _Optional[_Union[PolicySummary, _Mapping]] = ..., refutations: _Optional[_Iterable[_Union[Refutation, _Mapping]]] = ..., reproducibility: _Optional[_Union[Reproducibility, _Mapping]] = ..., cate_model: _Optional[_Union[CateModel, _Mapping]] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., estimator_scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Overlap(_message.Message):
+    __slots__ = ("extreme_share", "effective_sample_size", "poor", "bin_edges", "treated_counts", "control_counts")
+    EXTREME_SHARE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    POOR_FIELD_NUMBER: _ClassVar[int]
+    BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
+    TREATED_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    extreme_share: float
+    effective_sample_size: float
+    poor: bool
+    bin_edges: _containers.RepeatedScalarFieldContainer[float]
+    treated_counts: _containers.RepeatedScalarFieldContainer[int]
+    control_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, extreme_share: _Optional[float] = ..., effective_sample_size: _Optional[float] = ..., poor: bool = ..., bin_edges: _Optional[_Iterable[float]] = ..., treated_counts: _Optional[_Iterable[int]] = ..., control_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class NuisanceScore(_message.Message):
+    __slots__ = ("model", "metric", "value")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    metric: str
+    value: float
+    def __init__(self, model: _Optional[str] = ..., metric: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("source", "rule", "rows", "effect", "ci_lower", "ci_upper")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    rule: str
+    rows: int
+    effect: float
+    ci_lower: float
+    ci_upper: float
+    def __init__(self, source: _Optional[str] = ..., rule: _Optional[str] = ..., rows: _Optional[int] = ..., effect: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ...) -> None: ...
+
+class Validation(_message.Message):
+    __slots__ = ("rows", "calibration_r2", "qini", "qini_ci_lower", "qini_ci_upper", "autoc", "autoc_ci_lower", "autoc_ci_upper", "blp_slope", "blp_slope_stderr", "blp_p_value")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_R2_FIELD_NUMBER: _ClassVar[int]
+    QINI_FIELD_NUMBER: _ClassVar[int]
+    QINI_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    QINI_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    AUTOC_FIELD_NUMBER: _ClassVar[int]
+    AUTOC_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    AUTOC_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    BLP_SLOPE_FIELD_NUMBER: _ClassVar[int]
+    BLP_SLOPE_STDERR_FIELD_NUMBER: _ClassVar[int]
+    BLP_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    calibration_r2: float
+    qini: float
+    qini_ci_lower: float
+    qini_ci_upper: float
+    autoc: float
+    autoc_ci_lower: float
+    autoc_ci_upper: float
+    blp_slope: float
+    blp_slope_stderr: float
+    blp_p_value: float
+    def __init__(self, rows: _Optional[int] = ..., calibration_r2: _Optional[float] = ..., qini: _Optional[float] = ..., qini_ci_lower: _Optional[float] = ..., qini_ci_upper: _Optional[float] = ..., autoc: _Optional[float] = ..., autoc_ci_lower: _Optional[float] = ..., autoc_ci_upper: _Optional[float] = ..., blp_slope: _Optional[float] = ..., blp_slope_stderr: _Optional[float] = ..., blp_p_value: _Optional[float] = ...) -> None: ...
+
+class PolicyValue(_message.Message):
+    __slots__ = ("name", "value", "ci_lower", "ci_upper")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    ci_lower: float
+    ci_upper: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ...) -> None: ...
+
+class PolicySummary(_message.Message):
+    __slots__ = ("treatment_cost", "treated_share", "values", "rules")
+    TREATMENT_COST_FIELD_NUMBER: _ClassVar[int]
+    TREATED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    treatment_cost: float
+    treated_share: float
+    values: _containers.RepeatedCompositeFieldContainer[PolicyValue]
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, treatment_cost: _Optional[float] = ..., treated_share: _Optional[float] = ..., values: _Optional[_Iterable[_Union[PolicyValue, _Mapping]]] = ..., rules: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Refutation(_message.Message):
+    __slots__ = ("method", "original_effect", "new_effect", "ci_lower", "ci_upper", "passed")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    NEW_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    original_effect: float
+    new_effect: float
+    ci_lower: float
+    ci_upper: float
+    passed: bool
+    def __init__(self, method: _Optional[str] = ..., original_effect: _Optional[float] = ..., new_effect: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., passed: bool = ...) -> None: ...
+
+class Reproducibility(_message.Message):
+    __slots__ = ("data_start_time", "data_end_time", "rows_read", "rows_used", "seed", "estimator_settings", "versions")
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DATA_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    ROWS_USED_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    data_start_time: _timestamp_pb2.Timestamp
+    data_end_time: _timestamp_pb2.Timestamp
+    rows_read: int
+    rows_used: int
+    seed: int
+    estimator_settings: str
+    versions: _containers.ScalarMap[str, str]
+    def __init__(self, data_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_read: _Optional[int] = ..., rows_used: _Optional[int] = ..., seed: _Optional[int] = ..., estimator_settings: _Optional[str] = ..., versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CateModel(_message.Message):
+    __slots__ = ("model_version", "sha256", "family", "fidelity_r2", "input_width")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_R2_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    model_version: int
+    sha256: str
+    family: str
+    fidelity_r2: float
+    input_width: int
+    def __init__(self, model_version: _Optional[int] = ..., sha256: _Optional[str] = ..., family: _Optional[str] = ..., fidelity_r2: _Optional[float] = ..., input_width: _Optional[int] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("report_id",)
@@ -139,40 +343,143 @@ class PredictEffectsResponse(_message.Message):
     def __init__(self, effects: _Optional[bytes] = ..., effects_lower: _Optional[bytes] = ..., effects_upper: _Optional[bytes] = ...) -> None: ...
 
 class EvaluatePolicyRequest(_message.Message):
-    __slots__ = ("use_case", "model_version", "start_time", "end_time")
+    __slots__ = ("use_case", "model_version", "start_time", "end_time", "constant_action", "report_id", "policy_variant", "max_weight")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     model_version: int
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, use_case: _Optional[str] = ..., model_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    constant_action: str
+    report_id: str
+    policy_variant: _blueprint_pb2.Policy
+    max_weight: float
+    def __init__(self, use_case: _Optional[str] = ..., model_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., constant_action: _Optional[str] = ..., report_id: _Optional[str] = ..., policy_variant: _Optional[_Union[_blueprint_pb2.Policy, _Mapping]] = ..., max_weight: _Optional[float] = ...) -> None: ...
+
+class PolicyEstimate(_message.Message):
+    __slots__ = ("value", "ci_lower", "ci_upper")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    ci_lower: float
+    ci_upper: float
+    def __init__(self, value: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ...) -> None: ...
 
 class EvaluatePolicyResponse(_message.Message):
-    __slots__ = ("ips_value", "ips_ci_lower", "ips_ci_upper", "rows")
+    __slots__ = ("ips_value", "ips_ci_lower", "ips_ci_upper", "rows", "snips", "doubly_robust", "effective_sample_size", "max_importance_weight", "warnings", "logged_value", "disagreement")
     IPS_VALUE_FIELD_NUMBER: _ClassVar[int]
     IPS_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
     IPS_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    SNIPS_FIELD_NUMBER: _ClassVar[int]
+    DOUBLY_ROBUST_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMPORTANCE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENT_FIELD_NUMBER: _ClassVar[int]
     ips_value: float
     ips_ci_lower: float
     ips_ci_upper: float
     rows: int
-    def __init__(self, ips_value: _Optional[float] = ..., ips_ci_lower: _Optional[float] = ..., ips_ci_upper: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+    snips: PolicyEstimate
+    doubly_robust: PolicyEstimate
+    effective_sample_size: float
+    max_importance_weight: float
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    logged_value: float
+    disagreement: float
+    def __init__(self, ips_value: _Optional[float] = ..., ips_ci_lower: _Optional[float] = ..., ips_ci_upper: _Optional[float] = ..., rows: _Optional[int] = ..., snips: _Optional[_Union[PolicyEstimate, _Mapping]] = ..., doubly_robust: _Optional[_Union[PolicyEstimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., max_importance_weight: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., logged_value: _Optional[float] = ..., disagreement: _Optional[float] = ...) -> None: ...
 
 class SuggestParametersRequest(_message.Message):
-    __slots__ = ("use_case", "parameters")
+    __slots__ = ("use_case", "parameters", "ranges", "report_id", "model_version", "objective", "constraints", "iterations", "seed", "start_time", "end_time", "net_of_costs")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    NET_OF_COSTS_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     parameters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, use_case: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+    ranges: _containers.RepeatedCompositeFieldContainer[ParameterRange]
+    report_id: str
+    model_version: int
+    objective: str
+    constraints: _containers.RepeatedCompositeFieldContainer[Constraint]
+    iterations: int
+    seed: int
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    net_of_costs: bool
+    def __init__(self, use_case: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ..., ranges: _Optional[_Iterable[_Union[ParameterRange, _Mapping]]] = ..., report_id: _Optional[str] = ..., model_version: _Optional[int] = ..., objective: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., iterations: _Optional[int] = ..., seed: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., net_of_costs: bool = ...) -> None: ...
+
+class ParameterRange(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class Constraint(_message.Message):
+    __slots__ = ("metric", "min", "max")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    min: float
+    max: float
+    def __init__(self, metric: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("parameters", "objective", "metrics", "feasible")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    parameters: _containers.ScalarMap[str, float]
+    objective: float
+    metrics: _containers.ScalarMap[str, float]
+    feasible: bool
+    def __init__(self, parameters: _Optional[_Mapping[str, float]] = ..., objective: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., feasible: bool = ...) -> None: ...
 
 class SuggestParametersResponse(_message.Message):
-    __slots__ = ("suggestion", "expected_value")
+    __slots__ = ("suggestion", "expected_value", "expected_value_stddev", "ci_lower", "ci_upper", "metrics", "history", "warnings")
     class SuggestionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +488,18 @@ class SuggestParametersResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     SUGGESTION_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_STDDEV_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     suggestion: _containers.ScalarMap[str, float]
     expected_value: float
-    def __init__(self, suggestion: _Optional[_Mapping[str, float]] = ..., expected_value: _Optional[float] = ...) -> None: ...
+    expected_value_stddev: float
+    ci_lower: float
+    ci_upper: float
+    metrics: _containers.ScalarMap[str, float]
+    history: _containers.RepeatedCompositeFieldContainer[Trial]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, suggestion: _Optional[_Mapping[str, float]] = ..., expected_value: _Optional[float] = ..., expected_value_stddev: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., history: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
