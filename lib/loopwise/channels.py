@@ -1,9 +1,14 @@
-"""Channels and stubs for calling other loopwise services (through the protos only)."""
+"""Channels and stubs for calling other loopwise services (through the protos only).
+
+When tracing is on, every channel carries the client interceptor: a client span per
+call and the W3C trace context in the call's metadata (see loopwise.tracing).
+"""
 
 from __future__ import annotations
 
 import grpc
 
+from loopwise import tracing
 from loopwise.decision.v1 import decision_service_pb2_grpc
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc
 from loopwise.feedback.v1 import feedback_service_pb2_grpc
@@ -23,7 +28,8 @@ class ServiceChannels:
         """The aio channel to ``service`` (created on first use)."""
         if service not in self._channels:
             self._channels[service] = grpc.aio.insecure_channel(
-                self.settings.address_of(service), options=channel_options(self.settings)
+                self.settings.address_of(service), options=channel_options(self.settings),
+                interceptors=tracing.client_interceptors(),
             )
         return self._channels[service]
 

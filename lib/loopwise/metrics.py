@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,63 @@ class Registry:
                 log.exception("metrics collector failed")
         return {name: {"kind": m.kind, "help": m.help, "labels": list(m.labels), **m.snapshot()}
                 for name, m in self.metrics.items()}
+
+
+# -- metrics every service has ------------------------------------------------------------
+class RpcMetrics:
+    """Request counts and latency per RPC, use case (the request's ``use_case`` field,
+    empty for RPCs without one) and status code; recorded by the server interceptor."""
+
+    def __init__(self, registry: Registry, service: str) -> None:
+        self.service = service
+        self.requests = registry.counter("loopwise_rpc_requests_total", "RPCs handled",
+                                         ["service", "rpc", "use_case", "code"])
+        self.latency = registry.histogram("loopwise_rpc_latency_seconds", "Time in the handler per RPC",
+                                          ["service", "rpc", "use_case"])
+
+    def record(self, rpc: str, use_case: str, code: Any, seconds: float) -> None:
+        """Count one finished RPC (``code``: a ``grpc.StatusCode``)."""
+        self.requests.inc((self.service, rpc, use_case, code.name))
+        self.latency.observe((self.service, rpc, use_case), seconds)
+
+
+# Job durations in seconds: 0.1 s … 2 h.
+JOB_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+
+def observe_jobs(runner: Any, registry: Registry) -> None:
+    """Time every job an ``OperationRunner`` starts (``loopwise_job_duration_seconds``
+    by kind, use case and outcome) and run it in a span (when tracing is on) that is a
+    child of the RPC that started it. Wraps ``runner.start``."""
+    from loopwise import tracing
+
+    durations = registry.histogram("loopwise_job_duration_seconds", "Wall time of background jobs (operations)",
+                                   ["kind", "use_case", "outcome"], buckets=JOB_BUCKETS)
+    running = registry.gauge("loopwise_jobs_running", "Background jobs running now", ["kind"])
+    kind = runner.kind
+    running.set((kind,), 0)
+    start = runner.start
+
+    async def timed_start(use_case: str, request_id: str, job: Any, *args: Any, **kwargs: Any) -> Any:
+        async def timed(progress: Any) -> Any:
+            began = time.perf_counter()
+            outcome = "failed"
+            running.inc((kind,))
+            try:
+                with tracing.job_span(kind, use_case, getattr(progress, "operation_id", "")):
+                    result = await job(progress)
+                outcome = "succeeded"
+                return result
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                running.inc((kind,), -1)
+                durations.observe((kind, use_case, outcome), time.perf_counter() - began)
+
+        return await start(use_case, request_id, timed, *args, **kwargs)
+
+    runner.start = timed_start
 
 
 # -- text exposition ------------------------------------------------------------------

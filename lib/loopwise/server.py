@@ -5,13 +5,21 @@ explicitly off (a stale process must not silently share the port), message-size
 limits from settings, and SIGTERM handling (DESIGN §6): health turns NOT_SERVING,
 open streams end with UNAVAILABLE (clients resume), unary calls get the grace
 period to finish, then shutdown hooks run (e.g. draining a spool).
+
+Every RPC goes through one server interceptor (:class:`RpcObserver`): request count and
+latency per RPC, use case and status code in the host's metrics registry, and, when
+tracing is on, a server span continuing the caller's W3C trace context. The host also
+serves its registry at ``GET /metrics`` when ``metrics_port`` is set (the decision
+service's multi-worker supervisor serves the merged one instead).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +28,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from loopwise import logs, tracing
 from loopwise.errors import Unavailable
-from loopwise.settings import Settings
+from loopwise.metrics import MetricsEndpoint, Registry, RpcMetrics, metrics_port
+from loopwise.settings import SERVICES, Settings
 
 log = logging.getLogger("loopwise.server")
 
@@ -46,6 +56,116 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def _code_of(context: Any, error: BaseException | None) -> grpc.StatusCode:
+    """The status an RPC ended with, as far as the server knows it."""
+    try:
+        code = context.code()
+    except Exception:  # not every context implementation exposes it
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # some grpc versions give the raw value
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+class RpcObserver(grpc.aio.ServerInterceptor):
+    """The server interceptor of every loopwise service: per-RPC metrics and (when
+    tracing is on) a server span. Wrapped handlers are cached per method, so a call
+    costs one dict lookup here plus the wrapper."""
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self.metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        """The handler of ``details.method``, wrapped once."""
+        method = details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await continuation(details)
+            if handler is None:
+                return None
+            handler = self._wrap(method, handler)
+            self._handlers[method] = handler
+        return handler
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        rpc = tracing.split_method(method)[1]
+        for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                              ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                              ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                              ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+            behavior = getattr(handler, kind)
+            if behavior is None:
+                continue
+            streaming_request = kind.startswith("stream")
+            if inspect.isasyncgenfunction(behavior):
+                wrapped = self._wrap_stream(method, rpc, behavior, streaming_request)
+            elif inspect.iscoroutinefunction(behavior):
+                wrapped = self._wrap_unary(method, rpc, behavior, streaming_request)
+            else:
+                return handler  # a synchronous handler: left as it is
+            return factory(wrapped, request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+        return handler
+
+    def _wrap_unary(self, method: str, rpc: str, behavior: Any, streaming_request: bool) -> Any:
+        record = self.metrics.record
+
+        async def call(request: Any, context: Any) -> Any:
+            use_case = "" if streaming_request else getattr(request, "use_case", "")
+            if not isinstance(use_case, str):
+                use_case = ""
+            span = tracing.start_server_span(method, context.invocation_metadata(), use_case) \
+                if tracing.enabled() else None
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = _code_of(context, error)
+                record(rpc, use_case, code, time.perf_counter() - started)
+                if span is not None:
+                    tracing.end_server_span(span, code, error)
+
+        return call
+
+    def _wrap_stream(self, method: str, rpc: str, behavior: Any, streaming_request: bool) -> Any:
+        record = self.metrics.record
+
+        async def call(request: Any, context: Any) -> Any:
+            use_case = "" if streaming_request else getattr(request, "use_case", "")
+            if not isinstance(use_case, str):
+                use_case = ""
+            span = tracing.start_server_span(method, context.invocation_metadata(), use_case) \
+                if tracing.enabled() else None
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = _code_of(context, error)
+                if isinstance(error, GeneratorExit):
+                    code = grpc.StatusCode.CANCELLED
+                record(rpc, use_case, code, time.perf_counter() - started)
+                if span is not None:
+                    tracing.end_server_span(span, code, error)
+
+        return call
+
+
 @dataclass
 class ServiceHost:
     """A running gRPC server for one loopwise service, with health and graceful stop."""
@@ -60,13 +180,18 @@ class ServiceHost:
     # Share the port with sibling processes (SO_REUSEPORT). Only the decision service's
     # explicit multi-worker mode sets it; every other server keeps it off (DESIGN §6).
     reuse_port: bool = False
+    # Serve ``registry`` on the service's metrics port (when ``metrics_port`` is set).
+    serve_metrics: bool = True
+    registry: Registry = field(default_factory=Registry)
+    metrics_endpoint: MetricsEndpoint | None = None
     _hooks: list[ShutdownHook] = field(default_factory=list)
     _services: list[str] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings)]
-        self.server = grpc.aio.server(options=options)
+        self.rpc_metrics = RpcMetrics(self.registry, self.name)
+        self.server = grpc.aio.server(options=options, interceptors=[RpcObserver(self.rpc_metrics)])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
@@ -88,6 +213,14 @@ class ServiceHost:
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
         await self.server.start()
+        port = metrics_port(self.settings, self.name) if self.name in SERVICES and self.serve_metrics else 0  # type: ignore[arg-type]
+        if port:
+            self.metrics_endpoint = MetricsEndpoint(lambda: {"0": self.registry.snapshot()}, port)
+            try:
+                await self.metrics_endpoint.start()
+            except BaseException:
+                await self.server.stop(0)
+                raise
         for svc in ["", *self._services]:
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving on %s", self.name, self.address.rsplit(":", 1)[0] + f":{self.port}")
@@ -102,6 +235,8 @@ class ServiceHost:
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         await self.server.stop(grace)
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.stop()
         for hook in self._hooks:
             try:
                 await hook()
@@ -145,18 +280,27 @@ async def until_stopping(host: ServiceHost, awaitable: Awaitable[Any]) -> Any:
     host.check_stopping()
 
 
-def configure_logging(settings: Settings) -> None:
-    """One logger format for all services."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(settings: Settings, service: str = "") -> None:
+    """One logger setup for all services: JSON lines unless ``log_format`` is text."""
+    logs.configure(settings.log_level, settings.log_format, service)
 
 
-def run(main: Callable[[Settings], Awaitable[None]], settings: Settings | None = None) -> None:
-    """Process entry point: configure logging and run a service's ``main`` coroutine."""
+def configure_process(settings: Settings, service: str) -> None:
+    """Logging and (when the OTEL_* variables ask for it) tracing of a service process."""
+    configure_logging(settings, service)
+    tracing.configure_from_env(service)
+
+
+def run(main: Callable[[Settings], Awaitable[None]], settings: Settings | None = None,
+        service: str = "") -> None:
+    """Process entry point: configure logging and tracing, run a service's ``main``
+    coroutine. ``service`` defaults to the name in ``main``'s module path."""
     from loopwise.settings import get_settings
 
     settings = settings or get_settings()
-    configure_logging(settings)
-    asyncio.run(main(settings))
+    service = service or main.__module__.split(".")[-2]
+    configure_process(settings, service)
+    try:
+        asyncio.run(main(settings))
+    finally:
+        tracing.uninstall()  # flush spans still in the batch processor

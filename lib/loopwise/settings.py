@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     client_retries: int = 2
 
     log_level: str = "INFO"
+    # Service logs: one JSON object per line ("json") or plain text lines ("text").
+    log_format: Literal["json", "text"] = "json"
+
+    # Drift monitoring (feedback): live feature and prediction distributions against
+    # the serving model's training profile, recomputed every interval off the request
+    # path from the decisions logged since; the live window keeps about this many
+    # decisions per use case (older counts are halved away).
+    drift_interval_s: float = Field(10.0, gt=0)
+    drift_window_decisions: int = Field(20_000, ge=100)
+    # Feedback's join/late/orphan gauges are refreshed from the store this often.
+    stats_interval_s: float = Field(30.0, gt=0)
 
     def address_of(self, service: ServiceName) -> str:
         """The ``host:port`` address of a service."""

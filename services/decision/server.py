@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from loopwise import tracing
 from loopwise.clock import Clock
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.server import Registration, ServiceHost, channel_options
@@ -28,8 +29,10 @@ _RECONNECT_OPTIONS = [
 
 
 def peer_channel(settings: Settings, address: str) -> grpc.aio.Channel:
-    """An aio channel to another service with short reconnect backoff."""
-    return grpc.aio.insecure_channel(address, options=[*channel_options(settings), *_RECONNECT_OPTIONS])
+    """An aio channel to another service with short reconnect backoff (traced when
+    tracing is on)."""
+    return grpc.aio.insecure_channel(address, options=[*channel_options(settings), *_RECONNECT_OPTIONS],
+                                     interceptors=tracing.client_interceptors())
 
 
 async def start_server(settings: Settings, worker: int | None = None) -> ServiceHost:
@@ -52,12 +55,14 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     core = DecisionCore(use_cases, clock, settings.seed, decision_log, watcher.scorers,
                         settings.max_batch_rows, settings.max_candidates)
     servicer = DecisionServicer(core, use_cases)
-    host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None)
+    # A worker's metrics are served by its supervisor (merged), not by the worker.
+    host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None,
+                       serve_metrics=worker is None)
     servicer.host = host
-    metrics = DecisionMetrics()
+    metrics = DecisionMetrics(host.registry)
     metrics.watch_decision_log(decision_log)
-    rpcs = [name for name in vars(dgrpc.DecisionServiceServicer) if not name.startswith("_")]
-    host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(servicer, metrics, rpcs),
+    metrics.watch_models(watcher.scorers)
+    host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(servicer, metrics),
                            SERVICE_NAME)])
     host.metrics = metrics  # type: ignore[attr-defined]
     host.core = core  # type: ignore[attr-defined]  # for in-process tests and metrics

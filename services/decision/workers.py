@@ -46,7 +46,8 @@ SNAPSHOT_INTERVAL_S = 0.5
 
 # -- metrics of one process ------------------------------------------------------------
 class DecisionMetrics:
-    """The decision service's metrics in one process's registry."""
+    """The decision service's own metrics, in its host's registry (per-RPC counts and
+    latency come from the server interceptor, see loopwise.server)."""
 
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or Registry()
@@ -54,42 +55,71 @@ class DecisionMetrics:
         self.decisions = r.counter("loopwise_decisions_total", "Decisions served", ["use_case"])
         self.fallbacks = r.counter("loopwise_decision_fallbacks_total", "Decisions that fell back to the default",
                                    ["use_case"])
-        self.requests = r.counter("loopwise_rpc_requests_total", "RPCs handled", ["rpc"])
-        self.errors = r.counter("loopwise_rpc_errors_total", "RPCs that ended with an error status", ["rpc"])
-        self.latency = r.histogram("loopwise_rpc_latency_seconds", "Time in the handler per RPC", ["rpc"])
+        self.explored = r.counter("loopwise_decision_explored_total", "Decisions whose action was explored",
+                                  ["use_case"])
         self.log_state = r.gauge("loopwise_decision_log", "Decision log counters (since start; spool now)",
                                  ["counter"])
+        self.logged = r.counter("loopwise_decision_log_decisions_total",
+                                "Decisions by what the decision log did with them (since start)", ["state"])
+        self.spool_depth = r.gauge("loopwise_decision_log_spool_depth", "Decisions waiting in the local spool now")
+        self.queued = r.gauge("loopwise_decision_log_queued", "Decisions waiting in memory to be logged")
+        self.model_version = r.gauge("loopwise_model_version", "Model version serving, by use case and role",
+                                     ["use_case", "role"])
 
     def watch_decision_log(self, decision_log: Any) -> None:
-        """Expose the decision log's counters as gauges at every snapshot."""
+        """Expose the decision log's counters at every snapshot."""
 
         def collect() -> None:
-            for name, value in vars(decision_log.counters).items():
+            counters = vars(decision_log.counters)
+            for name, value in counters.items():
                 self.log_state.set((name,), value)
+            for state in ("submitted", "acked", "spooled", "replayed", "dropped", "rejected"):
+                self.logged.values[(state,)] = float(counters[state])
+            self.spool_depth.set((), counters["spool_depth"])
+            self.queued.set((), decision_log.queued)
+
+        self.registry.on_collect(collect)
+
+    def watch_models(self, scorers: Any) -> None:
+        """Expose the model versions serving each use case at every snapshot."""
+
+        def collect() -> None:
+            self.model_version.values.clear()
+            for use_case, serving in list(scorers.items()):
+                self.model_version.set((use_case, "production"), serving.version)
+                if serving.canary is not None:
+                    self.model_version.set((use_case, "canary"), serving.canary.version)
+                for shadow in serving.shadows:
+                    self.model_version.set((use_case, f"shadow_v{shadow.version}"), shadow.version)
 
         self.registry.on_collect(collect)
 
     def count(self, rpc: str, request: Any, response: Any) -> None:
-        """Count the decisions (and fallbacks) of one response."""
+        """Count the decisions (fallbacks, explorations) of one response."""
         if rpc == "DecideBatch":
             labels = (request.use_case,)
             self.decisions.inc(labels, len(response.decision_ids))
             fallbacks = response.fallback.count(1)
             if fallbacks:
                 self.fallbacks.inc(labels, fallbacks)
-        elif rpc in ("Decide", "DecideStream"):
+            explored = response.explored.count(1)
+            if explored:
+                self.explored.inc(labels, explored)
+        else:
             decision = response.decision
             labels = (decision.use_case,)
             self.decisions.inc(labels)
             if decision.fallback:
                 self.fallbacks.inc(labels)
+            if decision.explored:
+                self.explored.inc(labels)
 
 
 _COUNTED = ("Decide", "DecideBatch", "DecideStream")
 
 
 class _Instrumented:
-    """A servicer proxy whose RPC methods record metrics; everything else delegates."""
+    """A servicer proxy whose deciding methods count decisions; everything else delegates."""
 
     def __init__(self, servicer: Any) -> None:
         object.__setattr__(self, "_target", servicer)
@@ -101,36 +131,21 @@ class _Instrumented:
         setattr(self._target, name, value)
 
 
-def instrument(servicer: Any, metrics: DecisionMetrics, rpc_names: list[str]) -> Any:
-    """Wrap ``servicer``'s RPC methods (``rpc_names``) with latency, error and decision
-    counting. The proxy is what gets registered on the server."""
+def instrument(servicer: Any, metrics: DecisionMetrics) -> Any:
+    """Wrap ``servicer``'s Decide, DecideBatch and DecideStream with decision counting.
+    The proxy is what gets registered on the server."""
     proxy = _Instrumented(servicer)
-    for rpc in rpc_names:
-        fn = getattr(servicer, rpc, None)
-        if fn is None:
-            continue
+    for rpc in _COUNTED:
+        fn = getattr(servicer, rpc)
         wrapped = _wrap_stream(rpc, fn, metrics) if inspect.isasyncgenfunction(fn) else _wrap_unary(rpc, fn, metrics)
         object.__setattr__(proxy, rpc, wrapped)
     return proxy
 
 
 def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
-    labels = (rpc,)
-    counted = rpc in _COUNTED
-    clock = time.perf_counter
-
     async def call(request: Any, context: Any) -> Any:
-        start = clock()
-        try:
-            response = await fn(request, context)
-        except BaseException:
-            m.errors.inc(labels)
-            raise
-        finally:
-            m.requests.inc(labels)
-            m.latency.observe(labels, clock() - start)
-        if counted:
-            m.count(rpc, request, response)
+        response = await fn(request, context)
+        m.count(rpc, request, response)
         return response
 
     call.__name__ = rpc
@@ -138,22 +153,10 @@ def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callabl
 
 
 def _wrap_stream(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
-    labels = (rpc,)
-    counted = rpc in _COUNTED
-
     async def call(request: Any, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            async for response in fn(request, context):
-                if counted:
-                    m.count(rpc, None, response)
-                yield response
-        except BaseException:
-            m.errors.inc(labels)
-            raise
-        finally:
-            m.requests.inc(labels)
-            m.latency.observe(labels, time.perf_counter() - start)
+        async for response in fn(request, context):
+            m.count(rpc, None, response)
+            yield response
 
     call.__name__ = rpc
     return call
@@ -174,9 +177,9 @@ async def _sync_forever(use_cases: Any) -> None:
 # -- one worker process ------------------------------------------------------------------
 def worker_process(settings: Settings, index: int, metrics_dir: str) -> None:
     """Entry point of a spawned worker: a decision server on the shared port."""
-    from loopwise.server import configure_logging
+    from loopwise.server import configure_process
 
-    configure_logging(settings)
+    configure_process(settings, "decision")
     asyncio.run(_worker_main(settings, index, Path(metrics_dir)))
 
 
@@ -193,7 +196,7 @@ async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> Non
         await host.stop()
 
     tasks = [
-        asyncio.ensure_future(write_snapshots_forever(host.metrics.registry, metrics_dir, index,  # type: ignore[attr-defined]
+        asyncio.ensure_future(write_snapshots_forever(host.registry, metrics_dir, index,  # type: ignore[attr-defined]
                                                       SNAPSHOT_INTERVAL_S)),
         asyncio.ensure_future(_sync_forever(host.core.use_cases)),  # type: ignore[attr-defined]
         asyncio.ensure_future(orphaned()),
@@ -294,15 +297,6 @@ async def supervise(settings: Settings) -> None:
 
 
 async def serve_single(settings: Settings, start_server: Callable[..., Any]) -> None:
-    """The decision process with one worker: the server and (if on) its metrics endpoint."""
+    """The decision process with one worker (its host serves its metrics endpoint)."""
     host = await start_server(settings)
-    endpoint = None
-    port = metrics_port(settings, "decision")
-    if port:
-        endpoint = MetricsEndpoint(lambda: {"0": host.metrics.registry.snapshot()}, port)
-        await endpoint.start()
-    try:
-        await host.serve_until_signal()
-    finally:
-        if endpoint is not None:
-            await endpoint.stop()
+    await host.serve_until_signal()

@@ -120,7 +120,7 @@ async def test_two_workers_share_the_port_and_metrics_show_both(tmp_path) -> Non
         assert all(v > 0 for v in per_worker.values())
         samples = scrape(metrics)
         # every served decision was timed; calls refused before the re-read (NOT_FOUND) are timed too
-        assert samples['loopwise_rpc_latency_seconds_count{rpc="Decide",worker="0"}'] >= per_worker["0"]
+        assert samples['loopwise_rpc_latency_seconds_count{service="decision",rpc="Decide",use_case="bench_mw",worker="0"}'] >= per_worker["0"]
         assert 'loopwise_decision_fallbacks_total{use_case="bench_mw",worker="1"}' in samples  # no model yet
 
         # A worker that dies is replaced, and the service keeps answering.
