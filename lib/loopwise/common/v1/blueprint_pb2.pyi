@@ -204,7 +204,7 @@ class RolloutSpec(_message.Message):
     def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ...) -> None: ...
 
 class Blueprint(_message.Message):
-    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices")
+    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class Blueprint(_message.Message):
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     SLICES_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     description: str
     features: _containers.RepeatedCompositeFieldContainer[Feature]
@@ -231,4 +232,15 @@ class Blueprint(_message.Message):
     rollout: RolloutSpec
     latency_budget_ms: float
     slices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ...) -> None: ...
+    drift: DriftSpec
+    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ..., drift: _Optional[_Union[DriftSpec, _Mapping]] = ...) -> None: ...
+
+class DriftSpec(_message.Message):
+    __slots__ = ("feature_psi_threshold", "prediction_psi_threshold", "min_decisions")
+    FEATURE_PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    feature_psi_threshold: float
+    prediction_psi_threshold: float
+    min_decisions: int
+    def __init__(self, feature_psi_threshold: _Optional[float] = ..., prediction_psi_threshold: _Optional[float] = ..., min_decisions: _Optional[int] = ...) -> None: ...

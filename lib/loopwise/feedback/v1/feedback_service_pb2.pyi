@@ -185,7 +185,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, use_case: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("decisions", "outcomes", "joined_decisions", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "closed_windows", "open_windows", "spool_depth", "fallback_decisions", "duplicate_outcomes", "spooled_records", "replayed_records", "store_unavailable")
+    __slots__ = ("decisions", "outcomes", "joined_decisions", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "closed_windows", "open_windows", "spool_depth", "fallback_decisions", "duplicate_outcomes", "spooled_records", "replayed_records", "store_unavailable", "drift")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     JOINED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class GetStatsResponse(_message.Message):
     SPOOLED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     outcomes: int
     joined_decisions: int
@@ -216,4 +217,47 @@ class GetStatsResponse(_message.Message):
     spooled_records: int
     replayed_records: int
     store_unavailable: bool
-    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., joined_decisions: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., closed_windows: _Optional[int] = ..., open_windows: _Optional[int] = ..., spool_depth: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., duplicate_outcomes: _Optional[int] = ..., spooled_records: _Optional[int] = ..., replayed_records: _Optional[int] = ..., store_unavailable: bool = ...) -> None: ...
+    drift: DriftReport
+    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., joined_decisions: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., closed_windows: _Optional[int] = ..., open_windows: _Optional[int] = ..., spool_depth: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., duplicate_outcomes: _Optional[int] = ..., spooled_records: _Optional[int] = ..., replayed_records: _Optional[int] = ..., store_unavailable: bool = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("status", "model_version", "window_decisions", "features", "max_feature_psi", "prediction_psi", "prediction_reference", "feature_psi_threshold", "prediction_psi_threshold", "feature_drift", "prediction_drift", "compute_time")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEATURE_PSI_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_PSI_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_TIME_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    model_version: int
+    window_decisions: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    max_feature_psi: float
+    prediction_psi: float
+    prediction_reference: str
+    feature_psi_threshold: float
+    prediction_psi_threshold: float
+    feature_drift: bool
+    prediction_drift: bool
+    compute_time: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[str] = ..., model_version: _Optional[int] = ..., window_decisions: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., max_feature_psi: _Optional[float] = ..., prediction_psi: _Optional[float] = ..., prediction_reference: _Optional[str] = ..., feature_psi_threshold: _Optional[float] = ..., prediction_psi_threshold: _Optional[float] = ..., feature_drift: bool = ..., prediction_drift: bool = ..., compute_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("name", "psi", "drifted", "live_missing_rate", "training_missing_rate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    LIVE_MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    psi: float
+    drifted: bool
+    live_missing_rate: float
+    training_missing_rate: float
+    def __init__(self, name: _Optional[str] = ..., psi: _Optional[float] = ..., drifted: bool = ..., live_missing_rate: _Optional[float] = ..., training_missing_rate: _Optional[float] = ...) -> None: ...
