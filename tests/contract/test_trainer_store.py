@@ -120,6 +120,31 @@ async def test_deployments_revisions_current_and_audit(store) -> None:
     assert d3.reason == "back"
 
 
+async def test_rollouts_are_replaced_per_use_case_and_listed(store) -> None:
+    uc, other = unique(), unique()
+    assert await store.get_rollout(uc) is None
+    await store.save_rollout(tpb.Rollout(use_case=uc, model_version=2, step=tpb.ROLLOUT_STEP_SHADOW))
+    await store.save_rollout(tpb.Rollout(use_case=other, model_version=5, step=tpb.ROLLOUT_STEP_CANARY))
+    await store.save_rollout(tpb.Rollout(use_case=uc, model_version=2, step=tpb.ROLLOUT_STEP_CANARY,
+                                         joined_outcomes=17))
+    found = await store.get_rollout(uc)
+    assert found.step == tpb.ROLLOUT_STEP_CANARY and found.joined_outcomes == 17
+    listed = {r.use_case: r for r in await store.list_rollouts()}
+    assert listed[uc].step == tpb.ROLLOUT_STEP_CANARY and listed[other].model_version == 5
+
+
+async def test_models_keep_feature_profiles_and_lineage(store) -> None:
+    uc = unique()
+    m = model(uc)
+    m.code_version = "loopwise 0.1.0"
+    m.parent_version = 3
+    m.feature_profiles.add(name="x0", bin_edges=[0.0, 1.0], bin_counts=[3, 4, 5], count=12)
+    stored, _ = await store.add_model(m, b"onnx", "")
+    back = await store.get_model(uc, stored.version)
+    assert back.feature_profiles[0].bin_counts == [3, 4, 5] and back.parent_version == 3
+    assert back.code_version == "loopwise 0.1.0"
+
+
 async def test_trainer_service_trains_on_the_backend(url, world) -> None:  # noqa: F811
     """Smoke: a real training job stores its model, artifact and deployment in the backend."""
     from loopwise.services.trainer.server import start_server

@@ -75,6 +75,18 @@ class RegistryStore(abc.ABC):
     async def audit(self, use_case: str) -> list[AuditEntry]:
         """The deployment changes of a use case, oldest first."""
 
+    @abc.abstractmethod
+    async def save_rollout(self, rollout: tpb.Rollout) -> None:
+        """Store the rollout as its use case's latest (replacing the one before)."""
+
+    @abc.abstractmethod
+    async def get_rollout(self, use_case: str) -> tpb.Rollout | None:
+        """The latest rollout of a use case, or None."""
+
+    @abc.abstractmethod
+    async def list_rollouts(self) -> list[tpb.Rollout]:
+        """The latest rollout of every use case, by use case."""
+
 
 REGISTRY_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -108,6 +120,10 @@ CREATE TABLE IF NOT EXISTS deployment_audit (
     reason TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
     request_id TEXT
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    use_case TEXT PRIMARY KEY,
+    body BLOB NOT NULL
 );
 """
 
@@ -218,6 +234,18 @@ class SqliteRegistryStore(RegistryStore):
             "SELECT use_case, revision, action, reason, time_ms, request_id FROM deployment_audit "
             "WHERE use_case=? ORDER BY id", (use_case,))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5] or "") for r in rows]
+
+    async def save_rollout(self, rollout: tpb.Rollout) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO rollouts (use_case, body) VALUES (?, ?)",
+                              (rollout.use_case, rollout.SerializeToString()))
+
+    async def get_rollout(self, use_case: str) -> tpb.Rollout | None:
+        row = await self.db.fetchone("SELECT body FROM rollouts WHERE use_case=?", (use_case,))
+        return tpb.Rollout.FromString(row[0]) if row else None
+
+    async def list_rollouts(self) -> list[tpb.Rollout]:
+        rows = await self.db.fetchall("SELECT body FROM rollouts ORDER BY use_case")
+        return [tpb.Rollout.FromString(r[0]) for r in rows]
 
 
 @dataclass

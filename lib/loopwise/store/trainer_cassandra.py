@@ -165,3 +165,15 @@ class CassandraRegistryStore(RegistryStore):
             "WHERE use_case = ? ORDER BY revision ASC", (use_case,))
         return [AuditEntry(use_case, r.revision, r.action or "", r.reason or "", r.time_ms or 0,
                            r.request_id or "") for r in rows]
+
+    async def save_rollout(self, rollout: tpb.Rollout) -> None:
+        await self.conn.write("INSERT INTO rollouts (use_case, body) VALUES (?, ?)",
+                              (rollout.use_case, rollout.SerializeToString()))
+
+    async def get_rollout(self, use_case: str) -> tpb.Rollout | None:
+        rows = await self.conn.execute("SELECT body FROM rollouts WHERE use_case = ?", (use_case,))
+        return tpb.Rollout.FromString(rows[0].body) if rows else None
+
+    async def list_rollouts(self) -> list[tpb.Rollout]:
+        rows = await fetch_all(self.conn, "SELECT body FROM rollouts")
+        return sorted((tpb.Rollout.FromString(r.body) for r in rows), key=lambda r: r.use_case)
