@@ -299,7 +299,7 @@ class Candidate(_message.Message):
     def __init__(self, family: _Optional[str] = ..., score: _Optional[float] = ..., metric: _Optional[str] = ..., fit_seconds: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., within_budget: bool = ..., params: _Optional[str] = ..., configurations: _Optional[int] = ..., error: _Optional[str] = ..., chosen: bool = ...) -> None: ...
 
 class TrainingResult(_message.Message):
-    __slots__ = ("model", "candidates", "deployed", "deployment_reason", "rows", "validation", "blessing", "rollout", "stage_seconds")
+    __slots__ = ("model", "candidates", "deployed", "deployment_reason", "rows", "validation", "blessing", "rollout", "stage_seconds", "closed_windows_at_start", "trigger")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +316,8 @@ class TrainingResult(_message.Message):
     BLESSING_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_WINDOWS_AT_START_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
     model: Model
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     deployed: bool
@@ -325,7 +327,9 @@ class TrainingResult(_message.Message):
     blessing: Blessing
     rollout: Rollout
     stage_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., deployed: bool = ..., deployment_reason: _Optional[str] = ..., rows: _Optional[int] = ..., validation: _Optional[_Iterable[_Union[ValidationCheck, _Mapping]]] = ..., blessing: _Optional[_Union[Blessing, _Mapping]] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    closed_windows_at_start: int
+    trigger: str
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., deployed: bool = ..., deployment_reason: _Optional[str] = ..., rows: _Optional[int] = ..., validation: _Optional[_Iterable[_Union[ValidationCheck, _Mapping]]] = ..., blessing: _Optional[_Union[Blessing, _Mapping]] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., closed_windows_at_start: _Optional[int] = ..., trigger: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("use_case",)
