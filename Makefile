@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench
+.PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench \
+	tools manifests images go-stubs api-baseline
 
 install: $(STAMP)
 
@@ -28,6 +29,31 @@ bench: install
 
 proto: install
 	$(PY) scripts/gen_protos.py
+	bash scripts/gen_go.sh
+
+# helm, buf and the Go protoc plugins, built with `go install` and cached by version.
+tools:
+	bash scripts/install_tools.sh
+
+# The Go stubs of the API (clients/go/gen), from buf.gen.yaml.
+go-stubs:
+	bash scripts/gen_go.sh
+
+# Plain Kubernetes manifests rendered from the Helm chart (deploy/k8s/manifests/).
+manifests:
+	bash scripts/render_manifests.sh
+
+# Replace the committed v1 API baseline that `buf breaking` compares with (deliberately).
+api-baseline:
+	bash scripts/api_baseline.sh
+
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# One image per service (services/<name>/Dockerfile); needs a Docker engine.
+images:
+	@command -v docker >/dev/null || { echo "make images needs a Docker engine (docker not found)"; exit 1; }
+	for s in decision feedback trainer evaluator; do \
+	  docker build -f services/$$s/Dockerfile -t loopwise/$$s:$(IMAGE_TAG) . || exit 1; \
+	done
 
 lint: install
 	$(VENV)/bin/ruff check .

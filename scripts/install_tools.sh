@@ -2,7 +2,8 @@
 # Installs the Go-built tools that the deploy checks use (helm, buf, protoc-gen-go,
 # protoc-gen-go-grpc) with `go install`, each into its own cache directory keyed by version,
 # so a second run costs nothing. Prints the bin directories to put on PATH, one per line.
-#   usage: scripts/install_tools.sh [--print-path]
+#   usage: scripts/install_tools.sh [helm] [buf] [protoc-gen-go] [protoc-gen-go-grpc]
+# (no names: all four).
 set -euo pipefail
 
 HELM_VERSION=v3.22.0
@@ -22,7 +23,15 @@ install_one() {  # name version module-path binary
   echo "$dir/bin"
 }
 
-install_one helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
-install_one buf "$BUF_VERSION" github.com/bufbuild/buf/cmd/buf buf
-install_one protoc-gen-go "$PROTOC_GEN_GO_VERSION" google.golang.org/protobuf/cmd/protoc-gen-go protoc-gen-go
-install_one protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" google.golang.org/grpc/cmd/protoc-gen-go-grpc protoc-gen-go-grpc
+(( $# )) || set -- helm buf protoc-gen-go protoc-gen-go-grpc
+for tool in "$@"; do
+  case $tool in
+    helm) install_one helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm ;;
+    buf) install_one buf "$BUF_VERSION" github.com/bufbuild/buf/cmd/buf buf ;;
+    protoc-gen-go) install_one protoc-gen-go "$PROTOC_GEN_GO_VERSION" \
+      google.golang.org/protobuf/cmd/protoc-gen-go protoc-gen-go ;;
+    protoc-gen-go-grpc) install_one protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" \
+      google.golang.org/grpc/cmd/protoc-gen-go-grpc protoc-gen-go-grpc ;;
+    *) echo "unknown tool: $tool" >&2; exit 2 ;;
+  esac
+done

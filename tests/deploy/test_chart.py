@@ -1,0 +1,241 @@
+"""The Helm chart: lint, strict schema validation of several value sets, the rules it
+enforces (SQLite only with one replica and no autoscaling), its security posture and
+network policies, and the committed plain manifests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.tools import (
+    CHART,
+    CI_VALUES,
+    ROOT,
+    SERVICES,
+    find,
+    helm,
+    kubernetes_validate,
+    render,
+    render_text,
+    template_args,
+)
+
+VALUE_SETS = {"default": [], **{p.stem: [p] for p in sorted(CI_VALUES.glob("*.yaml"))}}
+
+
+def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The loopwise workloads (Deployments and the feedback StatefulSet) by service."""
+    found = {}
+    for obj in objects:
+        component = obj["metadata"]["labels"].get("app.kubernetes.io/component")
+        if obj["kind"] in ("Deployment", "StatefulSet") and component in SERVICES:
+            found[component] = obj
+    return found
+
+
+def test_value_sets_cover_the_required_cases() -> None:
+    """default (TLS on), an explicit TLS set, an external Cassandra, >1 replica."""
+    assert {"default", "tls-on", "external-cassandra", "replicas"} <= set(VALUE_SETS)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint(name: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for path in VALUE_SETS[name]:
+        args += ["-f", str(path)]
+    done = helm(*args, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_every_value_set_validates_strictly(tmp_path: Path) -> None:
+    """helm template | kubernetes-validate --strict for every value set; a copy with an
+    unknown field must fail, so the check is known to bite."""
+    files = {}
+    for name, values in VALUE_SETS.items():
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(render_text(values))
+    bad = tmp_path / "misspelt.yaml"
+    bad.write_text(files["default"].read_text().replace(
+        "imagePullPolicy: IfNotPresent", "imagePullPolicy: IfNotPresent\n          imagePulPolicy: Always", 1))
+    done = kubernetes_validate(*files.values(), bad)
+    lines = (done.stdout + done.stderr).splitlines()
+    for name, path in files.items():
+        objects = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        passed = [line for line in lines if f"{path} passed" in line]
+        failed = [line for line in lines if str(path) in line and "passed" not in line]
+        assert not failed, f"{name}: {failed}"
+        assert len(passed) == len(objects), f"{name}: {len(passed)} of {len(objects)} validated"
+    bad_lines = [line for line in lines if str(bad) in line and "did not validate" in line]
+    assert len(bad_lines) == 1 and "imagePulPolicy" in bad_lines[0]
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"decision.replicas": 2}, "decision.replicas is 2"),
+    ({"feedback.replicas": 3}, "feedback.replicas is 3"),
+    ({"decision.autoscaling.enabled": "true"}, "set decision.autoscaling.enabled=false"),
+    ({"feedback.autoscaling.enabled": "true"}, "set feedback.autoscaling.enabled=false"),
+    ({"decision.workers": 2}, "decision.workers=1"),
+])
+def test_sqlite_refuses_more_than_one_replica_or_autoscaling(sets: dict[str, Any], message: str) -> None:
+    done = helm(*template_args([CI_VALUES / "sqlite.yaml"], sets), check=False)
+    assert done.returncode != 0
+    assert message in done.stderr and "store.type=sqlite" in done.stderr
+
+
+def test_sqlite_trial_renders_one_replica_each_on_volumes() -> None:
+    objects = render([CI_VALUES / "sqlite.yaml"])
+    assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    for name, workload in workloads(objects).items():
+        assert workload["spec"]["replicas"] == 1, name
+        env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env[f"LOOPWISE_{name.upper()}_STORE_URL"]["value"] == f"sqlite:////var/lib/loopwise/{name}.db"
+        if workload["kind"] == "Deployment":
+            assert workload["spec"]["strategy"]["type"] == "Recreate"
+            volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+            assert volumes["data"]["persistentVolumeClaim"]["claimName"] == f"lw-loopwise-{name}-data"
+            find(objects, "PersistentVolumeClaim", f"lw-loopwise-{name}-data")
+
+
+def test_bad_store_type_is_refused() -> None:
+    done = helm(*template_args(sets={"store.type": "postgres"}), check=False)
+    assert done.returncode != 0 and "store.type must be cassandra or sqlite" in done.stderr
+
+
+def test_secure_mode_needs_its_secrets() -> None:
+    done = helm(*template_args(sets={"auth.tokensSecret": ""}), check=False)
+    assert done.returncode != 0 and "auth.tokensSecret" in done.stderr
+
+
+def test_workloads_are_hardened_probed_and_sized() -> None:
+    """Non-root, read-only root filesystem, no capabilities, gRPC probes on Health (the
+    plaintext health port with TLS on), resources, and a grace period longer than the
+    services' own."""
+    for value_set, probe_port in ((VALUE_SETS["default"], "health"), (VALUE_SETS["sqlite"], "grpc")):
+        objects = render(value_set)
+        config = find(objects, "ConfigMap", "lw-loopwise-config")["data"]
+        found = workloads(objects)
+        assert set(found) == set(SERVICES)
+        assert found["feedback"]["kind"] == "StatefulSet"
+        for name, workload in found.items():
+            pod = workload["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["runAsUser"] != 0
+            assert pod["automountServiceAccountToken"] is False
+            assert pod["serviceAccountName"] == "lw-loopwise"
+            (container,) = pod["containers"]
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert container["command"] == ["python", "-m", f"loopwise.services.{name}"]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"]["port"] == ports[probe_port], (name, probe)
+            assert container["resources"]["requests"]["cpu"]
+            assert container["resources"]["limits"]["memory"]
+            assert pod["terminationGracePeriodSeconds"] > float(config["LOOPWISE_GRACE_PERIOD_S"])
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts["data"] == config["LOOPWISE_DATA_DIR"] and mounts["tmp"] == "/tmp"
+
+
+def test_spools_autoscaling_and_disruption_budgets() -> None:
+    objects = render()
+    found = workloads(objects)
+    # Decision pods are stateless: their decision-log spool is an emptyDir.
+    decision_volumes = {v["name"]: v for v in found["decision"]["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in decision_volumes["data"]
+    assert "replicas" not in found["decision"]["spec"]  # the HPA owns the count
+    # Feedback keeps its spool on a persistent volume per replica.
+    feedback = found["feedback"]["spec"]
+    assert [t["metadata"]["name"] for t in feedback["volumeClaimTemplates"]] == ["data"]
+    assert feedback["serviceName"] == "lw-loopwise-feedback-headless"
+    assert find(objects, "Service", "lw-loopwise-feedback-headless")["spec"]["clusterIP"] == "None"
+    for name, kind in (("decision", "Deployment"), ("feedback", "StatefulSet")):
+        hpa = find(objects, "HorizontalPodAutoscaler", f"lw-loopwise-{name}")
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": kind,
+                                                 "name": f"lw-loopwise-{name}"}
+        pdb = find(objects, "PodDisruptionBudget", f"lw-loopwise-{name}")
+        assert pdb["apiVersion"] == "policy/v1"
+        assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == name
+    for name in ("trainer", "evaluator"):
+        assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"
+                    and o["metadata"]["name"] == f"lw-loopwise-{name}"]
+    replicas = workloads(render([CI_VALUES / "replicas.yaml"]))
+    assert replicas["decision"]["spec"]["replicas"] == 4
+    assert replicas["feedback"]["spec"]["replicas"] == 3
+
+
+def _peers(rule: dict[str, Any]) -> list[str]:
+    return [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component", "client")
+            for p in rule.get("from", rule.get("to", [])) if "podSelector" in p]
+
+
+def test_network_policies_deny_by_default_and_allow_the_loop() -> None:
+    objects = render()
+    deny = find(objects, "NetworkPolicy", "lw-loopwise-default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    ports = {"decision": 50051, "feedback": 50052, "trainer": 50053, "evaluator": 50054}
+    expected_calls = {"decision": {"feedback", "trainer"}, "feedback": {"decision", "trainer"},
+                      "trainer": {"feedback", "decision"},
+                      "evaluator": {"feedback", "decision", "trainer"}}
+    for name in SERVICES:
+        spec = find(objects, "NetworkPolicy", f"lw-loopwise-{name}")["spec"]
+        grpc_in = [r for r in spec["ingress"] if r["ports"][0]["port"] == ports[name]]
+        (rule,) = grpc_in
+        callers = {c for c, targets in expected_calls.items() if name in targets}
+        assert set(_peers(rule)) == callers | {"client"}, name
+        egress_to = {}
+        for rule in spec["egress"]:
+            for port in rule["ports"]:
+                egress_to.setdefault(port["port"], []).extend(_peers(rule))
+        assert 53 in egress_to  # DNS
+        assert 9042 in egress_to  # the store
+        for target in expected_calls[name]:
+            assert egress_to[ports[target]] == [target], (name, target)
+        for other in set(SERVICES) - expected_calls[name] - {name}:
+            assert ports[other] not in egress_to, (name, other)
+    # An external Cassandra's address range narrows the CQL egress rule.
+    narrowed = render([CI_VALUES / "external-cassandra.yaml"])
+    egress = find(narrowed, "NetworkPolicy", "lw-loopwise-decision")["spec"]["egress"]
+    cql = [r for r in egress if r["ports"][0]["port"] == 9142]
+    assert cql and cql[0]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+
+
+def test_store_url_lives_in_a_secret() -> None:
+    objects = render(sets={"store.cassandra.url": "cassandra://user:s3cret@db:9042/lw"})
+    assert "s3cret" not in yaml.safe_dump(find(objects, "ConfigMap", "lw-loopwise-config"))
+    assert find(objects, "Secret", "lw-loopwise-store")["stringData"]["url"] == "cassandra://user:s3cret@db:9042/lw"
+    external = render([CI_VALUES / "external-cassandra.yaml"])
+    assert not [o for o in external if o["kind"] == "Secret"]
+    for workload in workloads(external).values():
+        env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+        refs = [e["valueFrom"]["secretKeyRef"] for n, e in env.items() if n.endswith("_STORE_URL")]
+        assert refs == [{"name": "loopwise-cassandra-url", "key": "url"}]
+    in_cluster = render([CI_VALUES / "in-cluster-cassandra.yaml"])
+    find(in_cluster, "StatefulSet", "lw-loopwise-cassandra")
+    url = find(in_cluster, "Secret", "lw-loopwise-store")["stringData"]["url"]
+    assert url.startswith("cassandra://lw-loopwise-cassandra:9042/loopwise")
+
+
+def test_tls_settings_follow_the_mode() -> None:
+    secure = find(render([CI_VALUES / "tls-on.yaml"]), "ConfigMap", "lw-loopwise-config")["data"]
+    assert secure["LOOPWISE_ALLOW_PLAINTEXT"] == "false"
+    assert secure["LOOPWISE_TLS_CERT_FILE"] == "/etc/loopwise/tls/tls.crt"
+    assert secure["LOOPWISE_HEALTH_PORT"] == "8090"
+    assert secure["LOOPWISE_TOKENS_FILE"] == "/etc/loopwise/auth/tokens.yaml"
+    plain = find(render([CI_VALUES / "sqlite.yaml"]), "ConfigMap", "lw-loopwise-config")["data"]
+    assert plain["LOOPWISE_ALLOW_PLAINTEXT"] == "true"
+    assert not [k for k in plain if k.startswith("LOOPWISE_TLS_")]
+
+
+def test_rendered_manifests_match_the_chart() -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "render_manifests.sh"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
