@@ -130,6 +130,15 @@ def set_attributes(**attributes: Any) -> None:
         span.set_attributes({f"loopwise.{k}": v for k, v in attributes.items() if v is not None})
 
 
+def add_event(name: str, **attributes: Any) -> None:
+    """Add an event with ``loopwise.<name>`` attributes to the current span (no-op when off)."""
+    if _tracer is None:
+        return
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, {f"loopwise.{k}": v for k, v in attributes.items() if v is not None})
+
+
 def linked_span(name: str, links: Sequence[tuple[SpanContext, str]], **attributes: Any) -> Any:
     """A context manager for an internal span linking to other spans (one link per
     ``(span context, decision id)``); a no-op context when tracing is off."""

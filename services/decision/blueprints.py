@@ -54,6 +54,7 @@ def validate_blueprint(blueprint: bp.Blueprint) -> None:
     _check_actions_and_policy(blueprint, bad)
     _check_arms(blueprint, bad)
     _check_reward_training(blueprint, bad)
+    _check_drift(blueprint.drift, bad)
     if errors:
         raise InvalidArgument(errors[0][0], errors[0][1], errors[1:])
 
@@ -172,6 +173,14 @@ def _check_reward_training(blueprint: bp.Blueprint, bad) -> None:
         bad("training.min_rows", "must be >= 0")
     if not 0.0 <= blueprint.training.holdout_fraction <= 0.5:
         bad("training.holdout_fraction", "must be in (0, 0.5] (0 means 0.2)")
+
+
+def _check_drift(drift: bp.DriftSpec, bad) -> None:
+    for name in ("feature_psi_threshold", "prediction_psi_threshold"):
+        if not math.isfinite(getattr(drift, name)):
+            bad(f"drift.{name}", "must be finite")
+    if drift.min_decisions < 0:
+        bad("drift.min_decisions", "must be >= 0 (0 means 500)")
 
 
 def changed_fields(old: bp.Blueprint, new: bp.Blueprint) -> list[str]:

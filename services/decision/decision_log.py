@@ -12,6 +12,12 @@ by a sequence number. The spool is replayed in order, with the original request 
 (feedback stores decisions idempotently by id), before new batches are sent; a file is
 removed only after an OK answer. A restart replays what the spool holds; shutdown
 drains the queue (sending if possible, spooling otherwise).
+
+Tracing (when on): ``submit_lazy`` keeps the span context of the request that made
+the decisions, in memory beside the queue; each ``LogDecisions`` call runs in a
+``decision_log.ship`` span that links to the span of every decision it carries (with
+the decision id on the link), so a batch leads back to its requests and a request
+forward to its batch. Links do not survive the spool: a replayed batch has none.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import grpc
 
+from loopwise import tracing
 from loopwise.clock import Clock
 from loopwise.durable import write_file_durably
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -122,7 +129,9 @@ class DecisionLog:
         self.counters = DecisionLogCounters()
         self._queue: deque[fpb.DecisionRecord] = deque()
         self._overflow: list[fpb.DecisionRecord] = []
-        self._pending: deque[tuple[int, Callable[[], list[fpb.DecisionRecord]]]] = deque()
+        self._pending: deque[tuple[int, Callable[[], list[fpb.DecisionRecord]], object]] = deque()
+        # decision id -> span context of the request that made it (tracing on only)
+        self._links: dict[str, object] = {}
         self._pending_count = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -157,7 +166,7 @@ class DecisionLog:
         """Queue ``count`` decisions as a builder the shipper calls later; never blocks."""
         if not self.enabled:
             return
-        self._pending.append((count, build))
+        self._pending.append((count, build, tracing.current_span_context()))
         self._pending_count += count
         if self._pending_count + len(self._queue) >= self.batch_size:
             self._wake.set()
@@ -165,7 +174,7 @@ class DecisionLog:
     def _materialize(self) -> None:
         """Build the records of pending builders (shipper side)."""
         while self._pending:
-            count, build = self._pending.popleft()
+            count, build, span_context = self._pending.popleft()
             self._pending_count -= count
             try:
                 records = build()
@@ -173,6 +182,9 @@ class DecisionLog:
                 self.counters.dropped += count
                 log.exception("cannot build %d decision records: DROPPED", count)
                 continue
+            if span_context is not None:
+                for record in records:
+                    self._links[record.decision_id] = span_context
             self.submit(records)
 
     # -- background ---------------------------------------------------------------
@@ -246,7 +258,10 @@ class DecisionLog:
         """Send one request: _OK, _RETRY (spool and retry later) or _REJECTED (invalid)."""
         assert self.stub is not None
         try:
-            await self.stub.LogDecisions(request, timeout=_SEND_TIMEOUT_S)
+            if tracing.enabled():
+                await self._traced_send(request, replay)
+            else:
+                await self.stub.LogDecisions(request, timeout=_SEND_TIMEOUT_S)
         except grpc.RpcError as exc:
             self.counters.send_failures += 1
             if replay and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -257,10 +272,21 @@ class DecisionLog:
             self._delay = min(self._delay * 2, self.backoff_s[1])
             return _RETRY
         self._delay = self.backoff_s[0]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("decisions logged", extra={"decision_ids": [d.decision_id for d in request.decisions],
+                                                 "request_id": request.request_id, "replay": replay})
         self.counters.acked += len(request.decisions)
         if replay:
             self.counters.replayed += len(request.decisions)
         return _OK
+
+    async def _traced_send(self, request: fpb.LogDecisionsRequest, replay: bool) -> None:
+        """LogDecisions in a span linked to the span of every decision it carries."""
+        ids = [d.decision_id for d in request.decisions]
+        links = [(self._links[i], i) for i in ids if i in self._links]
+        with tracing.linked_span("decision_log.ship", links, decision_count=len(ids), decision_ids=ids,
+                                 replay=replay, request_id=request.request_id):
+            await self.stub.LogDecisions(request, timeout=_SEND_TIMEOUT_S)  # type: ignore[union-attr]
 
     def _peek_batch(self, size: int) -> fpb.LogDecisionsRequest:
         """The oldest queued records as a request; they stay queued until
@@ -272,11 +298,19 @@ class DecisionLog:
     def _drop_sent(self, request: fpb.LogDecisionsRequest) -> None:
         for _ in range(len(request.decisions)):
             self._queue.popleft()
+        self._forget_links(request)
+
+    def _forget_links(self, request: fpb.LogDecisionsRequest) -> None:
+        if self._links:
+            for record in request.decisions:
+                self._links.pop(record.decision_id, None)
 
     async def _spool_overflow(self) -> None:
         while self._overflow:
             records = self._overflow[: self.batch_size]
-            await self._to_spool(fpb.LogDecisionsRequest(request_id=self.clock.new_id(), decisions=records))
+            request = fpb.LogDecisionsRequest(request_id=self.clock.new_id(), decisions=records)
+            await self._to_spool(request)
+            self._forget_links(request)
             del self._overflow[: len(records)]
 
     async def _to_spool(self, request: fpb.LogDecisionsRequest) -> None:

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
+from loopwise import tracing
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import DeadlineExceeded, InvalidArgument, servicer
 from loopwise.server import ServiceHost, until_stopping
 from loopwise.services.decision.core import DecisionCore
 from loopwise.services.decision.use_cases import ApplyResult, UseCases
+
+log = logging.getLogger("loopwise.decision")
+
+
+def observe_decision(decision: dpb.Decision, in_stream: bool = False) -> None:
+    """The decision id (and what served it) on the current span, and a DEBUG log line
+    with the id as a field; free when tracing is off and DEBUG is not on."""
+    if tracing.enabled():
+        attributes = dict(decision_id=decision.decision_id, model_version=decision.model_version,
+                          blueprint_version=decision.blueprint_version, action=decision.action,
+                          fallback=decision.fallback, explored=decision.explored, arm=decision.arm,
+                          deployment_role=decision.deployment_role)
+        if in_stream:  # one span for the whole stream: one event per decision
+            tracing.add_event("decision", **attributes)
+        else:
+            tracing.set_attributes(**attributes)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("decision", extra={"decision_id": decision.decision_id, "use_case": decision.use_case,
+                                     "model_version": decision.model_version, "action": decision.action})
 
 
 def use_case_message(uc_version, latest_version: int, kill_switch: bool, archived: bool = False) -> dpb.UseCase:
@@ -38,13 +59,20 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         """One decision from named features (or a ranking of candidates)."""
         started = time.perf_counter()
         _check_deadline(context)
-        return dpb.DecideResponse(decision=self.core.decide(request, started))
+        decision = self.core.decide(request, started)
+        observe_decision(decision)
+        return dpb.DecideResponse(decision=decision)
 
     async def DecideBatch(self, request: dpb.DecideBatchRequest, context) -> dpb.DecideBatchResponse:  # noqa: N802
         """Many decisions from one packed float32 tensor."""
         started = time.perf_counter()
         _check_deadline(context)
-        return self.core.decide_batch(request, started)
+        response = self.core.decide_batch(request, started)
+        if tracing.enabled() and response.decision_ids:
+            tracing.set_attributes(decision_count=len(response.decision_ids),
+                                   first_decision_id=response.decision_ids[0],
+                                   last_decision_id=response.decision_ids[-1])
+        return response
 
     async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:  # noqa: N802
         """A bidi stream of Decide calls, answered in order. A bad request ends the
@@ -63,7 +91,9 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                     request = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
-            yield dpb.DecideResponse(decision=self.core.decide(request, time.perf_counter()))
+            decision = self.core.decide(request, time.perf_counter())
+            observe_decision(decision, in_stream=True)
+            yield dpb.DecideResponse(decision=decision)
 
     async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:  # noqa: N802
         """Create a use case or a new blueprint version (or only validate)."""

@@ -6,6 +6,7 @@ from loopwise.channels import ServiceChannels
 from loopwise.clock import Clock
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.jobs import ProcessPool
+from loopwise.metrics import observe_jobs
 from loopwise.operations import OperationRunner
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.evaluator.core import KIND, Evaluator
@@ -31,6 +32,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     )
     servicer = EvaluatorServicer(evaluator)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)
+    observe_jobs(runner, host.registry)  # job durations and spans
     servicer.stopping = host.stopping
     host.add([Registration(egrpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)])
 

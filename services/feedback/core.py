@@ -18,6 +18,7 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
+from loopwise import tracing
 from loopwise.clock import Clock, plausible_decision_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -254,6 +255,10 @@ class Feedback:
             lineage["create_time"] = model.create_time.ToJsonString()
         if model.operation_id:
             lineage["operation_id"] = model.operation_id
+        tracing.set_attributes(model_version=model.version, model_family=model.family,
+                               model_data_start_time=lineage.get("data_start_time"),
+                               model_data_end_time=lineage.get("data_end_time"),
+                               model_operation_id=model.operation_id or None)
         lineage.update({f"metric.{k}": repr(v) for k, v in sorted(model.metrics.items())})
         lineage.update({f"baseline.{k}": repr(v) for k, v in sorted(model.baseline_metrics.items())})
         return lineage

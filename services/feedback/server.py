@@ -9,6 +9,7 @@ from loopwise.clock import Clock
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.feedback.core import Feedback
+from loopwise.services.feedback.monitoring import FeedbackMonitor
 from loopwise.services.feedback.servicer import FeedbackServicer
 from loopwise.settings import Settings
 from loopwise.store.feedback import open_feedback_store
@@ -25,10 +26,13 @@ async def start_server(settings: Settings) -> ServiceHost:
                         Clock.from_settings(settings), settings.service_dir("feedback") / "spool",
                         max_batch_rows=settings.max_batch_rows)
     host = ServiceHost("feedback", settings, settings.feedback_address)
-    servicer = FeedbackServicer(feedback, host.stopping)
+    monitor = FeedbackMonitor(host.registry, feedback, settings)
+    servicer = FeedbackServicer(feedback, host.stopping, monitor)
+    host.monitor = monitor  # type: ignore[attr-defined]  # for in-process tests
     host.add([Registration(fgrpc.add_FeedbackServiceServicer_to_server, servicer, SERVICE_NAME)])
 
     async def close() -> None:
+        await monitor.stop()
         await feedback.durable.stop()  # the spool stays on disk; the next start replays it
         await channels.close()
         store.close()
@@ -37,6 +41,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     try:
         await host.start()
         feedback.durable.start()
+        monitor.start()
     except BaseException:
         await close()
         raise

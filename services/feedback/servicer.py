@@ -5,27 +5,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from loopwise import tracing
 from loopwise.errors import Unavailable, servicer
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.services.feedback.core import Feedback
+from loopwise.services.feedback.monitoring import FeedbackMonitor
 
 
 @servicer
 class FeedbackServicer(fgrpc.FeedbackServiceServicer):
     """Decision and outcome logging, joined reads and statistics."""
 
-    def __init__(self, feedback: Feedback, stopping: asyncio.Event | None = None) -> None:
+    def __init__(self, feedback: Feedback, stopping: asyncio.Event | None = None,
+                 monitor: FeedbackMonitor | None = None) -> None:
         self.feedback = feedback
         self.stopping = stopping or asyncio.Event()
+        self.monitor = monitor
 
     async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:  # noqa: N802
         """Store decisions; answers only once they are committed."""
-        return fpb.LogDecisionsResponse(accepted=await self.feedback.log_decisions(request.decisions))
+        accepted = await self.feedback.log_decisions(request.decisions)
+        if self.monitor is not None:
+            self.monitor.decisions_logged(request.decisions)
+        return fpb.LogDecisionsResponse(accepted=accepted)
 
     async def LogOutcomes(self, request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:  # noqa: N802
         """Store outcomes; answers only once they are committed."""
         counts = await self.feedback.log_outcomes(request.outcomes)
+        if self.monitor is not None:
+            self.monitor.outcomes_logged(request.outcomes, counts.accepted, counts.duplicates, counts.orphans)
         return fpb.LogOutcomesResponse(accepted=counts.accepted, duplicates=counts.duplicates, orphans=counts.orphans)
 
     async def ReadTrainingData(  # noqa: N802
@@ -39,8 +48,12 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
 
     async def GetDecision(self, request: fpb.GetDecisionRequest, context) -> fpb.GetDecisionResponse:  # noqa: N802
         """One decision with its outcomes, reward and model lineage."""
+        tracing.set_attributes(decision_id=request.decision_id)
         return await self.feedback.get_decision(request.use_case, request.decision_id)
 
     async def GetStats(self, request: fpb.GetStatsRequest, context) -> fpb.GetStatsResponse:  # noqa: N802
         """Counts computed from the stored data."""
-        return await self.feedback.stats(request.use_case)
+        response = await self.feedback.stats(request.use_case)
+        if self.monitor is not None:
+            self.monitor.fill_stats(request.use_case, response)
+        return response

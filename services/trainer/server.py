@@ -5,6 +5,7 @@ from __future__ import annotations
 from loopwise.channels import ServiceChannels
 from loopwise.clock import Clock
 from loopwise.jobs import ProcessPool
+from loopwise.metrics import observe_jobs
 from loopwise.operations import OperationRunner
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.trainer.core import KIND, Trainer
@@ -31,6 +32,7 @@ async def start_server(settings: Settings) -> ServiceHost:
                       clock, settings.seed)
     servicer = TrainerServicer(trainer, registry)
     host = ServiceHost("trainer", settings, settings.trainer_address)
+    observe_jobs(runner, host.registry)  # job durations and spans
     servicer.stopping = host.stopping
     host.add([Registration(tgrpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME)])
 
