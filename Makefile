@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench \
+.PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench certs \
 	tools manifests images go-stubs api-baseline
 
 install: $(STAMP)
@@ -76,3 +76,7 @@ cassandra-up:
 
 cassandra-down:
 	bash deploy/cassandra/cassandra.sh stop --dir var/cassandra
+
+# A development CA and mTLS certificates for the four services and a client (var/certs).
+certs: install
+	$(PY) scripts/make_certs.py --out var/certs

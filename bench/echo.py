@@ -40,7 +40,8 @@ class EchoHandler(grpc.GenericRpcHandler):
 
 async def serve(port: int, replies: dict[str, bytes]) -> None:
     """Run until SIGTERM."""
-    settings = Settings(decision_address=f"127.0.0.1:{port}", log_level="WARNING")
+    settings = Settings(decision_address=f"127.0.0.1:{port}", log_level="WARNING",
+                        allow_plaintext=True)
     configure_logging(settings)
     host = ServiceHost("echo", settings, settings.decision_address)
     handler = EchoHandler(replies)

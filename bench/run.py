@@ -184,7 +184,7 @@ class Bench:
         ports = {s: free_port() for s in ("decision", "feedback", "trainer", "evaluator")}
         env = {"LOOPWISE_LOG_LEVEL": "WARNING", "LOOPWISE_DECISION_LOG_ENABLED": "false",
                "LOOPWISE_DECISION_WORKERS": "1", "LOOPWISE_CLOCK_ANCHOR": repr(time.time()),
-               "LOOPWISE_SEED": "7"}
+               "LOOPWISE_SEED": "7", "LOOPWISE_ALLOW_PLAINTEXT": "true"}
         self.launcher = Launcher(self.workdir / "stack", env=env, ports=ports)
         self.launcher.start_all(["feedback", "trainer", "decision"])
         return self.launcher

@@ -30,6 +30,12 @@ from tests.support import (
 __all__ = ["launcher_settings", "new_launcher", "stack_env"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run on loopback: plaintext is explicitly allowed for every Settings() and
+    every service process they start (the secure default stays on everywhere else)."""
+    os.environ.setdefault("LOOPWISE_ALLOW_PLAINTEXT", "true")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """All four services running for the whole test session."""

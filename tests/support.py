@@ -21,6 +21,8 @@ def stack_env(anchor: float, seed: int = 7, speed: float = CLOCK_SPEED) -> dict[
         "LOOPWISE_GRACE_PERIOD_S": "2",
         "LOOPWISE_DECISION_LOG_FLUSH_INTERVAL_S": "0.05",
         "LOOPWISE_LOG_LEVEL": "INFO",
+        # Tests run on loopback: plaintext, explicitly allowed.
+        "LOOPWISE_ALLOW_PLAINTEXT": "true",
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from loopwise import tracing
+from loopwise import security, tracing
 from loopwise.decision.v1 import decision_service_pb2_grpc
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc
 from loopwise.feedback.v1 import feedback_service_pb2_grpc
@@ -27,8 +27,9 @@ class ServiceChannels:
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """The aio channel to ``service`` (created on first use)."""
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(
-                self.settings.address_of(service), options=channel_options(self.settings),
+            self._channels[service] = security.aio_channel(
+                self.settings, self.settings.address_of(service),
+                options=channel_options(self.settings),
                 interceptors=tracing.client_interceptors(),
             )
         return self._channels[service]

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from loopwise import security
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -322,8 +323,8 @@ class Client(_ClientBase):
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
         options = channel_options(self.settings)
-        self._decision_channel = grpc.insecure_channel(self.decision_address, options=options)
-        self._feedback_channel = grpc.insecure_channel(self.feedback_address, options=options)
+        self._decision_channel = security.sync_channel(self.settings, self.decision_address, options)
+        self._feedback_channel = security.sync_channel(self.settings, self.feedback_address, options)
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 
@@ -486,8 +487,8 @@ class AsyncClient(_ClientBase):
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
         options = channel_options(self.settings)
-        self._decision_channel = grpc.aio.insecure_channel(self.decision_address, options=options)
-        self._feedback_channel = grpc.aio.insecure_channel(self.feedback_address, options=options)
+        self._decision_channel = security.aio_channel(self.settings, self.decision_address, options)
+        self._feedback_channel = security.aio_channel(self.settings, self.feedback_address, options)
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 

@@ -69,6 +69,8 @@ class Launcher:
         for name in SERVICES:
             self.env[f"LOOPWISE_{name.upper()}_ADDRESS"] = self.address(name)
         self._procs: dict[str, subprocess.Popen] = {}
+        # Per-service additions to the environment (own certificate, token, health port).
+        self.service_env: dict[str, dict[str, str]] = {}
 
     def address(self, name: ServiceName) -> str:
         """``127.0.0.1:<port>`` of a service."""
@@ -100,7 +102,7 @@ class Launcher:
         log = open(self.log_file(name), "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [sys.executable, "-m", f"loopwise.services.{name}"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**self.env, **self.service_env.get(name, {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         self._procs[name] = proc
@@ -113,13 +115,19 @@ class Launcher:
         """Wait until the service reports SERVING; raise with its log tail if it dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if health_status(self.address(name), timeout=0.5) == "SERVING":
+            if health_status(self.health_address(name), timeout=0.5) == "SERVING":
                 return
             pid = self.pid(name)
             if pid is None:
                 raise RuntimeError(f"{name} exited during start-up:\n{self.log_tail(name)}")
             time.sleep(0.2)
         raise TimeoutError(f"{name} not SERVING after {timeout}s:\n{self.log_tail(name)}")
+
+    def health_address(self, name: ServiceName) -> str:
+        """Where Health answers in plaintext: the plaintext Health-only port when the
+        service has one (TLS deployments), else its service address."""
+        port = self.service_env.get(name, {}).get("LOOPWISE_HEALTH_PORT")
+        return f"127.0.0.1:{port}" if port and port != "0" else self.address(name)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The last lines of a service's log."""

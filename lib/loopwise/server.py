@@ -28,7 +28,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from loopwise import logs, tracing
+from loopwise import logs, security, tracing
 from loopwise.errors import Unavailable
 from loopwise.metrics import MetricsEndpoint, Registry, RpcMetrics, metrics_port
 from loopwise.settings import SERVICES, Settings
@@ -184,6 +184,8 @@ class ServiceHost:
     serve_metrics: bool = True
     registry: Registry = field(default_factory=Registry)
     metrics_endpoint: MetricsEndpoint | None = None
+    # The plaintext Health-only server and its port (``health_port``), when on.
+    health_server: tuple[grpc.aio.Server, int] | None = None
     _hooks: list[ShutdownHook] = field(default_factory=list)
     _services: list[str] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -191,7 +193,8 @@ class ServiceHost:
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings)]
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
-        self.server = grpc.aio.server(options=options, interceptors=[RpcObserver(self.rpc_metrics)])
+        self.server = grpc.aio.server(options=options, interceptors=[
+            RpcObserver(self.rpc_metrics), *security.server_interceptors(self.settings)])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
@@ -209,10 +212,12 @@ class ServiceHost:
         """Bind, start and mark every service SERVING; returns the bound port."""
         names = [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(self.address)
+        self.port = security.bind(self.server, self.address, self.settings)
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
         await self.server.start()
+        self.health_server = await security.start_health_server(self.health, self.address,
+                                                                self.settings)
         port = metrics_port(self.settings, self.name) if self.name in SERVICES and self.serve_metrics else 0  # type: ignore[arg-type]
         if port:
             self.metrics_endpoint = MetricsEndpoint(lambda: {"0": self.registry.snapshot()}, port)
@@ -235,6 +240,8 @@ class ServiceHost:
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server[0].stop(0)
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.stop()
         for hook in self._hooks:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ServiceName = Literal["decision", "feedback", "trainer", "evaluator"]
@@ -61,9 +61,47 @@ class Settings(BaseSettings):
     decision_log_queue_size: int = 50_000
     # Model artifacts: chunk size for DownloadModel.
     model_chunk_bytes: int = 1024 * 1024
+    # Trainer background loops, real seconds between looks: rollout guardrails and
+    # training schedules (0 turns the schedule loop off).
+    trainer_rollout_interval_s: float = Field(2.0, gt=0)
+    trainer_schedule_interval_s: float = Field(30.0, ge=0)
     # Client SDK defaults.
     client_deadline_s: float = 1.0
     client_retries: int = 2
+
+    # Security (docs/security.md). Servers refuse to start without TLS and a tokens
+    # file unless plaintext is explicitly allowed (demo, tests, benchmarks on loopback).
+    allow_plaintext: bool = False
+    # This process's certificate and key (served, and sent as client certificate).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # CA that verifies peers: clients' certificates on servers (mTLS), servers' on clients.
+    tls_ca_file: Path | None = None
+    # Servers demand a client certificate signed by tls_ca_file (mutual TLS).
+    tls_require_client_cert: bool = True
+    # Client certificate for outgoing calls when it differs from tls_cert_file.
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
+    # Expected server name in certificates when it differs from the address host.
+    tls_server_name: str = ""
+    # Plaintext port serving only Health, for probes without certificates (0: off).
+    health_port: int = Field(0, ge=0, le=65535)
+    # Interface of the health port; empty: the service address's host.
+    health_host: str = ""
+    # Hashed bearer tokens with scopes per use case (YAML), re-read when it changes.
+    tokens_file: Path | None = None
+    tokens_reload_s: float = 1.0
+    # This process's own bearer token for outgoing calls (SDK, CLI, service-to-service).
+    token: SecretStr = SecretStr("")
+    # Input limits, enforced before any work (INVALID_ARGUMENT naming the field).
+    max_string_bytes: int = 8192
+    max_features: int = 1000
+    max_blueprint_bytes: int = 256 * 1024
+    # Rate limits in calls per second with a burst (0: off); RESOURCE_EXHAUSTED + RetryInfo.
+    rate_limit_client_rps: float = 0.0
+    rate_limit_client_burst: float = 0.0
+    rate_limit_use_case_rps: float = 0.0
+    rate_limit_use_case_burst: float = 0.0
 
     log_level: str = "INFO"
     # Service logs: one JSON object per line ("json") or plain text lines ("text").

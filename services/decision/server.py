@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from loopwise import tracing
+from loopwise import security, tracing
 from loopwise.clock import Clock
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.server import Registration, ServiceHost, channel_options
@@ -31,8 +31,8 @@ _RECONNECT_OPTIONS = [
 def peer_channel(settings: Settings, address: str) -> grpc.aio.Channel:
     """An aio channel to another service with short reconnect backoff (traced when
     tracing is on)."""
-    return grpc.aio.insecure_channel(address, options=[*channel_options(settings), *_RECONNECT_OPTIONS],
-                                     interceptors=tracing.client_interceptors())
+    return security.aio_channel(settings, address, [*channel_options(settings), *_RECONNECT_OPTIONS],
+                                tracing.client_interceptors())
 
 
 async def start_server(settings: Settings, worker: int | None = None) -> ServiceHost:

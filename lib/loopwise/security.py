@@ -1,0 +1,345 @@
+"""Transport security and the one call guard of every server.
+
+- :func:`server_interceptors`: one :class:`CallGuard` per server that authenticates the
+  bearer token, enforces input limits, authorises the scope on the request's use
+  case(s) and applies rate limits, all before the servicer does any work. Health and
+  reflection are open.
+- :func:`bind`: TLS or mutual TLS from settings; plaintext only when
+  ``allow_plaintext`` is set (demo, tests, benchmarks on loopback).
+- :func:`start_health_server`: an optional plaintext port that serves only Health, for
+  Kubernetes probes that hold neither a client certificate nor a token.
+- :func:`aio_channel` / :func:`sync_channel`: channels for service-to-service and SDK
+  calls with the process's own TLS client certificate and bearer token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2_grpc
+
+from loopwise.auth import (
+    ANONYMOUS,
+    OPEN_SERVICES,
+    Principal,
+    TokenStore,
+    authenticate,
+    authorize,
+    request_use_cases,
+    split_method,
+)
+from loopwise.errors import LoopwiseError, to_status
+from loopwise.limits import InputLimits, RateLimits
+from loopwise.settings import Settings
+
+log = logging.getLogger("loopwise.security")
+
+
+class InsecureConfiguration(RuntimeError):
+    """TLS or tokens are missing and plaintext was not explicitly allowed."""
+
+
+def check_configuration(settings: Settings) -> None:
+    """Refuse to serve without TLS and tokens unless ``allow_plaintext`` is set."""
+    if settings.allow_plaintext:
+        return
+    missing = [name for name in ("tls_cert_file", "tls_key_file") if getattr(settings, name) is None]
+    if settings.tokens_file is None:
+        missing.append("tokens_file")
+    if missing:
+        env = ", ".join(f"LOOPWISE_{m.upper()}" for m in missing)
+        raise InsecureConfiguration(
+            f"secure mode needs {env}; set LOOPWISE_ALLOW_PLAINTEXT=true only for loopback "
+            "development, tests and benchmarks")
+
+
+# ---------------------------------------------------------------- server side
+
+
+class CallGuard(grpc.aio.ServerInterceptor):
+    """Authentication, input limits, authorisation and rate limits for one server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.tokens = (TokenStore(settings.tokens_file, settings.tokens_reload_s)
+                       if settings.tokens_file is not None else None)
+        self.limits = InputLimits.from_settings(settings)
+        self.rates = RateLimits(settings)
+
+    async def intercept_service(self, continuation: Callable[[Any], Any],
+                                details: grpc.HandlerCallDetails) -> Any:
+        """Wrap the method handler of every RPC except Health and reflection."""
+        handler = await continuation(details)
+        service, method = split_method(details.method)
+        if handler is None or service in OPEN_SERVICES:
+            return handler
+        return self._wrap(handler, method)
+
+    def admit(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The caller's principal (Unauthenticated when tokens are on and it has none)."""
+        if self.tokens is None:
+            return ANONYMOUS
+        return authenticate(self.tokens, context.invocation_metadata())
+
+    def check(self, principal: Principal, method: str, request: Message,
+              context: grpc.aio.ServicerContext) -> None:
+        """Limits, scope and rate of one request message; raises a LoopwiseError."""
+        self.limits.check(request)
+        use_cases = request_use_cases(request)
+        if self.tokens is not None:
+            authorize(principal, method, use_cases)
+        if not principal.service:
+            self.rates.check(_client_key(principal, context), use_cases)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        kwargs = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer}
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream_in(handler.stream_stream, method, streaming_out=True), **kwargs)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                self._stream_in(handler.stream_unary, method, streaming_out=False), **kwargs)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary_stream(handler.unary_stream, method), **kwargs)
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary_unary(handler.unary_unary, method), **kwargs)
+
+    async def _guard(self, context: grpc.aio.ServicerContext, method: str,
+                     request: Message | None, principal: Principal | None = None) -> Principal:
+        try:
+            principal = principal or self.admit(context)
+            if request is not None:
+                self.check(principal, method, request, context)
+            return principal
+        except LoopwiseError as error:
+            log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
+                     error.code.name, error.message)
+            await context.abort_with_status(to_status(error))
+            raise  # abort_with_status raises; this keeps type checkers honest
+
+    def _unary_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Message, context: grpc.aio.ServicerContext) -> Any:
+            await self._guard(context, method, request)
+            return await behavior(request, context)
+
+        return call
+
+    def _unary_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._guard(context, method, request)
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
+
+        return call
+
+    def _stream_in(self, behavior: Callable[..., Any], method: str,
+                   streaming_out: bool) -> Callable[..., Any]:
+        async def checked(requests: AsyncIterator[Message], principal: Principal,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+            async for request in requests:
+                await self._guard(context, method, request, principal)
+                yield request
+
+        async def call_unary(requests: AsyncIterator[Message],
+                             context: grpc.aio.ServicerContext) -> Any:
+            principal = await self._guard(context, method, None)
+            return await behavior(checked(requests, principal, context), context)
+
+        async def call_stream(requests: AsyncIterator[Message],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            principal = await self._guard(context, method, None)
+            result = behavior(checked(requests, principal, context), context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
+
+        return call_stream if streaming_out else call_unary
+
+
+def _client_key(principal: Principal, context: grpc.aio.ServicerContext) -> str:
+    """Rate-limit key: the token's name, or the peer's host without its port."""
+    if principal is not ANONYMOUS:
+        return principal.name
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
+def server_interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The security interceptors of a server (one :class:`CallGuard`)."""
+    return [CallGuard(settings)]
+
+
+def _read(path: Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path is not None else None
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (mutual when a client CA is set and required) credentials, or None for
+    plaintext (only with ``allow_plaintext``)."""
+    check_configuration(settings)
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    ca = _read(settings.tls_ca_file)
+    return grpc.ssl_server_credentials(
+        [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+        root_certificates=ca,
+        require_client_auth=bool(ca is not None and settings.tls_require_client_cert),
+    )
+
+
+def bind(server: grpc.aio.Server, address: str, settings: Settings) -> int:
+    """Add the service port, with TLS when configured; returns the bound port."""
+    credentials = server_credentials(settings)
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
+
+
+async def start_health_server(servicer: Any, address: str, settings: Settings
+                              ) -> tuple[grpc.aio.Server, int] | None:
+    """A plaintext server serving only ``servicer`` (Health) on ``health_port``.
+
+    It shares the main server's HealthServicer, so probes see the same status
+    (NOT_SERVING as soon as a graceful stop begins). None when ``health_port`` is 0.
+    """
+    if not settings.health_port:
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    host = address.rsplit(":", 1)[0] if settings.health_host == "" else settings.health_host
+    port = server.add_insecure_port(f"{host}:{settings.health_port}")
+    await server.start()
+    return server, port
+
+
+# ---------------------------------------------------------------- client side
+
+
+def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for outgoing calls (with the client certificate for mTLS), or
+    None for plaintext: only when plaintext is allowed and no CA is configured. Without
+    a CA file, secure mode verifies servers against the system's roots."""
+    if settings.tls_ca_file is None and settings.allow_plaintext:
+        return None
+    cert = settings.tls_client_cert_file or settings.tls_cert_file
+    key = settings.tls_client_key_file or settings.tls_key_file
+    return grpc.ssl_channel_credentials(root_certificates=_read(settings.tls_ca_file),
+                                        private_key=_read(key) if cert else None,
+                                        certificate_chain=_read(cert) if key else None)
+
+
+def _channel_options(settings: Settings, options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    out = list(options)
+    if settings.tls_server_name:
+        out.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+    return out
+
+
+class _Bearer(NamedTuple):
+    """``authorization`` metadata entry added to every outgoing call."""
+
+    key: str
+    value: str
+
+
+def _bearer(settings: Settings) -> _Bearer | None:
+    secret = settings.token.get_secret_value()
+    return _Bearer("authorization", f"Bearer {secret}") if secret else None
+
+
+class _AioBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
+                            grpc.aio.UnaryStreamClientInterceptor,
+                            grpc.aio.StreamUnaryClientInterceptor,
+                            grpc.aio.StreamStreamClientInterceptor):
+    """Adds the bearer token to every call of an aio channel."""
+
+    def __init__(self, bearer: _Bearer) -> None:
+        self._entry = (bearer.key, bearer.value)
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._entry)
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata,
+                                          details.credentials, details.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
+        return await continuation(self._details(details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
+        return await continuation(self._details(details), request_iterator)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _SyncBearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                             grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the bearer token to every call of a blocking channel."""
+
+    def __init__(self, bearer: _Bearer) -> None:
+        self._entry = (bearer.key, bearer.value)
+
+    def _details(self, details: Any) -> _CallDetails:
+        return _CallDetails(details.method, details.timeout,
+                            [*(details.metadata or ()), self._entry], details.credentials,
+                            getattr(details, "wait_for_ready", None),
+                            getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
+        return continuation(self._details(details), request_iterator)
+
+
+def aio_channel(settings: Settings, address: str, options: Sequence[tuple[str, Any]] = (),
+                interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
+    """An aio channel to ``address`` with this process's TLS identity and token."""
+    credentials = channel_credentials(settings)
+    bearer = _bearer(settings)
+    chain = [*interceptors, *([_AioBearerInterceptor(bearer)] if bearer else [])]
+    opts = _channel_options(settings, options)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=opts, interceptors=chain or None)
+    return grpc.aio.secure_channel(address, credentials, options=opts, interceptors=chain or None)
+
+
+def sync_channel(settings: Settings, address: str,
+                 options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A blocking channel to ``address`` with this process's TLS identity and token."""
+    credentials = channel_credentials(settings)
+    opts = _channel_options(settings, options)
+    channel = (grpc.insecure_channel(address, options=opts) if credentials is None
+               else grpc.secure_channel(address, credentials, options=opts))
+    bearer = _bearer(settings)
+    return grpc.intercept_channel(channel, _SyncBearerInterceptor(bearer)) if bearer else channel

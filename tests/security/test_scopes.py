@@ -1,0 +1,63 @@
+"""Every scope boundary of every RPC of the four services, on real servers.
+
+For each RPC: no token and an unknown token are UNAUTHENTICATED; an admin token of
+another use case is PERMISSION_DENIED; for each of the five scopes, a token holding
+only that scope passes the guard exactly when the RPC accepts that scope (admin
+always), and is PERMISSION_DENIED otherwise. An RPC that names no use case needs the
+scope on every use case, so a token scoped to one use case is refused there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from loopwise.auth import METHOD_SCOPES, SCOPES
+from tests.security.helpers import all_rpcs, bearer, call_code, minimal_request, names_use_case
+
+RPCS = list(all_rpcs())
+REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def test_every_rpc_is_classified() -> None:
+    """New RPCs must be given their scopes (unclassified ones need admin)."""
+    missing = sorted({rpc.name for rpc in RPCS} - set(METHOD_SCOPES))
+    assert missing == []
+
+
+@pytest.mark.parametrize("rpc", RPCS, ids=[f"{r.area}.{r.name}" for r in RPCS])
+async def test_scope_boundaries(auth_stack, rpc) -> None:
+    channel = auth_stack.channel(rpc.area)
+    request = minimal_request(rpc, "team_a")
+    per_use_case = names_use_case(rpc.method.input_type)
+    needed = METHOD_SCOPES[rpc.name]
+    # Watches stream until cancelled: a short deadline ends them once past the guard.
+    timeout = 3.0 if rpc.method.server_streaming else 30.0
+
+    async def code(secret: str | None) -> grpc.StatusCode:
+        metadata = bearer(secret) if secret is not None else ()
+        return await call_code(channel, rpc, request, metadata, timeout)
+
+    cases: list[tuple[str, str | None, str]] = [
+        ("no token", None, "unauthenticated"),
+        ("unknown token", "lw_not-a-token", "unauthenticated"),
+        ("malformed", "", "unauthenticated"),
+        ("admin of another use case", auth_stack.secret("admin-team-b"), "denied"),
+    ]
+    for scope in SCOPES:
+        allowed = scope in needed or scope == "admin"
+        holder = f"{scope}-team-a" if per_use_case else f"{scope}-all"
+        cases.append((f"{holder} only", auth_stack.secret(holder), "allowed" if allowed else "denied"))
+        if not per_use_case and allowed:
+            cases.append((f"{scope}-team-a on an RPC without use case",
+                          auth_stack.secret(f"{scope}-team-a"), "denied"))
+    codes = await asyncio.gather(*(code(secret) for _, secret, _ in cases))
+    for (label, _, expected), got in zip(cases, codes, strict=True):
+        if expected == "unauthenticated":
+            assert got == grpc.StatusCode.UNAUTHENTICATED, (label, got)
+        elif expected == "denied":
+            assert got == grpc.StatusCode.PERMISSION_DENIED, (label, got)
+        else:
+            assert got not in REFUSED, (label, got)
