@@ -262,6 +262,7 @@ class DecisionLog:
                 await self._traced_send(request, replay)
             else:
                 await self.stub.LogDecisions(request, timeout=_SEND_TIMEOUT_S)
+                self._log_sent(request, replay)
         except grpc.RpcError as exc:
             self.counters.send_failures += 1
             if replay and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -272,9 +273,6 @@ class DecisionLog:
             self._delay = min(self._delay * 2, self.backoff_s[1])
             return _RETRY
         self._delay = self.backoff_s[0]
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("decisions logged", extra={"decision_ids": [d.decision_id for d in request.decisions],
-                                                 "request_id": request.request_id, "replay": replay})
         self.counters.acked += len(request.decisions)
         if replay:
             self.counters.replayed += len(request.decisions)
@@ -287,6 +285,14 @@ class DecisionLog:
         with tracing.linked_span("decision_log.ship", links, decision_count=len(ids), decision_ids=ids,
                                  replay=replay, request_id=request.request_id):
             await self.stub.LogDecisions(request, timeout=_SEND_TIMEOUT_S)  # type: ignore[union-attr]
+            self._log_sent(request, replay)
+
+    @staticmethod
+    def _log_sent(request: fpb.LogDecisionsRequest, replay: bool) -> None:
+        """A DEBUG line with the ids of an acknowledged batch (in its span when traced)."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("decisions logged", extra={"decision_ids": [d.decision_id for d in request.decisions],
+                                                 "request_id": request.request_id, "replay": replay})
 
     def _peek_batch(self, size: int) -> fpb.LogDecisionsRequest:
         """The oldest queued records as a request; they stay queued until
