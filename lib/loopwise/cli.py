@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column, Table
 
 from loopwise import security
+from loopwise.backup import BackupSummary, export_backup, import_backup
 from loopwise.client import Client
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
@@ -314,6 +315,53 @@ def models(use_case: UseCaseOption) -> None:
         table.add_row(str(m.version), m.family, str(m.blueprint_version), str(m.training_rows),
                       metrics, m.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
+
+
+# ---------------------------------------------------------------- backup
+
+
+backup_app = typer.Typer(help="Back up and restore use cases, models and deployments.",
+                         no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
+
+
+def _summary_line(verb: str, summary: BackupSummary) -> str:
+    return (f"{verb} {len(summary.use_cases)} use case(s), {summary.blueprint_versions} blueprint "
+            f"version(s), {summary.models} model(s), {summary.deployments} deployment(s)")
+
+
+@backup_app.command("export")
+def backup_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new directory, or a .tar.gz archive.")],
+) -> None:
+    """Write every use case (all blueprint versions), model (with its ONNX artifact) and
+    current deployment to a directory or archive."""
+    settings = _settings()
+    try:
+        with Client(settings=settings) as client, _stub("trainer", settings) as trainer, _rpc_errors():
+            summary = export_backup(client.decision_stub, trainer, out)
+    except (FileExistsError, RuntimeError) as error:
+        console.print(f"[red]backup failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(_summary_line("exported", summary) + f" to {out}")
+
+
+@backup_app.command("import")
+def backup_import(
+    source: Annotated[Path, typer.Argument(exists=True, help="A backup directory or archive.")],
+) -> None:
+    """Restore a backup into running services; use cases that exist are left alone."""
+    settings = _settings()
+    clock = Clock.from_settings(settings)
+    try:
+        with Client(settings=settings) as client, _stub("trainer", settings) as trainer, _rpc_errors():
+            summary = import_backup(client.decision_stub, trainer, source, clock.new_id, author=_author())
+    except ValueError as error:
+        console.print(f"[red]restore failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(_summary_line("restored", summary))
+    for name, reason in summary.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
 
 
 # ---------------------------------------------------------------- reports
