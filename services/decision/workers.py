@@ -99,20 +99,15 @@ class DecisionMetrics:
         if rpc == "DecideBatch":
             labels = (request.use_case,)
             self.decisions.inc(labels, len(response.decision_ids))
-            fallbacks = response.fallback.count(1)
-            if fallbacks:
-                self.fallbacks.inc(labels, fallbacks)
-            explored = response.explored.count(1)
-            if explored:
-                self.explored.inc(labels, explored)
+            # inc by 0 too: every series exists from the first decision (rates need both)
+            self.fallbacks.inc(labels, response.fallback.count(1))
+            self.explored.inc(labels, response.explored.count(1))
         else:
             decision = response.decision
             labels = (decision.use_case,)
             self.decisions.inc(labels)
-            if decision.fallback:
-                self.fallbacks.inc(labels)
-            if decision.explored:
-                self.explored.inc(labels)
+            self.fallbacks.inc(labels, 1.0 if decision.fallback else 0.0)
+            self.explored.inc(labels, 1.0 if decision.explored else 0.0)
 
 
 _COUNTED = ("Decide", "DecideBatch", "DecideStream")

@@ -94,10 +94,15 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The samples of a metrics endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
         return parse_text(reply.read().decode())
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The samples of a metrics endpoint (read in a thread: the endpoint may run on
+    this event loop)."""
+    return await asyncio.to_thread(_scrape, port)
 
 
 def sample(samples: dict[str, float], name: str, **labels: str) -> float | None:
@@ -108,10 +113,13 @@ def sample(samples: dict[str, float], name: str, **labels: str) -> float | None:
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> object:
-    """Poll until ``predicate()`` is truthy (generous timeout: the machine may be loaded)."""
+    """Poll until ``predicate()`` (a function or a coroutine function) is truthy;
+    returns its value (generous timeout: the machine may be loaded)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
