@@ -364,6 +364,61 @@ def backup_import(
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
 
 
+# ---------------------------------------------------------------- security and privacy
+
+
+tokens_app = typer.Typer(help="Bearer tokens (the tokens file keeps only their sha256).",
+                         no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option("--name", help="Who holds it (appears in logs, never the secret).")],
+    scope: Annotated[list[str], typer.Option(
+        "--scope", help="USE_CASE=SCOPE[,SCOPE…] ('*' for every use case); scopes: "
+        "decide, log_outcomes, train, report, admin. Repeatable.")],
+    service: Annotated[bool, typer.Option(help="A service's own credential (not rate limited).")] = False,
+) -> None:
+    """Create a token: print the secret once (hand it to the caller) and the entry to add
+    to the tokens file."""
+    from loopwise.auth import new_token
+
+    scopes: dict[str, list[str]] = {}
+    for item in scope:
+        use_case, _, granted = item.partition("=")
+        if not use_case or not granted:
+            console.print(f"[red]--scope {item!r}: expected USE_CASE=SCOPE[,SCOPE…][/red]")
+            raise typer.Exit(2)
+        scopes.setdefault(use_case, []).extend(g.strip() for g in granted.split(",") if g.strip())
+    try:
+        secret, entry = new_token(name, scopes, service=service)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    print(f"token: {secret}")
+    print("# add under `tokens:` in the tokens file (LOOPWISE_TOKENS_FILE):")
+    print(yaml.safe_dump([entry], sort_keys=False).rstrip())
+
+
+@app.command("delete-unit")
+def delete_unit(
+    use_case: UseCaseOption,
+    unit: Annotated[str, typer.Option("--unit", help="The unit id, as your product knows it.")],
+) -> None:
+    """Delete every decision of one unit in a use case, and their outcomes."""
+    from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+    from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+
+    settings = _settings()
+    request = fpb.DeleteUnitDataRequest(request_id=Clock.from_settings(settings).new_id(),
+                                        use_case=use_case, unit_id=unit)
+    with security.sync_channel(settings, settings.feedback_address) as channel, _rpc_errors():
+        reply = fgrpc.FeedbackServiceStub(channel).DeleteUnitData(request, timeout=120)
+    console.print(f"deleted {reply.decisions_deleted} decision(s) and {reply.outcomes_deleted} "
+                  f"outcome(s) of unit {unit!r} in {use_case}")
+
+
 # ---------------------------------------------------------------- reports
 
 

@@ -16,10 +16,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from google.protobuf import duration_pb2
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
@@ -34,7 +35,7 @@ BLUEPRINT_FIELDS = frozenset({"blueprint"})
 ROW_COUNT_FIELDS = frozenset({"rows", "batch_rows"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class InputLimits:
     """The content limits of one server (from settings)."""
 
@@ -43,6 +44,7 @@ class InputLimits:
     max_features: int
     max_candidates: int
     max_blueprint_bytes: int
+    _plans: dict[str, dict[str, tuple[str, int, str, Any]]] = dataclass_field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
@@ -50,52 +52,87 @@ class InputLimits:
         return cls(settings.max_string_bytes, settings.max_batch_rows, settings.max_features,
                    settings.max_candidates, settings.max_blueprint_bytes)
 
+    @property
+    def small_bytes(self) -> int:
+        """A message this small cannot break a string, repeated-field or blueprint
+        limit (every repeated entry takes at least two bytes on the wire), so only its
+        row counts need a look: the hot path (a Decide of a few hundred bytes) stays
+        a ByteSize() call."""
+        return min(self.max_string_bytes, 2 * self.max_features, 2 * self.max_candidates,
+                   2 * self.max_batch_rows, self.max_blueprint_bytes)
+
     def check(self, message: Message) -> None:
         """Raise InvalidArgument naming the first field of ``message`` over a limit."""
         violations: list[tuple[str, str]] = []
-        self._walk(message, "", violations)
+        if message.ByteSize() <= self.small_bytes:
+            for name, (kind, limit, _, _) in self._plan(message.DESCRIPTOR).items():
+                if kind == "rows" and getattr(message, name) > limit:
+                    violations.append((name, f"{getattr(message, name)} rows exceed the limit of {limit}"))
+        else:
+            self._walk(message, "", violations)
         if violations:
             field, description = violations[0]
             raise InvalidArgument(field, description, violations[1:])
 
-    def _repeated_limit(self, name: str) -> tuple[int, str]:
-        if name in FEATURE_FIELDS:
-            return self.max_features, "features"
-        if name in CANDIDATE_FIELDS:
-            return self.max_candidates, "candidates"
-        return self.max_batch_rows, "entries"
+    def _plan(self, descriptor: Descriptor) -> dict[str, tuple[str, int, str, Any]]:
+        """Per field name of a message type: (kind, limit, unit, sub-field), computed
+        once per type (descriptor options are slow to read per call)."""
+        plan = self._plans.get(descriptor.full_name)
+        if plan is not None:
+            return plan
+        plan = {}
+        for field in descriptor.fields:
+            is_message = field.type == FieldDescriptor.TYPE_MESSAGE
+            if field.is_repeated:
+                if field.name in FEATURE_FIELDS:
+                    limit, unit = self.max_features, "features"
+                elif field.name in CANDIDATE_FIELDS:
+                    limit, unit = self.max_candidates, "candidates"
+                else:
+                    limit, unit = self.max_batch_rows, "entries"
+                if is_message and field.message_type.GetOptions().map_entry:
+                    value_field = field.message_type.fields_by_name["value"]
+                    plan[field.name] = ("map", limit, unit, value_field)
+                else:
+                    plan[field.name] = ("repeated", limit, unit, field)
+            elif is_message and field.name in BLUEPRINT_FIELDS:
+                plan[field.name] = ("blueprint", self.max_blueprint_bytes, "bytes", field)
+            elif is_message or field.type == FieldDescriptor.TYPE_STRING:
+                plan[field.name] = ("one", 0, "", field)
+            elif field.name in ROW_COUNT_FIELDS:
+                plan[field.name] = ("rows", self.max_batch_rows, "rows", field)
+        self._plans[descriptor.full_name] = plan
+        return plan
 
     def _walk(self, message: Message, prefix: str, out: list[tuple[str, str]]) -> None:
+        plan = self._plan(message.DESCRIPTOR)
         for field, value in message.ListFields():
+            step = plan.get(field.name)
+            if step is None:
+                continue
+            kind, limit, unit, sub = step
             path = prefix + field.name
-            if field.name in BLUEPRINT_FIELDS and field.type == FieldDescriptor.TYPE_MESSAGE:
+            if kind == "one":
+                self._check_value(sub, value, path, out)
+            elif kind == "rows":
+                if value > limit:
+                    out.append((path, f"{value} rows exceed the limit of {limit}"))
+            elif kind == "blueprint":
                 size = value.ByteSize()
-                if size > self.max_blueprint_bytes:
-                    out.append((path, f"blueprint of {size} bytes exceeds the limit of "
-                                      f"{self.max_blueprint_bytes} bytes"))
-                    continue
-            if field.is_repeated:
-                limit, what = self._repeated_limit(field.name)
-                if len(value) > limit:
-                    out.append((path, f"{len(value)} {what} exceed the limit of {limit}"))
-                    continue
-                self._walk_values(field, value, path, out)
-            else:
-                self._check_value(field, value, path, out)
-
-    def _walk_values(self, field: FieldDescriptor, values: Any, path: str,
-                     out: list[tuple[str, str]]) -> None:
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            for key in values:
-                self._check_string(str(key), f"{path}[{key!s:.40}]", out)
-                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
-                    self._walk(values[key], f"{path}[{key!s:.40}].", out)
+                if size > limit:
+                    out.append((path, f"blueprint of {size} bytes exceeds the limit of {limit} bytes"))
                 else:
-                    self._check_value(value_field, values[key], f"{path}[{key!s:.40}]", out)
-            return
-        for index, item in enumerate(values):
-            self._check_value(field, item, f"{path}[{index}]", out)
+                    self._walk(value, path + ".", out)
+            elif len(value) > limit:
+                out.append((path, f"{len(value)} {unit} exceed the limit of {limit}"))
+            elif kind == "map":
+                for key in value:
+                    label = f"{path}[{key!s:.40}]"
+                    self._check_string(key, label, out) if isinstance(key, str) else None
+                    self._check_value(sub, value[key], label, out)
+            else:
+                for index, item in enumerate(value):
+                    self._check_value(sub, item, f"{path}[{index}]", out)
 
     def _check_value(self, field: FieldDescriptor, value: Any, path: str,
                      out: list[tuple[str, str]]) -> None:
@@ -103,8 +140,6 @@ class InputLimits:
             self._walk(value, path + ".", out)
         elif field.type == FieldDescriptor.TYPE_STRING:
             self._check_string(value, path, out)
-        elif field.name in ROW_COUNT_FIELDS and isinstance(value, int) and value > self.max_batch_rows:
-            out.append((path, f"{value} rows exceed the limit of {self.max_batch_rows}"))
 
     def _check_string(self, value: str, path: str, out: list[tuple[str, str]]) -> None:
         # Characters bound the bytes from below and by 4× from above: count bytes only
@@ -172,6 +207,11 @@ class RateLimits:
     @staticmethod
     def _buckets(rate: float, burst: float, now: Callable[[], float]) -> TokenBuckets | None:
         return TokenBuckets(rate, burst or rate, now=now) if rate > 0 else None
+
+    @property
+    def enabled(self) -> bool:
+        """True when any rate limit is on."""
+        return self.by_client is not None or self.by_use_case is not None
 
     def check(self, client: str, use_cases: set[str]) -> None:
         """Raise RateLimited when ``client`` or one of ``use_cases`` is over its rate."""

@@ -88,8 +88,17 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def check(self, principal: Principal, method: str, request: Message,
               context: grpc.aio.ServicerContext) -> None:
-        """Limits, scope and rate of one request message; raises a LoopwiseError."""
+        """Limits, scope and rate of one request message; raises a LoopwiseError.
+        Handlers of raw bytes (no protobuf request) get the rate limit only."""
+        if not isinstance(request, Message):
+            if self.tokens is not None:
+                authorize(principal, method, set())
+            if not principal.service:
+                self.rates.check(_client_key(principal, context), set())
+            return
         self.limits.check(request)
+        if self.tokens is None and not self.rates.enabled:
+            return
         use_cases = request_use_cases(request)
         if self.tokens is not None:
             authorize(principal, method, use_cases)

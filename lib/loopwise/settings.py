@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     rate_limit_client_burst: float = 0.0
     rate_limit_use_case_rps: float = 0.0
     rate_limit_use_case_burst: float = 0.0
+    # Key of the keyed hash for `pii: hash` features and unit ids (decision and feedback
+    # must share it; empty: an unkeyed hash, weaker against guessing).
+    pii_hash_key: SecretStr = SecretStr("")
+    # Feedback: how often decisions and outcomes past their use case's retention go.
+    retention_sweep_interval_s: float = Field(3600.0, gt=0)
 
     log_level: str = "INFO"
     # Service logs: one JSON object per line ("json") or plain text lines ("text").

@@ -21,6 +21,7 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import FailedPrecondition, InvalidArgument
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.privacy import PiiRules
 from loopwise.services.decision.decision_log import DecisionLog
 from loopwise.services.decision.encoding import UseCaseVersion, check_batch, encode_named
 from loopwise.services.decision.models import Serving
@@ -55,6 +56,7 @@ class DecisionCore:
         scorers: Mapping[str, Serving],
         max_batch_rows: int,
         max_candidates: int = 1000,
+        pii_key: str = "",
     ) -> None:
         self.use_cases = use_cases
         self.clock = clock
@@ -64,6 +66,9 @@ class DecisionCore:
         self.scorers = scorers
         self.max_batch_rows = max_batch_rows
         self.max_candidates = max_candidates
+        # Personal data rules per blueprint version, applied to records before logging.
+        self.pii_key = pii_key
+        self._pii: dict[tuple[str, int], PiiRules] = {}
         self.served = 0
         self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
 
@@ -261,7 +266,15 @@ class DecisionCore:
                 action_scores=action_scores[i] if action_scores is not None and not fallback else [],
                 deployment_role=c.roles[i],
             ))
+        self._private(uc, out)
         return out
+
+    def _private(self, uc: UseCaseVersion, records: list[fpb.DecisionRecord]) -> None:
+        """Apply the blueprint's personal data rules before the records leave."""
+        rules = self._pii.get((uc.use_case, uc.version))
+        if rules is None:
+            rules = self._pii[(uc.use_case, uc.version)] = PiiRules.of(uc.stored.blueprint)
+        rules.apply(records, self.pii_key)
 
     def _record(self, uc: UseCaseVersion, row: np.ndarray, unit_id: str, c: Choices, i: int,
                 decision_id: str, candidate_ids: list[str]) -> fpb.DecisionRecord:
@@ -269,7 +282,7 @@ class DecisionCore:
         and scores per candidate in request order."""
         fallback = bool(c.fallback[i])
         index = int(c.action_index[i])
-        return fpb.DecisionRecord(
+        record = fpb.DecisionRecord(
             decision_id=decision_id, use_case=uc.use_case, blueprint_version=uc.version, unit_id=unit_id,
             features=np.ascontiguousarray(row, dtype=F32).tobytes(), action_index=index,
             action=candidate_ids[index], score=float(c.score[i]),
@@ -278,3 +291,5 @@ class DecisionCore:
             action_scores=c.action_scores[i].tolist() if c.action_scores is not None and not fallback else [],
             deployment_role=c.roles[i],
         )
+        self._private(uc, [record])
+        return record

@@ -53,7 +53,8 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     )
     watcher = ModelWatcher(trainer, service_dir / "models", use_cases.find)
     core = DecisionCore(use_cases, clock, settings.seed, decision_log, watcher.scorers,
-                        settings.max_batch_rows, settings.max_candidates)
+                        settings.max_batch_rows, settings.max_candidates,
+                        pii_key=settings.pii_hash_key.get_secret_value())
     servicer = DecisionServicer(core, use_cases)
     # A worker's metrics are served by its supervisor (merged), not by the worker.
     host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None,

@@ -10,6 +10,7 @@ from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.feedback.core import Feedback
 from loopwise.services.feedback.monitoring import FeedbackMonitor
+from loopwise.services.feedback.privacy import RetentionSweeper
 from loopwise.services.feedback.servicer import FeedbackServicer
 from loopwise.settings import Settings
 from loopwise.store.feedback import open_feedback_store
@@ -27,11 +28,16 @@ async def start_server(settings: Settings) -> ServiceHost:
                         max_batch_rows=settings.max_batch_rows)
     host = ServiceHost("feedback", settings, settings.feedback_address)
     monitor = FeedbackMonitor(host.registry, feedback, settings)
-    servicer = FeedbackServicer(feedback, host.stopping, monitor)
+    servicer = FeedbackServicer(feedback, host.stopping, monitor,
+                                pii_key=settings.pii_hash_key.get_secret_value())
     host.monitor = monitor  # type: ignore[attr-defined]  # for in-process tests
     host.add([Registration(fgrpc.add_FeedbackServiceServicer_to_server, servicer, SERVICE_NAME)])
+    sweeper = RetentionSweeper(store, feedback.blueprints, feedback.clock,
+                               settings.retention_sweep_interval_s)
+    host.retention = sweeper  # type: ignore[attr-defined]  # for in-process tests
 
     async def close() -> None:
+        await sweeper.stop()
         await monitor.stop()
         await feedback.durable.stop()  # the spool stays on disk; the next start replays it
         await channels.close()
@@ -42,6 +48,7 @@ async def start_server(settings: Settings) -> ServiceHost:
         await host.start()
         feedback.durable.start()
         monitor.start()
+        sweeper.start()
     except BaseException:
         await close()
         raise

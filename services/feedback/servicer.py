@@ -11,6 +11,7 @@ from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.services.feedback.core import Feedback
 from loopwise.services.feedback.monitoring import FeedbackMonitor
+from loopwise.services.feedback.privacy import delete_unit
 
 
 @servicer
@@ -18,10 +19,18 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
     """Decision and outcome logging, joined reads and statistics."""
 
     def __init__(self, feedback: Feedback, stopping: asyncio.Event | None = None,
-                 monitor: FeedbackMonitor | None = None) -> None:
+                 monitor: FeedbackMonitor | None = None, pii_key: str = "") -> None:
         self.feedback = feedback
         self.stopping = stopping or asyncio.Event()
         self.monitor = monitor
+        self.pii_key = pii_key
+
+    async def DeleteUnitData(self, request: fpb.DeleteUnitDataRequest,  # noqa: N802
+                             context) -> fpb.DeleteUnitDataResponse:
+        """Delete one unit's decisions and their outcomes (privacy requests)."""
+        decisions, outcomes = await delete_unit(self.feedback.store, request.use_case, request.unit_id,
+                                                self.pii_key)
+        return fpb.DeleteUnitDataResponse(decisions_deleted=decisions, outcomes_deleted=outcomes)
 
     async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:  # noqa: N802
         """Store decisions; answers only once they are committed."""

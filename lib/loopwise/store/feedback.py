@@ -152,6 +152,16 @@ class FeedbackStore(abc.ABC):
         the rule of its blueprint version (``rules`` must cover every stored version)."""
 
     @abc.abstractmethod
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+        """Delete the decisions stored under any of ``unit_ids`` and their outcomes,
+        through the by-unit index; returns (decisions, outcomes) deleted."""
+
+    @abc.abstractmethod
+    async def purge_before(self, use_case: str, before_ms: int) -> None:
+        """Delete the decisions made before ``before_ms``, their outcomes and the
+        orphan outcomes of events before it (retention)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the backend's resources."""
 
@@ -177,6 +187,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (use_case, decision_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (use_case, decision_time_ms, decision_id);
+CREATE INDEX IF NOT EXISTS decisions_by_unit ON decisions (use_case, unit_id);
 CREATE TABLE IF NOT EXISTS outcomes (
     use_case TEXT NOT NULL,
     decision_id TEXT NOT NULL,
@@ -301,6 +312,35 @@ class SqliteFeedbackStore(FeedbackStore):
             return new, new_orphans
 
         return await self.db.transaction(write)
+
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+        units = [u for u in dict.fromkeys(unit_ids) if u]
+
+        def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            marks = ",".join("?" * len(units))
+            ids = [r[0] for r in conn.execute(
+                f"SELECT decision_id FROM decisions WHERE use_case = ? AND unit_id IN ({marks})",
+                (use_case, *units))]
+            outcomes = 0
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                outcomes += conn.execute(
+                    f"DELETE FROM outcomes WHERE use_case = ? AND decision_id IN ({','.join('?' * len(part))})",
+                    (use_case, *part)).rowcount
+            decisions = conn.execute(f"DELETE FROM decisions WHERE use_case = ? AND unit_id IN ({marks})",
+                                     (use_case, *units)).rowcount
+            return decisions, outcomes
+
+        return await self.db.transaction(delete) if units else (0, 0)
+
+    async def purge_before(self, use_case: str, before_ms: int) -> None:
+        def purge(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM outcomes WHERE use_case = ? AND decision_time_ms < ?", (use_case, before_ms))
+            conn.execute("DELETE FROM decisions WHERE use_case = ? AND decision_time_ms < ?", (use_case, before_ms))
+            conn.execute("DELETE FROM orphan_outcomes WHERE use_case = ? AND event_time_ms < ?",
+                         (use_case, before_ms))
+
+        await self.db.transaction(purge)
 
     async def get_decision(self, use_case: str, decision_id: str) -> StoredDecision | None:
         row = await self.db.fetchone(

@@ -64,6 +64,10 @@ _INSERT_ORPHAN = (
     "INSERT INTO orphan_outcomes (use_case, day, decision_id, outcome_id, outcome_name, value, label, "
     "event_time_ms) VALUES (?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
 )
+_INSERT_BY_UNIT = (
+    "INSERT INTO decisions_by_unit (use_case, unit_id, decision_id, decision_time_ms) VALUES (?,?,?,?) "
+    "USING TIMESTAMP ?"
+)
 _INSERT_DAY = "INSERT INTO feedback_days (use_case, kind, day) VALUES (?,?,?) USING TIMESTAMP ?"
 _INSERT_VERSION = "INSERT INTO decision_versions (use_case, blueprint_version) VALUES (?,?) USING TIMESTAMP ?"
 _OUTCOME_SELECT = (
@@ -196,6 +200,8 @@ class CassandraFeedbackStore(FeedbackStore):
                     r.score, np.asarray(r.action_probabilities, _F64).tobytes(), r.model_version, r.arm,
                     bool(r.explored), bool(r.fallback), bool(r.shadow),
                     np.asarray(r.action_scores, _F64).tobytes(), ts)))
+                if r.unit_id:
+                    writes.append((_INSERT_BY_UNIT, (key[0], r.unit_id, decision_id, t, ts)))
                 days.add((key[0], key[1]))
                 versions.add((key[0], r.blueprint_version))
         new = len(writes)
@@ -420,6 +426,55 @@ class CassandraFeedbackStore(FeedbackStore):
                                           (use_case, day)):
                 totals["orphan_outcomes"] += len(page)
         return StoredStats(**totals)
+
+    # ---- privacy and retention ----------------------------------------------------------
+
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+        # Tombstones carry the current wall time: newer than any accept-time write, so a
+        # later spool replay of an older write cannot bring the data back.
+        ts = wall_time_us()
+        decisions = outcomes = 0
+        for unit_id in [u for u in dict.fromkeys(unit_ids) if u]:
+            index = await self._all("SELECT decision_id, decision_time_ms FROM decisions_by_unit "
+                                    "WHERE use_case = ? AND unit_id = ?", (use_case, unit_id))
+            writes: list[tuple[str, Sequence[Any]]] = []
+            for decision_id, t in index:
+                key = (use_case, day_of(t), bucket_of(decision_id))
+                present = await self._all("SELECT decision_id FROM decisions WHERE use_case = ? AND day = ? "
+                                          "AND bucket = ? AND decision_time_ms = ? AND decision_id = ?",
+                                          (*key, t, decision_id))
+                decisions += len(present)
+                outcomes += len(await self._all(f"{_OUTCOME_SELECT} AND decision_id = ?", (*key, decision_id)))
+                writes.append(("DELETE FROM decisions USING TIMESTAMP ? WHERE use_case = ? AND day = ? "
+                               "AND bucket = ? AND decision_time_ms = ? AND decision_id = ?",
+                               (ts, *key, t, decision_id)))
+                writes.append(("DELETE FROM outcomes USING TIMESTAMP ? WHERE use_case = ? AND day = ? "
+                               "AND bucket = ? AND decision_id = ?", (ts, *key, decision_id)))
+            writes.append(("DELETE FROM decisions_by_unit USING TIMESTAMP ? WHERE use_case = ? AND unit_id = ?",
+                           (ts, use_case, unit_id)))
+            await self.conn.write_many(writes)
+        return decisions, outcomes
+
+    async def purge_before(self, use_case: str, before_ms: int) -> None:
+        ts, last = wall_time_us(), day_of(before_ms)
+        writes: list[tuple[str, Sequence[Any]]] = []
+        for kind, table, column, bound in (("decisions", "decisions", "decision_time_ms", before_ms),
+                                           ("outcomes", "outcomes", "decision_id", id_prefix(before_ms))):
+            for day in await self._days(use_case, kind, 0, last):
+                for b in range(BUCKETS):
+                    if day < last:  # the whole partition is past retention
+                        writes.append((f"DELETE FROM {table} USING TIMESTAMP ? WHERE use_case = ? AND day = ? "
+                                       "AND bucket = ?", (ts, use_case, day, b)))
+                    else:
+                        writes.append((f"DELETE FROM {table} USING TIMESTAMP ? WHERE use_case = ? AND day = ? "
+                                       f"AND bucket = ? AND {column} < ?", (ts, use_case, day, b, bound)))
+                if day < last:
+                    writes.append(("DELETE FROM feedback_days USING TIMESTAMP ? WHERE use_case = ? AND kind = ? "
+                                   "AND day = ?", (ts, use_case, kind, day)))
+        for day in await self._days(use_case, "orphans", 0, last - 1):
+            writes.append(("DELETE FROM orphan_outcomes USING TIMESTAMP ? WHERE use_case = ? AND day = ?",
+                           (ts, use_case, day)))
+        await self.conn.write_many(writes)
 
     def close(self) -> None:
         self.conn.close()

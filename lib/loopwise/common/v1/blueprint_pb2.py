@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loopwise/common/v1/blueprint.proto\x12\x12loopwise.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\xef\x01\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.loopwise.common.v1.FeatureType\x12\x12\n\nvocabulary\x18\x03 \x03(\t\x12\x33\n\non_missing\x18\x04 \x01(\x0e\x32\x1f.loopwise.common.v1.MissingRule\x12\x14\n\x0cimpute_value\x18\x05 \x01(\x01\x12\x33\n\non_unknown\x18\x06 \x01(\x0e\x32\x1f.loopwise.common.v1.UnknownRule\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xa0\x02\n\x06Policy\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.loopwise.common.v1.PolicyType\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x19\n\x11\x65xploration_floor\x18\x04 \x01(\x01\x12\x1d\n\x15\x65xplore_without_model\x18\x05 \x01(\x08\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x41\n\x0c\x61\x63tion_costs\x18\x07 \x03(\x0b\x32+.loopwise.common.v1.Policy.ActionCostsEntry\x1a\x32\n\x10\x41\x63tionCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"0\n\x0f\x44\x65\x66\x61ultDecision\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"V\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rtraffic_share\x18\x02 \x01(\x01\x12\x14\n\x07\x65psilon\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_epsilon\"\xa2\x01\n\nRewardSpec\x12\x15\n\routcome_names\x18\x01 \x03(\t\x12:\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32%.loopwise.common.v1.RewardAggregation\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\"\xde\x02\n\x0cTrainingSpec\x12\x10\n\x08min_rows\x18\x01 \x01(\x05\x12\x18\n\x10holdout_fraction\x18\x02 \x01(\x01\x12\x18\n\x10max_missing_rate\x18\x03 \x01(\x01\x12\x16\n\x0emin_label_rate\x18\x04 \x01(\x01\x12\x16\n\x0emax_label_rate\x18\x05 \x01(\x01\x12\x0f\n\x07max_psi\x18\x06 \x01(\x01\x12 \n\x18\x63\x61ndidate_budget_seconds\x18\x07 \x01(\x01\x12\x1a\n\x12\x62lessing_tolerance\x18\x08 \x01(\x01\x12\x30\n\rretrain_every\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16retrain_after_labelled\x18\n \x01(\x03\x12\x1a\n\x12\x63\x61ndidate_families\x18\x0b \x03(\t\x12\x1b\n\x13min_distinct_values\x18\x0c \x01(\x05\"\xfe\x01\n\x0bRolloutSpec\x12\x18\n\x10hold_first_model\x18\x01 \x01(\x08\x12\x1c\n\x14shadow_min_decisions\x18\x02 \x01(\x03\x12\x1c\n\x14shadow_min_agreement\x18\x03 \x01(\x01\x12\x1e\n\x16shadow_max_score_shift\x18\x04 \x01(\x01\x12\x14\n\x0c\x63\x61nary_share\x18\x05 \x01(\x01\x12\x1b\n\x13\x63\x61nary_min_outcomes\x18\x06 \x01(\x03\x12\x14\n\x0c\x63\x61nary_alpha\x18\x07 \x01(\x01\x12 \n\x18\x63\x61nary_max_fallback_rate\x18\x08 \x01(\x01\x12\x0e\n\x06manual\x18\t \x01(\x08\"\xad\x04\n\tBlueprint\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1b.loopwise.common.v1.Feature\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .loopwise.common.v1.DecisionKind\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\x12*\n\x06policy\x18\x06 \x01(\x0b\x32\x1a.loopwise.common.v1.Policy\x12=\n\x10\x64\x65\x66\x61ult_decision\x18\x07 \x01(\x0b\x32#.loopwise.common.v1.DefaultDecision\x12/\n\x04\x61rms\x18\x08 \x03(\x0b\x32!.loopwise.common.v1.ExperimentArm\x12.\n\x06reward\x18\t \x01(\x0b\x32\x1e.loopwise.common.v1.RewardSpec\x12\x32\n\x08training\x18\n \x01(\x0b\x32 .loopwise.common.v1.TrainingSpec\x12\x30\n\x07rollout\x18\x0b \x01(\x0b\x32\x1f.loopwise.common.v1.RolloutSpec\x12\x19\n\x11latency_budget_ms\x18\x0c \x01(\x01\x12\x0e\n\x06slices\x18\r \x03(\t\x12,\n\x05\x64rift\x18\x0e \x01(\x0b\x32\x1d.loopwise.common.v1.DriftSpec\"c\n\tDriftSpec\x12\x1d\n\x15\x66\x65\x61ture_psi_threshold\x18\x01 \x01(\x01\x12 \n\x18prediction_psi_threshold\x18\x02 \x01(\x01\x12\x15\n\rmin_decisions\x18\x03 \x01(\x03*\xbe\x01\n\x0c\x44\x65\x63isionKind\x12\x1d\n\x19\x44\x45\x43ISION_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45\x43ISION_KIND_BINARY\x10\x01\x12\x1c\n\x18\x44\x45\x43ISION_KIND_MULTICLASS\x10\x02\x12\x1c\n\x18\x44\x45\x43ISION_KIND_REGRESSION\x10\x03\x12\x1e\n\x1a\x44\x45\x43ISION_KIND_ACTION_VALUE\x10\x04\x12\x19\n\x15\x44\x45\x43ISION_KIND_RANKING\x10\x05*c\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_TYPE_NUMERIC\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_CATEGORICAL\x10\x02*s\n\x0bMissingRule\x12\x1c\n\x18MISSING_RULE_UNSPECIFIED\x10\x00\x12\x17\n\x13MISSING_RULE_REJECT\x10\x01\x12\x14\n\x10MISSING_RULE_NAN\x10\x02\x12\x17\n\x13MISSING_RULE_IMPUTE\x10\x03*[\n\x0bUnknownRule\x12\x1c\n\x18UNKNOWN_RULE_UNSPECIFIED\x10\x00\x12\x17\n\x13UNKNOWN_RULE_REJECT\x10\x01\x12\x15\n\x11UNKNOWN_RULE_CODE\x10\x02*\x94\x01\n\nPolicyType\x12\x1b\n\x17POLICY_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12POLICY_TYPE_GREEDY\x10\x01\x12\x1e\n\x1aPOLICY_TYPE_EPSILON_GREEDY\x10\x02\x12\x17\n\x13POLICY_TYPE_SOFTMAX\x10\x03\x12\x18\n\x14POLICY_TYPE_THOMPSON\x10\x04*\xaa\x01\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_MAX\x10\x02\x12\x1c\n\x18REWARD_AGGREGATION_FIRST\x10\x03\x12\x1b\n\x17REWARD_AGGREGATION_LAST\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loopwise/common/v1/blueprint.proto\x12\x12loopwise.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\x99\x02\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.loopwise.common.v1.FeatureType\x12\x12\n\nvocabulary\x18\x03 \x03(\t\x12\x33\n\non_missing\x18\x04 \x01(\x0e\x32\x1f.loopwise.common.v1.MissingRule\x12\x14\n\x0cimpute_value\x18\x05 \x01(\x01\x12\x33\n\non_unknown\x18\x06 \x01(\x0e\x32\x1f.loopwise.common.v1.UnknownRule\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12(\n\x03pii\x18\x08 \x01(\x0e\x32\x1b.loopwise.common.v1.PiiRule\"\xa0\x02\n\x06Policy\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.loopwise.common.v1.PolicyType\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x19\n\x11\x65xploration_floor\x18\x04 \x01(\x01\x12\x1d\n\x15\x65xplore_without_model\x18\x05 \x01(\x08\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x41\n\x0c\x61\x63tion_costs\x18\x07 \x03(\x0b\x32+.loopwise.common.v1.Policy.ActionCostsEntry\x1a\x32\n\x10\x41\x63tionCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"0\n\x0f\x44\x65\x66\x61ultDecision\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"V\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rtraffic_share\x18\x02 \x01(\x01\x12\x14\n\x07\x65psilon\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_epsilon\"\xa2\x01\n\nRewardSpec\x12\x15\n\routcome_names\x18\x01 \x03(\t\x12:\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32%.loopwise.common.v1.RewardAggregation\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\"\xde\x02\n\x0cTrainingSpec\x12\x10\n\x08min_rows\x18\x01 \x01(\x05\x12\x18\n\x10holdout_fraction\x18\x02 \x01(\x01\x12\x18\n\x10max_missing_rate\x18\x03 \x01(\x01\x12\x16\n\x0emin_label_rate\x18\x04 \x01(\x01\x12\x16\n\x0emax_label_rate\x18\x05 \x01(\x01\x12\x0f\n\x07max_psi\x18\x06 \x01(\x01\x12 \n\x18\x63\x61ndidate_budget_seconds\x18\x07 \x01(\x01\x12\x1a\n\x12\x62lessing_tolerance\x18\x08 \x01(\x01\x12\x30\n\rretrain_every\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16retrain_after_labelled\x18\n \x01(\x03\x12\x1a\n\x12\x63\x61ndidate_families\x18\x0b \x03(\t\x12\x1b\n\x13min_distinct_values\x18\x0c \x01(\x05\"\xfe\x01\n\x0bRolloutSpec\x12\x18\n\x10hold_first_model\x18\x01 \x01(\x08\x12\x1c\n\x14shadow_min_decisions\x18\x02 \x01(\x03\x12\x1c\n\x14shadow_min_agreement\x18\x03 \x01(\x01\x12\x1e\n\x16shadow_max_score_shift\x18\x04 \x01(\x01\x12\x14\n\x0c\x63\x61nary_share\x18\x05 \x01(\x01\x12\x1b\n\x13\x63\x61nary_min_outcomes\x18\x06 \x01(\x03\x12\x14\n\x0c\x63\x61nary_alpha\x18\x07 \x01(\x01\x12 \n\x18\x63\x61nary_max_fallback_rate\x18\x08 \x01(\x01\x12\x0e\n\x06manual\x18\t \x01(\x08\"\x8d\x05\n\tBlueprint\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1b.loopwise.common.v1.Feature\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .loopwise.common.v1.DecisionKind\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\x12*\n\x06policy\x18\x06 \x01(\x0b\x32\x1a.loopwise.common.v1.Policy\x12=\n\x10\x64\x65\x66\x61ult_decision\x18\x07 \x01(\x0b\x32#.loopwise.common.v1.DefaultDecision\x12/\n\x04\x61rms\x18\x08 \x03(\x0b\x32!.loopwise.common.v1.ExperimentArm\x12.\n\x06reward\x18\t \x01(\x0b\x32\x1e.loopwise.common.v1.RewardSpec\x12\x32\n\x08training\x18\n \x01(\x0b\x32 .loopwise.common.v1.TrainingSpec\x12\x30\n\x07rollout\x18\x0b \x01(\x0b\x32\x1f.loopwise.common.v1.RolloutSpec\x12\x19\n\x11latency_budget_ms\x18\x0c \x01(\x01\x12\x0e\n\x06slices\x18\r \x03(\t\x12,\n\x05\x64rift\x18\x0e \x01(\x0b\x32\x1d.loopwise.common.v1.DriftSpec\x12\x30\n\x0bunit_id_pii\x18\x0f \x01(\x0e\x32\x1b.loopwise.common.v1.PiiRule\x12,\n\tretention\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\"c\n\tDriftSpec\x12\x1d\n\x15\x66\x65\x61ture_psi_threshold\x18\x01 \x01(\x01\x12 \n\x18prediction_psi_threshold\x18\x02 \x01(\x01\x12\x15\n\rmin_decisions\x18\x03 \x01(\x03*\xbe\x01\n\x0c\x44\x65\x63isionKind\x12\x1d\n\x19\x44\x45\x43ISION_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45\x43ISION_KIND_BINARY\x10\x01\x12\x1c\n\x18\x44\x45\x43ISION_KIND_MULTICLASS\x10\x02\x12\x1c\n\x18\x44\x45\x43ISION_KIND_REGRESSION\x10\x03\x12\x1e\n\x1a\x44\x45\x43ISION_KIND_ACTION_VALUE\x10\x04\x12\x19\n\x15\x44\x45\x43ISION_KIND_RANKING\x10\x05*c\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_TYPE_NUMERIC\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_CATEGORICAL\x10\x02*s\n\x0bMissingRule\x12\x1c\n\x18MISSING_RULE_UNSPECIFIED\x10\x00\x12\x17\n\x13MISSING_RULE_REJECT\x10\x01\x12\x14\n\x10MISSING_RULE_NAN\x10\x02\x12\x17\n\x13MISSING_RULE_IMPUTE\x10\x03*[\n\x0bUnknownRule\x12\x1c\n\x18UNKNOWN_RULE_UNSPECIFIED\x10\x00\x12\x17\n\x13UNKNOWN_RULE_REJECT\x10\x01\x12\x15\n\x11UNKNOWN_RULE_CODE\x10\x02*I\n\x07PiiRule\x12\x18\n\x14PII_RULE_UNSPECIFIED\x10\x00\x12\x11\n\rPII_RULE_HASH\x10\x01\x12\x11\n\rPII_RULE_DROP\x10\x02*\x94\x01\n\nPolicyType\x12\x1b\n\x17POLICY_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12POLICY_TYPE_GREEDY\x10\x01\x12\x1e\n\x1aPOLICY_TYPE_EPSILON_GREEDY\x10\x02\x12\x17\n\x13POLICY_TYPE_SOFTMAX\x10\x03\x12\x18\n\x14POLICY_TYPE_THOMPSON\x10\x04*\xaa\x01\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_MAX\x10\x02\x12\x1c\n\x18REWARD_AGGREGATION_FIRST\x10\x03\x12\x1b\n\x17REWARD_AGGREGATION_LAST\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POLICY_ACTIONCOSTSENTRY']._loaded_options = None
   _globals['_POLICY_ACTIONCOSTSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISIONKIND']._serialized_start=2198
-  _globals['_DECISIONKIND']._serialized_end=2388
-  _globals['_FEATURETYPE']._serialized_start=2390
-  _globals['_FEATURETYPE']._serialized_end=2489
-  _globals['_MISSINGRULE']._serialized_start=2491
-  _globals['_MISSINGRULE']._serialized_end=2606
-  _globals['_UNKNOWNRULE']._serialized_start=2608
-  _globals['_UNKNOWNRULE']._serialized_end=2699
-  _globals['_POLICYTYPE']._serialized_start=2702
-  _globals['_POLICYTYPE']._serialized_end=2850
-  _globals['_REWARDAGGREGATION']._serialized_start=2853
-  _globals['_REWARDAGGREGATION']._serialized_end=3023
+  _globals['_DECISIONKIND']._serialized_start=2336
+  _globals['_DECISIONKIND']._serialized_end=2526
+  _globals['_FEATURETYPE']._serialized_start=2528
+  _globals['_FEATURETYPE']._serialized_end=2627
+  _globals['_MISSINGRULE']._serialized_start=2629
+  _globals['_MISSINGRULE']._serialized_end=2744
+  _globals['_UNKNOWNRULE']._serialized_start=2746
+  _globals['_UNKNOWNRULE']._serialized_end=2837
+  _globals['_PIIRULE']._serialized_start=2839
+  _globals['_PIIRULE']._serialized_end=2912
+  _globals['_POLICYTYPE']._serialized_start=2915
+  _globals['_POLICYTYPE']._serialized_end=3063
+  _globals['_REWARDAGGREGATION']._serialized_start=3066
+  _globals['_REWARDAGGREGATION']._serialized_end=3236
   _globals['_FEATURE']._serialized_start=91
-  _globals['_FEATURE']._serialized_end=330
-  _globals['_POLICY']._serialized_start=333
-  _globals['_POLICY']._serialized_end=621
-  _globals['_POLICY_ACTIONCOSTSENTRY']._serialized_start=571
-  _globals['_POLICY_ACTIONCOSTSENTRY']._serialized_end=621
-  _globals['_DEFAULTDECISION']._serialized_start=623
-  _globals['_DEFAULTDECISION']._serialized_end=671
-  _globals['_EXPERIMENTARM']._serialized_start=673
-  _globals['_EXPERIMENTARM']._serialized_end=759
-  _globals['_REWARDSPEC']._serialized_start=762
-  _globals['_REWARDSPEC']._serialized_end=924
-  _globals['_TRAININGSPEC']._serialized_start=927
-  _globals['_TRAININGSPEC']._serialized_end=1277
-  _globals['_ROLLOUTSPEC']._serialized_start=1280
-  _globals['_ROLLOUTSPEC']._serialized_end=1534
-  _globals['_BLUEPRINT']._serialized_start=1537
-  _globals['_BLUEPRINT']._serialized_end=2094
-  _globals['_DRIFTSPEC']._serialized_start=2096
-  _globals['_DRIFTSPEC']._serialized_end=2195
+  _globals['_FEATURE']._serialized_end=372
+  _globals['_POLICY']._serialized_start=375
+  _globals['_POLICY']._serialized_end=663
+  _globals['_POLICY_ACTIONCOSTSENTRY']._serialized_start=613
+  _globals['_POLICY_ACTIONCOSTSENTRY']._serialized_end=663
+  _globals['_DEFAULTDECISION']._serialized_start=665
+  _globals['_DEFAULTDECISION']._serialized_end=713
+  _globals['_EXPERIMENTARM']._serialized_start=715
+  _globals['_EXPERIMENTARM']._serialized_end=801
+  _globals['_REWARDSPEC']._serialized_start=804
+  _globals['_REWARDSPEC']._serialized_end=966
+  _globals['_TRAININGSPEC']._serialized_start=969
+  _globals['_TRAININGSPEC']._serialized_end=1319
+  _globals['_ROLLOUTSPEC']._serialized_start=1322
+  _globals['_ROLLOUTSPEC']._serialized_end=1576
+  _globals['_BLUEPRINT']._serialized_start=1579
+  _globals['_BLUEPRINT']._serialized_end=2232
+  _globals['_DRIFTSPEC']._serialized_start=2234
+  _globals['_DRIFTSPEC']._serialized_end=2333
 # @@protoc_insertion_point(module_scope)

@@ -38,6 +38,12 @@ class UnknownRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN_RULE_REJECT: _ClassVar[UnknownRule]
     UNKNOWN_RULE_CODE: _ClassVar[UnknownRule]
 
+class PiiRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PII_RULE_UNSPECIFIED: _ClassVar[PiiRule]
+    PII_RULE_HASH: _ClassVar[PiiRule]
+    PII_RULE_DROP: _ClassVar[PiiRule]
+
 class PolicyType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POLICY_TYPE_UNSPECIFIED: _ClassVar[PolicyType]
@@ -69,6 +75,9 @@ MISSING_RULE_IMPUTE: MissingRule
 UNKNOWN_RULE_UNSPECIFIED: UnknownRule
 UNKNOWN_RULE_REJECT: UnknownRule
 UNKNOWN_RULE_CODE: UnknownRule
+PII_RULE_UNSPECIFIED: PiiRule
+PII_RULE_HASH: PiiRule
+PII_RULE_DROP: PiiRule
 POLICY_TYPE_UNSPECIFIED: PolicyType
 POLICY_TYPE_GREEDY: PolicyType
 POLICY_TYPE_EPSILON_GREEDY: PolicyType
@@ -81,7 +90,7 @@ REWARD_AGGREGATION_FIRST: RewardAggregation
 REWARD_AGGREGATION_LAST: RewardAggregation
 
 class Feature(_message.Message):
-    __slots__ = ("name", "type", "vocabulary", "on_missing", "impute_value", "on_unknown", "description")
+    __slots__ = ("name", "type", "vocabulary", "on_missing", "impute_value", "on_unknown", "description", "pii")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VOCABULARY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +98,7 @@ class Feature(_message.Message):
     IMPUTE_VALUE_FIELD_NUMBER: _ClassVar[int]
     ON_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PII_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: FeatureType
     vocabulary: _containers.RepeatedScalarFieldContainer[str]
@@ -96,7 +106,8 @@ class Feature(_message.Message):
     impute_value: float
     on_unknown: UnknownRule
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., on_missing: _Optional[_Union[MissingRule, str]] = ..., impute_value: _Optional[float] = ..., on_unknown: _Optional[_Union[UnknownRule, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    pii: PiiRule
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., on_missing: _Optional[_Union[MissingRule, str]] = ..., impute_value: _Optional[float] = ..., on_unknown: _Optional[_Union[UnknownRule, str]] = ..., description: _Optional[str] = ..., pii: _Optional[_Union[PiiRule, str]] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs")
@@ -204,7 +215,7 @@ class RolloutSpec(_message.Message):
     def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ...) -> None: ...
 
 class Blueprint(_message.Message):
-    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift")
+    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift", "unit_id_pii", "retention")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +230,8 @@ class Blueprint(_message.Message):
     LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     SLICES_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_PII_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     description: str
     features: _containers.RepeatedCompositeFieldContainer[Feature]
@@ -233,7 +246,9 @@ class Blueprint(_message.Message):
     latency_budget_ms: float
     slices: _containers.RepeatedScalarFieldContainer[str]
     drift: DriftSpec
-    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ..., drift: _Optional[_Union[DriftSpec, _Mapping]] = ...) -> None: ...
+    unit_id_pii: PiiRule
+    retention: _duration_pb2.Duration
+    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ..., drift: _Optional[_Union[DriftSpec, _Mapping]] = ..., unit_id_pii: _Optional[_Union[PiiRule, str]] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DriftSpec(_message.Message):
     __slots__ = ("feature_psi_threshold", "prediction_psi_threshold", "min_decisions")

@@ -261,3 +261,21 @@ class FeatureDrift(_message.Message):
     live_missing_rate: float
     training_missing_rate: float
     def __init__(self, name: _Optional[str] = ..., psi: _Optional[float] = ..., drifted: bool = ..., live_missing_rate: _Optional[float] = ..., training_missing_rate: _Optional[float] = ...) -> None: ...
+
+class DeleteUnitDataRequest(_message.Message):
+    __slots__ = ("request_id", "use_case", "unit_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    use_case: str
+    unit_id: str
+    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., unit_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUnitDataResponse(_message.Message):
+    __slots__ = ("decisions_deleted", "outcomes_deleted")
+    DECISIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    decisions_deleted: int
+    outcomes_deleted: int
+    def __init__(self, decisions_deleted: _Optional[int] = ..., outcomes_deleted: _Optional[int] = ...) -> None: ...

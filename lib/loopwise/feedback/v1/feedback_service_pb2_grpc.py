@@ -60,6 +60,11 @@ class FeedbackServiceStub(object):
                 request_serializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.DeleteUnitData = channel.unary_unary(
+                '/loopwise.feedback.v1.FeedbackService/DeleteUnitData',
+                request_serializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataRequest.SerializeToString,
+                response_deserializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer(object):
@@ -103,6 +108,14 @@ class FeedbackServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUnitData(self, request, context):
+        """Delete every decision of one unit in a use case and the outcomes of those
+        decisions (privacy requests), through the by-unit index. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +143,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsRequest.FromString,
                     response_serializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'DeleteUnitData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUnitData,
+                    request_deserializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataRequest.FromString,
+                    response_serializer=loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +286,33 @@ class FeedbackService(object):
             '/loopwise.feedback.v1.FeedbackService/GetStats',
             loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsRequest.SerializeToString,
             loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUnitData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopwise.feedback.v1.FeedbackService/DeleteUnitData',
+            loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataRequest.SerializeToString,
+            loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2.DeleteUnitDataResponse.FromString,
             options,
             channel_credentials,
             insecure,
