@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
@@ -191,16 +192,12 @@ def start_server_span(method: str, metadata: Iterable[tuple[str, Any]] | None, u
     if use_case:
         attributes[ATTR_USE_CASE] = use_case
     span = _tracer.start_span(method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes)
-    from opentelemetry import context as otel_context
-
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     return span, token
 
 
 def end_server_span(handle: Any, code: grpc.StatusCode, error: BaseException | None = None) -> None:
     """End a span from :func:`start_server_span` with the RPC's status code."""
-    from opentelemetry import context as otel_context
-
     span, token = handle
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code != grpc.StatusCode.OK:

@@ -21,10 +21,9 @@ def observe_decision(decision: dpb.Decision, in_stream: bool = False) -> None:
     """The decision id (and what served it) on the current span, and a DEBUG log line
     with the id as a field; free when tracing is off and DEBUG is not on."""
     if tracing.enabled():
+        # Few attributes: each one costs on the request path (the SDK validates them).
         attributes = dict(decision_id=decision.decision_id, model_version=decision.model_version,
-                          blueprint_version=decision.blueprint_version, action=decision.action,
-                          fallback=decision.fallback, explored=decision.explored, arm=decision.arm,
-                          deployment_role=decision.deployment_role)
+                          action=decision.action, fallback=decision.fallback)
         if in_stream:  # one span for the whole stream: one event per decision
             tracing.add_event("decision", **attributes)
         else:
