@@ -1,8 +1,12 @@
-"""The evaluator's logic, free of gRPC: effect estimation jobs, reports, predictions.
+"""The evaluator's logic, free of gRPC: effect estimation jobs, reports, predictions,
+off-policy evaluation and parameter tuning.
 
-``EstimateEffects`` validates at once (use case, actions, estimator) and then runs as
-an operation with the stages ``reading_data`` → ``fitting`` → ``reporting``; the fit
-and the report rendering run in the process pool, so the event loop keeps serving.
+``EstimateEffects`` validates at once (use case, treatments, estimator, segments) and
+then runs as an operation: ``reading_data`` then the analysis' own stages
+(``selecting`` with auto, ``fitting``, ``segments``, ``validating``, ``refuting``,
+``exporting``, ``reporting``) and ``registering`` when the effect model goes to the
+trainer. Heavy work runs in a process of its own (:mod:`.isolation`), so the event
+loop keeps serving, and a cancel or a timeout stops it for real.
 """
 
 from __future__ import annotations
@@ -19,25 +23,31 @@ import numpy as np
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as op_pb
-from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound
+from loopwise.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
-from loopwise.jobs import ProcessPool
 from loopwise.operations import OperationRunner, Progress
-from loopwise.services.evaluator.data import EffectData, collect_effect_data
-from loopwise.services.evaluator.estimation import (
-    MIN_ROWS,
-    MIN_ROWS_PER_ARM,
-    EffectModel,
-    fit_effects,
-)
-from loopwise.services.evaluator.report import render_report
+from loopwise.services.evaluator import estimators as E
+from loopwise.services.evaluator.analysis import EffectOutput, EffectTask, run_analysis
+from loopwise.services.evaluator.data import EffectData, collect_arm_data, collect_effect_data
+from loopwise.services.evaluator.estimation import MIN_ROWS, MIN_ROWS_PER_ARM, EffectModel
+from loopwise.services.evaluator.isolation import run_isolated
+from loopwise.services.evaluator.policy_check import PolicyRequests, time_range
+from loopwise.services.evaluator.registry import ModelRegistry
 from loopwise.store.evaluator import ReportStore, StoredReport
 from loopwise.tensors import F32, unpack_matrix
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
 KIND = "estimate_effects"
 MAX_LISTED_REPORTS = 200
 MODEL_CACHE_SIZE = 8
+DEFAULT_TIMEOUT_S = 3600.0
+# Rows whose propensity of treatment is within [OVERLAP_LOW, 1 - OVERLAP_LOW] carry
+# the comparison; fewer than MIN_ROWS of them means no overlap at all.
+OVERLAP_LOW = 0.01
+ESTIMATOR_NAMES = {epb.ESTIMATOR_UNSPECIFIED: E.LINEAR_DML, epb.ESTIMATOR_LINEAR_DML: E.LINEAR_DML,
+                   epb.ESTIMATOR_CAUSAL_FOREST_DML: E.CAUSAL_FOREST_DML, epb.ESTIMATOR_DR_LEARNER: E.DR_LEARNER,
+                   epb.ESTIMATOR_AUTO: E.AUTO}
 
 
 class UseCases(Protocol):
@@ -60,28 +70,54 @@ class EffectsJob:
     """A validated EstimateEffects request."""
 
     use_case: str
+    blueprint_version: int
     feature_names: list[str]
     treatment: str
     control: str
     start_ms: int | None
     end_ms: int | None
     seed: int
+    arms: bool = False
+    estimator: str = E.LINEAR_DML
+    segment_features: tuple[str, ...] = ()
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    treatment_cost: float = 0.0
+    forest_trees: int = E.DEFAULT_FOREST_TREES
+    register: bool = False
+    n_actions: int = 2
+    treatment_index: int = 1
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
-class Evaluator:
-    """Estimates effects as operations, and serves reports and effect predictions."""
+def _pair(requested_t: str, requested_c: str, names: list[str], fields: tuple[str, str], what: str) -> tuple[str, str]:
+    if len(names) < 2:
+        raise FailedPrecondition(f"the use case has {len(names)} {what}(s); effects need two")
+    treatment = requested_t or names[1]
+    control = requested_c or names[0]
+    for value, name in ((treatment, fields[0]), (control, fields[1])):
+        if value not in names:
+            raise InvalidArgument(name, f"{value!r} is not one of the {what}s {names}")
+    if treatment == control:
+        raise InvalidArgument(fields[0], f"must differ from {fields[1]}")
+    return treatment, control
 
-    def __init__(self, reports: ReportStore, operations: OperationRunner, pool: ProcessPool,
+
+class Evaluator(PolicyRequests):
+    """Estimates effects as operations, and serves reports, effect predictions,
+    off-policy values and parameter suggestions."""
+
+    def __init__(self, reports: ReportStore, operations: OperationRunner, registry: ModelRegistry,
                  use_cases: UseCases, training_data: TrainingData, clock: Clock, seed: int,
-                 max_rows: int = 100_000) -> None:
+                 max_rows: int = 100_000, threads: int = 1) -> None:
         self.reports = reports
         self.operations = operations
-        self.pool = pool
+        self.registry = registry
         self.use_cases = use_cases
         self.training_data = training_data
         self.clock = clock
         self.seed = seed
         self.max_rows = max_rows
+        self.threads = threads
         self._models: OrderedDict[str, EffectModel] = OrderedDict()
 
     # EstimateEffects -------------------------------------------------------------
@@ -90,77 +126,119 @@ class Evaluator:
         """Check the request now (bad arguments never become a failed operation)."""
         if not request.use_case:
             raise InvalidArgument("use_case", "required")
-        if request.estimator not in (epb.ESTIMATOR_UNSPECIFIED, epb.ESTIMATOR_LINEAR_DML):
+        if request.estimator not in ESTIMATOR_NAMES:
             raise InvalidArgument("estimator", f"unknown estimator {request.estimator}")
+        if request.treatment_source not in epb.TreatmentSource.values():
+            raise InvalidArgument("treatment_source", f"unknown treatment source {request.treatment_source}")
         if not 0 <= request.seed < 2**32:
             raise InvalidArgument("seed", "must be in [0, 2^32)")
-        start_ms = request.start_time.ToMilliseconds() if request.HasField("start_time") else None
-        end_ms = request.end_time.ToMilliseconds() if request.HasField("end_time") else None
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise InvalidArgument("end_time", "must be after start_time")
-        blueprint, _ = await self.use_cases.latest(request.use_case)
+        if not (np.isfinite(request.treatment_cost) and request.treatment_cost >= 0):
+            raise InvalidArgument("treatment_cost", "must be a finite number >= 0")
+        if request.forest_trees < 0 or request.forest_trees > 2000:
+            raise InvalidArgument("forest_trees", "must be in [0, 2000]")
+        timeout_s = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 0.0
+        if timeout_s < 0:
+            raise InvalidArgument("timeout", "must be >= 0")
+        start_ms, end_ms = time_range(request)
+        blueprint, version = await self.use_cases.latest(request.use_case)
         actions = list(blueprint.actions)
-        if len(actions) < 2:
-            raise FailedPrecondition(
-                f"use case {request.use_case!r} has {len(actions)} action(s); effects need two"
-            )
-        treatment = request.treatment_action or actions[1]
-        control = request.control_action or actions[0]
-        if treatment not in actions:
-            raise InvalidArgument("treatment_action", f"{treatment!r} is not one of the actions {actions}")
-        if control not in actions:
-            raise InvalidArgument("control_action", f"{control!r} is not one of the actions {actions}")
-        if treatment == control:
-            raise InvalidArgument("treatment_action", "must differ from control_action")
+        arms = request.treatment_source == epb.TREATMENT_SOURCE_ARMS
+        if arms:
+            treatment, control = _pair(request.treatment_arm, request.control_arm,
+                                       [a.name for a in blueprint.arms], ("treatment_arm", "control_arm"), "arm")
+        else:
+            treatment, control = _pair(request.treatment_action, request.control_action, actions,
+                                       ("treatment_action", "control_action"), "action")
         names = [f.name for f in blueprint.features]
         if not names:
             raise FailedPrecondition(f"use case {request.use_case!r} has no features to condition on")
-        return EffectsJob(request.use_case, names, treatment, control, start_ms, end_ms,
-                          request.seed or self.seed)
+        for name in request.segment_features:
+            if name not in names:
+                raise InvalidArgument("segment_features", f"{name!r} is not a feature of {request.use_case!r}")
+        if request.register_cate_model and (arms or blueprint.kind != blueprint_pb2.DECISION_KIND_ACTION_VALUE):
+            raise InvalidArgument("register_cate_model", "an effect model can be served only for two actions "
+                                  "of an action-value use case")
+        segments = list(request.segment_features) or [s for s in blueprint.slices if s in names]
+        categories = tuple((f.name, tuple(f.vocabulary)) for f in blueprint.features
+                           if f.type == blueprint_pb2.FEATURE_TYPE_CATEGORICAL)
+        return EffectsJob(
+            request.use_case, version, names, treatment, control, start_ms, end_ms, request.seed or self.seed,
+            arms=arms, estimator=ESTIMATOR_NAMES[request.estimator], segment_features=tuple(segments),
+            categories=categories, treatment_cost=request.treatment_cost,
+            forest_trees=request.forest_trees or E.DEFAULT_FOREST_TREES, register=request.register_cate_model,
+            n_actions=len(actions), treatment_index=actions.index(treatment) if not arms else 1,
+            timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+        )
 
     async def estimate_effects(self, request: epb.EstimateEffectsRequest) -> op_pb.Operation:
         """Validate, then start the estimation as an operation."""
         job = await self.validate(request)
         return await self.operations.start(
-            job.use_case, request.request_id, lambda progress: self._run(job, progress)
+            job.use_case, request.request_id, lambda progress: self._run_with_timeout(job, progress)
         )
+
+    async def _run_with_timeout(self, job: EffectsJob, progress: Progress) -> epb.EstimateEffectsResult:
+        try:
+            return await asyncio.wait_for(self._run(job, progress), timeout=job.timeout_s)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"the estimation ran longer than its timeout of {job.timeout_s:g} s "
+                                   "and was stopped") from exc
 
     async def _run(self, job: EffectsJob, progress: Progress) -> epb.EstimateEffectsResult:
         await progress.stage("reading_data", 0.05, "reading joined decisions from feedback")
         data = await self._read(job)
         self._check(job, data)
-        treated = int(data.t.sum())
-        await progress.stage("fitting", 0.3, f"LinearDML on {data.t.size} rows ({treated} treated)")
-        fit = await self.pool.run(fit_effects, data.x, data.t, data.y, data.propensity,
-                                  data.feature_names, job.seed)
-        await progress.stage("reporting", 0.8, "rendering the HTML report")
-        result = epb.EstimateEffectsResult(
-            report_id=self.clock.new_id(), use_case=job.use_case, ate=fit.ate,
-            ate_ci_lower=fit.ate_lower, ate_ci_upper=fit.ate_upper,
-            cate_quantiles=[epb.Quantile(level=q, value=v) for q, v in fit.quantiles],
-            rows=int(data.t.size), treated_rows=treated, treatment_action=job.treatment,
-            control_action=job.control, feature_names=data.feature_names,
-            estimator=epb.ESTIMATOR_LINEAR_DML, logged_propensities_used=True,
-            min_propensity=float(data.propensity.min()), max_propensity=float(data.propensity.max()),
-            warnings=fit.warnings,
+        create_time = self.clock.now_ms()
+        report_id = self.clock.new_id()
+        stamp = epb.EstimateEffectsResult()
+        stamp.create_time.FromMilliseconds(create_time)
+        task = EffectTask(
+            x=data.x, t=data.t, y=data.y, propensity=data.propensity,
+            times_ms=data.times_ms if data.times_ms is not None else np.empty(0), feature_names=data.feature_names,
+            estimator=job.estimator, seed=job.seed, rows_read=data.rows_read,
+            meta={"use_case": job.use_case, "report_id": report_id, "treatment": job.treatment,
+                  "control": job.control, "create_time": stamp.create_time.ToJsonString()},
+            categories={name: list(vocab) for name, vocab in job.categories},
+            segment_features=list(job.segment_features), treatment_cost=job.treatment_cost,
+            forest_trees=job.forest_trees, export_onnx=job.register, n_actions=job.n_actions,
+            treatment_index=job.treatment_index,
         )
-        result.create_time.FromMilliseconds(self.clock.now_ms())
-        meta = {
-            "use_case": job.use_case, "report_id": result.report_id, "treatment": job.treatment,
-            "control": job.control, "create_time": result.create_time.ToJsonString(),
-        }
-        html = await self.pool.run(render_report, dataclasses.replace(fit, model=b""), meta)
-        await self.reports.save(result, html, fit.model)
+        output: EffectOutput = await run_isolated(run_analysis, task, on_stage=progress.stage, threads=self.threads)
+        result = output.result
+        result.treatment_source = epb.TREATMENT_SOURCE_ARMS if job.arms else epb.TREATMENT_SOURCE_ACTIONS
+        result.logged_propensities_used = not job.arms
+        if job.register and output.onnx:
+            await progress.stage("registering", 0.95, "registering the effect model with the trainer")
+            model = await self._register(job, result, output.onnx, progress.operation_id)
+            result.cate_model.model_version = model.version
+        await self.reports.save(result, output.html, output.model)
         return result
 
+    async def _register(self, job: EffectsJob, result: epb.EstimateEffectsResult, onnx: bytes,
+                        operation_id: str) -> tpb.Model:
+        cate = result.cate_model
+        model = tpb.Model(
+            use_case=job.use_case, family=f"cate_{cate.family}", blueprint_version=job.blueprint_version,
+            metrics={"fidelity_r2": cate.fidelity_r2, "ate": result.ate}, training_rows=result.rows,
+            source="evaluator", input_width=cate.input_width, score_output="value", operation_id=operation_id,
+            description=(f"effect of {job.treatment!r} vs {job.control!r} from report {result.report_id}; "
+                         f"serve with policy.action_costs[{job.treatment!r}] = cost (uplift policy)"),
+        )
+        return await self.registry.register(model, onnx, f"cate-{result.report_id}")
+
     async def _read(self, job: EffectsJob) -> EffectData:
+        batches = self.training_data.read(job.use_case, job.start_ms, job.end_ms)
+        if job.arms:
+            async def arms_of(version: int) -> dict[str, float]:
+                blueprint = await self.use_cases.version(job.use_case, version)
+                return {a.name: a.traffic_share for a in blueprint.arms}
+
+            return await collect_arm_data(batches, job.feature_names, job.treatment, job.control, arms_of)
+
         async def actions_of(version: int) -> list[str]:
             return list((await self.use_cases.version(job.use_case, version)).actions)
 
-        return await collect_effect_data(
-            self.training_data.read(job.use_case, job.start_ms, job.end_ms),
-            job.feature_names, job.treatment, job.control, actions_of,
-        )
+        return await collect_effect_data(batches, job.feature_names, job.treatment, job.control, actions_of)
 
     @staticmethod
     def _check(job: EffectsJob, data: EffectData) -> None:
@@ -168,19 +246,38 @@ class Evaluator:
         pair = f"{job.treatment!r} or {job.control!r}"
         if rows == 0:
             raise FailedPrecondition(
-                f"no joined decisions with action {pair} and a closed reward window "
-                f"({data.rows_read} rows read)"
+                f"no joined decisions with {'arm' if job.arms else 'action'} {pair} and a closed reward "
+                f"window ({data.rows_read} rows read)"
             )
         if rows < MIN_ROWS:
-            raise FailedPrecondition(f"too few rows: {rows} with action {pair}, need at least {MIN_ROWS}")
+            raise FailedPrecondition(f"too few rows: {rows} with {pair}, need at least {MIN_ROWS}")
         treated = int(data.t.sum())
         if treated == 0 or treated == rows:
             only = job.treatment if treated else job.control
             raise FailedPrecondition(f"a single treatment value: all {rows} rows took {only!r}")
         if min(treated, rows - treated) < MIN_ROWS_PER_ARM:
             raise FailedPrecondition(
-                f"too few rows per action: {treated} treated and {rows - treated} control, "
+                f"too few rows per treatment: {treated} treated and {rows - treated} control, "
                 f"need at least {MIN_ROWS_PER_ARM} of each"
+            )
+        if data.outcomes == 0:
+            raise FailedPrecondition(
+                f"no outcomes joined: none of the {rows} rows has an outcome in its reward window, "
+                "so every reward is the default"
+            )
+        x = data.x
+        present = ~np.isnan(x)
+        constant = [name for j, name in enumerate(data.feature_names)
+                    if not present[:, j].any() or np.ptp(x[present[:, j], j]) == 0]
+        if len(constant) == len(data.feature_names):
+            raise FailedPrecondition(f"constant features: every feature ({', '.join(constant)}) has a single "
+                                     "value, so effects cannot vary with them")
+        e = data.propensity
+        inside = int(((e >= OVERLAP_LOW) & (e <= 1 - OVERLAP_LOW)).sum())
+        if inside < MIN_ROWS:
+            raise FailedPrecondition(
+                f"no overlap: only {inside} of {rows} rows have a propensity of treatment within "
+                f"[{OVERLAP_LOW}, {1 - OVERLAP_LOW}]; the treated and control units cannot be compared"
             )
 
     # Reports -----------------------------------------------------------------------
@@ -214,14 +311,18 @@ class Evaluator:
         model = await self._model(request.report_id)
         return await asyncio.to_thread(model.predict, x.astype(np.float64))
 
+    async def model_bytes(self, report_id: str) -> bytes:
+        """The pickled effect model of a report; NOT_FOUND if unknown."""
+        blob = await self.reports.get_estimator(report_id)
+        if blob is None:
+            raise NotFound(f"report {report_id!r} has no stored estimator")
+        return blob
+
     async def _model(self, report_id: str) -> EffectModel:
         if report_id in self._models:
             self._models.move_to_end(report_id)
             return self._models[report_id]
-        blob = await self.reports.get_estimator(report_id)
-        if blob is None:
-            raise NotFound(f"report {report_id!r} has no stored estimator")
-        model: EffectModel = await asyncio.to_thread(pickle.loads, blob)
+        model: EffectModel = await asyncio.to_thread(pickle.loads, await self.model_bytes(report_id))
         self._models[report_id] = model
         while len(self._models) > MODEL_CACHE_SIZE:
             self._models.popitem(last=False)

@@ -82,6 +82,8 @@ class EffectModel:
     estimator: object
     feature_names: list[str]
     medians: np.ndarray
+    # Columns the estimator takes (constant features are left out); None: all.
+    columns: list[int] | None = None
 
     def impute(self, x: np.ndarray) -> np.ndarray:
         """Missing values (NaN) replaced by the training medians."""
@@ -93,6 +95,8 @@ class EffectModel:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CATE per row and its 95% interval (lower, upper)."""
         x = self.impute(x)
+        if self.columns is not None:
+            x = x[:, self.columns]
         effects = np.asarray(self.estimator.effect(x), dtype=np.float64).reshape(-1)
         lower, upper = self.estimator.effect_interval(x, alpha=0.05)
         return (effects, np.asarray(lower, dtype=np.float64).reshape(-1),

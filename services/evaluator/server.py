@@ -5,11 +5,11 @@ from __future__ import annotations
 from loopwise.channels import ServiceChannels
 from loopwise.clock import Clock
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
-from loopwise.jobs import ProcessPool
 from loopwise.metrics import observe_jobs
 from loopwise.operations import OperationRunner
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.evaluator.core import KIND, Evaluator
+from loopwise.services.evaluator.registry import TrainerRegistry
 from loopwise.services.evaluator.servicer import EvaluatorServicer
 from loopwise.settings import Settings
 from loopwise.store.evaluator import open_evaluator_store
@@ -24,11 +24,13 @@ async def start_server(settings: Settings) -> ServiceHost:
     store = open_evaluator_store(settings)
     runner = OperationRunner(store.operations, clock, KIND)
     await runner.recover()
-    pool = ProcessPool(settings.max_workers_processes)
     channels = ServiceChannels(settings)
+    # Each job runs in a process of its own; ``max_workers_processes`` bounds its native
+    # threads (OpenMP, BLAS).
     evaluator = Evaluator(
-        store.reports, runner, pool, DecisionUseCases(channels), FeedbackTrainingData(channels),
-        clock, settings.seed, max_rows=settings.max_batch_rows,
+        store.reports, runner, TrainerRegistry(channels), DecisionUseCases(channels),
+        FeedbackTrainingData(channels), clock, settings.seed, max_rows=settings.max_batch_rows,
+        threads=settings.max_workers_processes,
     )
     servicer = EvaluatorServicer(evaluator)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)
@@ -38,7 +40,6 @@ async def start_server(settings: Settings) -> ServiceHost:
 
     async def close() -> None:
         await runner.close()
-        pool.shutdown()
         await channels.close()
         store.close()
 

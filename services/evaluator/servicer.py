@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loopwise.errors import Unimplemented, servicer
+from loopwise.errors import servicer
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.operations import OperationsServicer
@@ -12,8 +12,8 @@ from loopwise.tensors import F64, pack
 
 @servicer
 class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
-    """Effect estimation, reports and predictions; the four operation RPCs come from
-    :class:`OperationsServicer`."""
+    """Effect estimation, reports, predictions, off-policy values and tuning; the four
+    operation RPCs come from :class:`OperationsServicer`."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
@@ -40,9 +40,11 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
         )
 
     async def EvaluatePolicy(self, request: epb.EvaluatePolicyRequest, context) -> epb.EvaluatePolicyResponse:  # noqa: N802
-        """Off-policy evaluation: built in a later version."""
-        raise Unimplemented("EvaluatePolicy is built in a later version")
+        """Off-policy value (IPS, SNIPS, DR with 95% CIs) of a candidate policy; the work
+        stops when the client's deadline passes."""
+        return await self.evaluator.evaluate_policy(request)
 
     async def SuggestParameters(self, request: epb.SuggestParametersRequest, context) -> epb.SuggestParametersResponse:  # noqa: N802
-        """Parameter tuning: built in a later version."""
-        raise Unimplemented("SuggestParameters is built in a later version")
+        """Bayesian optimisation of blueprint parameters; the work stops when the
+        client's deadline passes."""
+        return await self.evaluator.suggest_parameters(request)

@@ -126,7 +126,7 @@ async def test_estimate_effects_recovers_the_true_effect(estimated: Estimated, w
     # The watch starts after the job may have begun, so the first stage can be missed;
     # from "fitting" on, every stage is streamed, in order.
     stages = [stage for stage in estimated.stages if stage not in ("pending", "reading_data")]
-    assert stages == ["fitting", "reporting", "done"]
+    assert stages == ["fitting", "segments", "validating", "refuting", "reporting", "done"]
 
 
 async def test_health_serves_while_the_job_runs(estimated: Estimated) -> None:

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from loopwise.common.v1 import blueprint_pb2 as _blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as _operation_pb2
@@ -35,7 +36,7 @@ TREATMENT_SOURCE_ACTIONS: TreatmentSource
 TREATMENT_SOURCE_ARMS: TreatmentSource
 
 class EstimateEffectsRequest(_message.Message):
-    __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed", "treatment_source", "treatment_arm", "control_arm", "segment_features", "treatment_cost", "register_cate_model", "forest_trees")
+    __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed", "treatment_source", "treatment_arm", "control_arm", "segment_features", "treatment_cost", "register_cate_model", "forest_trees", "timeout")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +52,7 @@ class EstimateEffectsRequest(_message.Message):
     TREATMENT_COST_FIELD_NUMBER: _ClassVar[int]
     REGISTER_CATE_MODEL_FIELD_NUMBER: _ClassVar[int]
     FOREST_TREES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     use_case: str
     start_time: _timestamp_pb2.Timestamp
@@ -66,7 +68,8 @@ class EstimateEffectsRequest(_message.Message):
     treatment_cost: float
     register_cate_model: bool
     forest_trees: int
-    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., seed: _Optional[int] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., treatment_arm: _Optional[str] = ..., control_arm: _Optional[str] = ..., segment_features: _Optional[_Iterable[str]] = ..., treatment_cost: _Optional[float] = ..., register_cate_model: bool = ..., forest_trees: _Optional[int] = ...) -> None: ...
+    timeout: _duration_pb2.Duration
+    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., seed: _Optional[int] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., treatment_arm: _Optional[str] = ..., control_arm: _Optional[str] = ..., segment_features: _Optional[_Iterable[str]] = ..., treatment_cost: _Optional[float] = ..., register_cate_model: bool = ..., forest_trees: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class EstimateEffectsResponse(_message.Message):
     __slots__ = ("operation",)

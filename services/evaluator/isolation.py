@@ -1,0 +1,91 @@
+"""Heavy evaluator work in a process of its own, which a cancel or a deadline terminates.
+
+A shared process pool cannot stop one running task, so every analysis, policy evaluation
+and tuning runs in a fresh ``spawn`` process (gRPC is not fork-safe): the job's stages
+come back over a pipe while it runs, and cancelling the awaiting task (CancelOperation,
+a client's deadline, a job timeout) terminates the process, so no CPU keeps burning on
+work nobody waits for. Native thread pools are limited in the worker (``threads``):
+oversubscribed OpenMP threads on a busy machine are many times slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loopwise.errors import LoopwiseError
+
+# A job takes its arguments then ``report(stage, progress, message)``.
+OnStage = Callable[[str, float, str], Awaitable[None]]
+POLL_S = 0.1
+JOIN_S = 5.0
+
+
+class WorkerFailed(Exception):
+    """The worker raised an exception that could not be sent back as is."""
+
+
+def _entry(conn, fn: Callable[..., Any], args: tuple, threads: int) -> None:
+    """The worker: limit native threads, run ``fn(*args, report)``, send the outcome."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+    def report(stage: str, progress: float, message: str = "") -> None:
+        conn.send(("stage", (stage, progress, message)))
+
+    try:
+        result = fn(*args, report)
+    except LoopwiseError as exc:
+        conn.send(("error", exc))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
+        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    else:
+        conn.send(("ok", result))
+    finally:
+        conn.close()
+
+
+async def run_isolated(fn: Callable[..., Any], *args: Any, on_stage: OnStage | None = None,
+                       threads: int = 1) -> Any:
+    """Run the picklable top-level ``fn(*args, report)`` in a new spawn process and await
+    its result; stages reported by the job are passed to ``on_stage``. Cancelling the
+    awaiting task terminates the process."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_entry, args=(child, fn, args, threads), daemon=True)
+    process.start()
+    child.close()
+    try:
+        while True:
+            ready = await asyncio.to_thread(parent.poll, POLL_S)
+            if not ready:
+                if not process.is_alive() and not parent.poll():
+                    raise WorkerFailed(f"the worker process exited with code {process.exitcode}")
+                continue
+            try:
+                kind, payload = parent.recv()
+            except EOFError as exc:
+                raise WorkerFailed(f"the worker process exited with code {process.exitcode}") from exc
+            if kind == "stage":
+                if on_stage is not None:
+                    await on_stage(*payload)
+            elif kind == "ok":
+                return payload
+            elif kind == "error":
+                raise payload
+            else:
+                raise WorkerFailed(payload)
+    finally:
+        if process.is_alive():
+            process.terminate()
+        await asyncio.to_thread(process.join, JOIN_S)
+        if process.is_alive():  # pragma: no cover - terminate is enough for numpy work
+            process.kill()
+        parent.close()
