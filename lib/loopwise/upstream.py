@@ -72,6 +72,21 @@ class DecisionUseCases:
             self._versions[key] = (await self._get(use_case, version)).blueprint
         return self._versions[key]
 
+    async def names(self) -> list[str]:
+        """The names of every (non-archived) use case."""
+        names: list[str] = []
+        token = ""
+        while True:
+            try:
+                response = await self.channels.decision().ListUseCases(
+                    dpb.ListUseCasesRequest(page_size=100, page_token=token), timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise translate_rpc_error("decision", exc) from exc
+            names += [u.blueprint.use_case for u in response.use_cases]
+            token = response.next_page_token
+            if not token:
+                return names
+
     async def _get(self, use_case: str, version: int) -> dpb.UseCase:
         try:
             response = await self.channels.decision().GetUseCase(
@@ -92,10 +107,14 @@ class FeedbackTrainingData:
         self.channels = channels
         self.batch_rows = batch_rows
 
-    async def read(self, use_case: str, start_ms: int | None,
-                   end_ms: int | None) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
-        """Stream the use case's rows whose reward window has closed (no fallbacks)."""
-        request = fpb.ReadTrainingDataRequest(use_case=use_case, batch_rows=self.batch_rows)
+    async def read(self, use_case: str, start_ms: int | None, end_ms: int | None,
+                   include_open_windows: bool = False,
+                   include_fallback: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+        """Stream the use case's rows whose reward window has closed (no fallbacks),
+        or also those still open / the fallbacks when asked (rollout guardrails)."""
+        request = fpb.ReadTrainingDataRequest(use_case=use_case, batch_rows=self.batch_rows,
+                                              include_open_windows=include_open_windows,
+                                              include_fallback=include_fallback)
         if start_ms is not None:
             request.start_time.FromMilliseconds(start_ms)
         if end_ms is not None:
@@ -103,6 +122,22 @@ class FeedbackTrainingData:
         try:
             async for batch in self.channels.feedback().ReadTrainingData(request, timeout=READ_TIMEOUT_S):
                 yield batch
+        except grpc.aio.AioRpcError as exc:
+            raise translate_rpc_error("feedback", exc) from exc
+
+
+class FeedbackStats:
+    """Counts of a use case from the feedback service (GetStats)."""
+
+    def __init__(self, channels: ServiceChannels, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.channels = channels
+        self.timeout_s = timeout_s
+
+    async def get(self, use_case: str) -> fpb.GetStatsResponse:
+        """The use case's counts; UNAVAILABLE when feedback cannot be reached."""
+        try:
+            return await self.channels.feedback().GetStats(fpb.GetStatsRequest(use_case=use_case),
+                                                           timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise translate_rpc_error("feedback", exc) from exc
 

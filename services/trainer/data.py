@@ -25,7 +25,7 @@ from loopwise.services.trainer.models import (
     REGRESSION,
     TrainingSet,
 )
-from loopwise.tensors import F32, I32, I64, unpack_matrix, unpack_vector
+from loopwise.tensors import F32, I32, I64, pack, unpack_matrix, unpack_vector
 
 KINDS = {
     bp.DECISION_KIND_BINARY: BINARY,
@@ -51,6 +51,7 @@ class Rows:
     labels: list[str]
     read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    model_versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprin
 async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
                        current: bp.Blueprint, current_version: int, blueprint_of: BlueprintOf) -> Rows:
     """Read every batch and align it onto the current blueprint."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r", "m")}
     labels: list[str] = []
     current_actions = list(current.actions)
     read = 0
@@ -125,6 +126,8 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
         parts["a"].append(np.where(inside, translate[np.clip(logged, 0, translate.size - 1)], -1))
         parts["p"].append(unpack_vector(batch.propensities, F32).astype(np.float64))
         parts["r"].append(unpack_vector(batch.rewards, F32).astype(np.float64))
+        parts["m"].append(unpack_vector(batch.model_versions, I64).astype(np.int64) if batch.model_versions
+                          else np.zeros(batch.rows, np.int64))
         labels += list(batch.labels) if len(batch.labels) == batch.rows else [""] * batch.rows
         sizes = {k: v[-1].shape[0] for k, v in parts.items()}
         if set(sizes.values()) != {batch.rows}:
@@ -135,7 +138,19 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
         return Rows(np.zeros((0, width), np.float32), empty.astype(np.int64), empty.astype(np.int64),
                     empty, empty, [], 0)
     return Rows(np.vstack(parts["x"]), np.concatenate(parts["t"]), np.concatenate(parts["a"]),
-                np.concatenate(parts["p"]), np.concatenate(parts["r"]), labels, read)
+                np.concatenate(parts["p"]), np.concatenate(parts["r"]), labels, read,
+                model_versions=np.concatenate(parts["m"]))
+
+
+def align_to(x: np.ndarray, current: bp.Blueprint, target: bp.Blueprint) -> np.ndarray:
+    """Rows in ``current``'s feature order re-aligned onto ``target``'s (by name; a
+    feature ``current`` lacks is missing, categorical codes translated by value)."""
+    if [(f.name, list(f.vocabulary)) for f in current.features] == \
+            [(f.name, list(f.vocabulary)) for f in target.features]:
+        return x
+    batch = fpb.ReadTrainingDataResponse(
+        feature_names=[f.name for f in current.features], rows=x.shape[0], features=pack(x, F32))
+    return _align_features(batch, current, target)
 
 
 def _targets(rows: Rows, kind: str, actions: list[str]) -> tuple[np.ndarray, np.ndarray]:

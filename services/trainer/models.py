@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -32,8 +37,9 @@ LINEAR = {
     ACTION_VALUE: "ridge_interactions",
 }
 BOOSTING = "hist_gradient_boosting"
+FOREST = "random_forest"
 # Candidates in order of simplicity: on a tie the earlier one wins.
-FAMILIES = ("linear", BOOSTING)
+FAMILIES = ("linear", BOOSTING, FOREST)
 
 # Parity (DESIGN §8): elementwise tolerance and the share of equal decisions.
 PARITY_ATOL = 1e-5
@@ -97,24 +103,33 @@ def family_name(kind: str, family: str) -> str:
     return LINEAR[kind] if family == "linear" else family
 
 
-def make_estimator(kind: str, family: str, seed: int) -> Any:
-    """An unfitted candidate estimator; linear pipelines impute NaNs first."""
+def make_estimator(kind: str, family: str, seed: int, params: dict[str, Any] | None = None) -> Any:
+    """An unfitted candidate estimator with the search's ``params`` (family defaults
+    otherwise); linear and forest pipelines impute NaNs first."""
+    params = dict(params or {})
+    imputer = SimpleImputer(strategy="median", keep_empty_features=True)
     if family == BOOSTING:
+        settings = {"max_iter": 100, **params}
         if kind in CLASSIFIER_KINDS:
-            return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
-        return HistGradientBoostingRegressor(max_iter=100, random_state=seed)
+            return HistGradientBoostingClassifier(random_state=seed, **settings)
+        return HistGradientBoostingRegressor(random_state=seed, **settings)
+    if family == FOREST:
+        settings = {"n_estimators": 24, "max_depth": 10, "min_samples_leaf": 20, "max_samples": 0.5, **params}
+        forest = (RandomForestClassifier if kind in CLASSIFIER_KINDS else RandomForestRegressor)(
+            random_state=seed, n_jobs=1, **settings)
+        return Pipeline([("impute", imputer), ("forest", forest)])
     if family != "linear":
         raise ValueError(f"unknown candidate family {family!r}")
-    imputer = SimpleImputer(strategy="median", keep_empty_features=True)
+    strength = float(params.get("strength", 1.0))
     if kind in CLASSIFIER_KINDS:
-        return make_pipeline(imputer, StandardScaler(), LogisticRegression(max_iter=1000))
+        return make_pipeline(imputer, StandardScaler(), LogisticRegression(C=1.0 / strength, max_iter=1000))
     if kind == REGRESSION:
-        return make_pipeline(imputer, Ridge(alpha=1.0))
+        return make_pipeline(imputer, Ridge(alpha=strength))
     # Feature × action products let a linear model learn heterogeneous effects.
     return Pipeline([
         ("impute", imputer),
         ("interact", PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)),
-        ("ridge", Ridge(alpha=1.0)),
+        ("ridge", Ridge(alpha=strength)),
     ])
 
 

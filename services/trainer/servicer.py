@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from loopwise.errors import servicer
+from loopwise.errors import InvalidArgument, NotFound, servicer
 from loopwise.operations import OperationsServicer
 from loopwise.services.trainer.core import Trainer
 from loopwise.services.trainer.registry import Registry
@@ -64,3 +64,20 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
         """Current deployments, then every change; UNAVAILABLE when the server stops."""
         async for deployment in self.registry.watch(list(request.use_cases), self.stopping):
             yield tpb.WatchDeploymentsResponse(deployment=deployment)
+
+    async def ListDeploymentAudit(self, request: tpb.ListDeploymentAuditRequest, context) -> tpb.ListDeploymentAuditResponse:  # noqa: N802
+        """Every deployment change of a use case with its reason, oldest first."""
+        if not request.use_case:
+            raise InvalidArgument("use_case", "required")
+        response = tpb.ListDeploymentAuditResponse()
+        for entry in await self.registry.audit(request.use_case):
+            item = response.entries.add(use_case=entry.use_case, revision=entry.revision, action=entry.action,
+                                        reason=entry.reason, request_id=entry.request_id)
+            item.time.FromMilliseconds(entry.time_ms)
+        return response
+
+    async def GetRollout(self, request: tpb.GetRolloutRequest, context) -> tpb.GetRolloutResponse:  # noqa: N802
+        """The latest automatic rollout of a use case."""
+        if self.trainer.rollouts is None:
+            raise NotFound(f"use case {request.use_case!r} has no rollout")
+        return tpb.GetRolloutResponse(rollout=await self.trainer.rollouts.get(request.use_case))

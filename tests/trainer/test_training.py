@@ -67,7 +67,8 @@ async def test_binary_training_registers_and_deploys_the_first_model(
     assert model.operation_id == clicks.id and model.source == "trainer"
     assert result.rows == 1200 and model.training_rows == 960 and model.holdout_rows == 240
     assert model.data_end_time.ToMilliseconds() > model.data_start_time.ToMilliseconds()
-    assert [c.family for c in result.candidates] == ["logistic_regression", "hist_gradient_boosting"]
+    assert [c.family for c in result.candidates] == ["logistic_regression", "hist_gradient_boosting",
+                                                     "random_forest"]
     assert all(c.metric == "log_loss" and c.score < 0 and c.fit_seconds > 0 for c in result.candidates)
     assert model.family == max(result.candidates, key=lambda c: c.score).family
     assert model.metrics["log_loss"] < 0.3 < model.baseline_metrics["log_loss"]
@@ -178,7 +179,7 @@ async def test_health_and_reads_answer_while_fitting_then_second_job_refused_and
             break
         await asyncio.sleep(0.01)
     assert operation.stage == "fitting" and operation.state == op_pb.OPERATION_STATE_RUNNING
-    assert "of 2" in operation.message
+    assert "of 3" in operation.message
 
     health = await trainer.health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -137,6 +137,11 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
         return dpb.GetUseCaseResponse(use_case=dpb.UseCase(
             blueprint=versions[version], version=version, latest_version=latest))
 
+    async def ListUseCases(self, request, context):  # noqa: N802
+        return dpb.ListUseCasesResponse(use_cases=[
+            dpb.UseCase(blueprint=versions[max(versions)], version=max(versions))
+            for _, versions in sorted(self.blueprints.items())])
+
 
 class ScriptedFeedback(fgrpc.FeedbackServiceServicer):
     """ReadTrainingData streaming fixed batches per use case."""
@@ -149,6 +154,10 @@ class ScriptedFeedback(fgrpc.FeedbackServiceServicer):
         self.reads.append(request.use_case)
         for item in self.data.get(request.use_case, []):
             yield item
+
+    async def GetStats(self, request, context):  # noqa: N802
+        rows = sum(b.rows for b in self.data.get(request.use_case, []))
+        return fpb.GetStatsResponse(decisions=rows, closed_windows=rows)
 
 
 @dataclass

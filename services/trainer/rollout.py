@@ -1,0 +1,370 @@
+"""Outcome-gated rollouts: shadow → canary → production, with automatic rollback.
+
+A blessed model that is not the first of its use case starts as a shadow next to
+production (the decision service scores and logs it, never returns it). A background
+loop (:meth:`RolloutController.run`) looks at every rollout under way, reading the
+decisions logged since its step began through the feedback service:
+
+- **shadow**: once the shadow logged ``shadow_min_decisions``, the production rows
+  of that period are scored by both models: the share of equal decisions
+  (agreement) and the Kolmogorov-Smirnov distance of the scores must hold;
+- **canary**: the canary serves ``canary_share`` of units; once
+  ``canary_min_outcomes`` of its decisions are joined (window closed), its mean
+  reward is compared with production's in the same period, once: a one-sided Welch
+  z-test at ``canary_alpha`` ("the canary is worse") rolls back, else it is promoted.
+  The share of fallback decisions is checked on every look.
+
+Every change is a deployment revision with an audit entry and its reason; a manual
+SetDeployment or Rollback in between supersedes the rollout. The rollout state is in
+the store, so a restarted trainer carries on. All times come from the settings clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from loopwise.clock import Clock
+from loopwise.common.v1 import blueprint_pb2 as bp
+from loopwise.errors import InvalidArgument, LoopwiseError, NotFound
+from loopwise.jobs import ProcessPool
+from loopwise.services.trainer.data import align_to, collect_rows, kind_of
+from loopwise.services.trainer.models import (
+    ACTION_VALUE,
+    BINARY,
+    action_value_inputs,
+    decisions,
+    run_onnx,
+)
+from loopwise.services.trainer.registry import Registry
+from loopwise.store.trainer import RegistryStore
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
+from loopwise.upstream import DecisionUseCases, FeedbackTrainingData
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHADOW_MIN_DECISIONS = 200
+DEFAULT_SHADOW_MIN_AGREEMENT = 0.5
+DEFAULT_SHADOW_MAX_SCORE_SHIFT = 0.5
+DEFAULT_CANARY_SHARE = 0.1
+DEFAULT_CANARY_MIN_OUTCOMES = 400
+DEFAULT_CANARY_ALPHA = 0.05
+DEFAULT_CANARY_MAX_FALLBACK_RATE = 0.05
+FALLBACK_MIN_DECISIONS = 100  # the fallback rate is judged from this many decisions on
+ACTIVE = (tpb.ROLLOUT_STEP_SHADOW, tpb.ROLLOUT_STEP_CANARY)
+
+
+@dataclass(frozen=True)
+class RolloutLimits:
+    """The guardrail settings of a blueprint, defaults filled in."""
+
+    shadow_min_decisions: int
+    shadow_min_agreement: float
+    shadow_max_score_shift: float
+    canary_share: float
+    canary_min_outcomes: int
+    canary_alpha: float
+    canary_max_fallback_rate: float
+
+    @classmethod
+    def of(cls, spec: bp.RolloutSpec) -> RolloutLimits:
+        """The blueprint's rollout settings with defaults for unset (zero) values."""
+        share = spec.canary_share or DEFAULT_CANARY_SHARE
+        alpha = spec.canary_alpha or DEFAULT_CANARY_ALPHA
+        if not 0.0 < share < 1.0:
+            raise InvalidArgument("rollout.canary_share", "must be in (0, 1)")
+        if not 0.0 < alpha < 0.5:
+            raise InvalidArgument("rollout.canary_alpha", "must be in (0, 0.5)")
+        return cls(int(spec.shadow_min_decisions or DEFAULT_SHADOW_MIN_DECISIONS),
+                   spec.shadow_min_agreement or DEFAULT_SHADOW_MIN_AGREEMENT,
+                   spec.shadow_max_score_shift or DEFAULT_SHADOW_MAX_SCORE_SHIFT,
+                   share, int(spec.canary_min_outcomes or DEFAULT_CANARY_MIN_OUTCOMES), alpha,
+                   spec.canary_max_fallback_rate or DEFAULT_CANARY_MAX_FALLBACK_RATE)
+
+
+@dataclass(frozen=True)
+class RewardTest:
+    """Canary minus production mean reward with its (1 - 2α) interval; ``worse`` when
+    the one-sided test at α says the canary's reward is lower."""
+
+    diff: float
+    lower: float
+    upper: float
+    worse: bool
+
+
+def reward_test(canary: np.ndarray, production: np.ndarray, alpha: float) -> RewardTest:
+    """Welch z-test of mean rewards (normal approximation, one look)."""
+    diff = float(np.mean(canary) - np.mean(production))
+    se = math.sqrt(float(np.var(canary, ddof=1)) / canary.size + float(np.var(production, ddof=1)) / production.size)
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    lower, upper = diff - z * se, diff + z * se
+    return RewardTest(diff, lower, upper, upper < 0.0)
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (0 when either is empty)."""
+    if not a.size or not b.size:
+        return 0.0
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(np.sort(a), grid, side="right") / a.size
+    fb = np.searchsorted(np.sort(b), grid, side="right") / b.size
+    return float(np.max(np.abs(fa - fb)))
+
+
+def _score_column(kind: str, scores: np.ndarray, n_actions: int) -> np.ndarray:
+    """One score per decision for the distribution check."""
+    if kind == BINARY:
+        return scores[:, 1]
+    if kind == ACTION_VALUE:
+        return scores.reshape(-1, n_actions).max(axis=1)
+    return scores.max(axis=1)
+
+
+def compare_models(kind: str, threshold: float, n_actions: int, production: tuple[bytes, str, np.ndarray],
+                   shadow: tuple[bytes, str, np.ndarray]) -> tuple[float, float]:
+    """Agreement of decisions and KS distance of scores of two ONNX models on the same
+    live rows, each given as (onnx, score output, rows in its own feature order) (pool function)."""
+    outputs = []
+    for onnx, output, x in (production, shadow):
+        inputs = action_value_inputs(x, n_actions) if kind == ACTION_VALUE else x.astype(np.float32)
+        outputs.append(run_onnx(onnx, output, inputs))
+    chosen = [decisions(kind, s, threshold, n_actions) for s in outputs]
+    agreement = float(np.mean(chosen[0] == chosen[1])) if chosen[0].size else 1.0
+    shift = ks_distance(*(_score_column(kind, s, n_actions) for s in outputs))
+    return agreement, shift
+
+
+def _guardrail(name: str, passed: bool, value: float, threshold: float, detail: str) -> tpb.Guardrail:
+    return tpb.Guardrail(name=name, passed=bool(passed), value=float(value), threshold=float(threshold),
+                         detail=detail)
+
+
+class RolloutController:
+    """Starts rollouts and moves them along their steps."""
+
+    def __init__(self, registry: Registry, store: RegistryStore, use_cases: DecisionUseCases,
+                 training_data: FeedbackTrainingData, pool: ProcessPool, clock: Clock,
+                 interval_s: float) -> None:
+        self.registry = registry
+        self.store = store
+        self.use_cases = use_cases
+        self.training_data = training_data
+        self.pool = pool
+        self.clock = clock
+        self.interval_s = interval_s
+        self._artifacts: dict[tuple[str, int], bytes] = {}
+        self._lock = asyncio.Lock()
+
+    # -- starting and reading ---------------------------------------------------------
+
+    async def start(self, model: tpb.Model, production: tpb.ModelRef, blueprint: bp.Blueprint,
+                    why: str, request_id: str) -> tpb.Rollout:
+        """Put ``model`` in shadow next to ``production`` and record the rollout."""
+        RolloutLimits.of(blueprint.rollout)  # bad settings fail before anything changes
+        async with self._lock:
+            previous = await self.store.get_rollout(model.use_case)
+            if previous is not None and previous.step in ACTIVE:
+                previous.step = tpb.ROLLOUT_STEP_SUPERSEDED
+                previous.message = f"superseded by the rollout of model v{model.version}"
+                await self._save(previous)
+            reason = f"rollout of model v{model.version}: shadow next to production v{production.version}; {why}"
+            await self.registry.set_deployment(tpb.SetDeploymentRequest(
+                request_id=f"{request_id}:shadow", use_case=model.use_case,
+                production_version=production.version, shadow_versions=[model.version], reason=reason,
+            ), action="rollout_shadow")
+            rollout = tpb.Rollout(use_case=model.use_case, model_version=model.version,
+                                  production_version=production.version, step=tpb.ROLLOUT_STEP_SHADOW,
+                                  message=reason)
+            rollout.step_start_time.FromMilliseconds(self.clock.now_ms())
+            await self._save(rollout)
+        return rollout
+
+    async def get(self, use_case: str) -> tpb.Rollout:
+        """The latest rollout of a use case; NOT_FOUND when it never had one."""
+        if not use_case:
+            raise InvalidArgument("use_case", "required")
+        found = await self.store.get_rollout(use_case)
+        if found is None:
+            raise NotFound(f"use case {use_case!r} has no rollout")
+        return found
+
+    async def _save(self, rollout: tpb.Rollout) -> None:
+        rollout.update_time.FromMilliseconds(self.clock.now_ms())
+        await self.store.save_rollout(rollout)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Look at every active rollout every ``interval_s`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad look must not stop the loop
+                log.exception("rollout check failed")
+
+    async def tick(self) -> None:
+        """One look at every active rollout."""
+        for rollout in await self.store.list_rollouts():
+            if rollout.step not in ACTIVE:
+                continue
+            try:
+                await self.advance(rollout.use_case)
+            except LoopwiseError as exc:  # e.g. feedback unreachable: try again next time
+                log.warning("rollout of %s v%d: %s", rollout.use_case, rollout.model_version, exc.message)
+
+    async def advance(self, use_case: str) -> tpb.Rollout:
+        """Evaluate one rollout's current step and act on it."""
+        async with self._lock:
+            rollout = await self.store.get_rollout(use_case)
+            if rollout is None or rollout.step not in ACTIVE:
+                return rollout
+            deployment = await self.registry.current_deployment(use_case)
+            if not self._still_in_force(rollout, deployment):
+                rollout.step = tpb.ROLLOUT_STEP_SUPERSEDED
+                rollout.message = ("a manual deployment change replaced the rollout "
+                                   f"(revision {deployment.revision if deployment else 0})")
+                await self._save(rollout)
+                return rollout
+            blueprint, _ = await self.use_cases.latest(use_case)
+            limits = RolloutLimits.of(blueprint.rollout)
+            if rollout.step == tpb.ROLLOUT_STEP_SHADOW:
+                await self._shadow(rollout, blueprint, limits)
+            else:
+                await self._canary(rollout, blueprint, limits)
+            await self._save(rollout)
+            return rollout
+
+    @staticmethod
+    def _still_in_force(rollout: tpb.Rollout, deployment: tpb.Deployment | None) -> bool:
+        if deployment is None or deployment.production.version != rollout.production_version:
+            return False
+        if rollout.step == tpb.ROLLOUT_STEP_SHADOW:
+            return rollout.model_version in [s.version for s in deployment.shadows]
+        return deployment.canary.version == rollout.model_version and deployment.canary_share > 0
+
+    async def _rows(self, rollout: tpb.Rollout, blueprint: bp.Blueprint, open_windows: bool):
+        version = await self.use_cases.latest_version(rollout.use_case)
+        return await collect_rows(
+            self.training_data.read(rollout.use_case, rollout.step_start_time.ToMilliseconds(), None,
+                                    include_open_windows=open_windows, include_fallback=not open_windows),
+            blueprint, version, lambda v: self.use_cases.version(rollout.use_case, v))
+
+    async def _artifact(self, use_case: str, version: int) -> tuple[tpb.Model, bytes]:
+        model, chunks = await self.registry.download(use_case, version)
+        key = (use_case, version)
+        if key not in self._artifacts:
+            self._artifacts[key] = b"".join([piece async for _, piece in chunks])
+        return model, self._artifacts[key]
+
+    async def _model_inputs(self, rollout: tpb.Rollout, version: int, blueprint: bp.Blueprint,
+                            x: np.ndarray) -> tuple[bytes, str, np.ndarray]:
+        model, onnx = await self._artifact(rollout.use_case, version)
+        own = await self.use_cases.version(rollout.use_case, model.blueprint_version)
+        return onnx, model.score_output, align_to(x, blueprint, own)
+
+    async def _shadow(self, rollout: tpb.Rollout, blueprint: bp.Blueprint, limits: RolloutLimits) -> None:
+        rows = await self._rows(rollout, blueprint, open_windows=True)
+        shadow_n = int(np.sum(rows.model_versions == rollout.model_version))
+        live = rows.features[rows.model_versions == rollout.production_version]
+        rollout.decisions = shadow_n
+        if shadow_n < limits.shadow_min_decisions or not live.shape[0]:
+            rollout.message = (f"shadow: {shadow_n} of {limits.shadow_min_decisions} shadow decisions logged, "
+                               f"{live.shape[0]} production decisions")
+            return
+        kind = kind_of(blueprint)
+        agreement, shift = await self.pool.run(
+            compare_models, kind, blueprint.policy.threshold or 0.5, max(len(blueprint.actions), 1),
+            await self._model_inputs(rollout, rollout.production_version, blueprint, live),
+            await self._model_inputs(rollout, rollout.model_version, blueprint, live))
+        guardrails = [
+            _guardrail("shadow_decisions", True, shadow_n, limits.shadow_min_decisions,
+                       f"{shadow_n} shadow decisions logged"),
+            _guardrail("shadow_agreement", limits.shadow_min_agreement < 0 or agreement >= limits.shadow_min_agreement,
+                       agreement, limits.shadow_min_agreement,
+                       f"same decision as production on {agreement:.1%} of {live.shape[0]} live decisions"),
+            _guardrail("shadow_score_shift",
+                       limits.shadow_max_score_shift < 0 or shift <= limits.shadow_max_score_shift,
+                       shift, limits.shadow_max_score_shift, f"KS distance of scores {shift:.3f}"),
+        ]
+        del rollout.guardrails[:]
+        rollout.guardrails.extend(guardrails)
+        failed = [g for g in guardrails if not g.passed]
+        if failed:
+            await self._roll_back(rollout, "shadow guardrail failed: " + "; ".join(g.detail for g in failed))
+            return
+        reason = (f"rollout of model v{rollout.model_version}: shadow guardrails held "
+                  f"({'; '.join(g.detail for g in guardrails)}); canary at {limits.canary_share:.0%}")
+        await self.registry.set_deployment(tpb.SetDeploymentRequest(
+            request_id=f"rollout:{rollout.use_case}:{rollout.model_version}:canary", use_case=rollout.use_case,
+            production_version=rollout.production_version, canary_version=rollout.model_version,
+            canary_share=limits.canary_share, reason=reason,
+        ), action="rollout_canary")
+        rollout.step = tpb.ROLLOUT_STEP_CANARY
+        rollout.step_start_time.FromMilliseconds(self.clock.now_ms())
+        rollout.decisions = 0
+        rollout.message = reason
+
+    async def _canary(self, rollout: tpb.Rollout, blueprint: bp.Blueprint, limits: RolloutLimits) -> None:
+        rows = await self._rows(rollout, blueprint, open_windows=False)
+        canary = rows.rewards[rows.model_versions == rollout.model_version]
+        production = rows.rewards[rows.model_versions == rollout.production_version]
+        fallbacks = int(np.sum(rows.model_versions == 0))
+        total = rows.rewards.size
+        rollout.decisions = int(canary.size)
+        rollout.joined_outcomes = int(canary.size)
+        if canary.size:
+            rollout.canary_reward = float(np.mean(canary))
+        if production.size:
+            rollout.production_reward = float(np.mean(production))
+        fallback_rate = fallbacks / total if total else 0.0
+        fallback = _guardrail(
+            "canary_fallback_rate",
+            limits.canary_max_fallback_rate < 0 or total < FALLBACK_MIN_DECISIONS
+            or fallback_rate <= limits.canary_max_fallback_rate,
+            fallback_rate, limits.canary_max_fallback_rate,
+            f"{fallbacks} of {total} decisions fell back ({fallback_rate:.1%})")
+        del rollout.guardrails[:]
+        rollout.guardrails.append(fallback)
+        if not fallback.passed:
+            await self._roll_back(rollout, f"canary guardrail failed: {fallback.detail}")
+            return
+        if canary.size < limits.canary_min_outcomes or production.size < 2:
+            rollout.message = (f"canary: {canary.size} of {limits.canary_min_outcomes} joined outcomes; "
+                               f"production {production.size}")
+            return
+        test = reward_test(canary, production, limits.canary_alpha)
+        rollout.reward_diff_lower, rollout.reward_diff_upper = test.lower, test.upper
+        detail = (f"canary reward {rollout.canary_reward:.4f} ({canary.size} joined) vs production "
+                  f"{rollout.production_reward:.4f} ({production.size} joined): difference {test.diff:+.4f}, "
+                  f"{1 - 2 * limits.canary_alpha:.0%} CI [{test.lower:+.4f}, {test.upper:+.4f}]")
+        rollout.guardrails.append(_guardrail("canary_reward", not test.worse, test.upper, 0.0, detail))
+        if test.worse:
+            await self._roll_back(rollout, f"canary guardrail failed: {detail} (worse at alpha "
+                                           f"{limits.canary_alpha:g})")
+            return
+        reason = f"rollout of model v{rollout.model_version}: promoted to production; {detail}"
+        await self.registry.set_deployment(tpb.SetDeploymentRequest(
+            request_id=f"rollout:{rollout.use_case}:{rollout.model_version}:promote", use_case=rollout.use_case,
+            production_version=rollout.model_version, reason=reason,
+        ), action="rollout_promote")
+        rollout.step = tpb.ROLLOUT_STEP_PROMOTED
+        rollout.message = reason
+
+    async def _roll_back(self, rollout: tpb.Rollout, why: str) -> None:
+        reason = f"rollout of model v{rollout.model_version}: rolled back to production v" \
+                 f"{rollout.production_version}; {why}"
+        await self.registry.set_deployment(tpb.SetDeploymentRequest(
+            request_id=f"rollout:{rollout.use_case}:{rollout.model_version}:rollback", use_case=rollout.use_case,
+            production_version=rollout.production_version, reason=reason,
+        ), action="rollout_rollback")
+        rollout.step = tpb.ROLLOUT_STEP_ROLLED_BACK
+        rollout.message = reason
