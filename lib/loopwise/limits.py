@@ -35,6 +35,28 @@ BLUEPRINT_FIELDS = frozenset({"blueprint"})
 ROW_COUNT_FIELDS = frozenset({"rows", "batch_rows"})
 
 
+TIMESTAMP, DURATION = "google.protobuf.Timestamp", "google.protobuf.Duration"
+TIME_TYPES = frozenset({TIMESTAMP, DURATION})
+# The ranges protobuf's well-known types accept (0001-01-01 .. 9999-12-31; ±10,000 years).
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_DURATION_SECONDS = 315_576_000_000
+
+
+def _time_problem(type_name: str, seconds: int, nanos: int) -> str:
+    """Why a Timestamp or Duration value is invalid, or "" when it is valid."""
+    if type_name == TIMESTAMP:
+        if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1]:
+            return f"timestamp seconds {seconds} out of range (years 1 to 9999)"
+        if not 0 <= nanos <= 999_999_999:
+            return f"timestamp nanos {nanos} out of range [0, 999999999]"
+        return ""
+    if abs(seconds) > _DURATION_SECONDS:
+        return f"duration seconds {seconds} out of range (±{_DURATION_SECONDS})"
+    if abs(nanos) > 999_999_999 or (seconds and nanos and (seconds < 0) != (nanos < 0)):
+        return f"duration nanos {nanos} out of range or of another sign than seconds"
+    return ""
+
+
 @dataclass
 class InputLimits:
     """The content limits of one server (from settings)."""
@@ -45,6 +67,7 @@ class InputLimits:
     max_candidates: int
     max_blueprint_bytes: int
     _plans: dict[str, dict[str, tuple[str, int, str, Any]]] = dataclass_field(default_factory=dict, repr=False)
+    _times: dict[str, bool] = dataclass_field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
@@ -64,7 +87,7 @@ class InputLimits:
     def check(self, message: Message) -> None:
         """Raise InvalidArgument naming the first field of ``message`` over a limit."""
         violations: list[tuple[str, str]] = []
-        if message.ByteSize() <= self.small_bytes:
+        if message.ByteSize() <= self.small_bytes and not self._has_time(message.DESCRIPTOR):
             for name, (kind, limit, _, _) in self._plan(message.DESCRIPTOR).items():
                 if kind == "rows" and getattr(message, name) > limit:
                     violations.append((name, f"{getattr(message, name)} rows exceed the limit of {limit}"))
@@ -73,6 +96,23 @@ class InputLimits:
         if violations:
             field, description = violations[0]
             raise InvalidArgument(field, description, violations[1:])
+
+    def _has_time(self, descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+        """True when messages of this type can hold a Timestamp or Duration (whose
+        ranges are checked: out-of-range values make protobuf raise later)."""
+        cached = self._times.get(descriptor.full_name)
+        if cached is not None:
+            return cached
+        found = False
+        for field in descriptor.fields:
+            sub = field.message_type
+            if sub is None or sub.full_name in seen:
+                continue
+            if sub.full_name in TIME_TYPES or self._has_time(sub, seen | {descriptor.full_name}):
+                found = True
+                break
+        self._times[descriptor.full_name] = found
+        return found
 
     def _plan(self, descriptor: Descriptor) -> dict[str, tuple[str, int, str, Any]]:
         """Per field name of a message type: (kind, limit, unit, sub-field), computed
@@ -95,6 +135,8 @@ class InputLimits:
                     plan[field.name] = ("map", limit, unit, value_field)
                 else:
                     plan[field.name] = ("repeated", limit, unit, field)
+            elif is_message and field.message_type.full_name in TIME_TYPES:
+                plan[field.name] = ("time", 0, field.message_type.full_name, field)
             elif is_message and field.name in BLUEPRINT_FIELDS:
                 plan[field.name] = ("blueprint", self.max_blueprint_bytes, "bytes", field)
             elif is_message or field.type == FieldDescriptor.TYPE_STRING:
@@ -114,6 +156,10 @@ class InputLimits:
             path = prefix + field.name
             if kind == "one":
                 self._check_value(sub, value, path, out)
+            elif kind == "time":
+                problem = _time_problem(unit, value.seconds, value.nanos)
+                if problem:
+                    out.append((path, problem))
             elif kind == "rows":
                 if value > limit:
                     out.append((path, f"{value} rows exceed the limit of {limit}"))

@@ -34,7 +34,7 @@ from loopwise.auth import (
     request_use_cases,
     split_method,
 )
-from loopwise.errors import LoopwiseError, to_status
+from loopwise.errors import InvalidArgument, LoopwiseError, to_status
 from loopwise.limits import InputLimits, RateLimits
 from loopwise.settings import Settings
 
@@ -106,43 +106,52 @@ class CallGuard(grpc.aio.ServerInterceptor):
             self.rates.check(_client_key(principal, context), use_cases)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        kwargs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer}
+        # Requests are parsed here, not by gRPC, so that bytes that are not a valid
+        # message get INVALID_ARGUMENT naming the request instead of UNKNOWN.
+        parse = handler.request_deserializer
+        kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream_in(handler.stream_stream, method, streaming_out=True), **kwargs)
+                self._stream_in(handler.stream_stream, method, parse, streaming_out=True), **kwargs)
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
-                self._stream_in(handler.stream_unary, method, streaming_out=False), **kwargs)
+                self._stream_in(handler.stream_unary, method, parse, streaming_out=False), **kwargs)
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._unary_stream(handler.unary_stream, method), **kwargs)
+                self._unary_stream(handler.unary_stream, method, parse), **kwargs)
         return grpc.unary_unary_rpc_method_handler(
-            self._unary_unary(handler.unary_unary, method), **kwargs)
+            self._unary_unary(handler.unary_unary, method, parse), **kwargs)
 
-    async def _guard(self, context: grpc.aio.ServicerContext, method: str,
-                     request: Message | None, principal: Principal | None = None) -> Principal:
+    async def _guard(self, context: grpc.aio.ServicerContext, method: str, raw: Any,
+                     parse: Callable[[bytes], Any] | None, principal: Principal | None = None
+                     ) -> tuple[Principal, Any]:
+        """Authenticate, parse ``raw`` (unless None) and check it; aborts the call
+        with the error's status. Returns the principal and the parsed request."""
+        request = None
         try:
             principal = principal or self.admit(context)
-            if request is not None:
+            if raw is not None:
+                request = _parse(raw, parse)
                 self.check(principal, method, request, context)
-            return principal
+            return principal, request
         except LoopwiseError as error:
             log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
                      error.code.name, error.message)
             await context.abort_with_status(to_status(error))
             raise  # abort_with_status raises; this keeps type checkers honest
 
-    def _unary_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
-        async def call(request: Message, context: grpc.aio.ServicerContext) -> Any:
-            await self._guard(context, method, request)
+    def _unary_unary(self, behavior: Callable[..., Any], method: str,
+                     parse: Callable[[bytes], Any] | None) -> Callable[..., Any]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            _, request = await self._guard(context, method, raw, parse)
             return await behavior(request, context)
 
         return call
 
-    def _unary_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
-        async def call(request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await self._guard(context, method, request)
+    def _unary_stream(self, behavior: Callable[..., Any], method: str,
+                      parse: Callable[[bytes], Any] | None) -> Callable[..., Any]:
+        async def call(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _, request = await self._guard(context, method, raw, parse)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -153,21 +162,21 @@ class CallGuard(grpc.aio.ServerInterceptor):
         return call
 
     def _stream_in(self, behavior: Callable[..., Any], method: str,
-                   streaming_out: bool) -> Callable[..., Any]:
-        async def checked(requests: AsyncIterator[Message], principal: Principal,
+                   parse: Callable[[bytes], Any] | None, streaming_out: bool) -> Callable[..., Any]:
+        async def checked(requests: AsyncIterator[Any], principal: Principal,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-            async for request in requests:
-                await self._guard(context, method, request, principal)
+            async for raw in requests:
+                _, request = await self._guard(context, method, raw, parse, principal)
                 yield request
 
-        async def call_unary(requests: AsyncIterator[Message],
+        async def call_unary(requests: AsyncIterator[Any],
                              context: grpc.aio.ServicerContext) -> Any:
-            principal = await self._guard(context, method, None)
+            principal, _ = await self._guard(context, method, None, parse)
             return await behavior(checked(requests, principal, context), context)
 
-        async def call_stream(requests: AsyncIterator[Message],
+        async def call_stream(requests: AsyncIterator[Any],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            principal = await self._guard(context, method, None)
+            principal, _ = await self._guard(context, method, None, parse)
             result = behavior(checked(requests, principal, context), context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -176,6 +185,16 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 await result
 
         return call_stream if streaming_out else call_unary
+
+
+def _parse(raw: Any, parse: Callable[[bytes], Any] | None) -> Any:
+    """The request message of raw bytes (INVALID_ARGUMENT when they are not one)."""
+    if parse is None or not isinstance(raw, bytes | bytearray | memoryview):
+        return raw
+    try:
+        return parse(bytes(raw))
+    except Exception as error:  # DecodeError and friends: bad bytes, not a server fault
+        raise InvalidArgument("request", f"not a valid request message ({type(error).__name__})") from None
 
 
 def _client_key(principal: Principal, context: grpc.aio.ServicerContext) -> str:

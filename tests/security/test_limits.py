@@ -13,6 +13,7 @@ from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import InvalidArgument, field_violations
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.limits import InputLimits, TokenBuckets
+from loopwise.settings import Settings
 from loopwise.tensors import F32, pack
 from tests.decision.helpers import blueprint, features, start_decider
 from tests.security.helpers import TokensFile, bearer
@@ -141,3 +142,20 @@ def test_token_buckets_refill_and_bound_memory() -> None:
     for key in "bcdefg":
         buckets.take(key)
     assert len(buckets._buckets) == 3
+
+
+def test_out_of_range_timestamps_and_durations_are_invalid_arguments() -> None:
+    """protobuf raises on such values when they are read: they are refused up front."""
+    limits = InputLimits.from_settings(Settings())
+    bad = fpb.LogOutcomesRequest(outcomes=[fpb.Outcome(use_case="uc")])
+    bad.outcomes[0].event_time.nanos = -5
+    with pytest.raises(InvalidArgument) as err:
+        limits.check(bad)
+    assert err.value.violations[0][0] == "outcomes[0].event_time"
+    late = fpb.ReadTrainingDataRequest(use_case="uc")
+    late.end_time.seconds = 2**62
+    with pytest.raises(InvalidArgument):
+        limits.check(late)
+    fine = fpb.LogOutcomesRequest(outcomes=[fpb.Outcome(use_case="uc")])
+    fine.outcomes[0].event_time.FromMilliseconds(1_700_000_000_000)
+    limits.check(fine)
