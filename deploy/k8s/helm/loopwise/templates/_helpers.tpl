@@ -160,9 +160,9 @@ spec:
         - configMapRef:
             name: {{ include "loopwise.fullname" $root }}-config
       env:
-        # This service listens on every interface; the ConfigMap says where the others are.
+        # Where this service listens; the ConfigMap says where the others are.
         - name: LOOPWISE_{{ upper $name }}_ADDRESS
-          value: "0.0.0.0:{{ $svc.port }}"
+          value: "{{ $v.listenHost }}:{{ $svc.port }}"
         - name: LOOPWISE_{{ upper $name }}_STORE_URL
           {{- if eq $v.store.type "sqlite" }}
           value: "sqlite:///{{ $v.dataDir }}/{{ $name }}.db"
