@@ -16,6 +16,7 @@ service's multi-worker supervisor serves the merged one instead).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import signal
@@ -73,6 +74,74 @@ def _code_of(context: Any, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# The use case of the RPC being handled, filled in by RequestProbe for RpcObserver
+# (which may only see raw bytes when an interceptor between them parses requests).
+_USE_CASE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("loopwise_rpc_use_case",
+                                                                              default=None)
+
+
+def _use_case_of(request: Any) -> str:
+    use_case = getattr(request, "use_case", "")
+    return use_case if isinstance(use_case, str) else ""
+
+
+class RequestProbe(grpc.aio.ServerInterceptor):
+    """The innermost interceptor: hands the parsed request's ``use_case`` to the
+    RpcObserver of the same call (metrics label and span attribute)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        """The servicer's handler, its unary-request behaviours wrapped once."""
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        cached = self._handlers.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._probe_unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        elif handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._probe_stream(handler.unary_stream), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        else:
+            return handler
+        self._handlers[details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _note(request: Any) -> None:
+        holder = _USE_CASE.get()
+        if holder is not None and not holder[0]:
+            use_case = _use_case_of(request)
+            if use_case:
+                holder[0] = use_case
+                tracing.set_attributes(use_case=use_case)
+
+    def _probe_unary(self, behavior: Any) -> Any:
+        note = self._note
+
+        async def call(request: Any, context: Any) -> Any:
+            note(request)
+            return await behavior(request, context)
+
+        return call
+
+    def _probe_stream(self, behavior: Any) -> Any:
+        note = self._note
+
+        async def call(request: Any, context: Any) -> Any:
+            note(request)
+            async for response in behavior(request, context):
+                yield response
+
+        return call
+
+
 class RpcObserver(grpc.aio.ServerInterceptor):
     """The server interceptor of every loopwise service: per-RPC metrics and (when
     tracing is on) a server span. The last wrapped handler of each method is kept and
@@ -120,10 +189,9 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         record = self.metrics.record
 
         async def call(request: Any, context: Any) -> Any:
-            use_case = "" if streaming_request else getattr(request, "use_case", "")
-            if not isinstance(use_case, str):
-                use_case = ""
-            span = tracing.start_server_span(method, context.invocation_metadata(), use_case) \
+            holder = ["" if streaming_request else _use_case_of(request)]
+            token = _USE_CASE.set(holder)
+            span = tracing.start_server_span(method, context.invocation_metadata(), holder[0]) \
                 if tracing.enabled() else None
             started = time.perf_counter()
             error: BaseException | None = None
@@ -134,7 +202,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 code = _code_of(context, error)
-                record(rpc, use_case, code, time.perf_counter() - started)
+                record(rpc, holder[0], code, time.perf_counter() - started)
+                _USE_CASE.reset(token)
                 if span is not None:
                     tracing.end_server_span(span, code, error)
 
@@ -144,10 +213,9 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         record = self.metrics.record
 
         async def call(request: Any, context: Any) -> Any:
-            use_case = "" if streaming_request else getattr(request, "use_case", "")
-            if not isinstance(use_case, str):
-                use_case = ""
-            span = tracing.start_server_span(method, context.invocation_metadata(), use_case) \
+            holder = ["" if streaming_request else _use_case_of(request)]
+            token = _USE_CASE.set(holder)
+            span = tracing.start_server_span(method, context.invocation_metadata(), holder[0]) \
                 if tracing.enabled() else None
             started = time.perf_counter()
             error: BaseException | None = None
@@ -161,7 +229,11 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 code = _code_of(context, error)
                 if isinstance(error, GeneratorExit):
                     code = grpc.StatusCode.CANCELLED
-                record(rpc, use_case, code, time.perf_counter() - started)
+                record(rpc, holder[0], code, time.perf_counter() - started)
+                try:
+                    _USE_CASE.reset(token)
+                except ValueError:  # resumed in another context: nothing to restore there
+                    pass
                 if span is not None:
                     tracing.end_server_span(span, code, error)
 
@@ -195,8 +267,10 @@ class ServiceHost:
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings)]
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
+        # RpcObserver outermost (refused calls are counted and traced too), the
+        # request probe innermost (it sees the parsed request and names its use case).
         self.server = grpc.aio.server(options=options, interceptors=[
-            RpcObserver(self.rpc_metrics), *security.server_interceptors(self.settings)])
+            RpcObserver(self.rpc_metrics), *security.server_interceptors(self.settings), RequestProbe()])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 

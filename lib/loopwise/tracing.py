@@ -141,13 +141,19 @@ def add_event(name: str, **attributes: Any) -> None:
 
 
 def linked_span(name: str, links: Sequence[tuple[SpanContext, str]], **attributes: Any) -> Any:
-    """A context manager for an internal span linking to other spans (one link per
-    ``(span context, decision id)``); a no-op context when tracing is off."""
+    """A context manager for a producer span linking to other spans: one link per
+    distinct span context, with ``loopwise.decision_id`` (one decision) or
+    ``loopwise.decision_ids`` (a DecideBatch: many decisions, one request span) on
+    it; a no-op context when tracing is off."""
     if _tracer is None:
         return _NULL_SPAN
+    grouped: dict[tuple[int, int], tuple[SpanContext, list[str]]] = {}
+    for ctx, decision_id in links:
+        grouped.setdefault((ctx.trace_id, ctx.span_id), (ctx, []))[1].append(decision_id)
     return _tracer.start_as_current_span(
         name, kind=SpanKind.PRODUCER,
-        links=[Link(ctx, {ATTR_DECISION_ID: decision_id}) for ctx, decision_id in links],
+        links=[Link(ctx, {ATTR_DECISION_ID: ids[0]} if len(ids) == 1 else {ATTR_DECISION_IDS: ids})
+               for ctx, ids in grouped.values()],
         attributes={f"loopwise.{k}": v for k, v in attributes.items() if v is not None},
     )
 

@@ -97,6 +97,12 @@ async def test_one_decision_id_leads_to_its_logging_outcome_and_model_lineage(ma
         assert found.model_lineage["model_version"] == str(model.version)
         assert found.model_lineage["data_start_time"] == model.data_start_time.ToJsonString()
         assert found.model_lineage["data_end_time"] == model.data_end_time.ToJsonString()
+
+        # A DecideBatch: one request span, so one link carrying all its decision ids.
+        batch = list((await loop.decide_batch(training_rows(3, seed=5)[0])).decision_ids)
+        await wait_until(lambda: any(set(batch) <= set(s.attributes.get(tracing.ATTR_DECISION_IDS, ()))
+                                     for s in named(spans.get_finished_spans(), "FeedbackService/LogDecisions",
+                                                    SpanKind.SERVER)))
     finally:
         await loop.stop()
 
@@ -149,6 +155,13 @@ async def test_one_decision_id_leads_to_its_logging_outcome_and_model_lineage(ma
     trainer_side = [s for s in named(finished, "TrainerService/GetModel", SpanKind.SERVER)
                     if s.context.trace_id == lookup.context.trace_id]
     assert trainer_side and trainer_side[0].attributes[tracing.ATTR_USE_CASE] == USE_CASE
+
+    batch_span = [s for s in named(finished, "DecisionService/DecideBatch", SpanKind.SERVER)
+                  if s.attributes.get("loopwise.first_decision_id") == batch[0]]
+    assert len(batch_span) == 1 and batch_span[0].attributes[tracing.ATTR_DECISION_COUNT] == 3
+    batch_links = [link for s in named(finished, "decision_log.ship") for link in s.links
+                   if link.context.span_id == batch_span[0].context.span_id]
+    assert len(batch_links) == 1 and list(batch_links[0].attributes[tracing.ATTR_DECISION_IDS]) == batch
 
     # The JSON logs: the id as a field, with the trace ids of the spans above.
     lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
