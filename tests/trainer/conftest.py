@@ -29,7 +29,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     await server.start()
     settings = trainer_settings(tmp_path_factory.mktemp("trainer") / "var", f"127.0.0.1:{port}")
     try:
-        yield World(settings, feedback)
+        yield World(settings, feedback, decision)
     finally:
         await server.stop(0)
 

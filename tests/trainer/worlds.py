@@ -166,6 +166,7 @@ class World:
 
     settings: Settings
     feedback: ScriptedFeedback
+    decision: ScriptedDecision | None = None
 
 
 def world_servicers() -> tuple[ScriptedDecision, ScriptedFeedback]:
