@@ -27,6 +27,12 @@ test: install
 bench: install
 	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench --out docs/benchmarks.md
 
+# Decide with tracing off, on and 10% sampled, in the same run (about 4 minutes);
+# replaces the tracing section of docs/benchmarks.md.
+.PHONY: bench-tracing
+bench-tracing: install
+	$(PY) -m bench.tracing --out docs/benchmarks.md
+
 proto: install
 	$(PY) scripts/gen_protos.py
 	bash scripts/gen_go.sh
