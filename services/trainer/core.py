@@ -39,6 +39,7 @@ from loopwise.services.trainer.data import (
     collect_rows,
     kind_of,
     prepare,
+    shadow_rows,
 )
 from loopwise.services.trainer.models import (
     ACTION_VALUE,
@@ -183,6 +184,7 @@ class Trainer:
             job.blueprint, job.blueprint_version,
             lambda version: self.use_cases.version(job.use_case, version),
         )
+        rows = rows.without(shadow_rows(rows, await self.registry.store.revisions(job.use_case)))
         result.rows = rows.read
         laps.lap("reading")
         await progress.stage("validating", 0.1, f"{rows.read} rows read; validating schema, missing values, "

@@ -26,6 +26,7 @@ from loopwise.services.trainer.models import (
     TrainingSet,
 )
 from loopwise.tensors import F32, I32, I64, pack, unpack_matrix, unpack_vector
+from loopwise.trainer.v1.trainer_service_pb2 import Deployment as TrainerDeployment
 
 KINDS = {
     bp.DECISION_KIND_BINARY: BINARY,
@@ -52,6 +53,31 @@ class Rows:
     read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     model_versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+    def without(self, drop: np.ndarray) -> Rows:
+        """The rows not flagged in ``drop`` (a bool mask over the rows)."""
+        keep = ~drop
+        return Rows(self.features[keep], self.times_ms[keep], self.actions[keep], self.propensities[keep],
+                    self.rewards[keep], [label for label, k in zip(self.labels, keep, strict=True) if k],
+                    int(keep.sum()), {**self.dropped, "shadow": int(drop.sum())}, self.model_versions[keep])
+
+
+def shadow_rows(rows: Rows, revisions: list[TrainerDeployment]) -> np.ndarray:
+    """Rows logged by a model that was only a shadow when they were decided: never
+    returned to anyone, so their action and (default) reward teach nothing."""
+    drop = np.zeros(rows.times_ms.size, dtype=bool)
+    ordered = sorted(revisions, key=lambda d: d.update_time.ToMilliseconds())
+    if not ordered or not drop.size:
+        return drop
+    starts = np.array([d.update_time.ToMilliseconds() for d in ordered], dtype=np.int64)
+    revision = np.searchsorted(starts, rows.times_ms, side="right") - 1
+    for i, deployment in enumerate(ordered):
+        serving = {deployment.production.version, deployment.canary.version}
+        shadow = [s.version for s in deployment.shadows if s.version not in serving]
+        if shadow:
+            drop |= (revision == i) & np.isin(rows.model_versions, shadow)
+    return drop
 
 
 @dataclass

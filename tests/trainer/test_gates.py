@@ -26,6 +26,7 @@ from loopwise.services.trainer.candidates import (
     package_candidate,
     search_candidate,
 )
+from loopwise.services.trainer.data import Rows, shadow_rows
 from loopwise.services.trainer.models import (
     PARITY_ATOL,
     PARITY_RTOL,
@@ -300,3 +301,19 @@ async def test_canary_statistics_over_fixed_seeds(world: World, tmp_path) -> Non
     print(f"A/A rollbacks {sum(outcomes['aa'])} of 20; worse-canary rollbacks {sum(outcomes['worse'])} of 20")
     assert sum(outcomes["aa"]) <= 3
     assert sum(outcomes["worse"]) >= 19
+
+
+def test_rows_of_shadow_only_models_are_left_out_of_training() -> None:
+    times = np.array([100, 200, 300, 400, 500], dtype=np.int64)
+    versions = np.array([1, 2, 1, 2, 2], dtype=np.int64)
+    rows = Rows(np.zeros((5, 1), np.float32), times, np.zeros(5, np.int64), np.ones(5), np.ones(5),
+                ["", "", "", "", ""], 5, model_versions=versions)
+    first, shadow, canary = (tpb.Deployment(production=tpb.ModelRef(version=1)) for _ in range(3))
+    shadow.shadows.add(version=2)
+    canary.canary.CopyFrom(tpb.ModelRef(version=2))
+    for deployment, at in ((first, 50), (shadow, 150), (canary, 450)):
+        deployment.update_time.FromMilliseconds(at)
+    drop = shadow_rows(rows, [canary, shadow, first])
+    assert drop.tolist() == [False, True, False, True, False]
+    kept = rows.without(drop)
+    assert kept.read == 3 and kept.model_versions.tolist() == [1, 1, 2] and kept.dropped["shadow"] == 2
