@@ -5,6 +5,7 @@ restored model and matches the original."""
 from __future__ import annotations
 
 import hashlib
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +29,13 @@ runner = CliRunner()
 SERVING = ("decision", "trainer")
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Iterator[Launcher]:
-    launcher = new_launcher(tmp_path / "source")
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Decision and trainer holding what _populate puts there (read-only for the tests)."""
+    launcher = new_launcher(tmp_path_factory.mktemp("source"))
     try:
         launcher.start_all(SERVING)
+        _populate(launcher)
         yield launcher
     finally:
         launcher.stop_all(SERVING)
@@ -127,19 +130,27 @@ def _wait_for_model(launcher: Launcher, use_case: str, version: int) -> dpb.Deci
             time.sleep(0.2)
 
 
-@pytest.mark.parametrize("target", ["backup", "backup.tar.gz"])
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and p.name != "manifest.json"}
+
+
 def test_backup_round_trip_into_fresh_services(source: Launcher, destination: Launcher,
-                                               tmp_path: Path, target: str) -> None:
-    _populate(source)
+                                               tmp_path: Path) -> None:
     original = _snapshot(source)
     assert original["offer"]["deployment"][0] == 2 and original["paused"]["kill_switch"]
 
-    out = tmp_path / target
-    exported = runner.invoke(app, ["backup", "export", "--out", str(out)], env=_env(source))
-    assert exported.exit_code == 0, exported.output
-    assert "exported 2 use case(s), 3 blueprint version(s), 2 model(s), 1 deployment(s)" in exported.output
-    if out.is_dir():
-        assert (out / "use_cases" / "offer" / "models" / "2.onnx").read_bytes() == _binary_onnx(2)
+    # A directory and an archive of the same installation hold the same files.
+    directory, out = tmp_path / "backup", tmp_path / "backup.tar.gz"
+    for target in (directory, out):
+        exported = runner.invoke(app, ["backup", "export", "--out", str(target)], env=_env(source))
+        assert exported.exit_code == 0, exported.output
+        assert "exported 2 use case(s), 3 blueprint version(s), 2 model(s), 1 deployment(s)" in exported.output
+    assert (directory / "use_cases" / "offer" / "models" / "2.onnx").read_bytes() == _binary_onnx(2)
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(out) as archive:
+        archive.extractall(unpacked, filter="data")
+    assert _files(unpacked / "loopwise-backup") == _files(directory)
 
     restored = runner.invoke(app, ["backup", "import", str(out)], env=_env(destination))
     assert restored.exit_code == 0, restored.output
@@ -162,10 +173,10 @@ def test_backup_round_trip_into_fresh_services(source: Launcher, destination: La
     assert _snapshot(destination) == original
 
 
-def test_import_refuses_what_is_not_a_backup(destination: Launcher, tmp_path: Path) -> None:
+def test_import_refuses_what_is_not_a_backup(source: Launcher, tmp_path: Path) -> None:
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "manifest.json").write_text('{"format": "something-else"}')
-    done = runner.invoke(app, ["backup", "import", str(tmp_path / "junk")], env=_env(destination))
+    done = runner.invoke(app, ["backup", "import", str(tmp_path / "junk")], env=_env(source))
     assert done.exit_code == 1 and "expected 'loopwise-backup/1'" in done.output
 
 
