@@ -82,11 +82,13 @@ def installed(venv: Path) -> set[str]:
     return {line.strip().lower().replace("_", "-") for line in done.stdout.splitlines() if line.strip()}
 
 
-def container_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+def container_env(objects: list[dict[str, Any]], container: dict[str, Any],
+                  external_secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """A container's environment as Kubernetes would set it: envFrom ConfigMaps, then
-    env entries (values and Secret references resolved from the rendered objects)."""
+    env entries (values and Secret references resolved from the rendered objects, or
+    from ``external_secrets`` for Secrets the operator creates)."""
     config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
-    secrets = {}
+    secrets = dict(external_secrets or {})
     for obj in objects:
         if obj["kind"] == "Secret":
             data = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+import yaml
 
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.launcher import free_port, health_status
 from tests.deploy.images import build_wheel, container_env, imported_modules, installed, venv_for
 from tests.deploy.tools import CI_VALUES, ROOT, SERVICES, find, render
@@ -47,12 +52,13 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
 class Started:
     """A service process started from its rendered container spec."""
 
-    def __init__(self, name: str, venv: Path, rendered: dict, log_dir: Path, env_extra: dict[str, str]) -> None:
+    def __init__(self, name: str, venv: Path, rendered: dict, log_dir: Path, env_extra: dict[str, str],
+                 external_secrets: dict[str, dict[str, str]] | None = None) -> None:
         objects = rendered["objects"]
         kind = "StatefulSet" if name == "feedback" else "Deployment"
         (self.container,) = find(objects, kind, f"lw-loopwise-{name}")["spec"]["template"]["spec"]["containers"]
         self.port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == "grpc")
-        env = container_env(objects, self.container)
+        env = container_env(objects, self.container, external_secrets)
         # The image's PATH puts its venv first; nothing of the developer's environment leaks in.
         self.env = {"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(log_dir),
                     "PYTHONUNBUFFERED": "1", **env, **env_extra}
@@ -169,3 +175,56 @@ def test_dockerfile_builds_a_slim_non_root_image_of_one_extra(name: str) -> None
                             "StatefulSet" if name == "feedback" else "Deployment",
                             f"lw-loopwise-{name}")["spec"]["template"]["spec"]["containers"][0]["command"]
     assert json.loads(cmd) == rendered_command
+
+
+def test_decision_in_secure_mode_from_the_default_manifest(venvs: dict[str, Path], tmp_path: Path) -> None:
+    """The chart's default (TLS on): the rendered TLS, tokens and health-port settings
+    work with the image's server — Health answers on the plaintext health port without
+    credentials, the gRPC port takes only TLS with a client certificate, and calls
+    need a token."""
+    from loopwise.auth import new_token
+    from scripts.make_certs import make_certs
+
+    pki = make_certs(tmp_path / "pki")
+    tls_dir, auth_dir = tmp_path / "tls", tmp_path / "auth"
+    tls_dir.mkdir()
+    auth_dir.mkdir()
+    for source, target in (("decision.crt", "tls.crt"), ("decision.key", "tls.key"), ("ca.crt", "ca.crt")):
+        shutil.copy(pki / source, tls_dir / target)
+    service_secret, service_entry = new_token("decision-service", {"*": ["decide"]}, service=True)
+    operator_secret, operator_entry = new_token("operator", {"*": ["decide"]})
+    (auth_dir / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [service_entry, operator_entry]}))
+    health_port = free_port()
+    sets = {"store.type": "sqlite", "listenHost": "127.0.0.1", "dataDir": str(tmp_path / "data"),
+            "metrics.enabled": "false", "decision.port": free_port(), "tls.healthPort": health_port,
+            "tls.mountPath": str(tls_dir), "auth.mountPath": str(auth_dir),
+            **{f"{s}.replicas": 1 for s in SERVICES},
+            **{f"{s}.autoscaling.enabled": "false" for s in ("decision", "feedback")}}
+    objects = render(sets=sets)
+    config = find(objects, "ConfigMap", "lw-loopwise-config")["data"]
+    assert config["LOOPWISE_ALLOW_PLAINTEXT"] == "false"
+    (tmp_path / "data").mkdir()
+    decision = Started("decision", venvs["decision"], {"objects": objects, "data_dir": tmp_path / "data"},
+                       tmp_path, {}, {"loopwise-service-tokens": {"decision": service_secret}})
+    try:
+        probes = {p: decision.container[p]["grpc"]["port"] for p in ("readinessProbe", "livenessProbe")}
+        assert set(probes.values()) == {health_port}
+        deadline = time.monotonic() + 180
+        while health_status(f"127.0.0.1:{health_port}") != "SERVING":
+            assert decision.proc.poll() is None and time.monotonic() < deadline, decision.log.read_text()[-3000:]
+            time.sleep(0.3)
+        address = f"127.0.0.1:{decision.port}"
+        assert health_status(address) == "UNREACHABLE"  # no plaintext on the gRPC port
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(pki / "ca.crt").read_bytes(), private_key=(pki / "client.key").read_bytes(),
+            certificate_chain=(pki / "client.crt").read_bytes())
+        with grpc.secure_channel(address, credentials) as channel:
+            stub = dgrpc.DecisionServiceStub(channel)
+            reply = stub.ListUseCases(dpb.ListUseCasesRequest(), timeout=30,
+                                      metadata=(("authorization", f"Bearer {operator_secret}"),))
+            assert list(reply.use_cases) == []
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ListUseCases(dpb.ListUseCasesRequest(), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        assert decision.stop() == 0, decision.log.read_text()[-3000:]

@@ -177,7 +177,7 @@ spec:
           valueFrom:
             secretKeyRef:
               name: {{ $v.auth.serviceTokenSecret }}
-              key: token
+              key: {{ $name }}
         {{- end }}
         - name: OTEL_SERVICE_NAME
           value: loopwise-{{ $name }}
