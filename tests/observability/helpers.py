@@ -94,9 +94,19 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
-def _scrape(port: int) -> dict[str, float]:
+def _text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
-        return parse_text(reply.read().decode())
+        return reply.read().decode()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    return parse_text(_text(port))
+
+
+async def families(port: int) -> set[str]:
+    """The metric families an endpoint declares (``# TYPE`` lines), with or without series."""
+    text = await asyncio.to_thread(_text, port)
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
 async def scrape(port: int) -> dict[str, float]:
