@@ -122,7 +122,7 @@ def sample(samples: dict[str, float], name: str, **labels: str) -> float | None:
     return sum(found) if found else None
 
 
-async def wait_until(predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> object:
+async def wait_until(predicate: Callable[[], object], timeout: float = 120.0, interval: float = 0.05) -> object:
     """Poll until ``predicate()`` (a function or a coroutine function) is truthy;
     returns its value (generous timeout: the machine may be loaded)."""
     deadline = time.monotonic() + timeout
