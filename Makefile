@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench certs \
-	tools manifests images go-stubs api-baseline
+	tools manifests images go-stubs ts-stubs api-baseline
 
 install: $(STAMP)
 
@@ -36,14 +36,18 @@ bench-tracing: install
 proto: install
 	$(PY) scripts/gen_protos.py
 	bash scripts/gen_go.sh
+	bash scripts/gen_ts.sh
 
 # helm, buf and the Go protoc plugins, built with `go install` and cached by version.
 tools:
 	bash scripts/install_tools.sh
 
-# The Go stubs of the API (clients/go/gen), from buf.gen.yaml.
+# The Go and TypeScript stubs of the API (clients/go/gen, clients/typescript/gen).
 go-stubs:
 	bash scripts/gen_go.sh
+
+ts-stubs:
+	bash scripts/gen_ts.sh
 
 # Plain Kubernetes manifests rendered from the Helm chart (deploy/k8s/manifests/).
 manifests:
