@@ -93,7 +93,8 @@ def _watch(stub: Any, operation: op_pb.Operation, title: str) -> op_pb.Operation
             try:
                 for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id)):
                     operation = update.operation
-                    progress.update(task, completed=operation.progress, stage=operation.stage)
+                    stage = f"{operation.stage}: {operation.message}" if operation.message else operation.stage
+                    progress.update(task, completed=operation.progress, stage=stage[:90])
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -292,10 +293,15 @@ def train(
         operation = _watch(trainer, operation, f"training {use_case}")
     result = tpb.TrainingResult()
     operation.result.Unpack(result)
-    table = Table("family", "metric", "holdout score", "fit s", title="candidates")
+    table = Table("family", "metric", "holdout score", "fit s", "p99 ms", "params", "note", title="candidates")
     for c in result.candidates:
-        table.add_row(c.family, c.metric, f"{c.score:.4f}", f"{c.fit_seconds:.2f}")
+        table.add_row(c.family + (" ✓" if c.chosen else ""), c.metric, f"{c.score:.4f}", f"{c.fit_seconds:.2f}",
+                      f"{c.latency_p99_ms:.3f}", c.params, c.error)
     console.print(table)
+    if result.HasField("blessing"):
+        console.print(result.blessing.reason)
+    if result.HasField("rollout"):
+        console.print(f"rollout: {tpb.RolloutStep.Name(result.rollout.step)} — {result.rollout.message}")
     if result.HasField("model"):
         console.print(f"model v{result.model.version} ({result.model.family}) registered; "
                       f"deployed: {result.deployed} — {result.deployment_reason}")

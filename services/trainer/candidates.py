@@ -47,8 +47,9 @@ from loopwise.services.trainer.models import (
 SPACES: dict[str, list[dict[str, Any]]] = {
     "linear": [{"strength": 1.0}, {"strength": 0.1}, {"strength": 10.0}],
     BOOSTING: [{}, {"max_leaf_nodes": 15, "min_samples_leaf": 40}, {"learning_rate": 0.2, "max_depth": 4}],
-    FOREST: [{}, {"max_depth": 6}, {"max_depth": 14, "min_samples_leaf": 10}],
+    FOREST: [{}, {"max_depth": 6}, {"max_depth": 12, "min_samples_leaf": 10}],
 }
+FOREST_MAX_TREE_ROWS = 20_000  # each tree's bootstrap sample is at most this many rows
 SEARCH_VALIDATION_FRACTION = 0.2
 MIN_RUNG_ROWS = 200
 FIRST_RUNG_SHARE = 8  # the first rung fits on 1/8 of the fitting rows
@@ -70,6 +71,13 @@ class SearchedFit:
 def params_text(params: dict[str, Any]) -> str:
     """Hyper-parameters as ``key=value`` joined by ", " ("defaults" when empty)."""
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
+
+
+def _sized(family: str, params: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Forest trees sample at most FOREST_MAX_TREE_ROWS rows each (half of smaller sets)."""
+    if family != FOREST or "max_samples" in params or not rows:
+        return params
+    return {**params, "max_samples": min(0.5, FOREST_MAX_TREE_ROWS / rows)}
 
 
 def _validation_loss(estimator: Any, kind: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> float:
@@ -114,7 +122,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
                 if losses and time.perf_counter() - started > budget_s:
                     spent = True
                     break
-                estimator = make_estimator(data.kind, family, seed, configs[i])
+                estimator = make_estimator(data.kind, family, seed, _sized(family, configs[i], rows.size))
                 try:
                     estimator.fit(x_fit[rows], y_fit[rows])
                     losses[i] = _validation_loss(estimator, data.kind, x_val, y_val, n_classes)
@@ -127,7 +135,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
                 break
             survivors = ranked[: max(1, len(ranked) // ETA)]
             size *= ETA
-    estimator = make_estimator(data.kind, family, seed, configs[best])
+    estimator = make_estimator(data.kind, family, seed, _sized(family, configs[best], n))
     estimator.fit(data.x_train.astype(np.float64), data.y_train)
     metrics, metric, score = evaluate(estimator, data)
     fit = CandidateFit(family_name(data.kind, family), estimator, metrics, metric, score,
