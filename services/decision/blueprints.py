@@ -136,6 +136,9 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
         bad("policy.temperature", "must be >= 0")
     if not 0.0 <= policy.threshold <= 1.0:
         bad("policy.threshold", "must be in [0, 1]")
+    for action, cost in policy.action_costs.items():
+        if action not in actions or not math.isfinite(cost):
+            bad("policy.action_costs", f"{action!r}: costs need an action of the use case and a finite value")
     n_actions = max(len(actions), 1)
     if not 0.0 <= policy.exploration_floor <= 1.0 / n_actions:
         bad("policy.exploration_floor", f"must be in [0, 1/{n_actions}]")

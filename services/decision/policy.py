@@ -14,7 +14,8 @@ chose (docs/internals.md, "Policies and propensities"):
 An arm's ``epsilon`` mixes uniform exploration into any policy,
 ``p = (1 − ε)·p_policy + ε/A``; the exploration floor raises ε to ``A × floor``
 (always for softmax and Thompson, when ε > 0 otherwise). ``disable_exploration``
-gives the greedy policy. ``explored`` marks rows whose action differs from the greedy
+gives the greedy policy. ``policy.action_costs`` are subtracted from action values
+first (with an effect model: treat when the predicted effect exceeds the cost). ``explored`` marks rows whose action differs from the greedy
 one. Without a model (or when scoring fails) the default decision is returned with
 probability 1 (``fallback``), unless ``policy.explore_without_model`` asks for uniform
 exploration.
@@ -208,6 +209,14 @@ class Policy:
         return np.minimum(chosen, probabilities.shape[1] - 1).astype(np.int32)
 
 
+def action_costs(uc: UseCaseVersion) -> np.ndarray:
+    """Per-action costs [A] from ``policy.action_costs`` (0 for actions without one),
+    subtracted from action values before the policy picks; with an effect (CATE) model
+    this is the uplift policy "treat when the predicted effect exceeds the cost"."""
+    costs = uc.blueprint.policy.action_costs
+    return np.array([costs.get(a, 0.0) for a in uc.actions], dtype=np.float64)
+
+
 def _as_members(scores: np.ndarray, n: int, n_actions: int) -> np.ndarray:
     """Per-action scores as [n, A, K]."""
     if scores.ndim == 2:
@@ -248,7 +257,7 @@ def decide_rows(
         probabilities[np.arange(n), greedy] += 1.0 - e
         score = np.where(ok, scores, 0.0)
     else:
-        values = _as_members(scores, n, n_actions)
+        values = _as_members(scores, n, n_actions) - action_costs(uc)[None, :, None]
         ok = np.isfinite(values).all(axis=(1, 2))
         safe = np.where(ok[:, None, None], values, 0.0)
         probabilities, greedy = policy.probabilities(safe, eps, disable_exploration)

@@ -143,6 +143,9 @@ class Evaluator(PolicyRequests):
         blueprint, version = await self.use_cases.latest(request.use_case)
         actions = list(blueprint.actions)
         arms = request.treatment_source == epb.TREATMENT_SOURCE_ARMS
+        if arms and len(blueprint.arms) < 2:
+            raise InvalidArgument("treatment_source", f"use case {request.use_case!r} has "
+                                  f"{len(blueprint.arms)} experiment arm(s); comparing arms needs two")
         if arms:
             treatment, control = _pair(request.treatment_arm, request.control_arm,
                                        [a.name for a in blueprint.arms], ("treatment_arm", "control_arm"), "arm")
