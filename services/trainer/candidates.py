@@ -37,6 +37,7 @@ from loopwise.services.trainer.models import (
     evaluate,
     export_onnx,
     family_name,
+    fit_weighted,
     log_loss,
     make_estimator,
     predict_scores,
@@ -110,6 +111,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
         n_fit = n - n_val
         x_fit, y_fit = data.x_train[:n_fit].astype(np.float64), data.y_train[:n_fit]
         x_val, y_val = data.x_train[n_fit:].astype(np.float64), data.y_train[n_fit:]
+        w_fit = None if data.w_train is None else data.w_train[:n_fit]
         order = np.random.default_rng(seed).permutation(n_fit)
         n_classes = 2 if data.kind == "binary" else data.n_actions
         survivors = list(range(len(configs)))
@@ -124,7 +126,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
                     break
                 estimator = make_estimator(data.kind, family, seed, _sized(family, configs[i], rows.size))
                 try:
-                    estimator.fit(x_fit[rows], y_fit[rows])
+                    fit_weighted(estimator, x_fit[rows], y_fit[rows], None if w_fit is None else w_fit[rows])
                     losses[i] = _validation_loss(estimator, data.kind, x_val, y_val, n_classes)
                 except ValueError:  # e.g. a subsample with a single class
                     losses[i] = math.inf
@@ -136,7 +138,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
             survivors = ranked[: max(1, len(ranked) // ETA)]
             size *= ETA
     estimator = make_estimator(data.kind, family, seed, _sized(family, configs[best], n))
-    estimator.fit(data.x_train.astype(np.float64), data.y_train)
+    fit_weighted(estimator, data.x_train.astype(np.float64), data.y_train, data.w_train)
     metrics, metric, score = evaluate(estimator, data)
     fit = CandidateFit(family_name(data.kind, family), estimator, metrics, metric, score,
                        time.perf_counter() - started)

@@ -36,6 +36,7 @@ KINDS = {
 }
 DEFAULT_MIN_ROWS = 200
 DEFAULT_HOLDOUT_FRACTION = 0.2
+MAX_IMPORTANCE_WEIGHT = 20.0
 
 BlueprintOf = Callable[[int], Awaitable[bp.Blueprint]]
 
@@ -193,6 +194,14 @@ def _targets(rows: Rows, kind: str, actions: list[str]) -> tuple[np.ndarray, np.
     return rows.rewards, (rows.actions >= 0) & np.isfinite(rows.rewards)
 
 
+def importance_weights(propensities: np.ndarray) -> np.ndarray:
+    """1 / propensity, clipped to [1, MAX_IMPORTANCE_WEIGHT] (unknown propensities: 1),
+    scaled to mean 1."""
+    p = np.where(np.isfinite(propensities) & (propensities > 0), propensities, 1.0)
+    w = np.clip(1.0 / p, 1.0, MAX_IMPORTANCE_WEIGHT)
+    return w / w.mean() if w.size else w
+
+
 def prepare(rows: Rows, blueprint: bp.Blueprint) -> PreparedData:
     """Targets, the time split and model inputs; FAILED_PRECONDITION when data is unfit."""
     kind = kind_of(blueprint)
@@ -232,6 +241,7 @@ def prepare(rows: Rows, blueprint: bp.Blueprint) -> PreparedData:
         xa[usable] = np.hstack([x[usable], onehot])
         default = blueprint.default_decision.action
         training = TrainingSet(
+            w_train=importance_weights(rows.propensities[train]),
             x_train=xa[train], y_train=y[train], x_holdout=xa[hold], y_holdout=y[hold],
             default_action=actions.index(default) if default in actions else 0,
             holdout_features=x[hold], holdout_actions=rows.actions[hold],

@@ -67,6 +67,9 @@ class TrainingSet:
     holdout_features: np.ndarray | None = None
     holdout_actions: np.ndarray | None = None
     holdout_propensities: np.ndarray | None = None
+    # Action value: importance weights of the training rows (1 / logged propensity,
+    # clipped, mean 1), so the fit corrects for the policy that logged them.
+    w_train: np.ndarray | None = None
 
     @property
     def input_width(self) -> int:
@@ -235,11 +238,20 @@ def beats_baseline(kind: str, metrics: dict[str, float], baseline: dict[str, flo
                 f"{baseline['policy_value_ips']:.4f}")
 
 
+def fit_weighted(estimator: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> Any:
+    """Fit with per-row weights (routed to a pipeline's last step), or unweighted."""
+    if weights is None:
+        return estimator.fit(x, y)
+    if isinstance(estimator, Pipeline):
+        return estimator.fit(x, y, **{f"{estimator.steps[-1][0]}__sample_weight": weights})
+    return estimator.fit(x, y, sample_weight=weights)
+
+
 def fit_candidate(family: str, data: TrainingSet, seed: int) -> CandidateFit:
     """Fit one candidate on the training rows and score it on the holdout (pool function)."""
     estimator = make_estimator(data.kind, family, seed)
     started = time.perf_counter()
-    estimator.fit(data.x_train.astype(np.float64), data.y_train)
+    fit_weighted(estimator, data.x_train.astype(np.float64), data.y_train, data.w_train)
     seconds = time.perf_counter() - started
     metrics, metric, score = evaluate(estimator, data)
     return CandidateFit(family_name(data.kind, family), estimator, metrics, metric, score, seconds)

@@ -26,7 +26,7 @@ from loopwise.services.trainer.candidates import (
     package_candidate,
     search_candidate,
 )
-from loopwise.services.trainer.data import Rows, shadow_rows
+from loopwise.services.trainer.data import Rows, importance_weights, shadow_rows
 from loopwise.services.trainer.models import (
     PARITY_ATOL,
     PARITY_RTOL,
@@ -317,3 +317,9 @@ def test_rows_of_shadow_only_models_are_left_out_of_training() -> None:
     assert drop.tolist() == [False, True, False, True, False]
     kept = rows.without(drop)
     assert kept.read == 3 and kept.model_versions.tolist() == [1, 1, 2] and kept.dropped["shadow"] == 2
+
+
+def test_importance_weights_correct_for_the_logging_policy() -> None:
+    w = importance_weights(np.array([0.5, 0.25, 0.01, np.nan, 0.0]))
+    raw = np.array([2.0, 4.0, 20.0, 1.0, 1.0])  # 1/p, clipped at 20; unknown propensities weigh 1
+    assert np.allclose(w, raw / raw.mean()) and w.mean() == pytest.approx(1.0)
