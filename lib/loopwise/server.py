@@ -296,7 +296,8 @@ class ServiceHost:
                                                                 self.settings)
         port = metrics_port(self.settings, self.name) if self.name in SERVICES and self.serve_metrics else 0  # type: ignore[arg-type]
         if port:
-            self.metrics_endpoint = MetricsEndpoint(lambda: {"0": self.registry.snapshot()}, port)
+            self.metrics_endpoint = MetricsEndpoint(lambda: {"0": self.registry.snapshot()}, port,
+                                                    host=self.settings.metrics_host)
             try:
                 await self.metrics_endpoint.start()
             except BaseException:

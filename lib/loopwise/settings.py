@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Prometheus text endpoint, base port: decision = port, feedback = port + 1, trainer
     # = port + 2, evaluator = port + 3 (DESIGN §11 uses 9464); 0 turns metrics HTTP off.
     metrics_port: int = Field(0, ge=0, le=65535)
+    # Interface of the metrics endpoint (0.0.0.0 in a pod, so Prometheus can scrape it).
+    metrics_host: str = "127.0.0.1"
 
     # Decision logging to the feedback service.
     decision_log_enabled: bool = True

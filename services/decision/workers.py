@@ -243,7 +243,8 @@ class Supervisor:
             self._start(i)
         port = metrics_port(self.settings, "decision")
         if port:
-            self.endpoint = MetricsEndpoint(lambda: read_snapshots(self.metrics_dir), port)
+            self.endpoint = MetricsEndpoint(lambda: read_snapshots(self.metrics_dir), port,
+                                            host=self.settings.metrics_host)
             await self.endpoint.start()
         try:
             while not requested.is_set():

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,8 +196,9 @@ def test_decision_in_secure_mode_from_the_default_manifest(venvs: dict[str, Path
     operator_secret, operator_entry = new_token("operator", {"*": ["decide"]})
     (auth_dir / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [service_entry, operator_entry]}))
     health_port = free_port()
+    metrics = free_port()  # the decision service's metrics port is the base port
     sets = {"store.type": "sqlite", "listenHost": "127.0.0.1", "dataDir": str(tmp_path / "data"),
-            "metrics.enabled": "false", "decision.port": free_port(), "tls.healthPort": health_port,
+            "metrics.port": metrics, "decision.port": free_port(), "tls.healthPort": health_port,
             "tls.mountPath": str(tls_dir), "auth.mountPath": str(auth_dir),
             **{f"{s}.replicas": 1 for s in SERVICES},
             **{f"{s}.autoscaling.enabled": "false" for s in ("decision", "feedback")}}
@@ -226,5 +228,11 @@ def test_decision_in_secure_mode_from_the_default_manifest(venvs: dict[str, Path
             with pytest.raises(grpc.RpcError) as refused:
                 stub.ListUseCases(dpb.ListUseCasesRequest(), timeout=30)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Prometheus reaches the metrics port the pod annotations name.
+        annotations = find(objects, "Deployment", "lw-loopwise-decision")["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(metrics)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        assert 'rpc="ListUseCases"' in text and "loopwise_rpc_requests_total" in text
     finally:
         assert decision.stop() == 0, decision.log.read_text()[-3000:]
