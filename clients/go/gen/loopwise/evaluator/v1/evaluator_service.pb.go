@@ -13,6 +13,7 @@ import (
 	v1 "github.com/loopwise/loopwise/clients/go/gen/loopwise/common/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -179,7 +180,10 @@ type EstimateEffectsRequest struct {
 	// so the decision service can serve the uplift policy.
 	RegisterCateModel bool `protobuf:"varint,14,opt,name=register_cate_model,json=registerCateModel,proto3" json:"register_cate_model,omitempty"`
 	// Trees of CausalForestDML (0: 100; rounded up to a multiple of 4).
-	ForestTrees   int32 `protobuf:"varint,15,opt,name=forest_trees,json=forestTrees,proto3" json:"forest_trees,omitempty"`
+	ForestTrees int32 `protobuf:"varint,15,opt,name=forest_trees,json=forestTrees,proto3" json:"forest_trees,omitempty"`
+	// The job fails with DEADLINE_EXCEEDED (and its worker is stopped) when it runs
+	// longer than this (unset or 0: one hour).
+	Timeout       *durationpb.Duration `protobuf:"bytes,16,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +321,13 @@ func (x *EstimateEffectsRequest) GetForestTrees() int32 {
 		return x.ForestTrees
 	}
 	return 0
+}
+
+func (x *EstimateEffectsRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
 }
 
 // Response of EstimateEffects.
@@ -971,7 +982,7 @@ type Validation struct {
 	BlpSlope float64 `protobuf:"fixed64,9,opt,name=blp_slope,json=blpSlope,proto3" json:"blp_slope,omitempty"`
 	// Its standard error.
 	BlpSlopeStderr float64 `protobuf:"fixed64,10,opt,name=blp_slope_stderr,json=blpSlopeStderr,proto3" json:"blp_slope_stderr,omitempty"`
-	// One-sided p-value of "no heterogeneity" (slope <= 0).
+	// One-sided p-value of "no heterogeneity" (slope <= 0), normal approximation.
 	BlpPValue     float64 `protobuf:"fixed64,11,opt,name=blp_p_value,json=blpPValue,proto3" json:"blp_p_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1243,8 +1254,8 @@ type Refutation struct {
 	CiLower float64 `protobuf:"fixed64,4,opt,name=ci_lower,json=ciLower,proto3" json:"ci_lower,omitempty"`
 	// Upper bound of the new effect's 95% CI.
 	CiUpper float64 `protobuf:"fixed64,5,opt,name=ci_upper,json=ciUpper,proto3" json:"ci_upper,omitempty"`
-	// True when the refutation behaves as expected (placebo CI covers 0; the random
-	// common cause moves the ATE by less than a quarter of its CI width).
+	// True when the refutation behaves as expected (the placebo's CI covers 0; with the
+	// random common cause, the new CI covers the original ATE).
 	Passed        bool `protobuf:"varint,6,opt,name=passed,proto3" json:"passed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2598,7 +2609,7 @@ var File_loopwise_evaluator_v1_evaluator_service_proto protoreflect.FileDescript
 
 const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\n" +
-	"-loopwise/evaluator/v1/evaluator_service.proto\x12\x15loopwise.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/blueprint.proto\x1a\"loopwise/common/v1/operation.proto\"\xa8\x05\n" +
+	"-loopwise/evaluator/v1/evaluator_service.proto\x12\x15loopwise.evaluator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/blueprint.proto\x1a\"loopwise/common/v1/operation.proto\"\xdd\x05\n" +
 	"\x16EstimateEffectsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
@@ -2618,7 +2629,8 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x10segment_features\x18\f \x03(\tR\x0fsegmentFeatures\x12%\n" +
 	"\x0etreatment_cost\x18\r \x01(\x01R\rtreatmentCost\x12.\n" +
 	"\x13register_cate_model\x18\x0e \x01(\bR\x11registerCateModel\x12!\n" +
-	"\fforest_trees\x18\x0f \x01(\x05R\vforestTrees\"V\n" +
+	"\fforest_trees\x18\x0f \x01(\x05R\vforestTrees\x123\n" +
+	"\atimeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"V\n" +
 	"\x17EstimateEffectsResponse\x12;\n" +
 	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"6\n" +
 	"\bQuantile\x12\x14\n" +
@@ -2914,81 +2926,83 @@ var file_loopwise_evaluator_v1_evaluator_service_proto_goTypes = []any{
 	nil,                                // 33: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
 	nil,                                // 34: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
 	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*v1.Operation)(nil),               // 36: loopwise.common.v1.Operation
-	(*v1.Policy)(nil),                  // 37: loopwise.common.v1.Policy
-	(*v1.GetOperationRequest)(nil),     // 38: loopwise.common.v1.GetOperationRequest
-	(*v1.ListOperationsRequest)(nil),   // 39: loopwise.common.v1.ListOperationsRequest
-	(*v1.CancelOperationRequest)(nil),  // 40: loopwise.common.v1.CancelOperationRequest
-	(*v1.WatchOperationRequest)(nil),   // 41: loopwise.common.v1.WatchOperationRequest
-	(*v1.GetOperationResponse)(nil),    // 42: loopwise.common.v1.GetOperationResponse
-	(*v1.ListOperationsResponse)(nil),  // 43: loopwise.common.v1.ListOperationsResponse
-	(*v1.CancelOperationResponse)(nil), // 44: loopwise.common.v1.CancelOperationResponse
-	(*v1.WatchOperationResponse)(nil),  // 45: loopwise.common.v1.WatchOperationResponse
+	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
+	(*v1.Operation)(nil),               // 37: loopwise.common.v1.Operation
+	(*v1.Policy)(nil),                  // 38: loopwise.common.v1.Policy
+	(*v1.GetOperationRequest)(nil),     // 39: loopwise.common.v1.GetOperationRequest
+	(*v1.ListOperationsRequest)(nil),   // 40: loopwise.common.v1.ListOperationsRequest
+	(*v1.CancelOperationRequest)(nil),  // 41: loopwise.common.v1.CancelOperationRequest
+	(*v1.WatchOperationRequest)(nil),   // 42: loopwise.common.v1.WatchOperationRequest
+	(*v1.GetOperationResponse)(nil),    // 43: loopwise.common.v1.GetOperationResponse
+	(*v1.ListOperationsResponse)(nil),  // 44: loopwise.common.v1.ListOperationsResponse
+	(*v1.CancelOperationResponse)(nil), // 45: loopwise.common.v1.CancelOperationResponse
+	(*v1.WatchOperationResponse)(nil),  // 46: loopwise.common.v1.WatchOperationResponse
 }
 var file_loopwise_evaluator_v1_evaluator_service_proto_depIdxs = []int32{
 	35, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
 	35, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: loopwise.evaluator.v1.EstimateEffectsRequest.estimator:type_name -> loopwise.evaluator.v1.Estimator
 	1,  // 3: loopwise.evaluator.v1.EstimateEffectsRequest.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	36, // 4: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
-	4,  // 5: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
-	0,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.estimator:type_name -> loopwise.evaluator.v1.Estimator
-	35, // 7: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
-	7,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
-	8,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
-	9,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
-	11, // 12: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
-	12, // 13: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
-	13, // 14: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
-	14, // 15: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
-	1,  // 16: loopwise.evaluator.v1.EstimateEffectsResult.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	29, // 17: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	10, // 18: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
-	35, // 19: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
-	35, // 20: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
-	30, // 21: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	5,  // 22: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	5,  // 23: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	35, // 24: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 25: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
-	37, // 26: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
-	22, // 27: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	22, // 28: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	25, // 29: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
-	26, // 30: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
-	35, // 31: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 32: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
-	31, // 33: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
-	32, // 34: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
-	33, // 35: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	34, // 36: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	27, // 37: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
-	2,  // 38: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
-	38, // 39: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	39, // 40: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	40, // 41: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	41, // 42: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	15, // 43: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
-	17, // 44: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
-	19, // 45: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
-	21, // 46: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
-	24, // 47: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
-	3,  // 48: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
-	42, // 49: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	43, // 50: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	44, // 51: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	45, // 52: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	16, // 53: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
-	18, // 54: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
-	20, // 55: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
-	23, // 56: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
-	28, // 57: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
-	48, // [48:58] is the sub-list for method output_type
-	38, // [38:48] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	36, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
+	37, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
+	4,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
+	0,  // 7: loopwise.evaluator.v1.EstimateEffectsResult.estimator:type_name -> loopwise.evaluator.v1.Estimator
+	35, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
+	7,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
+	8,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
+	9,  // 12: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
+	11, // 13: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
+	12, // 14: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
+	13, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
+	14, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
+	1,  // 17: loopwise.evaluator.v1.EstimateEffectsResult.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
+	29, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	10, // 19: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
+	35, // 20: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
+	35, // 21: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
+	30, // 22: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	5,  // 23: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	5,  // 24: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	35, // 25: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
+	35, // 26: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
+	38, // 27: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
+	22, // 28: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	22, // 29: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	25, // 30: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
+	26, // 31: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
+	35, // 32: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
+	35, // 33: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 34: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
+	32, // 35: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
+	33, // 36: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	34, // 37: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	27, // 38: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
+	2,  // 39: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
+	39, // 40: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	40, // 41: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	41, // 42: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	42, // 43: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	15, // 44: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
+	17, // 45: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
+	19, // 46: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
+	21, // 47: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
+	24, // 48: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
+	3,  // 49: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
+	43, // 50: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	44, // 51: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	45, // 52: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	46, // 53: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	16, // 54: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
+	18, // 55: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
+	20, // 56: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
+	23, // 57: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
+	28, // 58: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
+	49, // [49:59] is the sub-list for method output_type
+	39, // [39:49] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_evaluator_v1_evaluator_service_proto_init() }
