@@ -4,7 +4,9 @@ network policies, and the committed plain manifests."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,24 @@ def test_rendered_manifests_match_the_chart() -> None:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "render_manifests.sh"), "--check"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
+    """Key paths of values.yaml down to the documented level (maps the chart passes
+    through whole — resources, security contexts, config — are one value)."""
+    whole = {"resources", "podSecurityContext", "securityContext", "config", "podAnnotations",
+             "nodeSelector"}
+    if isinstance(node, dict) and node and prefix.rsplit(".", 1)[-1] not in whole:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix
+
+
+def test_every_value_is_documented() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    documented = set(re.findall(r"^\| `([^`]+)` \|", (CHART / "README.md").read_text(), flags=re.MULTILINE))
+    paths = {re.sub(r"^(decision|feedback|trainer|evaluator)\.", "<service>.", p) for p in _leaves(values)}
+    assert len(paths) > 50
+    assert not paths - documented, f"undocumented values: {sorted(paths - documented)}"
+    assert not documented - paths, f"documented values that do not exist: {sorted(documented - paths)}"
