@@ -8,6 +8,7 @@ here the script only finds them. Without Go they cannot be had, and the tests fa
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -64,8 +65,13 @@ def template_args(values: list[Path] | None = None, sets: dict[str, Any] | None 
 
 def render_text(values: list[Path] | None = None, sets: dict[str, Any] | None = None,
                 release: str = "lw") -> str:
-    """The rendered chart as YAML text."""
-    return helm(*template_args(values, sets, release)).stdout
+    """The rendered chart as YAML text (each distinct rendering runs helm once)."""
+    return _rendered(tuple(template_args(values, sets, release)))
+
+
+@functools.lru_cache(maxsize=64)
+def _rendered(args: tuple[str, ...]) -> str:
+    return helm(*args).stdout
 
 
 def render(values: list[Path] | None = None, sets: dict[str, Any] | None = None,
