@@ -122,3 +122,28 @@ def test_bearer_metadata_parsing(tmp_path) -> None:
     with pytest.raises(LoopwiseError) as missing:
         authenticate(TokenStore(path), [])
     assert missing.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cli_creates_a_token_and_prints_the_entry(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    done = subprocess.run([sys.executable, "-m", "loopwise.cli", "tokens", "create", "--name", "checkout-team",
+                           "--scope", "checkout_upsell=decide,log_outcomes", "--scope", "*=report"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    first, *rest = done.stdout.splitlines()
+    secret = first.removeprefix("token: ")
+    entries = yaml.safe_load("\n".join(rest))
+    assert secret.startswith("lw_") and secret not in "\n".join(rest)
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump({"tokens": entries}))
+    principal = TokenStore(path).lookup(secret)
+    assert principal.name == "checkout-team"
+    assert principal.allows("decide", "checkout_upsell") and principal.allows("report", "other")
+    assert not principal.allows("decide", "other") and not principal.allows("admin", "checkout_upsell")
+    bad = subprocess.run([sys.executable, "-m", "loopwise.cli", "tokens", "create", "--name", "x",
+                          "--scope", "uc=root"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
