@@ -49,7 +49,7 @@ from loopwise.services.trainer.models import (
     score_output,
 )
 from loopwise.services.trainer.registry import Registry
-from loopwise.services.trainer.rollout import RolloutController
+from loopwise.services.trainer.rollout import RolloutController, RolloutLimits
 from loopwise.services.trainer.validation import failures, profile_features, summary, validate
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.upstream import DecisionUseCases, FeedbackStats, FeedbackTrainingData
@@ -158,6 +158,11 @@ class Trainer:
         if unknown:
             raise FailedPrecondition(f"use case {request.use_case!r}: training.candidate_families has unknown "
                                      f"families {unknown} (known: {list(FAMILIES)})")
+        try:
+            RolloutLimits.of(blueprint.rollout)
+        except InvalidArgument as exc:
+            raise FailedPrecondition(f"use case {request.use_case!r} has unusable rollout settings: "
+                                     f"{exc.message}") from exc
         return TrainingJob(request.use_case, blueprint, version, start_ms, end_ms, request.deploy,
                            request.trigger or "manual")
 

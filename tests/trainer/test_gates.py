@@ -323,3 +323,13 @@ def test_importance_weights_correct_for_the_logging_policy() -> None:
     w = importance_weights(np.array([0.5, 0.25, 0.01, np.nan, 0.0]))
     raw = np.array([2.0, 4.0, 20.0, 1.0, 1.0])  # 1/p, clipped at 20; unknown propensities weigh 1
     assert np.allclose(w, raw / raw.mean()) and w.mean() == pytest.approx(1.0)
+
+
+async def test_unusable_rollout_settings_fail_at_start(stub, world: World) -> None:
+    x = gaussian(300, 2, 27)
+    add_use_case(world, binary_blueprint("badshare", 2, rollout=bp.RolloutSpec(canary_share=1.5)), x,
+                 (x[:, 0] > 0).astype(np.float32))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.StartTraining(tpb.StartTrainingRequest(use_case="badshare"), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "rollout.canary_share" in refused.value.details()
