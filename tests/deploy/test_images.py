@@ -50,6 +50,20 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"objects": objects, "data_dir": data_dir}
 
 
+def image_env(name: str, venv: Path) -> dict[str, str]:
+    """The ENV of a service image's runtime stage (services/<name>/Dockerfile), with
+    /opt/venv standing for ``venv``."""
+    text = (ROOT / "services" / name / "Dockerfile").read_text()
+    runtime = text[text.rindex("\nFROM "):].replace("\\\n", " ")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+    for line in runtime.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                key, _, value = pair.partition("=")
+                env[key] = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
+    return env
+
+
 class Started:
     """A service process started from its rendered container spec."""
 
@@ -60,9 +74,9 @@ class Started:
         (self.container,) = find(objects, kind, f"lw-loopwise-{name}")["spec"]["template"]["spec"]["containers"]
         self.port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == "grpc")
         env = container_env(objects, self.container, external_secrets)
-        # The image's PATH puts its venv first; nothing of the developer's environment leaks in.
-        self.env = {"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(log_dir),
-                    "PYTHONUNBUFFERED": "1", **env, **env_extra}
+        # The image's own ENV (its venv first on PATH), then the manifest's; nothing of the
+        # developer's environment leaks in.
+        self.env = {**image_env(name, venv), "HOME": str(log_dir), **env, **env_extra}
         self.log = log_dir / f"{name}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(self.container["command"], env=self.env, cwd=rendered["data_dir"],
