@@ -192,6 +192,7 @@ def observe_jobs(runner: Any, registry: Registry) -> None:
             try:
                 with tracing.job_span(kind, use_case, getattr(progress, "operation_id", "")):
                     result = await job(progress)
+                    tracing.set_attributes(**_model_lineage(result))
                 outcome = "succeeded"
                 return result
             except asyncio.CancelledError:
@@ -204,6 +205,19 @@ def observe_jobs(runner: Any, registry: Registry) -> None:
         return await start(use_case, request_id, timed, *args, **kwargs)
 
     runner.start = timed_start
+
+
+def _model_lineage(result: Any) -> dict[str, Any]:
+    """Span attributes of the model a job registered (its version and training data
+    range), when its result names one (e.g. a TrainingResult)."""
+    model = getattr(result, "model", None)
+    if model is None or not getattr(model, "version", 0):
+        return {}
+    out: dict[str, Any] = {"model_version": model.version}
+    for field_name in ("data_start_time", "data_end_time"):
+        if model.HasField(field_name):
+            out[f"model_{field_name}"] = getattr(model, field_name).ToJsonString()
+    return out
 
 
 # -- text exposition ------------------------------------------------------------------

@@ -15,13 +15,17 @@ from loopwise.errors import FailedPrecondition
 from loopwise.metrics import Registry, observe_jobs, parse_text, render
 from loopwise.operations import OperationRunner, SqliteOperationStore
 from loopwise.store.sqlite import SqliteDatabase
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
 State = op_pb.OperationState
 
 
-async def _ok(progress) -> op_pb.Operation:
+async def _ok(progress) -> tpb.TrainingResult:
     await asyncio.sleep(0.05)
-    return op_pb.Operation(id="done")
+    model = tpb.Model(use_case="uc", version=3)
+    model.data_start_time.FromMilliseconds(1_700_000_000_000)
+    model.data_end_time.FromMilliseconds(1_700_086_400_000)
+    return tpb.TrainingResult(model=model)
 
 
 async def _bad(progress) -> op_pb.Operation:
@@ -74,4 +78,8 @@ async def test_job_durations_by_outcome_and_a_span_per_job(tmp_path):
              if s.name == "job training"}
     assert set(spans) == {ok.id, bad.id, slow.id}
     assert spans[ok.id].attributes["loopwise.use_case"] == "uc"
+    # the registered model's lineage on the job's span
+    assert spans[ok.id].attributes["loopwise.model_version"] == 3
+    assert spans[ok.id].attributes["loopwise.model_data_start_time"] == "2023-11-14T22:13:20Z"
+    assert spans[ok.id].attributes["loopwise.model_data_end_time"] == "2023-11-15T22:13:20Z"
     assert not spans[bad.id].status.is_ok
