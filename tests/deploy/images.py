@@ -63,7 +63,8 @@ def venv_for(extra: str, wheel: Path) -> Path:
     venv = CACHE / f"{extra}-{_key()}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
+        for stale in CACHE.glob(f"{extra}-*"):  # venvs of earlier dependency sets
+            shutil.rmtree(stale, ignore_errors=True)
         _run([sys.executable, "-m", "venv", str(venv)])
         # pip's own wheel cache, kept beside the venvs, makes a rebuild after a
         # dependency change an install from local wheels.
