@@ -232,6 +232,17 @@ def test_tls_settings_follow_the_mode() -> None:
     assert secure["LOOPWISE_TLS_CERT_FILE"] == "/etc/loopwise/tls/tls.crt"
     assert secure["LOOPWISE_HEALTH_PORT"] == "8090"
     assert secure["LOOPWISE_TOKENS_FILE"] == "/etc/loopwise/auth/tokens.yaml"
+    objects = render([CI_VALUES / "tls-on.yaml"])
+    for name, workload in workloads(objects).items():
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == f"loopwise-prod-tls-{name}"
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["LOOPWISE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "loopwise-prod-service-tokens", "key": name}
+        pii = env.get("LOOPWISE_PII_HASH_KEY", {}).get("valueFrom", {}).get("secretKeyRef")
+        expected = {"name": "loopwise-pii-key", "key": "key"} if name in ("decision", "feedback") else None
+        assert pii == expected, name
     plain = find(render([CI_VALUES / "sqlite.yaml"]), "ConfigMap", "lw-loopwise-config")["data"]
     assert plain["LOOPWISE_ALLOW_PLAINTEXT"] == "true"
     assert not [k for k in plain if k.startswith("LOOPWISE_TLS_")]

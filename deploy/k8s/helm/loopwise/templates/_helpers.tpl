@@ -179,6 +179,13 @@ spec:
               name: {{ $v.auth.serviceTokenSecret }}
               key: {{ $name }}
         {{- end }}
+        {{- if and $v.privacy.piiHashKeySecret (has $name (list "decision" "feedback")) }}
+        - name: LOOPWISE_PII_HASH_KEY
+          valueFrom:
+            secretKeyRef:
+              name: {{ $v.privacy.piiHashKeySecret }}
+              key: key
+        {{- end }}
         - name: OTEL_SERVICE_NAME
           value: loopwise-{{ $name }}
         {{- if eq $name "decision" }}
@@ -242,7 +249,7 @@ spec:
     {{- if $v.tls.enabled }}
     - name: tls
       secret:
-        secretName: {{ $v.tls.secretName }}
+        secretName: {{ ternary (printf "%s-%s" $v.tls.secretName $name) $v.tls.secretName $v.tls.perServiceSecrets }}
         defaultMode: 0440
     # A directory mount (not subPath), so a changed Secret reaches the running pods.
     - name: tokens
