@@ -28,9 +28,13 @@ from loopwise.client import Client
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import field_violations
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.launcher import DEFAULT_PORTS, Launcher, free_port, health_status
 from loopwise.settings import SERVICES, Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -78,7 +82,8 @@ def _rpc_errors() -> Iterator[None]:
 
 @contextmanager
 def _stub(service: str, settings: Settings) -> Iterator[Any]:
-    factory = {"trainer": tgrpc.TrainerServiceStub, "evaluator": egrpc.EvaluatorServiceStub}
+    factory = {"trainer": tgrpc.TrainerServiceStub, "evaluator": egrpc.EvaluatorServiceStub,
+               "decision": dgrpc.DecisionServiceStub, "feedback": fgrpc.FeedbackServiceStub}
     with security.sync_channel(settings, settings.address_of(service)) as channel:  # type: ignore[arg-type]
         yield factory[service](channel)
 
@@ -428,6 +433,10 @@ def delete_unit(
 # ---------------------------------------------------------------- reports
 
 
+ESTIMATORS = {"linear_dml": epb.ESTIMATOR_LINEAR_DML, "causal_forest_dml": epb.ESTIMATOR_CAUSAL_FOREST_DML,
+              "dr_learner": epb.ESTIMATOR_DR_LEARNER, "auto": epb.ESTIMATOR_AUTO}
+
+
 @report_app.command("hte")
 def report_hte(
     use_case: UseCaseOption,
@@ -435,13 +444,28 @@ def report_hte(
         "report.html"),
     treatment: Annotated[str, typer.Option(help="Treated action (default: the 2nd).")] = "",
     control: Annotated[str, typer.Option(help="Control action (default: the 1st).")] = "",
+    estimator: Annotated[str, typer.Option(help=f"One of {', '.join(ESTIMATORS)}.")] = "linear_dml",
+    cost: Annotated[float, typer.Option(help="Cost of treating one unit (reward units).")] = 0.0,
+    segment: Annotated[list[str] | None, typer.Option(help="Feature defining segments (repeatable).")] = None,
+    register: Annotated[bool, typer.Option(help="Export the effect model to ONNX and register it.")] = False,
+    arms: Annotated[bool, typer.Option(help="Compare experiment arms (--treatment/--control name arms).")] = False,
 ) -> None:
-    """Estimate heterogeneous treatment effects and write the HTML report."""
+    """Estimate heterogeneous treatment effects and write the HTML report (with a
+    progress bar while the evaluator works)."""
+    if estimator not in ESTIMATORS:
+        console.print(f"[red]error:[/red] --estimator must be one of {', '.join(ESTIMATORS)}")
+        raise typer.Exit(2)
     settings = _settings()
+    request = epb.EstimateEffectsRequest(
+        request_id=Clock.from_settings(settings).new_id(), use_case=use_case, estimator=ESTIMATORS[estimator],
+        treatment_cost=cost, segment_features=segment or [], register_cate_model=register)
+    if arms:
+        request.treatment_source = epb.TREATMENT_SOURCE_ARMS
+        request.treatment_arm, request.control_arm = treatment, control
+    else:
+        request.treatment_action, request.control_action = treatment, control
     with _stub("evaluator", settings) as evaluator, _rpc_errors():
-        operation = evaluator.EstimateEffects(epb.EstimateEffectsRequest(
-            request_id=Clock.from_settings(settings).new_id(), use_case=use_case,
-            treatment_action=treatment, control_action=control), timeout=30).operation
+        operation = evaluator.EstimateEffects(request, timeout=30).operation
         operation = _watch(evaluator, operation, f"effects {use_case}")
         result = epb.EstimateEffectsResult()
         operation.result.Unpack(result)
@@ -453,7 +477,56 @@ def report_hte(
                   f"on {result.rows} rows")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
+    if result.cate_model.model_version:
+        console.print(f"effect model registered as version {result.cate_model.model_version} "
+                      f"({result.cate_model.family}, fidelity R² {result.cate_model.fidelity_r2:.4f})")
     console.print(f"report: {out.resolve()}")
+
+
+@report_app.command("list")
+def report_list(
+    use_case: Annotated[str, typer.Option("--use-case", "-u", help="Only this use case.")] = "",
+) -> None:
+    """Reports, newest first."""
+    with _stub("evaluator", _settings()) as evaluator, _rpc_errors():
+        reports = evaluator.ListReports(epb.ListReportsRequest(use_case=use_case), timeout=30).reports
+    table = Table("report", "use case", "made", "estimator", "treatment vs control", "rows", "ATE (95% CI)")
+    for r in reports:
+        table.add_row(r.report_id, r.use_case, r.create_time.ToJsonString(),
+                      epb.Estimator.Name(r.estimator).removeprefix("ESTIMATOR_").lower(),
+                      f"{r.treatment_action} vs {r.control_action}", str(r.rows),
+                      f"{r.ate:.4f} ({r.ate_ci_lower:.4f} .. {r.ate_ci_upper:.4f})")
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    use_case: UseCaseOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.parquet or .csv).")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv (default: from --out).")] = "",
+) -> None:
+    """Export the joined decisions and outcomes of a use case to Parquet or CSV."""
+    from loopwise.services.evaluator.export import FORMATS, joined_frame, write_frame
+
+    fmt = fmt or out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        console.print(f"[red]error:[/red] --format must be one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    with _stub("decision", settings) as decision, _stub("feedback", settings) as feedback, _rpc_errors():
+        latest = decision.GetUseCase(dpb.GetUseCaseRequest(use_case=use_case), timeout=30).use_case.blueprint
+        versions: dict[int, bp.Blueprint] = {}
+
+        def version_of(number: int) -> bp.Blueprint:
+            if number not in versions:
+                versions[number] = decision.GetUseCase(
+                    dpb.GetUseCaseRequest(use_case=use_case, version=number), timeout=30).use_case.blueprint
+            return versions[number]
+
+        batches = feedback.ReadTrainingData(fpb.ReadTrainingDataRequest(use_case=use_case), timeout=600)
+        frame = joined_frame(batches, latest, version_of)
+    write_frame(frame, out, fmt)
+    console.print(f"{len(frame)} joined rows of {use_case} written to {out.resolve()} ({fmt})")
 
 
 # ---------------------------------------------------------------- demo

@@ -20,7 +20,7 @@ from loopwise.errors import LoopwiseError
 
 # A job takes its arguments then ``report(stage, progress, message)``.
 OnStage = Callable[[str, float, str], Awaitable[None]]
-POLL_S = 0.1
+EXIT_CHECK_S = 1.0
 JOIN_S = 5.0
 
 
@@ -62,27 +62,35 @@ async def run_isolated(fn: Callable[..., Any], *args: Any, on_stage: OnStage | N
     process = context.Process(target=_entry, args=(child, fn, args, threads), daemon=True)
     process.start()
     child.close()
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    # The pipe wakes the event loop when the worker writes (no thread blocks on it).
+    loop.add_reader(parent.fileno(), readable.set)
     try:
         while True:
-            ready = await asyncio.to_thread(parent.poll, POLL_S)
-            if not ready:
-                if not process.is_alive() and not parent.poll():
-                    raise WorkerFailed(f"the worker process exited with code {process.exitcode}")
-                continue
             try:
-                kind, payload = parent.recv()
-            except EOFError as exc:
-                raise WorkerFailed(f"the worker process exited with code {process.exitcode}") from exc
-            if kind == "stage":
-                if on_stage is not None:
-                    await on_stage(*payload)
-            elif kind == "ok":
-                return payload
-            elif kind == "error":
-                raise payload
-            else:
-                raise WorkerFailed(payload)
+                await asyncio.wait_for(readable.wait(), timeout=EXIT_CHECK_S)
+            except TimeoutError:
+                if not process.is_alive() and not parent.poll():
+                    raise WorkerFailed(f"the worker process exited with code {process.exitcode}") from None
+                continue
+            readable.clear()
+            while parent.poll():
+                try:
+                    kind, payload = parent.recv()
+                except EOFError as exc:
+                    raise WorkerFailed(f"the worker process exited with code {process.exitcode}") from exc
+                if kind == "stage":
+                    if on_stage is not None:
+                        await on_stage(*payload)
+                elif kind == "ok":
+                    return payload
+                elif kind == "error":
+                    raise payload
+                else:
+                    raise WorkerFailed(payload)
     finally:
+        loop.remove_reader(parent.fileno())
         if process.is_alive():
             process.terminate()
         await asyncio.to_thread(process.join, JOIN_S)

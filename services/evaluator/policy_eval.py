@@ -15,6 +15,7 @@ Z95 = 1.959963984540054
 DEFAULT_MAX_WEIGHT = 20.0
 # Below this share of the rows, the effective sample size is too small to trust.
 MIN_ESS_SHARE = 0.1
+REWARD_MODEL_TREES = 60
 
 
 @dataclass
@@ -66,7 +67,8 @@ def fit_reward_model(x: np.ndarray, actions: np.ndarray, rewards: np.ndarray, n_
             if rows.sum() < 20:
                 q[test, a] = rewards[rows].mean() if rows.any() else rewards[train].mean()
                 continue
-            model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.1, random_state=seed)
+            model = HistGradientBoostingRegressor(max_iter=REWARD_MODEL_TREES, learning_rate=0.15,
+                                                  random_state=seed)
             model.fit(x[rows], rewards[rows])
             q[test, a] = model.predict(x[test])
     return q

@@ -50,27 +50,37 @@ def declared_masks(x: np.ndarray, feature_names: list[str], segment_features: li
 
 
 def tree_rules(tree, feature_names: list[str], categories: dict[str, list[str]]) -> dict[int, str]:
-    """Readable rule of every leaf of a fitted scikit-learn tree, by leaf id."""
+    """Readable rule of every leaf of a fitted scikit-learn tree, by leaf id: one
+    condition per feature (the tightest bounds on its path)."""
     t = tree.tree_
     rules: dict[int, str] = {}
 
-    def condition(feature: int, threshold: float, left: bool) -> str:
-        name = feature_names[feature]
-        vocabulary = categories.get(name)
-        if vocabulary is not None:
-            chosen = [v for code, v in enumerate(vocabulary) if (code <= threshold) == left]
-            return f"{name} in {{{', '.join(chosen)}}}"
-        return f"{name} {'<=' if left else '>'} {threshold:.4g}"
+    def describe(bounds: dict[int, tuple[float, float]]) -> str:
+        parts = []
+        for feature, (low, high) in bounds.items():
+            name = feature_names[feature]
+            vocabulary = categories.get(name)
+            if vocabulary is not None:
+                chosen = [v for code, v in enumerate(vocabulary) if low < code <= high]
+                parts.append(f"{name} in {{{', '.join(chosen)}}}")
+            elif np.isfinite(low) and np.isfinite(high):
+                parts.append(f"{low:.4g} < {name} <= {high:.4g}")
+            elif np.isfinite(high):
+                parts.append(f"{name} <= {high:.4g}")
+            else:
+                parts.append(f"{name} > {low:.4g}")
+        return " and ".join(parts) or "all rows"
 
-    def walk(node: int, path: list[str]) -> None:
+    def walk(node: int, bounds: dict[int, tuple[float, float]]) -> None:
         if t.children_left[node] == -1:
-            rules[node] = " and ".join(path) or "all rows"
+            rules[node] = describe(bounds)
             return
         feature, threshold = int(t.feature[node]), float(t.threshold[node])
-        walk(int(t.children_left[node]), [*path, condition(feature, threshold, True)])
-        walk(int(t.children_right[node]), [*path, condition(feature, threshold, False)])
+        low, high = bounds.get(feature, (-np.inf, np.inf))
+        walk(int(t.children_left[node]), {**bounds, feature: (low, min(high, threshold))})
+        walk(int(t.children_right[node]), {**bounds, feature: (max(low, threshold), high)})
 
-    walk(0, [])
+    walk(0, {})
     return rules
 
 

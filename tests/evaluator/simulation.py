@@ -25,6 +25,8 @@ from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.launcher import free_port
 from loopwise.settings import SERVICES, Settings
 from loopwise.tensors import F32, I32, I64, pack
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
+from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 
 FEATURES_V2 = ["x0", "x1", "x2"]
 ACTIONS_V2 = ["control", "treat", "other"]
@@ -56,11 +58,14 @@ class Simulated:
         return np.isin(self.actions, ["treat", "control"])
 
 
-def simulate(n: int, seed: int, force: str | None = None) -> Simulated:
-    """Simulated logged decisions; ``force`` logs every row with one action."""
+def simulate(n: int, seed: int, force: str | None = None, overlap: bool = True,
+             constant: bool = False) -> Simulated:
+    """Simulated logged decisions; ``force`` logs every row with one action; without
+    ``overlap`` the logging policy is (almost) deterministic in x1; ``constant`` makes
+    every feature a constant."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3))
-    e = propensity(x)
+    x = np.ones((n, 3)) if constant else rng.normal(size=(n, 3))
+    e = propensity(x) if overlap else np.where(x[:, 1] > 0, 0.9995, 0.0005)
     p = {"treat": 0.8 * e, "control": 0.8 * (1 - e), "other": np.full(n, 0.2)}
     u = rng.random(n)
     actions = np.where(u < p["treat"], "treat", np.where(u < p["treat"] + p["control"], "control", "other"))
@@ -71,8 +76,9 @@ def simulate(n: int, seed: int, force: str | None = None) -> Simulated:
     return Simulated(x, actions, p, y)
 
 
-def batch(sim: Simulated, rows: slice, version: int) -> fpb.ReadTrainingDataResponse:
-    """One columnar batch in the layout of blueprint ``version`` (1 or 2)."""
+def batch(sim: Simulated, rows: slice, version: int, outcomes: bool = True) -> fpb.ReadTrainingDataResponse:
+    """One columnar batch in the layout of blueprint ``version`` (1 or 2); without
+    ``outcomes`` no row had an outcome (every reward is the default 0)."""
     features, actions = (FEATURES_V1, ACTIONS_V1) if version == 1 else (FEATURES_V2, ACTIONS_V2)
     x = sim.x[rows][:, [FEATURES_V2.index(f) for f in features]]
     chosen = np.array([actions.index(a) for a in sim.actions[rows]])
@@ -82,10 +88,24 @@ def batch(sim: Simulated, rows: slice, version: int) -> fpb.ReadTrainingDataResp
         blueprint_version=version, feature_names=features, rows=n, features=pack(x, F32),
         decision_ids=[f"d{i}" for i in range(n)], decision_times_ms=pack(np.zeros(n), I64),
         action_indices=pack(chosen, I32), propensities=pack(probs[np.arange(n), chosen], F32),
-        action_probabilities=pack(probs, F32), n_actions=len(actions), rewards=pack(sim.y[rows], F32),
-        outcome_counts=pack(np.ones(n), I32), model_versions=pack(np.zeros(n), I64),
+        action_probabilities=pack(probs, F32), n_actions=len(actions),
+        rewards=pack(sim.y[rows] if outcomes else np.zeros(n), F32),
+        outcome_counts=pack(np.full(n, 1 if outcomes else 0), I32), model_versions=pack(np.zeros(n), I64),
         explored=bytes(n),
     )
+
+
+def without_propensities(item: fpb.ReadTrainingDataResponse) -> fpb.ReadTrainingDataResponse:
+    """A batch logged without action probabilities."""
+    item.ClearField("action_probabilities")
+    item.ClearField("propensities")
+    item.n_actions = 0
+    return item
+
+
+def mu0(x: np.ndarray) -> np.ndarray:
+    """The expected reward of ``control`` (and of ``other``) for rows x0, x1, x2."""
+    return x[:, 1] + 0.5 * x[:, 2] ** 2
 
 
 def blueprint(use_case: str, version: int) -> bp.Blueprint:
@@ -127,6 +147,31 @@ class SimulatedFeedback(fgrpc.FeedbackServiceServicer):
             yield item
 
 
+class SimulatedTrainer(tgrpc.TrainerServiceServicer):
+    """RegisterModel keeping the models in memory; DownloadModel serving them."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, int], tuple[tpb.Model, bytes]] = {}
+
+    async def RegisterModel(self, request, context):  # noqa: N802
+        version = 1 + sum(1 for uc, _ in self.models if uc == request.model.use_case)
+        model = tpb.Model()
+        model.CopyFrom(request.model)
+        model.version = version
+        model.artifact_sha256 = request.sha256
+        model.artifact_size = len(request.onnx)
+        self.models[(model.use_case, version)] = (model, request.onnx)
+        return tpb.RegisterModelResponse(model=model)
+
+    async def DownloadModel(self, request, context):  # noqa: N802
+        found = self.models.get((request.use_case, request.version))
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model v{request.version} not found")
+        model, onnx = found
+        yield tpb.DownloadModelResponse(offset=0, data=onnx, total_size=len(onnx),
+                                        sha256=model.artifact_sha256, model=model)
+
+
 @dataclass
 class World:
     """The test servers, the simulated data and an evaluator's settings."""
@@ -134,6 +179,7 @@ class World:
     settings: Settings
     hte: Simulated
     feedback: SimulatedFeedback
+    trainer: SimulatedTrainer
 
 
 def world_data() -> tuple[Simulated, dict[str, list[fpb.ReadTrainingDataResponse]]]:
@@ -145,13 +191,19 @@ def world_data() -> tuple[Simulated, dict[str, list[fpb.ReadTrainingDataResponse
         "tiny": [batch(simulate(60, seed=3), slice(0, 60), 2)],
         "onesided": [batch(simulate(500, seed=4, force="control"), slice(0, 500), 2)],
         "empty": [],
+        "nooutcomes": [batch(simulate(600, seed=5), slice(0, 600), 2, outcomes=False)],
+        "constant": [batch(simulate(600, seed=6, constant=True), slice(0, 600), 2)],
+        "nooverlap": [batch(simulate(600, seed=8, overlap=False), slice(0, 600), 2)],
+        "nopropensities": [without_propensities(batch(simulate(300, seed=9), slice(0, 300), 2))],
     }
     return hte, data
 
 
-def evaluator_settings(data_dir: Path, decision: str, feedback: str) -> Settings:
+def evaluator_settings(data_dir: Path, decision: str, feedback: str, trainer: str | None = None) -> Settings:
     """Settings of an in-process evaluator using the test servers."""
     values = {f"{s}_address": f"127.0.0.1:{free_port()}" for s in SERVICES}
+    if trainer:
+        values["trainer_address"] = trainer
     values.update(decision_address=decision, feedback_address=feedback, data_dir=data_dir,
                   clock_anchor=time.time(), clock_speed=60.0, seed=7, grace_period_s=1.0)
     return Settings(**values)

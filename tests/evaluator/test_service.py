@@ -1,103 +1,26 @@
-"""The evaluator over gRPC, against test decision and feedback servers on loopback."""
+"""The evaluator over gRPC, against test decision, feedback and trainer servers on loopback:
+estimation, reports, predictions, bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
 import pytest
-import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import field_violations
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
-from loopwise.server import ServiceHost
 from loopwise.services.evaluator.server import start_server
 from loopwise.tensors import F32, F64, pack, unpack_vector
+from tests.evaluator.service import SERVING, Estimated, Evaluator, wait_final
 from tests.evaluator.simulation import World, propensity, tau
 
-FINAL = (op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED, op_pb.OPERATION_STATE_CANCELLED)
-SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-@dataclass
-class Evaluator:
-    """A running evaluator and stubs to it."""
-
-    host: ServiceHost
-    stub: egrpc.EvaluatorServiceStub
-    health: health_pb2_grpc.HealthStub
-    address: str
-
-
-@pytest_asyncio.fixture(scope="module")
-async def evaluator(world: World) -> AsyncIterator[Evaluator]:
-    """The evaluator in-process for the module."""
-    host = await start_server(world.settings)
-    address = world.settings.evaluator_address
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield Evaluator(host, egrpc.EvaluatorServiceStub(channel), health_pb2_grpc.HealthStub(channel), address)
-    await host.stop(0)
-
-
-async def wait_final(ev: Evaluator, operation_id: str) -> op_pb.Operation:
-    """Follow WatchOperation until the operation is final."""
-    last = None
-    async for update in ev.stub.WatchOperation(op_pb.WatchOperationRequest(id=operation_id), timeout=240):
-        last = update.operation
-    assert last is not None and last.state in FINAL
-    return last
-
-
-@dataclass
-class Estimated:
-    """The fixture estimation of use case ``hte`` and what was seen while it ran."""
-
-    operation: op_pb.Operation
-    result: epb.EstimateEffectsResult
-    health: list[int]
-    states: set[int]
-    stages: list[str]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def estimated(evaluator: Evaluator) -> Estimated:
-    """Estimate effects for ``hte``, polling Health and the operation while it runs."""
-    started = (await evaluator.stub.EstimateEffects(
-        epb.EstimateEffectsRequest(use_case="hte", request_id="hte-1"), timeout=10)).operation
-    assert started.kind == "estimate_effects"
-    watched = asyncio.create_task(watched_stages(evaluator, started.id))
-    health, states = [], set()
-    operation = started
-    for _ in range(20_000):
-        operation = (await evaluator.stub.GetOperation(op_pb.GetOperationRequest(id=started.id), timeout=5)).operation
-        states.add(operation.state)
-        if operation.state in FINAL:
-            break
-        if operation.state == op_pb.OPERATION_STATE_RUNNING:
-            check = await evaluator.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-            health.append(check.status)
-        await asyncio.sleep(0.02)
-    assert operation.state == op_pb.OPERATION_STATE_SUCCEEDED, operation.error_message
-    result = epb.EstimateEffectsResult()
-    assert operation.result.Unpack(result)
-    return Estimated(operation, result, health, states, await watched)
-
-
-async def watched_stages(ev: Evaluator, operation_id: str) -> list[str]:
-    """The distinct stages WatchOperation streams, in order."""
-    stages: list[str] = []
-    async for update in ev.stub.WatchOperation(op_pb.WatchOperationRequest(id=operation_id), timeout=240):
-        if not stages or stages[-1] != update.operation.stage:
-            stages.append(update.operation.stage)
-    return stages
+# Estimations share the machine with other test runs: be generous.
+pytestmark = pytest.mark.timeout(1200)
 
 
 async def test_estimate_effects_recovers_the_true_effect(estimated: Estimated, world: World) -> None:
@@ -137,22 +60,70 @@ async def test_health_serves_while_the_job_runs(estimated: Estimated) -> None:
 
 async def test_request_id_returns_the_same_operation(evaluator: Evaluator, estimated: Estimated) -> None:
     again = (await evaluator.stub.EstimateEffects(
-        epb.EstimateEffectsRequest(use_case="hte", request_id="hte-1"), timeout=10)).operation
+        epb.EstimateEffectsRequest(use_case="hte", request_id="hte-1"), timeout=60)).operation
     assert again.id == estimated.operation.id
 
 
+REPORT_SECTIONS = ("summary", "overlap", "nuisance", "ate", "cate-distribution", "effect-modifier", "segments",
+                   "validation", "policy", "refutation", "reproducibility")
+
+
+def report_sections(html: str) -> dict[str, str]:
+    """The report's sections by id, each with its inner HTML."""
+    return dict(re.findall(r'<section id="([a-z-]+)">(.*?)</section>', html, flags=re.S))
+
+
+def report_pngs(html: str) -> list[bytes]:
+    """The embedded PNG images of a report."""
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    return [base64.b64decode(image) for image in images]
+
+
 async def test_report_html_is_self_contained(evaluator: Evaluator, estimated: Estimated) -> None:
-    report = await evaluator.stub.GetReport(epb.GetReportRequest(report_id=estimated.result.report_id), timeout=10)
+    report = await evaluator.stub.GetReport(epb.GetReportRequest(report_id=estimated.result.report_id), timeout=60)
     assert report.result == estimated.result
     html = report.html.decode("utf-8")
-    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) >= 3
-    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
-    for section in ("summary", "cate-distribution", "overlap", "effect-modifier", "coefficients"):
-        assert f'<section id="{section}">' in html
-    assert f"{estimated.result.ate:.4f}" in html
-    assert "<code>x0</code>" in html  # the strongest effect modifier
+    sections = report_sections(html)
+    assert set(REPORT_SECTIONS) <= set(sections)
+    images = report_pngs(html)
+    assert len(images) >= 5
+    assert all(image[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert f"{estimated.result.ate:.4f}" in sections["summary"]
+    assert "<code>x0</code>" in sections["effect-modifier"]  # the strongest effect modifier
+    assert "placebo_treatment" in sections["refutation"] and "random_common_cause" in sections["refutation"]
+    assert "econml" in sections["reproducibility"]
     assert "http://" not in html and "https://" not in html
+
+
+async def test_result_carries_every_report_part(estimated: Estimated, world: World) -> None:
+    r = estimated.result
+    # Overlap: the logged e(x) = sigmoid(0.8·x1 − 0.3) stays away from 0 and 1 here.
+    assert not r.overlap.poor and 0 < r.overlap.effective_sample_size <= r.rows
+    assert sum(r.overlap.treated_counts) == r.treated_rows
+    assert sum(r.overlap.control_counts) == r.rows - r.treated_rows
+    scores = {(s.model, s.metric): s.value for s in r.nuisance_scores}
+    assert scores[("outcome", "r2")] > 0.3  # y = x1 + 0.5·x2² + T·τ(x) + noise is learnable
+    assert 0.5 < scores[("treatment", "auc")] < 1.0
+    # Segments: x0 drives τ = 1 + 2·x0, so the x0 quartiles' effects increase.
+    tree = [s for s in r.segments if s.source == "tree"]
+    assert tree and all("x0" in s.rule for s in tree)
+    assert all(s.ci_lower <= s.effect <= s.ci_upper for s in r.segments)
+    # Validation: real heterogeneity, well calibrated.
+    assert r.validation.rows > 0 and r.validation.blp_slope > 0.5 and r.validation.blp_p_value < 0.01
+    assert r.validation.qini_ci_lower > 0 and r.validation.calibration_r2 > 0.5
+    # Policy (cost 0): treating those with τ̂ > 0 beats treating no one.
+    values = {v.name: v for v in r.policy.values}
+    assert set(values) == {"cate_policy", "treat_all", "treat_none"}
+    assert values["cate_policy"].value > values["treat_none"].value
+    assert 0.4 < r.policy.treated_share < 0.9  # true share with τ > 0: P(x0 > −0.5) ≈ 0.69
+    refutations = {f.method: f for f in r.refutations}
+    assert refutations["placebo_treatment"].passed
+    assert refutations["placebo_treatment"].ci_lower <= 0 <= refutations["placebo_treatment"].ci_upper
+    assert refutations["random_common_cause"].passed
+    repro = r.reproducibility
+    assert repro.rows_used == r.rows and repro.rows_read == len(world.hte.y) and repro.seed == 7
+    assert "LinearDML" in repro.estimator_settings and "HistGradientBoosting" in repro.estimator_settings
+    assert {"econml", "scikit-learn", "numpy"} <= set(repro.versions)
 
 
 async def test_cate_correlates_with_the_true_effect(evaluator: Evaluator, estimated: Estimated, world: World) -> None:
@@ -190,16 +161,16 @@ async def test_predict_effects_rejects_bad_input(evaluator: Evaluator, estimated
     ]
     for request, field in bad:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await evaluator.stub.PredictEffects(request, timeout=10)
+            await evaluator.stub.PredictEffects(request, timeout=60)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in [f for f, _ in field_violations(info.value)]
 
 
 async def test_unknown_report_is_not_found(evaluator: Evaluator) -> None:
     for call in (
-        evaluator.stub.GetReport(epb.GetReportRequest(report_id="no-such-report"), timeout=5),
+        evaluator.stub.GetReport(epb.GetReportRequest(report_id="no-such-report"), timeout=60),
         evaluator.stub.PredictEffects(epb.PredictEffectsRequest(
-            report_id="no-such-report", rows=1, feature_names=["x0"], features=b"\0" * 4), timeout=5),
+            report_id="no-such-report", rows=1, feature_names=["x0"], features=b"\0" * 4), timeout=60),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
@@ -209,10 +180,10 @@ async def test_unknown_report_is_not_found(evaluator: Evaluator) -> None:
 async def test_unknown_use_case_is_not_found_at_once(evaluator: Evaluator, world: World) -> None:
     reads = len(world.feedback.reads)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(use_case="nope"), timeout=10)
+        await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(use_case="nope"), timeout=60)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert len(world.feedback.reads) == reads  # refused before any data was read
-    listed = await evaluator.stub.ListOperations(op_pb.ListOperationsRequest(use_case="nope"), timeout=5)
+    listed = await evaluator.stub.ListOperations(op_pb.ListOperationsRequest(use_case="nope"), timeout=60)
     assert list(listed.operations) == []
 
 
@@ -224,50 +195,40 @@ async def test_unknown_use_case_is_not_found_at_once(evaluator: Evaluator, world
         ({"use_case": "hte", "control_action": "nothing"}, "control_action"),
         ({"use_case": "hte", "treatment_action": "control"}, "treatment_action"),
         ({"use_case": "hte", "estimator": 9}, "estimator"),
+        ({"use_case": "hte", "segment_features": ["nope"]}, "segment_features"),
+        ({"use_case": "hte", "treatment_cost": -1.0}, "treatment_cost"),
+        ({"use_case": "hte", "forest_trees": -4}, "forest_trees"),
+        ({"use_case": "hte", "treatment_source": epb.TREATMENT_SOURCE_ARMS}, "treatment_source"),
     ],
 )
 async def test_bad_arguments_are_invalid(evaluator: Evaluator, request_fields: dict, field: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(**request_fields), timeout=10)
+        await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(**request_fields), timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in [f for f, _ in field_violations(info.value)]
 
 
 @pytest.mark.parametrize(
     ("use_case", "reason"),
-    [("tiny", "too few rows"), ("onesided", "single treatment value"), ("empty", "no joined decisions")],
+    [("tiny", "too few rows"), ("onesided", "single treatment value"), ("empty", "no joined decisions"),
+     ("nooutcomes", "no outcomes joined"), ("constant", "constant features"), ("nooverlap", "no overlap")],
 )
 async def test_unusable_data_fails_the_operation(evaluator: Evaluator, use_case: str, reason: str) -> None:
-    started = (await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(use_case=use_case), timeout=10)).operation
+    started = (await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(use_case=use_case), timeout=60)).operation
     final = await wait_final(evaluator, started.id)
     assert final.state == op_pb.OPERATION_STATE_FAILED
     assert final.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert reason in final.error_message
 
 
-async def test_list_reports_newest_first_and_by_use_case(evaluator: Evaluator, estimated: Estimated) -> None:
-    second = (await evaluator.stub.EstimateEffects(
-        epb.EstimateEffectsRequest(use_case="hte", seed=3, treatment_action="other"), timeout=10)).operation
-    final = await wait_final(evaluator, second.id)
-    assert final.state == op_pb.OPERATION_STATE_SUCCEEDED, final.error_message
-    newer = epb.EstimateEffectsResult()
-    final.result.Unpack(newer)
-    assert newer.treatment_action == "other"
-    listed = (await evaluator.stub.ListReports(epb.ListReportsRequest(use_case="hte"), timeout=5)).reports
+async def test_list_reports_newest_first_and_by_use_case(evaluator: Evaluator, estimated: Estimated,
+                                                         registered: epb.EstimateEffectsResult) -> None:
+    listed = (await evaluator.stub.ListReports(epb.ListReportsRequest(use_case="hte"), timeout=60)).reports
     ids = [r.report_id for r in listed]
-    assert ids[:2] == [newer.report_id, estimated.result.report_id]
-    assert (await evaluator.stub.ListReports(epb.ListReportsRequest(use_case="tiny"), timeout=5)).reports == []
-    everything = (await evaluator.stub.ListReports(epb.ListReportsRequest(), timeout=5)).reports
+    assert ids[:2] == [registered.report_id, estimated.result.report_id]
+    assert (await evaluator.stub.ListReports(epb.ListReportsRequest(use_case="tiny"), timeout=60)).reports == []
+    everything = (await evaluator.stub.ListReports(epb.ListReportsRequest(), timeout=60)).reports
     assert len(everything) >= 2
-
-
-async def test_later_versions_answer_unimplemented(evaluator: Evaluator) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await evaluator.stub.EvaluatePolicy(epb.EvaluatePolicyRequest(use_case="hte"), timeout=5)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await evaluator.stub.SuggestParameters(epb.SuggestParametersRequest(use_case="hte"), timeout=5)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_reports_and_predictions_survive_a_restart(world: World, estimated: Estimated) -> None:
@@ -276,14 +237,14 @@ async def test_reports_and_predictions_survive_a_restart(world: World, estimated
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
             stub = egrpc.EvaluatorServiceStub(channel)
-            report = await stub.GetReport(epb.GetReportRequest(report_id=estimated.result.report_id), timeout=10)
+            report = await stub.GetReport(epb.GetReportRequest(report_id=estimated.result.report_id), timeout=60)
             assert report.result == estimated.result
             response = await stub.PredictEffects(epb.PredictEffectsRequest(
                 report_id=estimated.result.report_id, rows=1, feature_names=["x0", "x1", "x2"],
                 features=pack(np.array([[1.0, 0.0, 0.0]]), F32)), timeout=30)
             assert unpack_vector(response.effects, F64)[0] == pytest.approx(3.0, abs=0.35)
             operation = (await stub.GetOperation(
-                op_pb.GetOperationRequest(id=estimated.operation.id), timeout=5)).operation
+                op_pb.GetOperationRequest(id=estimated.operation.id), timeout=60)).operation
             assert operation.state == op_pb.OPERATION_STATE_SUCCEEDED
     finally:
         await host.stop(0)
