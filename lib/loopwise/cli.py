@@ -345,8 +345,7 @@ def _summary_line(verb: str, summary: BackupSummary) -> str:
 def backup_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="A new directory, or a .tar.gz archive.")],
 ) -> None:
-    """Write every use case (all blueprint versions), model (with its ONNX artifact) and
-    current deployment to a directory or archive."""
+    """Write use cases (all versions), models with artifacts, deployments to a dir or .tar.gz."""
     settings = _settings()
     try:
         with Client(settings=settings) as client, _stub("trainer", settings) as trainer, _rpc_errors():
