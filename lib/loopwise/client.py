@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from loopwise import security
+from loopwise import security, tracing
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -323,8 +323,11 @@ class Client(_ClientBase):
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
         options = channel_options(self.settings)
-        self._decision_channel = security.sync_channel(self.settings, self.decision_address, options)
-        self._feedback_channel = security.sync_channel(self.settings, self.feedback_address, options)
+        # The caller's trace context (if it traces) goes with each call.
+        self._decision_channel = tracing.with_caller_context(
+            security.sync_channel(self.settings, self.decision_address, options))
+        self._feedback_channel = tracing.with_caller_context(
+            security.sync_channel(self.settings, self.feedback_address, options))
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 
@@ -487,8 +490,10 @@ class AsyncClient(_ClientBase):
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
         options = channel_options(self.settings)
-        self._decision_channel = security.aio_channel(self.settings, self.decision_address, options)
-        self._feedback_channel = security.aio_channel(self.settings, self.feedback_address, options)
+        self._decision_channel = security.aio_channel(self.settings, self.decision_address, options,
+                                                      tracing.caller_interceptors())
+        self._feedback_channel = security.aio_channel(self.settings, self.feedback_address, options,
+                                                      tracing.caller_interceptors())
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 

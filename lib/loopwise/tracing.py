@@ -284,3 +284,85 @@ class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStr
 def client_interceptors() -> list[Any]:
     """Interceptors for an aio channel to another service: none when tracing is off."""
     return [_ClientInterceptor()] if _tracer is not None else []
+
+
+# -- callers (SDK) ----------------------------------------------------------------------
+def _caller_headers() -> list[tuple[str, str]]:
+    """W3C headers of the caller's current span (its own OpenTelemetry setup, or
+    loopwise's), or none when there is no valid current span."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return []
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
+
+
+class _CallerContextAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+                        grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """Sends the caller's trace context with each call (no spans of its own)."""
+
+    @staticmethod
+    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        headers = _caller_headers()
+        if not headers:
+            return details
+        metadata = grpc.aio.Metadata(*(tuple(details.metadata) if details.metadata else ()), *headers)
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                          details.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+class _SyncDetails:
+    """Call details of a blocking channel with extra metadata."""
+
+    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class _CallerContextSync(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """The blocking-channel variant of :class:`_CallerContextAio`."""
+
+    @staticmethod
+    def _details(details: Any) -> Any:
+        headers = _caller_headers()
+        return _SyncDetails(details, [*(details.metadata or ()), *headers]) if headers else details
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+
+def caller_interceptors() -> list[Any]:
+    """For the SDK's aio channels: the caller's trace context goes with each call, so a
+    product's trace continues into Decide (a no-op without a current span)."""
+    return [_CallerContextAio()]
+
+
+def with_caller_context(channel: grpc.Channel) -> grpc.Channel:
+    """The SDK's blocking channel, sending the caller's trace context with each call."""
+    return grpc.intercept_channel(channel, _CallerContextSync())
