@@ -1,8 +1,8 @@
 """Drift of live decisions against the serving model's training data.
 
-Off the request path: ``LogDecisions`` only appends the logged records to a bounded
-buffer (:meth:`DriftMonitor.observe`); a background task (:meth:`DriftMonitor.run`)
-bins them every ``drift_interval_s`` against the training profile of the model that
+Off the request path: ``LogDecisions`` only appends what drift needs of each logged
+record (:class:`LiveRow`) to a bounded buffer (:meth:`DriftMonitor.observe`); a
+background task (:meth:`DriftMonitor.run`) bins them every ``drift_interval_s`` against the training profile of the model that
 served them (``Model.feature_profiles`` from the trainer, fetched once per model
 version), keeps per use case a live histogram per feature and of the model's scores,
 and computes the population stability index (PSI)
@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,16 @@ SCORE_BINS = 10
 # Decisions buffered per use case between two computations (the rest are counted
 # as skipped: drift is a statistic, not a ledger).
 MAX_BUFFERED = 50_000
+
+
+class LiveRow(NamedTuple):
+    """What drift needs of one logged decision (the record itself is not kept)."""
+
+    blueprint_version: int
+    model_version: int
+    fallback: bool
+    score: float
+    features: bytes
 
 
 def psi(live: np.ndarray, reference: np.ndarray) -> float:
@@ -233,7 +243,7 @@ class DriftMonitor:
         self.interval_s = interval_s
         self.on_report = on_report
         self.skipped = 0  # decisions not buffered because a buffer was full
-        self._buffer: dict[str, list[fpb.DecisionRecord]] = {}
+        self._buffer: dict[str, list[LiveRow]] = {}
         self._windows: dict[str, LiveWindow] = {}
         self._reports: dict[str, fpb.DriftReport] = {}
         self._profiles: dict[tuple[str, int], list[FeatureBins] | None] = {}
@@ -251,7 +261,8 @@ class DriftMonitor:
             if len(buffered) >= MAX_BUFFERED:
                 self.skipped += 1
                 continue
-            buffered.append(record)
+            buffered.append(LiveRow(record.blueprint_version, record.model_version, record.fallback,
+                                    record.score, record.features))
 
     # -- background ---------------------------------------------------------------------
     def start(self) -> None:
@@ -294,7 +305,7 @@ class DriftMonitor:
         """The last report of a use case, if any."""
         return self._reports.get(use_case)
 
-    async def _compute_use_case(self, use_case: str, records: list[fpb.DecisionRecord]) -> fpb.DriftReport | None:
+    async def _compute_use_case(self, use_case: str, records: list[LiveRow]) -> fpb.DriftReport | None:
         served = [r.model_version for r in records if r.model_version > 0]
         if not served:
             current = self._windows.get(use_case)
@@ -335,7 +346,7 @@ class DriftMonitor:
             return None
 
     async def _rows(self, use_case: str, window: LiveWindow,
-                    records: list[fpb.DecisionRecord]) -> tuple[np.ndarray, np.ndarray]:
+                    records: list[LiveRow]) -> tuple[np.ndarray, np.ndarray]:
         """Live rows in the profile's feature order (by name across blueprint
         versions; categorical codes remapped by vocabulary value) and their scores."""
         model = self._models[(use_case, window.model_version)]
@@ -359,7 +370,7 @@ class DriftMonitor:
         return matrix, scores
 
 
-def _features(record: fpb.DecisionRecord, width: int) -> np.ndarray:
+def _features(record: LiveRow, width: int) -> np.ndarray:
     values = np.frombuffer(record.features, dtype="<f4").astype(np.float64)
     if values.size != width:  # a record that does not match its version: all missing
         return np.full(width, np.nan)
