@@ -322,10 +322,17 @@ class DriftMonitor:
                 window.score_edges, window.score_reference = reference
                 window.score_reference_kind = "training"
             self._windows[use_case] = window
-        matrix, scores = await self._rows(use_case, window, records)
-        window.add(matrix, scores)
+        model = self._models[(use_case, version)]
+        versions = {r.blueprint_version for r in records} | {model.blueprint_version}
+        blueprints = {v: await self.blueprint_lookup(use_case, v) for v in sorted(versions)}
         thresholds = Thresholds.from_blueprint(await self._latest_blueprint(use_case))
-        return window.report(thresholds)
+
+        def bin_and_report() -> fpb.DriftReport:  # numpy work: off the event loop
+            matrix, scores = _rows(window, records, blueprints, model.blueprint_version)
+            window.add(matrix, scores)
+            return window.report(thresholds)
+
+        return await asyncio.to_thread(bin_and_report)
 
     async def _profile(self, use_case: str, version: int) -> list[FeatureBins] | None:
         key = (use_case, version)
@@ -345,29 +352,30 @@ class DriftMonitor:
             log.warning("drift: cannot read the blueprint of %s; default thresholds", use_case)
             return None
 
-    async def _rows(self, use_case: str, window: LiveWindow,
-                    records: list[LiveRow]) -> tuple[np.ndarray, np.ndarray]:
-        """Live rows in the profile's feature order (by name across blueprint
-        versions; categorical codes remapped by vocabulary value) and their scores."""
-        model = self._models[(use_case, window.model_version)]
-        target = await self.blueprint_lookup(use_case, model.blueprint_version)
-        names = [b.name for b in window.features]
-        matrix = np.full((len(records), len(names)), np.nan, dtype=np.float64)
-        scores = np.full(len(records), np.nan)
-        by_version: dict[int, list[int]] = {}
-        for i, record in enumerate(records):
-            by_version.setdefault(record.blueprint_version, []).append(i)
-            if record.model_version == window.model_version and not record.fallback:
-                scores[i] = record.score
-        for version, rows in by_version.items():
-            source = target if version == model.blueprint_version else await self.blueprint_lookup(use_case, version)
-            width = len(source.features)
-            raw = np.stack([_features(records[i], width) for i in rows])
-            for j, name in enumerate(names):
-                column = _column(source, target, name, raw)
-                if column is not None:
-                    matrix[rows, j] = column
-        return matrix, scores
+
+def _rows(window: LiveWindow, records: list[LiveRow], blueprints: dict[int, bp.Blueprint],
+          model_version_blueprint: int) -> tuple[np.ndarray, np.ndarray]:
+    """Live rows in the profile's feature order (by name across blueprint versions;
+    categorical codes remapped by vocabulary value) and their scores (NaN when another
+    model or the default made the decision)."""
+    target = blueprints[model_version_blueprint]
+    names = [b.name for b in window.features]
+    matrix = np.full((len(records), len(names)), np.nan, dtype=np.float64)
+    scores = np.full(len(records), np.nan)
+    by_version: dict[int, list[int]] = {}
+    for i, record in enumerate(records):
+        by_version.setdefault(record.blueprint_version, []).append(i)
+        if record.model_version == window.model_version and not record.fallback:
+            scores[i] = record.score
+    for version, rows in by_version.items():
+        source = blueprints[version]
+        width = len(source.features)
+        raw = np.stack([_features(records[i], width) for i in rows])
+        for j, name in enumerate(names):
+            column = _column(source, target, name, raw)
+            if column is not None:
+                matrix[rows, j] = column
+    return matrix, scores
 
 
 def _features(record: LiveRow, width: int) -> np.ndarray:
