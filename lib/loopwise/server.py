@@ -301,6 +301,8 @@ class ServiceHost:
             try:
                 await self.metrics_endpoint.start()
             except BaseException:
+                if self.health_server is not None:
+                    await self.health_server[0].stop(0)
                 await self.server.stop(0)
                 raise
         for svc in ["", *self._services]:
