@@ -32,6 +32,11 @@ async def test_sdk_calls_continue_the_callers_trace(make_settings):
 
         async with grpc.aio.insecure_channel(settings.decision_address) as channel:
             await dgrpc.DecisionServiceStub(channel).ApplyUseCase(dpb.ApplyUseCaseRequest(blueprint=blueprint()))
+            # A DecideStream: one server span for the stream, one event per decision.
+            stream = dgrpc.DecisionServiceStub(channel).DecideStream(iter([
+                dpb.DecideRequest(use_case=USE_CASE, features={"x": dpb.FeatureValue(number=float(i))})
+                for i in range(2)]), timeout=30)
+            streamed = [r.decision.decision_id async for r in stream]
         product = tracing.tracer()
         async_client = AsyncClient(settings=settings, deadline_s=30)
         with product.start_as_current_span("checkout page") as page:
@@ -53,3 +58,6 @@ async def test_sdk_calls_continue_the_callers_trace(make_settings):
     sync_server = decides[sync_decision.decision_id]
     assert sync_server.parent is not None and sync_server.parent.span_id == cart.get_span_context().span_id
     assert decides[untraced.decision_id].parent is None  # a root span of its own
+    stream_span = [s for s in exporter.get_finished_spans() if s.name.endswith("DecisionService/DecideStream")]
+    assert len(stream_span) == 1 and stream_span[0].attributes["rpc.grpc.status_code"] == 0
+    assert [e.attributes[tracing.ATTR_DECISION_ID] for e in stream_span[0].events] == streamed
