@@ -104,6 +104,16 @@ def baseline_seconds(x: np.ndarray, y: np.ndarray) -> float:
     return time.perf_counter() - started
 
 
+def read_seconds(channel: grpc.Channel) -> tuple[float, int]:
+    """A bare client streaming the same ReadTrainingData (no decoding): seconds, rows."""
+    started = time.perf_counter()
+    rows = 0
+    for batch in fgrpc.FeedbackServiceStub(channel).ReadTrainingData(
+            fpb.ReadTrainingDataRequest(use_case=USE_CASE, batch_rows=8192), timeout=600):
+        rows += batch.rows
+    return time.perf_counter() - started, rows
+
+
 def train(trainer: tgrpc.TrainerServiceStub, tag: str) -> tuple[float, tpb.TrainingResult]:
     """Wall seconds from StartTraining to the final operation, and its result."""
     started = time.perf_counter()
@@ -189,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
                 notes.append(f"Loading took {time.perf_counter() - loaded:.0f} s; feedback counts "
                              f"{stats.closed_windows:,} closed windows, {stats.outcomes:,} outcomes.")
                 baseline = baseline_seconds(x, y)
+                raw_read, raw_rows = read_seconds(fch)
+                notes.append(f"A bare client streams the same ReadTrainingData ({raw_rows:,} rows) in "
+                             f"{raw_read:.1f} s: the feedback service's share of \"reading\".")
                 trainer = tgrpc.TrainerServiceStub(tch)
                 runs = []
                 for name, tag in (("first model", "bench-1"), ("second model (shadow)", "bench-2")):
