@@ -109,12 +109,28 @@ def mu0(x: np.ndarray) -> np.ndarray:
 
 
 def blueprint(use_case: str, version: int) -> bp.Blueprint:
-    """The blueprint of a simulated use case at a version."""
+    """The blueprint of a simulated use case at a version (``arms`` has two experiment
+    arms, "a" with 30% of units and "b" with 70%)."""
     features, actions = (FEATURES_V1, ACTIONS_V1) if version == 1 else (FEATURES_V2, ACTIONS_V2)
+    arms = [bp.ExperimentArm(name="a", traffic_share=0.3), bp.ExperimentArm(name="b", traffic_share=0.7)] \
+        if use_case == "arms" else []
     return bp.Blueprint(
-        use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=actions,
+        use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=actions, arms=arms,
         features=[bp.Feature(name=f, type=bp.FEATURE_TYPE_NUMERIC) for f in features],
     )
+
+
+def arm_experiment(n: int, seed: int) -> tuple[Simulated, fpb.ReadTrainingDataResponse]:
+    """Units assigned to arm "b" (70%) are always treated, those of arm "a" never: the
+    effect of arm b over arm a is τ(x)."""
+    rng = np.random.default_rng(seed)
+    sim = simulate(n, seed)
+    in_b = rng.random(n) < 0.7
+    sim.actions = np.where(in_b, "treat", "control")
+    sim.y = mu0(sim.x) + in_b * tau(sim.x) + rng.normal(scale=0.5, size=n)
+    item = batch(sim, slice(0, n), 2)
+    item.arms[:] = ["b" if b else "a" for b in in_b]
+    return sim, item
 
 
 class SimulatedDecision(dgrpc.DecisionServiceServicer):
@@ -195,6 +211,7 @@ def world_data() -> tuple[Simulated, dict[str, list[fpb.ReadTrainingDataResponse
         "constant": [batch(simulate(600, seed=6, constant=True), slice(0, 600), 2)],
         "nooverlap": [batch(simulate(600, seed=8, overlap=False), slice(0, 600), 2)],
         "nopropensities": [without_propensities(batch(simulate(300, seed=9), slice(0, 300), 2))],
+        "arms": [arm_experiment(2000, seed=13)[1]],
     }
     return hte, data
 

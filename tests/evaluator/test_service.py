@@ -17,7 +17,7 @@ from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.services.evaluator.server import start_server
 from loopwise.tensors import F32, F64, pack, unpack_vector
 from tests.evaluator.service import SERVING, Estimated, Evaluator, wait_final
-from tests.evaluator.simulation import World, propensity, tau
+from tests.evaluator.simulation import World, arm_experiment, propensity, tau
 
 # Estimations share the machine with other test runs: be generous.
 pytestmark = pytest.mark.timeout(1200)
@@ -175,6 +175,22 @@ async def test_unknown_report_is_not_found(evaluator: Evaluator) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_experiment_arms_as_treatments(evaluator: Evaluator) -> None:
+    started = (await evaluator.stub.EstimateEffects(epb.EstimateEffectsRequest(
+        use_case="arms", treatment_source=epb.TREATMENT_SOURCE_ARMS), timeout=60)).operation
+    final = await wait_final(evaluator, started.id)
+    assert final.state == op_pb.OPERATION_STATE_SUCCEEDED, final.error_message
+    result = epb.EstimateEffectsResult()
+    final.result.Unpack(result)
+    sim, _ = arm_experiment(2000, seed=13)
+    assert result.treatment_source == epb.TREATMENT_SOURCE_ARMS and not result.logged_propensities_used
+    assert (result.treatment_action, result.control_action) == ("b", "a")  # the blueprint's 2nd and 1st arms
+    assert result.rows == 2000 and result.treated_rows == int((sim.actions == "treat").sum())
+    # The arms' traffic shares are the propensity: 0.7 / (0.7 + 0.3).
+    assert result.min_propensity == pytest.approx(0.7) and result.max_propensity == pytest.approx(0.7)
+    assert result.ate_ci_lower <= tau(sim.x).mean() <= result.ate_ci_upper
 
 
 async def test_unknown_use_case_is_not_found_at_once(evaluator: Evaluator, world: World) -> None:
