@@ -27,7 +27,8 @@ def test_committed_stubs_match_protos(tmp_path: Path) -> None:
     assert generated, "protoc wrote nothing"
     drifted = [str(rel) for rel in generated if not filecmp.cmp(tmp_path / rel, ROOT / "lib" / rel, shallow=False)]
     assert not drifted, f"stubs drifted from protos/: {drifted}; run `make proto`"
-    committed = {p.relative_to(ROOT / "lib") for p in (ROOT / "lib" / "loopwise").rglob("*_pb2*.py*")}
+    committed = {p.relative_to(ROOT / "lib") for p in (ROOT / "lib" / "loopwise").rglob("*_pb2*.py*")
+                 if "__pycache__" not in p.parts}
     assert committed == set(generated), "stale stub files without a .proto"
 
 
