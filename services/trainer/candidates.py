@@ -136,6 +136,8 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
             if spent or len(ranked) <= 1 or size >= n_fit:
                 break
             survivors = ranked[: max(1, len(ranked) // ETA)]
+            if len(survivors) == 1:  # a lone survivor needs no more rungs: the refit follows
+                break
             size *= ETA
     estimator = make_estimator(data.kind, family, seed, _sized(family, configs[best], n))
     fit_weighted(estimator, data.x_train.astype(np.float64), data.y_train, data.w_train)
