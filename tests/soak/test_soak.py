@@ -152,12 +152,20 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
         rss_after = {s: rss_mib(launcher.pid(s)) for s in kept}
         tally = load.tally
 
+        seen: dict[str, int] = {}
+
         def all_logged() -> tuple[list, list] | None:
             decisions, outcomes = _raw_rows(cassandra, keyspace)
             served_rows = [r for r in decisions if not r.shadow]
+            seen.update(logged=len(served_rows), outcomes=len(outcomes))
             return (decisions, outcomes) if len(served_rows) >= len(tally.served) else None
 
-        decisions, outcomes = _wait(all_logged, 180, "every served decision to be logged", interval=2.0)
+        try:
+            decisions, outcomes = _wait(all_logged, 300, "every served decision to be logged", interval=3.0)
+        except AssertionError:
+            print(f"\nSOAK not drained: served {len(tally.served)}, logged so far {seen}; outcomes acked "
+                  f"{len(tally.outcomes_acked)} of {len(tally.outcomes_sent)}; pids {pids}")
+            raise
         phases["drained"] = time.monotonic()
         marks = list(phases.items())
         print("\nSOAK phases (s): " + ", ".join(f"{name} {t - marks[i - 1][1]:.0f}" for i, (name, t)
