@@ -21,7 +21,7 @@ from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.tensors import F32, I32, pack, unpack_vector
 from tests.e2e.driver import FEATURES, expected_reward
 
-ROWS = 20
+ROWS = 10
 
 
 def rss_mib(pid: int) -> float:
@@ -49,7 +49,7 @@ class Tally:
 
 
 class Load:
-    """Decide (batches of 20 rows), LogOutcomes (every batch retried until
+    """Decide (batches of 10 rows, about ten a second per thread), LogOutcomes (every batch retried until
     acknowledged) and reads (GetStats, GetDecision) in background threads."""
 
     def __init__(self, decision_address: str, feedback_address: str, use_case: str, version: int,
@@ -101,7 +101,7 @@ class Load:
             actions = unpack_vector(reply.action_indices, I32).astype(float)
             bought = rng.random(ROWS) < expected_reward(x, actions)
             self._outcomes.put([d for d, b in zip(reply.decision_ids, bought, strict=True) if b])
-            time.sleep(0.01)
+            time.sleep(0.1)
 
     def _log_outcomes(self) -> None:
         while not (self.stop.is_set() and self._outcomes.empty()):
