@@ -190,6 +190,7 @@ class CassandraFeedbackStore(FeedbackStore):
         writes: list[tuple[str, Sequence[Any]]] = []
         days: set[tuple[str, int]] = set()
         versions: set[tuple[str, int]] = set()
+        new = 0
         for key, present in zip(keys, found, strict=True):
             for (t, decision_id), d in partitions[key].items():
                 if (t, decision_id) in present:
@@ -200,11 +201,11 @@ class CassandraFeedbackStore(FeedbackStore):
                     r.score, np.asarray(r.action_probabilities, _F64).tobytes(), r.model_version, r.arm,
                     bool(r.explored), bool(r.fallback), bool(r.shadow),
                     np.asarray(r.action_scores, _F64).tobytes(), ts)))
+                new += 1
                 if r.unit_id:
                     writes.append((_INSERT_BY_UNIT, (key[0], r.unit_id, decision_id, t, ts)))
                 days.add((key[0], key[1]))
                 versions.add((key[0], r.blueprint_version))
-        new = len(writes)
         writes += [(_INSERT_DAY, (uc, "decisions", day, ts)) for uc, day in days]
         writes += [(_INSERT_VERSION, (uc, v, ts)) for uc, v in versions]
         await self.conn.write_many(writes)
