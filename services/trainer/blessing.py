@@ -7,12 +7,14 @@ value). The metric reported is log loss, mean squared error or IPS policy value.
 The candidate is blessed when, overall, its mean utility is not below the serving
 one's by more than ``tolerance × |serving mean utility|``; in a declared slice it
 fails only when it is below by more than that *and* significantly so (paired
-one-sided z-test at 5%), so that small slices do not reject by noise alone.
+one-sided z-test at 5% over all slices, Bonferroni-corrected), so that small or many
+slices do not reject by noise alone.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +37,7 @@ from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 DEFAULT_TOLERANCE = 0.01
 SLICE_MIN_ROWS = 30
 MAX_SLICES = 24
-SLICE_Z = 1.645  # one-sided 5%
+SLICE_ALPHA = 0.05  # one-sided, shared by all slices of one blessing (Bonferroni)
 METRICS = {BINARY: "log_loss", "multiclass": "log_loss", REGRESSION: "mse", ACTION_VALUE: "policy_value_ips"}
 
 
@@ -124,7 +126,7 @@ def slice_masks(blueprint: bp.Blueprint, features: np.ndarray) -> list[tuple[str
 
 
 def _compare(kind: str, name: str, mask: np.ndarray, candidate: np.ndarray, serving: np.ndarray,
-             tolerance: float, overall: bool) -> tpb.SliceComparison:
+             tolerance: float, overall: bool, z: float = 0.0) -> tpb.SliceComparison:
     c, s = candidate[mask], serving[mask]
     allowed = tolerance * abs(float(np.mean(s)))
     diff = c - s
@@ -133,7 +135,7 @@ def _compare(kind: str, name: str, mask: np.ndarray, candidate: np.ndarray, serv
         passed = shortfall >= 0
     else:
         se = float(np.std(diff, ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
-        passed = shortfall >= 0 or (se > 0 and shortfall / se >= -SLICE_Z)
+        passed = shortfall >= 0 or (se > 0 and shortfall / se >= -z)
     return tpb.SliceComparison(slice=name, rows=int(mask.sum()), candidate=metric_value(kind, c),
                                serving=metric_value(kind, s), passed=bool(passed))
 
@@ -159,7 +161,8 @@ def bless(candidate_onnx: bytes, data: TrainingSet, serving: ServingModel | None
     kind = data.kind
     everything = np.ones(candidate.size, dtype=bool)
     comparisons = [_compare(kind, "all", everything, candidate, reference, tolerance, True)]
-    comparisons += [_compare(kind, n, m, candidate, reference, tolerance, False) for n, m in slices]
+    z = statistics.NormalDist().inv_cdf(1.0 - SLICE_ALPHA / max(1, len(slices)))
+    comparisons += [_compare(kind, n, m, candidate, reference, tolerance, False, z) for n, m in slices]
     failed = [c for c in comparisons if not c.passed]
     metric = METRICS[kind]
     head = comparisons[0]
