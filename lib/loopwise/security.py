@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -123,10 +124,12 @@ class CallGuard(grpc.aio.ServerInterceptor):
             self._unary_unary(handler.unary_unary, method, parse), **kwargs)
 
     async def _guard(self, context: grpc.aio.ServicerContext, method: str, raw: Any,
-                     parse: Callable[[bytes], Any] | None, principal: Principal | None = None
-                     ) -> tuple[Principal, Any]:
+                     parse: Callable[[bytes], Any] | None, principal: Principal | None = None,
+                     pending: AsyncIterator[Any] | None = None) -> tuple[Principal, Any]:
         """Authenticate, parse ``raw`` (unless None) and check it; aborts the call
-        with the error's status. Returns the principal and the parsed request."""
+        with the error's status. Returns the principal and the parsed request.
+        ``pending``: the request stream of a client-streaming call, drained before a
+        refusal is sent (see :func:`_drain_before_refusal`)."""
         request = None
         try:
             principal = principal or self.admit(context)
@@ -137,6 +140,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         except LoopwiseError as error:
             log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
                      error.code.name, error.message)
+            if pending is not None:
+                await _drain_before_refusal(pending)
             await context.abort_with_status(to_status(error))
             raise  # abort_with_status raises; this keeps type checkers honest
 
@@ -166,17 +171,17 @@ class CallGuard(grpc.aio.ServerInterceptor):
         async def checked(requests: AsyncIterator[Any], principal: Principal,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             async for raw in requests:
-                _, request = await self._guard(context, method, raw, parse, principal)
+                _, request = await self._guard(context, method, raw, parse, principal, pending=requests)
                 yield request
 
         async def call_unary(requests: AsyncIterator[Any],
                              context: grpc.aio.ServicerContext) -> Any:
-            principal, _ = await self._guard(context, method, None, parse)
+            principal, _ = await self._guard(context, method, None, parse, pending=requests)
             return await behavior(checked(requests, principal, context), context)
 
         async def call_stream(requests: AsyncIterator[Any],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            principal, _ = await self._guard(context, method, None, parse)
+            principal, _ = await self._guard(context, method, None, parse, pending=requests)
             result = behavior(checked(requests, principal, context), context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -185,6 +190,38 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 await result
 
         return call_stream if streaming_out else call_unary
+
+
+# A refused client-streaming call first reads (and discards) what the client is still
+# sending: until it half-closes, goes quiet for REFUSAL_QUIET_S, or REFUSAL_DRAIN_S or
+# REFUSAL_DRAIN_MESSAGES are used up. Sending the status while the client is still
+# writing makes grpcio's asyncio client report "INTERNAL: Internal error from Core" in
+# place of the server's status (its failed write overwrites the status already
+# received; grpc/grpc#36066); blocking clients and other languages are not affected.
+REFUSAL_QUIET_S = 0.25
+REFUSAL_DRAIN_S = 2.0
+REFUSAL_DRAIN_MESSAGES = 1000
+
+
+async def _drain_before_refusal(requests: AsyncIterator[Any]) -> int:
+    """Read and discard the rest of a refused request stream (bounded); returns the
+    number of messages discarded. Nothing read is parsed or acted upon."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REFUSAL_DRAIN_S
+    iterator = requests.__aiter__()
+    discarded = 0
+    while discarded < REFUSAL_DRAIN_MESSAGES:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            await asyncio.wait_for(iterator.__anext__(), min(left, REFUSAL_QUIET_S))
+        except (StopAsyncIteration, TimeoutError):
+            break
+        except Exception:  # the call is already broken: nothing more to read
+            break
+        discarded += 1
+    return discarded
 
 
 def _parse(raw: Any, parse: Callable[[bytes], Any] | None) -> Any:

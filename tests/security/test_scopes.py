@@ -53,12 +53,7 @@ async def test_scope_boundaries(auth_stack, rpc) -> None:
         if not per_use_case and allowed:
             cases.append((f"{scope}-team-a on an RPC without use case",
                           auth_stack.secret(f"{scope}-team-a"), "denied"))
-    if rpc.method.client_streaming:
-        # One refused stream at a time: a stream refused before its requests are read
-        # races the client's writes, and concurrent refusals have been seen to end INTERNAL.
-        codes = [await code(secret) for _, secret, _ in cases]
-    else:
-        codes = await asyncio.gather(*(code(secret) for _, secret, _ in cases))
+    codes = await asyncio.gather(*(code(secret) for _, secret, _ in cases))
     for (label, _, expected), got in zip(cases, codes, strict=True):
         if expected == "unauthenticated":
             assert got == grpc.StatusCode.UNAUTHENTICATED, (label, got)
@@ -66,3 +61,44 @@ async def test_scope_boundaries(auth_stack, rpc) -> None:
             assert got == grpc.StatusCode.PERMISSION_DENIED, (label, got)
         else:
             assert got not in REFUSED, (label, got)
+
+
+async def test_refused_streams_end_with_their_status_while_clients_write(auth_stack) -> None:
+    """Streams refused by the guard while their clients are still writing (many
+    requests each, many at once; and lockstep clients that never half-close) end
+    with the guard's status, never INTERNAL: the server reads what the client still
+    sends before it answers (grpcio's asyncio client otherwise reports its failed
+    write as INTERNAL in place of the status)."""
+    rpc = next(r for r in RPCS if r.name == "DecideStream")
+    channel = auth_stack.channel(rpc.area)
+    request = minimal_request(rpc, "team_a")
+    path, serialize = rpc.path, type(request).SerializeToString
+
+    async def flood(metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+        async def requests():
+            for _ in range(50):
+                yield request
+
+        try:
+            async for _ in channel.stream_stream(path, serialize, lambda raw: raw)(
+                    requests(), metadata=metadata, timeout=30):
+                pass
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    async def lockstep(metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+        call = channel.stream_stream(path, serialize, lambda raw: raw)(metadata=metadata, timeout=30)
+        try:
+            await call.write(request)
+            await call.read()
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return await call.code()
+
+    other_team = bearer(auth_stack.secret("admin-team-b"))
+    codes = await asyncio.gather(*(flood(()) for _ in range(20)), *(flood(other_team) for _ in range(20)),
+                                 lockstep(()), lockstep(other_team))
+    assert codes[:20] == [grpc.StatusCode.UNAUTHENTICATED] * 20
+    assert codes[20:40] == [grpc.StatusCode.PERMISSION_DENIED] * 20
+    assert codes[40:] == [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED]
