@@ -187,7 +187,7 @@ class GetRolloutResponse(_message.Message):
     def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("use_case", "version", "family", "blueprint_version", "metrics", "baseline_metrics", "artifact_sha256", "artifact_size", "training_rows", "holdout_rows", "data_start_time", "data_end_time", "create_time", "source", "input_width", "score_output", "operation_id", "description", "feature_profiles", "code_version", "parent_version", "labelled_rows", "blessing", "latency_p99_ms")
+    __slots__ = ("use_case", "version", "family", "blueprint_version", "metrics", "baseline_metrics", "artifact_sha256", "artifact_size", "training_rows", "holdout_rows", "data_start_time", "data_end_time", "create_time", "source", "input_width", "score_output", "operation_id", "description", "feature_profiles", "code_version", "parent_version", "labelled_rows", "blessing", "latency_p99_ms", "prediction_profile")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class Model(_message.Message):
     LABELLED_ROWS_FIELD_NUMBER: _ClassVar[int]
     BLESSING_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_PROFILE_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     version: int
     family: str
@@ -250,7 +251,8 @@ class Model(_message.Message):
     labelled_rows: int
     blessing: Blessing
     latency_p99_ms: float
-    def __init__(self, use_case: _Optional[str] = ..., version: _Optional[int] = ..., family: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., artifact_sha256: _Optional[str] = ..., artifact_size: _Optional[int] = ..., training_rows: _Optional[int] = ..., holdout_rows: _Optional[int] = ..., data_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., input_width: _Optional[int] = ..., score_output: _Optional[str] = ..., operation_id: _Optional[str] = ..., description: _Optional[str] = ..., feature_profiles: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., code_version: _Optional[str] = ..., parent_version: _Optional[int] = ..., labelled_rows: _Optional[int] = ..., blessing: _Optional[_Union[Blessing, _Mapping]] = ..., latency_p99_ms: _Optional[float] = ...) -> None: ...
+    prediction_profile: FeatureProfile
+    def __init__(self, use_case: _Optional[str] = ..., version: _Optional[int] = ..., family: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., baseline_metrics: _Optional[_Mapping[str, float]] = ..., artifact_sha256: _Optional[str] = ..., artifact_size: _Optional[int] = ..., training_rows: _Optional[int] = ..., holdout_rows: _Optional[int] = ..., data_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., input_width: _Optional[int] = ..., score_output: _Optional[str] = ..., operation_id: _Optional[str] = ..., description: _Optional[str] = ..., feature_profiles: _Optional[_Iterable[_Union[FeatureProfile, _Mapping]]] = ..., code_version: _Optional[str] = ..., parent_version: _Optional[int] = ..., labelled_rows: _Optional[int] = ..., blessing: _Optional[_Union[Blessing, _Mapping]] = ..., latency_p99_ms: _Optional[float] = ..., prediction_profile: _Optional[_Union[FeatureProfile, _Mapping]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("request_id", "use_case", "start_time", "end_time", "deploy", "trigger")

@@ -1087,9 +1087,16 @@ type Model struct {
 	// The blessing decision (models trained by the trainer).
 	Blessing *Blessing `protobuf:"bytes,23,opt,name=blessing,proto3" json:"blessing,omitempty"`
 	// Single-row ONNX p99 scoring latency measured before registration, ms.
-	LatencyP99Ms  float64 `protobuf:"fixed64,24,opt,name=latency_p99_ms,json=latencyP99Ms,proto3" json:"latency_p99_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LatencyP99Ms float64 `protobuf:"fixed64,24,opt,name=latency_p99_ms,json=latencyP99Ms,proto3" json:"latency_p99_ms,omitempty"`
+	// Distribution of the model's scores on its training rows, as the decision
+	// service computes a decision's score (binary: probability of the positive
+	// action; regression: the prediction; multiclass and action value: the best
+	// action's value net of its cost), binned by quantiles (`bin_edges`,
+	// `bin_counts`). The reference of live prediction drift; unset for models
+	// registered without one.
+	PredictionProfile *FeatureProfile `protobuf:"bytes,25,opt,name=prediction_profile,json=predictionProfile,proto3" json:"prediction_profile,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -1288,6 +1295,13 @@ func (x *Model) GetLatencyP99Ms() float64 {
 		return x.LatencyP99Ms
 	}
 	return 0
+}
+
+func (x *Model) GetPredictionProfile() *FeatureProfile {
+	if x != nil {
+		return x.PredictionProfile
+	}
+	return nil
 }
 
 // Request for StartTraining.
@@ -2765,7 +2779,8 @@ const file_loopwise_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\"L\n" +
 	"\x12GetRolloutResponse\x126\n" +
-	"\arollout\x18\x01 \x01(\v2\x1c.loopwise.trainer.v1.RolloutR\arollout\"\xb8\t\n" +
+	"\arollout\x18\x01 \x01(\v2\x1c.loopwise.trainer.v1.RolloutR\arollout\"\x8c\n" +
+	"\n" +
 	"\x05Model\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x16\n" +
@@ -2793,7 +2808,8 @@ const file_loopwise_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x0eparent_version\x18\x15 \x01(\x03R\rparentVersion\x12#\n" +
 	"\rlabelled_rows\x18\x16 \x01(\x03R\flabelledRows\x129\n" +
 	"\bblessing\x18\x17 \x01(\v2\x1d.loopwise.trainer.v1.BlessingR\bblessing\x12$\n" +
-	"\x0elatency_p99_ms\x18\x18 \x01(\x01R\flatencyP99Ms\x1a:\n" +
+	"\x0elatency_p99_ms\x18\x18 \x01(\x01R\flatencyP99Ms\x12R\n" +
+	"\x12prediction_profile\x18\x19 \x01(\v2#.loopwise.trainer.v1.FeatureProfileR\x11predictionProfile\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aB\n" +
@@ -3023,60 +3039,61 @@ var file_loopwise_trainer_v1_trainer_service_proto_depIdxs = []int32{
 	36, // 12: loopwise.trainer.v1.Model.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 13: loopwise.trainer.v1.Model.feature_profiles:type_name -> loopwise.trainer.v1.FeatureProfile
 	4,  // 14: loopwise.trainer.v1.Model.blessing:type_name -> loopwise.trainer.v1.Blessing
-	36, // 15: loopwise.trainer.v1.StartTrainingRequest.start_time:type_name -> google.protobuf.Timestamp
-	36, // 16: loopwise.trainer.v1.StartTrainingRequest.end_time:type_name -> google.protobuf.Timestamp
-	37, // 17: loopwise.trainer.v1.StartTrainingResponse.operation:type_name -> loopwise.common.v1.Operation
-	12, // 18: loopwise.trainer.v1.TrainingResult.model:type_name -> loopwise.trainer.v1.Model
-	15, // 19: loopwise.trainer.v1.TrainingResult.candidates:type_name -> loopwise.trainer.v1.Candidate
-	2,  // 20: loopwise.trainer.v1.TrainingResult.validation:type_name -> loopwise.trainer.v1.ValidationCheck
-	4,  // 21: loopwise.trainer.v1.TrainingResult.blessing:type_name -> loopwise.trainer.v1.Blessing
-	6,  // 22: loopwise.trainer.v1.TrainingResult.rollout:type_name -> loopwise.trainer.v1.Rollout
-	35, // 23: loopwise.trainer.v1.TrainingResult.stage_seconds:type_name -> loopwise.trainer.v1.TrainingResult.StageSecondsEntry
-	12, // 24: loopwise.trainer.v1.ListModelsResponse.models:type_name -> loopwise.trainer.v1.Model
-	12, // 25: loopwise.trainer.v1.GetModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	12, // 26: loopwise.trainer.v1.DownloadModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	12, // 27: loopwise.trainer.v1.RegisterModelRequest.model:type_name -> loopwise.trainer.v1.Model
-	12, // 28: loopwise.trainer.v1.RegisterModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	25, // 29: loopwise.trainer.v1.Deployment.production:type_name -> loopwise.trainer.v1.ModelRef
-	25, // 30: loopwise.trainer.v1.Deployment.canary:type_name -> loopwise.trainer.v1.ModelRef
-	25, // 31: loopwise.trainer.v1.Deployment.shadows:type_name -> loopwise.trainer.v1.ModelRef
-	36, // 32: loopwise.trainer.v1.Deployment.update_time:type_name -> google.protobuf.Timestamp
-	26, // 33: loopwise.trainer.v1.SetDeploymentResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	26, // 34: loopwise.trainer.v1.RollbackResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	26, // 35: loopwise.trainer.v1.WatchDeploymentsResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	13, // 36: loopwise.trainer.v1.TrainerService.StartTraining:input_type -> loopwise.trainer.v1.StartTrainingRequest
-	38, // 37: loopwise.trainer.v1.TrainerService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	39, // 38: loopwise.trainer.v1.TrainerService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	40, // 39: loopwise.trainer.v1.TrainerService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	41, // 40: loopwise.trainer.v1.TrainerService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	17, // 41: loopwise.trainer.v1.TrainerService.ListModels:input_type -> loopwise.trainer.v1.ListModelsRequest
-	19, // 42: loopwise.trainer.v1.TrainerService.GetModel:input_type -> loopwise.trainer.v1.GetModelRequest
-	21, // 43: loopwise.trainer.v1.TrainerService.DownloadModel:input_type -> loopwise.trainer.v1.DownloadModelRequest
-	23, // 44: loopwise.trainer.v1.TrainerService.RegisterModel:input_type -> loopwise.trainer.v1.RegisterModelRequest
-	27, // 45: loopwise.trainer.v1.TrainerService.SetDeployment:input_type -> loopwise.trainer.v1.SetDeploymentRequest
-	29, // 46: loopwise.trainer.v1.TrainerService.Rollback:input_type -> loopwise.trainer.v1.RollbackRequest
-	31, // 47: loopwise.trainer.v1.TrainerService.WatchDeployments:input_type -> loopwise.trainer.v1.WatchDeploymentsRequest
-	8,  // 48: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:input_type -> loopwise.trainer.v1.ListDeploymentAuditRequest
-	10, // 49: loopwise.trainer.v1.TrainerService.GetRollout:input_type -> loopwise.trainer.v1.GetRolloutRequest
-	14, // 50: loopwise.trainer.v1.TrainerService.StartTraining:output_type -> loopwise.trainer.v1.StartTrainingResponse
-	42, // 51: loopwise.trainer.v1.TrainerService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	43, // 52: loopwise.trainer.v1.TrainerService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	44, // 53: loopwise.trainer.v1.TrainerService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	45, // 54: loopwise.trainer.v1.TrainerService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	18, // 55: loopwise.trainer.v1.TrainerService.ListModels:output_type -> loopwise.trainer.v1.ListModelsResponse
-	20, // 56: loopwise.trainer.v1.TrainerService.GetModel:output_type -> loopwise.trainer.v1.GetModelResponse
-	22, // 57: loopwise.trainer.v1.TrainerService.DownloadModel:output_type -> loopwise.trainer.v1.DownloadModelResponse
-	24, // 58: loopwise.trainer.v1.TrainerService.RegisterModel:output_type -> loopwise.trainer.v1.RegisterModelResponse
-	28, // 59: loopwise.trainer.v1.TrainerService.SetDeployment:output_type -> loopwise.trainer.v1.SetDeploymentResponse
-	30, // 60: loopwise.trainer.v1.TrainerService.Rollback:output_type -> loopwise.trainer.v1.RollbackResponse
-	32, // 61: loopwise.trainer.v1.TrainerService.WatchDeployments:output_type -> loopwise.trainer.v1.WatchDeploymentsResponse
-	9,  // 62: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:output_type -> loopwise.trainer.v1.ListDeploymentAuditResponse
-	11, // 63: loopwise.trainer.v1.TrainerService.GetRollout:output_type -> loopwise.trainer.v1.GetRolloutResponse
-	50, // [50:64] is the sub-list for method output_type
-	36, // [36:50] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	1,  // 15: loopwise.trainer.v1.Model.prediction_profile:type_name -> loopwise.trainer.v1.FeatureProfile
+	36, // 16: loopwise.trainer.v1.StartTrainingRequest.start_time:type_name -> google.protobuf.Timestamp
+	36, // 17: loopwise.trainer.v1.StartTrainingRequest.end_time:type_name -> google.protobuf.Timestamp
+	37, // 18: loopwise.trainer.v1.StartTrainingResponse.operation:type_name -> loopwise.common.v1.Operation
+	12, // 19: loopwise.trainer.v1.TrainingResult.model:type_name -> loopwise.trainer.v1.Model
+	15, // 20: loopwise.trainer.v1.TrainingResult.candidates:type_name -> loopwise.trainer.v1.Candidate
+	2,  // 21: loopwise.trainer.v1.TrainingResult.validation:type_name -> loopwise.trainer.v1.ValidationCheck
+	4,  // 22: loopwise.trainer.v1.TrainingResult.blessing:type_name -> loopwise.trainer.v1.Blessing
+	6,  // 23: loopwise.trainer.v1.TrainingResult.rollout:type_name -> loopwise.trainer.v1.Rollout
+	35, // 24: loopwise.trainer.v1.TrainingResult.stage_seconds:type_name -> loopwise.trainer.v1.TrainingResult.StageSecondsEntry
+	12, // 25: loopwise.trainer.v1.ListModelsResponse.models:type_name -> loopwise.trainer.v1.Model
+	12, // 26: loopwise.trainer.v1.GetModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	12, // 27: loopwise.trainer.v1.DownloadModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	12, // 28: loopwise.trainer.v1.RegisterModelRequest.model:type_name -> loopwise.trainer.v1.Model
+	12, // 29: loopwise.trainer.v1.RegisterModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	25, // 30: loopwise.trainer.v1.Deployment.production:type_name -> loopwise.trainer.v1.ModelRef
+	25, // 31: loopwise.trainer.v1.Deployment.canary:type_name -> loopwise.trainer.v1.ModelRef
+	25, // 32: loopwise.trainer.v1.Deployment.shadows:type_name -> loopwise.trainer.v1.ModelRef
+	36, // 33: loopwise.trainer.v1.Deployment.update_time:type_name -> google.protobuf.Timestamp
+	26, // 34: loopwise.trainer.v1.SetDeploymentResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	26, // 35: loopwise.trainer.v1.RollbackResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	26, // 36: loopwise.trainer.v1.WatchDeploymentsResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	13, // 37: loopwise.trainer.v1.TrainerService.StartTraining:input_type -> loopwise.trainer.v1.StartTrainingRequest
+	38, // 38: loopwise.trainer.v1.TrainerService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	39, // 39: loopwise.trainer.v1.TrainerService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	40, // 40: loopwise.trainer.v1.TrainerService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	41, // 41: loopwise.trainer.v1.TrainerService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	17, // 42: loopwise.trainer.v1.TrainerService.ListModels:input_type -> loopwise.trainer.v1.ListModelsRequest
+	19, // 43: loopwise.trainer.v1.TrainerService.GetModel:input_type -> loopwise.trainer.v1.GetModelRequest
+	21, // 44: loopwise.trainer.v1.TrainerService.DownloadModel:input_type -> loopwise.trainer.v1.DownloadModelRequest
+	23, // 45: loopwise.trainer.v1.TrainerService.RegisterModel:input_type -> loopwise.trainer.v1.RegisterModelRequest
+	27, // 46: loopwise.trainer.v1.TrainerService.SetDeployment:input_type -> loopwise.trainer.v1.SetDeploymentRequest
+	29, // 47: loopwise.trainer.v1.TrainerService.Rollback:input_type -> loopwise.trainer.v1.RollbackRequest
+	31, // 48: loopwise.trainer.v1.TrainerService.WatchDeployments:input_type -> loopwise.trainer.v1.WatchDeploymentsRequest
+	8,  // 49: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:input_type -> loopwise.trainer.v1.ListDeploymentAuditRequest
+	10, // 50: loopwise.trainer.v1.TrainerService.GetRollout:input_type -> loopwise.trainer.v1.GetRolloutRequest
+	14, // 51: loopwise.trainer.v1.TrainerService.StartTraining:output_type -> loopwise.trainer.v1.StartTrainingResponse
+	42, // 52: loopwise.trainer.v1.TrainerService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	43, // 53: loopwise.trainer.v1.TrainerService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	44, // 54: loopwise.trainer.v1.TrainerService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	45, // 55: loopwise.trainer.v1.TrainerService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	18, // 56: loopwise.trainer.v1.TrainerService.ListModels:output_type -> loopwise.trainer.v1.ListModelsResponse
+	20, // 57: loopwise.trainer.v1.TrainerService.GetModel:output_type -> loopwise.trainer.v1.GetModelResponse
+	22, // 58: loopwise.trainer.v1.TrainerService.DownloadModel:output_type -> loopwise.trainer.v1.DownloadModelResponse
+	24, // 59: loopwise.trainer.v1.TrainerService.RegisterModel:output_type -> loopwise.trainer.v1.RegisterModelResponse
+	28, // 60: loopwise.trainer.v1.TrainerService.SetDeployment:output_type -> loopwise.trainer.v1.SetDeploymentResponse
+	30, // 61: loopwise.trainer.v1.TrainerService.Rollback:output_type -> loopwise.trainer.v1.RollbackResponse
+	32, // 62: loopwise.trainer.v1.TrainerService.WatchDeployments:output_type -> loopwise.trainer.v1.WatchDeploymentsResponse
+	9,  // 63: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:output_type -> loopwise.trainer.v1.ListDeploymentAuditResponse
+	11, // 64: loopwise.trainer.v1.TrainerService.GetRollout:output_type -> loopwise.trainer.v1.GetRolloutResponse
+	51, // [51:65] is the sub-list for method output_type
+	37, // [37:51] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_trainer_v1_trainer_service_proto_init() }

@@ -754,6 +754,18 @@ export declare type Model = Message<"loopwise.trainer.v1.Model"> & {
    * @generated from field: double latency_p99_ms = 24;
    */
   latencyP99Ms: number;
+
+  /**
+   * Distribution of the model's scores on its training rows, as the decision
+   * service computes a decision's score (binary: probability of the positive
+   * action; regression: the prediction; multiclass and action value: the best
+   * action's value net of its cost), binned by quantiles (`bin_edges`,
+   * `bin_counts`). The reference of live prediction drift; unset for models
+   * registered without one.
+   *
+   * @generated from field: loopwise.trainer.v1.FeatureProfile prediction_profile = 25;
+   */
+  predictionProfile?: FeatureProfile | undefined;
 };
 
 /**
