@@ -93,22 +93,32 @@ class DecisionCore:
     def _choose(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str],
                 disable_exploration: bool, forced_arm: str, started: float | None,
                 serving: Serving | None) -> Choices:
+        """Choices with their serving latency: the time from ``started`` (the request's
+        arrival; now when None) to the end of the row's own model's scoring."""
+        began = time.perf_counter() if started is None else started
         n = rows.shape[0]
         arms, eps = assign_arms(uc, unit_ids, n, self.rng, forced_arm)
         force = self._force_default(uc, started)
         if serving is None or force:
-            return decide_rows(uc, rows, arms, eps, None, self.rng, disable_exploration, force)
+            return _timed(decide_rows(uc, rows, arms, eps, None, self.rng, disable_exploration, force), began)
         if serving.canary is None or serving.canary_share <= 0:
-            return decide_rows(uc, rows, arms, eps, serving.production, self.rng, disable_exploration,
-                               role=ROLE_PRODUCTION)
+            return _timed(decide_rows(uc, rows, arms, eps, serving.production, self.rng, disable_exploration,
+                                      role=ROLE_PRODUCTION), began)
         mask = canary_mask(uc.use_case, unit_ids, n, serving.canary_share, self.rng)
         parts = []
+        scoring = np.zeros(n)
+        ready = time.perf_counter()
         for m, scorer, role in ((~mask, serving.production, ROLE_PRODUCTION), (mask, serving.canary, ROLE_CANARY)):
             index = np.flatnonzero(m)
             if index.size:
+                at = time.perf_counter()
                 parts.append((index, decide_rows(uc, rows[index], [arms[i] for i in index], eps[index],
                                                  scorer, self.rng, disable_exploration, role=role)))
-        return merge(parts, n, len(uc.actions), arms)
+                scoring[index] = time.perf_counter() - at
+        choices = merge(parts, n, len(uc.actions), arms)
+        # Each row waits for the request's preparation and its own model, not the other slot's.
+        choices.latency_ms = (ready - began + scoring) * 1000.0
+        return choices
 
     # -- Decide -------------------------------------------------------------------
     def decide(self, request: dpb.DecideRequest, started: float | None = None) -> dpb.Decision:
@@ -145,6 +155,7 @@ class DecisionCore:
             merged.update(candidate.features)
             rows[i] = encode_named(uc, merged, f"candidates[{i}].features")
         arms, eps = assign_arms(uc, [request.unit_id], 1, self.rng, request.arm)
+        began = time.perf_counter() if started is None else started
         force = self._force_default(uc, started)
         scorer, role = None, ROLE_PRODUCTION
         if serving is not None and not force:
@@ -152,8 +163,8 @@ class DecisionCore:
             if serving.canary is not None and canary_mask(uc.use_case, [request.unit_id], 1,
                                                           serving.canary_share, self.rng)[0]:
                 scorer, role = serving.canary, ROLE_CANARY
-        choices = rank(uc, rows, arms[0], float(eps[0]), scorer, self.rng, request.disable_exploration,
-                       force, role)
+        choices = _timed(rank(uc, rows, arms[0], float(eps[0]), scorer, self.rng, request.disable_exploration,
+                              force, role), began)
         ids = self._ids(1)
         ranked = [candidates[int(i)].id for i in choices.order]  # type: ignore[union-attr]
         if self.log.enabled:
@@ -264,7 +275,7 @@ class DecisionCore:
                 model_version=int(c.model_version[i]), arm=c.arms[i],
                 explored=bool(c.explored[i]), fallback=fallback,
                 action_scores=action_scores[i] if action_scores is not None and not fallback else [],
-                deployment_role=c.roles[i],
+                deployment_role=c.roles[i], serving_latency_ms=_latency(c, i),
             ))
         self._private(uc, out)
         return out
@@ -289,7 +300,18 @@ class DecisionCore:
             action_probabilities=c.probabilities[i].tolist(), model_version=int(c.model_version[i]),
             arm=c.arms[i], explored=bool(c.explored[i]), fallback=fallback,
             action_scores=c.action_scores[i].tolist() if c.action_scores is not None and not fallback else [],
-            deployment_role=c.roles[i],
+            deployment_role=c.roles[i], serving_latency_ms=_latency(c, i),
         )
         self._private(uc, [record])
         return record
+
+
+def _timed(choices: Choices, began: float) -> Choices:
+    """Choices whose rows all took the time since ``began`` (perf_counter seconds)."""
+    choices.latency_ms = np.full(choices.rows, (time.perf_counter() - began) * 1000.0)
+    return choices
+
+
+def _latency(c: Choices, i: int) -> float:
+    """Row ``i``'s serving latency in ms (0 when not measured, e.g. shadow scoring)."""
+    return float(c.latency_ms[i]) if c.latency_ms is not None else 0.0

@@ -78,6 +78,8 @@ class Choices:
     arms: list[str]
     roles: list[str]
     order: np.ndarray | None = None  # ranking: candidate indices best first
+    # Serving latency per row, ms: request arrival to the row's decision (set by the service).
+    latency_ms: np.ndarray | None = None
 
     @property
     def rows(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import timestamp_pb2
 
 from loopwise import tracing
@@ -25,15 +26,15 @@ from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.services.feedback.rewards import RewardRule
 from loopwise.services.feedback.spool import DurableWrites, Entry, store_failure
-from loopwise.services.feedback.training import JoinInput, build_batch, join_decisions
-from loopwise.store.feedback import FeedbackStore, OutcomeRow, StoredDecision
+from loopwise.services.feedback.training import build_batch, join_decisions
+from loopwise.store.feedback import DecisionColumns, FeedbackStore, OutcomeRow, StoredDecision
 from loopwise.upstream import DecisionUseCases, TrainerModels
 
 log = logging.getLogger("loopwise.feedback")
 
 DEFAULT_BATCH_ROWS = 4096
 # Decisions read from the store per query while streaming training data.
-PAGE_ROWS = 1024
+PAGE_ROWS = 4096
 # GetStats answers with only the spool fields when the store does not answer in time.
 STATS_STORE_TIMEOUT_S = 5.0
 # At most this many field violations are reported for one request.
@@ -132,6 +133,8 @@ class Feedback:
                 bad.add(f"{at}.action_index", "has no entry in action_probabilities")
             if any(not (0.0 <= p <= 1.0) for p in r.action_probabilities):
                 bad.add(f"{at}.action_probabilities", "every probability must be in [0, 1]")
+            if not (math.isfinite(r.serving_latency_ms) and r.serving_latency_ms >= 0.0):
+                bad.add(f"{at}.serving_latency_ms", "must be a finite number >= 0")
             if time_ms is not None:
                 record = fpb.DecisionRecord()
                 record.CopyFrom(r)
@@ -218,7 +221,7 @@ class Feedback:
             raise NotFound(f"decision {decision_id!r} of {use_case!r} is not stored")
         blueprint, rule = await self._rule(use_case, found.record.blueprint_version)
         outcomes = await self.store.outcomes_of(use_case, key)
-        joined, _ = join_decisions(rule, [JoinInput(found, outcomes)])
+        joined, _ = join_decisions(rule, np.array([found.decision_time_ms]), [outcomes])
         response = fpb.GetDecisionResponse(
             decision=found.record,
             outcomes=[
@@ -324,25 +327,57 @@ class Feedback:
             # No decision later than now - (shortest window) can have a closed window.
             end_ms = min(end_ms, now_ms - min(rule.window_ms for _, rule in rules.values()) + 1)
 
-        pending: list[JoinInput] = []
-        pending_version = 0
-        async for page in self.store.scan_decisions(use_case, start_ms, end_ms, request.include_fallback,
-                                                    PAGE_ROWS):
+        pending = _Pending()
+        async for page in self.store.scan_decision_columns(use_case, start_ms, end_ms, request.include_fallback,
+                                                           PAGE_ROWS):
             by_decision: dict[str, list[OutcomeRow]] = defaultdict(list)
-            for o in await self.store.outcomes_between(use_case, page[0].decision_time_ms,
-                                                       page[-1].decision_time_ms):
+            for o in await self.store.outcomes_between(use_case, int(page.times_ms[0]), int(page.times_ms[-1])):
                 by_decision[o.decision_id].append(o)
-            for d in page:
-                version = d.record.blueprint_version
+            versions = page.blueprint_versions
+            for version in np.unique(versions).tolist():
                 if version not in rules:  # logged after the read started
                     rules[version] = await self._rule(use_case, version)
-                if not request.include_open_windows and not rules[version][1].window_closed(
-                        d.decision_time_ms, now_ms):
-                    continue
-                if pending and (version != pending_version or len(pending) >= batch_rows):
-                    yield build_batch(pending_version, *rules[pending_version], pending)
-                    pending = []
-                pending_version = version
-                pending.append(JoinInput(d, by_decision.get(d.record.decision_id, [])))
-        if pending:
-            yield build_batch(pending_version, *rules[pending_version], pending)
+            if not request.include_open_windows:
+                windows = np.array([rules[v][1].window_ms for v in versions.tolist()], dtype=np.int64)
+                closed = np.flatnonzero(page.times_ms + windows <= now_ms)
+                if closed.size < len(page):
+                    page, versions = page.take(closed), versions[closed]
+            # Runs of one blueprint version, in time order, cut into batches of batch_rows.
+            cuts = [0, *(np.flatnonzero(np.diff(versions)) + 1).tolist(), len(page)]
+            for a, b in zip(cuts[:-1], cuts[1:], strict=False):
+                version = int(versions[a])
+                while a < b:
+                    if pending.rows and version != pending.version:
+                        yield pending.flush(rules)
+                    take = min(b - a, batch_rows - pending.rows)
+                    pending.add(version, page.take(np.arange(a, a + take)) if take < len(page) else page,
+                                by_decision)
+                    a += take
+                    if pending.rows >= batch_rows:
+                        yield pending.flush(rules)
+        if pending.rows:
+            yield pending.flush(rules)
+
+
+class _Pending:
+    """Decisions of one blueprint version waiting to fill a training batch."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.rows = 0
+        self.parts: list[DecisionColumns] = []
+        self.outcomes: dict[str, list[OutcomeRow]] = {}
+
+    def add(self, version: int, part: DecisionColumns, outcomes: dict[str, list[OutcomeRow]]) -> None:
+        """Append decisions of ``version`` with the outcomes of their page."""
+        self.version = version
+        self.rows += len(part)
+        self.parts.append(part)
+        self.outcomes.update((i, outcomes[i]) for i in part.decision_ids if i in outcomes)
+
+    def flush(self, rules: dict[int, tuple[bp.Blueprint, RewardRule]]) -> fpb.ReadTrainingDataResponse:
+        """The batch of what is pending; empties it."""
+        blueprint, rule = rules[self.version]
+        batch = build_batch(self.version, blueprint, rule, DecisionColumns.concat(self.parts), self.outcomes)
+        self.rows, self.parts, self.outcomes = 0, [], {}
+        return batch

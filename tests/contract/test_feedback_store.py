@@ -4,15 +4,20 @@ blueprint versions and stats derived from data; and the feedback service on the 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.settings import Settings
 from loopwise.store.feedback import (
+    SCHEMA,
     CountingRule,
+    DecisionColumns,
     OutcomeRow,
     StoredDecision,
     StoredStats,
@@ -229,3 +234,53 @@ async def test_feedback_service_runs_on_the_backend(url, make_settings) -> None:
         await channel.close()
         await host.stop(0)
         await decision_server.stop(0)
+
+
+async def test_training_columns_match_the_records_and_keep_the_latency(store) -> None:
+    uc, t0 = unique(), now_ms() - 2 * DAY
+    ds = []
+    for i in range(90):  # two days, pairs of decisions in the same millisecond
+        d = decision(uc, t0 + (i // 2) * (DAY // 40), fallback=i % 11 == 0, features=(float(i), -1.0),
+                     probabilities=(0.25, 0.75), action_index=i % 2, model_version=i % 3, arm=f"a{i % 2}",
+                     explored=i % 5 == 0)
+        d.record.serving_latency_ms = 0.5 + i
+        ds.append(d)
+    await store.put_decisions(ds)
+    stored = await store.get_decision(uc, ds[7].record.decision_id)
+    assert stored is not None and stored.record.serving_latency_ms == 7.5
+    start, end = t0, ds[-1].decision_time_ms + 1
+    pages = [p async for p in store.scan_decision_columns(uc, start, end, False, 20)]
+    records = [p async for p in store.scan_decisions(uc, start, end, False, 20)]
+    assert [len(p) for p in pages] == [len(p) for p in records] == [20, 20, 20, 20, 1]
+    got, want = DecisionColumns.concat(pages), DecisionColumns.concat([DecisionColumns.of(p) for p in records])
+    assert got.decision_ids == want.decision_ids and len(got) == 81
+    for name in ("times_ms", "blueprint_versions", "action_indices", "model_versions", "explored", "latencies_ms"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert got.features == want.features and got.arms == want.arms
+    assert got.action_probabilities == want.action_probabilities
+    assert sorted(got.latencies_ms.tolist()) == [0.5 + i for i in range(90) if i % 11]
+
+
+async def test_an_older_sqlite_file_gains_the_latency_column(tmp_path) -> None:
+    """A decisions table written before serving_latency_ms existed is migrated on
+    open: its rows read with latency 0, new rows keep theirs."""
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace("    serving_latency_ms REAL NOT NULL DEFAULT 0,\n", "")
+    assert "serving_latency_ms" not in old_schema
+    uc, t = unique(), now_ms() - 60_000
+    old = decision(uc, t)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old_schema)
+        conn.execute("INSERT INTO decisions (decision_id, use_case, decision_time_ms, blueprint_version, unit_id, "
+                     "features, action_index, action, score, action_probabilities, model_version, arm, explored, "
+                     "fallback, shadow, action_scores) VALUES (?,?,?,1,'u1',?,0,'a0',0,?,0,'',0,0,0,?)",
+                     (old.record.decision_id, uc, t, old.record.features, b"", b""))
+    opened = open_feedback_store(Settings(feedback_store_url=f"sqlite:///{path}", data_dir=tmp_path / "var"))
+    try:
+        new = decision(uc, t + 1)
+        new.record.serving_latency_ms = 3.25
+        assert await opened.put_decisions([new]) == 1
+        assert (await opened.get_decision(uc, old.record.decision_id)).record.serving_latency_ms == 0.0
+        assert (await opened.get_decision(uc, new.record.decision_id)).record.serving_latency_ms == 3.25
+    finally:
+        opened.close()

@@ -104,6 +104,11 @@ async def test_arms_sticky_and_split_by_share_then_canary_within_arm(stack) -> N
     record = next(r for r in feedback.records if r.decision_id == first.decision_ids[0])
     assert record.arm == first.arms[0] and record.deployment_role == roles[0]
     assert record.model_version == versions[0]
+    # Every served record carries its serving latency (the canary's and production's alike).
+    batch_ids = set(first.decision_ids)
+    logged = [r for r in feedback.records if r.decision_id in batch_ids]
+    assert {r.deployment_role for r in logged} == {"production", "canary"}
+    assert all(r.serving_latency_ms > 0 for r in logged)
 
 
 async def test_shadow_is_logged_never_returned(stack) -> None:
@@ -127,6 +132,8 @@ async def test_shadow_is_logged_never_returned(stack) -> None:
     assert {r.action for r in shadows} == {"a2"} and {r.model_version for r in shadows} == {3}
     assert {r.deployment_role for r in shadows} == {"shadow"} and {r.deployment_role for r in served} == {"production"}
     assert sorted(r.unit_id for r in shadows) == sorted(r.unit_id for r in served)
+    # Served decisions carry their serving latency; shadow scoring is off the request path.
+    assert all(r.serving_latency_ms > 0 for r in served) and {r.serving_latency_ms for r in shadows} == {0.0}
 
 
 async def test_forced_arm_and_unknown_arm(stack) -> None:

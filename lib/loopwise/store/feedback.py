@@ -45,6 +45,72 @@ class StoredDecision:
     decision_time_ms: int
 
 
+@dataclass
+class DecisionColumns:
+    """A page of decisions as columns: what a training read needs, without building
+    a record per row. Blobs are as stored (features little-endian float32,
+    action probabilities little-endian float64)."""
+
+    decision_ids: list[str]
+    times_ms: np.ndarray  # int64
+    blueprint_versions: np.ndarray  # int64
+    features: list[bytes]
+    action_indices: np.ndarray  # int64
+    action_probabilities: list[bytes]
+    model_versions: np.ndarray  # int64
+    arms: list[str]
+    explored: np.ndarray  # bool
+    latencies_ms: np.ndarray  # float64 serving latency, 0 where not measured
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+    @classmethod
+    def of(cls, decisions: Sequence[StoredDecision]) -> DecisionColumns:
+        """Columns of stored decisions (backends without a columnar read)."""
+        records = [d.record for d in decisions]
+        return cls(
+            [r.decision_id for r in records],
+            np.array([d.decision_time_ms for d in decisions], dtype=np.int64),
+            np.array([r.blueprint_version for r in records], dtype=np.int64),
+            [r.features for r in records],
+            np.array([r.action_index for r in records], dtype=np.int64),
+            [np.asarray(r.action_probabilities, _F64).tobytes() for r in records],
+            np.array([r.model_version for r in records], dtype=np.int64),
+            [r.arm for r in records],
+            np.array([r.explored for r in records], dtype=bool),
+            np.array([r.serving_latency_ms for r in records], dtype=np.float64),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[DecisionColumns]) -> DecisionColumns:
+        """One page from several, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            [i for p in parts for i in p.decision_ids],
+            np.concatenate([p.times_ms for p in parts]),
+            np.concatenate([p.blueprint_versions for p in parts]),
+            [b for p in parts for b in p.features],
+            np.concatenate([p.action_indices for p in parts]),
+            [b for p in parts for b in p.action_probabilities],
+            np.concatenate([p.model_versions for p in parts]),
+            [a for p in parts for a in p.arms],
+            np.concatenate([p.explored for p in parts]),
+            np.concatenate([p.latencies_ms for p in parts]),
+        )
+
+    def take(self, index: np.ndarray) -> DecisionColumns:
+        """The rows at ``index`` (int positions), in that order."""
+        at = index.tolist()
+        return DecisionColumns(
+            [self.decision_ids[i] for i in at], self.times_ms[index], self.blueprint_versions[index],
+            [self.features[i] for i in at], self.action_indices[index],
+            [self.action_probabilities[i] for i in at], self.model_versions[index],
+            [self.arms[i] for i in at], self.explored[index], self.latencies_ms[index],
+        )
+
+
 @dataclass(frozen=True)
 class OutcomeRow:
     """One outcome as stored."""
@@ -184,6 +250,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     fallback INTEGER NOT NULL,
     shadow INTEGER NOT NULL,
     action_scores BLOB NOT NULL,
+    serving_latency_ms REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (use_case, decision_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (use_case, decision_time_ms, decision_id);
@@ -214,7 +281,15 @@ CREATE TABLE IF NOT EXISTS orphan_outcomes (
 
 _DECISION_COLUMNS = (
     "decision_id, use_case, decision_time_ms, blueprint_version, unit_id, features, action_index, "
-    "action, score, action_probabilities, model_version, arm, explored, fallback, shadow, action_scores"
+    "action, score, action_probabilities, model_version, arm, explored, fallback, shadow, action_scores, "
+    "serving_latency_ms"
+)
+_DECISION_MARKS = ",".join("?" * len(_DECISION_COLUMNS.split(",")))
+# Columns added after the first release: (table, column, definition), added to older files on open.
+_ADDED_COLUMNS = (("decisions", "serving_latency_ms", "REAL NOT NULL DEFAULT 0"),)
+_TRAINING_COLUMNS = (
+    "decision_id, decision_time_ms, blueprint_version, features, action_index, action_probabilities, "
+    "model_version, arm, explored, serving_latency_ms"
 )
 _OUTCOME_COLUMNS = "use_case, decision_id, outcome_id, name, value, label, event_time_ms, decision_time_ms"
 
@@ -225,7 +300,7 @@ def _decision_row(d: StoredDecision) -> tuple:
         r.decision_id, r.use_case, d.decision_time_ms, r.blueprint_version, r.unit_id, r.features,
         r.action_index, r.action, r.score, np.asarray(r.action_probabilities, _F64).tobytes(),
         r.model_version, r.arm, int(r.explored), int(r.fallback), int(r.shadow),
-        np.asarray(r.action_scores, _F64).tobytes(),
+        np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms,
     )
 
 
@@ -235,7 +310,7 @@ def _decision_from_row(row: Sequence) -> StoredDecision:
         features=bytes(row[5] or b""), action_index=row[6], action=row[7] or "", score=row[8],
         action_probabilities=np.frombuffer(row[9] or b"", _F64).tolist(), model_version=row[10], arm=row[11] or "",
         explored=bool(row[12]), fallback=bool(row[13]), shadow=bool(row[14]),
-        action_scores=np.frombuffer(row[15] or b"", _F64).tolist(),
+        action_scores=np.frombuffer(row[15] or b"", _F64).tolist(), serving_latency_ms=row[16] or 0.0,
     )
     return StoredDecision(record, row[2])
 
@@ -281,19 +356,28 @@ _JOINED = (
 )
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, and add the columns a file from an older release lacks."""
+    conn.executescript(SCHEMA)
+    for table, column, definition in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class SqliteFeedbackStore(FeedbackStore):
     """Decisions and outcomes in the feedback service's SQLite file."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        db.run_sync(lambda c: c.executescript(SCHEMA))
+        db.run_sync(_create_schema)
 
     async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
         rows = [_decision_row(d) for d in decisions]
 
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            conn.executemany(f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES ({','.join('?' * 16)})",
+            conn.executemany(f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES ({_DECISION_MARKS})",
                              rows)
             return conn.total_changes - before
 
@@ -365,21 +449,48 @@ class SqliteFeedbackStore(FeedbackStore):
         )
         return [_outcome_from_row(r) for r in rows]
 
+    async def _page_rows(self, columns: str, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+                         after: tuple[int, str] | None, limit: int) -> list[tuple]:
+        """Rows of one keyset page. The index range starts at the ``after`` key's time,
+        so each page costs its own rows, not a scan from ``start_ms``."""
+        low = start_ms if after is None else max(start_ms, after[0])
+        sql = f"SELECT {columns} FROM decisions WHERE use_case = ? AND decision_time_ms >= ? " \
+              "AND decision_time_ms < ?"
+        params: list = [use_case, low, end_ms]
+        if not include_fallback:
+            sql += " AND fallback = 0"
+        if after is not None:
+            sql += " AND (decision_time_ms > ? OR decision_id > ?)"
+            params += list(after)
+        sql += " ORDER BY decision_time_ms, decision_id LIMIT ?"
+        params.append(limit)
+        return await self.db.fetchall(sql, params)
+
     async def decision_page(
         self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
         after: tuple[int, str] | None, limit: int,
     ) -> list[StoredDecision]:
-        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE use_case = ? AND decision_time_ms >= ? " \
-              "AND decision_time_ms < ?"
-        params: list = [use_case, start_ms, end_ms]
-        if not include_fallback:
-            sql += " AND fallback = 0"
-        if after is not None:
-            sql += " AND (decision_time_ms, decision_id) > (?, ?)"
-            params += list(after)
-        sql += " ORDER BY decision_time_ms, decision_id LIMIT ?"
-        params.append(limit)
-        return [_decision_from_row(r) for r in await self.db.fetchall(sql, params)]
+        rows = await self._page_rows(_DECISION_COLUMNS, use_case, start_ms, end_ms, include_fallback, after, limit)
+        return [_decision_from_row(r) for r in rows]
+
+    async def scan_decision_columns(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+                                    page_rows: int) -> AsyncIterator[DecisionColumns]:
+        after: tuple[int, str] | None = None
+        while True:
+            rows = await self._page_rows(_TRAINING_COLUMNS, use_case, start_ms, end_ms, include_fallback, after,
+                                         page_rows)
+            if rows:
+                ids, times, versions, features, actions, probabilities, models, arms, explored, latencies = zip(
+                    *rows, strict=True)
+                yield DecisionColumns(
+                    list(ids), np.array(times, dtype=np.int64), np.array(versions, dtype=np.int64),
+                    [b or b"" for b in features], np.array(actions, dtype=np.int64),
+                    [b or b"" for b in probabilities], np.array(models, dtype=np.int64),
+                    [a or "" for a in arms], np.array(explored, dtype=bool),
+                    np.array(latencies, dtype=np.float64))
+                after = (times[-1], ids[-1])
+            if len(rows) < page_rows:
+                return
 
     async def blueprint_versions(self, use_case: str) -> list[int]:
         rows = await self.db.fetchall(

@@ -54,7 +54,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "cql" / "feedback"
 _INSERT_DECISION = (
     "INSERT INTO decisions (use_case, day, bucket, decision_time_ms, decision_id, blueprint_version, unit_id, "
     "features, action_index, action, score, action_probabilities, model_version, arm, explored, fallback, shadow, "
-    "action_scores) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
+    "action_scores, serving_latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
 )
 _INSERT_OUTCOME = (
     "INSERT INTO outcomes (use_case, day, bucket, decision_id, outcome_name, outcome_id, value, label, "
@@ -200,7 +200,7 @@ class CassandraFeedbackStore(FeedbackStore):
                     *key, t, decision_id, r.blueprint_version, r.unit_id, r.features, r.action_index, r.action,
                     r.score, np.asarray(r.action_probabilities, _F64).tobytes(), r.model_version, r.arm,
                     bool(r.explored), bool(r.fallback), bool(r.shadow),
-                    np.asarray(r.action_scores, _F64).tobytes(), ts)))
+                    np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, ts)))
                 new += 1
                 if r.unit_id:
                     writes.append((_INSERT_BY_UNIT, (key[0], r.unit_id, decision_id, t, ts)))

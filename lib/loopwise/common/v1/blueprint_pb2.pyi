@@ -193,7 +193,7 @@ class TrainingSpec(_message.Message):
     def __init__(self, min_rows: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., max_missing_rate: _Optional[float] = ..., min_label_rate: _Optional[float] = ..., max_label_rate: _Optional[float] = ..., max_psi: _Optional[float] = ..., candidate_budget_seconds: _Optional[float] = ..., blessing_tolerance: _Optional[float] = ..., retrain_every: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retrain_after_labelled: _Optional[int] = ..., candidate_families: _Optional[_Iterable[str]] = ..., min_distinct_values: _Optional[int] = ...) -> None: ...
 
 class RolloutSpec(_message.Message):
-    __slots__ = ("hold_first_model", "shadow_min_decisions", "shadow_min_agreement", "shadow_max_score_shift", "canary_share", "canary_min_outcomes", "canary_alpha", "canary_max_fallback_rate", "manual")
+    __slots__ = ("hold_first_model", "shadow_min_decisions", "shadow_min_agreement", "shadow_max_score_shift", "canary_share", "canary_min_outcomes", "canary_alpha", "canary_max_fallback_rate", "manual", "canary_max_latency_ratio")
     HOLD_FIRST_MODEL_FIELD_NUMBER: _ClassVar[int]
     SHADOW_MIN_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     SHADOW_MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +203,7 @@ class RolloutSpec(_message.Message):
     CANARY_ALPHA_FIELD_NUMBER: _ClassVar[int]
     CANARY_MAX_FALLBACK_RATE_FIELD_NUMBER: _ClassVar[int]
     MANUAL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MAX_LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
     hold_first_model: bool
     shadow_min_decisions: int
     shadow_min_agreement: float
@@ -212,7 +213,8 @@ class RolloutSpec(_message.Message):
     canary_alpha: float
     canary_max_fallback_rate: float
     manual: bool
-    def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ...) -> None: ...
+    canary_max_latency_ratio: float
+    def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ..., canary_max_latency_ratio: _Optional[float] = ...) -> None: ...
 
 class Blueprint(_message.Message):
     __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift", "unit_id_pii", "retention")

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role")
+    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role", "serving_latency_ms")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class DecisionRecord(_message.Message):
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     ACTION_SCORES_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     use_case: str
     blueprint_version: int
@@ -43,7 +44,8 @@ class DecisionRecord(_message.Message):
     shadow: bool
     action_scores: _containers.RepeatedScalarFieldContainer[float]
     deployment_role: str
-    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ...) -> None: ...
+    serving_latency_ms: float
+    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ..., serving_latency_ms: _Optional[float] = ...) -> None: ...
 
 class LogDecisionsRequest(_message.Message):
     __slots__ = ("request_id", "decisions")
@@ -112,7 +114,7 @@ class ReadTrainingDataRequest(_message.Message):
     def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ...) -> None: ...
 
 class ReadTrainingDataResponse(_message.Message):
-    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored")
+    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms")
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +131,7 @@ class ReadTrainingDataResponse(_message.Message):
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
     EXPLORED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_LATENCIES_MS_FIELD_NUMBER: _ClassVar[int]
     blueprint_version: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     rows: int
@@ -145,7 +148,8 @@ class ReadTrainingDataResponse(_message.Message):
     model_versions: bytes
     arms: _containers.RepeatedScalarFieldContainer[str]
     explored: bytes
-    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ...) -> None: ...
+    serving_latencies_ms: bytes
+    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ..., serving_latencies_ms: _Optional[bytes] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("use_case", "decision_id")

@@ -1036,9 +1036,14 @@ type RolloutSpec struct {
 	// when 0; a negative value turns the check off).
 	CanaryMaxFallbackRate float64 `protobuf:"fixed64,8,opt,name=canary_max_fallback_rate,json=canaryMaxFallbackRate,proto3" json:"canary_max_fallback_rate,omitempty"`
 	// Do not roll out automatically: later models are only registered.
-	Manual        bool `protobuf:"varint,9,opt,name=manual,proto3" json:"manual,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Manual bool `protobuf:"varint,9,opt,name=manual,proto3" json:"manual,omitempty"`
+	// Canary step: the highest ratio of the canary's p99 serving latency to
+	// production's over the decisions made while the canary serves (judged once
+	// both have 100 measured decisions; a canary within 1 ms of production
+	// always passes) (default 1.5 when 0; a negative value turns the check off).
+	CanaryMaxLatencyRatio float64 `protobuf:"fixed64,10,opt,name=canary_max_latency_ratio,json=canaryMaxLatencyRatio,proto3" json:"canary_max_latency_ratio,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RolloutSpec) Reset() {
@@ -1132,6 +1137,13 @@ func (x *RolloutSpec) GetManual() bool {
 		return x.Manual
 	}
 	return false
+}
+
+func (x *RolloutSpec) GetCanaryMaxLatencyRatio() float64 {
+	if x != nil {
+		return x.CanaryMaxLatencyRatio
+	}
+	return 0
 }
 
 // The declarative description of a use case.
@@ -1444,7 +1456,7 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x16retrain_after_labelled\x18\n" +
 	" \x01(\x03R\x14retrainAfterLabelled\x12-\n" +
 	"\x12candidate_families\x18\v \x03(\tR\x11candidateFamilies\x12.\n" +
-	"\x13min_distinct_values\x18\f \x01(\x05R\x11minDistinctValues\"\x97\x03\n" +
+	"\x13min_distinct_values\x18\f \x01(\x05R\x11minDistinctValues\"\xd0\x03\n" +
 	"\vRolloutSpec\x12(\n" +
 	"\x10hold_first_model\x18\x01 \x01(\bR\x0eholdFirstModel\x120\n" +
 	"\x14shadow_min_decisions\x18\x02 \x01(\x03R\x12shadowMinDecisions\x120\n" +
@@ -1454,7 +1466,9 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x13canary_min_outcomes\x18\x06 \x01(\x03R\x11canaryMinOutcomes\x12!\n" +
 	"\fcanary_alpha\x18\a \x01(\x01R\vcanaryAlpha\x127\n" +
 	"\x18canary_max_fallback_rate\x18\b \x01(\x01R\x15canaryMaxFallbackRate\x12\x16\n" +
-	"\x06manual\x18\t \x01(\bR\x06manual\"\xac\x06\n" +
+	"\x06manual\x18\t \x01(\bR\x06manual\x127\n" +
+	"\x18canary_max_latency_ratio\x18\n" +
+	" \x01(\x01R\x15canaryMaxLatencyRatio\"\xac\x06\n" +
 	"\tBlueprint\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +

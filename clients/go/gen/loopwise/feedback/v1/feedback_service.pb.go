@@ -62,8 +62,13 @@ type DecisionRecord struct {
 	// Which deployment slot made it: "production", "canary", "shadow" or
 	// "default" (no model, fallback, kill switch).
 	DeploymentRole string `protobuf:"bytes,16,opt,name=deployment_role,json=deploymentRole,proto3" json:"deployment_role,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Serving latency in milliseconds: from the request's arrival at the decision
+	// service to this decision (its own model's scoring included, the other
+	// slot's not; for DecideBatch the batch's rows share the time to scoring).
+	// 0 when not measured (shadow records, older records).
+	ServingLatencyMs float64 `protobuf:"fixed64,17,opt,name=serving_latency_ms,json=servingLatencyMs,proto3" json:"serving_latency_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -206,6 +211,13 @@ func (x *DecisionRecord) GetDeploymentRole() string {
 		return x.DeploymentRole
 	}
 	return ""
+}
+
+func (x *DecisionRecord) GetServingLatencyMs() float64 {
+	if x != nil {
+		return x.ServingLatencyMs
+	}
+	return 0
 }
 
 // Request for LogDecisions.
@@ -654,9 +666,12 @@ type ReadTrainingDataResponse struct {
 	// Experiment arm per row.
 	Arms []string `protobuf:"bytes,15,rep,name=arms,proto3" json:"arms,omitempty"`
 	// Explored flag per row, one byte (0/1) per row.
-	Explored      []byte `protobuf:"bytes,16,opt,name=explored,proto3" json:"explored,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Explored []byte `protobuf:"bytes,16,opt,name=explored,proto3" json:"explored,omitempty"`
+	// Serving latency per row (DecisionRecord.serving_latency_ms), float32
+	// little-endian milliseconds; 0 where not measured. Empty from older servers.
+	ServingLatenciesMs []byte `protobuf:"bytes,17,opt,name=serving_latencies_ms,json=servingLatenciesMs,proto3" json:"serving_latencies_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ReadTrainingDataResponse) Reset() {
@@ -797,6 +812,13 @@ func (x *ReadTrainingDataResponse) GetArms() []string {
 func (x *ReadTrainingDataResponse) GetExplored() []byte {
 	if x != nil {
 		return x.Explored
+	}
+	return nil
+}
+
+func (x *ReadTrainingDataResponse) GetServingLatenciesMs() []byte {
+	if x != nil {
+		return x.ServingLatenciesMs
 	}
 	return nil
 }
@@ -1537,7 +1559,7 @@ var File_loopwise_feedback_v1_feedback_service_proto protoreflect.FileDescriptor
 
 const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
-	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x04\n" +
+	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
 	"\x0eDecisionRecord\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12\x19\n" +
@@ -1556,7 +1578,8 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\bfallback\x18\r \x01(\bR\bfallback\x12\x16\n" +
 	"\x06shadow\x18\x0e \x01(\bR\x06shadow\x12#\n" +
 	"\raction_scores\x18\x0f \x03(\x01R\factionScores\x12'\n" +
-	"\x0fdeployment_role\x18\x10 \x01(\tR\x0edeploymentRole\"x\n" +
+	"\x0fdeployment_role\x18\x10 \x01(\tR\x0edeploymentRole\x12,\n" +
+	"\x12serving_latency_ms\x18\x11 \x01(\x01R\x10servingLatencyMs\"x\n" +
 	"\x13LogDecisionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12B\n" +
@@ -1592,7 +1615,7 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
 	"batch_rows\x18\x04 \x01(\x05R\tbatchRows\x120\n" +
 	"\x14include_open_windows\x18\x05 \x01(\bR\x12includeOpenWindows\x12)\n" +
-	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\xb6\x04\n" +
+	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\xe8\x04\n" +
 	"\x18ReadTrainingDataResponse\x12+\n" +
 	"\x11blueprint_version\x18\x01 \x01(\x03R\x10blueprintVersion\x12#\n" +
 	"\rfeature_names\x18\x02 \x03(\tR\ffeatureNames\x12\x12\n" +
@@ -1610,7 +1633,8 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x06labels\x18\r \x03(\tR\x06labels\x12%\n" +
 	"\x0emodel_versions\x18\x0e \x01(\fR\rmodelVersions\x12\x12\n" +
 	"\x04arms\x18\x0f \x03(\tR\x04arms\x12\x1a\n" +
-	"\bexplored\x18\x10 \x01(\fR\bexplored\"P\n" +
+	"\bexplored\x18\x10 \x01(\fR\bexplored\x120\n" +
+	"\x14serving_latencies_ms\x18\x11 \x01(\fR\x12servingLatenciesMs\"P\n" +
 	"\x12GetDecisionRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +

@@ -133,6 +133,16 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
    * @generated from field: string deployment_role = 16;
    */
   deploymentRole: string;
+
+  /**
+   * Serving latency in milliseconds: from the request's arrival at the decision
+   * service to this decision (its own model's scoring included, the other
+   * slot's not; for DecideBatch the batch's rows share the time to scoring).
+   * 0 when not measured (shadow records, older records).
+   *
+   * @generated from field: double serving_latency_ms = 17;
+   */
+  servingLatencyMs: number;
 };
 
 /**
@@ -484,6 +494,14 @@ export declare type ReadTrainingDataResponse = Message<"loopwise.feedback.v1.Rea
    * @generated from field: bytes explored = 16;
    */
   explored: Uint8Array;
+
+  /**
+   * Serving latency per row (DecisionRecord.serving_latency_ms), float32
+   * little-endian milliseconds; 0 where not measured. Empty from older servers.
+   *
+   * @generated from field: bytes serving_latencies_ms = 17;
+   */
+  servingLatenciesMs: Uint8Array;
 };
 
 /**
