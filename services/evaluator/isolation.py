@@ -5,13 +5,18 @@ and tuning runs in a fresh ``spawn`` process (gRPC is not fork-safe): the job's 
 come back over a pipe while it runs, and cancelling the awaiting task (CancelOperation,
 a client's deadline, a job timeout) terminates the process, so no CPU keeps burning on
 work nobody waits for. Native thread pools are limited in the worker (``threads``):
-oversubscribed OpenMP threads on a busy machine are many times slower.
+oversubscribed OpenMP threads on a busy machine are many times slower. The limit is set
+twice: in the environment (read by OpenMP and OpenBLAS when they load, as scikit-learn's
+and SciPy's do only once the job imports them) and through threadpoolctl for the
+libraries already loaded (numpy's, by unpickling the arguments); threadpoolctl alone
+misses the libraries that load later, which then use every core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +27,8 @@ from loopwise.errors import LoopwiseError
 OnStage = Callable[[str, float, str], Awaitable[None]]
 EXIT_CHECK_S = 1.0
 JOIN_S = 5.0
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
 
 
 class WorkerFailed(Exception):
@@ -30,6 +37,8 @@ class WorkerFailed(Exception):
 
 def _entry(conn, fn: Callable[..., Any], args: tuple, threads: int) -> None:
     """The worker: limit native threads, run ``fn(*args, report)``, send the outcome."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
     try:
         from threadpoolctl import threadpool_limits
 

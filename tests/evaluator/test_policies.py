@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import pickle
 
 import grpc
 import numpy as np
@@ -24,7 +23,7 @@ from loopwise.tensors import F32, F64, pack, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from tests.evaluator.conftest import UPLIFT_COST
 from tests.evaluator.service import Estimated, Evaluator, wait_final
-from tests.evaluator.simulation import ACTIONS_V2, World, blueprint, mu0, propensity, simulate, tau
+from tests.evaluator.simulation import ACTIONS_V2, World, blueprint, mu0, simulate, tau
 
 CALL_TIMEOUT_S = 600  # generous: the machine is shared
 # Each test may start a few worker processes; on a busy shared machine that is slow.
@@ -169,33 +168,22 @@ async def test_suggest_parameters_finds_the_known_optimum(evaluator: Evaluator, 
     assert response.expected_value == pytest.approx(response.metrics["reward"], abs=0.3)
 
 
-def test_suggest_parameters_respects_the_constraint(world: World) -> None:
-    # The tuning itself, in-process, on the world's logged rows and a LinearDML effect model.
-    from threadpoolctl import threadpool_limits
-
-    from loopwise.services.evaluator import estimators, offpolicy, tuning
-    from loopwise.services.evaluator.estimation import EffectModel
-
-    sim = world.hte
-    actions = np.array([ACTIONS_V2.index(a) for a in sim.actions])
-    logged = np.column_stack([sim.probs[a] for a in ACTIONS_V2])[np.arange(len(actions)), actions]
-    rows = offpolicy.LoggedRows(sim.x, actions, logged, sim.y, list(ACTIONS_V2), ["x0", "x1", "x2"])
-    pair = actions < 2
-    with threadpool_limits(1):
-        est = estimators.fit_estimator(estimators.LINEAR_DML, sim.x[pair], (actions[pair] == 1).astype(int),
-                                       sim.y[pair], propensity(sim.x[pair]), seed=7)
-        model = EffectModel(est, ["x0", "x1", "x2"], np.zeros(3))
-        candidate = offpolicy.Candidate(bp.DECISION_KIND_ACTION_VALUE, bp.Policy().SerializeToString(),
-                                        effect_model=pickle.dumps(model), treatment_index=1)
-        found = offpolicy.suggest(candidate, rows, ["action_costs.treat"], np.array([-1.5]), np.array([3.0]),
-                                  "reward", [tuning.Bound("share:treat", None, 0.3)], 12, 5, False)
-    cost = float(found.outcome.best.point[0])
-    tau_hat = estimators.effects(est, sim.x)
+async def test_suggest_parameters_respects_the_constraint(evaluator: Evaluator, estimated: Estimated,
+                                                          world: World) -> None:
+    # Through the running evaluator (its worker process), on the 3600 logged rows of hte.
+    response = await evaluator.stub.SuggestParameters(epb.SuggestParametersRequest(
+        use_case="hte", report_id=estimated.result.report_id, parameters=["action_costs.treat"],
+        ranges=[epb.ParameterRange(low=-1.5, high=3.0)], iterations=12, seed=5,
+        constraints=[epb.Constraint(metric="share:treat", max=0.3)]), timeout=CALL_TIMEOUT_S)
+    cost = response.suggestion["action_costs.treat"]
+    tau_hat = await predicted(evaluator, estimated.result.report_id, world.hte.x)
     # Value falls as the cost rises past 0, so the best feasible cost treats exactly 30%.
     boundary = float(np.quantile(tau_hat, 0.7))
-    assert found.metrics["share:treat"] <= 0.3
+    assert response.metrics["share:treat"] <= 0.3
+    assert float(np.mean(tau_hat > cost)) <= 0.3 + 1e-9
     assert boundary - 0.05 <= cost <= boundary + 0.35
-    for trial in found.outcome.history:
+    assert len(response.history) == 12 and all(-1.5 <= c <= 3.0 for c in _trials(response))
+    for trial in response.history:
         assert trial.feasible == (trial.metrics["share:treat"] <= 0.3)
 
 
