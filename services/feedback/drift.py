@@ -15,9 +15,13 @@ use case's live histograms hold more than ``window`` decisions, every count is
 halved, so recent decisions weigh more and memory stays fixed.
 
 Prediction drift compares the model's live scores with a reference: the training
-score distribution when the model record carries one (a ``prediction_profile``
-field), otherwise the model's first ``window / 4`` live scores (``first_live_window``),
-which still catches a score distribution that moves while the model serves.
+score distribution the trainer registers with the model (``Model.prediction_profile``,
+reference ``training``), otherwise, for models registered without one, the model's
+first ``window / 4`` live scores (``first_live_window``), which still catches a score
+distribution that moves while the model serves. A decision's score for drift is the
+greedy one, as the trainer profiles it (services/trainer/scores.py): the recorded
+score for binary and regression decisions, the best action's value net of its cost
+(``max(action_scores)``) for multi-action ones, so exploration does not move it.
 """
 
 from __future__ import annotations
@@ -211,9 +215,9 @@ def _quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
 
 
 def score_reference_of(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """The training score distribution of a model record, if it carries one
-    (a ``prediction_profile`` FeatureProfile field): ``(edges, counts)``."""
-    if "prediction_profile" not in type(model).DESCRIPTOR.fields_by_name or not model.HasField("prediction_profile"):
+    """The training score distribution of a model record (``Model.prediction_profile``),
+    if it carries one: ``(edges, counts)``."""
+    if not model.HasField("prediction_profile"):
         return None
     profile = model.prediction_profile
     if not profile.bin_counts:
@@ -261,8 +265,9 @@ class DriftMonitor:
             if len(buffered) >= MAX_BUFFERED:
                 self.skipped += 1
                 continue
+            score = max(record.action_scores) if record.action_scores else record.score
             buffered.append(LiveRow(record.blueprint_version, record.model_version, record.fallback,
-                                    record.score, record.features))
+                                    score, record.features))
 
     # -- background ---------------------------------------------------------------------
     def start(self) -> None:

@@ -50,6 +50,7 @@ from loopwise.services.trainer.models import (
 )
 from loopwise.services.trainer.registry import Registry
 from loopwise.services.trainer.rollout import RolloutController, RolloutLimits
+from loopwise.services.trainer.scores import prediction_profile
 from loopwise.services.trainer.validation import failures, profile_features, summary, validate
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.upstream import DecisionUseCases, FeedbackStats, FeedbackTrainingData
@@ -321,6 +322,7 @@ class Trainer:
         baseline = await asyncio.to_thread(baseline_metrics, training)
         width = len(job.blueprint.features)
         profiles = await asyncio.to_thread(profile_features, training.x_train[:, :width], job.blueprint)
+        predictions = await self.pool.run(prediction_profile, winner.onnx, training, job.blueprint, self.seed)
         model = tpb.Model(
             use_case=job.use_case, family=fit.family, blueprint_version=job.blueprint_version,
             metrics={k: v for k, v in fit.metrics.items() if math.isfinite(v)},
@@ -330,6 +332,7 @@ class Trainer:
             operation_id=operation_id, feature_profiles=profiles, code_version=code_version(),
             parent_version=serving_ref.version if serving_ref is not None else 0,
             labelled_rows=rows.read, blessing=blessing, latency_p99_ms=winner.latency_ms,
+            prediction_profile=predictions,
             description=f"{fit.family} ({params_text(winner.searched.params)}) trained on "
                         f"{prepared.training_rows} rows; max |ONNX - sklearn| on the holdout "
                         f"{winner.max_abs_diff:.2g}",

@@ -40,6 +40,19 @@ def _roles(deployment: tpb.Deployment) -> tuple:
     )
 
 
+def check_profile(field: str, profile: tpb.FeatureProfile) -> None:
+    """A profile drift can bin against: ascending numeric edges, one count per bin
+    (numeric: ``len(bin_edges) + 1``), no negative counts."""
+    edges = list(profile.bin_edges)
+    if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)):
+        raise InvalidArgument(f"{field}.bin_edges", "must be finite and strictly ascending")
+    if not profile.categorical and profile.bin_counts and len(profile.bin_counts) != len(edges) + 1:
+        raise InvalidArgument(f"{field}.bin_counts", f"needs len(bin_edges) + 1 = {len(edges) + 1} counts, "
+                                                     f"has {len(profile.bin_counts)}")
+    if any(c < 0 for c in profile.bin_counts) or profile.missing_count < 0:
+        raise InvalidArgument(f"{field}.bin_counts", "counts must be >= 0")
+
+
 class Registry:
     """Models, artifacts and deployments of every use case."""
 
@@ -116,6 +129,10 @@ class Registry:
             raise InvalidArgument("onnx", f"must have one input named 'features', has {inputs}")
         if model.score_output and model.score_output not in outputs:
             raise InvalidArgument("model.score_output", f"{model.score_output!r} is not an output of the model {outputs}")
+        for i, profile in enumerate(model.feature_profiles):
+            check_profile(f"model.feature_profiles[{i}]", profile)
+        if model.HasField("prediction_profile"):
+            check_profile("model.prediction_profile", model.prediction_profile)
         incoming = tpb.Model()
         incoming.CopyFrom(model)
         incoming.source = incoming.source or "external"

@@ -22,6 +22,7 @@ from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.metrics import parse_text
 from loopwise.server import ServiceHost
+from loopwise.services.trainer.scores import score_profile
 from loopwise.settings import Settings
 from loopwise.tensors import F32, pack
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -168,13 +169,15 @@ class Loop:
     async def register(self, x: np.ndarray, labels: np.ndarray, start_ms: int, end_ms: int,
                        use_case: str = USE_CASE) -> tpb.Model:
         """Register and deploy a logistic regression trained on ``x`` with its
-        profile and data range; returns once the decision service serves it."""
+        feature and prediction profiles (as the trainer makes them) and data range; returns once the decision service serves it."""
         import hashlib
 
-        onnx = onnx_model(LogisticRegression().fit(x, labels), x.shape[1])
+        fitted = LogisticRegression().fit(x, labels)
+        onnx = onnx_model(fitted, x.shape[1])
         model = tpb.Model(use_case=use_case, family="logistic_regression", blueprint_version=1,
                           training_rows=len(x), input_width=x.shape[1], score_output="probabilities",
-                          feature_profiles=profiles(x))
+                          feature_profiles=profiles(x),
+                          prediction_profile=score_profile(fitted.predict_proba(x)[:, 1]))
         model.data_start_time.FromMilliseconds(start_ms)
         model.data_end_time.FromMilliseconds(end_ms)
         trainer = self.trainer

@@ -186,6 +186,9 @@ async def test_blessing_lineage_profiles_and_the_start_of_a_rollout(stub, world:
     assert list(model.feature_profiles[2].vocabulary) == ["gold", "silver", "bronze"]
     assert len(model.feature_profiles[2].bin_counts) == 4 and len(model.feature_profiles[0].bin_edges) == 9
     assert set(first.stage_seconds) >= {"reading", "validating", "fitting", "exporting", "blessing"}
+    scores = model.prediction_profile  # the reference of live prediction drift
+    assert scores.count == model.training_rows and sum(scores.bin_counts) == scores.count
+    assert len(scores.bin_counts) == len(scores.bin_edges) + 1 >= 5 and 0 < scores.quantiles[3] < 1
 
     # A deliberately worse candidate: only a linear model for an interaction.
     worse = bp.Blueprint()
