@@ -54,14 +54,16 @@ class Rows:
     read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     model_versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
+    # Serving latency per row in ms (0 where not measured; empty when not read).
+    latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def without(self, drop: np.ndarray) -> Rows:
         """The rows not flagged in ``drop`` (a bool mask over the rows)."""
         keep = ~drop
         return Rows(self.features[keep], self.times_ms[keep], self.actions[keep], self.propensities[keep],
                     self.rewards[keep], [label for label, k in zip(self.labels, keep, strict=True) if k],
-                    int(keep.sum()), {**self.dropped, "shadow": int(drop.sum())}, self.model_versions[keep])
+                    int(keep.sum()), {**self.dropped, "shadow": int(drop.sum())}, self.model_versions[keep],
+                    self.latencies_ms[keep] if self.latencies_ms.size else self.latencies_ms)
 
 
 def shadow_rows(rows: Rows, revisions: list[TrainerDeployment]) -> np.ndarray:
@@ -133,7 +135,7 @@ def _align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprin
 async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
                        current: bp.Blueprint, current_version: int, blueprint_of: BlueprintOf) -> Rows:
     """Read every batch and align it onto the current blueprint."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r", "m")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r", "m", "l")}
     labels: list[str] = []
     current_actions = list(current.actions)
     read = 0
@@ -155,6 +157,8 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
         parts["r"].append(unpack_vector(batch.rewards, F32).astype(np.float64))
         parts["m"].append(unpack_vector(batch.model_versions, I64).astype(np.int64) if batch.model_versions
                           else np.zeros(batch.rows, np.int64))
+        parts["l"].append(unpack_vector(batch.serving_latencies_ms, F32).astype(np.float64)
+                          if batch.serving_latencies_ms else np.zeros(batch.rows))
         labels += list(batch.labels) if len(batch.labels) == batch.rows else [""] * batch.rows
         sizes = {k: v[-1].shape[0] for k, v in parts.items()}
         if set(sizes.values()) != {batch.rows}:
@@ -166,7 +170,7 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
                     empty, empty, [], 0)
     return Rows(np.vstack(parts["x"]), np.concatenate(parts["t"]), np.concatenate(parts["a"]),
                 np.concatenate(parts["p"]), np.concatenate(parts["r"]), labels, read,
-                model_versions=np.concatenate(parts["m"]))
+                model_versions=np.concatenate(parts["m"]), latencies_ms=np.concatenate(parts["l"]))
 
 
 def align_to(x: np.ndarray, current: bp.Blueprint, target: bp.Blueprint) -> np.ndarray:

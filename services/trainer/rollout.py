@@ -12,7 +12,9 @@ decisions logged since its step began through the feedback service:
   ``canary_min_outcomes`` of its decisions are joined (window closed), its mean
   reward is compared with production's in the same period, once: a one-sided Welch
   z-test at ``canary_alpha`` ("the canary is worse") rolls back, else it is promoted.
-  The share of fallback decisions is checked on every look.
+  The share of fallback decisions and the canary's p99 serving latency against
+  production's (``canary_max_latency_ratio``, from the latency each decision
+  record carries) are checked on every look.
 
 Every change is a deployment revision with an audit entry and its reason; a manual
 SetDeployment or Rollback in between supersedes the rollout. The rollout state is in
@@ -56,6 +58,10 @@ DEFAULT_CANARY_MIN_OUTCOMES = 400
 DEFAULT_CANARY_ALPHA = 0.05
 DEFAULT_CANARY_MAX_FALLBACK_RATE = 0.05
 FALLBACK_MIN_DECISIONS = 100  # the fallback rate is judged from this many decisions on
+DEFAULT_CANARY_MAX_LATENCY_RATIO = 1.5
+LATENCY_MIN_DECISIONS = 100  # measured decisions of each slot before latency is judged
+LATENCY_SLACK_MS = 1.0  # a canary's p99 within this of production's passes whatever the ratio
+LATENCY_PERCENTILE = 99.0
 ACTIVE = (tpb.ROLLOUT_STEP_SHADOW, tpb.ROLLOUT_STEP_CANARY)
 
 
@@ -70,6 +76,7 @@ class RolloutLimits:
     canary_min_outcomes: int
     canary_alpha: float
     canary_max_fallback_rate: float
+    canary_max_latency_ratio: float = DEFAULT_CANARY_MAX_LATENCY_RATIO
 
     @classmethod
     def of(cls, spec: bp.RolloutSpec) -> RolloutLimits:
@@ -84,7 +91,8 @@ class RolloutLimits:
                    spec.shadow_min_agreement or DEFAULT_SHADOW_MIN_AGREEMENT,
                    spec.shadow_max_score_shift or DEFAULT_SHADOW_MAX_SCORE_SHIFT,
                    share, int(spec.canary_min_outcomes or DEFAULT_CANARY_MIN_OUTCOMES), alpha,
-                   spec.canary_max_fallback_rate or DEFAULT_CANARY_MAX_FALLBACK_RATE)
+                   spec.canary_max_fallback_rate or DEFAULT_CANARY_MAX_FALLBACK_RATE,
+                   spec.canary_max_latency_ratio or DEFAULT_CANARY_MAX_LATENCY_RATIO)
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,29 @@ def compare_models(kind: str, threshold: float, n_actions: int, production: tupl
     agreement = float(np.mean(chosen[0] == chosen[1])) if chosen[0].size else 1.0
     shift = ks_distance(*(_score_column(kind, s, n_actions) for s in outputs))
     return agreement, shift
+
+
+def latency_guardrail(latencies_ms: np.ndarray, model_versions: np.ndarray, canary: int, production: int,
+                      max_ratio: float) -> tpb.Guardrail:
+    """The canary's p99 serving latency against production's over the same period:
+    it holds when the canary's p99 is at most ``max_ratio`` × production's (or within
+    LATENCY_SLACK_MS of it). Unmeasured rows (0) are left out; with fewer than
+    LATENCY_MIN_DECISIONS measured decisions of either slot, or a negative ratio, it
+    holds without a judgement."""
+    measured = latencies_ms > 0 if latencies_ms.size == model_versions.size else np.zeros(model_versions.size, bool)
+    c = latencies_ms[measured & (model_versions == canary)]
+    p = latencies_ms[measured & (model_versions == production)]
+    if max_ratio < 0:
+        return _guardrail("canary_latency_p99", True, 0.0, max_ratio, "latency check turned off")
+    if min(c.size, p.size) < LATENCY_MIN_DECISIONS:
+        return _guardrail("canary_latency_p99", True, 0.0, max_ratio,
+                          f"not judged yet: {c.size} canary and {p.size} production decisions with a measured "
+                          f"latency (need {LATENCY_MIN_DECISIONS} each)")
+    c99, p99 = (float(np.percentile(v, LATENCY_PERCENTILE)) for v in (c, p))
+    allowed = max(max_ratio * p99, p99 + LATENCY_SLACK_MS)
+    return _guardrail("canary_latency_p99", c99 <= allowed, c99, allowed,
+                      f"canary p99 serving latency {c99:.3f} ms ({c.size} decisions) vs production {p99:.3f} ms "
+                      f"({p.size}); at most {allowed:.3f} ms (x{max_ratio:g}, or +{LATENCY_SLACK_MS:g} ms)")
 
 
 def _guardrail(name: str, passed: bool, value: float, threshold: float, detail: str) -> tpb.Guardrail:
@@ -332,10 +363,13 @@ class RolloutController:
             or fallback_rate <= limits.canary_max_fallback_rate,
             fallback_rate, limits.canary_max_fallback_rate,
             f"{fallbacks} of {total} decisions fell back ({fallback_rate:.1%})")
+        latency = latency_guardrail(rows.latencies_ms, rows.model_versions, rollout.model_version,
+                                    rollout.production_version, limits.canary_max_latency_ratio)
         del rollout.guardrails[:]
-        rollout.guardrails.append(fallback)
-        if not fallback.passed:
-            await self._roll_back(rollout, f"canary guardrail failed: {fallback.detail}")
+        rollout.guardrails.extend([fallback, latency])
+        failed = [g for g in (fallback, latency) if not g.passed]
+        if failed:
+            await self._roll_back(rollout, "canary guardrail failed: " + "; ".join(g.detail for g in failed))
             return
         if canary.size < limits.canary_min_outcomes or production.size < 2:
             rollout.message = (f"canary: {canary.size} of {limits.canary_min_outcomes} joined outcomes; "

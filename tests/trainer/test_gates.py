@@ -244,7 +244,7 @@ async def test_watch_operation_streams_every_stage(stub, world: World) -> None:
     assert [m.split(":")[0] for m in fitting] == ["candidate 1 of 3", "candidate 2 of 3", "candidate 3 of 3"]
 
 
-def canary_batch(versions: np.ndarray, rewards: np.ndarray) -> object:
+def canary_batch(versions: np.ndarray, rewards: np.ndarray, latencies_ms: np.ndarray | None = None) -> object:
     """Scripted joined rows of an action-value use case served by two model versions."""
     n = versions.size
     response = batch(1, ["x0"], np.zeros((n, 1), np.float32), rewards, np.zeros(n, np.int64),
@@ -252,58 +252,113 @@ def canary_batch(versions: np.ndarray, rewards: np.ndarray) -> object:
     response.model_versions = pack(versions, I64)
     response.action_indices = pack(np.zeros(n), I32)
     response.propensities = pack(np.full(n, 0.5), F32)
+    if latencies_ms is not None:
+        response.serving_latencies_ms = pack(latencies_ms, F32)
     return response
 
 
+class Canaries:
+    """A rollout controller of its own over scripted feedback: each look puts a use
+    case's model v2 in canary next to production v1 and advances it once."""
+
+    def __init__(self, world: World, tmp_path) -> None:
+        settings = world.settings.model_copy(update={"data_dir": tmp_path / "var"})
+        self.world = world
+        self.store = open_trainer_store(settings)
+        self.pool = ProcessPool(1)
+        self.channels = ServiceChannels(settings)
+        clock = Clock.from_settings(settings)
+        self.registry = Registry(self.store.registry, self.pool, clock, settings.model_chunk_bytes)
+        self.controller = RolloutController(self.registry, self.store.registry, DecisionUseCases(self.channels),
+                                            FeedbackTrainingData(self.channels), self.pool, clock, 60.0)
+        self.onnx = export_onnx(make_estimator("binary", "linear", 0).fit(np.array([[0.0], [1.0]]), [0, 1]),
+                                "binary", 1)
+
+    async def look(self, use_case: str, rollout: bp.RolloutSpec, rows: object) -> tpb.Rollout:
+        """One look at a canary whose period's joined rows are ``rows``."""
+        assert self.world.decision is not None
+        self.world.decision.blueprints[use_case] = {1: bp.Blueprint(
+            use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=["control", "treat"],
+            features=[numeric("x0")], rollout=rollout)}
+        for _ in range(2):
+            await self.registry.add_model(tpb.Model(use_case=use_case, family="logistic_regression",
+                                                    blueprint_version=1, input_width=1,
+                                                    score_output="probabilities"), self.onnx, "")
+        await self.registry.set_deployment(tpb.SetDeploymentRequest(
+            use_case=use_case, production_version=1, canary_version=2, canary_share=0.1))
+        self.world.feedback.data[use_case] = [rows]
+        started = tpb.Rollout(use_case=use_case, model_version=2, production_version=1,
+                              step=tpb.ROLLOUT_STEP_CANARY)
+        started.step_start_time.FromMilliseconds(T0_MS)
+        await self.store.registry.save_rollout(started)
+        return await self.controller.advance(use_case)
+
+    async def close(self) -> None:
+        self.pool.shutdown()
+        await self.channels.close()
+        self.store.close()
+
+
 async def test_canary_statistics_over_fixed_seeds(world: World, tmp_path) -> None:
-    """A/A canaries (same reward distribution) over 20 seeds at alpha 0.05 roll back at
-    most 3 times (expected 1); canaries worse by 0.15 in mean reward (0.30 vs 0.15,
-    400 joined outcomes each, z about 5) are rolled back in at least 19 of 20."""
-    assert world.decision is not None
-    settings = world.settings.model_copy(update={"data_dir": tmp_path / "var"})
-    store = open_trainer_store(settings)
-    pool = ProcessPool(1)
-    channels = ServiceChannels(settings)
-    clock = Clock.from_settings(settings)
-    registry = Registry(store.registry, pool, clock, settings.model_chunk_bytes)
-    use_cases = DecisionUseCases(channels)
-    controller = RolloutController(registry, store.registry, use_cases, FeedbackTrainingData(channels), pool,
-                                   clock, 60.0)
-    onnx = export_onnx(make_estimator("binary", "linear", 0).fit(np.array([[0.0], [1.0]]), [0, 1]), "binary", 1)
+    """A/A canaries (same reward and latency distributions) over 20 seeds at alpha 0.05
+    roll back at most 3 times (expected 1); canaries worse by 0.15 in mean reward (0.30
+    vs 0.15, 400 joined outcomes each, z about 5) are rolled back in at least 19 of 20."""
+    canaries = Canaries(world, tmp_path)
     outcomes: dict[str, list[int]] = {"aa": [], "worse": []}
     try:
         for name, canary_mean in (("aa", 0.30), ("worse", 0.15)):
             for seed in AA_SEEDS:
-                use_case = f"{name}{seed}"
-                world.decision.blueprints[use_case] = {1: bp.Blueprint(
-                    use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=["control", "treat"],
-                    features=[numeric("x0")], rollout=bp.RolloutSpec(canary_min_outcomes=400, canary_alpha=0.05))}
-                for _ in range(2):
-                    await registry.add_model(tpb.Model(use_case=use_case, family="logistic_regression",
-                                                       blueprint_version=1, input_width=1,
-                                                       score_output="probabilities"), onnx, "")
-                await registry.set_deployment(tpb.SetDeploymentRequest(
-                    use_case=use_case, production_version=1, canary_version=2, canary_share=0.1))
                 rng = np.random.default_rng(seed)
                 versions = np.array([2] * 400 + [1] * 3600)
                 means = np.where(versions == 2, canary_mean, 0.30)
                 rewards = (rng.random(versions.size) < means).astype(np.float32)
-                world.feedback.data[use_case] = [canary_batch(versions, rewards)]
-                rollout = tpb.Rollout(use_case=use_case, model_version=2, production_version=1,
-                                      step=tpb.ROLLOUT_STEP_CANARY)
-                rollout.step_start_time.FromMilliseconds(T0_MS)
-                await store.registry.save_rollout(rollout)
-                final = await controller.advance(use_case)
+                latencies = rng.lognormal(np.log(2.0), 0.5, versions.size)  # same for both slots
+                final = await canaries.look(f"{name}{seed}", bp.RolloutSpec(canary_min_outcomes=400,
+                                                                            canary_alpha=0.05),
+                                            canary_batch(versions, rewards, latencies))
                 assert final.step in (tpb.ROLLOUT_STEP_PROMOTED, tpb.ROLLOUT_STEP_ROLLED_BACK)
                 assert final.joined_outcomes == 400
+                assert [g.name for g in final.guardrails][:2] == ["canary_fallback_rate", "canary_latency_p99"]
                 outcomes[name].append(int(final.step == tpb.ROLLOUT_STEP_ROLLED_BACK))
     finally:
-        pool.shutdown()
-        await channels.close()
-        store.close()
+        await canaries.close()
     print(f"A/A rollbacks {sum(outcomes['aa'])} of 20; worse-canary rollbacks {sum(outcomes['worse'])} of 20")
     assert sum(outcomes["aa"]) <= 3
     assert sum(outcomes["worse"]) >= 19
+
+
+async def test_a_canary_over_the_latency_guardrail_is_rolled_back(world: World, tmp_path) -> None:
+    """Same rewards, but the canary's serving latency is 3x production's: rolled back on
+    the first look, before its reward is judged, with the latency guardrail as the
+    reason; a ratio that allows it, or a check turned off, lets the same canary on."""
+    canaries = Canaries(world, tmp_path)
+    versions = np.array([2] * 150 + [1] * 850)
+    rewards = np.full(versions.size, 0.3, np.float32)
+    latencies = np.where(versions == 2, 6.0, 2.0) + np.random.default_rng(0).uniform(0, 0.1, versions.size)
+    rows = canary_batch(versions, rewards, latencies)
+    try:
+        slow = await canaries.look("slow", bp.RolloutSpec(canary_min_outcomes=400), rows)
+        assert slow.step == tpb.ROLLOUT_STEP_ROLLED_BACK
+        latency = next(g for g in slow.guardrails if g.name == "canary_latency_p99")
+        assert not latency.passed and latency.value == pytest.approx(6.1, abs=0.01)
+        assert latency.threshold == pytest.approx(1.5 * 2.1, abs=0.01)
+        assert "canary p99 serving latency" in slow.message and "rolled back to production v1" in slow.message
+        assert "reward" not in slow.message  # judged before the reward
+        deployment = await canaries.registry.current_deployment("slow")
+        assert deployment.production.version == 1 and not deployment.canary.version
+        last = (await canaries.registry.audit("slow"))[-1]
+        assert last.action == "rollout_rollback" and "p99 serving latency" in last.reason
+        for name, spec in (("tolerant", bp.RolloutSpec(canary_min_outcomes=400, canary_max_latency_ratio=4.0)),
+                           ("unchecked", bp.RolloutSpec(canary_min_outcomes=400, canary_max_latency_ratio=-1))):
+            waiting = await canaries.look(name, spec, rows)
+            assert waiting.step == tpb.ROLLOUT_STEP_CANARY, waiting.message  # waits for 400 joined outcomes
+            assert next(g for g in waiting.guardrails if g.name == "canary_latency_p99").passed
+        unmeasured = await canaries.look("old_records", bp.RolloutSpec(canary_min_outcomes=400),
+                                         canary_batch(versions, rewards))
+        assert unmeasured.step == tpb.ROLLOUT_STEP_CANARY
+        assert "not judged yet" in next(g for g in unmeasured.guardrails if g.name == "canary_latency_p99").detail
+    finally:
+        await canaries.close()
 
 
 def test_rows_of_shadow_only_models_are_left_out_of_training() -> None:
