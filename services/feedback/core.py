@@ -238,7 +238,9 @@ class Feedback:
         return response
 
     async def _lineage(self, use_case: str, version: int) -> dict[str, str]:
-        """The model's family, training data and metrics as strings (empty if unknown)."""
+        """The model's lineage as strings (empty if unknown): family, blueprint version,
+        training data range and row counts, the code that trained it, its parent model
+        (the production model it was trained next to), its artifact's sha256 and metrics."""
         model = await self.models.model(use_case, version)
         if model is None or not model.version:
             return {}
@@ -248,8 +250,15 @@ class Feedback:
             "blueprint_version": str(model.blueprint_version),
             "training_rows": str(model.training_rows),
             "holdout_rows": str(model.holdout_rows),
+            "labelled_rows": str(model.labelled_rows),
             "source": model.source,
+            "artifact_sha256": model.artifact_sha256,
+            "artifact_size": str(model.artifact_size),
         }
+        if model.code_version:
+            lineage["code_version"] = model.code_version
+        if model.parent_version:
+            lineage["parent_version"] = str(model.parent_version)
         if model.HasField("data_start_time"):
             lineage["data_start_time"] = model.data_start_time.ToJsonString()
         if model.HasField("data_end_time"):

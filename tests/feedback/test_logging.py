@@ -28,8 +28,12 @@ async def test_decision_round_trip_keeps_bytes_and_probabilities(env: FeedbackEn
                   unit_id="unit-42")
     response = await env.stub.LogDecisions(fpb.LogDecisionsRequest(request_id="r1", decisions=[sent]))
     assert response.accepted == 1
-    env.trainer.models[(UC, 3)] = tpb.Model(use_case=UC, version=3, family="hist_gradient_boosting",
-                                            blueprint_version=1, training_rows=640, metrics={"auc": 0.81})
+    env.trainer.models[(UC, 3)] = tpb.Model(
+        use_case=UC, version=3, family="hist_gradient_boosting", blueprint_version=1, training_rows=640,
+        holdout_rows=160, labelled_rows=800, metrics={"auc": 0.81}, code_version="loopwise 0.4.0 (abc123)",
+        parent_version=2, artifact_sha256="9f" * 32, artifact_size=4096, source="trainer")
+    env.trainer.models[(UC, 3)].data_start_time.FromMilliseconds(1_000)
+    env.trainer.models[(UC, 3)].data_end_time.FromMilliseconds(2_000)
 
     got = await env.stub.GetDecision(fpb.GetDecisionRequest(use_case=UC, decision_id=did))
     d = got.decision
@@ -47,6 +51,14 @@ async def test_decision_round_trip_keeps_bytes_and_probabilities(env: FeedbackEn
     assert got.model_lineage["family"] == "hist_gradient_boosting"
     assert got.model_lineage["training_rows"] == "640"
     assert got.model_lineage["metric.auc"] == "0.81"
+    # From the decision to the whole lineage of its model (issue 6).
+    lineage = dict(got.model_lineage)
+    assert {k: lineage[k] for k in ("code_version", "parent_version", "artifact_sha256", "artifact_size",
+                                    "blueprint_version", "holdout_rows", "labelled_rows", "source")} == {
+        "code_version": "loopwise 0.4.0 (abc123)", "parent_version": "2", "artifact_sha256": "9f" * 32,
+        "artifact_size": "4096", "blueprint_version": "1", "holdout_rows": "160", "labelled_rows": "800",
+        "source": "trainer"}
+    assert lineage["data_start_time"] == "1970-01-01T00:00:01Z" and lineage["data_end_time"] == "1970-01-01T00:00:02Z"
 
 
 async def test_lineage_is_empty_when_the_trainer_is_unreachable(env: FeedbackEnv) -> None:

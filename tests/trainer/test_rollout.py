@@ -34,6 +34,8 @@ from loopwise.client import Client, Outcome
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.launcher import Launcher
 from loopwise.settings import Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -142,6 +144,20 @@ class Promo:
     def rollout(self) -> tpb.Rollout:
         return self.trainer.GetRollout(tpb.GetRolloutRequest(use_case=self.use_case), timeout=10).rollout
 
+    def lineage(self, decision_id: str) -> dict[str, str]:
+        """GetDecision's model lineage, once the decision is stored."""
+        with grpc.insecure_channel(self.settings.feedback_address) as channel:
+            stub = fgrpc.FeedbackServiceStub(channel)
+            deadline = time.monotonic() + TIMEOUT_S
+            while True:
+                try:
+                    return dict(stub.GetDecision(fpb.GetDecisionRequest(use_case=self.use_case,
+                                                                        decision_id=decision_id),
+                                                 timeout=10).model_lineage)
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline
+                    time.sleep(0.2)
+
     def audit(self) -> list[tpb.DeploymentAuditEntry]:
         return list(self.trainer.ListDeploymentAudit(
             tpb.ListDeploymentAuditRequest(use_case=self.use_case), timeout=10).entries)
@@ -210,6 +226,14 @@ def test_better_model_is_promoted_with_its_audit_trail(promo: Promo) -> None:
     assert "promoted to production" in audit[3].reason and "CI [" in audit[3].reason
     assert [e.revision for e in audit] == [1, 2, 3, 4]
     promo.wait_serving(2)
+    # GetDecision leads from a decision of the promoted model to its whole lineage.
+    model = promo.trainer.GetModel(tpb.GetModelRequest(use_case=promo.use_case, version=2), timeout=10).model
+    lineage = promo.lineage(promo.client.decide(promo.use_case, {"x0": 0.3, "x1": 0.0}, unit_id="lineage").decision_id)
+    assert lineage["model_version"] == "2" and lineage["parent_version"] == "1"
+    assert lineage["code_version"] == model.code_version and model.code_version.startswith("loopwise ")
+    assert lineage["artifact_sha256"] == model.artifact_sha256 and len(model.artifact_sha256) == 64
+    assert lineage["data_start_time"] == model.data_start_time.ToJsonString()
+    assert lineage["training_rows"] == str(model.training_rows) and lineage["source"] == "trainer"
     # A manual rollback is always possible and audited too.
     back = promo.trainer.Rollback(tpb.RollbackRequest(request_id=promo.clock.new_id(), use_case=promo.use_case,
                                                       reason="operator check"), timeout=10).deployment

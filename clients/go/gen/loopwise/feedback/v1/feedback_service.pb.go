@@ -891,8 +891,12 @@ type GetDecisionResponse struct {
 	WindowClosed bool `protobuf:"varint,4,opt,name=window_closed,json=windowClosed,proto3" json:"window_closed,omitempty"`
 	// Feature names of the decision's blueprint version.
 	FeatureNames []string `protobuf:"bytes,5,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
-	// The model that made the decision, when it is known to the trainer:
-	// family, training data range and metrics, as "key=value" lines.
+	// The lineage of the model that made the decision, when it is known to the
+	// trainer: model_version, family, blueprint_version, source,
+	// data_start_time/data_end_time, training_rows/holdout_rows/labelled_rows,
+	// code_version, parent_version (the production model it was trained next
+	// to; absent for a first model), artifact_sha256, artifact_size,
+	// create_time, operation_id, and metric.<name>/baseline.<name> values.
 	ModelLineage  map[string]string `protobuf:"bytes,6,rep,name=model_lineage,json=modelLineage,proto3" json:"model_lineage,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

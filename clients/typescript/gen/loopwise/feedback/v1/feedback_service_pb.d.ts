@@ -579,8 +579,12 @@ export declare type GetDecisionResponse = Message<"loopwise.feedback.v1.GetDecis
   featureNames: string[];
 
   /**
-   * The model that made the decision, when it is known to the trainer:
-   * family, training data range and metrics, as "key=value" lines.
+   * The lineage of the model that made the decision, when it is known to the
+   * trainer: model_version, family, blueprint_version, source,
+   * data_start_time/data_end_time, training_rows/holdout_rows/labelled_rows,
+   * code_version, parent_version (the production model it was trained next
+   * to; absent for a first model), artifact_sha256, artifact_size,
+   * create_time, operation_id, and metric.<name>/baseline.<name> values.
    *
    * @generated from field: map<string, string> model_lineage = 6;
    */
