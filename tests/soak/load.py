@@ -47,6 +47,18 @@ class Tally:
     reads_ok: int = 0
     reads_failed: Counter = field(default_factory=Counter)
 
+    def count(self, name: str) -> int:
+        """The size (or value) of one tally, read under the lock."""
+        with self.lock:
+            value = getattr(self, name)
+            return value if isinstance(value, int) else len(value)
+
+    def summary(self) -> str:
+        """A one-line view for timeout messages."""
+        with self.lock:
+            return (f"(served {len(self.served)}, failed decides {len(self.failed_decides)}, outcomes acked "
+                    f"{len(self.outcomes_acked)} of {len(self.outcomes_sent)}, retries {self.outcome_retries})")
+
 
 class Load:
     """Decide (batches of 10 rows, about ten a second per thread), LogOutcomes (every batch retried until

@@ -1,13 +1,18 @@
 """Soak with faults, and graceful shutdown under load (bounded, loopback only).
 
 Soak: clients mix DecideBatch, LogOutcomes (retried until acknowledged) and reads
-while the test restarts Cassandra (the feedback store), SIGKILLs and restarts the
-feedback service, and has the trainer train and hot-swap a model into the decision
-service. The restarts are proven by changed pids. Then, counted with raw CQL: zero
-failed Decides (fallbacks counted apart), decisions served == decisions logged, every
-acknowledged outcome stored exactly once; and the memory growth of every service
-that was not restarted, from after the warm-up to after the fault phase, stays below
-MEMORY_GROWTH_LIMIT_MIB.
+while the test SIGKILLs and restarts the feedback service, SIGKILLs and restarts
+Cassandra (the feedback store; its commit log is synced before a write is
+acknowledged), and the trainer trains, blesses and hot-swaps a model into the decision
+service (the faults come while it fits). Every step waits for observed state (served
+and acknowledged counts, operation stage, health, GetStats), each with a bounded
+timeout; nothing sleeps for a fixed time. The restarts are proven by changed pids.
+Then, counted with raw CQL: zero failed Decides (fallbacks counted apart), decisions
+served == decisions logged, every acknowledged outcome stored exactly once, reads
+failing only with UNAVAILABLE or DEADLINE_EXCEEDED (never INTERNAL) while a store or
+service restarts; and the memory growth of every service that was not restarted, from
+after the warm-up to after the fault phase, stays below MEMORY_GROWTH_LIMIT_MIB. The
+counts and the seconds per phase are printed (``-s``) and are in every assertion message.
 
 Graceful shutdown: SIGTERM to the decision service under load. Every decision it
 processed reached its client (so no in-flight unary call failed: the decisions the
@@ -45,21 +50,45 @@ from tests.soak.load import Load, rss_mib
 from tests.support import CassandraInstance, new_launcher
 
 USE_CASE = "soak_case"
-WARM_UP_S = 8.0
+# The warm-up ends on observed state: this many decisions served and outcomes
+# acknowledged (enough joined rows for the trainer to beat the default policy).
+WARM_UP_DECISIONS = 3000
+WARM_UP_OUTCOMES = 600
 # Growth of resident memory allowed to a service that was not restarted, from after
 # the warm-up to after the fault phase (the decision service loads one ONNX model in
 # between; the trainer fits it).
 MEMORY_GROWTH_LIMIT_MIB = 200.0
+# Read failures the clients may see while a store or service restarts (never INTERNAL).
+TRANSIENT_READ_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=lambda: ""):
+    """Poll ``predicate`` until it returns something true (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what} {detail()}"
         time.sleep(interval)
+
+
+class Phases:
+    """Seconds spent per phase of the soak (printed, never asserted)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._at = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the last lap to ``name``."""
+        now = time.monotonic()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._at
+        self._at = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {s:.0f}" for name, s in self.seconds.items()) + \
+            f" (total {sum(self.seconds.values()):.0f})"
 
 
 def _raw_rows(instance: CassandraInstance, keyspace: str) -> tuple[list, list]:
@@ -76,82 +105,129 @@ def _raw_rows(instance: CassandraInstance, keyspace: str) -> tuple[list, list]:
     return decisions, outcomes
 
 
-def _train(launcher: Launcher) -> tpb.TrainingResult:
-    """Train on what was logged; make sure the model is deployed (hot swap)."""
-    with grpc.insecure_channel(launcher.address("trainer")) as channel:
-        trainer = tgrpc.TrainerServiceStub(channel)
-        # The store just restarted: a job that cannot read its data fails and is
-        # started again (at most three times).
-        for attempt in range(3):
-            operation = trainer.StartTraining(tpb.StartTrainingRequest(
-                use_case=USE_CASE, request_id=str(uuid.uuid4()), deploy=True), timeout=30).operation
+class Training:
+    """One training job of the trainer (deploy on), watched through GetOperation."""
 
-            def final(operation: op_pb.Operation = operation) -> op_pb.Operation | None:
-                current = trainer.GetOperation(op_pb.GetOperationRequest(id=operation.id), timeout=30).operation
-                ended = (op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED,
-                         op_pb.OPERATION_STATE_CANCELLED)
-                return current if current.state in ended else None
+    ENDED = (op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED, op_pb.OPERATION_STATE_CANCELLED)
 
-            done = _wait(final, 300, "the training operation")
-            if done.state == op_pb.OPERATION_STATE_SUCCEEDED:
+    def __init__(self, launcher: Launcher) -> None:
+        self.channel = grpc.insecure_channel(launcher.address("trainer"))
+        self.trainer = tgrpc.TrainerServiceStub(self.channel)
+        self.attempts = 0
+        self.failures: list[str] = []
+        self.operation = self._start()
+
+    def _start(self) -> op_pb.Operation:
+        self.attempts += 1
+        return self.trainer.StartTraining(tpb.StartTrainingRequest(
+            use_case=USE_CASE, request_id=str(uuid.uuid4()), deploy=True), timeout=30).operation
+
+    def current(self) -> op_pb.Operation:
+        """The operation as the trainer reports it now."""
+        self.operation = self.trainer.GetOperation(op_pb.GetOperationRequest(id=self.operation.id),
+                                                   timeout=30).operation
+        return self.operation
+
+    def past_reading(self) -> bool:
+        """The job has read its data (or ended): feedback and its store may now fail."""
+        operation = self.current()
+        return operation.state in self.ENDED or operation.stage not in ("", "pending", "reading_data")
+
+    def result(self, timeout: float) -> tpb.TrainingResult:
+        """Wait for the job; a job that failed (its data read hit a fault) is started
+        again, at most twice. Returns the TrainingResult of the job that succeeded."""
+        while True:
+            done = _wait(lambda: self.current().state in self.ENDED and self.operation, timeout,
+                         "the training operation", detail=lambda: f"(stage {self.operation.stage!r})")
+            if done.state == op_pb.OPERATION_STATE_SUCCEEDED or self.attempts >= 3:
                 break
-            print(f"\nSOAK training attempt {attempt + 1} failed: {done.error_message}")
-            time.sleep(5.0)
-        assert done.state == op_pb.OPERATION_STATE_SUCCEEDED, done
+            self.failures.append(done.error_message)
+            self.operation = self._start()
+        assert done.state == op_pb.OPERATION_STATE_SUCCEEDED, (done, self.failures)
         result = tpb.TrainingResult()
         done.result.Unpack(result)
-        if not result.deployed:
-            # Blessing is judged on the noisy data of a short run: when the trainer
-            # keeps the first model back, it is deployed by hand (the swap is the point).
-            print(f"\nSOAK training not deployed: {result.deployment_reason}; deploying v{result.model.version}")
-            trainer.SetDeployment(tpb.SetDeploymentRequest(
-                request_id=str(uuid.uuid4()), use_case=USE_CASE, production_version=result.model.version,
-                reason="soak test: hot swap"), timeout=30)
         return result
 
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
 
-@pytest.mark.timeout(900)
+
+def _stats(launcher: Launcher) -> fpb.GetStatsResponse | None:
+    """The feedback service's GetStats for the soak use case (None while it cannot answer)."""
+    try:
+        with grpc.insecure_channel(launcher.address("feedback")) as channel:
+            return fgrpc.FeedbackServiceStub(channel).GetStats(fpb.GetStatsRequest(use_case=USE_CASE), timeout=10)
+    except grpc.RpcError:
+        return None
+
+
+@pytest.mark.timeout(600)
 def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: Path) -> None:
     keyspace = f"soak_{uuid.uuid4().hex[:10]}"
     launcher = new_launcher(tmp_path / "stack", LOOPWISE_FEEDBACK_STORE_URL=f"{cassandra.url}/{keyspace}")
-    load = None
+    load: Load | None = None
+    training: Training | None = None
+    phases = Phases()
     try:
         launcher.start_all()
         with grpc.insecure_channel(launcher.address("decision")) as channel:
             version = dgrpc.DecisionServiceStub(channel).ApplyUseCase(dpb.ApplyUseCaseRequest(
                 blueprint=treatment_blueprint(USE_CASE, window_s=60)), timeout=30).use_case.version
+        phases.lap("start services")
         load = Load(launcher.address("decision"), launcher.address("feedback"), USE_CASE, version)
+        tally = load.tally
         load.start()
-        time.sleep(WARM_UP_S)
+        _wait(lambda: tally.count("served") >= WARM_UP_DECISIONS and tally.count("outcomes_acked")
+              >= WARM_UP_OUTCOMES, 120, "the warm-up", detail=tally.summary)
         pids = {s: launcher.pid(s) for s in SERVICES}
         kept = ("decision", "trainer", "evaluator")
         rss_before = {s: rss_mib(pids[s]) for s in kept}
+        phases.lap("warm-up")
 
-        phases = {"warm-up": time.monotonic()}
+        # The trainer trains on what was logged; once it has read its data, the faults
+        # come while it fits, and its model is hot-swapped whenever it is blessed.
+        training = Training(launcher)
+        _wait(training.past_reading, 120, "the trainer to read its data")
+        phases.lap("training reads")
         # Fault 1: the feedback service is SIGKILLed (spool on disk) and restarted.
+        retries_before = tally.count("outcome_retries")
         launcher.kill("feedback")
-        feedback_new_pid = launcher.start("feedback", timeout=240)
-        phases["feedback restart"] = time.monotonic()
-        time.sleep(3.0)
-        # Fault 2: Cassandra restarts under the feedback service (which spools meanwhile).
+        feedback_new_pid = launcher.start("feedback", timeout=120)
+        acked = tally.count("outcomes_acked")
+        _wait(lambda: tally.count("outcomes_acked") > acked, 60, "outcomes acknowledged by the new feedback")
+        phases.lap("feedback restart")
+        # Fault 2: Cassandra is SIGKILLed and restarted under the feedback service, which
+        # spools meanwhile (its commit log is synced before it acknowledges a write).
         cassandra_pid = cassandra.pid()
-        cassandra.stop()
+        cassandra.kill()
+        phases.lap("cassandra kill")
         cassandra.start()
         cassandra_new_pid = cassandra.pid()
-        phases["cassandra restart"] = time.monotonic()
-        # The trainer trains on what was logged and the decision service hot-swaps it.
-        trained = _train(launcher)
-        phases["training"] = time.monotonic()
-        print(f"\nSOAK trained model v{trained.model.version} on {trained.rows} rows")
-        with load.tally.lock:
-            served_before_swap = len(load.tally.served)
-        _wait(lambda: any(v > 0 for v in load.tally.model_versions), 120, "a hot-swapped model in Decide")
-        phases["hot swap"] = time.monotonic()
-        time.sleep(2.0)
+        phases.lap("cassandra start")
+        _wait(lambda: (stats := _stats(launcher)) is not None and not stats.store_unavailable, 120,
+              "the feedback service to read its store again")
+        phases.lap("store readable")
+
+        trained = training.result(timeout=180)
+        phases.lap("training")
+        print(f"\nSOAK trained model v{trained.model.version} ({trained.model.family}) on {trained.rows} rows "
+              f"in {training.attempts} attempt(s) {training.failures}; deployed {trained.deployed}: "
+              f"{trained.deployment_reason}; stages {dict(trained.stage_seconds)}")
+        assert trained.deployed, trained.deployment_reason  # blessed and deployed by the trainer
+        swapped = _wait(lambda: tally.model_versions.get(trained.model.version, 0), 60,
+                        "the trained model in Decide (hot swap)")
+        # The load goes on until the new model has served a while.
+        _wait(lambda: tally.model_versions.get(trained.model.version, 0) >= swapped + 500, 60,
+              "decisions of the swapped model")
+        phases.lap("hot swap")
         load.finish()
         rss_after = {s: rss_mib(launcher.pid(s)) for s in kept}
-        tally = load.tally
+        phases.lap("load stop")
 
+        spool = _wait(lambda: (stats := _stats(launcher)) is not None and stats.spool_depth == 0 and stats,
+                      180, "the feedback spool to drain",
+                      detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')})")
         seen: dict[str, int] = {}
 
         def all_logged() -> tuple[list, list] | None:
@@ -160,42 +236,44 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
             seen.update(logged=len(served_rows), outcomes=len(outcomes))
             return (decisions, outcomes) if len(served_rows) >= len(tally.served) else None
 
-        try:
-            decisions, outcomes = _wait(all_logged, 300, "every served decision to be logged", interval=3.0)
-        except AssertionError:
-            print(f"\nSOAK not drained: served {len(tally.served)}, logged so far {seen}; outcomes acked "
-                  f"{len(tally.outcomes_acked)} of {len(tally.outcomes_sent)}; pids {pids}")
-            raise
-        phases["drained"] = time.monotonic()
-        marks = list(phases.items())
-        print("\nSOAK phases (s): " + ", ".join(f"{name} {t - marks[i - 1][1]:.0f}" for i, (name, t)
-                                                in enumerate(marks) if i))
+        decisions, outcomes = _wait(all_logged, 120, "every served decision to be logged", interval=2.0,
+                                    detail=lambda: f"(served {len(tally.served)}, stored so far {seen})")
+        phases.lap("drain")
         served_rows = [r for r in decisions if not r.shadow]
         outcome_ids = [r.outcome_id for r in outcomes]
-        growth = {s: rss_after[s] - rss_before[s] for s in kept}
-        print(f"\nSOAK decisions served {len(tally.served)} (fallbacks {tally.fallbacks}, failed "
-              f"{len(tally.failed_decides)}), logged {len(served_rows)} (+{len(decisions) - len(served_rows)} "
-              f"shadow); outcomes sent {len(tally.outcomes_sent)}, acknowledged {len(tally.outcomes_acked)}, "
-              f"stored rows {len(outcome_ids)} (distinct {len(set(outcome_ids))}), retries "
-              f"{tally.outcome_retries}; reads ok {tally.reads_ok}, failed {dict(tally.reads_failed)}; "
-              f"cassandra pid {cassandra_pid}->{cassandra_new_pid}, feedback pid {pids['feedback']}->"
-              f"{feedback_new_pid}; model versions served {dict(tally.model_versions)} (served before swap "
-              f"{served_before_swap}); rss MiB before {rss_before} after {rss_after}")
+        growth = {s: round(rss_after[s] - rss_before[s], 1) for s in kept}
+        counts = (
+            f"decisions served {len(tally.served)} (fallbacks {tally.fallbacks}, failed "
+            f"{len(tally.failed_decides)} {Counter(tally.failed_decides)}), logged {len(served_rows)} "
+            f"(+{len(decisions) - len(served_rows)} shadow); outcomes sent {len(tally.outcomes_sent)}, "
+            f"acknowledged {len(tally.outcomes_acked)}, stored rows {len(outcome_ids)} (distinct "
+            f"{len(set(outcome_ids))}), client retries {tally.outcome_retries} ({retries_before} before the "
+            f"faults); spool: spooled {spool.spooled_records}, replayed {spool.replayed_records} (since the "
+            f"feedback restart); reads ok {tally.reads_ok}, failed {dict(tally.reads_failed)}; restarts: "
+            f"cassandra pid {cassandra_pid}->{cassandra_new_pid}, feedback pid {pids['feedback']}->"
+            f"{feedback_new_pid}; model versions served {dict(tally.model_versions)}; rss MiB before "
+            f"{ {s: round(v, 1) for s, v in rss_before.items()} } after "
+            f"{ {s: round(v, 1) for s, v in rss_after.items()} }, growth {growth} (limit "
+            f"{MEMORY_GROWTH_LIMIT_MIB:.0f})")
+        print(f"\nSOAK phases (s): {phases}\nSOAK {counts}")
 
-        assert cassandra_new_pid and cassandra_new_pid != cassandra_pid
-        assert feedback_new_pid != pids["feedback"]
-        assert {s: launcher.pid(s) for s in kept} == {s: pids[s] for s in kept}
-        assert tally.failed_decides == []
-        assert {r.decision_id for r in served_rows} == tally.served
-        assert len(served_rows) == len(tally.served)
-        assert tally.outcomes_acked == tally.outcomes_sent
-        assert len(outcome_ids) == len(set(outcome_ids))  # stored exactly once
-        assert set(outcome_ids) == tally.outcomes_acked
-        assert tally.outcome_retries > 0  # the faults were felt by the clients
-        assert all(g < MEMORY_GROWTH_LIMIT_MIB for g in growth.values()), growth
+        assert cassandra_new_pid and cassandra_new_pid != cassandra_pid, counts
+        assert feedback_new_pid != pids["feedback"], counts
+        assert {s: launcher.pid(s) for s in kept} == {s: pids[s] for s in kept}, counts
+        assert tally.failed_decides == [], counts
+        assert {r.decision_id for r in served_rows} == tally.served, counts
+        assert len(served_rows) == len(tally.served), counts
+        assert tally.outcomes_acked == tally.outcomes_sent, counts
+        assert len(outcome_ids) == len(set(outcome_ids)), counts  # stored exactly once
+        assert set(outcome_ids) == tally.outcomes_acked, counts
+        assert tally.outcome_retries > retries_before, counts  # the faults were felt by the clients
+        assert set(tally.reads_failed) <= TRANSIENT_READ_CODES, counts
+        assert all(g < MEMORY_GROWTH_LIMIT_MIB for g in growth.values()), counts
     finally:
         if load is not None and not load.stop.is_set():
             load.finish(timeout=30)
+        if training is not None:
+            training.close()
         launcher.stop_all()
 
 
@@ -283,12 +361,18 @@ def test_sigterm_under_load_finishes_inflight_calls_and_streams_resume(tmp_path:
         stream = StreamClient(launcher.address("decision"), n=600)
         for thread in [*workers, stream]:
             thread.start()
-        time.sleep(2.0)
+        # SIGTERM once every client is in full flow (observed, not slept).
+        _wait(lambda: len(received) >= 1000 and len(stream.answered) >= 50, 60, "the load to flow",
+              interval=0.1, detail=lambda: f"(received {len(received)}, streamed {len(stream.answered)})")
         old_pid = launcher.pid("decision")
         os.kill(old_pid, signal.SIGTERM)
-        _wait(lambda: launcher.pid("decision") is None, 60, "the decision service to exit")
+        _wait(lambda: launcher.pid("decision") is None, 60, "the decision service to exit", interval=0.1)
         new_pid = launcher.start("decision")
-        time.sleep(1.0)
+        # The clients go on until the restarted service has answered both kinds of calls.
+        at_restart = (len(received), len(stream.answered))
+        _wait(lambda: len(received) > at_restart[0] and (len(stream.answered) > at_restart[1]
+                                                        or stream.error is not None),
+              60, "calls answered by the restarted service", interval=0.1)
         stop.set()
         for thread in workers:
             thread.join(60)
