@@ -60,7 +60,7 @@ DEFAULT_CANARY_MAX_FALLBACK_RATE = 0.05
 FALLBACK_MIN_DECISIONS = 100  # the fallback rate is judged from this many decisions on
 DEFAULT_CANARY_MAX_LATENCY_RATIO = 1.5
 LATENCY_MIN_DECISIONS = 100  # measured decisions of each slot before latency is judged
-LATENCY_SLACK_MS = 1.0  # a canary's p99 within this of production's passes whatever the ratio
+LATENCY_SLACK_MS = 2.0  # a canary's p99 within this of production's passes whatever the ratio
 LATENCY_PERCENTILE = 99.0
 ACTIVE = (tpb.ROLLOUT_STEP_SHADOW, tpb.ROLLOUT_STEP_CANARY)
 

@@ -328,20 +328,20 @@ async def test_canary_statistics_over_fixed_seeds(world: World, tmp_path) -> Non
 
 
 async def test_a_canary_over_the_latency_guardrail_is_rolled_back(world: World, tmp_path) -> None:
-    """Same rewards, but the canary's serving latency is 3x production's: rolled back on
+    """Same rewards, but the canary's serving latency is 3x production's (30 vs 10 ms): rolled back on
     the first look, before its reward is judged, with the latency guardrail as the
     reason; a ratio that allows it, or a check turned off, lets the same canary on."""
     canaries = Canaries(world, tmp_path)
     versions = np.array([2] * 150 + [1] * 850)
     rewards = np.full(versions.size, 0.3, np.float32)
-    latencies = np.where(versions == 2, 6.0, 2.0) + np.random.default_rng(0).uniform(0, 0.1, versions.size)
+    latencies = np.where(versions == 2, 30.0, 10.0) + np.random.default_rng(0).uniform(0, 0.1, versions.size)
     rows = canary_batch(versions, rewards, latencies)
     try:
         slow = await canaries.look("slow", bp.RolloutSpec(canary_min_outcomes=400), rows)
         assert slow.step == tpb.ROLLOUT_STEP_ROLLED_BACK
         latency = next(g for g in slow.guardrails if g.name == "canary_latency_p99")
-        assert not latency.passed and latency.value == pytest.approx(6.1, abs=0.01)
-        assert latency.threshold == pytest.approx(1.5 * 2.1, abs=0.01)
+        assert not latency.passed and latency.value == pytest.approx(30.1, abs=0.01)
+        assert latency.threshold == pytest.approx(1.5 * 10.1, abs=0.01)
         assert "canary p99 serving latency" in slow.message and "rolled back to production v1" in slow.message
         assert "reward" not in slow.message  # judged before the reward
         deployment = await canaries.registry.current_deployment("slow")

@@ -200,6 +200,7 @@ def promo(services, request) -> Iterator[Promo]:
 def test_worse_canary_is_rolled_back_within_the_stated_outcomes(promo: Promo) -> None:
     rollout = promo.run_rollout(first_flipped=False, second_flipped=True)
     print("\n".join(f"{e.revision} {e.action}: {e.reason}" for e in promo.audit()))
+    print("\n".join(f"guardrail {g.name}: {g.detail}" for g in rollout.guardrails))
     assert rollout.step == tpb.ROLLOUT_STEP_ROLLED_BACK, rollout.message
     assert CANARY_MIN_OUTCOMES <= rollout.joined_outcomes < CANARY_MIN_OUTCOMES + LOOK_SLACK
     assert rollout.reward_diff_upper < 0 and rollout.canary_reward < rollout.production_reward
@@ -217,6 +218,7 @@ def test_better_model_is_promoted_with_its_audit_trail(promo: Promo) -> None:
     rollout = promo.run_rollout(first_flipped=True, second_flipped=False)
     audit = promo.audit()
     print("\n".join(f"{e.revision} {e.action}: {e.reason}" for e in audit))
+    print("\n".join(f"guardrail {g.name}: {g.detail}" for g in rollout.guardrails))
     assert rollout.step == tpb.ROLLOUT_STEP_PROMOTED, rollout.message
     assert rollout.joined_outcomes >= CANARY_MIN_OUTCOMES and rollout.canary_reward > rollout.production_reward
     assert [e.action for e in audit] == ["training", "rollout_shadow", "rollout_canary", "rollout_promote"]

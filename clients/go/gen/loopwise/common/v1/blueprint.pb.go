@@ -1039,7 +1039,7 @@ type RolloutSpec struct {
 	Manual bool `protobuf:"varint,9,opt,name=manual,proto3" json:"manual,omitempty"`
 	// Canary step: the highest ratio of the canary's p99 serving latency to
 	// production's over the decisions made while the canary serves (judged once
-	// both have 100 measured decisions; a canary within 1 ms of production
+	// both have 100 measured decisions; a canary within 2 ms of production
 	// always passes) (default 1.5 when 0; a negative value turns the check off).
 	CanaryMaxLatencyRatio float64 `protobuf:"fixed64,10,opt,name=canary_max_latency_ratio,json=canaryMaxLatencyRatio,proto3" json:"canary_max_latency_ratio,omitempty"`
 	unknownFields         protoimpl.UnknownFields

@@ -449,7 +449,7 @@ export declare type RolloutSpec = Message<"loopwise.common.v1.RolloutSpec"> & {
   /**
    * Canary step: the highest ratio of the canary's p99 serving latency to
    * production's over the decisions made while the canary serves (judged once
-   * both have 100 measured decisions; a canary within 1 ms of production
+   * both have 100 measured decisions; a canary within 2 ms of production
    * always passes) (default 1.5 when 0; a negative value turns the check off).
    *
    * @generated from field: double canary_max_latency_ratio = 10;
