@@ -50,7 +50,7 @@ SPACES: dict[str, list[dict[str, Any]]] = {
     BOOSTING: [{}, {"max_leaf_nodes": 15, "min_samples_leaf": 40}, {"learning_rate": 0.2, "max_depth": 4}],
     FOREST: [{}, {"max_depth": 6}, {"max_depth": 12, "min_samples_leaf": 10}],
 }
-FOREST_MAX_TREE_ROWS = 20_000  # each tree's bootstrap sample is at most this many rows
+FOREST_MAX_TREE_ROWS = 10_000  # each tree's bootstrap sample is at most this many rows
 SEARCH_VALIDATION_FRACTION = 0.2
 MIN_RUNG_ROWS = 200
 FIRST_RUNG_SHARE = 8  # the first rung fits on 1/8 of the fitting rows
