@@ -22,6 +22,8 @@ from loopwise.tensors import F32, I32, pack, unpack_vector
 from tests.e2e.driver import FEATURES, expected_reward
 
 ROWS = 10
+# Outcomes sent in one LogOutcomes at most (what queued meanwhile goes together).
+MAX_OUTCOMES_PER_CALL = 500
 
 
 def rss_mib(pid: int) -> float:
@@ -46,6 +48,8 @@ class Tally:
     outcome_retries: int = 0
     reads_ok: int = 0
     reads_failed: Counter = field(default_factory=Counter)
+    # Every outcome of the decisions made before this time (service clock, ms) is acknowledged.
+    outcomes_through_ms: int = 0
 
     def count(self, name: str) -> int:
         """The size (or value) of one tally, read under the lock."""
@@ -112,17 +116,31 @@ class Load:
                 self.tally.model_versions[reply.model_version] += ROWS
             actions = unpack_vector(reply.action_indices, I32).astype(float)
             bought = rng.random(ROWS) < expected_reward(x, actions)
-            self._outcomes.put([d for d, b in zip(reply.decision_ids, bought, strict=True) if b])
+            self._outcomes.put((min(uuid7_time_ms(d) for d in reply.decision_ids),
+                                [d for d, b in zip(reply.decision_ids, bought, strict=True) if b]))
             time.sleep(0.1)
+
+    def _next_outcomes(self) -> tuple[int, list[str]] | None:
+        """What the decide threads queued (up to MAX_OUTCOMES_PER_CALL outcomes), as (the
+        time of the latest batch's first decision, the decision ids to send outcomes for)."""
+        try:
+            through_ms, ids = self._outcomes.get(timeout=0.2)
+        except queue.Empty:
+            return None
+        while len(ids) < MAX_OUTCOMES_PER_CALL:
+            try:
+                through_ms, more = self._outcomes.get_nowait()
+            except queue.Empty:
+                break
+            ids = ids + more
+        return through_ms, ids
 
     def _log_outcomes(self) -> None:
         while not (self.stop.is_set() and self._outcomes.empty()):
-            try:
-                ids = self._outcomes.get(timeout=0.2)
-            except queue.Empty:
+            taken = self._next_outcomes()
+            if taken is None:
                 continue
-            if not ids:
-                continue
+            through_ms, ids = taken
             outcomes = []
             for decision_id in ids:
                 outcome = fpb.Outcome(use_case=self.use_case, decision_id=decision_id,
@@ -132,7 +150,7 @@ class Load:
             with self.tally.lock:
                 self.tally.outcomes_sent.update(o.outcome_id for o in outcomes)
             deadline = time.monotonic() + 240
-            while True:  # the same batch (same outcome ids) until it is acknowledged
+            while outcomes:  # the same batch (same outcome ids) until it is acknowledged
                 try:
                     reply = self.feedback.LogOutcomes(fpb.LogOutcomesRequest(outcomes=outcomes), timeout=15)
                     assert reply.accepted + reply.duplicates + reply.orphans == len(outcomes)
@@ -145,6 +163,8 @@ class Load:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
+            with self.tally.lock:
+                self.tally.outcomes_through_ms = through_ms
 
     def _read(self) -> None:
         while not self.stop.is_set():
