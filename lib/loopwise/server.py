@@ -189,11 +189,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         record = self.metrics.record
 
         async def call(request: Any, context: Any) -> Any:
-            holder = ["" if streaming_request else _use_case_of(request)]
-            token = _USE_CASE.set(holder)
-            span = tracing.start_server_span(method, context.invocation_metadata(), holder[0]) \
-                if tracing.enabled() else None
-            started = time.perf_counter()
+            observed = _ObservedCall(method, request, context, streaming_request)
             error: BaseException | None = None
             try:
                 return await behavior(request, context)
@@ -201,11 +197,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                code = _code_of(context, error)
-                record(rpc, holder[0], code, time.perf_counter() - started)
-                _USE_CASE.reset(token)
-                if span is not None:
-                    tracing.end_server_span(span, code, error)
+                observed.end(record, rpc, context, error)
 
         return call
 
@@ -213,11 +205,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         record = self.metrics.record
 
         async def call(request: Any, context: Any) -> Any:
-            holder = ["" if streaming_request else _use_case_of(request)]
-            token = _USE_CASE.set(holder)
-            span = tracing.start_server_span(method, context.invocation_metadata(), holder[0]) \
-                if tracing.enabled() else None
-            started = time.perf_counter()
+            observed = _ObservedCall(method, request, context, streaming_request)
             error: BaseException | None = None
             try:
                 async for response in behavior(request, context):
@@ -226,18 +214,35 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                code = _code_of(context, error)
-                if isinstance(error, GeneratorExit):
-                    code = grpc.StatusCode.CANCELLED
-                record(rpc, holder[0], code, time.perf_counter() - started)
-                try:
-                    _USE_CASE.reset(token)
-                except ValueError:  # resumed in another context: nothing to restore there
-                    pass
-                if span is not None:
-                    tracing.end_server_span(span, code, error)
+                observed.end(record, rpc, context, error)
 
         return call
+
+
+class _ObservedCall:
+    """One call between its start and its end: its use case (a holder the servicer
+    fills for streamed requests), span and start time."""
+
+    __slots__ = ("holder", "token", "span", "started")
+
+    def __init__(self, method: str, request: Any, context: Any, streaming_request: bool) -> None:
+        self.holder = ["" if streaming_request else _use_case_of(request)]
+        self.token = _USE_CASE.set(self.holder)
+        self.span = tracing.start_server_span(method, context.invocation_metadata(), self.holder[0]) \
+            if tracing.enabled() else None
+        self.started = time.perf_counter()
+
+    def end(self, record: Callable[..., None], rpc: str, context: Any, error: BaseException | None) -> None:
+        """Record the call's status and duration and end its span (a closed stream
+        generator counts as CANCELLED)."""
+        code = grpc.StatusCode.CANCELLED if isinstance(error, GeneratorExit) else _code_of(context, error)
+        record(rpc, self.holder[0], code, time.perf_counter() - self.started)
+        try:
+            _USE_CASE.reset(self.token)
+        except ValueError:  # a stream resumed in another context: nothing to restore there
+            pass
+        if self.span is not None:
+            tracing.end_server_span(self.span, code, error)
 
 
 @dataclass
@@ -283,6 +288,18 @@ class ServiceHost:
     def on_shutdown(self, hook: ShutdownHook) -> None:
         """Run ``hook`` after the server stopped accepting calls (in registration order)."""
         self._hooks.append(hook)
+
+    async def start_or_close(self, close: ShutdownHook, before: ShutdownHook | None = None) -> int:
+        """Register ``close`` (what the service opened) as a shutdown hook, run ``before``
+        (e.g. loading state) and start; if either fails, run ``close`` and re-raise."""
+        self.on_shutdown(close)
+        try:
+            if before is not None:
+                await before()
+            return await self.start()
+        except BaseException:
+            await close()
+            raise
 
     async def start(self) -> int:
         """Bind, start and mark every service SERVING; returns the bound port."""

@@ -76,14 +76,11 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
         await trainer.close()
         store.close()
 
-    host.on_shutdown(close)
-    try:
+    async def load() -> None:
         await use_cases.load()
         await watcher.restore()  # the last good models, before and without the trainer
-        await host.start()
-    except BaseException:
-        await close()
-        raise
+
+    await host.start_or_close(close, before=load)
     decision_log.start()
     watcher.start()
     return host

@@ -43,12 +43,7 @@ async def start_server(settings: Settings) -> ServiceHost:
         await channels.close()
         store.close()
 
-    host.on_shutdown(close)
-    try:
-        await host.start()
-    except BaseException:
-        await close()
-        raise
+    await host.start_or_close(close)
     return host
 
 

@@ -43,15 +43,10 @@ async def start_server(settings: Settings) -> ServiceHost:
         await channels.close()
         store.close()
 
-    host.on_shutdown(close)
-    try:
-        await host.start()
-        feedback.durable.start()
-        monitor.start()
-        sweeper.start()
-    except BaseException:
-        await close()
-        raise
+    await host.start_or_close(close)
+    feedback.durable.start()
+    monitor.start()
+    sweeper.start()
     return host
 
 

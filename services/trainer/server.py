@@ -61,12 +61,7 @@ async def start_server(settings: Settings, latency_probe: LatencyProbe | None = 
         await channels.close()
         store.close()
 
-    host.on_shutdown(close)
-    try:
-        await host.start()
-    except BaseException:
-        await close()
-        raise
+    await host.start_or_close(close)
     return host
 
 
