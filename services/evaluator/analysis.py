@@ -26,11 +26,13 @@ from loopwise.services.evaluator.estimation import (
     QUANTILE_LEVELS,
     EffectModel,
 )
-from loopwise.services.evaluator.segments import segment_effects, tree_masks
+from loopwise.services.evaluator.segments import CI_ROWS, segment_effects, tree_masks
 
 VALIDATION_SHARE = 0.2
 MAX_VALIDATION_ROWS = 20_000
-REFUTATION_ROWS = 20_000
+# Refutations refit the estimator twice on a seeded sample of the rows: they test the
+# sign and the stability of the ATE, for which this many rows are plenty.
+REFUTATION_ROWS = 10_000
 REFUTATION_FOREST_TREES = 48
 EXTREME_LOW, EXTREME_HIGH = 0.05, 0.95
 ESTIMATOR_ENUM = {E.LINEAR_DML: epb.ESTIMATOR_LINEAR_DML, E.CAUSAL_FOREST_DML: epb.ESTIMATOR_CAUSAL_FOREST_DML,
@@ -143,19 +145,41 @@ class _WithoutLastColumn:
         return self.est.effect(np.asarray(X)[:, :-1], T0=T0, T1=T1)
 
 
+def _held_out_tester(regression, propensity_model, cate, cv: int):
+    """A DRTester whose doubly robust outcomes on the validation rows come from nuisances
+    fitted on the training sample; the training sample's own DR outcomes (cross-fitted,
+    ``cv`` × arms more outcome models) are skipped, as the calibration, BLP and uplift
+    evaluations read only the CATE quantiles of the training sample."""
+    from econml.validate import DRTester
+    from econml.validate.utils import calculate_dr_outcomes
+
+    class HeldOutTester(DRTester):
+        def fit_nuisance(self, Xval, Dval, yval, Xtrain, Dtrain, ytrain):  # noqa: N803
+            self.Dval = np.asarray(Dval)
+            self.treatments = np.sort(np.unique(self.Dval))
+            self.n_treat = len(self.treatments) - 1
+            self.fit_on_train = True
+            reg_preds, prop_preds = self.fit_nuisance_train(Xtrain, np.asarray(Dtrain), ytrain, Xval)
+            self.dr_val_ = calculate_dr_outcomes(self.Dval, yval, reg_preds, prop_preds)
+            self.ate_val = self.dr_val_.mean(axis=0)
+            self.dr_train_ = None  # evaluate_cal only checks that training data was given
+            return self
+
+    return HeldOutTester(model_regression=regression, model_propensity=propensity_model, cate=cate, cv=cv)
+
+
 def validate(est, x: np.ndarray, t: np.ndarray, y: np.ndarray, propensity: np.ndarray, seed: int,
              plots: Plots, train: tuple[np.ndarray, np.ndarray, np.ndarray]) -> epb.Validation:
     """DRTester on held-out rows: calibration, QINI, AUTOC and the BLP test; ``train``
-    (rows ⊕ propensity, treatment, reward) is a sample of the training rows, whose CATE
-    quantiles define the calibration groups."""
-    from econml.validate import DRTester
+    (rows ⊕ propensity, treatment, reward) is a sample of the training rows, on which the
+    tester's outcome models are fitted and whose CATE quantiles define the calibration
+    groups."""
     from scipy.stats import norm
 
     from loopwise.services.evaluator.estimation import LoggedPropensityClassifier
 
     xw = np.column_stack([x, propensity])
-    tester = DRTester(model_regression=E.outcome_model(seed), model_propensity=LoggedPropensityClassifier(),
-                      cate=_WithoutLastColumn(est), cv=3)
+    tester = _held_out_tester(E.outcome_model(seed), LoggedPropensityClassifier(), _WithoutLastColumn(est), cv=3)
     tester.fit_nuisance(xw, t, y, *train)
     cal = tester.evaluate_cal(xw, train[0], n_groups=4)
     blp = tester.evaluate_blp(xw, train[0])
@@ -231,6 +255,20 @@ def strongest_modifier(x: np.ndarray, cate: np.ndarray) -> int:
         return 0
     corr = [abs(np.corrcoef(x[:, j], cate)[0, 1]) if np.std(x[:, j]) > 0 else 0.0 for j in range(x.shape[1])]
     return int(np.argmax(corr))
+
+
+def sampling_note(n_rows: int, n_validation: int, n_tester_train: int, forest: bool) -> str:
+    """Where the analysis works on seeded samples rather than all rows (for the report's
+    reproducibility metadata)."""
+    from loopwise.services.evaluator.cate_onnx import DISTILL_ROWS
+
+    parts = [f"segment CIs on at most {CI_ROWS} rows per segment",
+             f"DRTester on {n_validation} held-out rows with outcome models fitted on {n_tester_train} training rows",
+             f"refutations refitted on {min(n_rows, REFUTATION_ROWS)} rows"
+             + (f" with at most {REFUTATION_FOREST_TREES} trees" if forest else "")]
+    if forest:
+        parts.append(f"forest distilled for ONNX on {min(n_rows, DISTILL_ROWS)} rows")
+    return "samples (seeded): " + "; ".join(parts)
 
 
 def versions() -> dict[str, str]:
@@ -321,7 +359,8 @@ def run_analysis(task: EffectTask, report: Report) -> EffectOutput:
         repro.data_start_time.FromMilliseconds(int(task.times_ms.min()))
         repro.data_end_time.FromMilliseconds(int(task.times_ms.max()))
     repro.rows_read, repro.rows_used, repro.seed = task.rows_read, int(task.t.size), task.seed
-    repro.estimator_settings = E.settings_of(est)
+    repro.estimator_settings = f"{E.settings_of(est)}; " + sampling_note(
+        int(task.t.size), int(val.size), int(sample.size), linear is None)
     repro.versions.update(versions())
 
     onnx = b""

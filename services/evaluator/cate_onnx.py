@@ -8,8 +8,9 @@ treatment action and 0 for every other action, so with the blueprint's
 exceeds the cost (the uplift policy).
 
 τ̂ itself: a linear final stage goes through its coefficients (exact); a forest is
-distilled into a gradient-boosted tree ensemble fitted on the estimator's CATE, and the
-fidelity R² of the ONNX output against the estimator's effect is reported. Missing
+distilled into a gradient-boosted tree ensemble (histogram gradient boosting, fitted on
+the estimator's CATE over a seeded sample of at most ``DISTILL_ROWS`` rows), and the
+fidelity R² of the ONNX output against the estimator's effect on every row is reported. Missing
 values (NaN) are imputed with the training medians inside the graph.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 INPUT_NAME = "features"
 OUTPUT_NAME = "value"
 DISTILL_ROWS = 50_000
+DISTILL_TREES = 150
 LINEAR = "linear"
 DISTILLED = "distilled_trees"
 
@@ -45,7 +47,7 @@ class ExportedCate:
 def _effect_pipeline(x: np.ndarray, cate: np.ndarray, medians: np.ndarray,
                      linear: tuple[np.ndarray, float] | None, seed: int):
     """A fitted scikit-learn pipeline (median imputer → regressor) computing τ̂."""
-    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
@@ -58,8 +60,8 @@ def _effect_pipeline(x: np.ndarray, cate: np.ndarray, medians: np.ndarray,
         regressor.coef_, regressor.intercept_ = coef.astype(np.float64), float(intercept)
     else:
         rows = np.random.default_rng(seed).permutation(x.shape[0])[:DISTILL_ROWS]
-        regressor = GradientBoostingRegressor(n_estimators=150, max_depth=4, learning_rate=0.1,
-                                              subsample=0.8, random_state=seed)
+        regressor = HistGradientBoostingRegressor(max_iter=DISTILL_TREES, max_depth=4, learning_rate=0.1,
+                                                  early_stopping=False, random_state=seed)
         regressor.fit(imputer.transform(x[rows]), cate[rows])
     return Pipeline([("impute", imputer), ("effect", regressor)])
 
