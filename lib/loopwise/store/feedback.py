@@ -204,6 +204,13 @@ class FeedbackStore(abc.ABC):
             if len(page) < page_rows:
                 return
 
+    async def scan_decision_columns(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
+                                    page_rows: int) -> AsyncIterator[DecisionColumns]:
+        """:meth:`scan_decisions` as columns, page by page (the training read). Backends
+        with a columnar read (SQLite) override it; the others (Cassandra) convert pages."""
+        async for page in self.scan_decisions(use_case, start_ms, end_ms, include_fallback, page_rows):
+            yield DecisionColumns.of(page)
+
     @abc.abstractmethod
     async def blueprint_versions(self, use_case: str) -> list[int]:
         """The distinct blueprint versions of the use case's stored decisions."""
