@@ -79,3 +79,13 @@ async def estimate_watching_health(ev: Evaluator, request: epb.EstimateEffectsRe
     result = epb.EstimateEffectsResult()
     assert operation.result.Unpack(result)
     return Estimated(operation, result, health, states, await watched)
+
+
+def native_thread_pools(report) -> set[tuple[str, int]]:
+    """(API, threads) of every native thread pool of a worker process once scikit-learn's
+    OpenMP and SciPy's OpenBLAS are loaded (a worker job: ``run_isolated`` entry point)."""
+    import scipy.linalg  # noqa: F401 - SciPy's own OpenBLAS
+    from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401 - OpenMP
+    from threadpoolctl import threadpool_info
+
+    return {(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()}

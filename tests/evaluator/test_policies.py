@@ -22,7 +22,7 @@ from loopwise.store.decision import BlueprintVersion
 from loopwise.tensors import F32, F64, pack, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from tests.evaluator.conftest import UPLIFT_COST
-from tests.evaluator.service import Estimated, Evaluator, wait_final
+from tests.evaluator.service import Estimated, Evaluator, native_thread_pools, wait_final
 from tests.evaluator.simulation import ACTIONS_V2, World, blueprint, mu0, simulate, tau
 
 CALL_TIMEOUT_S = 600  # generous: the machine is shared
@@ -218,6 +218,14 @@ async def _no_workers_left(timeout_s: float = 60.0) -> bool:
             return False
         await asyncio.sleep(0.2)
     return True
+
+
+async def test_a_worker_limits_the_native_threads_of_libraries_it_loads_later() -> None:
+    from loopwise.services.evaluator.isolation import run_isolated
+
+    pools = await run_isolated(native_thread_pools, threads=1)
+    assert {api for api, _ in pools} >= {"openmp", "openblas"}
+    assert all(threads == 1 for _, threads in pools), pools
 
 
 async def test_cancel_operation_stops_the_worker(evaluator: Evaluator, estimated: Estimated) -> None:
