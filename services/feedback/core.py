@@ -351,6 +351,8 @@ class Feedback:
                 closed = np.flatnonzero(page.times_ms + windows <= now_ms)
                 if closed.size < len(page):
                     page, versions = page.take(closed), versions[closed]
+                if not closed.size:
+                    continue
             # Runs of one blueprint version, in time order, cut into batches of batch_rows.
             cuts = [0, *(np.flatnonzero(np.diff(versions)) + 1).tolist(), len(page)]
             for a, b in zip(cuts[:-1], cuts[1:], strict=False):

@@ -154,3 +154,25 @@ async def test_pages_split_decisions_of_the_same_millisecond(env: FeedbackEnv,
     assert _ids(batches) == ids and [b.rows for b in batches] == [4, 2]
     rewards = np.concatenate([np.frombuffer(b.rewards, "<f4") for b in batches])
     assert rewards.tolist() == [float(n) for n in range(6)]
+
+
+async def test_pages_whose_windows_are_all_open_are_skipped(env: FeedbackEnv,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """v1 has a one-hour window, v2 one minute: the read's end follows the shortest
+    window, so whole pages of v1 decisions can still be open; they are left out and
+    the closed rows around them keep their order and batches."""
+    monkeypatch.setattr(core, "PAGE_ROWS", 2)
+    env.decision.apply(blueprint(UC, window_s=3600))
+    env.decision.apply(blueprint(UC, window_s=60))
+    old, recent = env.past_ms(120), env.past_ms(10)
+    v1_closed = [id_at(old + i) for i in range(3)]
+    v1_open = [id_at(recent + i) for i in range(4)]  # 10 minutes old: a one-hour window is open
+    v2_closed = [id_at(recent + 100 + i) for i in range(3)]
+    await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=[
+        *(record(UC, d, version=1) for d in v1_closed + v1_open),
+        *(record(UC, d, version=2) for d in v2_closed),
+    ]))
+    batches = await _read(env, batch_rows=2)
+    assert _ids(batches) == v1_closed + v2_closed
+    assert [(b.blueprint_version, b.rows) for b in batches] == [(1, 2), (1, 1), (2, 2), (2, 1)]
+    assert _ids(await _read(env, include_open_windows=True)) == v1_closed + v1_open + v2_closed
