@@ -230,9 +230,14 @@ def section(tables: list[str], command: str, started: str, rows: int) -> str:
         "- `exporting`: ONNX (linear: its coefficients; forest: a histogram gradient-boosted "
         "distillation, 150 trees of depth 4, on at most 50,000 rows, fidelity R² on all rows);",
         "- `reporting`: seven matplotlib PNGs and the HTML page.",
+        "- The single-row latencies are dominated by per-call overheads (EconML's input checks and "
+        "inference objects; one onnxruntime session run); the ONNX model is what the decision service "
+        "serves (float32), so serving never touches EconML.",
         "",
-        "Every stage runs on one thread in the worker, the forest included (joblib runs EconML's "
-        "forest loops serially in a daemon process). Before the worker's limit reached OpenMP and "
+        "Every stage runs with one OpenMP/BLAS thread in the worker; the forest grows its trees in "
+        "joblib threads on both cores (`n_jobs=-1`) and predicts serially there (EconML sizes its "
+        "prediction loops with joblib's process backend, which a daemon process refuses). Before the "
+        "worker's limit reached OpenMP and "
         "SciPy's OpenBLAS (they load after the job starts, and threadpoolctl alone left them at every "
         "core), the same benchmark measured LinearDML at 245.6 s in total and CausalForestDML unfinished "
         "after 35 minutes, at load 18–24: two OpenMP threads contending with other processes for two "
