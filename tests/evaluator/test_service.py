@@ -123,6 +123,9 @@ async def test_result_carries_every_report_part(estimated: Estimated, world: Wor
     repro = r.reproducibility
     assert repro.rows_used == r.rows and repro.rows_read == len(world.hte.y) and repro.seed == 7
     assert "LinearDML" in repro.estimator_settings and "HistGradientBoosting" in repro.estimator_settings
+    # Where the analysis works on samples is stated with the sizes used.
+    assert f"DRTester on {r.validation.rows} held-out rows" in repro.estimator_settings
+    assert f"refutations refitted on {r.rows} rows" in repro.estimator_settings
     assert {"econml", "scikit-learn", "numpy"} <= set(repro.versions)
 
 
