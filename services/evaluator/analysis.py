@@ -145,11 +145,12 @@ class _WithoutLastColumn:
         return self.est.effect(np.asarray(X)[:, :-1], T0=T0, T1=T1)
 
 
-def _held_out_tester(regression, propensity_model, cate, cv: int):
+def _held_out_tester(regression, propensity_model, cate):
     """A DRTester whose doubly robust outcomes on the validation rows come from nuisances
-    fitted on the training sample; the training sample's own DR outcomes (cross-fitted,
-    ``cv`` × arms more outcome models) are skipped, as the calibration, BLP and uplift
-    evaluations read only the CATE quantiles of the training sample."""
+    fitted on the training sample (one outcome model per arm); the training sample's own
+    DR outcomes (cross-fitted: three times as many outcome models) are skipped, as the
+    calibration, BLP and uplift evaluations read only the CATE quantiles of the training
+    sample."""
     from econml.validate import DRTester
     from econml.validate.utils import calculate_dr_outcomes
 
@@ -165,7 +166,7 @@ def _held_out_tester(regression, propensity_model, cate, cv: int):
             self.dr_train_ = None  # evaluate_cal only checks that training data was given
             return self
 
-    return HeldOutTester(model_regression=regression, model_propensity=propensity_model, cate=cate, cv=cv)
+    return HeldOutTester(model_regression=regression, model_propensity=propensity_model, cate=cate)
 
 
 def validate(est, x: np.ndarray, t: np.ndarray, y: np.ndarray, propensity: np.ndarray, seed: int,
@@ -179,7 +180,7 @@ def validate(est, x: np.ndarray, t: np.ndarray, y: np.ndarray, propensity: np.nd
     from loopwise.services.evaluator.estimation import LoggedPropensityClassifier
 
     xw = np.column_stack([x, propensity])
-    tester = _held_out_tester(E.outcome_model(seed), LoggedPropensityClassifier(), _WithoutLastColumn(est), cv=3)
+    tester = _held_out_tester(E.outcome_model(seed), LoggedPropensityClassifier(), _WithoutLastColumn(est))
     tester.fit_nuisance(xw, t, y, *train)
     cal = tester.evaluate_cal(xw, train[0], n_groups=4)
     blp = tester.evaluate_blp(xw, train[0])
