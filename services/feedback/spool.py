@@ -42,6 +42,8 @@ _LEN = struct.Struct("<I")
 # A store write that has not answered after this long is treated as failed (spooled).
 STORE_TIMEOUT_S = 10.0
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 5.0
+# Consecutive spooled entries replayed together (one store call each, at once).
+REPLAY_GROUP = 32
 
 
 class DamagedEntry(Exception):
@@ -74,6 +76,11 @@ class Entry:
     def records(self) -> int:
         """Rows in the request."""
         return len(self.decisions) + len(self.outcomes) + len(self.orphans)
+
+    def outcome_keys(self) -> set[tuple[str, ...]]:
+        """The store keys of the entry's outcomes and orphans (empty for decisions)."""
+        return ({("outcome", o.use_case, o.decision_id, o.name, o.outcome_id) for o in self.outcomes}
+                | {("orphan", o.use_case, o.decision_id, o.outcome_id) for o in self.orphans})
 
     def encode(self) -> bytes:
         """Header and payload."""
@@ -153,9 +160,10 @@ class SpoolDir:
         write_file_durably(path, data)
         return path
 
-    def remove(self, path: Path) -> None:
-        """Delete an entry that the store acknowledged."""
-        path.unlink(missing_ok=True)
+    def remove(self, paths: Sequence[Path]) -> None:
+        """Delete entries that the store acknowledged (one directory sync)."""
+        for path in paths:
+            path.unlink(missing_ok=True)
         self._sync_dir()
 
     def set_aside(self, path: Path) -> None:
@@ -272,9 +280,17 @@ class DurableWrites:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def _replay_files(self) -> bool:
-        """Replay spool files oldest first; False at the first store failure."""
+        """Replay spool files oldest first; False at the first store failure.
+
+        Consecutive entries are stored together, up to REPLAY_GROUP at a time, each
+        with its own write time: decisions are idempotent on their id and outcomes do
+        not depend on them. An outcome entry that repeats an outcome key of an earlier
+        entry in the group (a retried request) starts a new group, so that the first
+        one stored stays, as in acceptance order."""
         async with self._lock:  # files listed after every append begun so far completed
             files = await asyncio.to_thread(self.spool.files)
+        group: list[tuple[Path, Entry]] = []
+        keys: set[tuple[str, ...]] = set()
         for path in files:
             data = await asyncio.to_thread(path.read_bytes)
             try:
@@ -286,16 +302,32 @@ class DurableWrites:
                 self.counters.depth -= records
                 self.counters.damaged += records
                 continue
-            try:
-                result = await self._apply(entry)
-            except Exception as exc:
-                log.warning("spool replay of %s waits for the store (%s: %s)", path.name, type(exc).__name__, exc)
-                return False
-            await asyncio.to_thread(self.spool.remove, path)
+            entry_keys = entry.outcome_keys()
+            if len(group) >= REPLAY_GROUP or not keys.isdisjoint(entry_keys):
+                if not await self._replay_group(group):
+                    return False
+                group, keys = [], set()
+            group.append((path, entry))
+            keys |= entry_keys
+        if group and not await self._replay_group(group):
+            return False
+        if files:
+            log.info("spool replayed up to %s; %d records left", files[-1].name, self.counters.depth)
+        return True
+
+    async def _replay_group(self, group: Sequence[tuple[Path, Entry]]) -> bool:
+        """Store the entries of ``group`` (concurrently), then delete their files; False,
+        keeping every file, when any of them fails."""
+        results = await asyncio.gather(*(self._apply(entry) for _, entry in group), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            log.warning("spool replay of %s waits for the store (%s: %s)", group[0][0].name,
+                        type(failed).__name__, failed)
+            return False
+        await asyncio.to_thread(self.spool.remove, [path for path, _ in group])
+        for (_, entry), result in zip(group, results, strict=True):
             self.counters.depth -= entry.records
             self.counters.replayed += entry.records
             if self.on_replayed is not None:
                 self.on_replayed(entry, result)
-        if files:
-            log.info("spool replayed up to %s; %d records left", files[-1].name, self.counters.depth)
         return True

@@ -4,6 +4,7 @@ the original write time, restart with a non-empty spool, damaged files set aside
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -122,6 +123,50 @@ async def test_damaged_files_are_set_aside(tmp_path: Path) -> None:
         assert [p.suffix for p in (tmp_path / "spool").iterdir()] == [".damaged"]
         assert await store.get_decision("uc", decisions[3].record.decision_id) is not None
         assert await store.get_decision("uc", decisions[0].record.decision_id) is None
+    finally:
+        await durable.stop()
+        store.close()
+
+
+class FailingOnceStore(FlakyStore):
+    """Fails the ``fail_at``-th decision write once (a group partly stored)."""
+
+    def __init__(self, path: Path, fail_at: int) -> None:
+        super().__init__(path)
+        self.fail_at, self.calls = fail_at, 0
+
+    async def put_decisions(self, decisions, write_time_us=None):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise ConnectionResetError("store went away mid-group")
+        return await super().put_decisions(decisions, write_time_us)
+
+
+async def test_entries_replay_in_groups_and_a_repeated_outcome_keeps_the_first(tmp_path: Path) -> None:
+    store = FailingOnceStore(tmp_path / "f.db", fail_at=40)
+    store.down = True
+    durable = DurableWrites(store, tmp_path / "spool", timeout_s=2)
+    t = int(time.time() * 1000) - 60_000
+    decisions, outcomes = rows("uc", 80, t)
+    for d in decisions[:70]:  # 70 entries of one decision: groups of up to REPLAY_GROUP
+        assert await durable.decisions([d]) is None
+    assert await durable.outcomes(outcomes[:70], []) is None
+    # The same outcomes again (a retried request) with other values: the first stay.
+    again = [dataclasses.replace(o, value=2.0) for o in outcomes[:5]]
+    assert await durable.outcomes(again, []) is None
+    for d in decisions[70:]:
+        assert await durable.decisions([d]) is None
+    store.down = False
+    durable.start()
+    try:
+        await wait_until(lambda: durable.counters.depth == 0)
+        assert durable.counters.replayed == 155
+        assert list((tmp_path / "spool").glob("*.spool")) == []
+        assert store.calls > 81  # the group with the failed write was written again, whole
+        stored = await store.outcomes_between("uc", 0, t + 100)
+        assert len(stored) == 70 and {o.value for o in stored} == {1.0}
+        for d in decisions:
+            assert await store.get_decision("uc", d.record.decision_id) is not None
     finally:
         await durable.stop()
         store.close()
