@@ -225,12 +225,18 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
         _wait(lambda: tally.model_versions.get(trained.model.version, 0) >= swapped + 500, 60,
               "decisions of the swapped model")
         phases.lap("hot swap")
+        # Recovery under load: the feedback spool, filled while Cassandra was away,
+        # empties while the clients go on.
+        spooled = _wait(lambda: (stats := _stats(launcher)) is not None and stats.spool_depth == 0 and stats,
+                        180, "the feedback spool to drain under load",
+                        detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')})")
+        phases.lap("spool drain under load")
         load.finish()
         rss_after = {s: rss_mib(launcher.pid(s)) for s in kept}
         phases.lap("load stop")
 
         spool = _wait(lambda: (stats := _stats(launcher)) is not None and stats.spool_depth == 0 and stats,
-                      180, "the feedback spool to drain",
+                      120, "the feedback spool to drain",
                       detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')})")
         seen: dict[str, int] = {}
 
@@ -253,7 +259,8 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
             f"acknowledged {len(tally.outcomes_acked)}, stored rows {len(outcome_ids)} (distinct "
             f"{len(set(outcome_ids))}), client retries {tally.outcome_retries} ({retries_before} before the "
             f"faults); spool: spooled {spool.spooled_records}, replayed {spool.replayed_records} (since the "
-            f"feedback restart); reads ok {tally.reads_ok}, failed {dict(tally.reads_failed)}; restarts: "
+            f"feedback restart; {spooled.replayed_records} replayed when it first emptied under load); "
+            f"reads ok {tally.reads_ok}, failed {dict(tally.reads_failed)}; restarts: "
             f"cassandra pid {cassandra_pid}->{cassandra_new_pid}, feedback pid {pids['feedback']}->"
             f"{feedback_new_pid}; model versions served {dict(tally.model_versions)}; rss MiB before "
             f"{ {s: round(v, 1) for s, v in rss_before.items()} } after "
