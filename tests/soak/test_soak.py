@@ -4,7 +4,8 @@ Soak: clients mix DecideBatch, LogOutcomes (retried until acknowledged) and read
 while the test SIGKILLs and restarts the feedback service, SIGKILLs and restarts
 Cassandra (the feedback store; its commit log is synced before a write is
 acknowledged), and the trainer trains, blesses and hot-swaps a model into the decision
-service (the faults come while it fits). Every step waits for observed state (served
+service (the faults come while it fits); the load goes on until the feedback spool,
+filled while Cassandra was away, has emptied. Every step waits for observed state (served
 and acknowledged counts, operation stage, health, GetStats), each with a bounded
 timeout; nothing sleeps for a fixed time. The restarts are proven by changed pids.
 Then, counted with raw CQL: zero failed Decides (fallbacks counted apart), decisions
