@@ -13,7 +13,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +279,9 @@ class Feedback:
         """Counts computed from the stored rows with each version's reward spec."""
         if not use_case:
             raise InvalidArgument("use_case", "required")
-        spool = self.durable.counters
+        # The spool as it was before the rows are read: a depth of 0 means that every
+        # record acknowledged until then is in the counts.
+        spool = replace(self.durable.counters)
         try:
             versions = await asyncio.wait_for(self.store.blueprint_versions(use_case), STATS_STORE_TIMEOUT_S)
         except Exception as exc:

@@ -42,8 +42,10 @@ _LEN = struct.Struct("<I")
 # A store write that has not answered after this long is treated as failed (spooled).
 STORE_TIMEOUT_S = 10.0
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 5.0
-# Consecutive spooled entries replayed together (one store call each, at once).
-REPLAY_GROUP = 32
+# Consecutive spooled entries replayed together (one store call each, at once): at most
+# this many entries, and no entry joins a group that holds this many records already
+# (each store call must still finish within its timeout when they share the store).
+REPLAY_GROUP, REPLAY_GROUP_RECORDS = 32, 1000
 
 
 class DamagedEntry(Exception):
@@ -282,11 +284,12 @@ class DurableWrites:
     async def _replay_files(self) -> bool:
         """Replay spool files oldest first; False at the first store failure.
 
-        Consecutive entries are stored together, up to REPLAY_GROUP at a time, each
-        with its own write time: decisions are idempotent on their id and outcomes do
-        not depend on them. An outcome entry that repeats an outcome key of an earlier
-        entry in the group (a retried request) starts a new group, so that the first
-        one stored stays, as in acceptance order."""
+        Consecutive entries are stored together, up to REPLAY_GROUP entries (or about
+        REPLAY_GROUP_RECORDS records) at a time, each with its own write time:
+        decisions are idempotent on their id and outcomes do not depend on them. An
+        outcome entry that repeats an outcome key of an earlier entry in the group (a
+        retried request) starts a new group, so that the first one stored stays, as in
+        acceptance order."""
         async with self._lock:  # files listed after every append begun so far completed
             files = await asyncio.to_thread(self.spool.files)
         group: list[tuple[Path, Entry]] = []
@@ -303,7 +306,8 @@ class DurableWrites:
                 self.counters.damaged += records
                 continue
             entry_keys = entry.outcome_keys()
-            if len(group) >= REPLAY_GROUP or not keys.isdisjoint(entry_keys):
+            if (len(group) >= REPLAY_GROUP or sum(e.records for _, e in group) >= REPLAY_GROUP_RECORDS
+                    or not keys.isdisjoint(entry_keys)):
                 if not await self._replay_group(group):
                     return False
                 group, keys = [], set()
