@@ -5,7 +5,8 @@ while the test SIGKILLs and restarts the feedback service, SIGKILLs and restarts
 Cassandra (the feedback store; its commit log is synced before a write is
 acknowledged), and the trainer trains, blesses and hot-swaps a model into the decision
 service (the faults come while it fits); the load goes on until the feedback spool,
-filled while Cassandra was away, has emptied. Every step waits for observed state (served
+filled while Cassandra was away, has emptied, then in steady state until the load
+phase has lasted LOAD_PHASE_S. Every step waits for observed state (served
 and acknowledged counts, operation stage, health, GetStats), each with a bounded
 timeout; nothing sleeps for a fixed time. The restarts are proven by changed pids.
 Then, counted with raw CQL: zero failed Decides (fallbacks counted apart), decisions
@@ -55,6 +56,10 @@ USE_CASE = "soak_case"
 # acknowledged (enough joined rows for the trainer to beat the default policy).
 WARM_UP_DECISIONS = 3000
 WARM_UP_OUTCOMES = 600
+# The load phase lasts at least this long in all: after the faults and the recovery,
+# the clients go on in steady state (each few seconds must serve new decisions) until
+# then, and memory is measured after it.
+LOAD_PHASE_S = 100.0
 # Growth of resident memory allowed to a service that was not restarted, from after
 # the warm-up to after the fault phase (the decision service loads one ONNX model in
 # between; the trainer fits it).
@@ -181,6 +186,7 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
         load = Load(launcher.address("decision"), launcher.address("feedback"), USE_CASE, version)
         tally = load.tally
         load.start()
+        load_started = time.monotonic()
         _wait(lambda: tally.count("served") >= WARM_UP_DECISIONS and tally.count("outcomes_acked")
               >= WARM_UP_OUTCOMES, 120, "the warm-up", detail=tally.summary)
         pids = {s: launcher.pid(s) for s in SERVICES}
@@ -232,6 +238,11 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
                         180, "the feedback spool to drain under load",
                         detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')})")
         phases.lap("spool drain under load")
+        while time.monotonic() - load_started < LOAD_PHASE_S:
+            served = tally.count("served")
+            _wait(lambda served=served: tally.count("served") > served + 100, 30,
+                  "decisions in steady state", detail=tally.summary)
+        phases.lap("steady state")
         load.finish()
         rss_after = {s: rss_mib(launcher.pid(s)) for s in kept}
         phases.lap("load stop")
