@@ -36,6 +36,7 @@ import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.periodic import every
 
 log = logging.getLogger("loopwise.feedback.drift")
 
@@ -284,14 +285,7 @@ class DriftMonitor:
 
     async def run(self) -> None:
         """Compute every ``interval_s`` until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.compute()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("drift computation failed; retrying at the next interval")
+        await every(self.interval_s, self.compute, "drift computation", log)
 
     async def compute(self) -> dict[str, fpb.DriftReport]:
         """Bin the buffered decisions and refresh the reports of their use cases."""

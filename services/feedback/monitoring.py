@@ -18,6 +18,7 @@ from typing import Any
 from loopwise import tracing
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.metrics import Registry
+from loopwise.periodic import every
 from loopwise.services.feedback.drift import DriftMonitor
 from loopwise.settings import Settings
 
@@ -147,14 +148,7 @@ class FeedbackMonitor:
                 self.stats.set((use_case, name), getattr(stats, name))
 
     async def _stats_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.stats_interval_s)
-            try:
-                await self.refresh_stats()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("stats refresh failed")
+        await every(self.stats_interval_s, self.refresh_stats, "stats refresh", log)
 
     def start(self) -> None:
         """Start the stats and drift background tasks."""

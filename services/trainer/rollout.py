@@ -35,6 +35,7 @@ from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, LoopwiseError, NotFound
 from loopwise.jobs import ProcessPool
+from loopwise.periodic import every
 from loopwise.services.trainer.data import align_to, collect_rows, kind_of
 from loopwise.services.trainer.models import (
     ACTION_VALUE,
@@ -233,14 +234,7 @@ class RolloutController:
 
     async def run(self) -> None:
         """Look at every active rollout every ``interval_s`` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad look must not stop the loop
-                log.exception("rollout check failed")
+        await every(self.interval_s, self.tick, "rollout check", log)
 
     async def tick(self) -> None:
         """One look at every active rollout."""

@@ -12,7 +12,6 @@ job the use case waits ``retrain_every`` (or ``FAILURE_BACKOFF_TICKS`` looks).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +19,7 @@ from loopwise.clock import Clock
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition, LoopwiseError
 from loopwise.operations import FINAL_STATES, OperationRunner
+from loopwise.periodic import every
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.upstream import DecisionUseCases, FeedbackStats
 
@@ -53,14 +53,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Look at the schedules every ``interval_s`` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad look must not stop the loop
-                log.exception("schedule check failed")
+        await every(self.interval_s, self.tick, "schedule check", log)
 
     async def tick(self) -> list[op_pb.Operation]:
         """Start every due job; returns the operations started."""
