@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loopwise.errors import LoopwiseError
+from loopwise.jobs import die_with_parent
 
 # A job takes its arguments then ``report(stage, progress, message)``.
 OnStage = Callable[[str, float, str], Awaitable[None]]
@@ -35,8 +36,10 @@ class WorkerFailed(Exception):
     """The worker raised an exception that could not be sent back as is."""
 
 
-def _entry(conn, fn: Callable[..., Any], args: tuple, threads: int) -> None:
-    """The worker: limit native threads, run ``fn(*args, report)``, send the outcome."""
+def _entry(conn, fn: Callable[..., Any], args: tuple, threads: int, parent_pid: int) -> None:
+    """The worker: die with ``parent_pid``, limit native threads, run ``fn(*args, report)``,
+    send the outcome."""
+    die_with_parent(parent_pid)
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     try:
@@ -68,7 +71,7 @@ async def run_isolated(fn: Callable[..., Any], *args: Any, on_stage: OnStage | N
     awaiting task terminates the process."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_entry, args=(child, fn, args, threads), daemon=True)
+    process = context.Process(target=_entry, args=(child, fn, args, threads, os.getpid()), daemon=True)
     process.start()
     child.close()
     loop = asyncio.get_running_loop()
