@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.sections import write_section
 from loopwise.services.evaluator import estimators as E
 from loopwise.services.evaluator.analysis import EffectTask, run_analysis
 from loopwise.services.evaluator.isolation import run_isolated
@@ -247,16 +248,6 @@ def section(tables: list[str], command: str, started: str, rows: int) -> str:
     return "\n".join(head + tables + notes) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the effects section of a Markdown file."""
-    current = path.read_text() if path.exists() else ""
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        current = before + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
 
 def main() -> None:
     """Command-line entry point."""
@@ -276,7 +267,7 @@ def main() -> None:
     if args.out:
         command = (f"python -m bench.effects --rows {args.rows} --trees {args.trees} "
                    f"--estimators {','.join(names)} --out {args.out}")
-        write_section(args.out, section(tables, command, started, args.rows))
+        write_section(args.out, section(tables, command, started, args.rows), START, END)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import grpc
 from bench.blueprints import decide_request
 from bench.models import fit_models
 from bench.run import ROOT, Bench, Result, Sizes, fmt_rate, load_average, say
+from bench.sections import write_section
 
 DECIDE = "/loopwise.decision.v1.DecisionService/Decide"
 START, END = "<!-- tracing:start -->", "<!-- tracing:end -->"
@@ -125,16 +126,6 @@ def table(results: dict[tuple[str, int], Result], sizes: Sizes, command: str, no
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the tracing section of a markdown file."""
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
@@ -155,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     section = table(results, sizes, command, notes)
     print(section)
     if args.out:
-        write_section(args.out, section)
+        write_section(args.out, section, START, END)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from threadpoolctl import threadpool_limits
 
+from bench.sections import write_section
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -163,16 +164,6 @@ def section(rows: int, runs: list[tuple[str, float, tpb.TrainingResult]], baseli
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the training section of a markdown file."""
-    current = path.read_text() if path.exists() else ""
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
@@ -214,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     text = section(args.rows, runs, baseline, command, notes)
     print(text)
     if args.out:
-        write_section(args.out, text)
+        write_section(args.out, text, START, END)
 
 
 if __name__ == "__main__":
