@@ -98,7 +98,10 @@ class CassandraInstance:
 
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # already gone (it exited on its own)
+                pass
             while True:
                 try:
                     os.kill(pid, 0)

@@ -46,6 +46,16 @@ cql_answers() {  # the native protocol port accepts a TCP connection
 
 pid_alive() { [ -f "$dir/cassandra.pid" ] && kill -0 "$(cat "$dir/cassandra.pid")" 2>/dev/null; }
 
+log_size() { stat -c %s "$dir/logs/system.log" 2>/dev/null || echo 0; }
+
+# This start finished: system.log, past where it ended before the start, says so. (A
+# port that answers is not proof: another listener may hold it and make this one fail.)
+startup_complete() {
+  local from="$log_offset"
+  [ "$(log_size)" -ge "$from" ] || from=0  # the log rolled over meanwhile
+  tail -c +"$((from + 1))" "$dir/logs/system.log" 2>/dev/null | grep -q "Startup complete"
+}
+
 start() {
   fetch
   if pid_alive; then echo "cassandra already running (pid $(cat "$dir/cassandra.pid"))" >&2; return 0; fi
@@ -111,11 +121,12 @@ start() {
     -Dcassandra.superuser_setup_delay_ms=0
     -Dcassandra.jmx.local.port=0
   )
+  log_offset="$(log_size)"
   java "${java_opts[@]}" -cp "$lib/*" org.apache.cassandra.service.CassandraDaemon \
     > "$dir/logs/stdout.log" 2>&1 < /dev/null &
   echo $! > "$dir/cassandra.pid"
   local waited=0
-  until cql_answers; do
+  until startup_complete && cql_answers; do
     if ! pid_alive; then echo "cassandra exited during start-up; see $dir/logs/stdout.log" >&2; tail -30 "$dir/logs/stdout.log" >&2; exit 1; fi
     if [ "$waited" -ge "$timeout_s" ]; then echo "cassandra not answering on $cql_port after ${timeout_s}s" >&2; exit 1; fi
     sleep 1; waited=$((waited + 1))

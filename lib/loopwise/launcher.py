@@ -9,12 +9,14 @@ environment, its pid in ``<data_dir>/run/<name>.pid`` and its log in
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -25,9 +27,51 @@ from loopwise.settings import SERVICES, ServiceName
 DEFAULT_PORTS: dict[str, int] = {"decision": 50051, "feedback": 50052, "trainer": 50053, "evaluator": 50054}
 
 
+def _ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections and port-0 binds (Linux default if unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _port_candidates() -> Iterator[int]:
+    """Ports below the ephemeral range, from a random start, each handed out once per process.
+
+    A port the kernel may hand to an outgoing connection or to another process's port-0
+    bind can be taken while its server is down for a restart (a Cassandra restarted on its
+    old port once failed to bind because a port-0 listener had been given it meanwhile).
+    """
+    low = 20000
+    high = _ephemeral_port_range()[0]
+    if high - low < 1000:  # an unusual kernel range: fall back to ports above it
+        low, high = _ephemeral_port_range()[1] + 1, 65535
+    span = high - low
+    start = random.randrange(span)
+    for step in range(span):
+        yield low + (start + step) % span
+
+
+_PORTS = _port_candidates()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that is free now, outside the kernel's ephemeral range.
+
+    No outgoing connection or port-0 bind can take it, so a service restarted on the same
+    port finds it free; within this process no port is handed out twice.
+    """
+    with _PORTS_LOCK:
+        for port in _PORTS:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as sock:  # every candidate used: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
