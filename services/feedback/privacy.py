@@ -21,13 +21,16 @@ from loopwise.upstream import DecisionUseCases
 log = logging.getLogger("loopwise.feedback.privacy")
 
 
-async def delete_unit(store: FeedbackStore, use_case: str, unit_id: str, pii_key: str) -> tuple[int, int]:
-    """Delete a unit's decisions and their outcomes; returns (decisions, outcomes)."""
+async def delete_unit(store: FeedbackStore, clock: Clock, use_case: str, unit_id: str,
+                      pii_key: str) -> tuple[int, int]:
+    """Delete a unit's decisions and their outcomes; returns (decisions, outcomes).
+
+    Decisions of the unit made until now that arrive later are refused by the store."""
     if not use_case:
         raise InvalidArgument("use_case", "required")
     if not unit_id:
         raise InvalidArgument("unit_id", "required")
-    return await store.delete_unit(use_case, stored_unit_ids(pii_key, use_case, unit_id))
+    return await store.delete_unit(use_case, stored_unit_ids(pii_key, use_case, unit_id), clock.now_ms())
 
 
 class RetentionSweeper:

@@ -28,8 +28,8 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
     async def DeleteUnitData(self, request: fpb.DeleteUnitDataRequest,  # noqa: N802
                              context) -> fpb.DeleteUnitDataResponse:
         """Delete one unit's decisions and their outcomes (privacy requests)."""
-        decisions, outcomes = await delete_unit(self.feedback.store, request.use_case, request.unit_id,
-                                                self.pii_key)
+        decisions, outcomes = await delete_unit(self.feedback.store, self.feedback.clock, request.use_case,
+                                                request.unit_id, self.pii_key)
         return fpb.DeleteUnitDataResponse(decisions_deleted=decisions, outcomes_deleted=outcomes)
 
     async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:  # noqa: N802

@@ -104,9 +104,16 @@ async def test_pii_rules_apply_before_storage_and_a_unit_can_be_deleted(privacy_
         assert [await stubs.stored(uc, d) for d in alice] == [None, None, None]
         kept = await stubs.stored(uc, bob[0])
         assert kept is not None and [o.outcome_id for o in kept.outcomes] == ["o-2"]
+        # The decision service delivers a deleted decision again (from its spool): it is
+        # acknowledged, and stays deleted. Alice's decisions from now on are stored.
+        redelivered = await stubs.feedback.LogDecisions(fpb.LogDecisionsRequest(decisions=[first]), timeout=30)
+        assert redelivered.accepted == 1
+        assert await stubs.stored(uc, alice[0]) is None
+        later = await stubs.decide(uc, "alice", 1.5)
+        await stubs.wait_stored(uc, [later])
         again = await stubs.feedback.DeleteUnitData(
             fpb.DeleteUnitDataRequest(use_case=uc, unit_id="alice"), timeout=30)
-        assert (again.decisions_deleted, again.outcomes_deleted) == (0, 0)
+        assert (again.decisions_deleted, again.outcomes_deleted) == (1, 0)  # the later one
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stubs.feedback.DeleteUnitData(fpb.DeleteUnitDataRequest(use_case=uc), timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -23,6 +23,7 @@ never overwrites newer data; SQLite ignores it (the first stored row is kept).
 from __future__ import annotations
 
 import abc
+import hashlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -149,6 +150,11 @@ class StoredStats:
     orphan_outcomes: int = 0
 
 
+def unit_digest(use_case: str, unit_id: str) -> str:
+    """How the deletion register names a unit of a use case: a SHA-256, not the id."""
+    return hashlib.sha256(f"{use_case}\0{unit_id}".encode()).hexdigest()
+
+
 def wall_time_us() -> int:
     """The real wall-clock time in µs (write timestamps; not the simulated clock)."""
     return time.time_ns() // 1000
@@ -157,10 +163,37 @@ def wall_time_us() -> int:
 class FeedbackStore(abc.ABC):
     """Where the feedback service keeps decisions and outcomes."""
 
-    @abc.abstractmethod
     async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
         """Store decisions (acknowledged before returning); returns how many were new.
-        ``write_time_us`` is the write timestamp (default: now)."""
+        ``write_time_us`` is the write timestamp (default: now).
+
+        A decision of a unit whose data was deleted at or after the decision's time is
+        not stored: a late delivery (the decision service's spool, this service's
+        spool, a client retry) cannot bring deleted data back."""
+        kept = await self._not_deleted(decisions)
+        return await self._insert_decisions(kept, write_time_us) if kept else 0
+
+    async def _not_deleted(self, decisions: Sequence[StoredDecision]) -> list[StoredDecision]:
+        digests: dict[str, set[str]] = {}
+        for d in decisions:
+            if d.record.unit_id:
+                digests.setdefault(d.record.use_case, set()).add(unit_digest(d.record.use_case, d.record.unit_id))
+        deleted = {use_case: await self.deletion_times(use_case, sorted(found))
+                   for use_case, found in digests.items()}
+        if not any(deleted.values()):
+            return list(decisions)
+        return [d for d in decisions
+                if not d.record.unit_id
+                or deleted[d.record.use_case].get(unit_digest(d.record.use_case, d.record.unit_id), -1)
+                < d.decision_time_ms]
+
+    @abc.abstractmethod
+    async def _insert_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None) -> int:
+        """Store decisions (no deletion check); returns how many were new."""
+
+    @abc.abstractmethod
+    async def deletion_times(self, use_case: str, digests: Sequence[str]) -> dict[str, int]:
+        """The deletion time (ms) recorded for each of these unit digests that has one."""
 
     @abc.abstractmethod
     async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
@@ -225,9 +258,13 @@ class FeedbackStore(abc.ABC):
         the rule of its blueprint version (``rules`` must cover every stored version)."""
 
     @abc.abstractmethod
-    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str], deleted_at_ms: int) -> tuple[int, int]:
         """Delete the decisions stored under any of ``unit_ids`` and their outcomes,
-        through the by-unit index; returns (decisions, outcomes) deleted."""
+        through the by-unit index; returns (decisions, outcomes) deleted.
+
+        The deletion is first recorded in the deletion register (unit digests, never the
+        ids, with ``deleted_at_ms`` on the decision clock), so decisions of the unit made
+        until then are refused when they arrive later (:meth:`put_decisions`)."""
 
     @abc.abstractmethod
     async def purge_before(self, use_case: str, before_ms: int) -> None:
@@ -283,6 +320,12 @@ CREATE TABLE IF NOT EXISTS orphan_outcomes (
     label TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
     PRIMARY KEY (use_case, decision_id, outcome_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_deletions (
+    use_case TEXT NOT NULL,
+    unit_digest TEXT NOT NULL,
+    deleted_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (use_case, unit_digest)
 ) WITHOUT ROWID;
 """
 
@@ -379,7 +422,7 @@ class SqliteFeedbackStore(FeedbackStore):
         self.db = db
         db.run_sync(_create_schema)
 
-    async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
+    async def _insert_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None) -> int:
         rows = [_decision_row(d) for d in decisions]
 
         def write(conn: sqlite3.Connection) -> int:
@@ -404,10 +447,26 @@ class SqliteFeedbackStore(FeedbackStore):
 
         return await self.db.transaction(write)
 
-    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+    async def deletion_times(self, use_case: str, digests: Sequence[str]) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for chunk in range(0, len(digests), 500):
+                part = digests[chunk:chunk + 500]
+                found.update(conn.execute(
+                    "SELECT unit_digest, deleted_at_ms FROM unit_deletions WHERE use_case = ? "
+                    f"AND unit_digest IN ({','.join('?' * len(part))})", (use_case, *part)))
+            return found
+
+        return await self.db.run(read) if digests else {}
+
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str], deleted_at_ms: int) -> tuple[int, int]:
         units = [u for u in dict.fromkeys(unit_ids) if u]
 
         def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            conn.executemany(
+                "INSERT INTO unit_deletions VALUES (?,?,?) ON CONFLICT (use_case, unit_digest) "
+                "DO UPDATE SET deleted_at_ms = max(deleted_at_ms, excluded.deleted_at_ms)",
+                [(use_case, unit_digest(use_case, u), deleted_at_ms) for u in units])
             marks = ",".join("?" * len(units))
             ids = [r[0] for r in conn.execute(
                 f"SELECT decision_id FROM decisions WHERE use_case = ? AND unit_id IN ({marks})",

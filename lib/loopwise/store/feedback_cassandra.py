@@ -40,6 +40,7 @@ from loopwise.store.feedback import (
     StoredDecision,
     StoredStats,
     _decision_from_row,
+    unit_digest,
     wall_time_us,
 )
 
@@ -95,6 +96,11 @@ def id_prefix(ms: int) -> str:
 
 def _outcome(row: Sequence[Any]) -> OutcomeRow:
     return OutcomeRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _digest_bucket(digest: str) -> int:
+    """The register bucket of a unit digest: its first hex digit."""
+    return int(digest[0], 16)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -169,7 +175,7 @@ class CassandraFeedbackStore(FeedbackStore):
 
     # ---- writes -----------------------------------------------------------------------
 
-    async def put_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None = None) -> int:
+    async def _insert_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None) -> int:
         ts = write_time_us or wall_time_us()
         partitions: dict[tuple[str, int, int], dict[tuple[int, str], StoredDecision]] = defaultdict(dict)
         for d in decisions:
@@ -430,12 +436,27 @@ class CassandraFeedbackStore(FeedbackStore):
 
     # ---- privacy and retention ----------------------------------------------------------
 
-    async def delete_unit(self, use_case: str, unit_ids: Sequence[str]) -> tuple[int, int]:
+    async def deletion_times(self, use_case: str, digests: Sequence[str]) -> dict[str, int]:
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for digest in digests:
+            by_bucket[_digest_bucket(digest)].append(digest)
+        reads = [self._all("SELECT unit_digest, deleted_at_ms FROM unit_deletions WHERE use_case = ? "
+                           "AND bucket = ? AND unit_digest IN ?", (use_case, bucket, list(chunk)))
+                 for bucket, found in by_bucket.items() for chunk in _chunks(found, IN_CHUNK)]
+        return {row[0]: row[1] for rows in await asyncio.gather(*reads) for row in rows}
+
+    async def delete_unit(self, use_case: str, unit_ids: Sequence[str], deleted_at_ms: int) -> tuple[int, int]:
         # Tombstones carry the current wall time: newer than any accept-time write, so a
-        # later spool replay of an older write cannot bring the data back.
+        # later spool replay of an older write cannot bring the data back. Deliveries
+        # accepted later (the decision service's spool) are refused by the register.
         ts = wall_time_us()
+        units = [u for u in dict.fromkeys(unit_ids) if u]
+        await self.conn.write_many(
+            ("INSERT INTO unit_deletions (use_case, bucket, unit_digest, deleted_at_ms) VALUES (?,?,?,?) "
+             "USING TIMESTAMP ?", (use_case, _digest_bucket(d), d, deleted_at_ms, ts))
+            for d in (unit_digest(use_case, u) for u in units))
         decisions = outcomes = 0
-        for unit_id in [u for u in dict.fromkeys(unit_ids) if u]:
+        for unit_id in units:
             index = await self._all("SELECT decision_id, decision_time_ms FROM decisions_by_unit "
                                     "WHERE use_case = ? AND unit_id = ?", (use_case, unit_id))
             writes: list[tuple[str, Sequence[Any]]] = []
