@@ -5,7 +5,7 @@ import warnings
 
 from loopwise.decision.v1 import decision_service_pb2 as loopwise_dot_decision_dot_v1_dot_decision__service__pb2
 
-GRPC_GENERATED_VERSION = '1.78.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

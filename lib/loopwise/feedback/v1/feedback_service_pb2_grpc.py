@@ -5,7 +5,7 @@ import warnings
 
 from loopwise.feedback.v1 import feedback_service_pb2 as loopwise_dot_feedback_dot_v1_dot_feedback__service__pb2
 
-GRPC_GENERATED_VERSION = '1.78.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -6,7 +6,7 @@ import warnings
 from loopwise.common.v1 import operation_pb2 as loopwise_dot_common_dot_v1_dot_operation__pb2
 from loopwise.trainer.v1 import trainer_service_pb2 as loopwise_dot_trainer_dot_v1_dot_trainer__service__pb2
 
-GRPC_GENERATED_VERSION = '1.78.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
