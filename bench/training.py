@@ -120,7 +120,7 @@ def train(trainer: tgrpc.TrainerServiceStub, tag: str) -> tuple[float, tpb.Train
     started = time.perf_counter()
     operation = trainer.StartTraining(tpb.StartTrainingRequest(request_id=tag, use_case=USE_CASE),
                                       timeout=30).operation
-    for update in trainer.WatchOperation(op_pb.WatchOperationRequest(id=operation.id), timeout=1200):
+    for update in trainer.WatchOperation(op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case), timeout=1200):
         operation = update.operation
     seconds = time.perf_counter() - started
     if operation.state != op_pb.OPERATION_STATE_SUCCEEDED:

@@ -239,7 +239,7 @@ def request_use_cases(request: Message) -> set[str]:
 def authorize(principal: Principal, method: str, use_cases: set[str]) -> None:
     """Raise PermissionDenied unless ``principal`` may call ``method`` on ``use_cases``.
 
-    A request that names no use case (listing, operations by id) needs the scope on
+    A request that names no use case (listings, operations by id alone) needs the scope on
     every use case (``"*"``), so one team's token cannot enumerate another's data.
     """
     needed = METHOD_SCOPES.get(method, ("admin",))

@@ -96,7 +96,7 @@ def _watch(stub: Any, operation: op_pb.Operation, title: str) -> op_pb.Operation
         task = progress.add_task(title, total=1.0, stage="")
         while operation.state not in FINAL:
             try:
-                for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id)):
+                for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case)):
                     operation = update.operation
                     stage = f"{operation.stage}: {operation.message}" if operation.message else operation.stage
                     progress.update(task, completed=operation.progress, stage=stage[:90])
@@ -104,7 +104,7 @@ def _watch(stub: Any, operation: op_pb.Operation, title: str) -> op_pb.Operation
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 time.sleep(0.5)  # the server restarted: resume
-                operation = stub.GetOperation(op_pb.GetOperationRequest(id=operation.id),
+                operation = stub.GetOperation(op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
                                               timeout=10).operation
     if operation.state != op_pb.OPERATION_STATE_SUCCEEDED:
         console.print(f"[red]{title} {op_pb.OperationState.Name(operation.state)}:[/red] "

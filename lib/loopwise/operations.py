@@ -365,13 +365,15 @@ class OperationRunner:
         await self._release(operation.id)  # before the final state is seen: a new job may start
         await self._update(operation)
 
-    async def get(self, operation_id: str) -> op_pb.Operation:
-        """One operation; NOT_FOUND if unknown."""
+    async def get(self, operation_id: str, use_case: str = "") -> op_pb.Operation:
+        """One operation; NOT_FOUND if unknown, or if ``use_case`` is given and the
+        operation belongs to another (the answer does not tell the two apart)."""
         if not operation_id:
             raise InvalidArgument("id", "required")
         operation = await self.store.get(operation_id)
-        if operation is None:
-            raise NotFound(f"operation {operation_id!r} not found")
+        if operation is None or (use_case and operation.use_case != use_case):
+            raise NotFound(f"operation {operation_id!r} not found"
+                           + (f" in use case {use_case!r}" if use_case else ""))
         return operation
 
     async def list(self, use_case: str, page_size: int, page_token: str) -> tuple[list[op_pb.Operation], str]:
@@ -382,9 +384,9 @@ class OperationRunner:
         page = await self.store.list(use_case, size, page_token)
         return page, (page[-1].id if len(page) == size else "")
 
-    async def cancel(self, operation_id: str) -> op_pb.Operation:
+    async def cancel(self, operation_id: str, use_case: str = "") -> op_pb.Operation:
         """Cancel a running operation; a final one is returned unchanged."""
-        operation = await self.get(operation_id)
+        operation = await self.get(operation_id, use_case)
         task = self._tasks.get(operation_id)
         if task is not None:
             task.cancel()
@@ -401,15 +403,16 @@ class OperationRunner:
             last = operation
         return last
 
-    async def watch(self, operation_id: str) -> AsyncIterator[op_pb.Operation]:
-        """Yield the operation now and after every change, until it is final.
+    async def watch(self, operation_id: str, use_case: str = "") -> AsyncIterator[op_pb.Operation]:
+        """Yield the operation now and after every change, until it is final
+        (NOT_FOUND as :meth:`get`).
 
         Changes made by this process are delivered one by one, so no stage is skipped;
         changes made by another process sharing the store are seen by polling it."""
         queue: asyncio.Queue[op_pb.Operation] = asyncio.Queue()
         self._watchers.setdefault(operation_id, []).append(queue)
         try:
-            operation = await self.get(operation_id)
+            operation = await self.get(operation_id, use_case)
             yield operation
             last = operation.SerializeToString()
             while operation.state not in FINAL_STATES:
@@ -448,7 +451,7 @@ class OperationsServicer:
 
     async def GetOperation(self, request: op_pb.GetOperationRequest, context) -> op_pb.GetOperationResponse:  # noqa: N802
         """Read one operation."""
-        return op_pb.GetOperationResponse(operation=await self.operations.get(request.id))
+        return op_pb.GetOperationResponse(operation=await self.operations.get(request.id, request.use_case))
 
     async def ListOperations(self, request: op_pb.ListOperationsRequest, context) -> op_pb.ListOperationsResponse:  # noqa: N802
         """List operations, newest first."""
@@ -457,9 +460,9 @@ class OperationsServicer:
 
     async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:  # noqa: N802
         """Cancel an operation."""
-        return op_pb.CancelOperationResponse(operation=await self.operations.cancel(request.id))
+        return op_pb.CancelOperationResponse(operation=await self.operations.cancel(request.id, request.use_case))
 
     async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:  # noqa: N802
         """Stream an operation's updates until it is final."""
-        async for operation in self.operations.watch(request.id):
+        async for operation in self.operations.watch(request.id, request.use_case):
             yield op_pb.WatchOperationResponse(operation=operation)

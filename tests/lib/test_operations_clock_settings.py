@@ -57,7 +57,13 @@ async def test_exclusive_jobs_cancel_and_unknown_ids(tmp_path) -> None:
     with pytest.raises(FailedPrecondition):
         await runner.start("uc", "", slow, exclusive=True)
     other = await runner.start("other", "", _job, exclusive=True)  # another use case is fine
-    cancelled = await runner.cancel(first.id)
+    # Named with the wrong use case, an operation is not found (nor cancelled, nor watched).
+    with pytest.raises(NotFound):
+        await runner.cancel(first.id, "other")
+    with pytest.raises(NotFound):
+        _ = [o async for o in runner.watch(first.id, "other")]
+    assert (await runner.get(first.id, "uc")).state == State.OPERATION_STATE_RUNNING
+    cancelled = await runner.cancel(first.id, "uc")
     assert cancelled.state == State.OPERATION_STATE_CANCELLED
     assert (await runner.wait(other.id)).state == State.OPERATION_STATE_SUCCEEDED
     with pytest.raises(NotFound):

@@ -10,12 +10,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loopwise.auth import TokenStore, authenticate, bearer_secret, new_token
+from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import LoopwiseError
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.operations import FINAL_STATES
 from loopwise.settings import SERVICES
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
+from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 from tests.decision.helpers import blueprint, features
 from tests.security.helpers import bearer, wait_for
 
@@ -147,3 +151,36 @@ def test_cli_creates_a_token_and_prints_the_entry(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "loopwise.cli", "tokens", "create", "--name", "x",
                           "--scope", "uc=root"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
+
+
+async def test_a_team_follows_its_own_training_job_and_no_other(auth_stack) -> None:
+    """A token scoped to one use case starts a training job and watches, reads and
+    cancels it by naming its use case; without the use case it is refused, and a
+    token of another use case does not find the operation under its own."""
+    decision = dgrpc.DecisionServiceStub(auth_stack.channel("decision"))
+    trainer = tgrpc.TrainerServiceStub(auth_stack.channel("trainer"))
+    team_a = bearer(auth_stack.secret("train-team-a"))
+    await decision.ApplyUseCase(dpb.ApplyUseCaseRequest(blueprint=blueprint("team_a")),
+                                metadata=bearer(auth_stack.secret("admin-team-a")), timeout=30)
+    started = (await trainer.StartTraining(tpb.StartTrainingRequest(use_case="team_a"),
+                                           metadata=team_a, timeout=30)).operation
+    assert started.use_case == "team_a"
+    updates = [u.operation async for u in trainer.WatchOperation(
+        op_pb.WatchOperationRequest(id=started.id, use_case="team_a"), metadata=team_a, timeout=120)]
+    assert updates and updates[-1].state in FINAL_STATES and {u.id for u in updates} == {started.id}
+    read = await trainer.GetOperation(op_pb.GetOperationRequest(id=started.id, use_case="team_a"),
+                                      metadata=team_a, timeout=10)
+    assert read.operation.state == updates[-1].state
+    cancelled = await trainer.CancelOperation(op_pb.CancelOperationRequest(id=started.id, use_case="team_a"),
+                                              metadata=team_a, timeout=10)
+    assert cancelled.operation.state == updates[-1].state  # already final: unchanged
+
+    for request, metadata, expected in [
+        (op_pb.GetOperationRequest(id=started.id), team_a, grpc.StatusCode.PERMISSION_DENIED),
+        (op_pb.GetOperationRequest(id=started.id, use_case="team_b"), team_a, grpc.StatusCode.PERMISSION_DENIED),
+        (op_pb.GetOperationRequest(id=started.id, use_case="team_b"), bearer(auth_stack.secret("admin-team-b")),
+         grpc.StatusCode.NOT_FOUND),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await trainer.GetOperation(request, metadata=metadata, timeout=10)
+        assert refused.value.code() == expected, (request, refused.value)

@@ -193,7 +193,7 @@ def _watch(stub, operation: op_pb.Operation, stage: str, progress: Progress,
     deadline = time.monotonic() + timeout_s
     while operation.state not in final:
         try:
-            for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id),
+            for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case),
                                               timeout=max(1.0, deadline - time.monotonic())):
                 operation = update.operation
                 detail = operation.stage + (f": {operation.message}" if operation.message else "")
@@ -202,7 +202,7 @@ def _watch(stub, operation: op_pb.Operation, stage: str, progress: Progress,
             if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-            operation = stub.GetOperation(op_pb.GetOperationRequest(id=operation.id),
+            operation = stub.GetOperation(op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
                                           timeout=10).operation
     if operation.state != op_pb.OPERATION_STATE_SUCCEEDED:
         raise RuntimeError(f"{stage} {op_pb.OperationState.Name(operation.state)}: "

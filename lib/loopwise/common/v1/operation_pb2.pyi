@@ -59,10 +59,12 @@ class Operation(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., use_case: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetOperationRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "use_case")
     ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    use_case: str
+    def __init__(self, id: _Optional[str] = ..., use_case: _Optional[str] = ...) -> None: ...
 
 class GetOperationResponse(_message.Message):
     __slots__ = ("operation",)
@@ -89,10 +91,12 @@ class ListOperationsResponse(_message.Message):
     def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelOperationRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "use_case")
     ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    use_case: str
+    def __init__(self, id: _Optional[str] = ..., use_case: _Optional[str] = ...) -> None: ...
 
 class CancelOperationResponse(_message.Message):
     __slots__ = ("operation",)
@@ -101,10 +105,12 @@ class CancelOperationResponse(_message.Message):
     def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
 
 class WatchOperationRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "use_case")
     ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    use_case: str
+    def __init__(self, id: _Optional[str] = ..., use_case: _Optional[str] = ...) -> None: ...
 
 class WatchOperationResponse(_message.Message):
     __slots__ = ("operation",)

@@ -260,7 +260,11 @@ func (x *Operation) GetRequestId() string {
 type GetOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The operation's use case; optional. With it, a token scoped to that use case may
+	// make this call, and an operation of another use case is NOT_FOUND. Without it the
+	// token needs the scope on all use cases.
+	UseCase       string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -298,6 +302,13 @@ func (*GetOperationRequest) Descriptor() ([]byte, []int) {
 func (x *GetOperationRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *GetOperationRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
 	}
 	return ""
 }
@@ -471,7 +482,11 @@ func (x *ListOperationsResponse) GetNextPageToken() string {
 type CancelOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The operation's use case; optional. With it, a token scoped to that use case may
+	// make this call, and an operation of another use case is NOT_FOUND. Without it the
+	// token needs the scope on all use cases.
+	UseCase       string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -509,6 +524,13 @@ func (*CancelOperationRequest) Descriptor() ([]byte, []int) {
 func (x *CancelOperationRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *CancelOperationRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
 	}
 	return ""
 }
@@ -563,7 +585,11 @@ func (x *CancelOperationResponse) GetOperation() *Operation {
 type WatchOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The operation's use case; optional. With it, a token scoped to that use case may
+	// make this call, and an operation of another use case is NOT_FOUND. Without it the
+	// token needs the scope on all use cases.
+	UseCase       string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +627,13 @@ func (*WatchOperationRequest) Descriptor() ([]byte, []int) {
 func (x *WatchOperationRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *WatchOperationRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
 	}
 	return ""
 }
@@ -675,9 +708,10 @@ const file_loopwise_common_v1_operation_proto_rawDesc = "" +
 	"updateTime\x125\n" +
 	"\bend_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x0e \x01(\tR\trequestId\"%\n" +
+	"request_id\x18\x0e \x01(\tR\trequestId\"@\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\buse_case\x18\x02 \x01(\tR\auseCase\"S\n" +
 	"\x14GetOperationResponse\x12;\n" +
 	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"n\n" +
 	"\x15ListOperationsRequest\x12\x19\n" +
@@ -689,13 +723,15 @@ const file_loopwise_common_v1_operation_proto_rawDesc = "" +
 	"\n" +
 	"operations\x18\x01 \x03(\v2\x1d.loopwise.common.v1.OperationR\n" +
 	"operations\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\buse_case\x18\x02 \x01(\tR\auseCase\"V\n" +
 	"\x17CancelOperationResponse\x12;\n" +
-	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"'\n" +
+	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"B\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"U\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\buse_case\x18\x02 \x01(\tR\auseCase\"U\n" +
 	"\x16WatchOperationResponse\x12;\n" +
 	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation*\xc5\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +

@@ -139,6 +139,15 @@ export declare type GetOperationRequest = Message<"loopwise.common.v1.GetOperati
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * The operation's use case; optional. With it, a token scoped to that use case may
+   * make this call, and an operation of another use case is NOT_FOUND. Without it the
+   * token needs the scope on all use cases.
+   *
+   * @generated from field: string use_case = 2;
+   */
+  useCase: string;
 };
 
 /**
@@ -240,6 +249,15 @@ export declare type CancelOperationRequest = Message<"loopwise.common.v1.CancelO
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * The operation's use case; optional. With it, a token scoped to that use case may
+   * make this call, and an operation of another use case is NOT_FOUND. Without it the
+   * token needs the scope on all use cases.
+   *
+   * @generated from field: string use_case = 2;
+   */
+  useCase: string;
 };
 
 /**
@@ -280,6 +298,15 @@ export declare type WatchOperationRequest = Message<"loopwise.common.v1.WatchOpe
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * The operation's use case; optional. With it, a token scoped to that use case may
+   * make this call, and an operation of another use case is NOT_FOUND. Without it the
+   * token needs the scope on all use cases.
+   *
+   * @generated from field: string use_case = 2;
+   */
+  useCase: string;
 };
 
 /**
