@@ -32,6 +32,9 @@ class UseCaseVersion:
     reject_missing: np.ndarray = field(init=False)  # per column: bool
     categorical: np.ndarray = field(init=False)  # per column: bool
     vocab_sizes: np.ndarray = field(init=False)  # per column: len(vocabulary), 0 numeric
+    # Per column, as plain Python values for the one-row path (encode_named):
+    # (name, vocabulary or None, impute value or NaN, reject missing, reject unknown).
+    columns: tuple[tuple[str, dict[str, int] | None, float, bool, bool], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         b = self.stored.blueprint
@@ -51,6 +54,11 @@ class UseCaseVersion:
         s(self, "reject_missing", np.array([f.on_missing == bp.MISSING_RULE_REJECT for f in b.features]))
         s(self, "categorical", np.array([v is not None for v in self.vocabularies]))
         s(self, "vocab_sizes", np.array([len(v) if v else 0 for v in self.vocabularies]))
+        s(self, "columns", tuple(
+            (f.name, vocab, float(impute), bool(reject), f.on_unknown == bp.UNKNOWN_RULE_REJECT)
+            for f, vocab, impute, reject in zip(b.features, self.vocabularies, self.impute, self.reject_missing,
+                                                strict=True)
+        ))
 
     @property
     def blueprint(self) -> bp.Blueprint:
@@ -71,39 +79,64 @@ class UseCaseVersion:
 def encode_named(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue],
                  prefix: str = "features") -> np.ndarray:
     """One float32 row from named features (Decide); INVALID_ARGUMENT names
-    ``<prefix>.<name>`` (``features.x``, ``candidates[2].features.x``)."""
+    ``<prefix>.<name>`` (``features.x``, ``candidates[2].features.x``).
+
+    This runs on every Decide: one pass over the version's precomputed columns, plain
+    Python values, one array at the end; field paths are built only for errors. Names
+    that are not features of the use case are reported before any other error."""
+    try:
+        values, found = _named_values(uc, features, prefix)
+    except InvalidArgument:
+        _refuse_unknown_names(uc, features, prefix)
+        raise
+    if found < len(features):
+        _refuse_unknown_names(uc, features, prefix)
+    return np.array(values, dtype=np.float32)
+
+
+def _refuse_unknown_names(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue], prefix: str) -> None:
     extra = sorted(name for name in features if name not in uc.feature_index)
     if extra:
         raise InvalidArgument(
             f"{prefix}.{extra[0]}", "not a feature of the use case",
             [(f"{prefix}.{name}", "not a feature of the use case") for name in extra[1:]],
         )
-    row = np.empty(len(uc.feature_names), dtype=np.float32)
-    for i, feature in enumerate(uc.blueprint.features):
-        value = features.get(feature.name)
-        kind = value.WhichOneof("value") if value is not None else None
-        path = f"{prefix}.{feature.name}"
-        vocab = uc.vocabularies[i]
-        if kind == "number" and vocab is not None:
-            raise InvalidArgument(path, "categorical feature: send a category, not a number")
-        if kind == "category" and vocab is None:
-            raise InvalidArgument(path, "numeric feature: send a number, not a category")
-        if kind == "number" and math.isinf(value.number):
-            raise InvalidArgument(path, "must be finite (NaN means missing)")
-        if kind is None or (kind == "number" and math.isnan(value.number)):
-            if uc.reject_missing[i]:
-                raise InvalidArgument(path, "missing, and the blueprint rejects missing values")
-            row[i] = uc.impute[i]
-        elif kind == "number":
-            row[i] = value.number
-        else:
-            code = vocab.get(value.category)  # type: ignore[union-attr]
+
+
+def _named_values(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue],
+                  prefix: str) -> tuple[list[float], int]:
+    """The row's values in column order, and how many of the names were features."""
+    values: list[float] = []
+    found = 0
+    for name, vocab, impute, reject_missing, reject_unknown in uc.columns:
+        value = features.get(name)
+        kind = None
+        if value is not None:
+            found += 1
+            kind = value.WhichOneof("value")
+        if kind == "category":
+            if vocab is None:
+                raise InvalidArgument(f"{prefix}.{name}", "numeric feature: send a number, not a category")
+            code = vocab.get(value.category)
             if code is None:
-                if feature.on_unknown == bp.UNKNOWN_RULE_REJECT:
-                    raise InvalidArgument(path, f"{value.category!r} is not in the vocabulary")
+                if reject_unknown:
+                    raise InvalidArgument(f"{prefix}.{name}", f"{value.category!r} is not in the vocabulary")
                 code = -1
-            row[i] = code
-    return row
+            values.append(code)
+            continue
+        number = math.nan  # absent, or a FeatureValue with neither field set: missing
+        if kind == "number":
+            if vocab is not None:
+                raise InvalidArgument(f"{prefix}.{name}", "categorical feature: send a category, not a number")
+            number = value.number
+            if math.isinf(number):
+                raise InvalidArgument(f"{prefix}.{name}", "must be finite (NaN means missing)")
+        if number != number:  # missing (NaN)
+            if reject_missing:
+                raise InvalidArgument(f"{prefix}.{name}", "missing, and the blueprint rejects missing values")
+            number = impute
+        values.append(number)
+    return values, found
 
 
 def check_batch(uc: UseCaseVersion, matrix: np.ndarray) -> np.ndarray:
