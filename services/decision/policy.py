@@ -24,7 +24,9 @@ exploration.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -179,6 +181,14 @@ class Policy:
                 eps = np.where(eps > 0, np.maximum(eps, raise_to), eps)
         return np.minimum(eps, 1.0)
 
+    def effective_epsilon_of(self, eps: float, n_actions: int, disable: bool) -> float:
+        """:meth:`effective_epsilon` of one row."""
+        if disable:
+            return 0.0
+        if self.floor > 0 and (self.type in EXPLORING_POLICIES or eps > 0):
+            eps = max(eps, n_actions * self.floor)
+        return min(eps, 1.0)
+
     def probabilities(self, values: np.ndarray, eps: np.ndarray, disable: bool) -> tuple[np.ndarray, np.ndarray]:
         """``values`` [n, A, K] (finite) → (probabilities [n, A], greedy index [n])."""
         n, n_actions, _ = values.shape
@@ -248,6 +258,8 @@ def decide_rows(
 
     policy = Policy.of(uc)
     kind = uc.blueprint.kind
+    if n == 1 and kind in (bp.DECISION_KIND_BINARY, bp.DECISION_KIND_REGRESSION):
+        return _decide_one(uc, scores, arms, float(eps[0]), scorer, rng, policy, disable_exploration, role)
     action_scores = None
     if kind in (bp.DECISION_KIND_BINARY, bp.DECISION_KIND_REGRESSION):
         scores = scores.reshape(n, -1).mean(axis=1) if scores.ndim > 1 else scores
@@ -276,6 +288,34 @@ def decide_rows(
     )
     if not ok.all():
         _apply_fallback(uc, choices, ~ok)
+    return choices
+
+
+def _decide_one(uc: UseCaseVersion, scores: np.ndarray, arms: list[str], eps: float, scorer: Scorer,
+                rng: np.random.Generator, policy: Policy, disable_exploration: bool, role: str) -> Choices:
+    """:func:`decide_rows` for one row of a binary or regression use case (every Decide
+    call), in Python floats: the same arithmetic and the same single uniform draw from
+    ``rng`` as the vectorised path, so the same choice and probabilities."""
+    n_actions = len(uc.actions)
+    score = float(scores.reshape(-1).mean()) if scores.ndim > 1 else float(scores[0])
+    ok = math.isfinite(score)
+    greedy = int(score >= (uc.blueprint.policy.threshold or 0.5)) \
+        if uc.blueprint.kind == bp.DECISION_KIND_BINARY else 0
+    e = policy.effective_epsilon_of(eps, n_actions, disable_exploration)
+    probabilities = [e / n_actions] * n_actions
+    probabilities[greedy] += 1.0 - e
+    # Policy.sample for one row: how many cumulative probabilities are <= u × their total.
+    cumulative = list(itertools.accumulate(probabilities))
+    threshold = rng.random() * cumulative[-1]
+    chosen = min(sum(c <= threshold for c in cumulative), n_actions - 1)
+    choices = Choices(
+        action_index=np.array([chosen], dtype=np.int32), score=np.array([score if ok else 0.0]),
+        action_scores=None, probabilities=np.array([probabilities]),
+        explored=np.array([chosen != greedy and n_actions > 1]), fallback=np.zeros(1, dtype=bool),
+        model_version=np.array([scorer.version], dtype=np.int64), arms=arms, roles=[role],
+    )
+    if not ok:
+        _apply_fallback(uc, choices, np.ones(1, dtype=bool))
     return choices
 
 
