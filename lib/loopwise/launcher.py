@@ -43,10 +43,10 @@ def _port_candidates() -> Iterator[int]:
     bind can be taken while its server is down for a restart (a Cassandra restarted on its
     old port once failed to bind because a port-0 listener had been given it meanwhile).
     """
-    low = 20000
-    high = _ephemeral_port_range()[0]
+    ephemeral_low, ephemeral_high = _ephemeral_port_range()
+    low, high = 20000, ephemeral_low
     if high - low < 1000:  # an unusual kernel range: fall back to ports above it
-        low, high = _ephemeral_port_range()[1] + 1, 65535
+        low, high = ephemeral_high + 1, 65535
     span = high - low
     start = random.randrange(span)
     for step in range(span):

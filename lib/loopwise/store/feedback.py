@@ -174,18 +174,18 @@ class FeedbackStore(abc.ABC):
         return await self._insert_decisions(kept, write_time_us) if kept else 0
 
     async def _not_deleted(self, decisions: Sequence[StoredDecision]) -> list[StoredDecision]:
+        keyed = [(d, unit_digest(d.record.use_case, d.record.unit_id) if d.record.unit_id else "")
+                 for d in decisions]
         digests: dict[str, set[str]] = {}
-        for d in decisions:
-            if d.record.unit_id:
-                digests.setdefault(d.record.use_case, set()).add(unit_digest(d.record.use_case, d.record.unit_id))
+        for d, digest in keyed:
+            if digest:
+                digests.setdefault(d.record.use_case, set()).add(digest)
         deleted = {use_case: await self.deletion_times(use_case, sorted(found))
                    for use_case, found in digests.items()}
         if not any(deleted.values()):
             return list(decisions)
-        return [d for d in decisions
-                if not d.record.unit_id
-                or deleted[d.record.use_case].get(unit_digest(d.record.use_case, d.record.unit_id), -1)
-                < d.decision_time_ms]
+        return [d for d, digest in keyed
+                if not digest or deleted[d.record.use_case].get(digest, -1) < d.decision_time_ms]
 
     @abc.abstractmethod
     async def _insert_decisions(self, decisions: Sequence[StoredDecision], write_time_us: int | None) -> int:
