@@ -35,6 +35,7 @@ from loopwise.auth import (
     request_use_cases,
     split_method,
 )
+from loopwise.call_types import for_every_call_type
 from loopwise.errors import InvalidArgument, LoopwiseError, to_status
 from loopwise.limits import InputLimits, RateLimits
 from loopwise.settings import Settings
@@ -325,11 +326,9 @@ def _bearer(settings: Settings) -> _Bearer | None:
     return _Bearer("authorization", f"Bearer {secret}") if secret else None
 
 
-class _AioBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
-                            grpc.aio.UnaryStreamClientInterceptor,
-                            grpc.aio.StreamUnaryClientInterceptor,
-                            grpc.aio.StreamStreamClientInterceptor):
-    """Adds the bearer token to every call of an aio channel."""
+class _AioBearerInterceptor:
+    """Adds the bearer token to every call of an aio channel (filed under each call
+    type by :func:`for_every_call_type`)."""
 
     def __init__(self, bearer: _Bearer) -> None:
         self._entry = (bearer.key, bearer.value)
@@ -392,7 +391,7 @@ def aio_channel(settings: Settings, address: str, options: Sequence[tuple[str, A
     """An aio channel to ``address`` with this process's TLS identity and token."""
     credentials = channel_credentials(settings)
     bearer = _bearer(settings)
-    chain = [*interceptors, *([_AioBearerInterceptor(bearer)] if bearer else [])]
+    chain = [*interceptors, *(for_every_call_type(_AioBearerInterceptor(bearer)) if bearer else [])]
     opts = _channel_options(settings, options)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=opts, interceptors=chain or None)

@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
+from loopwise.call_types import for_every_call_type
+
 log = logging.getLogger("loopwise.tracing")
 
 TRACER_NAME = "loopwise"
@@ -241,8 +243,7 @@ def _end_when_done(span: trace.Span) -> Callable[[Any], None]:
     return done
 
 
-class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                         grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+class _ClientInterceptor:
     """A client span per call, its context sent as ``traceparent`` metadata."""
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
@@ -283,7 +284,7 @@ class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStr
 
 def client_interceptors() -> list[Any]:
     """Interceptors for an aio channel to another service: none when tracing is off."""
-    return [_ClientInterceptor()] if _tracer is not None else []
+    return for_every_call_type(_ClientInterceptor()) if _tracer is not None else []
 
 
 # -- callers (SDK) ----------------------------------------------------------------------
@@ -297,8 +298,7 @@ def _caller_headers() -> list[tuple[str, str]]:
     return list(carrier.items())
 
 
-class _CallerContextAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                        grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+class _CallerContextAio:
     """Sends the caller's trace context with each call (no spans of its own)."""
 
     @staticmethod
@@ -360,7 +360,7 @@ class _CallerContextSync(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 def caller_interceptors() -> list[Any]:
     """For the SDK's aio channels: the caller's trace context goes with each call, so a
     product's trace continues into Decide (a no-op without a current span)."""
-    return [_CallerContextAio()]
+    return for_every_call_type(_CallerContextAio())
 
 
 def with_caller_context(channel: grpc.Channel) -> grpc.Channel:

@@ -83,7 +83,7 @@ def test_configure_from_env_turns_tracing_on(value, monkeypatch):
     monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)  # keep the global one unset
     try:
         assert tracing.configure_from_env("trainer", {"OTEL_TRACES_EXPORTER": value})
-        assert tracing.enabled() and len(tracing.client_interceptors()) == 1
+        assert tracing.enabled() and len(tracing.client_interceptors()) == 4
         assert tracing._provider.resource.attributes["service.name"] == "loopwise-trainer"
     finally:
         tracing.uninstall()
