@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from loopwise import security
+from loopwise import local_profile, security
 from loopwise.backup import BackupSummary, export_backup, import_backup
 from loopwise.client import Client
 from loopwise.clock import Clock
@@ -35,7 +35,7 @@ from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.launcher import DEFAULT_PORTS, Launcher, free_port, health_status
+from loopwise.launcher import DEFAULT_PORTS, Launcher, free_port
 from loopwise.settings import SERVICES, Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -118,9 +118,32 @@ def _watch(stub: Any, operation: op_pb.Operation, title: str) -> op_pb.Operation
 
 @app.command()
 def up() -> None:
-    """Start the four services in the background (pids and logs under the data dir)."""
+    """Start the four services in the background with mutual TLS and tokens.
+
+    Without security settings of your own, the first start creates local credentials
+    under <data dir>/local (a development CA, certificates, an admin token and one token
+    per service; private files) and a profile that the SDK and the CLI find by
+    themselves. Pids and logs go under the data dir."""
     settings = _settings()
     launcher = _launcher(settings)
+    addresses = {s: settings.address_of(s) for s in SERVICES}
+    local = not local_profile.security_from_environment()
+    created: list[str] = []
+    if local:
+        outside = [f"{s} at {a}" for s, a in addresses.items() if not local_profile.is_loopback(a)]
+        if outside:
+            console.print(f"[red]not started:[/red] {', '.join(outside)} is not a loopback address. "
+                          "Serving beyond this machine needs TLS certificates and tokens of your "
+                          "own: LOOPWISE_TLS_CERT_FILE, LOOPWISE_TLS_KEY_FILE, LOOPWISE_TLS_CA_FILE, "
+                          "LOOPWISE_TOKENS_FILE and LOOPWISE_TOKEN (docs/security.md).")
+            raise typer.Exit(1)
+        credentials, created = local_profile.ensure_local_credentials(settings.data_dir, addresses)
+        for name in SERVICES:
+            launcher.service_env[name] = credentials.service_env(name)
+        launcher.client = Settings(**{f"{s}_address": a for s, a in addresses.items()},
+                                   **credentials.client_settings())
+    else:
+        launcher.client = settings
     try:
         pids = launcher.start_all()
     except (RuntimeError, TimeoutError) as error:
@@ -129,6 +152,16 @@ def up() -> None:
     for name, pid in pids.items():
         console.print(f"{name:<10} pid {pid:<8} {launcher.address(name)}")  # type: ignore[arg-type]
     console.print(f"logs: {launcher.data_dir / 'logs'}")
+    if not local:
+        return
+    for line in created:
+        console.print(f"created {line}")
+    root = launcher.data_dir / "local"
+    console.print(f"mutual TLS and tokens on; credentials in {root} (private to you; the admin "
+                  f"token is {root / 'secrets' / 'admin.token'})")
+    console.print("the SDK and the CLI started here connect by themselves; from another "
+                  "directory or shell, first run:")
+    print(f"export LOOPWISE_PROFILE={root / 'profile.yaml'}")
 
 
 @app.command()
@@ -143,11 +176,13 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Pid and health of every service."""
-    launcher = _launcher(_settings())
+    settings = _settings()
+    launcher = _launcher(settings)
+    launcher.client = settings
     table = Table("service", "address", "pid", "health")
     for name in SERVICES:
         pid = launcher.pid(name)
-        health = health_status(launcher.address(name), timeout=1.0)
+        health = launcher.health(name)
         colour = "green" if health == "SERVING" else "red"
         table.add_row(name, launcher.address(name), str(pid or "-"), f"[{colour}]{health}[/{colour}]")
     console.print(table)

@@ -22,7 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loopwise.settings import SERVICES, ServiceName
+from loopwise import security
+from loopwise.settings import SERVICES, ServiceName, Settings
 
 DEFAULT_PORTS: dict[str, int] = {"decision": 50051, "feedback": 50052, "trainer": 50053, "evaluator": 50054}
 
@@ -76,9 +77,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def health_status(address: str, timeout: float = 1.0) -> str:
-    """The overall health status name of a server, or "UNREACHABLE"."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(address: str, timeout: float = 1.0, settings: Settings | None = None) -> str:
+    """The overall health status name of a server, or "UNREACHABLE". With ``settings``
+    the check goes over their channel (TLS with the client certificate when they have
+    one); without, in plaintext."""
+    channel = (security.sync_channel(settings, address) if settings is not None
+               else grpc.insecure_channel(address))
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -105,11 +110,15 @@ class Launcher:
     """Runs services in the background with a shared environment."""
 
     def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None,
-                 ports: Mapping[str, int] | None = None) -> None:
+                 ports: Mapping[str, int] | None = None, client: Settings | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # How health is checked on a service without a plaintext health port (TLS).
+        self.client = client
         self.ports = dict(ports or DEFAULT_PORTS)
         self.env = {**os.environ, **(env or {})}
         self.env["LOOPWISE_DATA_DIR"] = str(self.data_dir)
+        # Services read their own settings, never a client's local profile.
+        self.env.pop("LOOPWISE_PROFILE", None)
         for name in SERVICES:
             self.env[f"LOOPWISE_{name.upper()}_ADDRESS"] = self.address(name)
         self._procs: dict[str, subprocess.Popen] = {}
@@ -159,13 +168,20 @@ class Launcher:
         """Wait until the service reports SERVING; raise with its log tail if it dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if health_status(self.health_address(name), timeout=0.5) == "SERVING":
+            if self.health(name, timeout=0.5) == "SERVING":
                 return
             pid = self.pid(name)
             if pid is None:
                 raise RuntimeError(f"{name} exited during start-up:\n{self.log_tail(name)}")
             time.sleep(0.2)
         raise TimeoutError(f"{name} not SERVING after {timeout}s:\n{self.log_tail(name)}")
+
+    def health(self, name: ServiceName, timeout: float = 1.0) -> str:
+        """A service's health status name: over its plaintext health port when it has
+        one, else over the launcher's client settings (TLS), else in plaintext."""
+        address = self.health_address(name)
+        client = None if address != self.address(name) else self.client
+        return health_status(address, timeout=timeout, settings=client)
 
     def health_address(self, name: ServiceName) -> str:
         """Where Health answers in plaintext: the plaintext Health-only port when the

@@ -8,13 +8,45 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from loopwise.local_profile import read_profile
 
 ServiceName = Literal["decision", "feedback", "trainer", "evaluator"]
 SERVICES: tuple[ServiceName, ...] = ("decision", "feedback", "trainer", "evaluator")
+
+
+# Fields that configure security: given any of them as an argument, a Settings ignores
+# the local profile (explicit settings are never mixed with the local ones).
+SECURITY_FIELDS = frozenset({
+    "allow_plaintext", "tls_cert_file", "tls_key_file", "tls_ca_file", "tls_client_cert_file",
+    "tls_client_key_file", "tls_server_name", "tls_require_client_cert", "tokens_file", "token"})
+
+
+class ProfileSource(PydanticBaseSettingsSource):
+    """The local profile written by ``loopwise up``, below the environment (see
+    :mod:`loopwise.local_profile`); unused when arguments configure security."""
+
+    def __init__(self, settings_cls: type[BaseSettings], arguments: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.arguments = arguments
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the whole profile at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if SECURITY_FIELDS & set(self.arguments):
+            return {}
+        return {k: v for k, v in read_profile().items() if k in self.settings_cls.model_fields}
 
 
 class Settings(BaseSettings):
@@ -122,6 +154,18 @@ class Settings(BaseSettings):
     drift_window_decisions: int = Field(20_000, ge=100)
     # Feedback's join/late/orphan gauges are refreshed from the store this often.
     stats_interval_s: float = Field(30.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``LOOPWISE_*`` variables, then the local profile of ``make up``."""
+        arguments = dict(getattr(init_settings, "init_kwargs", {}))
+        return (init_settings, env_settings, dotenv_settings, ProfileSource(settings_cls, arguments),
+                file_secret_settings)
 
     def address_of(self, service: ServiceName) -> str:
         """The ``host:port`` address of a service."""

@@ -1,0 +1,94 @@
+"""A development CA and certificates for mutual TLS (``make certs``, ``loopwise up``).
+
+:func:`make_certs` writes into a directory: ``ca.crt``/``ca.key`` and, for each of
+the four services and for a ``client`` (SDK, CLI, operators), ``<name>.crt`` and
+``<name>.key``. Every certificate is valid for server and client authentication and
+names ``<name>``, ``<name>.<namespace>.svc``, ``localhost`` and ``127.0.0.1``, so the
+same files serve a loopback test and a Kubernetes namespace. For production use your
+own CA (e.g. cert-manager); these keys are for development only. From a shell::
+
+    python scripts/make_certs.py --out var/certs --namespace loopwise
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+NAMES = ("decision", "feedback", "trainer", "evaluator", "client")
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "loopwise development"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca(out: Path, days: int = 365) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed CA written to ``out/ca.crt`` and ``out/ca.key``."""
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name("loopwise development CA"))
+            .issuer_name(_name("loopwise development CA")).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(key, hashes.SHA256()))
+    (out / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, out / "ca.key")
+    return cert, key
+
+
+def make_leaf(out: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+              namespace: str = "loopwise", extra_hosts: Iterable[str] = (), days: int = 365) -> None:
+    """``out/<name>.crt`` and ``.key`` signed by ``ca``, for server and client auth."""
+    ca_cert, ca_key = ca
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    dns = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", "localhost", *extra_hosts]
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName(h) for h in dict.fromkeys(dns)]
+        + [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+           x509.IPAddress(ipaddress.ip_address("::1"))])
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(san, critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (out / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, out / f"{name}.key")
+
+
+def make_certs(out: Path, names: Iterable[str] = NAMES, namespace: str = "loopwise",
+               days: int = 365) -> Path:
+    """A development CA and one certificate per name under ``out``; returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(out, days)
+    for name in names:
+        make_leaf(out, name, ca, namespace, days=days)
+    return out
