@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test proto lint up down status clean cassandra-up cassandra-down bench certs \
-	tools manifests images go-stubs ts-stubs api-baseline
+	tools manifests images go-stubs ts-stubs api-baseline settings-table
 
 install: $(STAMP)
 
@@ -67,6 +67,10 @@ images:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# The settings table of README.md (Configuration), rendered from lib/loopwise/settings.py.
+settings-table: install
+	$(PY) scripts/settings_table.py
 
 up: install
 	$(VENV)/bin/loopwise up

@@ -54,106 +54,222 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOOPWISE_", extra="ignore")
 
-    # Where each service listens and where the others reach it.
-    decision_address: str = "127.0.0.1:50051"
-    feedback_address: str = "127.0.0.1:50052"
-    trainer_address: str = "127.0.0.1:50053"
-    evaluator_address: str = "127.0.0.1:50054"
+    # Addresses.
+    decision_address: str = Field(
+        "127.0.0.1:50051",
+        description="`host:port` where the decision service listens and where the others reach it")
+    feedback_address: str = Field(
+        "127.0.0.1:50052",
+        description="`host:port` where the feedback service listens and where the others reach it")
+    trainer_address: str = Field(
+        "127.0.0.1:50053",
+        description="`host:port` where the trainer service listens and where the others reach it")
+    evaluator_address: str = Field(
+        "127.0.0.1:50054",
+        description="`host:port` where the evaluator service listens and where the others reach "
+                    "it")
 
-    # Local state: SQLite files, spools, model cache, reports, pids and logs.
-    data_dir: Path = Path("var")
-    # Store URL per service; empty means ``sqlite:///<data_dir>/<service>.db``.
-    decision_store_url: str = ""
-    feedback_store_url: str = ""
-    trainer_store_url: str = ""
-    evaluator_store_url: str = ""
+    # Local state and stores.
+    data_dir: Path = Field(
+        Path("var"),
+        description="Directory of local state: SQLite files, spools, model cache, reports, pids "
+                    "and logs")
+    decision_store_url: str = Field(
+        "",
+        description="Store of the decision service; empty: `sqlite:///<data_dir>/decision.db`; "
+                    "`cassandra://[user:pass@]host1:9042,host2:9042/keyspace?local_dc=…"
+                    "&consistency=…&replication=…&tls=true&tls_ca=…` for Cassandra "
+                    "(see docs/storage.md)")
+    feedback_store_url: str = Field(
+        "",
+        description="Store of the feedback service; empty: `sqlite:///<data_dir>/feedback.db`; "
+                    "same URL forms as `LOOPWISE_DECISION_STORE_URL`")
+    trainer_store_url: str = Field(
+        "",
+        description="Store of the trainer service; empty: `sqlite:///<data_dir>/trainer.db`; "
+                    "same URL forms as `LOOPWISE_DECISION_STORE_URL`")
+    evaluator_store_url: str = Field(
+        "",
+        description="Store of the evaluator service; empty: `sqlite:///<data_dir>/evaluator.db`; "
+                    "same URL forms as `LOOPWISE_DECISION_STORE_URL`")
 
-    # Shared clock (DESIGN §11): now = anchor + speed × (real − anchor), in seconds.
-    clock_anchor: float = 0.0
-    clock_speed: float = 1.0
-    # Seed for exploration and splits; services derive their own streams from it.
-    seed: int = 0
+    # Shared clock and randomness (docs/architecture.md §11).
+    clock_anchor: float = Field(
+        0.0,
+        description="Shared clock anchor, in Unix seconds: `now = anchor + speed × (real − "
+                    "anchor)`; every service and the simulator must use the same value")
+    clock_speed: float = Field(
+        1.0,
+        description="Shared clock speed: 1 in production (the real clock); above 1 in the demo "
+                    "and tests, so reward windows close in seconds")
+    seed: int = Field(
+        0,
+        description="Seed for exploration and splits; services derive their own random streams "
+                    "from it")
 
     # Server behaviour.
-    grace_period_s: float = Field(5.0, description="SIGTERM: time for unary calls to finish")
-    max_message_bytes: int = 16 * 1024 * 1024
-    max_batch_rows: int = 100_000
-    max_candidates: int = 1000
-    max_workers_processes: int = 1
-    # Decision service worker processes sharing its port with SO_REUSEPORT (1: one process).
-    decision_workers: int = Field(1, ge=1, le=64)
-    # Prometheus text endpoint, base port: decision = port, feedback = port + 1, trainer
-    # = port + 2, evaluator = port + 3 (DESIGN §11 uses 9464); 0 turns metrics HTTP off.
-    metrics_port: int = Field(0, ge=0, le=65535)
-    # Interface of the metrics endpoint (0.0.0.0 in a pod, so Prometheus can scrape it).
-    metrics_host: str = "127.0.0.1"
+    grace_period_s: float = Field(
+        5.0,
+        description="On SIGTERM, seconds that unary calls in flight get to finish before the "
+                    "server stops")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        description="Largest gRPC message sent or received, in bytes (RESOURCE_EXHAUSTED above)")
+    max_batch_rows: int = Field(
+        100_000,
+        description="Most rows in a batch (e.g. `DecideBatch`) and most entries in any repeated "
+                    "field of a request; also the most rows an evaluation reads")
+    max_candidates: int = Field(1000, description="Most candidates in one ranking request")
+    max_workers_processes: int = Field(
+        1,
+        description="Worker processes of the trainer for CPU-heavy jobs; in the evaluator, the "
+                    "native threads (OpenMP, BLAS) of each job")
+    decision_workers: int = Field(
+        1, ge=1, le=64,
+        description="Decision service worker processes sharing its port with SO_REUSEPORT "
+                    "(1: a single process)")
+    metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="Base port of the Prometheus text endpoint: decision = port, feedback = "
+                    "port + 1, trainer = port + 2, evaluator = port + 3 (the Helm chart "
+                    "uses 9464); 0: no metrics endpoint")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Interface of the metrics endpoint (`0.0.0.0` in a pod, so Prometheus can "
+                    "scrape it)")
 
     # Decision logging to the feedback service.
-    decision_log_enabled: bool = True
-    decision_log_batch_size: int = 500
-    decision_log_flush_interval_s: float = 0.2
-    decision_log_queue_size: int = 50_000
-    # Model artifacts: chunk size for DownloadModel.
-    model_chunk_bytes: int = 1024 * 1024
-    # Trainer background loops, real seconds between looks: rollout guardrails and
-    # training schedules (0 turns the schedule loop off).
-    trainer_rollout_interval_s: float = Field(2.0, gt=0)
-    trainer_schedule_interval_s: float = Field(30.0, ge=0)
+    decision_log_enabled: bool = Field(
+        True, description="Send served decisions to the feedback service (`LogDecisions`)")
+    decision_log_batch_size: int = Field(
+        500, description="Decisions per `LogDecisions` batch")
+    decision_log_flush_interval_s: float = Field(
+        0.2, description="Longest wait, in seconds, before a partial batch of decisions is sent")
+    decision_log_queue_size: int = Field(
+        50_000,
+        description="Decisions held in the in-memory log queue; when it is full, batches are "
+                    "spooled to disk")
+    model_chunk_bytes: int = Field(
+        1024 * 1024, description="Chunk size of model artifacts in `DownloadModel`, in bytes")
+    # Trainer background loops, in real seconds between looks.
+    trainer_rollout_interval_s: float = Field(
+        2.0, gt=0,
+        description="Trainer: real seconds between two looks at rollouts and their guardrails")
+    trainer_schedule_interval_s: float = Field(
+        30.0, ge=0,
+        description="Trainer: real seconds between two looks at training schedules; 0 turns "
+                    "scheduled training off")
     # Client SDK defaults.
-    client_deadline_s: float = 1.0
-    client_retries: int = 2
+    client_deadline_s: float = Field(
+        1.0, description="SDK: deadline of one `decide` attempt, in seconds")
+    client_retries: int = Field(
+        2, description="SDK: extra attempts after UNAVAILABLE (0: no retry)")
 
-    # Security (docs/security.md). Servers refuse to start without TLS and a tokens
-    # file unless plaintext is explicitly allowed (demo, tests, benchmarks on loopback).
-    allow_plaintext: bool = False
-    # This process's certificate and key (served, and sent as client certificate).
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    # CA that verifies peers: clients' certificates on servers (mTLS), servers' on clients.
-    tls_ca_file: Path | None = None
-    # Servers demand a client certificate signed by tls_ca_file (mutual TLS).
-    tls_require_client_cert: bool = True
-    # Client certificate for outgoing calls when it differs from tls_cert_file.
-    tls_client_cert_file: Path | None = None
-    tls_client_key_file: Path | None = None
-    # Expected server name in certificates when it differs from the address host.
-    tls_server_name: str = ""
-    # Plaintext port serving only Health, for probes without certificates (0: off).
-    health_port: int = Field(0, ge=0, le=65535)
-    # Interface of the health port; empty: the service address's host.
-    health_host: str = ""
-    # Hashed bearer tokens with scopes per use case (YAML), re-read when it changes.
-    tokens_file: Path | None = None
-    tokens_reload_s: float = 1.0
-    # This process's own bearer token for outgoing calls (SDK, CLI, service-to-service).
-    token: SecretStr = SecretStr("")
+    # Security (docs/security.md).
+    allow_plaintext: bool = Field(
+        False,
+        description="Let servers start without TLS and a tokens file, and clients without "
+                    "`LOOPWISE_TLS_CA_FILE` call in plaintext (demo, tests, benchmarks on "
+                    "loopback only); false: a server without a certificate, a key and a "
+                    "tokens file refuses to start")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate of this process: served by servers and sent as client "
+                    "certificate; empty: a plaintext server port (only with "
+                    "`LOOPWISE_ALLOW_PLAINTEXT`)")
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of `LOOPWISE_TLS_CERT_FILE`")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA that verifies peers: clients' certificates on servers (mutual TLS), "
+                    "servers' certificates on clients; empty on a client: the system roots, "
+                    "or plaintext with `LOOPWISE_ALLOW_PLAINTEXT`")
+    tls_require_client_cert: bool = Field(
+        True,
+        description="Servers demand a client certificate signed by `LOOPWISE_TLS_CA_FILE` "
+                    "(mutual TLS)")
+    tls_client_cert_file: Path | None = Field(
+        None,
+        description="Client certificate for outgoing calls; empty: `LOOPWISE_TLS_CERT_FILE`")
+    tls_client_key_file: Path | None = Field(
+        None,
+        description="Private key of `LOOPWISE_TLS_CLIENT_CERT_FILE`; empty: "
+                    "`LOOPWISE_TLS_KEY_FILE`")
+    tls_server_name: str = Field(
+        "",
+        description="Server name expected in certificates; empty: the host of the address "
+                    "called")
+    health_port: int = Field(
+        0, ge=0, le=65535,
+        description="Plaintext port serving only gRPC Health, for probes without certificates; "
+                    "0: no such port")
+    health_host: str = Field(
+        "",
+        description="Interface of the health port; empty: the host of the service's address")
+    tokens_file: Path | None = Field(
+        None,
+        description="YAML file of hashed bearer tokens with their scopes per use case, re-read "
+                    "when it changes; empty: no token checks (allowed only with "
+                    "`LOOPWISE_ALLOW_PLAINTEXT`)")
+    tokens_reload_s: float = Field(
+        1.0, description="Seconds between checks of the tokens file for changes")
+    token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token this process sends on outgoing calls (SDK, CLI, "
+                    "service-to-service); empty: none")
     # Input limits, enforced before any work (INVALID_ARGUMENT naming the field).
-    max_string_bytes: int = 8192
-    max_features: int = 1000
-    max_blueprint_bytes: int = 256 * 1024
-    # Rate limits in calls per second with a burst (0: off); RESOURCE_EXHAUSTED + RetryInfo.
-    rate_limit_client_rps: float = 0.0
-    rate_limit_client_burst: float = 0.0
-    rate_limit_use_case_rps: float = 0.0
-    rate_limit_use_case_burst: float = 0.0
-    # Key of the keyed hash for `pii: hash` features and unit ids (decision and feedback
-    # must share it; empty: an unkeyed hash, weaker against guessing).
-    pii_hash_key: SecretStr = SecretStr("")
-    # Feedback: how often decisions and outcomes past their use case's retention go.
-    retention_sweep_interval_s: float = Field(3600.0, gt=0)
+    max_string_bytes: int = Field(
+        8192, description="Longest string in a request, in bytes (UTF-8)")
+    max_features: int = Field(
+        1000, description="Most features (named features, feature names) in a request")
+    max_blueprint_bytes: int = Field(
+        256 * 1024, description="Largest blueprint in a request, in bytes")
+    # Rate limits (token buckets): RESOURCE_EXHAUSTED with RetryInfo when exceeded.
+    rate_limit_client_rps: float = Field(
+        0.0,
+        description="Calls per second allowed to each client (token name, else peer host; "
+                    "service credentials are exempt); 0: no limit")
+    rate_limit_client_burst: float = Field(
+        0.0,
+        description="Bucket size of each client: calls it may make at once before its rate "
+                    "applies; 0: the rate")
+    rate_limit_use_case_rps: float = Field(
+        0.0, description="Calls per second allowed for each use case; 0: no limit")
+    rate_limit_use_case_burst: float = Field(
+        0.0,
+        description="Bucket size of each use case: calls it may take at once before its rate "
+                    "applies; 0: the rate")
+    pii_hash_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of the keyed hash of `pii: hash` features and unit ids; decision and "
+                    "feedback must share it; empty: an unkeyed hash, weaker against guessing")
+    retention_sweep_interval_s: float = Field(
+        3600.0, gt=0,
+        description="Feedback: seconds between sweeps that delete decisions and outcomes past "
+                    "their use case's retention")
 
-    log_level: str = "INFO"
-    # Service logs: one JSON object per line ("json") or plain text lines ("text").
-    log_format: Literal["json", "text"] = "json"
+    # Logs.
+    log_level: str = Field(
+        "INFO", description="Log level of the services: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="Service logs as one JSON object per line (`json`, with `trace_id` and "
+                    "`span_id`) or plain text lines (`text`)")
 
-    # Drift monitoring (feedback): live feature and prediction distributions against
-    # the serving model's training profile, recomputed every interval off the request
-    # path from the decisions logged since; the live window keeps about this many
-    # decisions per use case (older counts are halved away).
-    drift_interval_s: float = Field(10.0, gt=0)
-    drift_window_decisions: int = Field(20_000, ge=100)
-    # Feedback's join/late/orphan gauges are refreshed from the store this often.
-    stats_interval_s: float = Field(30.0, gt=0)
+    # Drift monitoring and statistics (feedback).
+    drift_interval_s: float = Field(
+        10.0, gt=0,
+        description="Feedback: seconds between recomputations of live feature and prediction "
+                    "drift (PSI) against the serving model's training profile, off the "
+                    "request path")
+    drift_window_decisions: int = Field(
+        20_000, ge=100,
+        description="Feedback: about this many recent decisions per use case form the live "
+                    "drift window (older counts are halved away)")
+    stats_interval_s: float = Field(
+        30.0, gt=0,
+        description="Feedback: seconds between refreshes of the join-rate, late and orphan "
+                    "gauges from the store")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -187,3 +303,33 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def _default_text(field: FieldInfo) -> str:
+    """A field's default as it would be written in an environment variable; secrets empty."""
+    if field.annotation is SecretStr:
+        return ""
+    value = field.get_default(call_default_factory=True)
+    if value is None or isinstance(value, SecretStr):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting: variable, default and meaning (README.md)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = _default_text(field)
+        rows.append(f"| `{prefix}{name.upper()}` | {f'`{default}`' if default else ''} | "
+                    f"{_cell(field.description or '')} |")
+    return "\n".join(rows) + "\n"
