@@ -1,4 +1,4 @@
-"""The fixed benchmark setup (DESIGN §10): 20 numeric features, binary decisions."""
+"""The fixed benchmark setup (docs/architecture.md §10): 20 numeric features, binary decisions."""
 
 from __future__ import annotations
 

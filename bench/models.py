@@ -1,4 +1,4 @@
-"""The benchmark models (DESIGN §10): logistic regression and HistGradientBoosting with
+"""The benchmark models (docs/architecture.md §10): logistic regression and HistGradientBoosting with
 100 trees on 20 features, exported to ONNX the way the trainer does, and pickled with
 joblib for MLServer's scikit-learn runtime."""
 

@@ -488,7 +488,7 @@ def report(bench: Bench, sizes: Sizes, command: str, loads: list[float], waited:
         f"{loads[-1]:.2f}",
         f"- grpcio {grpc_mod.__version__}, onnxruntime {onnxruntime.__version__}, scikit-learn {sklearn.__version__}",
         f"- MLServer: {ml_status}",
-        f"- setup (DESIGN §10): 20 numeric features; logistic regression (Decide) and HistGradientBoosting "
+        f"- setup (docs/architecture.md §10): 20 numeric features; logistic regression (Decide) and HistGradientBoosting "
         f"100 trees (DecideBatch), exported with skl2onnx (zipmap off, float32); loopback, no TLS/auth/tracing; "
         f"closed-loop grpc.aio clients in their own process, {sizes.channels} client channels (each its own "
         f"connection; fewer when concurrency is lower), one request in flight per client task; "

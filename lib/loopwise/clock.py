@@ -1,6 +1,6 @@
 """One clock for every service and the simulator, and UUIDv7 decision ids.
 
-``now = anchor + speed × (real − anchor)`` (DESIGN §11): with ``speed > 1`` reward
+``now = anchor + speed × (real − anchor)`` (docs/architecture.md §11): with ``speed > 1`` reward
 windows close in seconds in the demo and in tests; in production ``speed = 1``.
 """
 

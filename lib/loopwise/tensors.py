@@ -1,4 +1,4 @@
-"""Packing of the little-endian columnar tensors used on the wire (DESIGN §3)."""
+"""Packing of the little-endian columnar tensors used on the wire (docs/architecture.md §3)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Multi-worker mode and metrics of the decision service.
 
 With ``decision_workers`` = N > 1 the decision process is a supervisor that holds no
-gRPC object (DESIGN §6: gRPC is not fork-safe): it spawns N worker processes (the
+gRPC object (docs/architecture.md §6: gRPC is not fork-safe): it spawns N worker processes (the
 ``spawn`` start method), each a complete decision server bound to the same port with
 ``SO_REUSEPORT``, so the kernel balances connections (not requests) between them:
 clients need several channels to use several workers. The supervisor restarts a

@@ -41,7 +41,7 @@ FOREST = "random_forest"
 # Candidates in order of simplicity: on a tie the earlier one wins.
 FAMILIES = ("linear", BOOSTING, FOREST)
 
-# Parity (DESIGN §8): elementwise tolerance and the share of equal decisions.
+# Parity (docs/architecture.md §8): elementwise tolerance and the share of equal decisions.
 PARITY_ATOL = 1e-5
 PARITY_RTOL = 1e-4
 PARITY_MIN_AGREEMENT = 0.999
@@ -300,7 +300,7 @@ def decisions(kind: str, scores: np.ndarray, threshold: float, n_actions: int) -
 
 
 def check_parity(onnx: bytes, estimator: Any, data: TrainingSet) -> ParityReport:
-    """Compare ONNX Runtime with scikit-learn on the holdout (pool function, DESIGN §8)."""
+    """Compare ONNX Runtime with scikit-learn on the holdout (pool function, docs/architecture.md §8)."""
     if data.kind == ACTION_VALUE:
         assert data.holdout_features is not None
         x = action_value_inputs(data.holdout_features, data.n_actions)

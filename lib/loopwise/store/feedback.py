@@ -1,7 +1,7 @@
 """The feedback service's store: decisions, outcomes and orphan outcomes.
 
 A small backend-neutral interface (:class:`FeedbackStore`) with the embedded SQLite
-backend. The shape follows the Cassandra model of DESIGN §7 so that a Cassandra
+backend. The shape follows the Cassandra model of docs/architecture.md §7 so that a Cassandra
 backend can implement the same methods:
 
 - decisions keyed by ``(use_case, decision_id)``, read in ``(decision_time_ms,

@@ -1,4 +1,4 @@
-"""The feedback store on Cassandra (DESIGN §7, docs/storage.md "## feedback").
+"""The feedback store on Cassandra (docs/architecture.md §7, docs/storage.md "## feedback").
 
 Partitions: decisions and outcomes by ``(use_case, day, bucket)`` where ``day`` is the
 UTC day (days since 1970-01-01) of the decision id's UUIDv7 timestamp and ``bucket =

@@ -14,12 +14,12 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The four services in DESIGN order; the index gives the metrics port offset. */}}
+{{/* The four services in the order of docs/architecture.md §2; the index gives the metrics port offset. */}}
 {{- define "loopwise.services" -}}
 decision feedback trainer evaluator
 {{- end -}}
 
-{{/* Who calls whom (DESIGN §2): the NetworkPolicies are derived from this. */}}
+{{/* Who calls whom (docs/architecture.md §3): the NetworkPolicies are derived from this. */}}
 {{- define "loopwise.calls" -}}
 decision: [feedback, trainer]
 feedback: [decision, trainer]
