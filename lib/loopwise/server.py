@@ -2,7 +2,7 @@
 
 Every service is a ``grpc.aio`` server with health and reflection, ``SO_REUSEPORT``
 explicitly off (a stale process must not silently share the port), message-size
-limits from settings, and SIGTERM handling (DESIGN §6): health turns NOT_SERVING,
+limits from settings, and SIGTERM handling (docs/architecture.md §6): health turns NOT_SERVING,
 open streams end with UNAVAILABLE (clients resume), unary calls get the grace
 period to finish, then shutdown hooks run (e.g. draining a spool).
 
@@ -257,7 +257,7 @@ class ServiceHost:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
     # Share the port with sibling processes (SO_REUSEPORT). Only the decision service's
-    # explicit multi-worker mode sets it; every other server keeps it off (DESIGN §6).
+    # explicit multi-worker mode sets it; every other server keeps it off (docs/architecture.md §6).
     reuse_port: bool = False
     # Serve ``registry`` on the service's metrics port (when ``metrics_port`` is set).
     serve_metrics: bool = True

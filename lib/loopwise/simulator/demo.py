@@ -25,7 +25,7 @@ from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.server import channel_options
 from loopwise.settings import Settings
-from loopwise.simulator.checkout import CheckoutUpsell, Units
+from loopwise.simulator.checkout import USE_CASE, CheckoutUpsell, Units
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 
@@ -222,6 +222,40 @@ def _wait_for_model(product: _Product, progress: Progress, timeout_s: float) -> 
             raise TimeoutError("no model serving decisions after training")
         progress("rollout", 0.5, "waiting for the model to reach the decision service")
         time.sleep(0.25)
+
+
+@dataclass(frozen=True)
+class Played:
+    """What :func:`play` did."""
+
+    decisions: int
+    outcomes: int
+    model_version: int
+    value_per_decision: float
+
+    def __str__(self) -> str:
+        source = f"model v{self.model_version}" if self.model_version else "no model yet"
+        return (f"{self.decisions} decisions ({source}), {self.outcomes} purchases logged, "
+                f"value per decision {self.value_per_decision:.2f}; every reward window closed")
+
+
+def play(client: Client, decisions: int = 2000, seed: int = 0, timeout_s: float = 240.0) -> Played:
+    """Simulated shoppers meet a running loopwise: ``decisions`` decisions of the
+    ``checkout_upsell`` use case (as in ``examples/checkout_upsell.yaml``) through
+    ``client``, their purchases logged as they happen on the shared clock, until every
+    reward window has closed. The use case must exist; its reward window is read from it.
+    """
+    use_case = client.get_use_case(USE_CASE)
+    window_s = use_case.blueprint.reward.window.ToTimedelta().total_seconds()
+    world = CheckoutUpsell(seed=seed, window_s=window_s)
+    config = DemoConfig(seed=seed, window_s=window_s, timeout_s=timeout_s)
+    product = _Product(client.settings, world, client, config)
+    product.version = use_case.version
+    units, actions, model_version = product.serve(decisions, "play", _quiet)
+    product.wait_windows_closed("windows", _quiet)
+    value = float(np.mean(world.expected_reward(units, actions.astype(float))))
+    return Played(decisions=product.served, outcomes=product.delivered,
+                  model_version=model_version, value_per_decision=value)
 
 
 def run_demo(settings: Settings, config: DemoConfig | None = None,
