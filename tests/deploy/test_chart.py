@@ -248,10 +248,100 @@ def test_tls_settings_follow_the_mode() -> None:
     assert not [k for k in plain if k.startswith("LOOPWISE_TLS_")]
 
 
+def hooks(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``helm test`` hooks by kind."""
+    return {o["kind"]: o for o in objects
+            if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_test_hook_runs_the_smoke_test_as_a_hardened_client(name: str) -> None:
+    """Every value set renders the ``helm test`` pod: python -m loopwise.smoke from the
+    decision image with the release's settings, the TLS client certificate and the test's
+    token (TLS on), hardened and sized like the services, re-created on each run and
+    removed when it passed; a hook NetworkPolicy lets it reach the four gRPC ports, and
+    the services admit it as a client."""
+    objects = render(VALUE_SETS[name])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for path in VALUE_SETS[name]:
+        for key, value in yaml.safe_load(path.read_text()).items():
+            values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    tls = values["tls"]["enabled"]
+    found = hooks(objects)
+    assert set(found) == {"Pod", "NetworkPolicy"}, name
+    pod = found["Pod"]
+    assert pod["metadata"]["name"] == "lw-loopwise-smoke-test"
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    labels = pod["metadata"]["labels"]
+    assert labels["loopwise.io/client"] == "true"
+    assert labels["app.kubernetes.io/component"] == "smoke-test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    (container,) = spec["containers"]
+    assert container["image"] == "loopwise/decision:0.1.0"
+    assert container["command"] == ["python", "-m", "loopwise.smoke", "--use-case", "loopwise_smoke",
+                                    "--timeout", "10"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "lw-loopwise-config"}}]
+    env = {e["name"]: e for e in container.get("env", [])}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+    if tls:
+        config = find(objects, "ConfigMap", "lw-loopwise-config")["data"]
+        assert env["LOOPWISE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": values["helmTest"]["tokenSecret"], "key": "token"}
+        assert mounts["tls"]["readOnly"] is True
+        assert config["LOOPWISE_TLS_CERT_FILE"] == mounts["tls"]["mountPath"] + "/tls.crt"
+        assert config["LOOPWISE_TLS_CA_FILE"] == mounts["tls"]["mountPath"] + "/ca.crt"
+        secret = values["tls"]["secretName"] + ("-client" if values["tls"]["perServiceSecrets"] else "")
+        assert volumes["tls"]["secret"]["secretName"] == secret
+    else:
+        assert "LOOPWISE_TOKEN" not in env and "tls" not in mounts and "tls" not in volumes
+    policy = found["NetworkPolicy"]
+    assert policy["metadata"]["annotations"]["helm.sh/hook-weight"] == "-1"  # before the pod
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "smoke-test"
+    assert "ingress" not in policy["spec"]
+    egress = {r["ports"][0]["port"]: _peers(r) for r in policy["spec"]["egress"]}
+    assert egress.pop(53) == []  # DNS
+    assert {port: peers for port, peers in egress.items() if port in range(50051, 50055)} == {
+        50051: ["decision"], 50052: ["feedback"], 50053: ["trainer"], 50054: ["evaluator"]}
+    for service in SERVICES:
+        ingress = find(objects, "NetworkPolicy", f"lw-loopwise-{service}")["spec"]["ingress"]
+        assert any({"podSelector": {"matchLabels": {"loopwise.io/client": "true"}}} in r["from"]
+                   for r in ingress), service
+
+
+def test_helm_test_hook_options() -> None:
+    assert not hooks(render(sets={"helmTest.enabled": "false"}))
+    pod = hooks(render(sets={"helmTest.useCase": "smoke_b", "helmTest.timeout": 30,
+                             "helmTest.tlsSecret": "ops-client-tls",
+                             "helmTest.tokenSecret": "ops-smoke-token"}))["Pod"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][3:] == ["--use-case", "smoke_b", "--timeout", "30"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "ops-client-tls"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LOOPWISE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ops-smoke-token"
+    done = helm(*template_args(sets={"helmTest.tokenSecret": ""}), check=False)
+    assert done.returncode != 0 and "helmTest.tokenSecret" in done.stderr
+    # Without tokens (TLS off) the test needs no token Secret.
+    assert hooks(render([CI_VALUES / "sqlite.yaml"], {"helmTest.tokenSecret": ""}))
+
+
 def test_rendered_manifests_match_the_chart() -> None:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "render_manifests.sh"), "--check"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    # The helm test hook is left out: kubectl apply would run it before the services are up.
+    for path in (ROOT / "deploy" / "k8s" / "manifests").glob("*.yaml"):
+        assert "helm.sh/hook" not in path.read_text(), path
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[str]:

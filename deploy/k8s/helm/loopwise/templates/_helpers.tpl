@@ -116,6 +116,9 @@ install, upgrade and `helm template` runs it).
 {{- if and $v.tls.enabled (not (and $v.tls.secretName $v.auth.tokensSecret $v.auth.serviceTokenSecret)) -}}
 {{- fail "tls.enabled (secure mode) needs tls.secretName, auth.tokensSecret and auth.serviceTokenSecret" -}}
 {{- end -}}
+{{- if and $v.tls.enabled $v.helmTest.enabled (not $v.helmTest.tokenSecret) -}}
+{{- fail "helmTest.enabled with tls.enabled needs helmTest.tokenSecret (a Secret with the test's token under `token`), or helmTest.enabled=false" -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
