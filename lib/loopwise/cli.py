@@ -503,7 +503,8 @@ def report_hte(
         operation = _watch(evaluator, operation, f"effects {use_case}")
         result = epb.EstimateEffectsResult()
         operation.result.Unpack(result)
-        report = evaluator.GetReport(epb.GetReportRequest(report_id=result.report_id), timeout=30)
+        report = evaluator.GetReport(epb.GetReportRequest(report_id=result.report_id, use_case=result.use_case),
+                                    timeout=30)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(report.html)
     console.print(f"ATE of {result.treatment_action} vs {result.control_action}: "

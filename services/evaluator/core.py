@@ -285,13 +285,15 @@ class Evaluator(PolicyRequests):
 
     # Reports -----------------------------------------------------------------------
 
-    async def get_report(self, report_id: str) -> StoredReport:
-        """One report; NOT_FOUND if unknown."""
+    async def get_report(self, report_id: str, use_case: str = "") -> StoredReport:
+        """One report; NOT_FOUND if unknown, or if ``use_case`` is given and the
+        report belongs to another one."""
         if not report_id:
             raise InvalidArgument("report_id", "required")
         report = await self.reports.get(report_id)
-        if report is None:
-            raise NotFound(f"report {report_id!r} not found")
+        if report is None or (use_case and report.result.use_case != use_case):
+            where = f" of use case {use_case!r}" if use_case else ""
+            raise NotFound(f"report {report_id!r}{where} not found")
         return report
 
     async def list_reports(self, use_case: str) -> list[epb.EstimateEffectsResult]:
@@ -300,7 +302,7 @@ class Evaluator(PolicyRequests):
 
     async def predict_effects(self, request: epb.PredictEffectsRequest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CATE and 95% intervals for the given rows with a report's estimator."""
-        report = await self.get_report(request.report_id)
+        report = await self.get_report(request.report_id, request.use_case)
         expected = list(report.result.feature_names)
         if list(request.feature_names) != expected:
             raise InvalidArgument("feature_names", f"must equal the report's feature names {expected}")

@@ -25,7 +25,7 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
 
     async def GetReport(self, request: epb.GetReportRequest, context) -> epb.GetReportResponse:  # noqa: N802
         """The structured result and the HTML page of a report."""
-        report = await self.evaluator.get_report(request.report_id)
+        report = await self.evaluator.get_report(request.report_id, request.use_case)
         return epb.GetReportResponse(result=report.result, html=report.html)
 
     async def ListReports(self, request: epb.ListReportsRequest, context) -> epb.ListReportsResponse:  # noqa: N802

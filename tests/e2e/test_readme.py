@@ -120,3 +120,22 @@ def test_readme_snippets_run_after_make_up(tmp_path: Path) -> None:
     left = sorted(p.name for p in run_dir.glob("*.pid")) if run_dir.exists() else []
     assert not left, f"make down left services running: {left}"
     assert not any(_port_taken(p) for p in DEFAULT_PORTS.values())
+
+
+def test_readme_lists_every_rpc() -> None:
+    """'The API at a glance' names every RPC of the four services."""
+    from loopwise.decision.v1 import decision_service_pb2
+    from loopwise.evaluator.v1 import evaluator_service_pb2
+    from loopwise.feedback.v1 import feedback_service_pb2
+    from loopwise.trainer.v1 import trainer_service_pb2
+
+    text = README.read_text()
+    section = text[text.index("## The API at a glance"):]
+    section = section[:section.index("\n## ", 3)]
+    missing = []
+    for module in (decision_service_pb2, feedback_service_pb2, trainer_service_pb2, evaluator_service_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            head = section[section.index(f"`{service.full_name}`"):]
+            head = head[:head.find("\n\n")]
+            missing += [f"{service.name}.{m.name}" for m in service.methods if f"`{m.name}`" not in head]
+    assert not missing, f"README's API section lacks {missing}"

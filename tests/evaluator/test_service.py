@@ -95,6 +95,25 @@ async def test_report_html_is_self_contained(evaluator: Evaluator, estimated: Es
     assert "http://" not in html and "https://" not in html
 
 
+async def test_a_report_named_with_another_use_case_is_not_found(evaluator: Evaluator,
+                                                               estimated: Estimated) -> None:
+    """GetReport and PredictEffects with the report's use case find it (a token scoped to
+    that use case may ask); with another use case the report is NOT_FOUND."""
+    report_id, use_case = estimated.result.report_id, estimated.result.use_case
+    found = await evaluator.stub.GetReport(epb.GetReportRequest(report_id=report_id, use_case=use_case),
+                                           timeout=60)
+    assert found.result.report_id == report_id
+    for request in (epb.GetReportRequest(report_id=report_id, use_case="another_use_case"),
+                    epb.PredictEffectsRequest(report_id=report_id, use_case="another_use_case", rows=1,
+                                              feature_names=list(estimated.result.feature_names))):
+        method = evaluator.stub.GetReport if isinstance(request, epb.GetReportRequest) \
+            else evaluator.stub.PredictEffects
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await method(request, timeout=60)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "another_use_case" in refused.value.details()
+
+
 async def test_result_carries_every_report_part(estimated: Estimated, world: World) -> None:
     r = estimated.result
     # Overlap: the logged e(x) = sigmoid(0.8·x1 − 0.3) stays away from 0 and 1 here.

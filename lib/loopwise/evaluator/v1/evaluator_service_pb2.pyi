@@ -298,10 +298,12 @@ class CateModel(_message.Message):
     def __init__(self, model_version: _Optional[int] = ..., sha256: _Optional[str] = ..., family: _Optional[str] = ..., fidelity_r2: _Optional[float] = ..., input_width: _Optional[int] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
-    __slots__ = ("report_id",)
+    __slots__ = ("report_id", "use_case")
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
     report_id: str
-    def __init__(self, report_id: _Optional[str] = ...) -> None: ...
+    use_case: str
+    def __init__(self, report_id: _Optional[str] = ..., use_case: _Optional[str] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("result", "html")
@@ -324,16 +326,18 @@ class ListReportsResponse(_message.Message):
     def __init__(self, reports: _Optional[_Iterable[_Union[EstimateEffectsResult, _Mapping]]] = ...) -> None: ...
 
 class PredictEffectsRequest(_message.Message):
-    __slots__ = ("report_id", "rows", "feature_names", "features")
+    __slots__ = ("report_id", "rows", "feature_names", "features", "use_case")
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
     report_id: str
     rows: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     features: bytes
-    def __init__(self, report_id: _Optional[str] = ..., rows: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., features: _Optional[bytes] = ...) -> None: ...
+    use_case: str
+    def __init__(self, report_id: _Optional[str] = ..., rows: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., features: _Optional[bytes] = ..., use_case: _Optional[str] = ...) -> None: ...
 
 class PredictEffectsResponse(_message.Message):
     __slots__ = ("effects", "effects_lower", "effects_upper")

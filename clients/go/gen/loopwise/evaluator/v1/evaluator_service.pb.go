@@ -1520,7 +1520,11 @@ func (x *CateModel) GetInputWidth() int32 {
 type GetReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The report id.
-	ReportId      string `protobuf:"bytes,1,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
+	ReportId string `protobuf:"bytes,1,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
+	// The report's use case. When set, a report of another use case is NOT_FOUND, and
+	// a token scoped to this use case may read it; when empty, the call needs the scope
+	// on every use case.
+	UseCase       string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1558,6 +1562,13 @@ func (*GetReportRequest) Descriptor() ([]byte, []int) {
 func (x *GetReportRequest) GetReportId() string {
 	if x != nil {
 		return x.ReportId
+	}
+	return ""
+}
+
+func (x *GetReportRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
 	}
 	return ""
 }
@@ -1719,7 +1730,11 @@ type PredictEffectsRequest struct {
 	// Feature names in column order; must equal the report's feature_names.
 	FeatureNames []string `protobuf:"bytes,3,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
 	// float32 little-endian row-major [rows, len(feature_names)].
-	Features      []byte `protobuf:"bytes,4,opt,name=features,proto3" json:"features,omitempty"`
+	Features []byte `protobuf:"bytes,4,opt,name=features,proto3" json:"features,omitempty"`
+	// The report's use case. When set, a report of another use case is NOT_FOUND, and
+	// a token scoped to this use case may use it; when empty, the call needs the scope
+	// on every use case.
+	UseCase       string `protobuf:"bytes,5,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1780,6 +1795,13 @@ func (x *PredictEffectsRequest) GetFeatures() []byte {
 		return x.Features
 	}
 	return nil
+}
+
+func (x *PredictEffectsRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
 }
 
 // Response of PredictEffects.
@@ -2743,21 +2765,23 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\vfidelity_r2\x18\x04 \x01(\x01R\n" +
 	"fidelityR2\x12\x1f\n" +
 	"\vinput_width\x18\x05 \x01(\x05R\n" +
-	"inputWidth\"/\n" +
+	"inputWidth\"J\n" +
 	"\x10GetReportRequest\x12\x1b\n" +
-	"\treport_id\x18\x01 \x01(\tR\breportId\"m\n" +
+	"\treport_id\x18\x01 \x01(\tR\breportId\x12\x19\n" +
+	"\buse_case\x18\x02 \x01(\tR\auseCase\"m\n" +
 	"\x11GetReportResponse\x12D\n" +
 	"\x06result\x18\x01 \x01(\v2,.loopwise.evaluator.v1.EstimateEffectsResultR\x06result\x12\x12\n" +
 	"\x04html\x18\x02 \x01(\fR\x04html\"/\n" +
 	"\x12ListReportsRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\"]\n" +
 	"\x13ListReportsResponse\x12F\n" +
-	"\areports\x18\x01 \x03(\v2,.loopwise.evaluator.v1.EstimateEffectsResultR\areports\"\x89\x01\n" +
+	"\areports\x18\x01 \x03(\v2,.loopwise.evaluator.v1.EstimateEffectsResultR\areports\"\xa4\x01\n" +
 	"\x15PredictEffectsRequest\x12\x1b\n" +
 	"\treport_id\x18\x01 \x01(\tR\breportId\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x05R\x04rows\x12#\n" +
 	"\rfeature_names\x18\x03 \x03(\tR\ffeatureNames\x12\x1a\n" +
-	"\bfeatures\x18\x04 \x01(\fR\bfeatures\"|\n" +
+	"\bfeatures\x18\x04 \x01(\fR\bfeatures\x12\x19\n" +
+	"\buse_case\x18\x05 \x01(\tR\auseCase\"|\n" +
 	"\x16PredictEffectsResponse\x12\x18\n" +
 	"\aeffects\x18\x01 \x01(\fR\aeffects\x12#\n" +
 	"\reffects_lower\x18\x02 \x01(\fR\feffectsLower\x12#\n" +

@@ -891,6 +891,15 @@ export declare type GetReportRequest = Message<"loopwise.evaluator.v1.GetReportR
    * @generated from field: string report_id = 1;
    */
   reportId: string;
+
+  /**
+   * The report's use case. When set, a report of another use case is NOT_FOUND, and
+   * a token scoped to this use case may read it; when empty, the call needs the scope
+   * on every use case.
+   *
+   * @generated from field: string use_case = 2;
+   */
+  useCase: string;
 };
 
 /**
@@ -999,6 +1008,15 @@ export declare type PredictEffectsRequest = Message<"loopwise.evaluator.v1.Predi
    * @generated from field: bytes features = 4;
    */
   features: Uint8Array;
+
+  /**
+   * The report's use case. When set, a report of another use case is NOT_FOUND, and
+   * a token scoped to this use case may use it; when empty, the call needs the scope
+   * on every use case.
+   *
+   * @generated from field: string use_case = 5;
+   */
+  useCase: string;
 };
 
 /**
