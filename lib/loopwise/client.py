@@ -1,57 +1,104 @@
 """The client SDK: how a product backend calls loopwise.
 
-:class:`Client` (blocking) and :class:`AsyncClient` (``grpc.aio``) wrap the decision
-and feedback services with a default deadline, retries with backoff on UNAVAILABLE
-only, and a local fallback: when the decision service cannot be reached (UNAVAILABLE
-or DEADLINE_EXCEEDED after the retries) ``decide`` returns the use case's default
-decision, flagged ``fallback=True``, with a locally generated UUIDv7 id. The default
-is learned from ``GetUseCase`` at the first successful contact with a use case and
-cached, or given by the caller (``defaults={"checkout_upsell": "no_offer"}``)::
+:class:`Client` (blocking) and :class:`AsyncClient` (``grpc.aio``) wrap the four
+services with the same methods. Decisions and feedback get a default deadline, retries
+with backoff on UNAVAILABLE only, and a local fallback: when the decision service
+cannot be reached (UNAVAILABLE or DEADLINE_EXCEEDED after the retries) ``decide``
+returns the use case's default decision, flagged ``fallback=True``, with a locally
+generated UUIDv7 id. The default is learned from ``GetUseCase`` at the first
+successful contact with a use case and cached, or given by the caller
+(``defaults={"checkout_upsell": "no_offer"}``)::
 
     with loopwise.Client() as client:
         decision = client.decide("checkout_upsell", {"basket_value": 42.0, "region": "north"})
         ...
         client.log_outcome("checkout_upsell", decision.decision_id, "o-1", "purchase", 35.7)
+
+The trainer and the evaluator (training, models, deployments, effect reports, policy
+values, tuning) are reached over channels opened at their first use, so a client
+that only decides opens no extra connection. Long jobs return an operation to
+follow with ``wait_operation``::
+
+    operation = client.wait_operation(client.start_training("checkout_upsell"), timeout=600)
+    model = operation_result(operation).model
+    effects = client.wait_operation(client.estimate_effects("checkout_upsell"), timeout=900)
+    report = client.get_report(effects)      # structured result and HTML page
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import grpc
 import numpy as np
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from loopwise import security, tracing
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2
+from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
+from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import channel_options
 from loopwise.settings import Settings, get_settings
-from loopwise.tensors import F32, I32, pack, unpack_vector
+from loopwise.tensors import F32, F64, I32, pack, unpack_vector
+from loopwise.trainer.v1 import trainer_service_pb2 as tpb
+from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 
 __all__ = [
+    "FINAL_STATES",
     "AsyncClient",
     "BatchDecisions",
     "Client",
     "Decision",
     "DecisionUnavailable",
+    "EffectPredictions",
+    "OperationCancelled",
+    "OperationFailed",
+    "OperationTimeout",
     "Outcome",
     "UseCaseDefault",
+    "operation_result",
 ]
 
 # Codes after which the decision service is treated as unreachable.
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-# Bulk calls (batches, outcomes, use cases) get at least this deadline.
+# Bulk calls (batches, outcomes, use cases, trainer and evaluator calls) get at least
+# this deadline.
 _BULK_DEADLINE_S = 30.0
+# Synchronous analyses (EvaluatePolicy, SuggestParameters) get at least this deadline
+# by default; the evaluator stops the work when the deadline passes.
+_ANALYSIS_DEADLINE_S = 300.0
 _BACKOFF_S = 0.05
+# Pause before following an operation again after its service was UNAVAILABLE.
+_RESUME_PAUSE_S = 0.5
+# Rows per PredictEffects call (the evaluator takes at most 100,000 by default).
+_PREDICT_BATCH_ROWS = 50_000
+
+# The states after which an operation no longer changes.
+FINAL_STATES = frozenset({op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED,
+                          op_pb.OPERATION_STATE_CANCELLED})
+# Which service runs the operations of each kind.
+_SERVICE_OF_KIND = {"training": "trainer", "estimate_effects": "evaluator"}
+
+Service = Literal["trainer", "evaluator"]
+# A time bound of a request: a datetime (naive means UTC), epoch seconds, a Timestamp,
+# or None (unset).
+TimeArg = datetime | float | int | timestamp_pb2.Timestamp | None
+# A report: its id, its structured result, its GetReport response, or the succeeded
+# EstimateEffects operation that made it.
+ReportArg = str | epb.EstimateEffectsResult | epb.GetReportResponse | op_pb.Operation
 
 
 @dataclass(frozen=True)
@@ -217,24 +264,484 @@ def _batch_from_proto(reply: dpb.DecideBatchResponse) -> BatchDecisions:
     )
 
 
+class OperationFailed(RuntimeError):
+    """A long-running operation ended FAILED (or CANCELLED, see :class:`OperationCancelled`).
+
+    ``operation`` is the final operation; ``code`` the gRPC status it failed with (None
+    when cancelled or unknown) and ``error_message`` why.
+    """
+
+    def __init__(self, operation: op_pb.Operation) -> None:
+        self.operation = operation
+        state = op_pb.OperationState.Name(operation.state).removeprefix("OPERATION_STATE_")
+        detail = operation.error_message or operation.message
+        super().__init__(f"{operation.kind or 'operation'} {operation.id} of use case "
+                         f"{operation.use_case!r} ended {state}" + (f": {detail}" if detail else ""))
+
+    @property
+    def state(self) -> int:
+        """The final state (an ``OperationState`` value)."""
+        return self.operation.state
+
+    @property
+    def code(self) -> grpc.StatusCode | None:
+        """The gRPC status code the job failed with, if any."""
+        for code in grpc.StatusCode:
+            if code.value[0] == self.operation.error_code and code != grpc.StatusCode.OK:
+                return code
+        return None
+
+    @property
+    def error_message(self) -> str:
+        """Why the job failed (empty when it was cancelled)."""
+        return self.operation.error_message
+
+
+class OperationCancelled(OperationFailed):
+    """A long-running operation was cancelled (CancelOperation) before it finished."""
+
+
+class OperationTimeout(TimeoutError):
+    """``wait_operation`` gave up after its timeout; ``operation`` is the last state seen
+    (the job itself goes on)."""
+
+    def __init__(self, operation: op_pb.Operation, timeout: float) -> None:
+        self.operation = operation
+        self.timeout = timeout
+        state = op_pb.OperationState.Name(operation.state).removeprefix("OPERATION_STATE_")
+        super().__init__(f"{operation.kind or 'operation'} {operation.id} of use case "
+                         f"{operation.use_case!r} still {state} ({operation.stage or 'no stage'}, "
+                         f"{operation.progress:.0%}) after {timeout:g} s")
+
+
+@dataclass(frozen=True)
+class EffectPredictions:
+    """Result of ``predict_effects``: per-row CATE and its 95% interval (float64)."""
+
+    effects: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.effects)
+
+
+def operation_result(operation: op_pb.Operation) -> tpb.TrainingResult | epb.EstimateEffectsResult:
+    """The result of a succeeded operation: a ``TrainingResult`` (training) or an
+    ``EstimateEffectsResult`` (effect estimation).
+
+    Raises :class:`OperationFailed` for a failed or cancelled operation and
+    ``ValueError`` when the operation has no result yet.
+    """
+    if operation.state == op_pb.OPERATION_STATE_CANCELLED:
+        raise OperationCancelled(operation)
+    if operation.state == op_pb.OPERATION_STATE_FAILED:
+        raise OperationFailed(operation)
+    for message_type in (tpb.TrainingResult, epb.EstimateEffectsResult):
+        if operation.result.Is(message_type.DESCRIPTOR):
+            result = message_type()
+            operation.result.Unpack(result)
+            return result
+    raise ValueError(f"operation {operation.id} has no result (state "
+                     f"{op_pb.OperationState.Name(operation.state)})")
+
+
+def _final(operation: op_pb.Operation) -> op_pb.Operation:
+    """The operation if it succeeded; raises for FAILED and CANCELLED."""
+    if operation.state == op_pb.OPERATION_STATE_CANCELLED:
+        raise OperationCancelled(operation)
+    if operation.state != op_pb.OPERATION_STATE_SUCCEEDED:
+        raise OperationFailed(operation)
+    return operation
+
+
+def _timestamp(value: TimeArg, name: str) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, timestamp_pb2.Timestamp):
+        return value
+    stamp = timestamp_pb2.Timestamp()
+    if isinstance(value, datetime):
+        stamp.FromDatetime(value)
+    elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        stamp.FromNanoseconds(int(round(float(value) * 1e9)))
+    else:
+        raise TypeError(f"{name}: expected a datetime, epoch seconds, a Timestamp or None, "
+                        f"not {value!r}")
+    return stamp
+
+
+def _duration(value: float | timedelta | duration_pb2.Duration | None,
+              name: str) -> duration_pb2.Duration | None:
+    if value is None:
+        return None
+    if isinstance(value, duration_pb2.Duration):
+        return value
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name}: must be >= 0, not {seconds}")
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(int(round(seconds * 1e9)))
+    return duration
+
+
+def _enum(enum: Any, prefix: str, value: int | str, name: str) -> int:
+    """An enum value from its number or its name, with or without the prefix
+    (``"linear_dml"``, ``"LINEAR_DML"`` and ``"ESTIMATOR_LINEAR_DML"`` are the same)."""
+    if isinstance(value, str):
+        key = value.strip().upper()
+        key = key if key.startswith(prefix) else prefix + key
+        try:
+            return enum.Value(key)
+        except ValueError:
+            choices = ", ".join(n.removeprefix(prefix).lower() for n in enum.keys())
+            raise ValueError(f"{name}: unknown value {value!r} (one of {choices})") from None
+    return int(value)
+
+
+def _set_times(message: Any, start_time: TimeArg, end_time: TimeArg) -> None:
+    for field_name, value in (("start_time", start_time), ("end_time", end_time)):
+        stamp = _timestamp(value, field_name)
+        if stamp is not None:
+            getattr(message, field_name).CopyFrom(stamp)
+
+
+def _start_training_request(use_case: str, request_id: str, deploy: bool, start_time: TimeArg,
+                            end_time: TimeArg, trigger: str) -> tpb.StartTrainingRequest:
+    request = tpb.StartTrainingRequest(request_id=request_id, use_case=use_case, deploy=deploy,
+                                       trigger=trigger)
+    _set_times(request, start_time, end_time)
+    return request
+
+
+def _estimate_effects_request(
+    use_case: str, request_id: str, start_time: TimeArg, end_time: TimeArg, estimator: int | str,
+    treatment_action: str, control_action: str, seed: int, treatment_source: int | str,
+    treatment_arm: str, control_arm: str, segment_features: Sequence[str], treatment_cost: float,
+    register_cate_model: bool, forest_trees: int, timeout: float | timedelta | duration_pb2.Duration | None,
+) -> epb.EstimateEffectsRequest:
+    request = epb.EstimateEffectsRequest(
+        request_id=request_id, use_case=use_case,
+        estimator=_enum(epb.Estimator, "ESTIMATOR_", estimator, "estimator"),
+        treatment_action=treatment_action, control_action=control_action, seed=seed,
+        treatment_source=_enum(epb.TreatmentSource, "TREATMENT_SOURCE_", treatment_source,
+                               "treatment_source"),
+        treatment_arm=treatment_arm, control_arm=control_arm,
+        segment_features=list(segment_features), treatment_cost=treatment_cost,
+        register_cate_model=register_cate_model, forest_trees=forest_trees,
+    )
+    _set_times(request, start_time, end_time)
+    job_timeout = _duration(timeout, "timeout")
+    if job_timeout is not None:
+        request.timeout.CopyFrom(job_timeout)
+    return request
+
+
+def _report_id(report: ReportArg) -> str:
+    """The report id of any of the ways a report can be given."""
+    if isinstance(report, str):
+        return report
+    if isinstance(report, epb.EstimateEffectsResult):
+        return report.report_id
+    if isinstance(report, epb.GetReportResponse):
+        return report.result.report_id
+    if isinstance(report, op_pb.Operation):
+        result = operation_result(report)
+        if not isinstance(result, epb.EstimateEffectsResult):
+            raise ValueError(f"operation {report.id} is a {report.kind!r} operation, not an "
+                             "effect estimation")
+        return result.report_id
+    raise TypeError(f"expected a report id, an EstimateEffectsResult, a GetReportResponse or "
+                    f"an estimate_effects Operation, not {type(report).__name__}")
+
+
+def _report_result(report: ReportArg) -> epb.EstimateEffectsResult | None:
+    """The structured result carried by ``report``, if it carries one."""
+    if isinstance(report, epb.EstimateEffectsResult):
+        return report
+    if isinstance(report, epb.GetReportResponse):
+        return report.result
+    if isinstance(report, op_pb.Operation):
+        result = operation_result(report)
+        return result if isinstance(result, epb.EstimateEffectsResult) else None
+    return None
+
+
+def _policy_variant(value: blueprint_pb2.Policy | Mapping[str, Any] | None) -> blueprint_pb2.Policy | None:
+    if value is None or isinstance(value, blueprint_pb2.Policy):
+        return value
+    return json_format.ParseDict(dict(value), blueprint_pb2.Policy())
+
+
+def _evaluate_policy_request(
+    use_case: str, model_version: int, start_time: TimeArg, end_time: TimeArg, constant_action: str,
+    report_id: ReportArg, policy_variant: blueprint_pb2.Policy | Mapping[str, Any] | None,
+    max_weight: float,
+) -> epb.EvaluatePolicyRequest:
+    request = epb.EvaluatePolicyRequest(
+        use_case=use_case, model_version=model_version, constant_action=constant_action,
+        report_id=_report_id(report_id) if report_id else "", max_weight=max_weight)
+    _set_times(request, start_time, end_time)
+    variant = _policy_variant(policy_variant)
+    if variant is not None:
+        request.policy_variant.CopyFrom(variant)
+    return request
+
+
+def _parameter_range(value: epb.ParameterRange | Sequence[float] | Mapping[str, float]) -> epb.ParameterRange:
+    if isinstance(value, epb.ParameterRange):
+        return value
+    if isinstance(value, Mapping):
+        return epb.ParameterRange(low=float(value["low"]), high=float(value["high"]))
+    low, high = value
+    return epb.ParameterRange(low=float(low), high=float(high))
+
+
+def _constraint(value: epb.Constraint | Mapping[str, Any]) -> epb.Constraint:
+    if isinstance(value, epb.Constraint):
+        return value
+    return json_format.ParseDict(dict(value), epb.Constraint())
+
+
+def _suggest_parameters_request(
+    use_case: str,
+    parameters: Sequence[str] | Mapping[str, epb.ParameterRange | Sequence[float]],
+    ranges: Sequence[epb.ParameterRange | Sequence[float]] | None, report_id: ReportArg,
+    model_version: int, objective: str, constraints: Sequence[epb.Constraint | Mapping[str, Any]],
+    iterations: int, seed: int, start_time: TimeArg, end_time: TimeArg, net_of_costs: bool,
+) -> epb.SuggestParametersRequest:
+    if isinstance(parameters, Mapping):
+        if ranges is not None:
+            raise ValueError("give the ranges either in the parameters mapping or in ranges, not both")
+        names, ranges = list(parameters), list(parameters.values())
+    else:
+        names = [parameters] if isinstance(parameters, str) else list(parameters)
+    ranges = list(ranges or [])
+    if len(ranges) != len(names):
+        raise ValueError(f"{len(ranges)} ranges for {len(names)} parameters")
+    request = epb.SuggestParametersRequest(
+        use_case=use_case, parameters=names, ranges=[_parameter_range(r) for r in ranges],
+        report_id=_report_id(report_id) if report_id else "", model_version=model_version,
+        objective=objective, constraints=[_constraint(c) for c in constraints],
+        iterations=iterations, seed=seed, net_of_costs=net_of_costs,
+    )
+    _set_times(request, start_time, end_time)
+    return request
+
+
+def _is_records(rows: Any) -> bool:
+    """Rows given as named values (a list of dicts or a data frame), not as a matrix."""
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):
+        return True
+    return isinstance(rows, Sequence) and len(rows) > 0 and isinstance(rows[0], Mapping)
+
+
+def _records(rows: Any) -> list[Mapping[str, Any]]:
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):
+        return rows.to_dict("records")
+    return list(rows)
+
+
+def _needs_vocabulary(records: Sequence[Mapping[str, Any]]) -> bool:
+    return any(isinstance(v, str) for row in records for v in row.values())
+
+
+def _vocabularies(blueprint: blueprint_pb2.Blueprint) -> dict[str, list[str]]:
+    return {f.name: list(f.vocabulary) for f in blueprint.features
+            if f.type == blueprint_pb2.FEATURE_TYPE_CATEGORICAL}
+
+
+def _effect_matrix(rows: Any, feature_names: Sequence[str],
+                   vocabularies: Mapping[str, Sequence[str]] | None) -> np.ndarray:
+    """Rows as the float32 [rows, features] matrix PredictEffects takes.
+
+    A matrix is taken as is (columns in ``feature_names`` order; categorical columns
+    hold vocabulary codes). Named rows are placed by name: numbers as they are, a
+    category by its code in the use case's vocabulary (-1 when unknown), a missing
+    name or None as NaN (missing)."""
+    if not _is_records(rows):
+        matrix = np.asarray(rows, dtype=np.float64)
+        if matrix.ndim == 1 and len(feature_names) and matrix.shape[0] == len(feature_names):
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[1] != len(feature_names):
+            raise ValueError(f"rows of shape {matrix.shape} do not match the report's "
+                             f"{len(feature_names)} features {list(feature_names)}")
+        return matrix.astype(np.float32)
+    records = _records(rows)
+    codes = {name: {value: i for i, value in enumerate(vocabulary)}
+             for name, vocabulary in (vocabularies or {}).items()}
+    matrix = np.full((len(records), len(feature_names)), np.nan, dtype=np.float32)
+    for i, record in enumerate(records):
+        unknown = set(record) - set(feature_names)
+        if unknown:
+            raise ValueError(f"row {i}: unknown feature(s) {sorted(unknown)}; the report's "
+                             f"features are {list(feature_names)}")
+        for j, name in enumerate(feature_names):
+            value = record.get(name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                if name not in codes:
+                    raise ValueError(f"row {i}: feature {name!r} is not categorical, got {value!r}")
+                matrix[i, j] = codes[name].get(value, -1)
+            elif isinstance(value, bool | int | float | np.integer | np.floating):
+                matrix[i, j] = float(value)
+            else:
+                raise TypeError(f"row {i}: feature {name!r} value {value!r}: expected a number, "
+                                "a category string or None")
+    return matrix
+
+
+def _with_use_case(request: Any, use_case: str) -> Any:
+    """The request with the report's use case set (where the request has the field), so
+    that a token scoped to that use case may make the call."""
+    if use_case and "use_case" in request.DESCRIPTOR.fields_by_name:
+        request.use_case = use_case
+    return request
+
+
+def _predict_requests(report_id: str, use_case: str, feature_names: Sequence[str], matrix: np.ndarray,
+                      batch_size: int) -> list[epb.PredictEffectsRequest]:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, not {batch_size}")
+    return [_with_use_case(epb.PredictEffectsRequest(report_id=report_id, rows=len(part),
+                                                     feature_names=list(feature_names),
+                                                     features=pack(part, F32)), use_case)
+            for part in (matrix[start:start + batch_size]
+                         for start in range(0, matrix.shape[0], batch_size))]
+
+
+def _predictions(replies: Sequence[epb.PredictEffectsResponse]) -> EffectPredictions:
+    def column(name: str) -> np.ndarray:
+        parts = [unpack_vector(getattr(r, name), F64) for r in replies]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0, np.float64)
+
+    return EffectPredictions(column("effects"), column("effects_lower"), column("effects_upper"))
+
+
+def _check_service(service: str | None) -> Service | None:
+    if service not in (None, "trainer", "evaluator"):
+        raise ValueError(f"service must be 'trainer' or 'evaluator', not {service!r}")
+    return service  # type: ignore[return-value]
+
+
+def _service_of(operation: op_pb.Operation | str, service: str | None) -> Service | None:
+    """The service that runs an operation: given, or known from the operation's kind;
+    None when only an id is known (both services are asked)."""
+    chosen = _check_service(service)
+    if chosen is not None or isinstance(operation, str):
+        return chosen
+    found = _SERVICE_OF_KIND.get(operation.kind)
+    if found is None:
+        raise ValueError(f"operation {operation.id} has kind {operation.kind!r}; pass service=")
+    return found  # type: ignore[return-value]
+
+
+def _operation_ref(operation: op_pb.Operation | str, use_case: str) -> tuple[str, str]:
+    if isinstance(operation, op_pb.Operation):
+        return operation.id, use_case or operation.use_case
+    return operation, use_case
+
+
 class _ClientBase:
     """What the blocking and asyncio clients share: settings, defaults, fallbacks."""
 
     def __init__(self, decision_address: str | None, feedback_address: str | None,
                  deadline_s: float | None, retries: int | None, settings: Settings | None,
-                 defaults: Mapping[str, str] | None) -> None:
+                 defaults: Mapping[str, str] | None, trainer_address: str | None = None,
+                 evaluator_address: str | None = None) -> None:
         self.settings = settings or get_settings()
         self.decision_address = decision_address or self.settings.decision_address
         self.feedback_address = feedback_address or self.settings.feedback_address
+        self.trainer_address = trainer_address or self.settings.trainer_address
+        self.evaluator_address = evaluator_address or self.settings.evaluator_address
         self.deadline_s = self.settings.client_deadline_s if deadline_s is None else deadline_s
         self.retries = self.settings.client_retries if retries is None else max(0, retries)
         self.clock = Clock.from_settings(self.settings)
         self._given_defaults = dict(defaults or {})
         self._learned: dict[str, UseCaseDefault] = {}
+        # Trainer and evaluator channels and stubs, opened at their first use.
+        self._lazy: dict[str, tuple[Any, Any]] = {}
+        self._lazy_lock = threading.Lock()
+        self._closed = False
+        # Report id -> (use case, feature names), from reports already read.
+        self._report_features: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     @property
     def _bulk_deadline_s(self) -> float:
         return max(self.deadline_s, _BULK_DEADLINE_S)
+
+    def _open_channel(self, address: str) -> Any:
+        raise NotImplementedError
+
+    def _lazy_stub(self, service: Service) -> Any:
+        """The stub of the trainer or the evaluator, opening its channel at first use."""
+        with self._lazy_lock:
+            if self._closed:
+                raise ValueError("the client is closed")
+            found = self._lazy.get(service)
+            if found is None:
+                if service == "trainer":
+                    channel = self._open_channel(self.trainer_address)
+                    found = (channel, tgrpc.TrainerServiceStub(channel))
+                else:
+                    channel = self._open_channel(self.evaluator_address)
+                    found = (channel, egrpc.EvaluatorServiceStub(channel))
+                self._lazy[service] = found
+            return found[1]
+
+    def _take_lazy_channels(self) -> list[Any]:
+        """Mark the client closed and hand over the lazily opened channels to close."""
+        with self._lazy_lock:
+            self._closed = True
+            channels = [channel for channel, _ in self._lazy.values()]
+            self._lazy.clear()
+            return channels
+
+    @property
+    def trainer_stub(self) -> tgrpc.TrainerServiceStub:
+        """The trainer's stub (its channel is opened at the first use)."""
+        return self._lazy_stub("trainer")
+
+    @property
+    def evaluator_stub(self) -> egrpc.EvaluatorServiceStub:
+        """The evaluator's stub (its channel is opened at the first use)."""
+        return self._lazy_stub("evaluator")
+
+    def _operations_stubs(self, operation: op_pb.Operation | str, service: str | None) -> list[Any]:
+        """The stub(s) to ask about an operation (both when only an id is known)."""
+        chosen = _service_of(operation, service)
+        return [self._lazy_stub(chosen)] if chosen else [self.trainer_stub, self.evaluator_stub]
+
+    def _remember_report(self, result: epb.EstimateEffectsResult) -> None:
+        if result.report_id:
+            self._report_features[result.report_id] = (result.use_case, tuple(result.feature_names))
+
+    def _known_report(self, report: ReportArg, use_case: str) -> tuple[str, str, tuple[str, ...] | None]:
+        """(report id, use case, feature names) as far as known without a call (names
+        None when the report was never read)."""
+        report_id = _report_id(report)
+        result = _report_result(report)
+        if result is not None:
+            self._remember_report(result)
+        known = self._report_features.get(report_id)
+        if known is None:
+            return report_id, use_case, None
+        return report_id, use_case or known[0], known[1]
+
+    def _report_request(self, report: ReportArg, use_case: str) -> epb.GetReportRequest:
+        report_id, scope, _ = self._known_report(report, use_case)
+        return _with_use_case(epb.GetReportRequest(report_id=report_id), scope)
+
+    @staticmethod
+    def _remaining(deadline: float | None, operation: op_pb.Operation, timeout: float | None) -> float | None:
+        """Seconds left before ``wait_operation``'s timeout (None: no timeout)."""
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OperationTimeout(operation, timeout or 0.0)
+        return left
 
     @staticmethod
     def _backoff(attempt: int) -> float:
@@ -307,21 +814,28 @@ def _decision_for_reply(reply: dpb.DecideResponse, known_actions: Sequence[str])
 
 
 class Client(_ClientBase):
-    """Blocking client for the decision and feedback services.
+    """Blocking client for the decision, feedback, trainer and evaluator services.
 
     Args:
         decision_address: ``host:port`` of the decision service (settings default).
         feedback_address: ``host:port`` of the feedback service (settings default).
-        deadline_s: deadline of one ``decide`` attempt (``client_deadline_s``).
+        deadline_s: deadline of one ``decide`` attempt (``client_deadline_s``); bulk,
+            trainer and evaluator calls get at least 30 s.
         retries: extra attempts after UNAVAILABLE (``client_retries``).
-        settings: settings to read defaults from (``get_settings()``).
+        settings: settings to read defaults, TLS and the token from (``get_settings()``).
         defaults: default action per use case for the local fallback.
+        trainer_address: ``host:port`` of the trainer (settings default); its channel is
+            opened at the first trainer call.
+        evaluator_address: ``host:port`` of the evaluator (settings default); opened at
+            the first evaluator call.
     """
 
     def __init__(self, decision_address: str | None = None, feedback_address: str | None = None,
                  deadline_s: float | None = None, retries: int | None = None,
-                 settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
-        super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
+                 settings: Settings | None = None, defaults: Mapping[str, str] | None = None, *,
+                 trainer_address: str | None = None, evaluator_address: str | None = None) -> None:
+        super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults,
+                         trainer_address, evaluator_address)
         options = channel_options(self.settings)
         # The caller's trace context (if it traces) goes with each call.
         self._decision_channel = tracing.with_caller_context(
@@ -330,6 +844,10 @@ class Client(_ClientBase):
             security.sync_channel(self.settings, self.feedback_address, options))
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
+
+    def _open_channel(self, address: str) -> grpc.Channel:
+        return tracing.with_caller_context(
+            security.sync_channel(self.settings, address, channel_options(self.settings)))
 
     def _call(self, method: Any, request: Any, timeout: float) -> Any:
         """One RPC with the deadline, retried with backoff on UNAVAILABLE only."""
@@ -470,8 +988,382 @@ class Client(_ClientBase):
                            dpb.ListUseCaseChangesRequest(use_case=use_case), self._bulk_deadline_s)
         return list(reply.changes)
 
+    # ------------------------------------------------------------------ trainer
+
+    def start_training(self, use_case: str, *, deploy: bool = False, request_id: str = "",
+                       start_time: TimeArg = None, end_time: TimeArg = None,
+                       trigger: str = "") -> op_pb.Operation:
+        """Start a training job for a use case (``StartTraining``); returns its operation at once.
+
+        Args:
+            use_case: the use case to train.
+            deploy: deploy the result to production if it beats the baseline, even if a
+                model already serves (a later blessed model otherwise goes through
+                shadow and canary unless the blueprint's rollout is manual).
+            request_id: idempotency key; a retry with the same key returns the same
+                operation (default: a new UUIDv7, kept across the SDK's own retries).
+            start_time: use decisions at or after this time (datetime, epoch seconds or
+                Timestamp; None: all).
+            end_time: use decisions before this time (None: now).
+            trigger: why the job was started: "manual" (default) or "schedule".
+
+        Follow it with :meth:`wait_operation`; its result is a ``TrainingResult``
+        (:func:`operation_result`).
+        """
+        request = _start_training_request(use_case, request_id or self.clock.new_id(), deploy,
+                                          start_time, end_time, trigger)
+        return self._call(self.trainer_stub.StartTraining, request, self._bulk_deadline_s).operation
+
+    def get_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
+                      service: Service | None = None) -> op_pb.Operation:
+        """The current state of a training or effect-estimation operation (``GetOperation``).
+
+        Args:
+            operation: the operation, or its id.
+            use_case: its use case (default: the operation's); lets a token scoped to
+                that use case read it.
+            service: "trainer" or "evaluator"; by default the operation's kind decides,
+                and with only an id the trainer is asked, then the evaluator.
+        """
+        operation_id, scope = _operation_ref(operation, use_case)
+        request = op_pb.GetOperationRequest(id=operation_id, use_case=scope)
+        stubs = self._operations_stubs(operation, service)
+        for index, stub in enumerate(stubs):
+            try:
+                return self._call(stub.GetOperation, request, self._bulk_deadline_s).operation
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def list_operations(self, use_case: str = "", *, service: Service = "trainer",
+                        limit: int = 50) -> list[op_pb.Operation]:
+        """Operations of one service (``ListOperations``), newest first.
+
+        Args:
+            use_case: only this use case's operations ("" for all).
+            service: "trainer" (training jobs) or "evaluator" (effect estimations).
+            limit: at most this many operations (pages are followed).
+        """
+        stub = self._lazy_stub(_check_service(service) or "trainer")
+        found: list[op_pb.Operation] = []
+        token = ""
+        while len(found) < limit:
+            request = op_pb.ListOperationsRequest(use_case=use_case, page_size=min(limit - len(found), 500),
+                                                  page_token=token)
+            reply = self._call(stub.ListOperations, request, self._bulk_deadline_s)
+            found.extend(reply.operations)
+            token = reply.next_page_token
+            if not token or not reply.operations:
+                break
+        return found[:limit]
+
+    def cancel_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
+                         service: Service | None = None) -> op_pb.Operation:
+        """Cancel a running operation (``CancelOperation``); returns it after the cancellation
+        (or as it was, if already final). Arguments as :meth:`get_operation`."""
+        operation_id, scope = _operation_ref(operation, use_case)
+        request = op_pb.CancelOperationRequest(id=operation_id, use_case=scope)
+        stubs = self._operations_stubs(operation, service)
+        for index, stub in enumerate(stubs):
+            try:
+                return self._call(stub.CancelOperation, request, self._bulk_deadline_s).operation
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def wait_operation(self, operation: op_pb.Operation, timeout: float | None = None,
+                       on_progress: Callable[[op_pb.Operation], Any] | None = None) -> op_pb.Operation:
+        """Follow an operation (``WatchOperation``) until it is final; returns it when it succeeded.
+
+        When the service is UNAVAILABLE (e.g. restarting) the SDK reads the operation
+        again with ``GetOperation`` and resumes watching, until ``timeout``.
+
+        Args:
+            operation: the operation returned by :meth:`start_training` or
+                :meth:`estimate_effects` (or read with :meth:`get_operation`).
+            timeout: seconds to wait at most (None: no limit, outages included). The
+                watch's deadline is this timeout, never shorter.
+            on_progress: called with every new state of the operation (stage, progress,
+                message), from the calling thread.
+
+        Raises:
+            OperationFailed: the operation ended FAILED (``.operation``, ``.code``,
+                ``.error_message`` say why).
+            OperationCancelled: it was cancelled (a subclass of OperationFailed).
+            OperationTimeout: it was not final after ``timeout`` seconds (the job goes on).
+        """
+        stub = self._lazy_stub(_service_of(operation, None) or "trainer")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = b""
+
+        def report(update: op_pb.Operation) -> None:
+            nonlocal seen
+            body = update.SerializeToString()
+            if body != seen:
+                seen = body
+                if on_progress is not None:
+                    on_progress(update)
+
+        while operation.state not in FINAL_STATES:
+            remaining = self._remaining(deadline, operation, timeout)
+            request = op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case)
+            call = stub.WatchOperation(request, timeout=remaining)
+            try:
+                for update in call:
+                    operation = update.operation
+                    report(operation)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise OperationTimeout(operation, timeout or 0.0) from error
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                remaining = self._remaining(deadline, operation, timeout)
+                time.sleep(_RESUME_PAUSE_S if remaining is None else min(_RESUME_PAUSE_S, remaining))
+                try:  # the service restarted (or is restarting): read the state, then resume
+                    operation = self._call(
+                        stub.GetOperation,
+                        op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
+                        self._bulk_deadline_s).operation
+                    report(operation)
+                except grpc.RpcError as again:
+                    if again.code() not in _UNREACHABLE:
+                        raise
+            finally:
+                call.cancel()  # a no-op once the stream has ended
+        return _final(operation)
+
+    def list_models(self, use_case: str) -> list[tpb.Model]:
+        """The model versions of a use case (``ListModels``), newest first."""
+        return list(self._call(self.trainer_stub.ListModels, tpb.ListModelsRequest(use_case=use_case),
+                               self._bulk_deadline_s).models)
+
+    def get_model(self, use_case: str, version: int = 0) -> tpb.Model:
+        """One model version of a use case (``GetModel``); version 0 is the latest."""
+        return self._call(self.trainer_stub.GetModel,
+                          tpb.GetModelRequest(use_case=use_case, version=version),
+                          self._bulk_deadline_s).model
+
+    def set_deployment(self, use_case: str, production_version: int = 0, *, canary_version: int = 0,
+                       canary_share: float = 0.0, shadow_versions: Sequence[int] = (),
+                       reason: str = "", request_id: str = "") -> tpb.Deployment:
+        """Set which model versions serve a use case (``SetDeployment``); returns the new revision.
+
+        Args:
+            use_case: the use case.
+            production_version: the production model version (0: none, the default
+                decision serves).
+            canary_version: a canary model version (0: none).
+            canary_share: share of units the canary serves, in [0, 1].
+            shadow_versions: model versions scored and logged, never returned.
+            reason: why (kept in the deployment audit).
+            request_id: idempotency key (default: a new UUIDv7).
+        """
+        request = tpb.SetDeploymentRequest(
+            request_id=request_id or self.clock.new_id(), use_case=use_case,
+            production_version=production_version, canary_version=canary_version,
+            canary_share=canary_share, shadow_versions=list(shadow_versions), reason=reason)
+        return self._call(self.trainer_stub.SetDeployment, request, self._bulk_deadline_s).deployment
+
+    def rollback_model(self, use_case: str, reason: str = "", *, request_id: str = "") -> tpb.Deployment:
+        """Return a use case's deployment to its previous revision (the trainer's ``Rollback``),
+        as a new revision; returns it. (:meth:`rollback_use_case` rolls back blueprints.)"""
+        request = tpb.RollbackRequest(request_id=request_id or self.clock.new_id(), use_case=use_case,
+                                      reason=reason)
+        return self._call(self.trainer_stub.Rollback, request, self._bulk_deadline_s).deployment
+
+    def get_rollout(self, use_case: str) -> tpb.Rollout:
+        """The latest automatic rollout of a use case (``GetRollout``): step, guardrails,
+        rewards; NOT_FOUND when it never had one."""
+        return self._call(self.trainer_stub.GetRollout, tpb.GetRolloutRequest(use_case=use_case),
+                          self._bulk_deadline_s).rollout
+
+    def list_deployment_audit(self, use_case: str) -> list[tpb.DeploymentAuditEntry]:
+        """Every deployment change of a use case with its reason, oldest first
+        (``ListDeploymentAudit``)."""
+        return list(self._call(self.trainer_stub.ListDeploymentAudit,
+                               tpb.ListDeploymentAuditRequest(use_case=use_case),
+                               self._bulk_deadline_s).entries)
+
+    # ---------------------------------------------------------------- evaluator
+
+    def estimate_effects(self, use_case: str, *, request_id: str = "", start_time: TimeArg = None,
+                         end_time: TimeArg = None, estimator: int | str = 0,
+                         treatment_action: str = "", control_action: str = "", seed: int = 0,
+                         treatment_source: int | str = 0, treatment_arm: str = "",
+                         control_arm: str = "", segment_features: Sequence[str] = (),
+                         treatment_cost: float = 0.0, register_cate_model: bool = False,
+                         forest_trees: int = 0,
+                         timeout: float | timedelta | duration_pb2.Duration | None = None,
+                         ) -> op_pb.Operation:
+        """Start estimating heterogeneous treatment effects (``EstimateEffects``); returns the
+        operation at once. Follow it with :meth:`wait_operation`; its result is an
+        ``EstimateEffectsResult`` whose ``report_id`` :meth:`get_report` reads.
+
+        Args:
+            use_case: the use case whose logged decisions are analysed.
+            request_id: idempotency key (default: a new UUIDv7).
+            start_time: decisions at or after this time (None: all).
+            end_time: decisions before this time (None: now).
+            estimator: ``Estimator`` value or name ("linear_dml", "causal_forest_dml",
+                "dr_learner", "auto"; default linear DML).
+            treatment_action: the treated action (default: the blueprint's second).
+            control_action: the control action (default: the blueprint's first).
+            seed: the estimator's seed (0: the service's setting).
+            treatment_source: ``TreatmentSource`` value or name ("actions", "arms").
+            treatment_arm: the treated experiment arm (with arms).
+            control_arm: the control experiment arm (with arms).
+            segment_features: features defining the declared segments.
+            treatment_cost: cost of treating one unit in reward units (policy section).
+            register_cate_model: export the effect model to ONNX and register it with
+                the trainer.
+            forest_trees: trees of the causal forest (0: 100).
+            timeout: the job's own time limit (seconds, timedelta or Duration; None: one
+                hour); the job fails with DEADLINE_EXCEEDED past it.
+        """
+        request = _estimate_effects_request(
+            use_case, request_id or self.clock.new_id(), start_time, end_time, estimator,
+            treatment_action, control_action, seed, treatment_source, treatment_arm, control_arm,
+            segment_features, treatment_cost, register_cate_model, forest_trees, timeout)
+        return self._call(self.evaluator_stub.EstimateEffects, request, self._bulk_deadline_s).operation
+
+    def get_report(self, report: ReportArg, use_case: str = "") -> epb.GetReportResponse:
+        """A report (``GetReport``): ``.result`` (the ``EstimateEffectsResult``: ATE, CATE
+        quantiles, segments, validation, policy) and ``.html`` (a self-contained page).
+
+        Args:
+            report: the report id, its result, or the succeeded ``estimate_effects``
+                operation.
+            use_case: the report's use case (default: known from ``report`` or an
+                earlier read); lets a token scoped to that use case read it.
+        """
+        reply = self._call(self.evaluator_stub.GetReport, self._report_request(report, use_case),
+                           self._bulk_deadline_s)
+        self._remember_report(reply.result)
+        return reply
+
+    def list_reports(self, use_case: str = "") -> list[epb.EstimateEffectsResult]:
+        """Report results (no HTML), newest first (``ListReports``); "" lists every use case's."""
+        reply = self._call(self.evaluator_stub.ListReports, epb.ListReportsRequest(use_case=use_case),
+                           self._bulk_deadline_s)
+        for result in reply.reports:
+            self._remember_report(result)
+        return list(reply.reports)
+
+    def _report_meta(self, report: ReportArg, use_case: str) -> tuple[str, str, tuple[str, ...]]:
+        """(report id, use case, feature names) of a report, read once if needed."""
+        report_id, scope, names = self._known_report(report, use_case)
+        if names is None:
+            result = self.get_report(report_id, scope).result
+            scope, names = scope or result.use_case, tuple(result.feature_names)
+        return report_id, scope, names
+
+    def predict_effects(self, report: ReportArg, rows: Any, *, use_case: str = "",
+                        feature_names: Sequence[str] | None = None,
+                        batch_size: int = _PREDICT_BATCH_ROWS) -> EffectPredictions:
+        """Per-row effects (CATE) with 95% intervals from a report's fitted estimator
+        (``PredictEffects``, which addresses the estimator by report id).
+
+        Args:
+            report: the report id, its result, or the succeeded ``estimate_effects``
+                operation.
+            rows: a [rows, features] matrix (a numpy array or nested lists) whose
+                columns follow the report's ``feature_names`` (categorical columns hold
+                vocabulary codes, NaN is missing), or named rows (a list of dicts or a
+                data frame): numbers, category strings (coded with the use case's
+                vocabulary, -1 when unknown) or None / absent (missing).
+            use_case: the report's use case (default: known from ``report`` or an
+                earlier read); lets a token scoped to that use case make the call.
+            feature_names: the matrix's column names; they must equal the report's
+                (default: the report's, read once with GetReport).
+            batch_size: rows per call.
+        """
+        records = _is_records(rows)
+        if feature_names is None or records:
+            report_id, scope, names = self._report_meta(report, use_case)
+        else:
+            report_id, scope, _ = self._known_report(report, use_case)
+            names = tuple(feature_names)
+        vocabularies = None
+        if records:
+            rows = _records(rows)
+            if _needs_vocabulary(rows):
+                vocabularies = _vocabularies(self.get_use_case(scope).blueprint)
+        matrix = _effect_matrix(rows, names, vocabularies)
+        replies = [self._call(self.evaluator_stub.PredictEffects, request, self._bulk_deadline_s)
+                   for request in _predict_requests(report_id, scope, names, matrix, batch_size)]
+        return _predictions(replies)
+
+    def evaluate_policy(self, use_case: str, *, model_version: int = 0, start_time: TimeArg = None,
+                        end_time: TimeArg = None, constant_action: str = "",
+                        report_id: ReportArg = "",
+                        policy_variant: blueprint_pb2.Policy | Mapping[str, Any] | None = None,
+                        max_weight: float = 0.0,
+                        deadline_s: float | None = None) -> epb.EvaluatePolicyResponse:
+        """Off-policy value of a candidate policy from the logged propensities
+        (``EvaluatePolicy``): IPS, SNIPS and doubly robust estimates with 95% CIs.
+
+        Args:
+            use_case: the use case.
+            model_version: the candidate model version (0: the default policy).
+            start_time: decisions at or after this time (None: all).
+            end_time: decisions before this time (None: now).
+            constant_action: candidate: always take this action.
+            report_id: candidate: the uplift policy of a report's effect model (an id,
+                a result or the estimate_effects operation).
+            policy_variant: policy settings replacing the blueprint's for the candidate
+                (a ``Policy`` or a mapping such as ``{"type": "POLICY_TYPE_GREEDY"}``).
+            max_weight: largest importance weight before the estimate is flagged (0: 20).
+            deadline_s: deadline of the call (default: at least 300 s); the evaluator
+                stops the work when it passes.
+        """
+        request = _evaluate_policy_request(use_case, model_version, start_time, end_time,
+                                           constant_action, report_id, policy_variant, max_weight)
+        return self._call(self.evaluator_stub.EvaluatePolicy, request,
+                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
+    def suggest_parameters(
+        self, use_case: str,
+        parameters: Sequence[str] | Mapping[str, epb.ParameterRange | Sequence[float]],
+        ranges: Sequence[epb.ParameterRange | Sequence[float]] | None = None, *,
+        report_id: ReportArg = "", model_version: int = 0, objective: str = "",
+        constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (), iterations: int = 0,
+        seed: int = 0, start_time: TimeArg = None, end_time: TimeArg = None,
+        net_of_costs: bool = False, deadline_s: float | None = None,
+    ) -> epb.SuggestParametersResponse:
+        """Blueprint parameters that maximise a goal, by Bayesian optimisation over
+        off-policy estimates (``SuggestParameters``).
+
+        Args:
+            use_case: the use case.
+            parameters: parameter names (e.g. ``["policy.threshold"]``) with ``ranges``,
+                or a mapping name -> (low, high).
+            ranges: (low, high) or ``ParameterRange`` per parameter, in order.
+            report_id: where the candidate's action values come from: a report's effect
+                model (id, result or operation)...
+            model_version: ...or a registered model version.
+            objective: "reward" (default) or "share:<action>".
+            constraints: ``Constraint`` messages or mappings such as
+                ``{"metric": "share:offer", "max": 0.3}``.
+            iterations: evaluations of the objective (0: 20).
+            seed: random seed (0: the service's setting).
+            start_time: decisions at or after this time (None: all).
+            end_time: decisions before this time (None: now).
+            net_of_costs: subtract the blueprint's action costs from the reward goal.
+            deadline_s: deadline of the call (default: at least 300 s); the evaluator
+                stops the work when it passes.
+        """
+        request = _suggest_parameters_request(use_case, parameters, ranges, report_id, model_version,
+                                              objective, constraints, iterations, seed, start_time,
+                                              end_time, net_of_costs)
+        return self._call(self.evaluator_stub.SuggestParameters, request,
+                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
     def close(self) -> None:
-        """Close the channels."""
+        """Close the channels (the trainer's and the evaluator's if they were opened)."""
+        for channel in self._take_lazy_channels():
+            channel.close()
         self._decision_channel.close()
         self._feedback_channel.close()
 
@@ -483,12 +1375,15 @@ class Client(_ClientBase):
 
 
 class AsyncClient(_ClientBase):
-    """The asyncio variant of :class:`Client` (``grpc.aio``), with the same methods."""
+    """The asyncio variant of :class:`Client` (``grpc.aio``), with the same methods and
+    arguments; ``on_progress`` of ``wait_operation`` may also be a coroutine function."""
 
     def __init__(self, decision_address: str | None = None, feedback_address: str | None = None,
                  deadline_s: float | None = None, retries: int | None = None,
-                 settings: Settings | None = None, defaults: Mapping[str, str] | None = None) -> None:
-        super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults)
+                 settings: Settings | None = None, defaults: Mapping[str, str] | None = None, *,
+                 trainer_address: str | None = None, evaluator_address: str | None = None) -> None:
+        super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults,
+                         trainer_address, evaluator_address)
         options = channel_options(self.settings)
         self._decision_channel = security.aio_channel(self.settings, self.decision_address, options,
                                                       tracing.caller_interceptors())
@@ -496,6 +1391,10 @@ class AsyncClient(_ClientBase):
                                                       tracing.caller_interceptors())
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
+
+    def _open_channel(self, address: str) -> grpc.aio.Channel:
+        return security.aio_channel(self.settings, address, channel_options(self.settings),
+                                    tracing.caller_interceptors())
 
     async def _call(self, method: Any, request: Any, timeout: float) -> Any:
         """One RPC with the deadline, retried with backoff on UNAVAILABLE only."""
@@ -590,8 +1489,290 @@ class AsyncClient(_ClientBase):
         return await self._call(self.feedback_stub.GetStats,
                                 fpb.GetStatsRequest(use_case=use_case), self._bulk_deadline_s)
 
+    async def list_use_cases(self) -> list[dpb.UseCase]:
+        """See :meth:`Client.list_use_cases`."""
+        found: list[dpb.UseCase] = []
+        token = ""
+        while True:
+            reply = await self._call(self.decision_stub.ListUseCases,
+                                     dpb.ListUseCasesRequest(page_token=token), self._bulk_deadline_s)
+            found.extend(reply.use_cases)
+            token = reply.next_page_token
+            if not token:
+                return found
+
+    async def rollback_use_case(self, use_case: str, to_version: int, reason: str = "",
+                                author: str = "") -> dpb.UseCase:
+        """See :meth:`Client.rollback_use_case`."""
+        request = dpb.RollbackUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
+                                             to_version=to_version, reason=reason, author=author)
+        return (await self._call(self.decision_stub.RollbackUseCase, request,
+                                 self._bulk_deadline_s)).use_case
+
+    async def set_kill_switch(self, use_case: str, enabled: bool, reason: str = "",
+                              author: str = "") -> dpb.UseCase:
+        """See :meth:`Client.set_kill_switch`."""
+        request = dpb.SetKillSwitchRequest(request_id=self.clock.new_id(), use_case=use_case,
+                                           enabled=enabled, reason=reason, author=author)
+        return (await self._call(self.decision_stub.SetKillSwitch, request,
+                                 self._bulk_deadline_s)).use_case
+
+    async def archive_use_case(self, use_case: str, archived: bool = True, reason: str = "",
+                               author: str = "") -> dpb.UseCase:
+        """See :meth:`Client.archive_use_case`."""
+        request = dpb.ArchiveUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
+                                            archived=archived, reason=reason, author=author)
+        return (await self._call(self.decision_stub.ArchiveUseCase, request,
+                                 self._bulk_deadline_s)).use_case
+
+    async def use_case_changes(self, use_case: str) -> list[dpb.UseCaseChange]:
+        """See :meth:`Client.use_case_changes`."""
+        reply = await self._call(self.decision_stub.ListUseCaseChanges,
+                                 dpb.ListUseCaseChangesRequest(use_case=use_case),
+                                 self._bulk_deadline_s)
+        return list(reply.changes)
+
+    # ------------------------------------------------------------------ trainer
+
+    async def start_training(self, use_case: str, *, deploy: bool = False, request_id: str = "",
+                             start_time: TimeArg = None, end_time: TimeArg = None,
+                             trigger: str = "") -> op_pb.Operation:
+        """See :meth:`Client.start_training`."""
+        request = _start_training_request(use_case, request_id or self.clock.new_id(), deploy,
+                                          start_time, end_time, trigger)
+        reply = await self._call(self.trainer_stub.StartTraining, request, self._bulk_deadline_s)
+        return reply.operation
+
+    async def get_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
+                            service: Service | None = None) -> op_pb.Operation:
+        """See :meth:`Client.get_operation`."""
+        operation_id, scope = _operation_ref(operation, use_case)
+        request = op_pb.GetOperationRequest(id=operation_id, use_case=scope)
+        stubs = self._operations_stubs(operation, service)
+        for index, stub in enumerate(stubs):
+            try:
+                return (await self._call(stub.GetOperation, request, self._bulk_deadline_s)).operation
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def list_operations(self, use_case: str = "", *, service: Service = "trainer",
+                              limit: int = 50) -> list[op_pb.Operation]:
+        """See :meth:`Client.list_operations`."""
+        stub = self._lazy_stub(_check_service(service) or "trainer")
+        found: list[op_pb.Operation] = []
+        token = ""
+        while len(found) < limit:
+            request = op_pb.ListOperationsRequest(use_case=use_case, page_size=min(limit - len(found), 500),
+                                                  page_token=token)
+            reply = await self._call(stub.ListOperations, request, self._bulk_deadline_s)
+            found.extend(reply.operations)
+            token = reply.next_page_token
+            if not token or not reply.operations:
+                break
+        return found[:limit]
+
+    async def cancel_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
+                               service: Service | None = None) -> op_pb.Operation:
+        """See :meth:`Client.cancel_operation`."""
+        operation_id, scope = _operation_ref(operation, use_case)
+        request = op_pb.CancelOperationRequest(id=operation_id, use_case=scope)
+        stubs = self._operations_stubs(operation, service)
+        for index, stub in enumerate(stubs):
+            try:
+                return (await self._call(stub.CancelOperation, request, self._bulk_deadline_s)).operation
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def wait_operation(self, operation: op_pb.Operation, timeout: float | None = None,
+                             on_progress: Callable[[op_pb.Operation], Any] | None = None,
+                             ) -> op_pb.Operation:
+        """See :meth:`Client.wait_operation`; ``on_progress`` may also be a coroutine function."""
+        stub = self._lazy_stub(_service_of(operation, None) or "trainer")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = b""
+
+        async def report(update: op_pb.Operation) -> None:
+            nonlocal seen
+            body = update.SerializeToString()
+            if body != seen:
+                seen = body
+                if on_progress is not None:
+                    outcome = on_progress(update)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+
+        while operation.state not in FINAL_STATES:
+            remaining = self._remaining(deadline, operation, timeout)
+            request = op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case)
+            call = stub.WatchOperation(request, timeout=remaining)
+            try:
+                async for update in call:
+                    operation = update.operation
+                    await report(operation)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise OperationTimeout(operation, timeout or 0.0) from error
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                remaining = self._remaining(deadline, operation, timeout)
+                await asyncio.sleep(_RESUME_PAUSE_S if remaining is None else min(_RESUME_PAUSE_S, remaining))
+                try:  # the service restarted (or is restarting): read the state, then resume
+                    reply = await self._call(
+                        stub.GetOperation,
+                        op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
+                        self._bulk_deadline_s)
+                    operation = reply.operation
+                    await report(operation)
+                except grpc.RpcError as again:
+                    if again.code() not in _UNREACHABLE:
+                        raise
+            finally:
+                call.cancel()  # a no-op once the stream has ended
+        return _final(operation)
+
+    async def list_models(self, use_case: str) -> list[tpb.Model]:
+        """See :meth:`Client.list_models`."""
+        reply = await self._call(self.trainer_stub.ListModels, tpb.ListModelsRequest(use_case=use_case),
+                                 self._bulk_deadline_s)
+        return list(reply.models)
+
+    async def get_model(self, use_case: str, version: int = 0) -> tpb.Model:
+        """See :meth:`Client.get_model`."""
+        reply = await self._call(self.trainer_stub.GetModel,
+                                 tpb.GetModelRequest(use_case=use_case, version=version),
+                                 self._bulk_deadline_s)
+        return reply.model
+
+    async def set_deployment(self, use_case: str, production_version: int = 0, *,
+                             canary_version: int = 0, canary_share: float = 0.0,
+                             shadow_versions: Sequence[int] = (), reason: str = "",
+                             request_id: str = "") -> tpb.Deployment:
+        """See :meth:`Client.set_deployment`."""
+        request = tpb.SetDeploymentRequest(
+            request_id=request_id or self.clock.new_id(), use_case=use_case,
+            production_version=production_version, canary_version=canary_version,
+            canary_share=canary_share, shadow_versions=list(shadow_versions), reason=reason)
+        return (await self._call(self.trainer_stub.SetDeployment, request,
+                                 self._bulk_deadline_s)).deployment
+
+    async def rollback_model(self, use_case: str, reason: str = "", *,
+                             request_id: str = "") -> tpb.Deployment:
+        """See :meth:`Client.rollback_model`."""
+        request = tpb.RollbackRequest(request_id=request_id or self.clock.new_id(), use_case=use_case,
+                                      reason=reason)
+        return (await self._call(self.trainer_stub.Rollback, request, self._bulk_deadline_s)).deployment
+
+    async def get_rollout(self, use_case: str) -> tpb.Rollout:
+        """See :meth:`Client.get_rollout`."""
+        reply = await self._call(self.trainer_stub.GetRollout, tpb.GetRolloutRequest(use_case=use_case),
+                                 self._bulk_deadline_s)
+        return reply.rollout
+
+    async def list_deployment_audit(self, use_case: str) -> list[tpb.DeploymentAuditEntry]:
+        """See :meth:`Client.list_deployment_audit`."""
+        reply = await self._call(self.trainer_stub.ListDeploymentAudit,
+                                 tpb.ListDeploymentAuditRequest(use_case=use_case),
+                                 self._bulk_deadline_s)
+        return list(reply.entries)
+
+    # ---------------------------------------------------------------- evaluator
+
+    async def estimate_effects(self, use_case: str, *, request_id: str = "",
+                               start_time: TimeArg = None, end_time: TimeArg = None,
+                               estimator: int | str = 0, treatment_action: str = "",
+                               control_action: str = "", seed: int = 0,
+                               treatment_source: int | str = 0, treatment_arm: str = "",
+                               control_arm: str = "", segment_features: Sequence[str] = (),
+                               treatment_cost: float = 0.0, register_cate_model: bool = False,
+                               forest_trees: int = 0,
+                               timeout: float | timedelta | duration_pb2.Duration | None = None,
+                               ) -> op_pb.Operation:
+        """See :meth:`Client.estimate_effects`."""
+        request = _estimate_effects_request(
+            use_case, request_id or self.clock.new_id(), start_time, end_time, estimator,
+            treatment_action, control_action, seed, treatment_source, treatment_arm, control_arm,
+            segment_features, treatment_cost, register_cate_model, forest_trees, timeout)
+        reply = await self._call(self.evaluator_stub.EstimateEffects, request, self._bulk_deadline_s)
+        return reply.operation
+
+    async def get_report(self, report: ReportArg, use_case: str = "") -> epb.GetReportResponse:
+        """See :meth:`Client.get_report`."""
+        reply = await self._call(self.evaluator_stub.GetReport, self._report_request(report, use_case),
+                                 self._bulk_deadline_s)
+        self._remember_report(reply.result)
+        return reply
+
+    async def list_reports(self, use_case: str = "") -> list[epb.EstimateEffectsResult]:
+        """See :meth:`Client.list_reports`."""
+        reply = await self._call(self.evaluator_stub.ListReports,
+                                 epb.ListReportsRequest(use_case=use_case), self._bulk_deadline_s)
+        for result in reply.reports:
+            self._remember_report(result)
+        return list(reply.reports)
+
+    async def _report_meta(self, report: ReportArg, use_case: str) -> tuple[str, str, tuple[str, ...]]:
+        report_id, scope, names = self._known_report(report, use_case)
+        if names is None:
+            result = (await self.get_report(report_id, scope)).result
+            scope, names = scope or result.use_case, tuple(result.feature_names)
+        return report_id, scope, names
+
+    async def predict_effects(self, report: ReportArg, rows: Any, *, use_case: str = "",
+                              feature_names: Sequence[str] | None = None,
+                              batch_size: int = _PREDICT_BATCH_ROWS) -> EffectPredictions:
+        """See :meth:`Client.predict_effects`."""
+        records = _is_records(rows)
+        if feature_names is None or records:
+            report_id, scope, names = await self._report_meta(report, use_case)
+        else:
+            report_id, scope, _ = self._known_report(report, use_case)
+            names = tuple(feature_names)
+        vocabularies = None
+        if records:
+            rows = _records(rows)
+            if _needs_vocabulary(rows):
+                vocabularies = _vocabularies((await self.get_use_case(scope)).blueprint)
+        matrix = _effect_matrix(rows, names, vocabularies)
+        replies = [await self._call(self.evaluator_stub.PredictEffects, request, self._bulk_deadline_s)
+                   for request in _predict_requests(report_id, scope, names, matrix, batch_size)]
+        return _predictions(replies)
+
+    async def evaluate_policy(self, use_case: str, *, model_version: int = 0,
+                              start_time: TimeArg = None, end_time: TimeArg = None,
+                              constant_action: str = "", report_id: ReportArg = "",
+                              policy_variant: blueprint_pb2.Policy | Mapping[str, Any] | None = None,
+                              max_weight: float = 0.0,
+                              deadline_s: float | None = None) -> epb.EvaluatePolicyResponse:
+        """See :meth:`Client.evaluate_policy`."""
+        request = _evaluate_policy_request(use_case, model_version, start_time, end_time,
+                                           constant_action, report_id, policy_variant, max_weight)
+        return await self._call(self.evaluator_stub.EvaluatePolicy, request,
+                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
+    async def suggest_parameters(
+        self, use_case: str,
+        parameters: Sequence[str] | Mapping[str, epb.ParameterRange | Sequence[float]],
+        ranges: Sequence[epb.ParameterRange | Sequence[float]] | None = None, *,
+        report_id: ReportArg = "", model_version: int = 0, objective: str = "",
+        constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (), iterations: int = 0,
+        seed: int = 0, start_time: TimeArg = None, end_time: TimeArg = None,
+        net_of_costs: bool = False, deadline_s: float | None = None,
+    ) -> epb.SuggestParametersResponse:
+        """See :meth:`Client.suggest_parameters`."""
+        request = _suggest_parameters_request(use_case, parameters, ranges, report_id, model_version,
+                                              objective, constraints, iterations, seed, start_time,
+                                              end_time, net_of_costs)
+        return await self._call(self.evaluator_stub.SuggestParameters, request,
+                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
     async def close(self) -> None:
-        """Close the channels."""
+        """Close the channels (the trainer's and the evaluator's if they were opened)."""
+        for channel in self._take_lazy_channels():
+            await channel.close()
         await self._decision_channel.close()
         await self._feedback_channel.close()
 
