@@ -4,8 +4,8 @@
 every reward window has closed, trains (the first model is deployed), waits until
 decisions come from the model, serves the model-driven policy with its exploration
 floor, asks the evaluator for the heterogeneous effects report, writes the HTML, and
-returns a :class:`DemoSummary`. It talks to loopwise only through gRPC: the SDK for
-decisions, outcomes and stats, the generated stubs for training and effects.
+returns a :class:`DemoSummary`. It talks to loopwise only through the SDK, so it runs
+against any stack the settings reach (mutual TLS and tokens included).
 """
 
 from __future__ import annotations
@@ -15,19 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from loopwise.client import Client, Outcome
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
-from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
-from loopwise.server import channel_options
 from loopwise.settings import Settings
 from loopwise.simulator.checkout import USE_CASE, CheckoutUpsell, Units
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
-from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 
 # progress(stage, fraction of the stage done in [0, 1], detail)
 Progress = Callable[[str, float, str], None]
@@ -185,29 +181,14 @@ class _Product:
             time.sleep(0.25)
 
 
-def _watch(stub, operation: op_pb.Operation, stage: str, progress: Progress,
-           timeout_s: float) -> op_pb.Operation:
-    """Follow an operation with WatchOperation until it is final."""
-    final = (op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED,
-             op_pb.OPERATION_STATE_CANCELLED)
-    deadline = time.monotonic() + timeout_s
-    while operation.state not in final:
-        try:
-            for update in stub.WatchOperation(op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case),
-                                              timeout=max(1.0, deadline - time.monotonic())):
-                operation = update.operation
-                detail = operation.stage + (f": {operation.message}" if operation.message else "")
-                progress(stage, operation.progress, detail)
-        except grpc.RpcError as error:  # a stream ended by a restart: resume
-            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-            operation = stub.GetOperation(op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
-                                          timeout=10).operation
-    if operation.state != op_pb.OPERATION_STATE_SUCCEEDED:
-        raise RuntimeError(f"{stage} {op_pb.OperationState.Name(operation.state)}: "
-                           f"{operation.error_message}")
-    return operation
+def _following(stage: str, progress: Progress) -> Callable[[op_pb.Operation], None]:
+    """An ``on_progress`` callback of ``Client.wait_operation`` reporting ``stage``."""
+
+    def report(operation: op_pb.Operation) -> None:
+        detail = operation.stage + (f": {operation.message}" if operation.message else "")
+        progress(stage, operation.progress, detail)
+
+    return report
 
 
 def _wait_for_model(product: _Product, progress: Progress, timeout_s: float) -> int:
@@ -268,12 +249,7 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
     progress = progress or _quiet
     started = time.monotonic()
     world = CheckoutUpsell(seed=config.seed, window_s=config.window_s)
-    options = channel_options(settings)
-    with Client(settings=settings, deadline_s=max(settings.client_deadline_s, 5.0)) as client, \
-            grpc.insecure_channel(settings.trainer_address, options=options) as trainer_channel, \
-            grpc.insecure_channel(settings.evaluator_address, options=options) as evaluator_channel:
-        trainer = tgrpc.TrainerServiceStub(trainer_channel)
-        evaluator = egrpc.EvaluatorServiceStub(evaluator_channel)
+    with Client(settings=settings, deadline_s=max(settings.client_deadline_s, 5.0)) as client:
         product = _Product(settings, world, client, config)
 
         # a. the use case
@@ -287,10 +263,10 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
         product.wait_windows_closed("windows", progress)
 
         # d. training; the first model goes to production
-        operation = trainer.StartTraining(tpb.StartTrainingRequest(
-            request_id=product.clock.new_id(), use_case=world.use_case, deploy=True),
-            timeout=30).operation
-        operation = _watch(trainer, operation, "training", progress, config.timeout_s)
+        operation = client.start_training(world.use_case, deploy=True,
+                                          request_id=product.clock.new_id())
+        # wait_operation raises OperationFailed (a RuntimeError) unless the job succeeded
+        operation = client.wait_operation(operation, config.timeout_s, _following("training", progress))
         result = tpb.TrainingResult()
         operation.result.Unpack(result)
         if not result.deployed:
@@ -304,14 +280,13 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
 
         # f. heterogeneous effects on everything logged
         treated, control = world.actions[1], world.actions[0]
-        operation = evaluator.EstimateEffects(epb.EstimateEffectsRequest(
-            request_id=product.clock.new_id(), use_case=world.use_case,
-            treatment_action=treated, control_action=control, seed=config.seed),
-            timeout=30).operation
-        operation = _watch(evaluator, operation, "effects", progress, config.timeout_s)
+        operation = client.estimate_effects(world.use_case, request_id=product.clock.new_id(),
+                                            treatment_action=treated, control_action=control,
+                                            seed=config.seed)
+        operation = client.wait_operation(operation, config.timeout_s, _following("effects", progress))
         effects = epb.EstimateEffectsResult()
         operation.result.Unpack(effects)
-        report = evaluator.GetReport(epb.GetReportRequest(report_id=effects.report_id), timeout=30)
+        report = client.get_report(effects.report_id, use_case=world.use_case)
         report_path = Path(settings.data_dir) / "reports" / f"hte-{world.use_case}.html"
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_bytes(report.html)
