@@ -3,17 +3,22 @@
 :func:`make_certs` writes into a directory: ``ca.crt``/``ca.key`` and, for each of
 the four services and for a ``client`` (SDK, CLI, operators), ``<name>.crt`` and
 ``<name>.key``. Every certificate is valid for server and client authentication and
-names ``<name>``, ``<name>.<namespace>.svc``, ``localhost`` and ``127.0.0.1``, so the
-same files serve a loopback test and a Kubernetes namespace. For production use your
-own CA (e.g. cert-manager); these keys are for development only. From a shell::
+names ``<name>``, ``<name>.<namespace>``, ``<name>.<namespace>.svc``, ``localhost``,
+``127.0.0.1`` and ``::1``, so the same files serve a loopback test and a Kubernetes
+namespace. With ``fullname`` (the Helm release's full name, e.g. ``loopwise``) each also
+names the chart's Service ``<fullname>-<name>``, ``<fullname>-<name>.<namespace>`` and
+``<fullname>-<name>.<namespace>.svc``, the host names the chart's pods dial. For
+production use your own CA (e.g. cert-manager); these keys are for development only.
+From a shell::
 
-    python scripts/make_certs.py --out var/certs --namespace loopwise
+    python scripts/make_certs.py --out var/certs --namespace loopwise --fullname loopwise
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +28,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NAMES = ("decision", "feedback", "trainer", "evaluator", "client")
+
+# A Kubernetes Service name (RFC 1123 label): what <fullname>-<name> must be.
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def release_hosts(name: str, namespace: str, fullname: str = "") -> list[str]:
+    """The host names of the chart's Service for ``name`` in a release whose full name
+    is ``fullname``: ``<fullname>-<name>``, ``<fullname>-<name>.<namespace>`` and
+    ``<fullname>-<name>.<namespace>.svc``; none when ``fullname`` is empty. Raises
+    ValueError when ``<fullname>-<name>`` is not a valid Service name."""
+    if not fullname:
+        return []
+    service = f"{fullname}-{name}"
+    if not _LABEL.fullmatch(service):
+        raise ValueError(f"fullname {fullname!r}: {service!r} is not a Kubernetes Service name "
+                         "(lowercase letters, digits and '-', at most 63 characters)")
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -60,12 +82,18 @@ def make_ca(out: Path, days: int = 365) -> tuple[x509.Certificate, ec.EllipticCu
 
 
 def make_leaf(out: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-              namespace: str = "loopwise", extra_hosts: Iterable[str] = (), days: int = 365) -> None:
-    """``out/<name>.crt`` and ``.key`` signed by ``ca``, for server and client auth."""
+              namespace: str = "loopwise", extra_hosts: Iterable[str] = (), days: int = 365,
+              fullname: str = "") -> None:
+    """``out/<name>.crt`` and ``.key`` signed by ``ca``, for server and client auth.
+
+    The certificate names ``<name>``, ``<name>.<namespace>``, ``<name>.<namespace>.svc``,
+    ``localhost``, ``extra_hosts``, ``127.0.0.1`` and ``::1``; with ``fullname`` also the
+    release's Service names (:func:`release_hosts`)."""
     ca_cert, ca_key = ca
+    dns = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
+           *release_hosts(name, namespace, fullname), "localhost", *extra_hosts]
     key = _key()
     now = dt.datetime.now(dt.UTC)
-    dns = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", "localhost", *extra_hosts]
     san = x509.SubjectAlternativeName(
         [x509.DNSName(h) for h in dict.fromkeys(dns)]
         + [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
@@ -84,11 +112,19 @@ def make_leaf(out: Path, name: str, ca: tuple[x509.Certificate, ec.EllipticCurve
 
 
 def make_certs(out: Path, names: Iterable[str] = NAMES, namespace: str = "loopwise",
-               days: int = 365) -> Path:
-    """A development CA and one certificate per name under ``out``; returns ``out``."""
+               days: int = 365, fullname: str = "") -> Path:
+    """A development CA and one certificate per name under ``out``; returns ``out``.
+
+    ``fullname`` is the full name of the Helm release the certificates are for (the
+    prefix of its Services, ``<fullname>-<service>``): each certificate then also names
+    its Service (:func:`release_hosts`), so the services verify each other by the names
+    they dial. Empty: the names without a release."""
+    names = list(names)
+    for name in names:
+        release_hosts(name, namespace, fullname)  # refuse a bad fullname before writing
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ca = make_ca(out, days)
     for name in names:
-        make_leaf(out, name, ca, namespace, days=days)
+        make_leaf(out, name, ca, namespace, days=days, fullname=fullname)
     return out
