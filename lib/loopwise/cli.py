@@ -627,18 +627,24 @@ def demo(
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     anchor = time.time()
-    # The demo runs on loopback: plaintext, explicitly allowed.
     env = {"LOOPWISE_CLOCK_ANCHOR": repr(anchor), "LOOPWISE_CLOCK_SPEED": repr(speed),
-           "LOOPWISE_SEED": str(seed), "LOOPWISE_ALLOW_PLAINTEXT": "true"}
+           "LOOPWISE_SEED": str(seed)}
     stop_cassandra = None
     if store == "cassandra":
         url, stop_cassandra = _demo_cassandra(int(anchor))
         env.update({f"LOOPWISE_{s.upper()}_STORE_URL": url for s in SERVICES})
         console.print(f"store: {url}")
     launcher = Launcher(data_dir, env=env, ports=_demo_ports())
-    settings = Settings(**{f"{s}_address": launcher.address(s) for s in SERVICES},
+    addresses = {s: launcher.address(s) for s in SERVICES}
+    # The demo runs as production does: mutual TLS and tokens, with its own local
+    # credentials under the demo's data dir.
+    credentials, _ = local_profile.ensure_local_credentials(launcher.data_dir, addresses)
+    for name in SERVICES:
+        launcher.service_env[name] = credentials.service_env(name)
+    settings = Settings(**{f"{s}_address": a for s, a in addresses.items()},
                         data_dir=launcher.data_dir, clock_anchor=anchor, clock_speed=speed,
-                        seed=seed, allow_plaintext=True)
+                        seed=seed, **credentials.client_settings())
+    launcher.client = settings
     try:
         with console.status("starting the four services…"):
             launcher.start_all()

@@ -8,8 +8,9 @@ first block is `make up`, given no settings: the environment has no LOOPWISE_* v
 at all, so the services start with the local credentials that `make up` creates and the
 snippets connect through the profile it writes (mutual TLS and tokens). Any failing
 block fails the test with its output. A block preceded by `<!-- readme: not run … -->`
-is skipped and says why (e.g. `make test` itself). `make down` ends it and must leave no
-service running.
+is skipped and says why (e.g. `make test` itself). Then the command of the chart's
+`helm test` hook (`python -m loopwise.smoke`) runs against the same services. `make
+down` ends it and must leave no service running.
 
 `make up` listens on the documented ports 50051-50054: the test fails with a clear
 message when one is taken on this machine.
@@ -108,6 +109,9 @@ def test_readme_snippets_run_after_make_up(tmp_path: Path) -> None:
                 _run(["bash", "-e", "-o", "pipefail", "-c", code], clone, env, what, timeout=300)
             else:
                 _run([python, "-c", code], clone, env, what, timeout=300)
+        # The command of the chart's `helm test` hook, against this `make up`.
+        smoke = _run([python, "-m", "loopwise.smoke"], clone, env, "python -m loopwise.smoke", 120)
+        assert "smoke test passed" in smoke and "decide" in smoke
         local = clone / "var" / "local"
         assert (local / "profile.yaml").stat().st_mode & 0o077 == 0
         assert (local / "secrets" / "admin.token").stat().st_mode & 0o077 == 0

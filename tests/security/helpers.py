@@ -20,19 +20,13 @@ from loopwise.decision.v1 import decision_service_pb2
 from loopwise.evaluator.v1 import evaluator_service_pb2
 from loopwise.feedback.v1 import feedback_service_pb2
 from loopwise.launcher import Launcher
+from loopwise.local_profile import SERVICE_SCOPES
 from loopwise.settings import SERVICES
 from loopwise.trainer.v1 import trainer_service_pb2
 
 SERVICE_MODULES = {"decision": decision_service_pb2, "feedback": feedback_service_pb2,
                    "trainer": trainer_service_pb2, "evaluator": evaluator_service_pb2}
 
-# What each service calls on the others, and so the scopes of its own credential.
-SERVICE_SCOPES: dict[str, list[str]] = {
-    "decision": ["decide"],             # LogDecisions, WatchDeployments, DownloadModel
-    "feedback": ["report"],             # GetUseCase, GetModel
-    "trainer": ["train"],               # ReadTrainingData, GetStats, GetUseCase
-    "evaluator": ["report", "train"],   # ReadTrainingData, DownloadModel, RegisterModel
-}
 
 
 @dataclass(frozen=True)
