@@ -31,8 +31,10 @@ __all__ = ["launcher_settings", "new_launcher", "stack_env"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Tests run on loopback: plaintext is explicitly allowed for every Settings() and
-    every service process they start (the secure default stays on everywhere else)."""
+    """Plaintext is allowed for the tests that do not set security themselves, because
+    what they test is not the transport; the deployed configuration (mutual TLS, tokens,
+    Cassandra, several decision workers) runs end to end in tests/e2e/test_production.py,
+    `make up`'s in tests/e2e/test_readme.py, and TLS and tokens in tests/security."""
     os.environ.setdefault("LOOPWISE_ALLOW_PLAINTEXT", "true")
 
 
