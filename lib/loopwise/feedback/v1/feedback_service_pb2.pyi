@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role", "serving_latency_ms")
+    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role", "serving_latency_ms", "undelivered")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class DecisionRecord(_message.Message):
     ACTION_SCORES_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ROLE_FIELD_NUMBER: _ClassVar[int]
     SERVING_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    UNDELIVERED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     use_case: str
     blueprint_version: int
@@ -45,7 +46,8 @@ class DecisionRecord(_message.Message):
     action_scores: _containers.RepeatedScalarFieldContainer[float]
     deployment_role: str
     serving_latency_ms: float
-    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ..., serving_latency_ms: _Optional[float] = ...) -> None: ...
+    undelivered: bool
+    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ..., serving_latency_ms: _Optional[float] = ..., undelivered: bool = ...) -> None: ...
 
 class LogDecisionsRequest(_message.Message):
     __slots__ = ("request_id", "decisions")
@@ -189,7 +191,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, use_case: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("decisions", "outcomes", "joined_decisions", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "closed_windows", "open_windows", "spool_depth", "fallback_decisions", "duplicate_outcomes", "spooled_records", "replayed_records", "store_unavailable", "drift")
+    __slots__ = ("decisions", "outcomes", "joined_decisions", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "closed_windows", "open_windows", "spool_depth", "fallback_decisions", "duplicate_outcomes", "spooled_records", "replayed_records", "store_unavailable", "drift", "undelivered_decisions", "invalid_records", "lost_decision_outcomes")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     JOINED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +208,9 @@ class GetStatsResponse(_message.Message):
     REPLAYED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    UNDELIVERED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LOST_DECISION_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     outcomes: int
     joined_decisions: int
@@ -222,7 +227,10 @@ class GetStatsResponse(_message.Message):
     replayed_records: int
     store_unavailable: bool
     drift: DriftReport
-    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., joined_decisions: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., closed_windows: _Optional[int] = ..., open_windows: _Optional[int] = ..., spool_depth: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., duplicate_outcomes: _Optional[int] = ..., spooled_records: _Optional[int] = ..., replayed_records: _Optional[int] = ..., store_unavailable: bool = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ...) -> None: ...
+    undelivered_decisions: int
+    invalid_records: int
+    lost_decision_outcomes: int
+    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., joined_decisions: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., closed_windows: _Optional[int] = ..., open_windows: _Optional[int] = ..., spool_depth: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., duplicate_outcomes: _Optional[int] = ..., spooled_records: _Optional[int] = ..., replayed_records: _Optional[int] = ..., store_unavailable: bool = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ..., undelivered_decisions: _Optional[int] = ..., invalid_records: _Optional[int] = ..., lost_decision_outcomes: _Optional[int] = ...) -> None: ...
 
 class DriftReport(_message.Message):
     __slots__ = ("status", "model_version", "window_decisions", "features", "max_feature_psi", "prediction_psi", "prediction_reference", "feature_psi_threshold", "prediction_psi_threshold", "feature_drift", "prediction_drift", "compute_time")

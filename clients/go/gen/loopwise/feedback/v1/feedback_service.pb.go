@@ -67,8 +67,13 @@ type DecisionRecord struct {
 	// slot's not; for DecideBatch the batch's rows share the time to scoring).
 	// 0 when not measured (shadow records, older records).
 	ServingLatencyMs float64 `protobuf:"fixed64,17,opt,name=serving_latency_ms,json=servingLatencyMs,proto3" json:"serving_latency_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The decision was made but could not reach its caller: the call's deadline had
+	// passed, or the call was cancelled, before the answer was sent, so the caller acted
+	// on its own default. Stored and counted (GetStats.undelivered_decisions), never
+	// used as training data, in off-policy evaluation or in effect estimates.
+	Undelivered   bool `protobuf:"varint,18,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -218,6 +223,13 @@ func (x *DecisionRecord) GetServingLatencyMs() float64 {
 		return x.ServingLatencyMs
 	}
 	return 0
+}
+
+func (x *DecisionRecord) GetUndelivered() bool {
+	if x != nil {
+		return x.Undelivered
+	}
+	return false
 }
 
 // Request for LogDecisions.
@@ -1060,9 +1072,19 @@ type GetStatsResponse struct {
 	// Drift of live decisions against the serving model's training data, as last
 	// computed by this feedback process (unset when it has seen no decision of the
 	// use case since it started).
-	Drift         *DriftReport `protobuf:"bytes,16,opt,name=drift,proto3" json:"drift,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Drift *DriftReport `protobuf:"bytes,16,opt,name=drift,proto3" json:"drift,omitempty"`
+	// Decisions that were made but could not reach their caller (see
+	// DecisionRecord.undelivered); not included in `decisions`.
+	UndeliveredDecisions int64 `protobuf:"varint,17,opt,name=undelivered_decisions,json=undeliveredDecisions,proto3" json:"undelivered_decisions,omitempty"`
+	// Stored records that cannot be interpreted any more (e.g. a blueprint version the
+	// decision service does not know); every read skips them instead of failing.
+	InvalidRecords int64 `protobuf:"varint,18,opt,name=invalid_records,json=invalidRecords,proto3" json:"invalid_records,omitempty"`
+	// Outcomes whose decision is not stored although it should have arrived by now (it
+	// was lost, e.g. in a crash of a decision process before its log was spooled); a
+	// subset of unmatched_outcomes.
+	LostDecisionOutcomes int64 `protobuf:"varint,19,opt,name=lost_decision_outcomes,json=lostDecisionOutcomes,proto3" json:"lost_decision_outcomes,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -1205,6 +1227,27 @@ func (x *GetStatsResponse) GetDrift() *DriftReport {
 		return x.Drift
 	}
 	return nil
+}
+
+func (x *GetStatsResponse) GetUndeliveredDecisions() int64 {
+	if x != nil {
+		return x.UndeliveredDecisions
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetInvalidRecords() int64 {
+	if x != nil {
+		return x.InvalidRecords
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetLostDecisionOutcomes() int64 {
+	if x != nil {
+		return x.LostDecisionOutcomes
+	}
+	return 0
 }
 
 // Feature and prediction drift of one use case's live decisions.
@@ -1563,7 +1606,7 @@ var File_loopwise_feedback_v1_feedback_service_proto protoreflect.FileDescriptor
 
 const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
-	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
+	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x04\n" +
 	"\x0eDecisionRecord\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12\x19\n" +
@@ -1583,7 +1626,8 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x06shadow\x18\x0e \x01(\bR\x06shadow\x12#\n" +
 	"\raction_scores\x18\x0f \x03(\x01R\factionScores\x12'\n" +
 	"\x0fdeployment_role\x18\x10 \x01(\tR\x0edeploymentRole\x12,\n" +
-	"\x12serving_latency_ms\x18\x11 \x01(\x01R\x10servingLatencyMs\"x\n" +
+	"\x12serving_latency_ms\x18\x11 \x01(\x01R\x10servingLatencyMs\x12 \n" +
+	"\vundelivered\x18\x12 \x01(\bR\vundelivered\"x\n" +
 	"\x13LogDecisionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12B\n" +
@@ -1654,7 +1698,7 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\",\n" +
 	"\x0fGetStatsRequest\x12\x19\n" +
-	"\buse_case\x18\x01 \x01(\tR\auseCase\"\x94\x05\n" +
+	"\buse_case\x18\x01 \x01(\tR\auseCase\"\xa8\x06\n" +
 	"\x10GetStatsResponse\x12\x1c\n" +
 	"\tdecisions\x18\x01 \x01(\x03R\tdecisions\x12\x1a\n" +
 	"\boutcomes\x18\x02 \x01(\x03R\boutcomes\x12)\n" +
@@ -1673,7 +1717,10 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x0fspooled_records\x18\r \x01(\x03R\x0espooledRecords\x12)\n" +
 	"\x10replayed_records\x18\x0e \x01(\x03R\x0freplayedRecords\x12+\n" +
 	"\x11store_unavailable\x18\x0f \x01(\bR\x10storeUnavailable\x127\n" +
-	"\x05drift\x18\x10 \x01(\v2!.loopwise.feedback.v1.DriftReportR\x05drift\"\xb4\x04\n" +
+	"\x05drift\x18\x10 \x01(\v2!.loopwise.feedback.v1.DriftReportR\x05drift\x123\n" +
+	"\x15undelivered_decisions\x18\x11 \x01(\x03R\x14undeliveredDecisions\x12'\n" +
+	"\x0finvalid_records\x18\x12 \x01(\x03R\x0einvalidRecords\x124\n" +
+	"\x16lost_decision_outcomes\x18\x13 \x01(\x03R\x14lostDecisionOutcomes\"\xb4\x04\n" +
 	"\vDriftReport\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12)\n" +

@@ -143,6 +143,16 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
    * @generated from field: double serving_latency_ms = 17;
    */
   servingLatencyMs: number;
+
+  /**
+   * The decision was made but could not reach its caller: the call's deadline had
+   * passed, or the call was cancelled, before the answer was sent, so the caller acted
+   * on its own default. Stored and counted (GetStats.undelivered_decisions), never
+   * used as training data, in off-policy evaluation or in effect estimates.
+   *
+   * @generated from field: bool undelivered = 18;
+   */
+  undelivered: boolean;
 };
 
 /**
@@ -740,6 +750,31 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
    * @generated from field: loopwise.feedback.v1.DriftReport drift = 16;
    */
   drift?: DriftReport | undefined;
+
+  /**
+   * Decisions that were made but could not reach their caller (see
+   * DecisionRecord.undelivered); not included in `decisions`.
+   *
+   * @generated from field: int64 undelivered_decisions = 17;
+   */
+  undeliveredDecisions: bigint;
+
+  /**
+   * Stored records that cannot be interpreted any more (e.g. a blueprint version the
+   * decision service does not know); every read skips them instead of failing.
+   *
+   * @generated from field: int64 invalid_records = 18;
+   */
+  invalidRecords: bigint;
+
+  /**
+   * Outcomes whose decision is not stored although it should have arrived by now (it
+   * was lost, e.g. in a crash of a decision process before its log was spooled); a
+   * subset of unmatched_outcomes.
+   *
+   * @generated from field: int64 lost_decision_outcomes = 19;
+   */
+  lostDecisionOutcomes: bigint;
 };
 
 /**
