@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -102,10 +102,17 @@ class Settings(BaseSettings):
         1.0,
         description="Shared clock speed: 1 in production (the real clock); above 1 in the demo "
                     "and tests, so reward windows close in seconds")
-    seed: int = Field(
-        0,
+    seed: int | None = Field(
+        None, ge=0, lt=2**32,
         description="Seed for exploration and splits; services derive their own random streams "
-                    "from it")
+                    "from it; empty: each process draws its own from the operating system and "
+                    "logs it (set it only to reproduce a run: replicas with one seed explore in "
+                    "lockstep)")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _empty_seed_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # Server behaviour.
     grace_period_s: float = Field(

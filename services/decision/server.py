@@ -8,6 +8,7 @@ import grpc
 from loopwise import security, tracing
 from loopwise.clock import Clock
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.seeds import process_seed
 from loopwise.server import Registration, ServiceHost, channel_options
 from loopwise.services.decision.core import DecisionCore
 from loopwise.services.decision.decision_log import DecisionLog
@@ -52,7 +53,7 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
         flush_interval_s=settings.decision_log_flush_interval_s,
     )
     watcher = ModelWatcher(trainer, service_dir / "models", use_cases.find)
-    core = DecisionCore(use_cases, clock, settings.seed, decision_log, watcher.scorers,
+    core = DecisionCore(use_cases, clock, process_seed(settings, "decision", worker), decision_log, watcher.scorers,
                         settings.max_batch_rows, settings.max_candidates,
                         pii_key=settings.pii_hash_key.get_secret_value())
     servicer = DecisionServicer(core, use_cases)

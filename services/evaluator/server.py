@@ -7,6 +7,7 @@ from loopwise.clock import Clock
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.metrics import observe_jobs
 from loopwise.operations import OperationRunner
+from loopwise.seeds import process_seed
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.evaluator.core import KIND, Evaluator
 from loopwise.services.evaluator.registry import TrainerRegistry
@@ -29,7 +30,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     # threads (OpenMP, BLAS).
     evaluator = Evaluator(
         store.reports, runner, TrainerRegistry(channels), DecisionUseCases(channels),
-        FeedbackTrainingData(channels), clock, settings.seed, max_rows=settings.max_batch_rows,
+        FeedbackTrainingData(channels), clock, process_seed(settings, "evaluator"), max_rows=settings.max_batch_rows,
         threads=settings.max_workers_processes,
     )
     servicer = EvaluatorServicer(evaluator)

@@ -9,6 +9,7 @@ from loopwise.clock import Clock
 from loopwise.jobs import ProcessPool
 from loopwise.metrics import observe_jobs
 from loopwise.operations import OperationRunner
+from loopwise.seeds import process_seed
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.trainer.candidates import LatencyProbe
 from loopwise.services.trainer.core import KIND, Trainer
@@ -39,7 +40,7 @@ async def start_server(settings: Settings, latency_probe: LatencyProbe | None = 
     training_data = FeedbackTrainingData(channels, batch_rows=8192)
     rollouts = RolloutController(registry, store.registry, use_cases, training_data, pool, clock,
                                  settings.trainer_rollout_interval_s)
-    trainer = Trainer(registry, runner, pool, use_cases, training_data, clock, settings.seed,
+    trainer = Trainer(registry, runner, pool, use_cases, training_data, clock, process_seed(settings, "trainer"),
                       rollouts=rollouts, stats=FeedbackStats(channels), latency_probe=latency_probe)
     scheduler = Scheduler(trainer.start_training, runner, use_cases, FeedbackStats(channels), clock,
                           settings.trainer_schedule_interval_s)
