@@ -278,6 +278,23 @@ class Settings(BaseSettings):
         description="Feedback: seconds between refreshes of the join-rate, late and orphan "
                     "gauges from the store")
 
+    # Web console (lib/loopwise/console, docs/console.md).
+    console_host: str = Field(
+        "127.0.0.1",
+        description="Console: interface the web console listens on (loopback by default; "
+                    "`0.0.0.0` in a pod, behind an ingress that terminates HTTPS)")
+    console_port: int = Field(
+        8090, ge=1, le=65535, description="Console: HTTP port of the web console")
+    console_session_key: SecretStr = Field(
+        SecretStr(""),
+        description="Console: secret from which the key that encrypts and signs session "
+                    "cookies is derived (share it between replicas); empty: a random key per "
+                    "process, so sessions end when the console restarts")
+    console_secure_cookies: bool = Field(
+        False,
+        description="Console: send the session cookie only over HTTPS (`Secure`); set it when "
+                    "the console is reached through HTTPS")
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
                                    init_settings: PydanticBaseSettingsSource,
