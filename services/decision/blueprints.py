@@ -10,14 +10,27 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import InvalidArgument
+from loopwise.errors import InvalidArgument, cut, quote
 
-USE_CASE_RE = re.compile(r"[a-z][a-z0-9_]{1,62}")
+# The use case name rule is shared with the trainer; re-exported for the decision service.
+from loopwise.names import USE_CASE_RE as USE_CASE_RE
+from loopwise.names import check_use_case_name as check_use_case_name
+from loopwise.names import use_case_name_problem
+
 FEATURE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Shares of experiment arms must sum to 1 within this tolerance.
 SHARE_TOLERANCE = 1e-6
 # Action name used by regression use cases that declare no action.
 REGRESSION_ACTION = "predict"
+# The trainer's candidate families (services/trainer/models.py FAMILIES; the decision
+# service cannot import the trainer's scikit-learn code, a test keeps them equal).
+CANDIDATE_FAMILIES = ("linear", "hist_gradient_boosting", "random_forest")
+# The longest candidate search budget of a training job (a day).
+MAX_CANDIDATE_BUDGET_S = 86_400.0
+# Feature values, DecideBatch scores and training rewards travel as float32.
+FLOAT32_MAX = 3.4028234663852886e38
+# The trainer's data validation defaults for label rates (services/trainer/validation.py).
+DEFAULT_MIN_LABEL_RATE, DEFAULT_MAX_LABEL_RATE = 0.001, 0.999
 
 
 def action_names(blueprint: bp.Blueprint) -> list[str]:
@@ -34,29 +47,65 @@ def default_action_index(blueprint: bp.Blueprint) -> int:
     return list(blueprint.actions).index(blueprint.default_decision.action)
 
 
-def check_use_case_name(name: str, field: str) -> None:
-    """INVALID_ARGUMENT naming ``field`` unless ``name`` is a valid use case name."""
-    if not USE_CASE_RE.fullmatch(name):
-        raise InvalidArgument(field, f"{name!r} is not a use case name ([a-z][a-z0-9_]{{1,62}})")
-
-
 def validate_blueprint(blueprint: bp.Blueprint) -> None:
     """Raise INVALID_ARGUMENT listing every rule the blueprint breaks (field paths
-    such as ``blueprint.features[2].vocabulary``)."""
+    such as ``blueprint.features[2].vocabulary``). The rules are listed in
+    docs/internals.md ("Blueprint rules")."""
     errors: list[tuple[str, str]] = []
 
     def bad(path: str, description: str) -> None:
         errors.append((f"blueprint.{path}" if path else "blueprint", description))
 
-    if not USE_CASE_RE.fullmatch(blueprint.use_case):
-        bad("use_case", f"{blueprint.use_case!r} is not a use case name ([a-z][a-z0-9_]{{1,62}})")
+    problem = use_case_name_problem(blueprint.use_case)
+    if problem:
+        bad("use_case", problem)
     _check_features(blueprint, bad)
     _check_actions_and_policy(blueprint, bad)
     _check_arms(blueprint, bad)
-    _check_reward_training(blueprint, bad)
+    _check_reward(blueprint, bad)
+    _check_training(blueprint.training, bad)
+    _check_rollout(blueprint.rollout, bad)
     _check_drift(blueprint.drift, bad)
+    _check_privacy(blueprint, bad)
     if errors:
         raise InvalidArgument(errors[0][0], errors[0][1], errors[1:])
+
+
+def _known(enum, value: int) -> bool:
+    """True when ``value`` is a value of the proto enum (open enums accept any int)."""
+    return value in enum.values()
+
+
+def _enum_names(enum, skip_unspecified: bool = False) -> str:
+    names = [n for n in enum.keys() if not (skip_unspecified and n.endswith("_UNSPECIFIED"))]
+    return ", ".join(names)
+
+
+def _seconds(duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _check_enum(bad, path: str, enum, value: int, skip_unspecified: bool = False) -> bool:
+    """Refuse an unknown enum value (and UNSPECIFIED when ``skip_unspecified``)."""
+    if not _known(enum, value) or (skip_unspecified and value == 0):
+        bad(path, f"{value} is not one of {_enum_names(enum, skip_unspecified)}")
+        return False
+    return True
+
+
+def _finite(bad, path: str, value: float) -> bool:
+    if not math.isfinite(value):
+        bad(path, f"must be a finite number, not {value}")
+        return False
+    return True
+
+
+def _finite32(bad, path: str, value: float) -> bool:
+    """For values that travel as float32 (features, batch scores, rewards)."""
+    if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        bad(path, f"must be a finite number within the float32 range (±{FLOAT32_MAX:.7g}), not {value:g}")
+        return False
+    return True
 
 
 def _check_features(blueprint: bp.Blueprint, bad) -> None:
@@ -66,35 +115,39 @@ def _check_features(blueprint: bp.Blueprint, bad) -> None:
     for i, feature in enumerate(blueprint.features):
         path = f"features[{i}]"
         if not FEATURE_RE.fullmatch(feature.name):
-            bad(f"{path}.name", f"{feature.name!r} is not a feature name ([a-z][a-z0-9_]{{0,62}})")
+            bad(f"{path}.name", f"{quote(feature.name)} is not a feature name ([a-z][a-z0-9_]{{0,62}})")
         elif feature.name in seen:
-            bad(f"{path}.name", f"duplicate feature name {feature.name!r}")
+            bad(f"{path}.name", f"duplicate feature name {quote(feature.name)}")
         seen.add(feature.name)
-        if feature.type == bp.FEATURE_TYPE_UNSPECIFIED:
-            bad(f"{path}.type", "type must be NUMERIC or CATEGORICAL")
-        elif feature.type == bp.FEATURE_TYPE_CATEGORICAL:
+        _check_enum(bad, f"{path}.type", bp.FeatureType, feature.type, skip_unspecified=True)
+        _check_enum(bad, f"{path}.on_missing", bp.MissingRule, feature.on_missing)
+        _check_enum(bad, f"{path}.on_unknown", bp.UnknownRule, feature.on_unknown)
+        _check_enum(bad, f"{path}.pii", bp.PiiRule, feature.pii)
+        finite_impute = _finite32(bad, f"{path}.impute_value", feature.impute_value)
+        if feature.type == bp.FEATURE_TYPE_CATEGORICAL:
             if not feature.vocabulary:
                 bad(f"{path}.vocabulary", "a categorical feature needs a non-empty vocabulary")
             elif len(set(feature.vocabulary)) != len(feature.vocabulary):
                 bad(f"{path}.vocabulary", "vocabulary values must be unique")
-            elif feature.on_missing == bp.MISSING_RULE_IMPUTE and not (
+            elif finite_impute and feature.on_missing == bp.MISSING_RULE_IMPUTE and not (
                 float(feature.impute_value).is_integer()
                 and 0 <= feature.impute_value < len(feature.vocabulary)
             ):
                 bad(f"{path}.impute_value", "for a categorical feature, the code of a vocabulary value")
         elif feature.vocabulary:
             bad(f"{path}.vocabulary", "only categorical features have a vocabulary")
-        if not math.isfinite(feature.impute_value):
-            bad(f"{path}.impute_value", "must be finite")
+    slices: set[str] = set()
     for i, name in enumerate(blueprint.slices):
         if name not in seen:
-            bad(f"slices[{i}]", f"{name!r} is not a feature")
+            bad(f"slices[{i}]", f"{quote(name)} is not a feature")
+        elif name in slices:
+            bad(f"slices[{i}]", f"duplicate slice {quote(name)}")
+        slices.add(name)
 
 
 def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
     kind, actions = blueprint.kind, list(blueprint.actions)
-    if kind == bp.DECISION_KIND_UNSPECIFIED or kind not in bp.DecisionKind.values():
-        bad("kind", "kind must be BINARY, MULTICLASS, REGRESSION, ACTION_VALUE or RANKING")
+    _check_enum(bad, "kind", bp.DecisionKind, kind, skip_unspecified=True)
     if any(not a for a in actions):
         bad("actions", "action names must not be empty")
     elif len(set(actions)) != len(actions):
@@ -116,13 +169,11 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
         if default.action not in ("", *actions[:1]):
             bad("default_decision.action", "must be empty or actions[0] for regression")
     elif default.action not in actions:
-        bad("default_decision.action", f"{default.action!r} is not one of the actions")
-    if not math.isfinite(default.score):
-        bad("default_decision.score", "must be finite")
+        bad("default_decision.action", f"{quote(default.action)} is not one of the actions")
+    _finite32(bad, "default_decision.score", default.score)
 
     policy = blueprint.policy
-    if policy.type not in bp.PolicyType.values():
-        bad("policy.type", "unknown policy type")
+    _check_enum(bad, "policy.type", bp.PolicyType, policy.type)
     if not 0.0 <= policy.epsilon <= 1.0:
         bad("policy.epsilon", "must be in [0, 1]")
     if policy.type in (bp.POLICY_TYPE_SOFTMAX, bp.POLICY_TYPE_THOMPSON) and kind in (
@@ -131,19 +182,22 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
         bad("policy.type", "softmax and Thompson choose among several scored actions: "
                            "use them with MULTICLASS, ACTION_VALUE or RANKING")
     if policy.type == bp.POLICY_TYPE_SOFTMAX and not (math.isfinite(policy.temperature) and policy.temperature > 0):
-        bad("policy.temperature", "softmax needs a temperature > 0")
-    elif policy.temperature < 0 or not math.isfinite(policy.temperature):
-        bad("policy.temperature", "must be >= 0")
+        bad("policy.temperature", "softmax needs a finite temperature > 0")
+    elif not (math.isfinite(policy.temperature) and policy.temperature >= 0):
+        bad("policy.temperature", "must be a finite number >= 0")
     if not 0.0 <= policy.threshold <= 1.0:
         bad("policy.threshold", "must be in [0, 1]")
-    for action, cost in policy.action_costs.items():
-        if action not in actions or not math.isfinite(cost):
-            bad("policy.action_costs", f"{action!r}: costs need an action of the use case and a finite value")
+    for action, cost in sorted(policy.action_costs.items()):
+        path = f"policy.action_costs[{cut(action, 64)}]"
+        if action not in actions:
+            bad(path, f"{quote(action)} is not an action of the use case")
+        else:
+            _finite(bad, path, cost)
     n_actions = max(len(actions), 1)
     if not 0.0 <= policy.exploration_floor <= 1.0 / n_actions:
         bad("policy.exploration_floor", f"must be in [0, 1/{n_actions}]")
     if not (math.isfinite(blueprint.latency_budget_ms) and blueprint.latency_budget_ms >= 0):
-        bad("latency_budget_ms", "must be >= 0")
+        bad("latency_budget_ms", "must be a finite number >= 0 (0: no budget)")
 
 
 def _check_arms(blueprint: bp.Blueprint, bad) -> None:
@@ -153,37 +207,98 @@ def _check_arms(blueprint: bp.Blueprint, bad) -> None:
         if not arm.name:
             bad(f"arms[{i}].name", "an arm needs a name")
         elif arm.name in names:
-            bad(f"arms[{i}].name", f"duplicate arm name {arm.name!r}")
+            bad(f"arms[{i}].name", f"duplicate arm name {quote(arm.name)}")
         names.add(arm.name)
         if not 0.0 < arm.traffic_share <= 1.0:
             bad(f"arms[{i}].traffic_share", "must be in (0, 1]")
-        total += arm.traffic_share
+        else:
+            total += arm.traffic_share
         if arm.HasField("epsilon") and not 0.0 <= arm.epsilon <= 1.0:
             bad(f"arms[{i}].epsilon", "must be in [0, 1]")
-    if blueprint.arms and abs(total - 1.0) > SHARE_TOLERANCE:
+    if blueprint.arms and all(0.0 < a.traffic_share <= 1.0 for a in blueprint.arms) \
+            and abs(total - 1.0) > SHARE_TOLERANCE:
         bad("arms", f"traffic shares sum to {total:g}, not 1")
 
 
-def _check_reward_training(blueprint: bp.Blueprint, bad) -> None:
-    window = blueprint.reward.window
-    if window.seconds < 0 or window.nanos < 0 or (window.seconds == 0 and window.nanos == 0):
+def _check_reward(blueprint: bp.Blueprint, bad) -> None:
+    reward = blueprint.reward
+    if _seconds(reward.window) <= 0:
         bad("reward.window", "the reward window must be > 0")
-    if not math.isfinite(blueprint.reward.default_reward):
-        bad("reward.default_reward", "must be finite")
-    if blueprint.reward.aggregation not in bp.RewardAggregation.values():
-        bad("reward.aggregation", "unknown aggregation")
-    if blueprint.training.min_rows < 0:
-        bad("training.min_rows", "must be >= 0")
-    if not 0.0 <= blueprint.training.holdout_fraction <= 0.5:
+    _finite32(bad, "reward.default_reward", reward.default_reward)
+    _check_enum(bad, "reward.aggregation", bp.RewardAggregation, reward.aggregation)
+    for i, name in enumerate(reward.outcome_names):
+        if not name:
+            bad(f"reward.outcome_names[{i}]", "an outcome name must not be empty")
+
+
+def _check_training(training: bp.TrainingSpec, bad) -> None:
+    if training.min_rows < 0:
+        bad("training.min_rows", "must be >= 0 (0 means 200)")
+    if not 0.0 <= training.holdout_fraction <= 0.5:
         bad("training.holdout_fraction", "must be in (0, 0.5] (0 means 0.2)")
+    if not 0.0 <= training.max_missing_rate <= 1.0:
+        bad("training.max_missing_rate", "must be in (0, 1] (0 means 0.5)")
+    low_ok = 0.0 <= training.min_label_rate < 1.0
+    if not low_ok:
+        bad("training.min_label_rate", "must be in [0, 1) (0 means 0.001)")
+    high_ok = 0.0 <= training.max_label_rate <= 1.0
+    if not high_ok:
+        bad("training.max_label_rate", "must be in (0, 1] (0 means 0.999)")
+    if low_ok and high_ok and (training.min_label_rate or DEFAULT_MIN_LABEL_RATE) >= (
+            training.max_label_rate or DEFAULT_MAX_LABEL_RATE):
+        bad("training.max_label_rate", "must be above min_label_rate (defaults: 0.001 and 0.999)")
+    if not (math.isfinite(training.max_psi) and training.max_psi >= 0):
+        bad("training.max_psi", "must be a finite number >= 0 (0 means 0.25)")
+    if not 0.0 <= training.candidate_budget_seconds <= MAX_CANDIDATE_BUDGET_S:
+        bad("training.candidate_budget_seconds",
+            f"must be in (0, {MAX_CANDIDATE_BUDGET_S:g}] seconds (0 means 120)")
+    _finite(bad, "training.blessing_tolerance", training.blessing_tolerance)
+    if _seconds(training.retrain_every) < 0:
+        bad("training.retrain_every", "must be > 0 (unset or 0: no time schedule)")
+    if training.retrain_after_labelled < 0:
+        bad("training.retrain_after_labelled", "must be >= 0 (0: no count schedule)")
+    families: set[str] = set()
+    for i, family in enumerate(training.candidate_families):
+        if family not in CANDIDATE_FAMILIES:
+            bad(f"training.candidate_families[{i}]",
+                f"{quote(family)} is not a candidate family ({', '.join(CANDIDATE_FAMILIES)})")
+        elif family in families:
+            bad(f"training.candidate_families[{i}]", f"duplicate family {quote(family)}")
+        families.add(family)
+    if training.min_distinct_values < 0:
+        bad("training.min_distinct_values", "must be >= 0 (0: no check)")
+
+
+def _check_rollout(rollout: bp.RolloutSpec, bad) -> None:
+    for name in ("shadow_min_decisions", "canary_min_outcomes"):
+        if getattr(rollout, name) < 0:
+            bad(f"rollout.{name}", "must be >= 0 (0 means the default)")
+    # Thresholds on shares and distances in [0, 1]; a negative value turns the check off.
+    for name in ("shadow_min_agreement", "shadow_max_score_shift", "canary_max_fallback_rate"):
+        value = getattr(rollout, name)
+        if _finite(bad, f"rollout.{name}", value) and value > 1.0:
+            bad(f"rollout.{name}", "must be <= 1 (0 means the default, a negative value turns the check off)")
+    _finite(bad, "rollout.canary_max_latency_ratio", rollout.canary_max_latency_ratio)
+    if not 0.0 <= rollout.canary_share < 1.0:
+        bad("rollout.canary_share", "must be in (0, 1) (0 means 0.1)")
+    if not 0.0 <= rollout.canary_alpha < 0.5:
+        bad("rollout.canary_alpha", "must be in (0, 0.5) (0 means 0.05)")
 
 
 def _check_drift(drift: bp.DriftSpec, bad) -> None:
     for name in ("feature_psi_threshold", "prediction_psi_threshold"):
-        if not math.isfinite(getattr(drift, name)):
-            bad(f"drift.{name}", "must be finite")
+        _finite(bad, f"drift.{name}", getattr(drift, name))
     if drift.min_decisions < 0:
         bad("drift.min_decisions", "must be >= 0 (0 means 500)")
+
+
+def _check_privacy(blueprint: bp.Blueprint, bad) -> None:
+    _check_enum(bad, "unit_id_pii", bp.PiiRule, blueprint.unit_id_pii)
+    retention = _seconds(blueprint.retention)
+    if retention < 0:
+        bad("retention", "must be > 0 (unset or 0: the store's default retention)")
+    elif 0 < retention < _seconds(blueprint.reward.window):
+        bad("retention", "must be at least the reward window: outcomes join decisions until it closes")
 
 
 def changed_fields(old: bp.Blueprint, new: bp.Blueprint) -> list[str]:
