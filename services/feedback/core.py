@@ -22,7 +22,7 @@ from google.protobuf import timestamp_pb2
 from loopwise import tracing
 from loopwise.clock import Clock, plausible_decision_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted
+from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.services.feedback.rewards import RewardRule
 from loopwise.services.feedback.spool import DurableWrites, Entry, store_failure
@@ -120,7 +120,7 @@ class Feedback:
                 bad.add(f"{at}.use_case", "required")
             time_ms = plausible_decision_time_ms(r.decision_id, now_ms)
             if time_ms is None:
-                bad.add(f"{at}.decision_id", f"{r.decision_id!r} is not a UUIDv7 of a plausible decision time")
+                bad.add(f"{at}.decision_id", f"{quote(r.decision_id)} is not a UUIDv7 of a plausible decision time")
             if len(r.features) % 4:
                 bad.add(f"{at}.features", f"{len(r.features)} bytes is not a whole number of float32 values")
             if r.blueprint_version < 1:
@@ -215,10 +215,10 @@ class Feedback:
         try:
             key = normalize_id(decision_id)
         except ValueError:
-            raise NotFound(f"decision {decision_id!r} of {use_case!r} is not stored") from None
+            raise InvalidArgument("decision_id", f"{quote(decision_id)} is not a decision id (a UUID)") from None
         found = await self.store.get_decision(use_case, key)
         if found is None:
-            raise NotFound(f"decision {decision_id!r} of {use_case!r} is not stored")
+            raise NotFound(f"decision {quote(decision_id)} of {quote(use_case)} is not stored")
         blueprint, rule = await self._rule(use_case, found.record.blueprint_version)
         outcomes = await self.store.outcomes_of(use_case, key)
         joined, _ = join_decisions(rule, np.array([found.decision_time_ms]), [outcomes])
