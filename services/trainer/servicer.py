@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from loopwise.errors import InvalidArgument, NotFound, servicer
+from loopwise.names import use_case_name_problem
 from loopwise.operations import OperationsServicer
 from loopwise.services.trainer.core import Trainer
 from loopwise.services.trainer.registry import Registry
@@ -61,7 +62,13 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
         return tpb.RollbackResponse(deployment=deployment)
 
     async def WatchDeployments(self, request: tpb.WatchDeploymentsRequest, context) -> AsyncIterator[tpb.WatchDeploymentsResponse]:  # noqa: N802
-        """Current deployments, then every change; UNAVAILABLE when the server stops."""
+        """Current deployments, then every change; UNAVAILABLE when the server stops.
+        Every use case named must be a valid use case name (INVALID_ARGUMENT naming
+        ``use_cases[i]``); none named means all."""
+        violations = [(f"use_cases[{i}]", problem) for i, name in enumerate(request.use_cases)
+                      if (problem := use_case_name_problem(name))]
+        if violations:
+            raise InvalidArgument(violations[0][0], violations[0][1], violations[1:])
         async for deployment in self.registry.watch(list(request.use_cases), self.stopping):
             yield tpb.WatchDeploymentsResponse(deployment=deployment)
 
