@@ -38,7 +38,7 @@ import yaml
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from loopwise.errors import LoopwiseError
+from loopwise.errors import LoopwiseError, quote
 
 log = logging.getLogger("loopwise.auth")
 
@@ -246,7 +246,7 @@ def authorize(principal: Principal, method: str, use_cases: set[str]) -> None:
     targets = use_cases or {ALL_USE_CASES}
     for use_case in sorted(targets):
         if not any(principal.allows(scope, use_case) for scope in needed):
-            on = "all use cases" if use_case == ALL_USE_CASES else f"use case {use_case!r}"
+            on = "all use cases" if use_case == ALL_USE_CASES else f"use case {quote(use_case)}"
             raise PermissionDenied(f"token {principal.name!r} lacks scope "
                                    f"{' or '.join(needed)} on {on} for {method}")
 

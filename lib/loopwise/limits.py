@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from loopwise.errors import InvalidArgument, ResourceExhausted
+from loopwise.errors import InvalidArgument, ResourceExhausted, quote
 from loopwise.settings import Settings
 
 # Repeated fields whose length is a number of features (not rows).
@@ -264,12 +264,12 @@ class RateLimits:
         if self.by_client is not None:
             wait = self.by_client.take(client)
             if wait > 0:
-                raise RateLimited(f"client {client!r} is over its rate limit of "
+                raise RateLimited(f"client {quote(client)} is over its rate limit of "
                                   f"{self.by_client.rate:g} calls/s; retry in {wait:.3f}s", wait)
         if self.by_use_case is not None:
             for use_case in sorted(use_cases):
                 wait = self.by_use_case.take(use_case)
                 if wait > 0:
-                    raise RateLimited(f"use case {use_case!r} is over its rate limit of "
+                    raise RateLimited(f"use case {quote(use_case)} is over its rate limit of "
                                       f"{self.by_use_case.rate:g} calls/s; retry in {wait:.3f}s",
                                       wait)

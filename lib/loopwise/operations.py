@@ -21,7 +21,7 @@ from google.protobuf import any_pb2, message
 
 from loopwise.clock import Clock
 from loopwise.common.v1 import operation_pb2 as op_pb
-from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError, NotFound
+from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError, NotFound, quote
 from loopwise.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("loopwise.operations")
@@ -284,14 +284,14 @@ class OperationRunner:
                     running = await self.store.get(task_id)
                     if running is not None and running.use_case == use_case:
                         raise FailedPrecondition(
-                            f"a {self.kind} job for use case {use_case!r} is already running: {task_id}"
+                            f"a {self.kind} job for use case {quote(use_case)} is already running: {task_id}"
                         )
                 # Other processes sharing the store: the lease decides (released at job end).
                 lease = self.lease_name(use_case)
                 if not await self.store.acquire_lease(lease, operation.id, self.lease_ttl_s):
                     holder = await self.store.lease_holder(lease)
                     raise FailedPrecondition(
-                        f"a {self.kind} job for use case {use_case!r} is already running "
+                        f"a {self.kind} job for use case {quote(use_case)} is already running "
                         f"in another process: {holder or 'unknown'}"
                     )
                 self._leases[operation.id] = lease
@@ -372,8 +372,8 @@ class OperationRunner:
             raise InvalidArgument("id", "required")
         operation = await self.store.get(operation_id)
         if operation is None or (use_case and operation.use_case != use_case):
-            raise NotFound(f"operation {operation_id!r} not found"
-                           + (f" in use case {use_case!r}" if use_case else ""))
+            raise NotFound(f"operation {quote(operation_id)} not found"
+                           + (f" in use case {quote(use_case)}" if use_case else ""))
         return operation
 
     async def list(self, use_case: str, page_size: int, page_token: str) -> tuple[list[op_pb.Operation], str]:

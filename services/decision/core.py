@@ -19,7 +19,7 @@ import numpy as np
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.errors import FailedPrecondition, InvalidArgument
+from loopwise.errors import FailedPrecondition, InvalidArgument, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.privacy import PiiRules
 from loopwise.services.decision.decision_log import DecisionLog
@@ -149,7 +149,7 @@ class DecisionCore:
             if not candidate.id:
                 raise InvalidArgument(f"candidates[{i}].id", "required")
             if candidate.id in seen:
-                raise InvalidArgument(f"candidates[{i}].id", f"duplicate candidate id {candidate.id!r}")
+                raise InvalidArgument(f"candidates[{i}].id", f"duplicate candidate id {quote(candidate.id)}")
             seen.add(candidate.id)
             merged = dict(request.features)
             merged.update(candidate.features)

@@ -13,7 +13,7 @@ import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.errors import InvalidArgument
+from loopwise.errors import InvalidArgument, quote
 from loopwise.services.decision.blueprints import action_names, default_action_index
 from loopwise.store.decision import BlueprintVersion
 
@@ -120,7 +120,7 @@ def _named_values(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue],
             code = vocab.get(value.category)
             if code is None:
                 if reject_unknown:
-                    raise InvalidArgument(f"{prefix}.{name}", f"{value.category!r} is not in the vocabulary")
+                    raise InvalidArgument(f"{prefix}.{name}", f"{quote(value.category)} is not in the vocabulary")
                 code = -1
             values.append(code)
             continue

@@ -34,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import InvalidArgument
+from loopwise.errors import InvalidArgument, quote
 from loopwise.services.decision.encoding import UseCaseVersion
 
 log = logging.getLogger("loopwise.decision.policy")
@@ -130,7 +130,7 @@ def assign_arms(uc: UseCaseVersion, unit_ids: Sequence[str], n: int, rng: np.ran
     if forced:
         names = [a.name for a in arms] or [DEFAULT_ARM]
         if forced not in names:
-            raise InvalidArgument("arm", f"{forced!r} is not an arm of the use case: {names}")
+            raise InvalidArgument("arm", f"{quote(forced)} is not an arm of the use case: {names}")
     if not arms:
         return [DEFAULT_ARM] * n, np.full(n, base)
     arm_eps = np.array([a.epsilon if a.HasField("epsilon") else base for a in arms])

@@ -23,7 +23,7 @@ import numpy as np
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as op_pb
-from loopwise.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from loopwise.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, quote
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.operations import OperationRunner, Progress
@@ -96,7 +96,7 @@ def _pair(requested_t: str, requested_c: str, names: list[str], fields: tuple[st
     control = requested_c or names[0]
     for value, name in ((treatment, fields[0]), (control, fields[1])):
         if value not in names:
-            raise InvalidArgument(name, f"{value!r} is not one of the {what}s {names}")
+            raise InvalidArgument(name, f"{quote(value)} is not one of the {what}s {names}")
     if treatment == control:
         raise InvalidArgument(fields[0], f"must differ from {fields[1]}")
     return treatment, control
@@ -144,7 +144,7 @@ class Evaluator(PolicyRequests):
         actions = list(blueprint.actions)
         arms = request.treatment_source == epb.TREATMENT_SOURCE_ARMS
         if arms and len(blueprint.arms) < 2:
-            raise InvalidArgument("treatment_source", f"use case {request.use_case!r} has "
+            raise InvalidArgument("treatment_source", f"use case {quote(request.use_case)} has "
                                   f"{len(blueprint.arms)} experiment arm(s); comparing arms needs two")
         if arms:
             treatment, control = _pair(request.treatment_arm, request.control_arm,
@@ -154,10 +154,10 @@ class Evaluator(PolicyRequests):
                                        ("treatment_action", "control_action"), "action")
         names = [f.name for f in blueprint.features]
         if not names:
-            raise FailedPrecondition(f"use case {request.use_case!r} has no features to condition on")
+            raise FailedPrecondition(f"use case {quote(request.use_case)} has no features to condition on")
         for name in request.segment_features:
             if name not in names:
-                raise InvalidArgument("segment_features", f"{name!r} is not a feature of {request.use_case!r}")
+                raise InvalidArgument("segment_features", f"{quote(name)} is not a feature of {quote(request.use_case)}")
         if request.register_cate_model and (arms or blueprint.kind != blueprint_pb2.DECISION_KIND_ACTION_VALUE):
             raise InvalidArgument("register_cate_model", "an effect model can be served only for two actions "
                                   "of an action-value use case")
@@ -292,8 +292,8 @@ class Evaluator(PolicyRequests):
             raise InvalidArgument("report_id", "required")
         report = await self.reports.get(report_id)
         if report is None or (use_case and report.result.use_case != use_case):
-            where = f" of use case {use_case!r}" if use_case else ""
-            raise NotFound(f"report {report_id!r}{where} not found")
+            where = f" of use case {quote(use_case)}" if use_case else ""
+            raise NotFound(f"report {quote(report_id)}{where} not found")
         return report
 
     async def list_reports(self, use_case: str) -> list[epb.EstimateEffectsResult]:
@@ -320,7 +320,7 @@ class Evaluator(PolicyRequests):
         """The pickled effect model of a report; NOT_FOUND if unknown."""
         blob = await self.reports.get_estimator(report_id)
         if blob is None:
-            raise NotFound(f"report {report_id!r} has no stored estimator")
+            raise NotFound(f"report {quote(report_id)} has no stored estimator")
         return blob
 
     async def _model(self, report_id: str) -> EffectModel:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import InvalidArgument
+from loopwise.errors import InvalidArgument, quote
 from loopwise.services.evaluator import policy_eval, tuning
 
 TUNABLE = ("policy.epsilon", "policy.threshold", "policy.temperature")
@@ -140,7 +140,7 @@ def check_parameter(name: str, action_names: list[str], field_name: str) -> None
         return
     if name.startswith(COST_PREFIX) and name[len(COST_PREFIX):] in action_names:
         return
-    raise InvalidArgument(field_name, f"{name!r} is not tunable; use one of {list(TUNABLE)} or "
+    raise InvalidArgument(field_name, f"{quote(name)} is not tunable; use one of {list(TUNABLE)} or "
                           f"{COST_PREFIX}<action> with an action of {action_names}")
 
 
@@ -148,7 +148,7 @@ def check_metric(name: str, action_names: list[str], field_name: str) -> None:
     """INVALID_ARGUMENT unless ``name`` is "reward" or "share:<action>"."""
     if name == "reward" or (name.startswith(SHARE_PREFIX) and name[len(SHARE_PREFIX):] in action_names):
         return
-    raise InvalidArgument(field_name, f"{name!r} is not a metric; use 'reward' or {SHARE_PREFIX}<action> "
+    raise InvalidArgument(field_name, f"{quote(name)} is not a metric; use 'reward' or {SHARE_PREFIX}<action> "
                           f"with an action of {action_names}")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import FailedPrecondition, InvalidArgument
+from loopwise.errors import FailedPrecondition, InvalidArgument, quote
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.services.evaluator import offpolicy, tuning
 from loopwise.services.evaluator.data import rows_of
@@ -82,16 +82,16 @@ class PolicyRequests:
         actions = list(blueprint.actions)
         for action in variant.action_costs:
             if action not in actions:
-                raise InvalidArgument("policy_variant.action_costs", f"{action!r} is not one of {actions}")
+                raise InvalidArgument("policy_variant.action_costs", f"{quote(action)} is not one of {actions}")
         policy = offpolicy.merged_policy(blueprint.policy, variant).SerializeToString()
         if constant_action:
             if constant_action not in actions:
-                raise InvalidArgument("constant_action", f"{constant_action!r} is not one of {actions}")
+                raise InvalidArgument("constant_action", f"{quote(constant_action)} is not one of {actions}")
             return offpolicy.Candidate(blueprint.kind, policy, constant_action=actions.index(constant_action))
         if report_id:
             report = await self.get_report(report_id)
             if report.result.use_case != use_case:
-                raise InvalidArgument("report_id", f"report {report_id!r} is of use case {report.result.use_case!r}")
+                raise InvalidArgument("report_id", f"report {quote(report_id)} is of use case {report.result.use_case!r}")
             if report.result.treatment_source == epb.TREATMENT_SOURCE_ARMS:
                 raise InvalidArgument("report_id", "a report on arms has no action to treat with")
             treatment = report.result.treatment_action
@@ -157,7 +157,7 @@ class PolicyRequests:
         for c in request.constraints:
             offpolicy.check_metric(c.metric, actions, "constraints")
             if not (c.HasField("min") or c.HasField("max")):
-                raise InvalidArgument("constraints", f"constraint on {c.metric!r} needs min or max")
+                raise InvalidArgument("constraints", f"constraint on {quote(c.metric)} needs min or max")
             bounds.append(tuning.Bound(c.metric, c.min if c.HasField("min") else None,
                                        c.max if c.HasField("max") else None))
         candidate = await self.candidate(request.use_case, blueprint, request.model_version, request.report_id,

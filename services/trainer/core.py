@@ -20,7 +20,7 @@ from loopwise import __version__
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
-from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError
+from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError, quote
 from loopwise.jobs import ProcessPool
 from loopwise.operations import OperationRunner, Progress
 from loopwise.services.trainer.blessing import ServingModel, bless, slice_masks, tolerance_of
@@ -154,15 +154,15 @@ class Trainer:
         blueprint, version = await self.use_cases.latest(request.use_case)
         kind_of(blueprint)
         if not blueprint.features:
-            raise FailedPrecondition(f"use case {request.use_case!r} has no features to learn from")
+            raise FailedPrecondition(f"use case {quote(request.use_case)} has no features to learn from")
         unknown = [f for f in blueprint.training.candidate_families if f not in FAMILIES]
         if unknown:
-            raise FailedPrecondition(f"use case {request.use_case!r}: training.candidate_families has unknown "
+            raise FailedPrecondition(f"use case {quote(request.use_case)}: training.candidate_families has unknown "
                                      f"families {unknown} (known: {list(FAMILIES)})")
         try:
             RolloutLimits.of(blueprint.rollout)
         except InvalidArgument as exc:
-            raise FailedPrecondition(f"use case {request.use_case!r} has unusable rollout settings: "
+            raise FailedPrecondition(f"use case {quote(request.use_case)} has unusable rollout settings: "
                                      f"{exc.message}") from exc
         return TrainingJob(request.use_case, blueprint, version, start_ms, end_ms, request.deploy,
                            request.trigger or "manual")

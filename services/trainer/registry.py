@@ -13,7 +13,7 @@ import math
 from collections.abc import AsyncIterator
 
 from loopwise.clock import Clock
-from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, quote
 from loopwise.jobs import ProcessPool
 from loopwise.services.trainer.models import check_loads
 from loopwise.store.trainer import AuditEntry, RegistryStore
@@ -81,7 +81,7 @@ class Registry:
         model = await self.store.get_model(use_case, version)
         if model is None:
             which = f"version {version}" if version else "any model"
-            raise NotFound(f"{field}: use case {use_case!r} has no {which}")
+            raise NotFound(f"{field}: use case {quote(use_case)} has no {which}")
         return model
 
     async def download(self, use_case: str, version: int) -> tuple[tpb.Model, AsyncIterator[tuple[int, bytes]]]:
@@ -96,7 +96,7 @@ class Registry:
                     yield offset, piece
                     offset += len(piece)
             if offset != model.artifact_size:
-                raise Unavailable(f"artifact of {use_case!r} v{model.version} is incomplete in the store")
+                raise Unavailable(f"artifact of {quote(use_case)} v{model.version} is incomplete in the store")
 
         return model, chunks()
 
@@ -128,7 +128,7 @@ class Registry:
         if inputs != ["features"]:
             raise InvalidArgument("onnx", f"must have one input named 'features', has {inputs}")
         if model.score_output and model.score_output not in outputs:
-            raise InvalidArgument("model.score_output", f"{model.score_output!r} is not an output of the model {outputs}")
+            raise InvalidArgument("model.score_output", f"{quote(model.score_output)} is not an output of the model {outputs}")
         for i, profile in enumerate(model.feature_profiles):
             check_profile(f"model.feature_profiles[{i}]", profile)
         if model.HasField("prediction_profile"):
@@ -176,7 +176,7 @@ class Registry:
             deployment.shadows.append(model_ref(await self.get_model(use_case, version, f"shadow_versions[{i}]")))
         if not deployment.HasField("production") and not deployment.HasField("canary") and not deployment.shadows:
             if not await self.store.list_models(use_case) and await self.current_deployment(use_case) is None:
-                raise NotFound(f"use case {use_case!r} has no models and no deployment")
+                raise NotFound(f"use case {quote(use_case)} has no models and no deployment")
         return await self._add(deployment, request.request_id, action)
 
     async def rollback(self, use_case: str, reason: str, request_id: str) -> tpb.Deployment:
@@ -185,12 +185,12 @@ class Registry:
             raise InvalidArgument("use_case", "required")
         revisions = await self.store.revisions(use_case)
         if not revisions:
-            raise FailedPrecondition(f"use case {use_case!r} has no deployment to roll back")
+            raise FailedPrecondition(f"use case {quote(use_case)} has no deployment to roll back")
         current = revisions[0]
         target = next((r for r in revisions[1:] if _roles(r) != _roles(current)), None)
         if target is None:
             raise FailedPrecondition(
-                f"use case {use_case!r} has no previous revision that differs from revision {current.revision}")
+                f"use case {quote(use_case)} has no previous revision that differs from revision {current.revision}")
         restored = tpb.Deployment()
         restored.CopyFrom(target)
         restored.ClearField("update_time")

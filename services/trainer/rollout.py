@@ -33,7 +33,7 @@ import numpy as np
 
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import InvalidArgument, LoopwiseError, NotFound
+from loopwise.errors import InvalidArgument, LoopwiseError, NotFound, quote
 from loopwise.jobs import ProcessPool
 from loopwise.periodic import every
 from loopwise.services.trainer.data import align_to, collect_rows, kind_of
@@ -223,7 +223,7 @@ class RolloutController:
             raise InvalidArgument("use_case", "required")
         found = await self.store.get_rollout(use_case)
         if found is None:
-            raise NotFound(f"use case {use_case!r} has no rollout")
+            raise NotFound(f"use case {quote(use_case)} has no rollout")
         return found
 
     async def _save(self, rollout: tpb.Rollout) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from loopwise.errors import InvalidArgument, NotFound, servicer
+from loopwise.errors import InvalidArgument, NotFound, quote, servicer
 from loopwise.names import use_case_name_problem
 from loopwise.operations import OperationsServicer
 from loopwise.services.trainer.core import Trainer
@@ -86,5 +86,5 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
     async def GetRollout(self, request: tpb.GetRolloutRequest, context) -> tpb.GetRolloutResponse:  # noqa: N802
         """The latest automatic rollout of a use case."""
         if self.trainer.rollouts is None:
-            raise NotFound(f"use case {request.use_case!r} has no rollout")
+            raise NotFound(f"use case {quote(request.use_case)} has no rollout")
         return tpb.GetRolloutResponse(rollout=await self.trainer.rollouts.get(request.use_case))
