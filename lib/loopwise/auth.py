@@ -200,7 +200,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     # evaluator
     "EstimateEffects": ("report",), "GetReport": ("report",), "ListReports": ("report",),
     "PredictEffects": ("report",), "EvaluatePolicy": ("report",),
-    "SuggestParameters": ("report",),
+    "SuggestParameters": ("report",), "GetScorecard": ("report",),
 }
 
 # Services that never need a token (Kubernetes probes, tooling discovery).

@@ -26,6 +26,12 @@ class TreatmentSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TREATMENT_SOURCE_UNSPECIFIED: _ClassVar[TreatmentSource]
     TREATMENT_SOURCE_ACTIONS: _ClassVar[TreatmentSource]
     TREATMENT_SOURCE_ARMS: _ClassVar[TreatmentSource]
+
+class ScorecardComparison(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORECARD_COMPARISON_UNSPECIFIED: _ClassVar[ScorecardComparison]
+    SCORECARD_COMPARISON_ARMS: _ClassVar[ScorecardComparison]
+    SCORECARD_COMPARISON_CANARY: _ClassVar[ScorecardComparison]
 ESTIMATOR_UNSPECIFIED: Estimator
 ESTIMATOR_LINEAR_DML: Estimator
 ESTIMATOR_CAUSAL_FOREST_DML: Estimator
@@ -34,6 +40,9 @@ ESTIMATOR_AUTO: Estimator
 TREATMENT_SOURCE_UNSPECIFIED: TreatmentSource
 TREATMENT_SOURCE_ACTIONS: TreatmentSource
 TREATMENT_SOURCE_ARMS: TreatmentSource
+SCORECARD_COMPARISON_UNSPECIFIED: ScorecardComparison
+SCORECARD_COMPARISON_ARMS: ScorecardComparison
+SCORECARD_COMPARISON_CANARY: ScorecardComparison
 
 class EstimateEffectsRequest(_message.Message):
     __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed", "treatment_source", "treatment_arm", "control_arm", "segment_features", "treatment_cost", "register_cate_model", "forest_trees", "timeout")
@@ -510,3 +519,215 @@ class SuggestParametersResponse(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[Trial]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, suggestion: _Optional[_Mapping[str, float]] = ..., expected_value: _Optional[float] = ..., expected_value_stddev: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., history: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetScorecardRequest(_message.Message):
+    __slots__ = ("use_case", "comparison", "start_time", "end_time", "control_arm", "covariates", "look_interval", "mixture_effect_size", "srm_alpha", "include_html")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
+    COVARIATES_FIELD_NUMBER: _ClassVar[int]
+    LOOK_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MIXTURE_EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SRM_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HTML_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    comparison: ScorecardComparison
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    control_arm: str
+    covariates: _containers.RepeatedScalarFieldContainer[str]
+    look_interval: _duration_pb2.Duration
+    mixture_effect_size: float
+    srm_alpha: float
+    include_html: bool
+    def __init__(self, use_case: _Optional[str] = ..., comparison: _Optional[_Union[ScorecardComparison, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., look_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mixture_effect_size: _Optional[float] = ..., srm_alpha: _Optional[float] = ..., include_html: bool = ...) -> None: ...
+
+class GetScorecardResponse(_message.Message):
+    __slots__ = ("scorecard", "html")
+    SCORECARD_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    scorecard: Scorecard
+    html: bytes
+    def __init__(self, scorecard: _Optional[_Union[Scorecard, _Mapping]] = ..., html: _Optional[bytes] = ...) -> None: ...
+
+class Scorecard(_message.Message):
+    __slots__ = ("use_case", "comparison", "control", "groups", "group_metrics", "comparisons", "sample_ratio", "covariate_columns", "coefficients", "data_start_time", "data_end_time", "rows", "rows_read", "look_interval", "mixture_effect_size", "alpha", "canary_model_version", "production_model_version", "deployment_revision", "warnings", "create_time")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_METRICS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    COVARIATE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    DATA_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    LOOK_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MIXTURE_EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTION_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    comparison: ScorecardComparison
+    control: str
+    groups: _containers.RepeatedCompositeFieldContainer[ScorecardGroup]
+    group_metrics: _containers.RepeatedCompositeFieldContainer[GroupMetric]
+    comparisons: _containers.RepeatedCompositeFieldContainer[MetricComparison]
+    sample_ratio: SampleRatioTest
+    covariate_columns: _containers.RepeatedScalarFieldContainer[str]
+    coefficients: _containers.RepeatedCompositeFieldContainer[CupedCoefficients]
+    data_start_time: _timestamp_pb2.Timestamp
+    data_end_time: _timestamp_pb2.Timestamp
+    rows: int
+    rows_read: int
+    look_interval: _duration_pb2.Duration
+    mixture_effect_size: float
+    alpha: float
+    canary_model_version: int
+    production_model_version: int
+    deployment_revision: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, use_case: _Optional[str] = ..., comparison: _Optional[_Union[ScorecardComparison, str]] = ..., control: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[ScorecardGroup, _Mapping]]] = ..., group_metrics: _Optional[_Iterable[_Union[GroupMetric, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioTest, _Mapping]] = ..., covariate_columns: _Optional[_Iterable[str]] = ..., coefficients: _Optional[_Iterable[_Union[CupedCoefficients, _Mapping]]] = ..., data_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows: _Optional[int] = ..., rows_read: _Optional[int] = ..., look_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mixture_effect_size: _Optional[float] = ..., alpha: _Optional[float] = ..., canary_model_version: _Optional[int] = ..., production_model_version: _Optional[int] = ..., deployment_revision: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ScorecardGroup(_message.Message):
+    __slots__ = ("name", "rows", "expected_share", "observed_share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rows: int
+    expected_share: float
+    observed_share: float
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., expected_share: _Optional[float] = ..., observed_share: _Optional[float] = ...) -> None: ...
+
+class GroupMetric(_message.Message):
+    __slots__ = ("group", "metric", "rows", "mean", "ci_lower", "ci_upper", "std")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    metric: str
+    rows: int
+    mean: float
+    ci_lower: float
+    ci_upper: float
+    std: float
+    def __init__(self, group: _Optional[str] = ..., metric: _Optional[str] = ..., rows: _Optional[int] = ..., mean: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
+
+class MetricComparison(_message.Message):
+    __slots__ = ("metric", "group", "control", "rows", "rows_control", "mean", "mean_control", "difference", "difference_ci_lower", "difference_ci_upper", "p_value", "relative_lift", "relative_lift_ci_lower", "relative_lift_ci_upper", "cuped", "variance_reduction", "unadjusted_difference", "unadjusted_difference_ci_lower", "unadjusted_difference_ci_upper", "unadjusted_relative_lift", "unadjusted_relative_lift_ci_lower", "unadjusted_relative_lift_ci_upper", "sequential")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    CUPED_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_DIFFERENCE_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_DIFFERENCE_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_RELATIVE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_RELATIVE_LIFT_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_RELATIVE_LIFT_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    group: str
+    control: str
+    rows: int
+    rows_control: int
+    mean: float
+    mean_control: float
+    difference: float
+    difference_ci_lower: float
+    difference_ci_upper: float
+    p_value: float
+    relative_lift: float
+    relative_lift_ci_lower: float
+    relative_lift_ci_upper: float
+    cuped: bool
+    variance_reduction: float
+    unadjusted_difference: float
+    unadjusted_difference_ci_lower: float
+    unadjusted_difference_ci_upper: float
+    unadjusted_relative_lift: float
+    unadjusted_relative_lift_ci_lower: float
+    unadjusted_relative_lift_ci_upper: float
+    sequential: SequentialTest
+    def __init__(self, metric: _Optional[str] = ..., group: _Optional[str] = ..., control: _Optional[str] = ..., rows: _Optional[int] = ..., rows_control: _Optional[int] = ..., mean: _Optional[float] = ..., mean_control: _Optional[float] = ..., difference: _Optional[float] = ..., difference_ci_lower: _Optional[float] = ..., difference_ci_upper: _Optional[float] = ..., p_value: _Optional[float] = ..., relative_lift: _Optional[float] = ..., relative_lift_ci_lower: _Optional[float] = ..., relative_lift_ci_upper: _Optional[float] = ..., cuped: bool = ..., variance_reduction: _Optional[float] = ..., unadjusted_difference: _Optional[float] = ..., unadjusted_difference_ci_lower: _Optional[float] = ..., unadjusted_difference_ci_upper: _Optional[float] = ..., unadjusted_relative_lift: _Optional[float] = ..., unadjusted_relative_lift_ci_lower: _Optional[float] = ..., unadjusted_relative_lift_ci_upper: _Optional[float] = ..., sequential: _Optional[_Union[SequentialTest, _Mapping]] = ...) -> None: ...
+
+class SequentialTest(_message.Message):
+    __slots__ = ("p_value", "cs_lower", "cs_upper", "significant", "looks")
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CS_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    LOOKS_FIELD_NUMBER: _ClassVar[int]
+    p_value: float
+    cs_lower: float
+    cs_upper: float
+    significant: bool
+    looks: _containers.RepeatedCompositeFieldContainer[SequentialLook]
+    def __init__(self, p_value: _Optional[float] = ..., cs_lower: _Optional[float] = ..., cs_upper: _Optional[float] = ..., significant: bool = ..., looks: _Optional[_Iterable[_Union[SequentialLook, _Mapping]]] = ...) -> None: ...
+
+class SequentialLook(_message.Message):
+    __slots__ = ("time", "rows", "rows_control", "difference", "cs_lower", "cs_upper", "p_value")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CS_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    rows: int
+    rows_control: int
+    difference: float
+    cs_lower: float
+    cs_upper: float
+    p_value: float
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows: _Optional[int] = ..., rows_control: _Optional[int] = ..., difference: _Optional[float] = ..., cs_lower: _Optional[float] = ..., cs_upper: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class SampleRatioTest(_message.Message):
+    __slots__ = ("chi_square", "degrees_of_freedom", "p_value", "alpha", "mismatch")
+    CHI_SQUARE_FIELD_NUMBER: _ClassVar[int]
+    DEGREES_OF_FREEDOM_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    chi_square: float
+    degrees_of_freedom: int
+    p_value: float
+    alpha: float
+    mismatch: bool
+    def __init__(self, chi_square: _Optional[float] = ..., degrees_of_freedom: _Optional[int] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., mismatch: bool = ...) -> None: ...
+
+class CupedCoefficients(_message.Message):
+    __slots__ = ("metric", "theta")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    THETA_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    theta: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, metric: _Optional[str] = ..., theta: _Optional[_Iterable[float]] = ...) -> None: ...

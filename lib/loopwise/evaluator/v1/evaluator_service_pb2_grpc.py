@@ -86,6 +86,11 @@ class EvaluatorServiceStub(object):
                 request_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersRequest.SerializeToString,
                 response_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersResponse.FromString,
                 _registered_method=True)
+        self.GetScorecard = channel.unary_unary(
+                '/loopwise.evaluator.v1.EvaluatorService/GetScorecard',
+                request_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.SerializeToString,
+                response_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.FromString,
+                _registered_method=True)
 
 
 class EvaluatorServiceServicer(object):
@@ -163,6 +168,15 @@ class EvaluatorServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScorecard(self, request, context):
+        """An experiment scorecard: experiment arms, or the canary model against production,
+        on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
+        sequential test (docs/scorecards.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +229,11 @@ def add_EvaluatorServiceServicer_to_server(servicer, server):
                     servicer.SuggestParameters,
                     request_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersRequest.FromString,
                     response_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersResponse.SerializeToString,
+            ),
+            'GetScorecard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScorecard,
+                    request_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.FromString,
+                    response_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +507,33 @@ class EvaluatorService(object):
             '/loopwise.evaluator.v1.EvaluatorService/SuggestParameters',
             loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersRequest.SerializeToString,
             loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.SuggestParametersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScorecard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopwise.evaluator.v1.EvaluatorService/GetScorecard',
+            loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.SerializeToString,
+            loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -145,6 +145,61 @@ func (TreatmentSource) EnumDescriptor() ([]byte, []int) {
 	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{1}
 }
 
+// What a scorecard compares.
+type ScorecardComparison int32
+
+const (
+	// Defaults to SCORECARD_COMPARISON_ARMS.
+	ScorecardComparison_SCORECARD_COMPARISON_UNSPECIFIED ScorecardComparison = 0
+	// The blueprint's experiment arms, each against the control arm; the configured
+	// shares are the arms' traffic shares of each row's blueprint version.
+	ScorecardComparison_SCORECARD_COMPARISON_ARMS ScorecardComparison = 1
+	// The deployment's canary model against its production model (rows told apart by
+	// the model version that decided); the configured share is the canary share.
+	ScorecardComparison_SCORECARD_COMPARISON_CANARY ScorecardComparison = 2
+)
+
+// Enum value maps for ScorecardComparison.
+var (
+	ScorecardComparison_name = map[int32]string{
+		0: "SCORECARD_COMPARISON_UNSPECIFIED",
+		1: "SCORECARD_COMPARISON_ARMS",
+		2: "SCORECARD_COMPARISON_CANARY",
+	}
+	ScorecardComparison_value = map[string]int32{
+		"SCORECARD_COMPARISON_UNSPECIFIED": 0,
+		"SCORECARD_COMPARISON_ARMS":        1,
+		"SCORECARD_COMPARISON_CANARY":      2,
+	}
+)
+
+func (x ScorecardComparison) Enum() *ScorecardComparison {
+	p := new(ScorecardComparison)
+	*p = x
+	return p
+}
+
+func (x ScorecardComparison) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ScorecardComparison) Descriptor() protoreflect.EnumDescriptor {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes[2].Descriptor()
+}
+
+func (ScorecardComparison) Type() protoreflect.EnumType {
+	return &file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes[2]
+}
+
+func (x ScorecardComparison) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ScorecardComparison.Descriptor instead.
+func (ScorecardComparison) EnumDescriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{2}
+}
+
 // Request for EstimateEffects.
 type EstimateEffectsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2627,6 +2682,1161 @@ func (x *SuggestParametersResponse) GetWarnings() []string {
 	return nil
 }
 
+// Request for GetScorecard.
+type GetScorecardRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The use case.
+	UseCase string `protobuf:"bytes,1,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
+	// Arms or canary against production.
+	Comparison ScorecardComparison `protobuf:"varint,2,opt,name=comparison,proto3,enum=loopwise.evaluator.v1.ScorecardComparison" json:"comparison,omitempty"`
+	// Decisions at or after this time (unset: all for arms; for the canary, since the
+	// deployment revision now in force was made).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Decisions before this time (unset: now).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// The control arm with SCORECARD_COMPARISON_ARMS (default: the blueprint's first
+	// arm); with the canary, production is the control.
+	ControlArm string `protobuf:"bytes,5,opt,name=control_arm,json=controlArm,proto3" json:"control_arm,omitempty"`
+	// Features of the use case used as CUPED covariates (values seen at decision time,
+	// before the arm or model could act); empty: no variance reduction.
+	Covariates []string `protobuf:"bytes,6,rep,name=covariates,proto3" json:"covariates,omitempty"`
+	// Spacing of the sequential test's looks, aligned to the epoch (unset or 0: one
+	// hour; at least one second; coarsened when there would be more than 1000 looks).
+	LookInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=look_interval,json=lookInterval,proto3" json:"look_interval,omitempty"`
+	// Standard deviation of the mSPRT's normal mixture over the true difference, in
+	// pooled standard deviations of the metric (0: 0.05); around the smallest effect
+	// worth detecting.
+	MixtureEffectSize float64 `protobuf:"fixed64,8,opt,name=mixture_effect_size,json=mixtureEffectSize,proto3" json:"mixture_effect_size,omitempty"`
+	// Significance level of the sample-ratio-mismatch test (0: 0.001).
+	SrmAlpha float64 `protobuf:"fixed64,9,opt,name=srm_alpha,json=srmAlpha,proto3" json:"srm_alpha,omitempty"`
+	// Also render the HTML scorecard (GetScorecardResponse.html).
+	IncludeHtml   bool `protobuf:"varint,10,opt,name=include_html,json=includeHtml,proto3" json:"include_html,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScorecardRequest) Reset() {
+	*x = GetScorecardRequest{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScorecardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScorecardRequest) ProtoMessage() {}
+
+func (x *GetScorecardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScorecardRequest.ProtoReflect.Descriptor instead.
+func (*GetScorecardRequest) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetScorecardRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
+}
+
+func (x *GetScorecardRequest) GetComparison() ScorecardComparison {
+	if x != nil {
+		return x.Comparison
+	}
+	return ScorecardComparison_SCORECARD_COMPARISON_UNSPECIFIED
+}
+
+func (x *GetScorecardRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetScorecardRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetScorecardRequest) GetControlArm() string {
+	if x != nil {
+		return x.ControlArm
+	}
+	return ""
+}
+
+func (x *GetScorecardRequest) GetCovariates() []string {
+	if x != nil {
+		return x.Covariates
+	}
+	return nil
+}
+
+func (x *GetScorecardRequest) GetLookInterval() *durationpb.Duration {
+	if x != nil {
+		return x.LookInterval
+	}
+	return nil
+}
+
+func (x *GetScorecardRequest) GetMixtureEffectSize() float64 {
+	if x != nil {
+		return x.MixtureEffectSize
+	}
+	return 0
+}
+
+func (x *GetScorecardRequest) GetSrmAlpha() float64 {
+	if x != nil {
+		return x.SrmAlpha
+	}
+	return 0
+}
+
+func (x *GetScorecardRequest) GetIncludeHtml() bool {
+	if x != nil {
+		return x.IncludeHtml
+	}
+	return false
+}
+
+// Response of GetScorecard.
+type GetScorecardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scorecard.
+	Scorecard *Scorecard `protobuf:"bytes,1,opt,name=scorecard,proto3" json:"scorecard,omitempty"`
+	// The self-contained HTML page (UTF-8) when include_html was set; empty otherwise.
+	Html          []byte `protobuf:"bytes,2,opt,name=html,proto3" json:"html,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScorecardResponse) Reset() {
+	*x = GetScorecardResponse{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScorecardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScorecardResponse) ProtoMessage() {}
+
+func (x *GetScorecardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScorecardResponse.ProtoReflect.Descriptor instead.
+func (*GetScorecardResponse) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetScorecardResponse) GetScorecard() *Scorecard {
+	if x != nil {
+		return x.Scorecard
+	}
+	return nil
+}
+
+func (x *GetScorecardResponse) GetHtml() []byte {
+	if x != nil {
+		return x.Html
+	}
+	return nil
+}
+
+// An experiment scorecard: groups of decisions compared with a control group.
+type Scorecard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The use case.
+	UseCase string `protobuf:"bytes,1,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
+	// What was compared.
+	Comparison ScorecardComparison `protobuf:"varint,2,opt,name=comparison,proto3,enum=loopwise.evaluator.v1.ScorecardComparison" json:"comparison,omitempty"`
+	// The control group: the control arm, or "production".
+	Control string `protobuf:"bytes,3,opt,name=control,proto3" json:"control,omitempty"`
+	// Every group (the control first) with its rows and shares.
+	Groups []*ScorecardGroup `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Mean of every metric in every group.
+	GroupMetrics []*GroupMetric `protobuf:"bytes,5,rep,name=group_metrics,json=groupMetrics,proto3" json:"group_metrics,omitempty"`
+	// Every non-control group against the control, per metric.
+	Comparisons []*MetricComparison `protobuf:"bytes,6,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
+	// The sample-ratio-mismatch test of the rows per group.
+	SampleRatio *SampleRatioTest `protobuf:"bytes,7,opt,name=sample_ratio,json=sampleRatio,proto3" json:"sample_ratio,omitempty"`
+	// CUPED covariate columns used (numeric features, indicators of categorical codes
+	// "name=code", and "name missing" indicators); empty without covariates.
+	CovariateColumns []string `protobuf:"bytes,8,rep,name=covariate_columns,json=covariateColumns,proto3" json:"covariate_columns,omitempty"`
+	// The pooled CUPED coefficients per metric, one per covariate column.
+	Coefficients []*CupedCoefficients `protobuf:"bytes,9,rep,name=coefficients,proto3" json:"coefficients,omitempty"`
+	// Decision time of the earliest row used.
+	DataStartTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=data_start_time,json=dataStartTime,proto3" json:"data_start_time,omitempty"`
+	// Decision time of the latest row used.
+	DataEndTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=data_end_time,json=dataEndTime,proto3" json:"data_end_time,omitempty"`
+	// Rows used (decisions in some group with a closed reward window).
+	Rows int64 `protobuf:"varint,12,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Rows read from feedback, including those left out (other arms or model versions,
+	// shadow records, blueprint versions without the arms).
+	RowsRead int64 `protobuf:"varint,13,opt,name=rows_read,json=rowsRead,proto3" json:"rows_read,omitempty"`
+	// Spacing of the sequential test's looks actually used.
+	LookInterval *durationpb.Duration `protobuf:"bytes,14,opt,name=look_interval,json=lookInterval,proto3" json:"look_interval,omitempty"`
+	// The mSPRT mixture's standard deviation used, in pooled standard deviations.
+	MixtureEffectSize float64 `protobuf:"fixed64,15,opt,name=mixture_effect_size,json=mixtureEffectSize,proto3" json:"mixture_effect_size,omitempty"`
+	// Significance level of the CIs (two-sided) and of the sequential test: 0.05.
+	Alpha float64 `protobuf:"fixed64,16,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	// The canary model version (canary scorecards).
+	CanaryModelVersion int64 `protobuf:"varint,17,opt,name=canary_model_version,json=canaryModelVersion,proto3" json:"canary_model_version,omitempty"`
+	// The production model version (canary scorecards).
+	ProductionModelVersion int64 `protobuf:"varint,18,opt,name=production_model_version,json=productionModelVersion,proto3" json:"production_model_version,omitempty"`
+	// The deployment revision in force (canary scorecards).
+	DeploymentRevision int64 `protobuf:"varint,19,opt,name=deployment_revision,json=deploymentRevision,proto3" json:"deployment_revision,omitempty"`
+	// Things to read before trusting the numbers (sample ratio mismatch, few rows,
+	// unreliable relative lifts, drifting effects).
+	Warnings []string `protobuf:"bytes,20,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// When the scorecard was computed.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Scorecard) Reset() {
+	*x = Scorecard{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scorecard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scorecard) ProtoMessage() {}
+
+func (x *Scorecard) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scorecard.ProtoReflect.Descriptor instead.
+func (*Scorecard) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Scorecard) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
+}
+
+func (x *Scorecard) GetComparison() ScorecardComparison {
+	if x != nil {
+		return x.Comparison
+	}
+	return ScorecardComparison_SCORECARD_COMPARISON_UNSPECIFIED
+}
+
+func (x *Scorecard) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *Scorecard) GetGroups() []*ScorecardGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Scorecard) GetGroupMetrics() []*GroupMetric {
+	if x != nil {
+		return x.GroupMetrics
+	}
+	return nil
+}
+
+func (x *Scorecard) GetComparisons() []*MetricComparison {
+	if x != nil {
+		return x.Comparisons
+	}
+	return nil
+}
+
+func (x *Scorecard) GetSampleRatio() *SampleRatioTest {
+	if x != nil {
+		return x.SampleRatio
+	}
+	return nil
+}
+
+func (x *Scorecard) GetCovariateColumns() []string {
+	if x != nil {
+		return x.CovariateColumns
+	}
+	return nil
+}
+
+func (x *Scorecard) GetCoefficients() []*CupedCoefficients {
+	if x != nil {
+		return x.Coefficients
+	}
+	return nil
+}
+
+func (x *Scorecard) GetDataStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DataStartTime
+	}
+	return nil
+}
+
+func (x *Scorecard) GetDataEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DataEndTime
+	}
+	return nil
+}
+
+func (x *Scorecard) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Scorecard) GetRowsRead() int64 {
+	if x != nil {
+		return x.RowsRead
+	}
+	return 0
+}
+
+func (x *Scorecard) GetLookInterval() *durationpb.Duration {
+	if x != nil {
+		return x.LookInterval
+	}
+	return nil
+}
+
+func (x *Scorecard) GetMixtureEffectSize() float64 {
+	if x != nil {
+		return x.MixtureEffectSize
+	}
+	return 0
+}
+
+func (x *Scorecard) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *Scorecard) GetCanaryModelVersion() int64 {
+	if x != nil {
+		return x.CanaryModelVersion
+	}
+	return 0
+}
+
+func (x *Scorecard) GetProductionModelVersion() int64 {
+	if x != nil {
+		return x.ProductionModelVersion
+	}
+	return 0
+}
+
+func (x *Scorecard) GetDeploymentRevision() int64 {
+	if x != nil {
+		return x.DeploymentRevision
+	}
+	return 0
+}
+
+func (x *Scorecard) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *Scorecard) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// One group of a scorecard.
+type ScorecardGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The arm name, or "production" / "canary".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Rows of the group.
+	Rows int64 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Its configured share of the compared rows (normalised over the groups).
+	ExpectedShare float64 `protobuf:"fixed64,3,opt,name=expected_share,json=expectedShare,proto3" json:"expected_share,omitempty"`
+	// Its observed share of the compared rows.
+	ObservedShare float64 `protobuf:"fixed64,4,opt,name=observed_share,json=observedShare,proto3" json:"observed_share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScorecardGroup) Reset() {
+	*x = ScorecardGroup{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScorecardGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScorecardGroup) ProtoMessage() {}
+
+func (x *ScorecardGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScorecardGroup.ProtoReflect.Descriptor instead.
+func (*ScorecardGroup) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ScorecardGroup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ScorecardGroup) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ScorecardGroup) GetExpectedShare() float64 {
+	if x != nil {
+		return x.ExpectedShare
+	}
+	return 0
+}
+
+func (x *ScorecardGroup) GetObservedShare() float64 {
+	if x != nil {
+		return x.ObservedShare
+	}
+	return 0
+}
+
+// One metric in one group.
+type GroupMetric struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// The metric: "reward", "outcome_count" or "serving_latency_ms".
+	Metric string `protobuf:"bytes,2,opt,name=metric,proto3" json:"metric,omitempty"`
+	// Rows where the metric was measured.
+	Rows int64 `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Mean of the metric (unadjusted).
+	Mean float64 `protobuf:"fixed64,4,opt,name=mean,proto3" json:"mean,omitempty"`
+	// Lower bound of the mean's 95% CI.
+	CiLower float64 `protobuf:"fixed64,5,opt,name=ci_lower,json=ciLower,proto3" json:"ci_lower,omitempty"`
+	// Upper bound of the mean's 95% CI.
+	CiUpper float64 `protobuf:"fixed64,6,opt,name=ci_upper,json=ciUpper,proto3" json:"ci_upper,omitempty"`
+	// Standard deviation of the metric per row.
+	Std           float64 `protobuf:"fixed64,7,opt,name=std,proto3" json:"std,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMetric) Reset() {
+	*x = GroupMetric{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMetric) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMetric) ProtoMessage() {}
+
+func (x *GroupMetric) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMetric.ProtoReflect.Descriptor instead.
+func (*GroupMetric) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GroupMetric) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupMetric) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *GroupMetric) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *GroupMetric) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *GroupMetric) GetCiLower() float64 {
+	if x != nil {
+		return x.CiLower
+	}
+	return 0
+}
+
+func (x *GroupMetric) GetCiUpper() float64 {
+	if x != nil {
+		return x.CiUpper
+	}
+	return 0
+}
+
+func (x *GroupMetric) GetStd() float64 {
+	if x != nil {
+		return x.Std
+	}
+	return 0
+}
+
+// A group against the control on one metric. With covariates, the difference, the
+// lift and their intervals are CUPED-adjusted; the unadjusted_* fields never are.
+type MetricComparison struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The metric.
+	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// The group compared.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// The control group.
+	Control string `protobuf:"bytes,3,opt,name=control,proto3" json:"control,omitempty"`
+	// Rows of the group with the metric.
+	Rows int64 `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Rows of the control with the metric.
+	RowsControl int64 `protobuf:"varint,5,opt,name=rows_control,json=rowsControl,proto3" json:"rows_control,omitempty"`
+	// The group's (adjusted) mean.
+	Mean float64 `protobuf:"fixed64,6,opt,name=mean,proto3" json:"mean,omitempty"`
+	// The control's (adjusted) mean.
+	MeanControl float64 `protobuf:"fixed64,7,opt,name=mean_control,json=meanControl,proto3" json:"mean_control,omitempty"`
+	// Difference of the means, group minus control.
+	Difference float64 `protobuf:"fixed64,8,opt,name=difference,proto3" json:"difference,omitempty"`
+	// Lower bound of the difference's 95% CI.
+	DifferenceCiLower float64 `protobuf:"fixed64,9,opt,name=difference_ci_lower,json=differenceCiLower,proto3" json:"difference_ci_lower,omitempty"`
+	// Upper bound of the difference's 95% CI.
+	DifferenceCiUpper float64 `protobuf:"fixed64,10,opt,name=difference_ci_upper,json=differenceCiUpper,proto3" json:"difference_ci_upper,omitempty"`
+	// Two-sided p-value of the difference (fixed horizon: valid for one look only).
+	PValue float64 `protobuf:"fixed64,11,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// Relative lift, mean / mean_control - 1 (NaN when the control mean is 0).
+	RelativeLift float64 `protobuf:"fixed64,12,opt,name=relative_lift,json=relativeLift,proto3" json:"relative_lift,omitempty"`
+	// Lower bound of the relative lift's 95% CI (delta method).
+	RelativeLiftCiLower float64 `protobuf:"fixed64,13,opt,name=relative_lift_ci_lower,json=relativeLiftCiLower,proto3" json:"relative_lift_ci_lower,omitempty"`
+	// Upper bound of the relative lift's 95% CI (delta method).
+	RelativeLiftCiUpper float64 `protobuf:"fixed64,14,opt,name=relative_lift_ci_upper,json=relativeLiftCiUpper,proto3" json:"relative_lift_ci_upper,omitempty"`
+	// Whether CUPED adjusted the estimates.
+	Cuped bool `protobuf:"varint,15,opt,name=cuped,proto3" json:"cuped,omitempty"`
+	// 1 - Var(adjusted difference) / Var(unadjusted difference); 0 without CUPED.
+	VarianceReduction float64 `protobuf:"fixed64,16,opt,name=variance_reduction,json=varianceReduction,proto3" json:"variance_reduction,omitempty"`
+	// The difference without CUPED.
+	UnadjustedDifference float64 `protobuf:"fixed64,17,opt,name=unadjusted_difference,json=unadjustedDifference,proto3" json:"unadjusted_difference,omitempty"`
+	// Lower bound of its 95% CI.
+	UnadjustedDifferenceCiLower float64 `protobuf:"fixed64,18,opt,name=unadjusted_difference_ci_lower,json=unadjustedDifferenceCiLower,proto3" json:"unadjusted_difference_ci_lower,omitempty"`
+	// Upper bound of its 95% CI.
+	UnadjustedDifferenceCiUpper float64 `protobuf:"fixed64,19,opt,name=unadjusted_difference_ci_upper,json=unadjustedDifferenceCiUpper,proto3" json:"unadjusted_difference_ci_upper,omitempty"`
+	// The relative lift without CUPED.
+	UnadjustedRelativeLift float64 `protobuf:"fixed64,20,opt,name=unadjusted_relative_lift,json=unadjustedRelativeLift,proto3" json:"unadjusted_relative_lift,omitempty"`
+	// Lower bound of its 95% CI.
+	UnadjustedRelativeLiftCiLower float64 `protobuf:"fixed64,21,opt,name=unadjusted_relative_lift_ci_lower,json=unadjustedRelativeLiftCiLower,proto3" json:"unadjusted_relative_lift_ci_lower,omitempty"`
+	// Upper bound of its 95% CI.
+	UnadjustedRelativeLiftCiUpper float64 `protobuf:"fixed64,22,opt,name=unadjusted_relative_lift_ci_upper,json=unadjustedRelativeLiftCiUpper,proto3" json:"unadjusted_relative_lift_ci_upper,omitempty"`
+	// The always-valid sequential test of the difference.
+	Sequential    *SequentialTest `protobuf:"bytes,23,opt,name=sequential,proto3" json:"sequential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricComparison) Reset() {
+	*x = MetricComparison{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricComparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricComparison) ProtoMessage() {}
+
+func (x *MetricComparison) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricComparison.ProtoReflect.Descriptor instead.
+func (*MetricComparison) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *MetricComparison) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *MetricComparison) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *MetricComparison) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *MetricComparison) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetRowsControl() int64 {
+	if x != nil {
+		return x.RowsControl
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetMeanControl() float64 {
+	if x != nil {
+		return x.MeanControl
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetDifference() float64 {
+	if x != nil {
+		return x.Difference
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetDifferenceCiLower() float64 {
+	if x != nil {
+		return x.DifferenceCiLower
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetDifferenceCiUpper() float64 {
+	if x != nil {
+		return x.DifferenceCiUpper
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetRelativeLift() float64 {
+	if x != nil {
+		return x.RelativeLift
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetRelativeLiftCiLower() float64 {
+	if x != nil {
+		return x.RelativeLiftCiLower
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetRelativeLiftCiUpper() float64 {
+	if x != nil {
+		return x.RelativeLiftCiUpper
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetCuped() bool {
+	if x != nil {
+		return x.Cuped
+	}
+	return false
+}
+
+func (x *MetricComparison) GetVarianceReduction() float64 {
+	if x != nil {
+		return x.VarianceReduction
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedDifference() float64 {
+	if x != nil {
+		return x.UnadjustedDifference
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedDifferenceCiLower() float64 {
+	if x != nil {
+		return x.UnadjustedDifferenceCiLower
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedDifferenceCiUpper() float64 {
+	if x != nil {
+		return x.UnadjustedDifferenceCiUpper
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedRelativeLift() float64 {
+	if x != nil {
+		return x.UnadjustedRelativeLift
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedRelativeLiftCiLower() float64 {
+	if x != nil {
+		return x.UnadjustedRelativeLiftCiLower
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetUnadjustedRelativeLiftCiUpper() float64 {
+	if x != nil {
+		return x.UnadjustedRelativeLiftCiUpper
+	}
+	return 0
+}
+
+func (x *MetricComparison) GetSequential() *SequentialTest {
+	if x != nil {
+		return x.Sequential
+	}
+	return nil
+}
+
+// The normal-mixture SPRT (mSPRT) of a difference over the looks.
+type SequentialTest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always-valid p-value at the last look: the chance of ever having seen evidence
+	// this strong under no difference, whenever one looked.
+	PValue float64 `protobuf:"fixed64,1,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// Lower bound of the 95% confidence sequence at the last look.
+	CsLower float64 `protobuf:"fixed64,2,opt,name=cs_lower,json=csLower,proto3" json:"cs_lower,omitempty"`
+	// Upper bound of the 95% confidence sequence at the last look.
+	CsUpper float64 `protobuf:"fixed64,3,opt,name=cs_upper,json=csUpper,proto3" json:"cs_upper,omitempty"`
+	// Whether the difference is significant at any stopping time: p_value <= alpha.
+	Significant bool `protobuf:"varint,4,opt,name=significant,proto3" json:"significant,omitempty"`
+	// The test at every look, oldest first.
+	Looks         []*SequentialLook `protobuf:"bytes,5,rep,name=looks,proto3" json:"looks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SequentialTest) Reset() {
+	*x = SequentialTest{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SequentialTest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SequentialTest) ProtoMessage() {}
+
+func (x *SequentialTest) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SequentialTest.ProtoReflect.Descriptor instead.
+func (*SequentialTest) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SequentialTest) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *SequentialTest) GetCsLower() float64 {
+	if x != nil {
+		return x.CsLower
+	}
+	return 0
+}
+
+func (x *SequentialTest) GetCsUpper() float64 {
+	if x != nil {
+		return x.CsUpper
+	}
+	return 0
+}
+
+func (x *SequentialTest) GetSignificant() bool {
+	if x != nil {
+		return x.Significant
+	}
+	return false
+}
+
+func (x *SequentialTest) GetLooks() []*SequentialLook {
+	if x != nil {
+		return x.Looks
+	}
+	return nil
+}
+
+// The sequential test at one look (cumulative rows up to it).
+type SequentialLook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decision time of the look's latest row.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// Rows of the group so far.
+	Rows int64 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Rows of the control so far.
+	RowsControl int64 `protobuf:"varint,3,opt,name=rows_control,json=rowsControl,proto3" json:"rows_control,omitempty"`
+	// The (adjusted) difference so far.
+	Difference float64 `protobuf:"fixed64,4,opt,name=difference,proto3" json:"difference,omitempty"`
+	// Lower bound of the confidence sequence so far (-inf before enough rows).
+	CsLower float64 `protobuf:"fixed64,5,opt,name=cs_lower,json=csLower,proto3" json:"cs_lower,omitempty"`
+	// Upper bound of the confidence sequence so far (+inf before enough rows).
+	CsUpper float64 `protobuf:"fixed64,6,opt,name=cs_upper,json=csUpper,proto3" json:"cs_upper,omitempty"`
+	// Always-valid p-value so far.
+	PValue        float64 `protobuf:"fixed64,7,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SequentialLook) Reset() {
+	*x = SequentialLook{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SequentialLook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SequentialLook) ProtoMessage() {}
+
+func (x *SequentialLook) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SequentialLook.ProtoReflect.Descriptor instead.
+func (*SequentialLook) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SequentialLook) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SequentialLook) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *SequentialLook) GetRowsControl() int64 {
+	if x != nil {
+		return x.RowsControl
+	}
+	return 0
+}
+
+func (x *SequentialLook) GetDifference() float64 {
+	if x != nil {
+		return x.Difference
+	}
+	return 0
+}
+
+func (x *SequentialLook) GetCsLower() float64 {
+	if x != nil {
+		return x.CsLower
+	}
+	return 0
+}
+
+func (x *SequentialLook) GetCsUpper() float64 {
+	if x != nil {
+		return x.CsUpper
+	}
+	return 0
+}
+
+func (x *SequentialLook) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+// Pearson's chi-square test of the rows per group against the configured shares.
+type SampleRatioTest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chi-square statistic.
+	ChiSquare float64 `protobuf:"fixed64,1,opt,name=chi_square,json=chiSquare,proto3" json:"chi_square,omitempty"`
+	// Degrees of freedom (groups with a configured share, minus one).
+	DegreesOfFreedom int32 `protobuf:"varint,2,opt,name=degrees_of_freedom,json=degreesOfFreedom,proto3" json:"degrees_of_freedom,omitempty"`
+	// Its p-value.
+	PValue float64 `protobuf:"fixed64,3,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// The significance level used.
+	Alpha float64 `protobuf:"fixed64,4,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	// p_value < alpha: the assignment or the logging is broken somewhere.
+	Mismatch      bool `protobuf:"varint,5,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SampleRatioTest) Reset() {
+	*x = SampleRatioTest{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SampleRatioTest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SampleRatioTest) ProtoMessage() {}
+
+func (x *SampleRatioTest) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SampleRatioTest.ProtoReflect.Descriptor instead.
+func (*SampleRatioTest) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SampleRatioTest) GetChiSquare() float64 {
+	if x != nil {
+		return x.ChiSquare
+	}
+	return 0
+}
+
+func (x *SampleRatioTest) GetDegreesOfFreedom() int32 {
+	if x != nil {
+		return x.DegreesOfFreedom
+	}
+	return 0
+}
+
+func (x *SampleRatioTest) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *SampleRatioTest) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *SampleRatioTest) GetMismatch() bool {
+	if x != nil {
+		return x.Mismatch
+	}
+	return false
+}
+
+// The pooled CUPED coefficients of one metric.
+type CupedCoefficients struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The metric.
+	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// One coefficient per Scorecard.covariate_columns entry, in that order.
+	Theta         []float64 `protobuf:"fixed64,2,rep,packed,name=theta,proto3" json:"theta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CupedCoefficients) Reset() {
+	*x = CupedCoefficients{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CupedCoefficients) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CupedCoefficients) ProtoMessage() {}
+
+func (x *CupedCoefficients) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CupedCoefficients.ProtoReflect.Descriptor instead.
+func (*CupedCoefficients) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CupedCoefficients) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *CupedCoefficients) GetTheta() []float64 {
+	if x != nil {
+		return x.Theta
+	}
+	return nil
+}
+
 var File_loopwise_evaluator_v1_evaluator_service_proto protoreflect.FileDescriptor
 
 const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
@@ -2875,7 +4085,122 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01*\x8f\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xdf\x03\n" +
+	"\x13GetScorecardRequest\x12\x19\n" +
+	"\buse_case\x18\x01 \x01(\tR\auseCase\x12J\n" +
+	"\n" +
+	"comparison\x18\x02 \x01(\x0e2*.loopwise.evaluator.v1.ScorecardComparisonR\n" +
+	"comparison\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1f\n" +
+	"\vcontrol_arm\x18\x05 \x01(\tR\n" +
+	"controlArm\x12\x1e\n" +
+	"\n" +
+	"covariates\x18\x06 \x03(\tR\n" +
+	"covariates\x12>\n" +
+	"\rlook_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\flookInterval\x12.\n" +
+	"\x13mixture_effect_size\x18\b \x01(\x01R\x11mixtureEffectSize\x12\x1b\n" +
+	"\tsrm_alpha\x18\t \x01(\x01R\bsrmAlpha\x12!\n" +
+	"\finclude_html\x18\n" +
+	" \x01(\bR\vincludeHtml\"j\n" +
+	"\x14GetScorecardResponse\x12>\n" +
+	"\tscorecard\x18\x01 \x01(\v2 .loopwise.evaluator.v1.ScorecardR\tscorecard\x12\x12\n" +
+	"\x04html\x18\x02 \x01(\fR\x04html\"\xd6\b\n" +
+	"\tScorecard\x12\x19\n" +
+	"\buse_case\x18\x01 \x01(\tR\auseCase\x12J\n" +
+	"\n" +
+	"comparison\x18\x02 \x01(\x0e2*.loopwise.evaluator.v1.ScorecardComparisonR\n" +
+	"comparison\x12\x18\n" +
+	"\acontrol\x18\x03 \x01(\tR\acontrol\x12=\n" +
+	"\x06groups\x18\x04 \x03(\v2%.loopwise.evaluator.v1.ScorecardGroupR\x06groups\x12G\n" +
+	"\rgroup_metrics\x18\x05 \x03(\v2\".loopwise.evaluator.v1.GroupMetricR\fgroupMetrics\x12I\n" +
+	"\vcomparisons\x18\x06 \x03(\v2'.loopwise.evaluator.v1.MetricComparisonR\vcomparisons\x12I\n" +
+	"\fsample_ratio\x18\a \x01(\v2&.loopwise.evaluator.v1.SampleRatioTestR\vsampleRatio\x12+\n" +
+	"\x11covariate_columns\x18\b \x03(\tR\x10covariateColumns\x12L\n" +
+	"\fcoefficients\x18\t \x03(\v2(.loopwise.evaluator.v1.CupedCoefficientsR\fcoefficients\x12B\n" +
+	"\x0fdata_start_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rdataStartTime\x12>\n" +
+	"\rdata_end_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vdataEndTime\x12\x12\n" +
+	"\x04rows\x18\f \x01(\x03R\x04rows\x12\x1b\n" +
+	"\trows_read\x18\r \x01(\x03R\browsRead\x12>\n" +
+	"\rlook_interval\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\flookInterval\x12.\n" +
+	"\x13mixture_effect_size\x18\x0f \x01(\x01R\x11mixtureEffectSize\x12\x14\n" +
+	"\x05alpha\x18\x10 \x01(\x01R\x05alpha\x120\n" +
+	"\x14canary_model_version\x18\x11 \x01(\x03R\x12canaryModelVersion\x128\n" +
+	"\x18production_model_version\x18\x12 \x01(\x03R\x16productionModelVersion\x12/\n" +
+	"\x13deployment_revision\x18\x13 \x01(\x03R\x12deploymentRevision\x12\x1a\n" +
+	"\bwarnings\x18\x14 \x03(\tR\bwarnings\x12;\n" +
+	"\vcreate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\x86\x01\n" +
+	"\x0eScorecardGroup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12%\n" +
+	"\x0eexpected_share\x18\x03 \x01(\x01R\rexpectedShare\x12%\n" +
+	"\x0eobserved_share\x18\x04 \x01(\x01R\robservedShare\"\xab\x01\n" +
+	"\vGroupMetric\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
+	"\x06metric\x18\x02 \x01(\tR\x06metric\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x12\n" +
+	"\x04mean\x18\x04 \x01(\x01R\x04mean\x12\x19\n" +
+	"\bci_lower\x18\x05 \x01(\x01R\aciLower\x12\x19\n" +
+	"\bci_upper\x18\x06 \x01(\x01R\aciUpper\x12\x10\n" +
+	"\x03std\x18\a \x01(\x01R\x03std\"\x89\b\n" +
+	"\x10MetricComparison\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x18\n" +
+	"\acontrol\x18\x03 \x01(\tR\acontrol\x12\x12\n" +
+	"\x04rows\x18\x04 \x01(\x03R\x04rows\x12!\n" +
+	"\frows_control\x18\x05 \x01(\x03R\vrowsControl\x12\x12\n" +
+	"\x04mean\x18\x06 \x01(\x01R\x04mean\x12!\n" +
+	"\fmean_control\x18\a \x01(\x01R\vmeanControl\x12\x1e\n" +
+	"\n" +
+	"difference\x18\b \x01(\x01R\n" +
+	"difference\x12.\n" +
+	"\x13difference_ci_lower\x18\t \x01(\x01R\x11differenceCiLower\x12.\n" +
+	"\x13difference_ci_upper\x18\n" +
+	" \x01(\x01R\x11differenceCiUpper\x12\x17\n" +
+	"\ap_value\x18\v \x01(\x01R\x06pValue\x12#\n" +
+	"\rrelative_lift\x18\f \x01(\x01R\frelativeLift\x123\n" +
+	"\x16relative_lift_ci_lower\x18\r \x01(\x01R\x13relativeLiftCiLower\x123\n" +
+	"\x16relative_lift_ci_upper\x18\x0e \x01(\x01R\x13relativeLiftCiUpper\x12\x14\n" +
+	"\x05cuped\x18\x0f \x01(\bR\x05cuped\x12-\n" +
+	"\x12variance_reduction\x18\x10 \x01(\x01R\x11varianceReduction\x123\n" +
+	"\x15unadjusted_difference\x18\x11 \x01(\x01R\x14unadjustedDifference\x12C\n" +
+	"\x1eunadjusted_difference_ci_lower\x18\x12 \x01(\x01R\x1bunadjustedDifferenceCiLower\x12C\n" +
+	"\x1eunadjusted_difference_ci_upper\x18\x13 \x01(\x01R\x1bunadjustedDifferenceCiUpper\x128\n" +
+	"\x18unadjusted_relative_lift\x18\x14 \x01(\x01R\x16unadjustedRelativeLift\x12H\n" +
+	"!unadjusted_relative_lift_ci_lower\x18\x15 \x01(\x01R\x1dunadjustedRelativeLiftCiLower\x12H\n" +
+	"!unadjusted_relative_lift_ci_upper\x18\x16 \x01(\x01R\x1dunadjustedRelativeLiftCiUpper\x12E\n" +
+	"\n" +
+	"sequential\x18\x17 \x01(\v2%.loopwise.evaluator.v1.SequentialTestR\n" +
+	"sequential\"\xbe\x01\n" +
+	"\x0eSequentialTest\x12\x17\n" +
+	"\ap_value\x18\x01 \x01(\x01R\x06pValue\x12\x19\n" +
+	"\bcs_lower\x18\x02 \x01(\x01R\acsLower\x12\x19\n" +
+	"\bcs_upper\x18\x03 \x01(\x01R\acsUpper\x12 \n" +
+	"\vsignificant\x18\x04 \x01(\bR\vsignificant\x12;\n" +
+	"\x05looks\x18\x05 \x03(\v2%.loopwise.evaluator.v1.SequentialLookR\x05looks\"\xe6\x01\n" +
+	"\x0eSequentialLook\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12!\n" +
+	"\frows_control\x18\x03 \x01(\x03R\vrowsControl\x12\x1e\n" +
+	"\n" +
+	"difference\x18\x04 \x01(\x01R\n" +
+	"difference\x12\x19\n" +
+	"\bcs_lower\x18\x05 \x01(\x01R\acsLower\x12\x19\n" +
+	"\bcs_upper\x18\x06 \x01(\x01R\acsUpper\x12\x17\n" +
+	"\ap_value\x18\a \x01(\x01R\x06pValue\"\xa9\x01\n" +
+	"\x0fSampleRatioTest\x12\x1d\n" +
+	"\n" +
+	"chi_square\x18\x01 \x01(\x01R\tchiSquare\x12,\n" +
+	"\x12degrees_of_freedom\x18\x02 \x01(\x05R\x10degreesOfFreedom\x12\x17\n" +
+	"\ap_value\x18\x03 \x01(\x01R\x06pValue\x12\x14\n" +
+	"\x05alpha\x18\x04 \x01(\x01R\x05alpha\x12\x1a\n" +
+	"\bmismatch\x18\x05 \x01(\bR\bmismatch\"A\n" +
+	"\x11CupedCoefficients\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
+	"\x05theta\x18\x02 \x03(\x01R\x05theta*\x8f\x01\n" +
 	"\tEstimator\x12\x19\n" +
 	"\x15ESTIMATOR_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ESTIMATOR_LINEAR_DML\x10\x01\x12\x1f\n" +
@@ -2885,7 +4210,11 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x0fTreatmentSource\x12 \n" +
 	"\x1cTREATMENT_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18TREATMENT_SOURCE_ACTIONS\x10\x01\x12\x19\n" +
-	"\x15TREATMENT_SOURCE_ARMS\x10\x022\xc3\b\n" +
+	"\x15TREATMENT_SOURCE_ARMS\x10\x02*{\n" +
+	"\x13ScorecardComparison\x12$\n" +
+	" SCORECARD_COMPARISON_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19SCORECARD_COMPARISON_ARMS\x10\x01\x12\x1f\n" +
+	"\x1bSCORECARD_COMPARISON_CANARY\x10\x022\xac\t\n" +
 	"\x10EvaluatorService\x12p\n" +
 	"\x0fEstimateEffects\x12-.loopwise.evaluator.v1.EstimateEffectsRequest\x1a..loopwise.evaluator.v1.EstimateEffectsResponse\x12a\n" +
 	"\fGetOperation\x12'.loopwise.common.v1.GetOperationRequest\x1a(.loopwise.common.v1.GetOperationResponse\x12g\n" +
@@ -2896,7 +4225,8 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\vListReports\x12).loopwise.evaluator.v1.ListReportsRequest\x1a*.loopwise.evaluator.v1.ListReportsResponse\x12m\n" +
 	"\x0ePredictEffects\x12,.loopwise.evaluator.v1.PredictEffectsRequest\x1a-.loopwise.evaluator.v1.PredictEffectsResponse\x12m\n" +
 	"\x0eEvaluatePolicy\x12,.loopwise.evaluator.v1.EvaluatePolicyRequest\x1a-.loopwise.evaluator.v1.EvaluatePolicyResponse\x12v\n" +
-	"\x11SuggestParameters\x12/.loopwise.evaluator.v1.SuggestParametersRequest\x1a0.loopwise.evaluator.v1.SuggestParametersResponseB\xf7\x01\n" +
+	"\x11SuggestParameters\x12/.loopwise.evaluator.v1.SuggestParametersRequest\x1a0.loopwise.evaluator.v1.SuggestParametersResponse\x12g\n" +
+	"\fGetScorecard\x12*.loopwise.evaluator.v1.GetScorecardRequest\x1a+.loopwise.evaluator.v1.GetScorecardResponseB\xf7\x01\n" +
 	"\x19com.loopwise.evaluator.v1B\x15EvaluatorServiceProtoP\x01ZMgithub.com/loopwise/loopwise/clients/go/gen/loopwise/evaluator/v1;evaluatorv1\xa2\x02\x03LEX\xaa\x02\x15Loopwise.Evaluator.V1\xca\x02\x15Loopwise\\Evaluator\\V1\xe2\x02!Loopwise\\Evaluator\\V1\\GPBMetadata\xea\x02\x17Loopwise::Evaluator::V1b\x06proto3"
 
 var (
@@ -2911,122 +4241,153 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP() []byte {
 	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescData
 }
 
-var file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_loopwise_evaluator_v1_evaluator_service_proto_goTypes = []any{
 	(Estimator)(0),                     // 0: loopwise.evaluator.v1.Estimator
 	(TreatmentSource)(0),               // 1: loopwise.evaluator.v1.TreatmentSource
-	(*EstimateEffectsRequest)(nil),     // 2: loopwise.evaluator.v1.EstimateEffectsRequest
-	(*EstimateEffectsResponse)(nil),    // 3: loopwise.evaluator.v1.EstimateEffectsResponse
-	(*Quantile)(nil),                   // 4: loopwise.evaluator.v1.Quantile
-	(*EstimateEffectsResult)(nil),      // 5: loopwise.evaluator.v1.EstimateEffectsResult
-	(*Overlap)(nil),                    // 6: loopwise.evaluator.v1.Overlap
-	(*NuisanceScore)(nil),              // 7: loopwise.evaluator.v1.NuisanceScore
-	(*Segment)(nil),                    // 8: loopwise.evaluator.v1.Segment
-	(*Validation)(nil),                 // 9: loopwise.evaluator.v1.Validation
-	(*PolicyValue)(nil),                // 10: loopwise.evaluator.v1.PolicyValue
-	(*PolicySummary)(nil),              // 11: loopwise.evaluator.v1.PolicySummary
-	(*Refutation)(nil),                 // 12: loopwise.evaluator.v1.Refutation
-	(*Reproducibility)(nil),            // 13: loopwise.evaluator.v1.Reproducibility
-	(*CateModel)(nil),                  // 14: loopwise.evaluator.v1.CateModel
-	(*GetReportRequest)(nil),           // 15: loopwise.evaluator.v1.GetReportRequest
-	(*GetReportResponse)(nil),          // 16: loopwise.evaluator.v1.GetReportResponse
-	(*ListReportsRequest)(nil),         // 17: loopwise.evaluator.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),        // 18: loopwise.evaluator.v1.ListReportsResponse
-	(*PredictEffectsRequest)(nil),      // 19: loopwise.evaluator.v1.PredictEffectsRequest
-	(*PredictEffectsResponse)(nil),     // 20: loopwise.evaluator.v1.PredictEffectsResponse
-	(*EvaluatePolicyRequest)(nil),      // 21: loopwise.evaluator.v1.EvaluatePolicyRequest
-	(*PolicyEstimate)(nil),             // 22: loopwise.evaluator.v1.PolicyEstimate
-	(*EvaluatePolicyResponse)(nil),     // 23: loopwise.evaluator.v1.EvaluatePolicyResponse
-	(*SuggestParametersRequest)(nil),   // 24: loopwise.evaluator.v1.SuggestParametersRequest
-	(*ParameterRange)(nil),             // 25: loopwise.evaluator.v1.ParameterRange
-	(*Constraint)(nil),                 // 26: loopwise.evaluator.v1.Constraint
-	(*Trial)(nil),                      // 27: loopwise.evaluator.v1.Trial
-	(*SuggestParametersResponse)(nil),  // 28: loopwise.evaluator.v1.SuggestParametersResponse
-	nil,                                // 29: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	nil,                                // 30: loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	nil,                                // 31: loopwise.evaluator.v1.Trial.ParametersEntry
-	nil,                                // 32: loopwise.evaluator.v1.Trial.MetricsEntry
-	nil,                                // 33: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	nil,                                // 34: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
-	(*v1.Operation)(nil),               // 37: loopwise.common.v1.Operation
-	(*v1.Policy)(nil),                  // 38: loopwise.common.v1.Policy
-	(*v1.GetOperationRequest)(nil),     // 39: loopwise.common.v1.GetOperationRequest
-	(*v1.ListOperationsRequest)(nil),   // 40: loopwise.common.v1.ListOperationsRequest
-	(*v1.CancelOperationRequest)(nil),  // 41: loopwise.common.v1.CancelOperationRequest
-	(*v1.WatchOperationRequest)(nil),   // 42: loopwise.common.v1.WatchOperationRequest
-	(*v1.GetOperationResponse)(nil),    // 43: loopwise.common.v1.GetOperationResponse
-	(*v1.ListOperationsResponse)(nil),  // 44: loopwise.common.v1.ListOperationsResponse
-	(*v1.CancelOperationResponse)(nil), // 45: loopwise.common.v1.CancelOperationResponse
-	(*v1.WatchOperationResponse)(nil),  // 46: loopwise.common.v1.WatchOperationResponse
+	(ScorecardComparison)(0),           // 2: loopwise.evaluator.v1.ScorecardComparison
+	(*EstimateEffectsRequest)(nil),     // 3: loopwise.evaluator.v1.EstimateEffectsRequest
+	(*EstimateEffectsResponse)(nil),    // 4: loopwise.evaluator.v1.EstimateEffectsResponse
+	(*Quantile)(nil),                   // 5: loopwise.evaluator.v1.Quantile
+	(*EstimateEffectsResult)(nil),      // 6: loopwise.evaluator.v1.EstimateEffectsResult
+	(*Overlap)(nil),                    // 7: loopwise.evaluator.v1.Overlap
+	(*NuisanceScore)(nil),              // 8: loopwise.evaluator.v1.NuisanceScore
+	(*Segment)(nil),                    // 9: loopwise.evaluator.v1.Segment
+	(*Validation)(nil),                 // 10: loopwise.evaluator.v1.Validation
+	(*PolicyValue)(nil),                // 11: loopwise.evaluator.v1.PolicyValue
+	(*PolicySummary)(nil),              // 12: loopwise.evaluator.v1.PolicySummary
+	(*Refutation)(nil),                 // 13: loopwise.evaluator.v1.Refutation
+	(*Reproducibility)(nil),            // 14: loopwise.evaluator.v1.Reproducibility
+	(*CateModel)(nil),                  // 15: loopwise.evaluator.v1.CateModel
+	(*GetReportRequest)(nil),           // 16: loopwise.evaluator.v1.GetReportRequest
+	(*GetReportResponse)(nil),          // 17: loopwise.evaluator.v1.GetReportResponse
+	(*ListReportsRequest)(nil),         // 18: loopwise.evaluator.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),        // 19: loopwise.evaluator.v1.ListReportsResponse
+	(*PredictEffectsRequest)(nil),      // 20: loopwise.evaluator.v1.PredictEffectsRequest
+	(*PredictEffectsResponse)(nil),     // 21: loopwise.evaluator.v1.PredictEffectsResponse
+	(*EvaluatePolicyRequest)(nil),      // 22: loopwise.evaluator.v1.EvaluatePolicyRequest
+	(*PolicyEstimate)(nil),             // 23: loopwise.evaluator.v1.PolicyEstimate
+	(*EvaluatePolicyResponse)(nil),     // 24: loopwise.evaluator.v1.EvaluatePolicyResponse
+	(*SuggestParametersRequest)(nil),   // 25: loopwise.evaluator.v1.SuggestParametersRequest
+	(*ParameterRange)(nil),             // 26: loopwise.evaluator.v1.ParameterRange
+	(*Constraint)(nil),                 // 27: loopwise.evaluator.v1.Constraint
+	(*Trial)(nil),                      // 28: loopwise.evaluator.v1.Trial
+	(*SuggestParametersResponse)(nil),  // 29: loopwise.evaluator.v1.SuggestParametersResponse
+	(*GetScorecardRequest)(nil),        // 30: loopwise.evaluator.v1.GetScorecardRequest
+	(*GetScorecardResponse)(nil),       // 31: loopwise.evaluator.v1.GetScorecardResponse
+	(*Scorecard)(nil),                  // 32: loopwise.evaluator.v1.Scorecard
+	(*ScorecardGroup)(nil),             // 33: loopwise.evaluator.v1.ScorecardGroup
+	(*GroupMetric)(nil),                // 34: loopwise.evaluator.v1.GroupMetric
+	(*MetricComparison)(nil),           // 35: loopwise.evaluator.v1.MetricComparison
+	(*SequentialTest)(nil),             // 36: loopwise.evaluator.v1.SequentialTest
+	(*SequentialLook)(nil),             // 37: loopwise.evaluator.v1.SequentialLook
+	(*SampleRatioTest)(nil),            // 38: loopwise.evaluator.v1.SampleRatioTest
+	(*CupedCoefficients)(nil),          // 39: loopwise.evaluator.v1.CupedCoefficients
+	nil,                                // 40: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	nil,                                // 41: loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	nil,                                // 42: loopwise.evaluator.v1.Trial.ParametersEntry
+	nil,                                // 43: loopwise.evaluator.v1.Trial.MetricsEntry
+	nil,                                // 44: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	nil,                                // 45: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 47: google.protobuf.Duration
+	(*v1.Operation)(nil),               // 48: loopwise.common.v1.Operation
+	(*v1.Policy)(nil),                  // 49: loopwise.common.v1.Policy
+	(*v1.GetOperationRequest)(nil),     // 50: loopwise.common.v1.GetOperationRequest
+	(*v1.ListOperationsRequest)(nil),   // 51: loopwise.common.v1.ListOperationsRequest
+	(*v1.CancelOperationRequest)(nil),  // 52: loopwise.common.v1.CancelOperationRequest
+	(*v1.WatchOperationRequest)(nil),   // 53: loopwise.common.v1.WatchOperationRequest
+	(*v1.GetOperationResponse)(nil),    // 54: loopwise.common.v1.GetOperationResponse
+	(*v1.ListOperationsResponse)(nil),  // 55: loopwise.common.v1.ListOperationsResponse
+	(*v1.CancelOperationResponse)(nil), // 56: loopwise.common.v1.CancelOperationResponse
+	(*v1.WatchOperationResponse)(nil),  // 57: loopwise.common.v1.WatchOperationResponse
 }
 var file_loopwise_evaluator_v1_evaluator_service_proto_depIdxs = []int32{
-	35, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
+	46, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
+	46, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: loopwise.evaluator.v1.EstimateEffectsRequest.estimator:type_name -> loopwise.evaluator.v1.Estimator
 	1,  // 3: loopwise.evaluator.v1.EstimateEffectsRequest.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	36, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
-	37, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
-	4,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
+	47, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
+	48, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
+	5,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
 	0,  // 7: loopwise.evaluator.v1.EstimateEffectsResult.estimator:type_name -> loopwise.evaluator.v1.Estimator
-	35, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
-	7,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
-	8,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
-	9,  // 12: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
-	11, // 13: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
-	12, // 14: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
-	13, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
-	14, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
+	46, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
+	7,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
+	8,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
+	9,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
+	10, // 12: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
+	12, // 13: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
+	13, // 14: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
+	14, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
+	15, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
 	1,  // 17: loopwise.evaluator.v1.EstimateEffectsResult.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	29, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	10, // 19: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
-	35, // 20: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
-	35, // 21: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
-	30, // 22: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	5,  // 23: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	5,  // 24: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	35, // 25: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 26: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
-	38, // 27: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
-	22, // 28: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	22, // 29: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	25, // 30: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
-	26, // 31: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
-	35, // 32: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 33: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
-	31, // 34: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
-	32, // 35: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
-	33, // 36: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	34, // 37: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	27, // 38: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
-	2,  // 39: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
-	39, // 40: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	40, // 41: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	41, // 42: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	42, // 43: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	15, // 44: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
-	17, // 45: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
-	19, // 46: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
-	21, // 47: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
-	24, // 48: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
-	3,  // 49: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
-	43, // 50: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	44, // 51: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	45, // 52: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	46, // 53: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	16, // 54: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
-	18, // 55: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
-	20, // 56: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
-	23, // 57: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
-	28, // 58: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
-	49, // [49:59] is the sub-list for method output_type
-	39, // [39:49] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	40, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	11, // 19: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
+	46, // 20: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
+	46, // 21: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
+	41, // 22: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	6,  // 23: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	6,  // 24: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	46, // 25: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
+	46, // 26: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
+	49, // 27: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
+	23, // 28: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	23, // 29: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	26, // 30: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
+	27, // 31: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
+	46, // 32: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
+	46, // 33: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
+	42, // 34: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
+	43, // 35: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
+	44, // 36: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	45, // 37: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	28, // 38: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
+	2,  // 39: loopwise.evaluator.v1.GetScorecardRequest.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
+	46, // 40: loopwise.evaluator.v1.GetScorecardRequest.start_time:type_name -> google.protobuf.Timestamp
+	46, // 41: loopwise.evaluator.v1.GetScorecardRequest.end_time:type_name -> google.protobuf.Timestamp
+	47, // 42: loopwise.evaluator.v1.GetScorecardRequest.look_interval:type_name -> google.protobuf.Duration
+	32, // 43: loopwise.evaluator.v1.GetScorecardResponse.scorecard:type_name -> loopwise.evaluator.v1.Scorecard
+	2,  // 44: loopwise.evaluator.v1.Scorecard.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
+	33, // 45: loopwise.evaluator.v1.Scorecard.groups:type_name -> loopwise.evaluator.v1.ScorecardGroup
+	34, // 46: loopwise.evaluator.v1.Scorecard.group_metrics:type_name -> loopwise.evaluator.v1.GroupMetric
+	35, // 47: loopwise.evaluator.v1.Scorecard.comparisons:type_name -> loopwise.evaluator.v1.MetricComparison
+	38, // 48: loopwise.evaluator.v1.Scorecard.sample_ratio:type_name -> loopwise.evaluator.v1.SampleRatioTest
+	39, // 49: loopwise.evaluator.v1.Scorecard.coefficients:type_name -> loopwise.evaluator.v1.CupedCoefficients
+	46, // 50: loopwise.evaluator.v1.Scorecard.data_start_time:type_name -> google.protobuf.Timestamp
+	46, // 51: loopwise.evaluator.v1.Scorecard.data_end_time:type_name -> google.protobuf.Timestamp
+	47, // 52: loopwise.evaluator.v1.Scorecard.look_interval:type_name -> google.protobuf.Duration
+	46, // 53: loopwise.evaluator.v1.Scorecard.create_time:type_name -> google.protobuf.Timestamp
+	36, // 54: loopwise.evaluator.v1.MetricComparison.sequential:type_name -> loopwise.evaluator.v1.SequentialTest
+	37, // 55: loopwise.evaluator.v1.SequentialTest.looks:type_name -> loopwise.evaluator.v1.SequentialLook
+	46, // 56: loopwise.evaluator.v1.SequentialLook.time:type_name -> google.protobuf.Timestamp
+	3,  // 57: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
+	50, // 58: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	51, // 59: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	52, // 60: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	53, // 61: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	16, // 62: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
+	18, // 63: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
+	20, // 64: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
+	22, // 65: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
+	25, // 66: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
+	30, // 67: loopwise.evaluator.v1.EvaluatorService.GetScorecard:input_type -> loopwise.evaluator.v1.GetScorecardRequest
+	4,  // 68: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
+	54, // 69: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	55, // 70: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	56, // 71: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	57, // 72: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	17, // 73: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
+	19, // 74: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
+	21, // 75: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
+	24, // 76: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
+	29, // 77: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
+	31, // 78: loopwise.evaluator.v1.EvaluatorService.GetScorecard:output_type -> loopwise.evaluator.v1.GetScorecardResponse
+	68, // [68:79] is the sub-list for method output_type
+	57, // [57:68] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_evaluator_v1_evaluator_service_proto_init() }
@@ -3040,8 +4401,8 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc), len(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   33,
+			NumEnums:      3,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	EvaluatorService_PredictEffects_FullMethodName    = "/loopwise.evaluator.v1.EvaluatorService/PredictEffects"
 	EvaluatorService_EvaluatePolicy_FullMethodName    = "/loopwise.evaluator.v1.EvaluatorService/EvaluatePolicy"
 	EvaluatorService_SuggestParameters_FullMethodName = "/loopwise.evaluator.v1.EvaluatorService/SuggestParameters"
+	EvaluatorService_GetScorecard_FullMethodName      = "/loopwise.evaluator.v1.EvaluatorService/GetScorecard"
 )
 
 // EvaluatorServiceClient is the client API for EvaluatorService service.
@@ -62,6 +63,10 @@ type EvaluatorServiceClient interface {
 	EvaluatePolicy(ctx context.Context, in *EvaluatePolicyRequest, opts ...grpc.CallOption) (*EvaluatePolicyResponse, error)
 	// Suggest blueprint parameters that maximise a goal.
 	SuggestParameters(ctx context.Context, in *SuggestParametersRequest, opts ...grpc.CallOption) (*SuggestParametersResponse, error)
+	// An experiment scorecard: experiment arms, or the canary model against production,
+	// on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
+	// sequential test (docs/scorecards.md).
+	GetScorecard(ctx context.Context, in *GetScorecardRequest, opts ...grpc.CallOption) (*GetScorecardResponse, error)
 }
 
 type evaluatorServiceClient struct {
@@ -181,6 +186,16 @@ func (c *evaluatorServiceClient) SuggestParameters(ctx context.Context, in *Sugg
 	return out, nil
 }
 
+func (c *evaluatorServiceClient) GetScorecard(ctx context.Context, in *GetScorecardRequest, opts ...grpc.CallOption) (*GetScorecardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetScorecardResponse)
+	err := c.cc.Invoke(ctx, EvaluatorService_GetScorecard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EvaluatorServiceServer is the server API for EvaluatorService service.
 // All implementations must embed UnimplementedEvaluatorServiceServer
 // for forward compatibility.
@@ -208,6 +223,10 @@ type EvaluatorServiceServer interface {
 	EvaluatePolicy(context.Context, *EvaluatePolicyRequest) (*EvaluatePolicyResponse, error)
 	// Suggest blueprint parameters that maximise a goal.
 	SuggestParameters(context.Context, *SuggestParametersRequest) (*SuggestParametersResponse, error)
+	// An experiment scorecard: experiment arms, or the canary model against production,
+	// on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
+	// sequential test (docs/scorecards.md).
+	GetScorecard(context.Context, *GetScorecardRequest) (*GetScorecardResponse, error)
 	mustEmbedUnimplementedEvaluatorServiceServer()
 }
 
@@ -247,6 +266,9 @@ func (UnimplementedEvaluatorServiceServer) EvaluatePolicy(context.Context, *Eval
 }
 func (UnimplementedEvaluatorServiceServer) SuggestParameters(context.Context, *SuggestParametersRequest) (*SuggestParametersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SuggestParameters not implemented")
+}
+func (UnimplementedEvaluatorServiceServer) GetScorecard(context.Context, *GetScorecardRequest) (*GetScorecardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetScorecard not implemented")
 }
 func (UnimplementedEvaluatorServiceServer) mustEmbedUnimplementedEvaluatorServiceServer() {}
 func (UnimplementedEvaluatorServiceServer) testEmbeddedByValue()                          {}
@@ -442,6 +464,24 @@ func _EvaluatorService_SuggestParameters_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EvaluatorService_GetScorecard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetScorecardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EvaluatorServiceServer).GetScorecard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EvaluatorService_GetScorecard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EvaluatorServiceServer).GetScorecard(ctx, req.(*GetScorecardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EvaluatorService_ServiceDesc is the grpc.ServiceDesc for EvaluatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -484,6 +524,10 @@ var EvaluatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SuggestParameters",
 			Handler:    _EvaluatorService_SuggestParameters_Handler,
+		},
+		{
+			MethodName: "GetScorecard",
+			Handler:    _EvaluatorService_GetScorecard_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

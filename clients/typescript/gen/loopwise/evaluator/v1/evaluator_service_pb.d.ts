@@ -1525,6 +1525,749 @@ export declare type SuggestParametersResponse = Message<"loopwise.evaluator.v1.S
 export declare const SuggestParametersResponseSchema: GenMessage<SuggestParametersResponse>;
 
 /**
+ * Request for GetScorecard.
+ *
+ * @generated from message loopwise.evaluator.v1.GetScorecardRequest
+ */
+export declare type GetScorecardRequest = Message<"loopwise.evaluator.v1.GetScorecardRequest"> & {
+  /**
+   * The use case.
+   *
+   * @generated from field: string use_case = 1;
+   */
+  useCase: string;
+
+  /**
+   * Arms or canary against production.
+   *
+   * @generated from field: loopwise.evaluator.v1.ScorecardComparison comparison = 2;
+   */
+  comparison: ScorecardComparison;
+
+  /**
+   * Decisions at or after this time (unset: all for arms; for the canary, since the
+   * deployment revision now in force was made).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Decisions before this time (unset: now).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The control arm with SCORECARD_COMPARISON_ARMS (default: the blueprint's first
+   * arm); with the canary, production is the control.
+   *
+   * @generated from field: string control_arm = 5;
+   */
+  controlArm: string;
+
+  /**
+   * Features of the use case used as CUPED covariates (values seen at decision time,
+   * before the arm or model could act); empty: no variance reduction.
+   *
+   * @generated from field: repeated string covariates = 6;
+   */
+  covariates: string[];
+
+  /**
+   * Spacing of the sequential test's looks, aligned to the epoch (unset or 0: one
+   * hour; at least one second; coarsened when there would be more than 1000 looks).
+   *
+   * @generated from field: google.protobuf.Duration look_interval = 7;
+   */
+  lookInterval?: Duration | undefined;
+
+  /**
+   * Standard deviation of the mSPRT's normal mixture over the true difference, in
+   * pooled standard deviations of the metric (0: 0.05); around the smallest effect
+   * worth detecting.
+   *
+   * @generated from field: double mixture_effect_size = 8;
+   */
+  mixtureEffectSize: number;
+
+  /**
+   * Significance level of the sample-ratio-mismatch test (0: 0.001).
+   *
+   * @generated from field: double srm_alpha = 9;
+   */
+  srmAlpha: number;
+
+  /**
+   * Also render the HTML scorecard (GetScorecardResponse.html).
+   *
+   * @generated from field: bool include_html = 10;
+   */
+  includeHtml: boolean;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.GetScorecardRequest.
+ * Use `create(GetScorecardRequestSchema)` to create a new message.
+ */
+export declare const GetScorecardRequestSchema: GenMessage<GetScorecardRequest>;
+
+/**
+ * Response of GetScorecard.
+ *
+ * @generated from message loopwise.evaluator.v1.GetScorecardResponse
+ */
+export declare type GetScorecardResponse = Message<"loopwise.evaluator.v1.GetScorecardResponse"> & {
+  /**
+   * The scorecard.
+   *
+   * @generated from field: loopwise.evaluator.v1.Scorecard scorecard = 1;
+   */
+  scorecard?: Scorecard | undefined;
+
+  /**
+   * The self-contained HTML page (UTF-8) when include_html was set; empty otherwise.
+   *
+   * @generated from field: bytes html = 2;
+   */
+  html: Uint8Array;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.GetScorecardResponse.
+ * Use `create(GetScorecardResponseSchema)` to create a new message.
+ */
+export declare const GetScorecardResponseSchema: GenMessage<GetScorecardResponse>;
+
+/**
+ * An experiment scorecard: groups of decisions compared with a control group.
+ *
+ * @generated from message loopwise.evaluator.v1.Scorecard
+ */
+export declare type Scorecard = Message<"loopwise.evaluator.v1.Scorecard"> & {
+  /**
+   * The use case.
+   *
+   * @generated from field: string use_case = 1;
+   */
+  useCase: string;
+
+  /**
+   * What was compared.
+   *
+   * @generated from field: loopwise.evaluator.v1.ScorecardComparison comparison = 2;
+   */
+  comparison: ScorecardComparison;
+
+  /**
+   * The control group: the control arm, or "production".
+   *
+   * @generated from field: string control = 3;
+   */
+  control: string;
+
+  /**
+   * Every group (the control first) with its rows and shares.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.ScorecardGroup groups = 4;
+   */
+  groups: ScorecardGroup[];
+
+  /**
+   * Mean of every metric in every group.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.GroupMetric group_metrics = 5;
+   */
+  groupMetrics: GroupMetric[];
+
+  /**
+   * Every non-control group against the control, per metric.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.MetricComparison comparisons = 6;
+   */
+  comparisons: MetricComparison[];
+
+  /**
+   * The sample-ratio-mismatch test of the rows per group.
+   *
+   * @generated from field: loopwise.evaluator.v1.SampleRatioTest sample_ratio = 7;
+   */
+  sampleRatio?: SampleRatioTest | undefined;
+
+  /**
+   * CUPED covariate columns used (numeric features, indicators of categorical codes
+   * "name=code", and "name missing" indicators); empty without covariates.
+   *
+   * @generated from field: repeated string covariate_columns = 8;
+   */
+  covariateColumns: string[];
+
+  /**
+   * The pooled CUPED coefficients per metric, one per covariate column.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.CupedCoefficients coefficients = 9;
+   */
+  coefficients: CupedCoefficients[];
+
+  /**
+   * Decision time of the earliest row used.
+   *
+   * @generated from field: google.protobuf.Timestamp data_start_time = 10;
+   */
+  dataStartTime?: Timestamp | undefined;
+
+  /**
+   * Decision time of the latest row used.
+   *
+   * @generated from field: google.protobuf.Timestamp data_end_time = 11;
+   */
+  dataEndTime?: Timestamp | undefined;
+
+  /**
+   * Rows used (decisions in some group with a closed reward window).
+   *
+   * @generated from field: int64 rows = 12;
+   */
+  rows: bigint;
+
+  /**
+   * Rows read from feedback, including those left out (other arms or model versions,
+   * shadow records, blueprint versions without the arms).
+   *
+   * @generated from field: int64 rows_read = 13;
+   */
+  rowsRead: bigint;
+
+  /**
+   * Spacing of the sequential test's looks actually used.
+   *
+   * @generated from field: google.protobuf.Duration look_interval = 14;
+   */
+  lookInterval?: Duration | undefined;
+
+  /**
+   * The mSPRT mixture's standard deviation used, in pooled standard deviations.
+   *
+   * @generated from field: double mixture_effect_size = 15;
+   */
+  mixtureEffectSize: number;
+
+  /**
+   * Significance level of the CIs (two-sided) and of the sequential test: 0.05.
+   *
+   * @generated from field: double alpha = 16;
+   */
+  alpha: number;
+
+  /**
+   * The canary model version (canary scorecards).
+   *
+   * @generated from field: int64 canary_model_version = 17;
+   */
+  canaryModelVersion: bigint;
+
+  /**
+   * The production model version (canary scorecards).
+   *
+   * @generated from field: int64 production_model_version = 18;
+   */
+  productionModelVersion: bigint;
+
+  /**
+   * The deployment revision in force (canary scorecards).
+   *
+   * @generated from field: int64 deployment_revision = 19;
+   */
+  deploymentRevision: bigint;
+
+  /**
+   * Things to read before trusting the numbers (sample ratio mismatch, few rows,
+   * unreliable relative lifts, drifting effects).
+   *
+   * @generated from field: repeated string warnings = 20;
+   */
+  warnings: string[];
+
+  /**
+   * When the scorecard was computed.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 21;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.Scorecard.
+ * Use `create(ScorecardSchema)` to create a new message.
+ */
+export declare const ScorecardSchema: GenMessage<Scorecard>;
+
+/**
+ * One group of a scorecard.
+ *
+ * @generated from message loopwise.evaluator.v1.ScorecardGroup
+ */
+export declare type ScorecardGroup = Message<"loopwise.evaluator.v1.ScorecardGroup"> & {
+  /**
+   * The arm name, or "production" / "canary".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Rows of the group.
+   *
+   * @generated from field: int64 rows = 2;
+   */
+  rows: bigint;
+
+  /**
+   * Its configured share of the compared rows (normalised over the groups).
+   *
+   * @generated from field: double expected_share = 3;
+   */
+  expectedShare: number;
+
+  /**
+   * Its observed share of the compared rows.
+   *
+   * @generated from field: double observed_share = 4;
+   */
+  observedShare: number;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.ScorecardGroup.
+ * Use `create(ScorecardGroupSchema)` to create a new message.
+ */
+export declare const ScorecardGroupSchema: GenMessage<ScorecardGroup>;
+
+/**
+ * One metric in one group.
+ *
+ * @generated from message loopwise.evaluator.v1.GroupMetric
+ */
+export declare type GroupMetric = Message<"loopwise.evaluator.v1.GroupMetric"> & {
+  /**
+   * The group.
+   *
+   * @generated from field: string group = 1;
+   */
+  group: string;
+
+  /**
+   * The metric: "reward", "outcome_count" or "serving_latency_ms".
+   *
+   * @generated from field: string metric = 2;
+   */
+  metric: string;
+
+  /**
+   * Rows where the metric was measured.
+   *
+   * @generated from field: int64 rows = 3;
+   */
+  rows: bigint;
+
+  /**
+   * Mean of the metric (unadjusted).
+   *
+   * @generated from field: double mean = 4;
+   */
+  mean: number;
+
+  /**
+   * Lower bound of the mean's 95% CI.
+   *
+   * @generated from field: double ci_lower = 5;
+   */
+  ciLower: number;
+
+  /**
+   * Upper bound of the mean's 95% CI.
+   *
+   * @generated from field: double ci_upper = 6;
+   */
+  ciUpper: number;
+
+  /**
+   * Standard deviation of the metric per row.
+   *
+   * @generated from field: double std = 7;
+   */
+  std: number;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.GroupMetric.
+ * Use `create(GroupMetricSchema)` to create a new message.
+ */
+export declare const GroupMetricSchema: GenMessage<GroupMetric>;
+
+/**
+ * A group against the control on one metric. With covariates, the difference, the
+ * lift and their intervals are CUPED-adjusted; the unadjusted_* fields never are.
+ *
+ * @generated from message loopwise.evaluator.v1.MetricComparison
+ */
+export declare type MetricComparison = Message<"loopwise.evaluator.v1.MetricComparison"> & {
+  /**
+   * The metric.
+   *
+   * @generated from field: string metric = 1;
+   */
+  metric: string;
+
+  /**
+   * The group compared.
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * The control group.
+   *
+   * @generated from field: string control = 3;
+   */
+  control: string;
+
+  /**
+   * Rows of the group with the metric.
+   *
+   * @generated from field: int64 rows = 4;
+   */
+  rows: bigint;
+
+  /**
+   * Rows of the control with the metric.
+   *
+   * @generated from field: int64 rows_control = 5;
+   */
+  rowsControl: bigint;
+
+  /**
+   * The group's (adjusted) mean.
+   *
+   * @generated from field: double mean = 6;
+   */
+  mean: number;
+
+  /**
+   * The control's (adjusted) mean.
+   *
+   * @generated from field: double mean_control = 7;
+   */
+  meanControl: number;
+
+  /**
+   * Difference of the means, group minus control.
+   *
+   * @generated from field: double difference = 8;
+   */
+  difference: number;
+
+  /**
+   * Lower bound of the difference's 95% CI.
+   *
+   * @generated from field: double difference_ci_lower = 9;
+   */
+  differenceCiLower: number;
+
+  /**
+   * Upper bound of the difference's 95% CI.
+   *
+   * @generated from field: double difference_ci_upper = 10;
+   */
+  differenceCiUpper: number;
+
+  /**
+   * Two-sided p-value of the difference (fixed horizon: valid for one look only).
+   *
+   * @generated from field: double p_value = 11;
+   */
+  pValue: number;
+
+  /**
+   * Relative lift, mean / mean_control - 1 (NaN when the control mean is 0).
+   *
+   * @generated from field: double relative_lift = 12;
+   */
+  relativeLift: number;
+
+  /**
+   * Lower bound of the relative lift's 95% CI (delta method).
+   *
+   * @generated from field: double relative_lift_ci_lower = 13;
+   */
+  relativeLiftCiLower: number;
+
+  /**
+   * Upper bound of the relative lift's 95% CI (delta method).
+   *
+   * @generated from field: double relative_lift_ci_upper = 14;
+   */
+  relativeLiftCiUpper: number;
+
+  /**
+   * Whether CUPED adjusted the estimates.
+   *
+   * @generated from field: bool cuped = 15;
+   */
+  cuped: boolean;
+
+  /**
+   * 1 - Var(adjusted difference) / Var(unadjusted difference); 0 without CUPED.
+   *
+   * @generated from field: double variance_reduction = 16;
+   */
+  varianceReduction: number;
+
+  /**
+   * The difference without CUPED.
+   *
+   * @generated from field: double unadjusted_difference = 17;
+   */
+  unadjustedDifference: number;
+
+  /**
+   * Lower bound of its 95% CI.
+   *
+   * @generated from field: double unadjusted_difference_ci_lower = 18;
+   */
+  unadjustedDifferenceCiLower: number;
+
+  /**
+   * Upper bound of its 95% CI.
+   *
+   * @generated from field: double unadjusted_difference_ci_upper = 19;
+   */
+  unadjustedDifferenceCiUpper: number;
+
+  /**
+   * The relative lift without CUPED.
+   *
+   * @generated from field: double unadjusted_relative_lift = 20;
+   */
+  unadjustedRelativeLift: number;
+
+  /**
+   * Lower bound of its 95% CI.
+   *
+   * @generated from field: double unadjusted_relative_lift_ci_lower = 21;
+   */
+  unadjustedRelativeLiftCiLower: number;
+
+  /**
+   * Upper bound of its 95% CI.
+   *
+   * @generated from field: double unadjusted_relative_lift_ci_upper = 22;
+   */
+  unadjustedRelativeLiftCiUpper: number;
+
+  /**
+   * The always-valid sequential test of the difference.
+   *
+   * @generated from field: loopwise.evaluator.v1.SequentialTest sequential = 23;
+   */
+  sequential?: SequentialTest | undefined;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.MetricComparison.
+ * Use `create(MetricComparisonSchema)` to create a new message.
+ */
+export declare const MetricComparisonSchema: GenMessage<MetricComparison>;
+
+/**
+ * The normal-mixture SPRT (mSPRT) of a difference over the looks.
+ *
+ * @generated from message loopwise.evaluator.v1.SequentialTest
+ */
+export declare type SequentialTest = Message<"loopwise.evaluator.v1.SequentialTest"> & {
+  /**
+   * Always-valid p-value at the last look: the chance of ever having seen evidence
+   * this strong under no difference, whenever one looked.
+   *
+   * @generated from field: double p_value = 1;
+   */
+  pValue: number;
+
+  /**
+   * Lower bound of the 95% confidence sequence at the last look.
+   *
+   * @generated from field: double cs_lower = 2;
+   */
+  csLower: number;
+
+  /**
+   * Upper bound of the 95% confidence sequence at the last look.
+   *
+   * @generated from field: double cs_upper = 3;
+   */
+  csUpper: number;
+
+  /**
+   * Whether the difference is significant at any stopping time: p_value <= alpha.
+   *
+   * @generated from field: bool significant = 4;
+   */
+  significant: boolean;
+
+  /**
+   * The test at every look, oldest first.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.SequentialLook looks = 5;
+   */
+  looks: SequentialLook[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.SequentialTest.
+ * Use `create(SequentialTestSchema)` to create a new message.
+ */
+export declare const SequentialTestSchema: GenMessage<SequentialTest>;
+
+/**
+ * The sequential test at one look (cumulative rows up to it).
+ *
+ * @generated from message loopwise.evaluator.v1.SequentialLook
+ */
+export declare type SequentialLook = Message<"loopwise.evaluator.v1.SequentialLook"> & {
+  /**
+   * Decision time of the look's latest row.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Rows of the group so far.
+   *
+   * @generated from field: int64 rows = 2;
+   */
+  rows: bigint;
+
+  /**
+   * Rows of the control so far.
+   *
+   * @generated from field: int64 rows_control = 3;
+   */
+  rowsControl: bigint;
+
+  /**
+   * The (adjusted) difference so far.
+   *
+   * @generated from field: double difference = 4;
+   */
+  difference: number;
+
+  /**
+   * Lower bound of the confidence sequence so far (-inf before enough rows).
+   *
+   * @generated from field: double cs_lower = 5;
+   */
+  csLower: number;
+
+  /**
+   * Upper bound of the confidence sequence so far (+inf before enough rows).
+   *
+   * @generated from field: double cs_upper = 6;
+   */
+  csUpper: number;
+
+  /**
+   * Always-valid p-value so far.
+   *
+   * @generated from field: double p_value = 7;
+   */
+  pValue: number;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.SequentialLook.
+ * Use `create(SequentialLookSchema)` to create a new message.
+ */
+export declare const SequentialLookSchema: GenMessage<SequentialLook>;
+
+/**
+ * Pearson's chi-square test of the rows per group against the configured shares.
+ *
+ * @generated from message loopwise.evaluator.v1.SampleRatioTest
+ */
+export declare type SampleRatioTest = Message<"loopwise.evaluator.v1.SampleRatioTest"> & {
+  /**
+   * The chi-square statistic.
+   *
+   * @generated from field: double chi_square = 1;
+   */
+  chiSquare: number;
+
+  /**
+   * Degrees of freedom (groups with a configured share, minus one).
+   *
+   * @generated from field: int32 degrees_of_freedom = 2;
+   */
+  degreesOfFreedom: number;
+
+  /**
+   * Its p-value.
+   *
+   * @generated from field: double p_value = 3;
+   */
+  pValue: number;
+
+  /**
+   * The significance level used.
+   *
+   * @generated from field: double alpha = 4;
+   */
+  alpha: number;
+
+  /**
+   * p_value < alpha: the assignment or the logging is broken somewhere.
+   *
+   * @generated from field: bool mismatch = 5;
+   */
+  mismatch: boolean;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.SampleRatioTest.
+ * Use `create(SampleRatioTestSchema)` to create a new message.
+ */
+export declare const SampleRatioTestSchema: GenMessage<SampleRatioTest>;
+
+/**
+ * The pooled CUPED coefficients of one metric.
+ *
+ * @generated from message loopwise.evaluator.v1.CupedCoefficients
+ */
+export declare type CupedCoefficients = Message<"loopwise.evaluator.v1.CupedCoefficients"> & {
+  /**
+   * The metric.
+   *
+   * @generated from field: string metric = 1;
+   */
+  metric: string;
+
+  /**
+   * One coefficient per Scorecard.covariate_columns entry, in that order.
+   *
+   * @generated from field: repeated double theta = 2;
+   */
+  theta: number[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.CupedCoefficients.
+ * Use `create(CupedCoefficientsSchema)` to create a new message.
+ */
+export declare const CupedCoefficientsSchema: GenMessage<CupedCoefficients>;
+
+/**
  * The effect estimator.
  *
  * @generated from enum loopwise.evaluator.v1.Estimator
@@ -1607,6 +2350,41 @@ export enum TreatmentSource {
  * Describes the enum loopwise.evaluator.v1.TreatmentSource.
  */
 export declare const TreatmentSourceSchema: GenEnum<TreatmentSource>;
+
+/**
+ * What a scorecard compares.
+ *
+ * @generated from enum loopwise.evaluator.v1.ScorecardComparison
+ */
+export enum ScorecardComparison {
+  /**
+   * Defaults to SCORECARD_COMPARISON_ARMS.
+   *
+   * @generated from enum value: SCORECARD_COMPARISON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The blueprint's experiment arms, each against the control arm; the configured
+   * shares are the arms' traffic shares of each row's blueprint version.
+   *
+   * @generated from enum value: SCORECARD_COMPARISON_ARMS = 1;
+   */
+  ARMS = 1,
+
+  /**
+   * The deployment's canary model against its production model (rows told apart by
+   * the model version that decided); the configured share is the canary share.
+   *
+   * @generated from enum value: SCORECARD_COMPARISON_CANARY = 2;
+   */
+  CANARY = 2,
+}
+
+/**
+ * Describes the enum loopwise.evaluator.v1.ScorecardComparison.
+ */
+export declare const ScorecardComparisonSchema: GenEnum<ScorecardComparison>;
 
 /**
  * Causal evaluation for analysts.
@@ -1714,6 +2492,18 @@ export declare const EvaluatorService: GenService<{
     methodKind: "unary";
     input: typeof SuggestParametersRequestSchema;
     output: typeof SuggestParametersResponseSchema;
+  },
+  /**
+   * An experiment scorecard: experiment arms, or the canary model against production,
+   * on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
+   * sequential test (docs/scorecards.md).
+   *
+   * @generated from rpc loopwise.evaluator.v1.EvaluatorService.GetScorecard
+   */
+  getScorecard: {
+    methodKind: "unary";
+    input: typeof GetScorecardRequestSchema;
+    output: typeof GetScorecardResponseSchema;
   },
 }>;
 
