@@ -154,8 +154,36 @@ class Settings(BaseSettings):
         0.2, description="Longest wait, in seconds, before a partial batch of decisions is sent")
     decision_log_queue_size: int = Field(
         50_000,
-        description="Decisions held in the in-memory log queue; when it is full, batches are "
-                    "spooled to disk")
+        description="Spooled decisions also kept in memory until feedback acknowledges them; "
+                    "past it, the spool is read back from disk to send them")
+    decision_log_durability: Literal["interval", "durable"] = Field(
+        "interval",
+        description="Crash guarantee of the decision log (docs/architecture.md §7): `interval` "
+                    "writes decisions to the fsync'd spool every "
+                    "`LOOPWISE_DECISION_LOG_SPOOL_INTERVAL_MS`, off the request path, so a "
+                    "crash loses at most that interval's decisions; `durable` answers only "
+                    "once the decision is in the spool (commits shared by concurrent requests), "
+                    "so a crash loses nothing a client received")
+    decision_log_spool_interval_ms: float = Field(
+        5.0, gt=0,
+        description="`interval` mode: longest wait, in milliseconds, before a served decision "
+                    "is written to the fsync'd spool")
+    decision_log_commit_window_ms: float = Field(
+        1.0, ge=0,
+        description="`durable` mode: milliseconds a spool commit waits after the first "
+                    "waiting request, so that concurrent requests share its fsync")
+    decision_log_max_unspooled: int = Field(
+        1000, ge=1,
+        description="`interval` mode: most served decisions not yet in the spool; past it "
+                    "answers wait for the spool (the crash-loss bound in decisions)")
+    decision_log_arrival_bound_s: float = Field(
+        600.0, gt=0,
+        description="Real seconds after a decision by which its record is expected in the "
+                    "feedback service (batching, retries while feedback is away, a restarted "
+                    "decision process replaying its spool); an outcome whose decision is still "
+                    "missing after it counts as an outcome of a lost decision "
+                    "(`GetStats.lost_decision_outcomes`); in the shared clock's time it is "
+                    "this times `LOOPWISE_CLOCK_SPEED`")
     model_chunk_bytes: int = Field(
         1024 * 1024, description="Chunk size of model artifacts in `DownloadModel`, in bytes")
     # Trainer background loops, in real seconds between looks.

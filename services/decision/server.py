@@ -11,7 +11,7 @@ from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.seeds import process_seed
 from loopwise.server import Registration, ServiceHost, channel_options
 from loopwise.services.decision.core import DecisionCore
-from loopwise.services.decision.decision_log import DecisionLog
+from loopwise.services.decision.decision_log import DecisionLog, spooled_answers
 from loopwise.services.decision.models import ModelWatcher
 from loopwise.services.decision.servicer import DecisionServicer
 from loopwise.services.decision.use_cases import UseCases
@@ -51,6 +51,10 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
         feedback, spool_dir, clock, enabled=settings.decision_log_enabled,
         queue_size=settings.decision_log_queue_size, batch_size=settings.decision_log_batch_size,
         flush_interval_s=settings.decision_log_flush_interval_s,
+        durability=settings.decision_log_durability,
+        spool_interval_s=settings.decision_log_spool_interval_ms / 1000.0,
+        commit_window_s=settings.decision_log_commit_window_ms / 1000.0,
+        max_unspooled=settings.decision_log_max_unspooled,
     )
     watcher = ModelWatcher(trainer, service_dir / "models", use_cases.find)
     core = DecisionCore(use_cases, clock, process_seed(settings, "decision", worker), decision_log, watcher.scorers,
@@ -64,7 +68,10 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     metrics = DecisionMetrics(host.registry)
     metrics.watch_decision_log(decision_log)
     metrics.watch_models(watcher.scorers)
-    host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(servicer, metrics),
+    metrics.watch_undelivered(core)
+    # Answers leave once the decision log allows it (durable mode: once spooled).
+    answering = spooled_answers(servicer, decision_log)
+    host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(answering, metrics),
                            SERVICE_NAME)])
     host.metrics = metrics  # type: ignore[attr-defined]
     host.core = core  # type: ignore[attr-defined]  # for in-process tests and metrics

@@ -33,9 +33,11 @@ async def test_every_decision_is_logged_once(make_settings) -> None:
         await d.apply(blueprint(kind="action_value", explore_without_model=True))
         served = [(await d.decide(unit_id=f"u{i}")).decision_id for i in range(30)]
         served += await _batch(d, 120)
-        await wait_until(lambda: len(feedback.ids) >= len(served))
+        await wait_until(lambda: len(feedback.ids) >= len(served) and d.core.log.counters.acked == 150)
         assert sorted(feedback.ids) == sorted(served) and d.core.served == 150
-        assert d.core.log.counters.acked == 150 and d.core.log.counters.spooled == 0
+        # Every decision went through the spool; none had to wait there for feedback.
+        counters = d.core.log.counters
+        assert counters.acked == counters.spooled == 150 and counters.replayed == 0
         record = next(r for r in feedback.records if r.decision_id == served[0])
         assert record.use_case == "offer" and record.blueprint_version == 1 and record.unit_id == "u0"
         assert np.frombuffer(record.features, "<f4").tolist() == [1.0, 2.0, 0.0]
@@ -55,7 +57,8 @@ async def test_spool_while_feedback_is_down_then_replay_exactly_once(make_settin
         served = [(await d.decide(unit_id=f"u{i}")).decision_id for i in range(20)]
         served += await _batch(d, 200)
         log = d.core.log
-        await wait_until(lambda: log.counters.spool_depth == len(served) and log.queued == 0)
+        await wait_until(lambda: log.counters.spool_depth == len(served) and log.queued == 0
+                         and log.counters.send_failures > 0)
         assert (d.settings.data_dir / "decision" / "spool").exists()
         served += await _batch(d, 30)  # decisions keep flowing while feedback is down
 
@@ -94,8 +97,10 @@ async def test_shutdown_spools_and_restart_replays(make_settings) -> None:
     d = await start_decider(settings)
     await d.apply(blueprint())
     served = await _batch(d, 70)
-    assert d.core.log.queued == 70  # still in memory: the flush interval is long
-    await d.stop()  # drain: feedback is down, so everything goes to the spool
+    # Spooled within milliseconds, not sent: the flush interval is long.
+    await wait_until(lambda: d.core.log.queued == 0 and d.core.log.counters.spooled == 70)
+    assert d.core.log.counters.acked == 0
+    await d.stop()  # feedback is down: everything stays in the spool
     spool = settings.data_dir / "decision" / "spool"
     assert len(list(spool.glob("*.req"))) == 1
 
