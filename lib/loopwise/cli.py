@@ -188,6 +188,20 @@ def status() -> None:
     console.print(table)
 
 
+@app.command("console")
+def web_console(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (LOOPWISE_CONSOLE_HOST; "
+                                                  "default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (LOOPWISE_CONSOLE_PORT; default 8090).")] = None,
+) -> None:
+    """Serve the web console: log in with a bearer token to see and steer use cases
+    (docs/console.md). It calls the services with your token over this process's TLS
+    client certificate."""
+    from loopwise.console import serve
+
+    serve(host=host, port=port)
+
+
 # ---------------------------------------------------------------- use cases
 
 
