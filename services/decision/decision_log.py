@@ -314,6 +314,8 @@ class DecisionLog:
         self._seq += count
         self.counters.submitted += count
         self._has_pending.set()
+        if self._seq - self._settled > self.max_unspooled:
+            self._commit_wake.set()  # past the bound: commit now, not at the interval
 
     def spooled(self) -> Awaitable[None] | None:
         """What an answer must await before it leaves: None when nothing (the

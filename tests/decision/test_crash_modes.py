@@ -271,7 +271,7 @@ async def test_durable_answer_is_unavailable_when_the_spool_cannot_be_written(ma
         await server.stop(0)
 
 
-async def test_interval_mode_answers_at_once_below_its_bound_and_waits_past_it(make_settings) -> None:
+async def test_interval_mode_answers_at_once_below_its_bound_and_commits_past_it(make_settings) -> None:
     settings = make_settings(decision_log_spool_interval_ms=60_000.0, decision_log_max_unspooled=5,
                              decision_log_batch_size=1000)
     d = await start_decider(settings)  # feedback is down: nothing is acknowledged
@@ -280,8 +280,26 @@ async def test_interval_mode_answers_at_once_below_its_bound_and_waits_past_it(m
         log = d.core.log
         for i in range(5):
             await d.decide(unit_id=f"u{i}")
-        assert log.queued == 5 and log.counters.spooled == 0  # answered before any commit
-        await d.decide(unit_id="u5")  # the sixth would pass the bound: it waits for a commit
-        assert log.queued == 0 and log.counters.spooled == 6
+        await wait_until(lambda: log.queued == 5)
+        assert log.counters.spooled == 0  # answered, and not committed before the interval
+        await d.decide(unit_id="u5")  # past the bound: committed at once
+        await wait_until(lambda: log.queued == 0 and log.counters.spooled == 6)
     finally:
         await d.stop()
+
+
+async def test_past_the_bound_an_answer_waits_for_the_commit(tmp_path: Path) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
+    decision_log = DecisionLog(channel, tmp_path / "spool", Clock(), spool_interval_s=60.0, max_unspooled=5)
+    decision_log.start()
+    try:
+        decision_log.submit(_records(3))
+        assert decision_log.spooled() is None  # below the bound: answer at once
+        decision_log.submit(_records(3, start=3))
+        waiting = decision_log.spooled()
+        assert waiting is not None
+        await asyncio.wait_for(waiting, 30)
+        assert decision_log.queued == 0 and decision_log.counters.spooled == 6
+    finally:
+        await decision_log.stop()
+        await channel.close()
