@@ -1360,6 +1360,54 @@ class Client(_ClientBase):
         return self._call(self.evaluator_stub.SuggestParameters, request,
                           deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
 
+    @staticmethod
+    def _scorecard_request(use_case: str, canary: bool, control_arm: str, covariates: Sequence[str],
+                           start_time: TimeArg, end_time: TimeArg,
+                           look_interval: float | timedelta | duration_pb2.Duration | None,
+                           mixture_effect_size: float, srm_alpha: float,
+                           include_html: bool) -> epb.GetScorecardRequest:
+        request = epb.GetScorecardRequest(
+            use_case=use_case, control_arm=control_arm, covariates=list(covariates),
+            comparison=epb.SCORECARD_COMPARISON_CANARY if canary else epb.SCORECARD_COMPARISON_ARMS,
+            mixture_effect_size=mixture_effect_size, srm_alpha=srm_alpha, include_html=include_html)
+        _set_times(request, start_time, end_time)
+        interval = _duration(look_interval, "look_interval")
+        if interval is not None:
+            request.look_interval.CopyFrom(interval)
+        return request
+
+    def get_scorecard(self, use_case: str, *, canary: bool = False, control_arm: str = "",
+                      covariates: Sequence[str] = (), start_time: TimeArg = None, end_time: TimeArg = None,
+                      look_interval: float | timedelta | duration_pb2.Duration | None = None,
+                      mixture_effect_size: float = 0.0, srm_alpha: float = 0.0, include_html: bool = False,
+                      deadline_s: float | None = None) -> epb.GetScorecardResponse:
+        """An experiment scorecard (``GetScorecard``): per group and metric the mean, the
+        difference to the control and the relative lift with 95% CIs, CUPED, a
+        sample-ratio-mismatch test and an always-valid sequential test
+        (docs/scorecards.md). ``.scorecard`` holds the numbers, ``.html`` the page.
+
+        Args:
+            use_case: the use case.
+            canary: compare the deployment's canary model with production instead of
+                the experiment arms.
+            control_arm: the control arm (arms only; default: the blueprint's first arm).
+            covariates: features used as CUPED covariates.
+            start_time: decisions at or after this time (None: all; for the canary, since
+                the deployment revision in force).
+            end_time: decisions before this time (None: now).
+            look_interval: spacing of the sequential test's looks (seconds, timedelta or
+                Duration; None: one hour).
+            mixture_effect_size: the mSPRT mixture's standard deviation in pooled
+                standard deviations of the metric (0: 0.05).
+            srm_alpha: significance level of the sample-ratio test (0: 0.001).
+            include_html: also render the HTML page.
+            deadline_s: deadline of the call (default: at least 300 s).
+        """
+        request = Client._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
+                                            look_interval, mixture_effect_size, srm_alpha, include_html)
+        return self._call(self.evaluator_stub.GetScorecard, request,
+                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
     def close(self) -> None:
         """Close the channels (the trainer's and the evaluator's if they were opened)."""
         for channel in self._take_lazy_channels():
@@ -1767,6 +1815,19 @@ class AsyncClient(_ClientBase):
                                               objective, constraints, iterations, seed, start_time,
                                               end_time, net_of_costs)
         return await self._call(self.evaluator_stub.SuggestParameters, request,
+                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+
+    async def get_scorecard(self, use_case: str, *, canary: bool = False, control_arm: str = "",
+                            covariates: Sequence[str] = (), start_time: TimeArg = None,
+                            end_time: TimeArg = None,
+                            look_interval: float | timedelta | duration_pb2.Duration | None = None,
+                            mixture_effect_size: float = 0.0, srm_alpha: float = 0.0,
+                            include_html: bool = False,
+                            deadline_s: float | None = None) -> epb.GetScorecardResponse:
+        """See :meth:`Client.get_scorecard`."""
+        request = Client._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
+                                            look_interval, mixture_effect_size, srm_alpha, include_html)
+        return await self._call(self.evaluator_stub.GetScorecard, request,
                                 deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
 
     async def close(self) -> None:
