@@ -532,6 +532,54 @@ def report_hte(
     console.print(f"report: {out.resolve()}")
 
 
+@app.command()
+def scorecard(
+    use_case: UseCaseOption,
+    canary: Annotated[bool, typer.Option("--canary", help="Canary model against production, not the arms.")] = False,
+    covariate: Annotated[list[str] | None, typer.Option(
+        "--covariate", help="Feature used as a CUPED covariate (repeatable).")] = None,
+    control: Annotated[str, typer.Option(help="Control arm (default: the first arm).")] = "",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the HTML scorecard here.")] = None,
+    output: Annotated[str, typer.Option("--output", help="table or json.")] = "table",
+) -> None:
+    """Experiment scorecard: arms (or the canary against production) on every metric,
+    with CIs, CUPED, a sample-ratio test and an always-valid sequential test."""
+    if output not in ("table", "json"):
+        console.print("[red]error:[/red] --output must be table or json")
+        raise typer.Exit(2)
+    with Client(settings=_settings()) as client, _rpc_errors():
+        reply = client.get_scorecard(use_case, canary=canary, control_arm=control, covariates=covariate or [],
+                                     include_html=out is not None)
+    card = reply.scorecard
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(reply.html)
+    if output == "json":
+        print(json_format.MessageToJson(card, preserving_proto_field_name=True))
+        return
+    srm = card.sample_ratio
+    groups = ", ".join(f"{g.name} {g.rows} ({100 * g.observed_share:.1f}% vs {100 * g.expected_share:.1f}%)"
+                       for g in card.groups)
+    console.print(f"{use_case}: {card.rows} rows — {groups}")
+    console.print(f"sample ratio: chi-square {srm.chi_square:.2f}, p = {srm.p_value:.3g} — "
+                  + ("[red]MISMATCH[/red]" if srm.mismatch else "[green]ok[/green]"))
+    table = Table("metric", "group", "difference (95% CI)", "lift (95% CI)", "CUPED var. cut",
+                  "always-valid p", title=f"against {card.control}")
+    for c in card.comparisons:
+        table.add_row(
+            c.metric, c.group,
+            f"{c.difference:+.4g} ({c.difference_ci_lower:+.4g} .. {c.difference_ci_upper:+.4g})",
+            f"{100 * c.relative_lift:+.2f}% ({100 * c.relative_lift_ci_lower:+.2f} .. "
+            f"{100 * c.relative_lift_ci_upper:+.2f})",
+            f"{100 * c.variance_reduction:.1f}%" if c.cuped else "-",
+            f"{c.sequential.p_value:.3g}" + (" *" if c.sequential.significant else ""))
+    console.print(table)
+    for warning in card.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if out is not None:
+        console.print(f"scorecard: {out.resolve()}")
+
+
 @report_app.command("list")
 def report_list(
     use_case: Annotated[str, typer.Option("--use-case", "-u", help="Only this use case.")] = "",
