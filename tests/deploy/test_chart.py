@@ -363,3 +363,103 @@ def test_every_value_is_documented() -> None:
     assert len(paths) > 50
     assert not paths - documented, f"undocumented values: {sorted(paths - documented)}"
     assert not documented - paths, f"documented values that do not exist: {sorted(documented - paths)}"
+
+
+def _console(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The web console's objects by kind."""
+    return {o["kind"]: o for o in objects
+            if o["metadata"]["labels"].get("app.kubernetes.io/component") == "console"}
+
+
+def test_console_is_off_by_default() -> None:
+    objects = render()
+    assert not _console(objects)
+    for name in SERVICES:
+        ingress = find(objects, "NetworkPolicy", f"lw-loopwise-{name}")["spec"]["ingress"]
+        assert "console" not in {p for rule in ingress for p in _peers(rule)}, name
+
+
+def test_console_deployment_is_hardened_probed_and_reaches_only_the_services() -> None:
+    """ci/console.yaml: the console runs python -m loopwise.console non-root on a read-only
+    root filesystem with no capabilities, HTTP probes on /healthz, resources, its client
+    certificate and session key from Secrets and no token of its own; its NetworkPolicy
+    admits the ingress peer on its port only and lets it reach DNS and the four gRPC
+    ports, whose policies admit it."""
+    values = yaml.safe_load((CI_VALUES / "console.yaml").read_text())["console"]
+    objects = render([CI_VALUES / "console.yaml"])
+    found = _console(objects)
+    assert set(found) == {"Deployment", "Service", "NetworkPolicy"}
+    deployment = found["Deployment"]
+    assert deployment["metadata"]["name"] == "lw-loopwise-console"
+    assert deployment["spec"]["replicas"] == values["replicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["image"] == "loopwise/console:0.1.0"
+    assert container["command"] == ["python", "-m", "loopwise.console"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8090}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert container["envFrom"] == [{"configMapRef": {"name": "lw-loopwise-config"}}]
+    env = {e["name"]: e for e in container["env"]}
+    assert "LOOPWISE_TOKEN" not in env  # every call carries the user's token
+    assert env["LOOPWISE_CONSOLE_HOST"]["value"] == "0.0.0.0"
+    assert env["LOOPWISE_CONSOLE_PORT"]["value"] == "8090"
+    assert env["LOOPWISE_CONSOLE_SECURE_COOKIES"]["value"] == "true"
+    assert env["LOOPWISE_CONSOLE_SESSION_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": values["sessionKeySecret"], "key": "key"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config = find(objects, "ConfigMap", "lw-loopwise-config")["data"]
+    assert mounts["tmp"]["mountPath"] == "/tmp" and config["MPLCONFIGDIR"].startswith("/tmp/")
+    assert mounts["tls"]["readOnly"] is True
+    assert config["LOOPWISE_TLS_CERT_FILE"] == mounts["tls"]["mountPath"] + "/tls.crt"
+    assert volumes["tls"]["secret"]["secretName"] == values["tlsSecret"]
+    service = found["Service"]["spec"]
+    assert service["ports"] == [{"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP",
+                                 "appProtocol": "http"}]
+    assert service["selector"]["app.kubernetes.io/component"] == "console"
+    policy = found["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "console"
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"port": 8090, "protocol": "TCP"}]
+    assert ingress["from"] == values["networkPolicy"]["ingressFrom"]
+    egress = {r["ports"][0]["port"]: _peers(r) for r in policy["egress"]}
+    assert egress == {53: [], 50051: ["decision"], 50052: ["feedback"], 50053: ["trainer"],
+                      50054: ["evaluator"]}
+    for name in SERVICES:
+        rules = find(objects, "NetworkPolicy", f"lw-loopwise-{name}")["spec"]["ingress"]
+        grpc_rule = next(r for r in rules if r["ports"][0]["port"] == egress_port(name))
+        assert "console" in _peers(grpc_rule), name
+
+
+def egress_port(name: str) -> int:
+    return {"decision": 50051, "feedback": 50052, "trainer": 50053, "evaluator": 50054}[name]
+
+
+def test_console_options_and_what_it_refuses() -> None:
+    done = helm(*template_args(sets={"console.enabled": "true", "console.replicas": 2}), check=False)
+    assert done.returncode != 0 and "console.sessionKeySecret" in done.stderr
+    # One replica: a random session key per pod; the certificate Secret follows tls.*.
+    single = _console(render(sets={"console.enabled": "true"}))
+    pod = single["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "LOOPWISE_CONSOLE_SESSION_KEY" not in env
+    assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "loopwise-tls"
+    per_service = _console(render(sets={"console.enabled": "true", "tls.perServiceSecrets": "true"}))
+    volumes = {v["name"]: v for v in per_service["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "loopwise-tls-client"
+    # No ingress peer: nothing reaches it.
+    closed = _console(render(sets={"console.enabled": "true", "console.networkPolicy.ingressFrom": "null"}))
+    assert closed["NetworkPolicy"]["spec"]["ingress"] == []
+    # A plaintext trial: no certificate to mount.
+    trial = _console(render([CI_VALUES / "sqlite.yaml"], {"console.enabled": "true"}))
+    pod = trial["Deployment"]["spec"]["template"]["spec"]
+    assert "tls" not in {v["name"] for v in pod["volumes"]}
+    assert "tls" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}

@@ -19,12 +19,16 @@
 decision feedback trainer evaluator
 {{- end -}}
 
-{{/* Who calls whom (docs/architecture.md §3): the NetworkPolicies are derived from this. */}}
+{{/* Who calls whom (docs/architecture.md §3): the NetworkPolicies are derived from this.
+The web console, when enabled, calls all four (templates/console.yaml). */}}
 {{- define "loopwise.calls" -}}
 decision: [feedback, trainer]
 feedback: [decision, trainer]
 trainer: [feedback, decision]
 evaluator: [feedback, decision, trainer]
+{{- if .Values.console.enabled }}
+console: [decision, feedback, trainer, evaluator]
+{{- end }}
 {{- end -}}
 
 {{- define "loopwise.labels" -}}
