@@ -54,8 +54,14 @@ def _copy_repository(target: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
     venv = Path(sys.prefix)
-    stamps = list(venv.glob(".installed-*"))
-    assert stamps, f"{venv} has no install stamp: run `make install` first"
+    # The copy shares this venv: `make up` in it must find the install stamp that the
+    # Makefile expects for these very files, or it would reinstall the package from the
+    # copy (and leave the venv pointing there).
+    digest = subprocess.run("cat pyproject.toml setup.py constraints.txt | cksum", shell=True,
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()[0]
+    assert (venv / f".installed-{digest}").exists(), (
+        f"{venv} was not installed from this checkout's pyproject.toml, setup.py and "
+        "constraints.txt: run `make install` first")
     (target / ".venv").symlink_to(venv)
 
 
