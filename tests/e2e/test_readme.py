@@ -62,6 +62,9 @@ def _copy_repository(target: Path) -> None:
     assert (venv / f".installed-{digest}").exists(), (
         f"{venv} was not installed from this checkout's pyproject.toml, setup.py and "
         "constraints.txt: run `make install` first")
+    stamp = (venv / f".installed-{digest}").stat().st_mtime
+    for name in ("pyproject.toml", "setup.py", "constraints.txt"):  # older than the stamp
+        os.utime(target / name, (stamp - 1, stamp - 1))
     (target / ".venv").symlink_to(venv)
 
 
