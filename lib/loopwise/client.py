@@ -52,6 +52,7 @@ from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import channel_options
 from loopwise.settings import Settings, get_settings
+from loopwise.targets import Address
 from loopwise.tensors import F32, F64, I32, pack, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -646,7 +647,7 @@ def _operation_ref(operation: op_pb.Operation | str, use_case: str) -> tuple[str
 class _ClientBase:
     """What the blocking and asyncio clients share: settings, defaults, fallbacks."""
 
-    def __init__(self, decision_address: str | None, feedback_address: str | None,
+    def __init__(self, decision_address: Address | None, feedback_address: Address | None,
                  deadline_s: float | None, retries: int | None, settings: Settings | None,
                  defaults: Mapping[str, str] | None, trainer_address: str | None = None,
                  evaluator_address: str | None = None) -> None:
@@ -817,8 +818,11 @@ class Client(_ClientBase):
     """Blocking client for the decision, feedback, trainer and evaluator services.
 
     Args:
-        decision_address: ``host:port`` of the decision service (settings default).
-        feedback_address: ``host:port`` of the feedback service (settings default).
+        decision_address: the decision service (settings default): ``host:port``,
+            several addresses (a list, or comma-separated), or a gRPC target such as
+            ``dns:///loopwise-decision-headless.loopwise.svc:50051``; calls go round robin
+            over every address (``loopwise.targets``).
+        feedback_address: the feedback service (settings default), in the same forms.
         deadline_s: deadline of one ``decide`` attempt (``client_deadline_s``); bulk,
             trainer and evaluator calls get at least 30 s.
         retries: extra attempts after UNAVAILABLE (``client_retries``).
@@ -830,7 +834,7 @@ class Client(_ClientBase):
             the first evaluator call.
     """
 
-    def __init__(self, decision_address: str | None = None, feedback_address: str | None = None,
+    def __init__(self, decision_address: Address | None = None, feedback_address: Address | None = None,
                  deadline_s: float | None = None, retries: int | None = None,
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None, *,
                  trainer_address: str | None = None, evaluator_address: str | None = None) -> None:
@@ -1426,7 +1430,7 @@ class AsyncClient(_ClientBase):
     """The asyncio variant of :class:`Client` (``grpc.aio``), with the same methods and
     arguments; ``on_progress`` of ``wait_operation`` may also be a coroutine function."""
 
-    def __init__(self, decision_address: str | None = None, feedback_address: str | None = None,
+    def __init__(self, decision_address: Address | None = None, feedback_address: Address | None = None,
                  deadline_s: float | None = None, retries: int | None = None,
                  settings: Settings | None = None, defaults: Mapping[str, str] | None = None, *,
                  trainer_address: str | None = None, evaluator_address: str | None = None) -> None:

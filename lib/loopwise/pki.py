@@ -33,18 +33,27 @@ NAMES = ("decision", "feedback", "trainer", "evaluator", "client")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
+# Services whose chart also has a headless Service that clients dial to spread their
+# calls over the pods (dns:///<fullname>-decision-headless.<namespace>.svc:50051).
+HEADLESS = ("decision",)
+
+
 def release_hosts(name: str, namespace: str, fullname: str = "") -> list[str]:
     """The host names of the chart's Service for ``name`` in a release whose full name
     is ``fullname``: ``<fullname>-<name>``, ``<fullname>-<name>.<namespace>`` and
-    ``<fullname>-<name>.<namespace>.svc``; none when ``fullname`` is empty. Raises
-    ValueError when ``<fullname>-<name>`` is not a valid Service name."""
+    ``<fullname>-<name>.<namespace>.svc``, and the same of its headless Service
+    ``<fullname>-<name>-headless`` for the names in :data:`HEADLESS`; none when
+    ``fullname`` is empty. Raises ValueError when ``<fullname>-<name>`` is not a valid
+    Service name."""
     if not fullname:
         return []
     service = f"{fullname}-{name}"
-    if not _LABEL.fullmatch(service):
-        raise ValueError(f"fullname {fullname!r}: {service!r} is not a Kubernetes Service name "
-                         "(lowercase letters, digits and '-', at most 63 characters)")
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
+    services = [service, f"{service}-headless"] if name in HEADLESS else [service]
+    for svc in services:
+        if not _LABEL.fullmatch(svc):
+            raise ValueError(f"fullname {fullname!r}: {svc!r} is not a Kubernetes Service name "
+                             "(lowercase letters, digits and '-', at most 63 characters)")
+    return [host for svc in services for host in (svc, f"{svc}.{namespace}", f"{svc}.{namespace}.svc")]
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

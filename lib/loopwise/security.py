@@ -39,6 +39,7 @@ from loopwise.call_types import for_every_call_type
 from loopwise.errors import InvalidArgument, LoopwiseError, to_status
 from loopwise.limits import InputLimits, RateLimits
 from loopwise.settings import Settings
+from loopwise.targets import Address, channel_target
 
 log = logging.getLogger("loopwise.security")
 
@@ -386,24 +387,28 @@ class _SyncBearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
         return continuation(self._details(details), request_iterator)
 
 
-def aio_channel(settings: Settings, address: str, options: Sequence[tuple[str, Any]] = (),
+def aio_channel(settings: Settings, address: Address, options: Sequence[tuple[str, Any]] = (),
                 interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
-    """An aio channel to ``address`` with this process's TLS identity and token."""
+    """An aio channel to ``address`` (one or several, see loopwise.targets) with this
+    process's TLS identity and token."""
     credentials = channel_credentials(settings)
     bearer = _bearer(settings)
     chain = [*interceptors, *(for_every_call_type(_AioBearerInterceptor(bearer)) if bearer else [])]
-    opts = _channel_options(settings, options)
+    target, spread = channel_target(settings, address)
+    opts = _channel_options(settings, [*options, *spread])
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=opts, interceptors=chain or None)
-    return grpc.aio.secure_channel(address, credentials, options=opts, interceptors=chain or None)
+        return grpc.aio.insecure_channel(target, options=opts, interceptors=chain or None)
+    return grpc.aio.secure_channel(target, credentials, options=opts, interceptors=chain or None)
 
 
-def sync_channel(settings: Settings, address: str,
+def sync_channel(settings: Settings, address: Address,
                  options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-    """A blocking channel to ``address`` with this process's TLS identity and token."""
+    """A blocking channel to ``address`` (one or several, see loopwise.targets) with this
+    process's TLS identity and token."""
     credentials = channel_credentials(settings)
-    opts = _channel_options(settings, options)
-    channel = (grpc.insecure_channel(address, options=opts) if credentials is None
-               else grpc.secure_channel(address, credentials, options=opts))
+    target, spread = channel_target(settings, address)
+    opts = _channel_options(settings, [*options, *spread])
+    channel = (grpc.insecure_channel(target, options=opts) if credentials is None
+               else grpc.secure_channel(target, credentials, options=opts))
     bearer = _bearer(settings)
     return grpc.intercept_channel(channel, _SyncBearerInterceptor(bearer)) if bearer else channel

@@ -57,6 +57,26 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def connection_options(settings: Settings, max_age: bool = False) -> list[tuple[str, Any]]:
+    """Keepalive of a server (it pings idle clients, and accepts their pings every half
+    of ``keepalive_time_s``, without calls too) and, with ``max_age``, a connection age:
+    each client connection is closed (GOAWAY) after about ``max_connection_age_s``, calls
+    in progress get ``max_connection_age_grace_s``, and the client reconnects, re-resolving
+    its target (docs/operations.md: how clients reach every replica)."""
+    keepalive_ms = int(settings.keepalive_time_s * 1000)
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+    ]
+    if max_age and settings.max_connection_age_s > 0:
+        options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000))]
+    return options
+
+
 def _code_of(context: Any, error: BaseException | None) -> grpc.StatusCode:
     """The status an RPC ended with, as far as the server knows it."""
     try:
@@ -259,6 +279,9 @@ class ServiceHost:
     # Share the port with sibling processes (SO_REUSEPORT). Only the decision service's
     # explicit multi-worker mode sets it; every other server keeps it off (docs/architecture.md §6).
     reuse_port: bool = False
+    # Close client connections after ``max_connection_age_s`` (servers of short calls:
+    # the decision service), so that clients spread onto new replicas.
+    max_connection_age: bool = False
     # Serve ``registry`` on the service's metrics port (when ``metrics_port`` is set).
     serve_metrics: bool = True
     registry: Registry = field(default_factory=Registry)
@@ -271,6 +294,7 @@ class ServiceHost:
 
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings)]
+        options += connection_options(self.settings, self.max_connection_age)
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
         # RpcObserver outermost (refused calls are counted and traced too), the
         # request probe innermost (it sees the parsed request and names its use case).

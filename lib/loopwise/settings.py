@@ -119,6 +119,23 @@ class Settings(BaseSettings):
         5.0,
         description="On SIGTERM, seconds that unary calls in flight get to finish before the "
                     "server stops")
+    keepalive_time_s: float = Field(
+        30.0, gt=0,
+        description="Seconds between keepalive pings on an idle connection, sent by servers and "
+                    "clients alike (servers accept client pings every half of it); a peer that "
+                    "does not answer within `LOOPWISE_KEEPALIVE_TIMEOUT_S` is dropped")
+    keepalive_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait for the answer to a keepalive ping")
+    max_connection_age_s: float = Field(
+        60.0, ge=0,
+        description="Decision service: close each client connection after about this many "
+                    "seconds (±10%), so that long-lived clients re-resolve their target and "
+                    "spread onto replicas started since (docs/operations.md); 0: never. The "
+                    "other services keep connections: their long streams would be cut")
+    max_connection_age_grace_s: float = Field(
+        30.0, ge=0,
+        description="Seconds calls in progress on a connection closed for its age get to "
+                    "finish (a `DecideStream` lives at most the age plus this, then reconnects)")
     max_message_bytes: int = Field(
         16 * 1024 * 1024,
         description="Largest gRPC message sent or received, in bytes (RESOURCE_EXHAUSTED above)")

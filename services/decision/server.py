@@ -63,7 +63,7 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     servicer = DecisionServicer(core, use_cases)
     # A worker's metrics are served by its supervisor (merged), not by the worker.
     host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None,
-                       serve_metrics=worker is None)
+                       serve_metrics=worker is None, max_connection_age=True)
     servicer.host = host
     metrics = DecisionMetrics(host.registry)
     metrics.watch_decision_log(decision_log)

@@ -173,6 +173,23 @@ def test_spools_autoscaling_and_disruption_budgets() -> None:
     assert replicas["feedback"]["spec"]["replicas"] == 3
 
 
+def test_decision_headless_service_names_every_ready_pod() -> None:
+    """Clients spread calls over the decision pods through
+    dns:///<fullname>-decision-headless.<namespace>.svc:<port> (docs/operations.md)."""
+    for values in ([], [CI_VALUES / "replicas.yaml"]):
+        objects = render(values)
+        headless = find(objects, "Service", "lw-loopwise-decision-headless")
+        spec = headless["spec"]
+        assert spec["clusterIP"] == "None"
+        assert not spec.get("publishNotReadyAddresses", False)  # only pods that pass readiness
+        pod_labels = workloads(objects)["decision"]["spec"]["template"]["metadata"]["labels"]
+        assert spec["selector"].items() <= pod_labels.items()
+        assert spec["selector"] == find(objects, "Service", "lw-loopwise-decision")["spec"]["selector"]
+        assert spec["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP",
+                                  "appProtocol": "grpc"}]
+        assert headless["metadata"]["labels"]["app.kubernetes.io/component"] == "decision"
+
+
 def _peers(rule: dict[str, Any]) -> list[str]:
     return [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component", "client")
             for p in rule.get("from", rule.get("to", [])) if "podSelector" in p]

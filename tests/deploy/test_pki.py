@@ -38,8 +38,10 @@ def san(path: Path) -> tuple[set[str], set[str]]:
 def test_certificates_name_the_release_services_and_keep_the_old_names(certs: Path) -> None:
     for name in NAMES:
         dns, ips = san(certs / f"{name}.crt")
+        # The decision service is also dialled through its headless Service.
+        services = [f"rel-loopwise-{name}"] + ([f"rel-loopwise-{name}-headless"] if name == "decision" else [])
         assert dns == {name, f"{name}.ns", f"{name}.ns.svc", "localhost",
-                       f"rel-loopwise-{name}", f"rel-loopwise-{name}.ns", f"rel-loopwise-{name}.ns.svc"}
+                       *(h for s in services for h in (s, f"{s}.ns", f"{s}.ns.svc"))}
         assert ips == {"127.0.0.1", "::1"}
     dns, _ = san(certs / "decision.crt")
     assert {"rel-loopwise-decision", "rel-loopwise-decision.ns.svc"} <= dns
@@ -124,7 +126,7 @@ def test_the_documented_fullname_is_the_prefix_of_the_services_the_pods_dial(
     objects = render(sets={"fullnameOverride": override} if override else None, release=release)
     decision = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Service"
                 and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "decision"]
-    assert decision == [f"{fullname}-decision"]
+    assert sorted(decision) == [f"{fullname}-decision", f"{fullname}-decision-headless"]
     config = find(objects, "ConfigMap", f"{fullname}-config")["data"]
     for name in ("decision", "feedback", "trainer", "evaluator"):
         host = config[f"LOOPWISE_{name.upper()}_ADDRESS"].rsplit(":", 1)[0]
@@ -133,4 +135,5 @@ def test_the_documented_fullname_is_the_prefix_of_the_services_the_pods_dial(
     # Certificates made with that full name carry the host the pods dial.
     make_certs(tmp_path, names=["decision"], namespace="loopwise", fullname=fullname)
     dns, _ = san(tmp_path / "decision.crt")
-    assert {f"{fullname}-decision", f"{fullname}-decision.loopwise.svc"} <= dns
+    assert {f"{fullname}-decision", f"{fullname}-decision.loopwise.svc",
+            f"{fullname}-decision-headless.loopwise.svc"} <= dns
