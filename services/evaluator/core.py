@@ -33,7 +33,8 @@ from loopwise.services.evaluator.data import EffectData, collect_arm_data, colle
 from loopwise.services.evaluator.estimation import MIN_ROWS, MIN_ROWS_PER_ARM, EffectModel
 from loopwise.services.evaluator.isolation import run_isolated
 from loopwise.services.evaluator.policy_check import PolicyRequests, time_range
-from loopwise.services.evaluator.registry import ModelRegistry
+from loopwise.services.evaluator.registry import Deployments, ModelRegistry
+from loopwise.services.evaluator.scorecard_requests import ScorecardRequests
 from loopwise.store.evaluator import ReportStore, StoredReport
 from loopwise.tensors import F32, unpack_matrix
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -61,8 +62,8 @@ class UseCases(Protocol):
 class TrainingData(Protocol):
     """Joined decision rows of a use case."""
 
-    def read(self, use_case: str, start_ms: int | None,
-             end_ms: int | None) -> AsyncIterator[fpb.ReadTrainingDataResponse]: ...
+    def read(self, use_case: str, start_ms: int | None, end_ms: int | None,
+             include_fallback: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +103,13 @@ def _pair(requested_t: str, requested_c: str, names: list[str], fields: tuple[st
     return treatment, control
 
 
-class Evaluator(PolicyRequests):
+class Evaluator(PolicyRequests, ScorecardRequests):
     """Estimates effects as operations, and serves reports, effect predictions,
-    off-policy values and parameter suggestions."""
+    off-policy values, parameter suggestions and experiment scorecards."""
 
     def __init__(self, reports: ReportStore, operations: OperationRunner, registry: ModelRegistry,
                  use_cases: UseCases, training_data: TrainingData, clock: Clock, seed: int,
-                 max_rows: int = 100_000, threads: int = 1) -> None:
+                 max_rows: int = 100_000, threads: int = 1, deployments: Deployments | None = None) -> None:
         self.reports = reports
         self.operations = operations
         self.registry = registry
@@ -118,6 +119,7 @@ class Evaluator(PolicyRequests):
         self.seed = seed
         self.max_rows = max_rows
         self.threads = threads
+        self.deployments = deployments
         self._models: OrderedDict[str, EffectModel] = OrderedDict()
 
     # EstimateEffects -------------------------------------------------------------

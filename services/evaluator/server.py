@@ -10,7 +10,7 @@ from loopwise.operations import OperationRunner
 from loopwise.seeds import process_seed
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.evaluator.core import KIND, Evaluator
-from loopwise.services.evaluator.registry import TrainerRegistry
+from loopwise.services.evaluator.registry import TrainerDeployments, TrainerRegistry
 from loopwise.services.evaluator.servicer import EvaluatorServicer
 from loopwise.settings import Settings
 from loopwise.store.evaluator import open_evaluator_store
@@ -31,7 +31,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     evaluator = Evaluator(
         store.reports, runner, TrainerRegistry(channels), DecisionUseCases(channels),
         FeedbackTrainingData(channels), clock, process_seed(settings, "evaluator"), max_rows=settings.max_batch_rows,
-        threads=settings.max_workers_processes,
+        threads=settings.max_workers_processes, deployments=TrainerDeployments(channels),
     )
     servicer = EvaluatorServicer(evaluator)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)

@@ -12,7 +12,7 @@ from loopwise.tensors import F64, pack
 
 @servicer
 class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
-    """Effect estimation, reports, predictions, off-policy values and tuning; the four
+    """Effect estimation, reports, predictions, off-policy values, tuning and scorecards; the four
     operation RPCs come from :class:`OperationsServicer`."""
 
     def __init__(self, evaluator: Evaluator) -> None:
@@ -48,3 +48,8 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
         """Bayesian optimisation of blueprint parameters; the work stops when the
         client's deadline passes."""
         return await self.evaluator.suggest_parameters(request)
+
+    async def GetScorecard(self, request: epb.GetScorecardRequest, context) -> epb.GetScorecardResponse:  # noqa: N802
+        """An experiment scorecard (arms, or the canary against production); the work
+        stops when the client's deadline passes."""
+        return await self.evaluator.get_scorecard(request)
