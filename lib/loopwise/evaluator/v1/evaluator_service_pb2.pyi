@@ -95,7 +95,7 @@ class Quantile(_message.Message):
     def __init__(self, level: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
 
 class EstimateEffectsResult(_message.Message):
-    __slots__ = ("report_id", "use_case", "ate", "ate_ci_lower", "ate_ci_upper", "cate_quantiles", "rows", "treated_rows", "treatment_action", "control_action", "feature_names", "estimator", "logged_propensities_used", "min_propensity", "max_propensity", "warnings", "create_time", "overlap", "nuisance_scores", "segments", "validation", "policy", "refutations", "reproducibility", "cate_model", "treatment_source", "estimator_scores")
+    __slots__ = ("report_id", "use_case", "ate", "ate_ci_lower", "ate_ci_upper", "cate_quantiles", "rows", "treated_rows", "treatment_action", "control_action", "feature_names", "estimator", "logged_propensities_used", "min_propensity", "max_propensity", "warnings", "create_time", "overlap", "nuisance_scores", "segments", "validation", "policy", "refutations", "reproducibility", "cate_model", "treatment_source", "estimator_scores", "ate_stderr", "ate_p_value", "verdict", "interval_calibration", "data_quality", "sample_split")
     class EstimatorScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,12 @@ class EstimateEffectsResult(_message.Message):
     CATE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TREATMENT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_SCORES_FIELD_NUMBER: _ClassVar[int]
+    ATE_STDERR_FIELD_NUMBER: _ClassVar[int]
+    ATE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    DATA_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SPLIT_FIELD_NUMBER: _ClassVar[int]
     report_id: str
     use_case: str
     ate: float
@@ -157,7 +163,13 @@ class EstimateEffectsResult(_message.Message):
     cate_model: CateModel
     treatment_source: TreatmentSource
     estimator_scores: _containers.ScalarMap[str, float]
-    def __init__(self, report_id: _Optional[str] = ..., use_case: _Optional[str] = ..., ate: _Optional[float] = ..., ate_ci_lower: _Optional[float] = ..., ate_ci_upper: _Optional[float] = ..., cate_quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ..., rows: _Optional[int] = ..., treated_rows: _Optional[int] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., logged_propensities_used: bool = ..., min_propensity: _Optional[float] = ..., max_propensity: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., nuisance_scores: _Optional[_Iterable[_Union[NuisanceScore, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., validation: _Optional[_Union[Validation, _Mapping]] = ..., policy: _Optional[_Union[PolicySummary, _Mapping]] = ..., refutations: _Optional[_Iterable[_Union[Refutation, _Mapping]]] = ..., reproducibility: _Optional[_Union[Reproducibility, _Mapping]] = ..., cate_model: _Optional[_Union[CateModel, _Mapping]] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., estimator_scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    ate_stderr: float
+    ate_p_value: float
+    verdict: Verdict
+    interval_calibration: IntervalCalibration
+    data_quality: DataQuality
+    sample_split: SampleSplit
+    def __init__(self, report_id: _Optional[str] = ..., use_case: _Optional[str] = ..., ate: _Optional[float] = ..., ate_ci_lower: _Optional[float] = ..., ate_ci_upper: _Optional[float] = ..., cate_quantiles: _Optional[_Iterable[_Union[Quantile, _Mapping]]] = ..., rows: _Optional[int] = ..., treated_rows: _Optional[int] = ..., treatment_action: _Optional[str] = ..., control_action: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., estimator: _Optional[_Union[Estimator, str]] = ..., logged_propensities_used: bool = ..., min_propensity: _Optional[float] = ..., max_propensity: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., nuisance_scores: _Optional[_Iterable[_Union[NuisanceScore, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., validation: _Optional[_Union[Validation, _Mapping]] = ..., policy: _Optional[_Union[PolicySummary, _Mapping]] = ..., refutations: _Optional[_Iterable[_Union[Refutation, _Mapping]]] = ..., reproducibility: _Optional[_Union[Reproducibility, _Mapping]] = ..., cate_model: _Optional[_Union[CateModel, _Mapping]] = ..., treatment_source: _Optional[_Union[TreatmentSource, str]] = ..., estimator_scores: _Optional[_Mapping[str, float]] = ..., ate_stderr: _Optional[float] = ..., ate_p_value: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., interval_calibration: _Optional[_Union[IntervalCalibration, _Mapping]] = ..., data_quality: _Optional[_Union[DataQuality, _Mapping]] = ..., sample_split: _Optional[_Union[SampleSplit, _Mapping]] = ...) -> None: ...
 
 class Overlap(_message.Message):
     __slots__ = ("extreme_share", "effective_sample_size", "poor", "bin_edges", "treated_counts", "control_counts")
@@ -186,20 +198,24 @@ class NuisanceScore(_message.Message):
     def __init__(self, model: _Optional[str] = ..., metric: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class Segment(_message.Message):
-    __slots__ = ("source", "rule", "rows", "effect", "ci_lower", "ci_upper")
+    __slots__ = ("source", "rule", "rows", "effect", "ci_lower", "ci_upper", "predicted_effect", "selection_rows")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     EFFECT_FIELD_NUMBER: _ClassVar[int]
     CI_LOWER_FIELD_NUMBER: _ClassVar[int]
     CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_ROWS_FIELD_NUMBER: _ClassVar[int]
     source: str
     rule: str
     rows: int
     effect: float
     ci_lower: float
     ci_upper: float
-    def __init__(self, source: _Optional[str] = ..., rule: _Optional[str] = ..., rows: _Optional[int] = ..., effect: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ...) -> None: ...
+    predicted_effect: float
+    selection_rows: int
+    def __init__(self, source: _Optional[str] = ..., rule: _Optional[str] = ..., rows: _Optional[int] = ..., effect: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., predicted_effect: _Optional[float] = ..., selection_rows: _Optional[int] = ...) -> None: ...
 
 class Validation(_message.Message):
     __slots__ = ("rows", "calibration_r2", "qini", "qini_ci_lower", "qini_ci_upper", "autoc", "autoc_ci_lower", "autoc_ci_upper", "blp_slope", "blp_slope_stderr", "blp_p_value")
@@ -240,16 +256,22 @@ class PolicyValue(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ...) -> None: ...
 
 class PolicySummary(_message.Message):
-    __slots__ = ("treatment_cost", "treated_share", "values", "rules")
+    __slots__ = ("treatment_cost", "treated_share", "values", "rules", "gain_over_treat_none", "gain_over_treat_all", "rows")
     TREATMENT_COST_FIELD_NUMBER: _ClassVar[int]
     TREATED_SHARE_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    GAIN_OVER_TREAT_NONE_FIELD_NUMBER: _ClassVar[int]
+    GAIN_OVER_TREAT_ALL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     treatment_cost: float
     treated_share: float
     values: _containers.RepeatedCompositeFieldContainer[PolicyValue]
     rules: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, treatment_cost: _Optional[float] = ..., treated_share: _Optional[float] = ..., values: _Optional[_Iterable[_Union[PolicyValue, _Mapping]]] = ..., rules: _Optional[_Iterable[str]] = ...) -> None: ...
+    gain_over_treat_none: PolicyValue
+    gain_over_treat_all: PolicyValue
+    rows: int
+    def __init__(self, treatment_cost: _Optional[float] = ..., treated_share: _Optional[float] = ..., values: _Optional[_Iterable[_Union[PolicyValue, _Mapping]]] = ..., rules: _Optional[_Iterable[str]] = ..., gain_over_treat_none: _Optional[_Union[PolicyValue, _Mapping]] = ..., gain_over_treat_all: _Optional[_Union[PolicyValue, _Mapping]] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class Refutation(_message.Message):
     __slots__ = ("method", "original_effect", "new_effect", "ci_lower", "ci_upper", "passed")
@@ -305,6 +327,124 @@ class CateModel(_message.Message):
     fidelity_r2: float
     input_width: int
     def __init__(self, model_version: _Optional[int] = ..., sha256: _Optional[str] = ..., family: _Optional[str] = ..., fidelity_r2: _Optional[float] = ..., input_width: _Optional[int] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("outcome_name", "outcome_definition", "control_mean", "control_mean_ci_lower", "control_mean_ci_upper", "relative_lift", "relative_lift_ci_lower", "relative_lift_ci_upper", "relative_lift_defined", "significant", "statement", "recommendation", "recommendation_statement")
+    OUTCOME_NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_MEAN_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_MEAN_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_DEFINED_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    outcome_name: str
+    outcome_definition: str
+    control_mean: float
+    control_mean_ci_lower: float
+    control_mean_ci_upper: float
+    relative_lift: float
+    relative_lift_ci_lower: float
+    relative_lift_ci_upper: float
+    relative_lift_defined: bool
+    significant: bool
+    statement: str
+    recommendation: str
+    recommendation_statement: str
+    def __init__(self, outcome_name: _Optional[str] = ..., outcome_definition: _Optional[str] = ..., control_mean: _Optional[float] = ..., control_mean_ci_lower: _Optional[float] = ..., control_mean_ci_upper: _Optional[float] = ..., relative_lift: _Optional[float] = ..., relative_lift_ci_lower: _Optional[float] = ..., relative_lift_ci_upper: _Optional[float] = ..., relative_lift_defined: bool = ..., significant: bool = ..., statement: _Optional[str] = ..., recommendation: _Optional[str] = ..., recommendation_statement: _Optional[str] = ...) -> None: ...
+
+class IntervalCalibration(_message.Message):
+    __slots__ = ("rows", "nominal_coverage", "coverage_upper_bound", "interval_mse", "excess_mse", "excess_mse_ci_lower", "excess_mse_ci_upper", "mse_lower_bound", "error_ratio_lower_bound", "reference", "definition", "misspecified", "findings")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NOMINAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_UPPER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MSE_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_MSE_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_MSE_CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_MSE_CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    MSE_LOWER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATIO_LOWER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    MISSPECIFIED_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    nominal_coverage: float
+    coverage_upper_bound: float
+    interval_mse: float
+    excess_mse: float
+    excess_mse_ci_lower: float
+    excess_mse_ci_upper: float
+    mse_lower_bound: float
+    error_ratio_lower_bound: float
+    reference: str
+    definition: str
+    misspecified: bool
+    findings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rows: _Optional[int] = ..., nominal_coverage: _Optional[float] = ..., coverage_upper_bound: _Optional[float] = ..., interval_mse: _Optional[float] = ..., excess_mse: _Optional[float] = ..., excess_mse_ci_lower: _Optional[float] = ..., excess_mse_ci_upper: _Optional[float] = ..., mse_lower_bound: _Optional[float] = ..., error_ratio_lower_bound: _Optional[float] = ..., reference: _Optional[str] = ..., definition: _Optional[str] = ..., misspecified: bool = ..., findings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VersionCount(_message.Message):
+    __slots__ = ("version", "rows")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    rows: int
+    def __init__(self, version: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class DataQuality(_message.Message):
+    __slots__ = ("rows_with_outcome", "blueprint_versions", "model_versions", "stats_available", "stats_error", "decisions", "outcomes", "join_rate", "orphan_outcomes", "late_outcomes", "unmatched_outcomes", "lost_decision_outcomes", "invalid_records", "fallback_decisions", "open_windows", "notes")
+    ROWS_WITH_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    BLUEPRINT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STATS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    JOIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    LATE_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    LOST_DECISION_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    INVALID_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    rows_with_outcome: int
+    blueprint_versions: _containers.RepeatedCompositeFieldContainer[VersionCount]
+    model_versions: _containers.RepeatedCompositeFieldContainer[VersionCount]
+    stats_available: bool
+    stats_error: str
+    decisions: int
+    outcomes: int
+    join_rate: float
+    orphan_outcomes: int
+    late_outcomes: int
+    unmatched_outcomes: int
+    lost_decision_outcomes: int
+    invalid_records: int
+    fallback_decisions: int
+    open_windows: int
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rows_with_outcome: _Optional[int] = ..., blueprint_versions: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., model_versions: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., stats_available: bool = ..., stats_error: _Optional[str] = ..., decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., join_rate: _Optional[float] = ..., orphan_outcomes: _Optional[int] = ..., late_outcomes: _Optional[int] = ..., unmatched_outcomes: _Optional[int] = ..., lost_decision_outcomes: _Optional[int] = ..., invalid_records: _Optional[int] = ..., fallback_decisions: _Optional[int] = ..., open_windows: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SampleSplit(_message.Message):
+    __slots__ = ("selection_rows", "estimation_rows", "seed", "selection_digest", "estimation_digest")
+    SELECTION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATION_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    selection_rows: int
+    estimation_rows: int
+    seed: int
+    selection_digest: str
+    estimation_digest: str
+    def __init__(self, selection_rows: _Optional[int] = ..., estimation_rows: _Optional[int] = ..., seed: _Optional[int] = ..., selection_digest: _Optional[str] = ..., estimation_digest: _Optional[str] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("report_id", "use_case")

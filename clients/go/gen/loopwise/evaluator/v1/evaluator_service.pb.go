@@ -493,9 +493,11 @@ type EstimateEffectsResult struct {
 	ReportId string `protobuf:"bytes,1,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
 	// The use case.
 	UseCase string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
-	// Average treatment effect (treated minus control, in reward units).
+	// Average treatment effect (treated minus control, in reward units): the doubly
+	// robust (AIPW) mean over every row used, the same for every estimator (see
+	// ate_stderr).
 	Ate float64 `protobuf:"fixed64,3,opt,name=ate,proto3" json:"ate,omitempty"`
-	// Lower bound of the ATE's 95% confidence interval.
+	// Lower bound of the ATE's 95% confidence interval (normal, ate ± 1.96·ate_stderr).
 	AteCiLower float64 `protobuf:"fixed64,4,opt,name=ate_ci_lower,json=ateCiLower,proto3" json:"ate_ci_lower,omitempty"`
 	// Upper bound of the ATE's 95% confidence interval.
 	AteCiUpper float64 `protobuf:"fixed64,5,opt,name=ate_ci_upper,json=ateCiUpper,proto3" json:"ate_ci_upper,omitempty"`
@@ -543,8 +545,26 @@ type EstimateEffectsResult struct {
 	TreatmentSource TreatmentSource `protobuf:"varint,26,opt,name=treatment_source,json=treatmentSource,proto3,enum=loopwise.evaluator.v1.TreatmentSource" json:"treatment_source,omitempty"`
 	// RScorer score of each fitted estimator when ESTIMATOR_AUTO picked (higher is better).
 	EstimatorScores map[string]float64 `protobuf:"bytes,27,rep,name=estimator_scores,json=estimatorScores,proto3" json:"estimator_scores,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Standard error of the ATE: the standard deviation of the rows' AIPW scores over
+	// the square root of their number. The training rows' scores use the estimator's own
+	// cross-fitted nuisances, the held-out rows' outcome models fitted on training rows.
+	AteStderr float64 `protobuf:"fixed64,28,opt,name=ate_stderr,json=ateStderr,proto3" json:"ate_stderr,omitempty"`
+	// Two-sided p-value of "no average effect" (ATE = 0), normal approximation.
+	AtePValue float64 `protobuf:"fixed64,29,opt,name=ate_p_value,json=atePValue,proto3" json:"ate_p_value,omitempty"`
+	// The headline: the outcome, the control mean, the ATE's relative lift and whether
+	// the ATE is significant, in numbers and in words, and what the numbers support doing.
+	Verdict *Verdict `protobuf:"bytes,30,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// How far the per-row CATE intervals can be trusted, measured on held-out rows, and
+	// the checks for a misspecified effect model.
+	IntervalCalibration *IntervalCalibration `protobuf:"bytes,31,opt,name=interval_calibration,json=intervalCalibration,proto3" json:"interval_calibration,omitempty"`
+	// Quality of the data behind the report: outcomes joined, feedback's counts for the
+	// use case, and the blueprint and model versions that made the decisions.
+	DataQuality *DataQuality `protobuf:"bytes,32,opt,name=data_quality,json=dataQuality,proto3" json:"data_quality,omitempty"`
+	// Which rows fitted the estimator and chose the segments, and which (disjoint, held
+	// out) rows estimated segment effects, policy values and the interval checks.
+	SampleSplit   *SampleSplit `protobuf:"bytes,33,opt,name=sample_split,json=sampleSplit,proto3" json:"sample_split,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EstimateEffectsResult) Reset() {
@@ -766,6 +786,48 @@ func (x *EstimateEffectsResult) GetEstimatorScores() map[string]float64 {
 	return nil
 }
 
+func (x *EstimateEffectsResult) GetAteStderr() float64 {
+	if x != nil {
+		return x.AteStderr
+	}
+	return 0
+}
+
+func (x *EstimateEffectsResult) GetAtePValue() float64 {
+	if x != nil {
+		return x.AtePValue
+	}
+	return 0
+}
+
+func (x *EstimateEffectsResult) GetVerdict() *Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return nil
+}
+
+func (x *EstimateEffectsResult) GetIntervalCalibration() *IntervalCalibration {
+	if x != nil {
+		return x.IntervalCalibration
+	}
+	return nil
+}
+
+func (x *EstimateEffectsResult) GetDataQuality() *DataQuality {
+	if x != nil {
+		return x.DataQuality
+	}
+	return nil
+}
+
+func (x *EstimateEffectsResult) GetSampleSplit() *SampleSplit {
+	if x != nil {
+		return x.SampleSplit
+	}
+	return nil
+}
+
 // Overlap between the treated and control groups.
 type Overlap struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -929,14 +991,19 @@ type Segment struct {
 	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	// Readable rule, e.g. "region = north" or "basket_value <= 35.2 and mobile > 0.5".
 	Rule string `protobuf:"bytes,2,opt,name=rule,proto3" json:"rule,omitempty"`
-	// Rows in the segment.
+	// Held-out (estimation) rows in the segment: the rows its effect is estimated on.
 	Rows int64 `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
-	// The segment's average effect (mean CATE).
+	// The segment's average effect: the mean doubly robust pseudo-outcome of its
+	// held-out rows (not of the rows that chose the segment).
 	Effect float64 `protobuf:"fixed64,4,opt,name=effect,proto3" json:"effect,omitempty"`
 	// Lower bound of its 95% CI.
 	CiLower float64 `protobuf:"fixed64,5,opt,name=ci_lower,json=ciLower,proto3" json:"ci_lower,omitempty"`
 	// Upper bound of its 95% CI.
-	CiUpper       float64 `protobuf:"fixed64,6,opt,name=ci_upper,json=ciUpper,proto3" json:"ci_upper,omitempty"`
+	CiUpper float64 `protobuf:"fixed64,6,opt,name=ci_upper,json=ciUpper,proto3" json:"ci_upper,omitempty"`
+	// The effect model's mean CATE over the same held-out rows, for comparison.
+	PredictedEffect float64 `protobuf:"fixed64,7,opt,name=predicted_effect,json=predictedEffect,proto3" json:"predicted_effect,omitempty"`
+	// Selection rows (training rows) in the segment: where its rule was chosen.
+	SelectionRows int64 `protobuf:"varint,8,opt,name=selection_rows,json=selectionRows,proto3" json:"selection_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1009,6 +1076,20 @@ func (x *Segment) GetCiLower() float64 {
 func (x *Segment) GetCiUpper() float64 {
 	if x != nil {
 		return x.CiUpper
+	}
+	return 0
+}
+
+func (x *Segment) GetPredictedEffect() float64 {
+	if x != nil {
+		return x.PredictedEffect
+	}
+	return 0
+}
+
+func (x *Segment) GetSelectionRows() int64 {
+	if x != nil {
+		return x.SelectionRows
 	}
 	return 0
 }
@@ -1233,7 +1314,14 @@ type PolicySummary struct {
 	// Values of the CATE policy, treat-all and treat-none (evaluated on held-out rows).
 	Values []*PolicyValue `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
 	// A readable summary of whom to treat (leaves of a shallow policy tree).
-	Rules         []string `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	Rules []string `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The CATE policy's value minus treat-none's, per decision, with its 95% CI (paired:
+	// the difference of the two policies' doubly robust terms on the same held-out rows).
+	GainOverTreatNone *PolicyValue `protobuf:"bytes,5,opt,name=gain_over_treat_none,json=gainOverTreatNone,proto3" json:"gain_over_treat_none,omitempty"`
+	// The CATE policy's value minus treat-all's, per decision, with its 95% CI (paired).
+	GainOverTreatAll *PolicyValue `protobuf:"bytes,6,opt,name=gain_over_treat_all,json=gainOverTreatAll,proto3" json:"gain_over_treat_all,omitempty"`
+	// Held-out rows the policy values and gains are estimated on.
+	Rows          int64 `protobuf:"varint,7,opt,name=rows,proto3" json:"rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1382,27 @@ func (x *PolicySummary) GetRules() []string {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *PolicySummary) GetGainOverTreatNone() *PolicyValue {
+	if x != nil {
+		return x.GainOverTreatNone
+	}
+	return nil
+}
+
+func (x *PolicySummary) GetGainOverTreatAll() *PolicyValue {
+	if x != nil {
+		return x.GainOverTreatAll
+	}
+	return nil
+}
+
+func (x *PolicySummary) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
 }
 
 // A refutation test.
@@ -1571,6 +1680,655 @@ func (x *CateModel) GetInputWidth() int32 {
 	return 0
 }
 
+// The headline of an effect report.
+type Verdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The outcome's name: the reward spec's outcome names, or "reward" when every
+	// outcome counts.
+	OutcomeName string `protobuf:"bytes,1,opt,name=outcome_name,json=outcomeName,proto3" json:"outcome_name,omitempty"`
+	// How the reward is made from the outcomes, readable (aggregation, window, default).
+	OutcomeDefinition string `protobuf:"bytes,2,opt,name=outcome_definition,json=outcomeDefinition,proto3" json:"outcome_definition,omitempty"`
+	// Mean outcome under control, E[Y(control)]: the doubly robust mean over every row
+	// used (reward units).
+	ControlMean float64 `protobuf:"fixed64,3,opt,name=control_mean,json=controlMean,proto3" json:"control_mean,omitempty"`
+	// Lower bound of the control mean's 95% CI.
+	ControlMeanCiLower float64 `protobuf:"fixed64,4,opt,name=control_mean_ci_lower,json=controlMeanCiLower,proto3" json:"control_mean_ci_lower,omitempty"`
+	// Upper bound of the control mean's 95% CI.
+	ControlMeanCiUpper float64 `protobuf:"fixed64,5,opt,name=control_mean_ci_upper,json=controlMeanCiUpper,proto3" json:"control_mean_ci_upper,omitempty"`
+	// ATE / control mean (0 when relative_lift_defined is false).
+	RelativeLift float64 `protobuf:"fixed64,6,opt,name=relative_lift,json=relativeLift,proto3" json:"relative_lift,omitempty"`
+	// Lower bound of the relative lift's 95% CI (delta method on the AIPW scores).
+	RelativeLiftCiLower float64 `protobuf:"fixed64,7,opt,name=relative_lift_ci_lower,json=relativeLiftCiLower,proto3" json:"relative_lift_ci_lower,omitempty"`
+	// Upper bound of the relative lift's 95% CI.
+	RelativeLiftCiUpper float64 `protobuf:"fixed64,8,opt,name=relative_lift_ci_upper,json=relativeLiftCiUpper,proto3" json:"relative_lift_ci_upper,omitempty"`
+	// False when the control mean's 95% CI includes 0: a lift relative to it would be
+	// meaningless, and none is reported.
+	RelativeLiftDefined bool `protobuf:"varint,9,opt,name=relative_lift_defined,json=relativeLiftDefined,proto3" json:"relative_lift_defined,omitempty"`
+	// True when the ATE's 95% CI excludes 0 (two-sided test at the 5% level).
+	Significant bool `protobuf:"varint,10,opt,name=significant,proto3" json:"significant,omitempty"`
+	// The verdict in plain words, as the report states it.
+	Statement string `protobuf:"bytes,11,opt,name=statement,proto3" json:"statement,omitempty"`
+	// What the numbers support doing: "target" (treat when the predicted effect exceeds
+	// the cost), "treat_all", "treat_none" or "undecided".
+	Recommendation string `protobuf:"bytes,12,opt,name=recommendation,proto3" json:"recommendation,omitempty"`
+	// The recommendation in plain words, with its reason.
+	RecommendationStatement string `protobuf:"bytes,13,opt,name=recommendation_statement,json=recommendationStatement,proto3" json:"recommendation_statement,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *Verdict) Reset() {
+	*x = Verdict{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Verdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Verdict) ProtoMessage() {}
+
+func (x *Verdict) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
+func (*Verdict) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Verdict) GetOutcomeName() string {
+	if x != nil {
+		return x.OutcomeName
+	}
+	return ""
+}
+
+func (x *Verdict) GetOutcomeDefinition() string {
+	if x != nil {
+		return x.OutcomeDefinition
+	}
+	return ""
+}
+
+func (x *Verdict) GetControlMean() float64 {
+	if x != nil {
+		return x.ControlMean
+	}
+	return 0
+}
+
+func (x *Verdict) GetControlMeanCiLower() float64 {
+	if x != nil {
+		return x.ControlMeanCiLower
+	}
+	return 0
+}
+
+func (x *Verdict) GetControlMeanCiUpper() float64 {
+	if x != nil {
+		return x.ControlMeanCiUpper
+	}
+	return 0
+}
+
+func (x *Verdict) GetRelativeLift() float64 {
+	if x != nil {
+		return x.RelativeLift
+	}
+	return 0
+}
+
+func (x *Verdict) GetRelativeLiftCiLower() float64 {
+	if x != nil {
+		return x.RelativeLiftCiLower
+	}
+	return 0
+}
+
+func (x *Verdict) GetRelativeLiftCiUpper() float64 {
+	if x != nil {
+		return x.RelativeLiftCiUpper
+	}
+	return 0
+}
+
+func (x *Verdict) GetRelativeLiftDefined() bool {
+	if x != nil {
+		return x.RelativeLiftDefined
+	}
+	return false
+}
+
+func (x *Verdict) GetSignificant() bool {
+	if x != nil {
+		return x.Significant
+	}
+	return false
+}
+
+func (x *Verdict) GetStatement() string {
+	if x != nil {
+		return x.Statement
+	}
+	return ""
+}
+
+func (x *Verdict) GetRecommendation() string {
+	if x != nil {
+		return x.Recommendation
+	}
+	return ""
+}
+
+func (x *Verdict) GetRecommendationStatement() string {
+	if x != nil {
+		return x.RecommendationStatement
+	}
+	return ""
+}
+
+// Per-row CATE intervals checked on held-out rows.
+//
+// The true effect of a row is never observed; its doubly robust pseudo-outcome is the
+// truth plus noise of unknown variance, so the coverage of the truth cannot be counted.
+// What is identified without a noise model is the difference of two CATE models' mean
+// squared errors, measured against the pseudo-outcome (the noise cancels): the effect
+// model's against a reference model's. That difference is a lower bound on the effect
+// model's own mean squared error, so it bounds the intervals' coverage from above.
+type IntervalCalibration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Held-out rows checked.
+	Rows int64 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	// The intervals' nominal coverage (0.95).
+	NominalCoverage float64 `protobuf:"fixed64,2,opt,name=nominal_coverage,json=nominalCoverage,proto3" json:"nominal_coverage,omitempty"`
+	// Upper bound on the share of rows whose interval covers the true effect, if each
+	// row's error is normal with a variance proportional to its interval's: 2Φ(1.96 /
+	// √error_ratio_lower_bound) − 1 (1 when the data show no error beyond the intervals').
+	CoverageUpperBound float64 `protobuf:"fixed64,3,opt,name=coverage_upper_bound,json=coverageUpperBound,proto3" json:"coverage_upper_bound,omitempty"`
+	// Mean squared error the intervals assume: the mean of (half-width / 1.96)².
+	IntervalMse float64 `protobuf:"fixed64,4,opt,name=interval_mse,json=intervalMse,proto3" json:"interval_mse,omitempty"`
+	// The effect model's mean squared error minus the reference model's, measured as
+	// the mean over held-out rows of (φ − τ̂)² − (φ − τ̃)² with φ the doubly robust
+	// pseudo-outcome, τ̂ the effect model's CATE and τ̃ the reference's.
+	ExcessMse float64 `protobuf:"fixed64,5,opt,name=excess_mse,json=excessMse,proto3" json:"excess_mse,omitempty"`
+	// Lower bound of excess_mse's 95% CI.
+	ExcessMseCiLower float64 `protobuf:"fixed64,6,opt,name=excess_mse_ci_lower,json=excessMseCiLower,proto3" json:"excess_mse_ci_lower,omitempty"`
+	// Upper bound of excess_mse's 95% CI.
+	ExcessMseCiUpper float64 `protobuf:"fixed64,7,opt,name=excess_mse_ci_upper,json=excessMseCiUpper,proto3" json:"excess_mse_ci_upper,omitempty"`
+	// One-sided 95% lower confidence bound of the effect model's mean squared error:
+	// max(0, excess_mse − 1.645·its standard error).
+	MseLowerBound float64 `protobuf:"fixed64,8,opt,name=mse_lower_bound,json=mseLowerBound,proto3" json:"mse_lower_bound,omitempty"`
+	// mse_lower_bound / interval_mse: the errors are at least √(this) times as large as
+	// the intervals assume.
+	ErrorRatioLowerBound float64 `protobuf:"fixed64,9,opt,name=error_ratio_lower_bound,json=errorRatioLowerBound,proto3" json:"error_ratio_lower_bound,omitempty"`
+	// The reference CATE model, readable.
+	Reference string `protobuf:"bytes,10,opt,name=reference,proto3" json:"reference,omitempty"`
+	// What is measured, in words (as on the report).
+	Definition string `protobuf:"bytes,11,opt,name=definition,proto3" json:"definition,omitempty"`
+	// True when a check finds the effect model misspecified (findings say which).
+	Misspecified bool `protobuf:"varint,12,opt,name=misspecified,proto3" json:"misspecified,omitempty"`
+	// Readable findings of the misspecification checks (also among the warnings).
+	Findings      []string `protobuf:"bytes,13,rep,name=findings,proto3" json:"findings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntervalCalibration) Reset() {
+	*x = IntervalCalibration{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntervalCalibration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntervalCalibration) ProtoMessage() {}
+
+func (x *IntervalCalibration) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntervalCalibration.ProtoReflect.Descriptor instead.
+func (*IntervalCalibration) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *IntervalCalibration) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetNominalCoverage() float64 {
+	if x != nil {
+		return x.NominalCoverage
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetCoverageUpperBound() float64 {
+	if x != nil {
+		return x.CoverageUpperBound
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetIntervalMse() float64 {
+	if x != nil {
+		return x.IntervalMse
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetExcessMse() float64 {
+	if x != nil {
+		return x.ExcessMse
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetExcessMseCiLower() float64 {
+	if x != nil {
+		return x.ExcessMseCiLower
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetExcessMseCiUpper() float64 {
+	if x != nil {
+		return x.ExcessMseCiUpper
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetMseLowerBound() float64 {
+	if x != nil {
+		return x.MseLowerBound
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetErrorRatioLowerBound() float64 {
+	if x != nil {
+		return x.ErrorRatioLowerBound
+	}
+	return 0
+}
+
+func (x *IntervalCalibration) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *IntervalCalibration) GetDefinition() string {
+	if x != nil {
+		return x.Definition
+	}
+	return ""
+}
+
+func (x *IntervalCalibration) GetMisspecified() bool {
+	if x != nil {
+		return x.Misspecified
+	}
+	return false
+}
+
+func (x *IntervalCalibration) GetFindings() []string {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+// Rows of one blueprint or model version.
+type VersionCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version (for models, 0: no model — the default decision or exploration
+	// without a model).
+	Version int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Rows used that it made.
+	Rows          int64 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionCount) Reset() {
+	*x = VersionCount{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionCount) ProtoMessage() {}
+
+func (x *VersionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionCount.ProtoReflect.Descriptor instead.
+func (*VersionCount) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *VersionCount) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *VersionCount) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// Quality of the data behind an effect report.
+type DataQuality struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows used that had at least one outcome in their window (the others got the
+	// reward spec's default reward).
+	RowsWithOutcome int64 `protobuf:"varint,1,opt,name=rows_with_outcome,json=rowsWithOutcome,proto3" json:"rows_with_outcome,omitempty"`
+	// Blueprint versions that logged the rows used, with their row counts.
+	BlueprintVersions []*VersionCount `protobuf:"bytes,2,rep,name=blueprint_versions,json=blueprintVersions,proto3" json:"blueprint_versions,omitempty"`
+	// Model versions that made the decisions of the rows used, with their row counts.
+	ModelVersions []*VersionCount `protobuf:"bytes,3,rep,name=model_versions,json=modelVersions,proto3" json:"model_versions,omitempty"`
+	// True when feedback's GetStats answered; the counts below are then the use case's
+	// over all its stored decisions (not only the report's time range).
+	StatsAvailable bool `protobuf:"varint,4,opt,name=stats_available,json=statsAvailable,proto3" json:"stats_available,omitempty"`
+	// Why GetStats could not be read (empty when it was).
+	StatsError string `protobuf:"bytes,5,opt,name=stats_error,json=statsError,proto3" json:"stats_error,omitempty"`
+	// Decisions stored (GetStats).
+	Decisions int64 `protobuf:"varint,6,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	// Outcomes stored (GetStats).
+	Outcomes int64 `protobuf:"varint,7,opt,name=outcomes,proto3" json:"outcomes,omitempty"`
+	// Decisions with at least one counted outcome / decisions (GetStats).
+	JoinRate float64 `protobuf:"fixed64,8,opt,name=join_rate,json=joinRate,proto3" json:"join_rate,omitempty"`
+	// Outcomes with an invalid decision id (GetStats).
+	OrphanOutcomes int64 `protobuf:"varint,9,opt,name=orphan_outcomes,json=orphanOutcomes,proto3" json:"orphan_outcomes,omitempty"`
+	// Outcomes after their decision's window, which did not count (GetStats).
+	LateOutcomes int64 `protobuf:"varint,10,opt,name=late_outcomes,json=lateOutcomes,proto3" json:"late_outcomes,omitempty"`
+	// Outcomes whose decision is not (yet) stored (GetStats).
+	UnmatchedOutcomes int64 `protobuf:"varint,11,opt,name=unmatched_outcomes,json=unmatchedOutcomes,proto3" json:"unmatched_outcomes,omitempty"`
+	// Outcomes whose decision was lost (GetStats).
+	LostDecisionOutcomes int64 `protobuf:"varint,12,opt,name=lost_decision_outcomes,json=lostDecisionOutcomes,proto3" json:"lost_decision_outcomes,omitempty"`
+	// Stored records that cannot be interpreted any more (GetStats).
+	InvalidRecords int64 `protobuf:"varint,13,opt,name=invalid_records,json=invalidRecords,proto3" json:"invalid_records,omitempty"`
+	// Decisions that were fallbacks (GetStats); the analysis leaves them out.
+	FallbackDecisions int64 `protobuf:"varint,14,opt,name=fallback_decisions,json=fallbackDecisions,proto3" json:"fallback_decisions,omitempty"`
+	// Decisions whose reward window is still open (GetStats); not yet analysable.
+	OpenWindows int64 `protobuf:"varint,15,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
+	// Readable notes on what may bias or weaken the report (e.g. a low join rate).
+	Notes         []string `protobuf:"bytes,16,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataQuality) Reset() {
+	*x = DataQuality{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataQuality) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataQuality) ProtoMessage() {}
+
+func (x *DataQuality) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataQuality.ProtoReflect.Descriptor instead.
+func (*DataQuality) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DataQuality) GetRowsWithOutcome() int64 {
+	if x != nil {
+		return x.RowsWithOutcome
+	}
+	return 0
+}
+
+func (x *DataQuality) GetBlueprintVersions() []*VersionCount {
+	if x != nil {
+		return x.BlueprintVersions
+	}
+	return nil
+}
+
+func (x *DataQuality) GetModelVersions() []*VersionCount {
+	if x != nil {
+		return x.ModelVersions
+	}
+	return nil
+}
+
+func (x *DataQuality) GetStatsAvailable() bool {
+	if x != nil {
+		return x.StatsAvailable
+	}
+	return false
+}
+
+func (x *DataQuality) GetStatsError() string {
+	if x != nil {
+		return x.StatsError
+	}
+	return ""
+}
+
+func (x *DataQuality) GetDecisions() int64 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
+func (x *DataQuality) GetOutcomes() int64 {
+	if x != nil {
+		return x.Outcomes
+	}
+	return 0
+}
+
+func (x *DataQuality) GetJoinRate() float64 {
+	if x != nil {
+		return x.JoinRate
+	}
+	return 0
+}
+
+func (x *DataQuality) GetOrphanOutcomes() int64 {
+	if x != nil {
+		return x.OrphanOutcomes
+	}
+	return 0
+}
+
+func (x *DataQuality) GetLateOutcomes() int64 {
+	if x != nil {
+		return x.LateOutcomes
+	}
+	return 0
+}
+
+func (x *DataQuality) GetUnmatchedOutcomes() int64 {
+	if x != nil {
+		return x.UnmatchedOutcomes
+	}
+	return 0
+}
+
+func (x *DataQuality) GetLostDecisionOutcomes() int64 {
+	if x != nil {
+		return x.LostDecisionOutcomes
+	}
+	return 0
+}
+
+func (x *DataQuality) GetInvalidRecords() int64 {
+	if x != nil {
+		return x.InvalidRecords
+	}
+	return 0
+}
+
+func (x *DataQuality) GetFallbackDecisions() int64 {
+	if x != nil {
+		return x.FallbackDecisions
+	}
+	return 0
+}
+
+func (x *DataQuality) GetOpenWindows() int64 {
+	if x != nil {
+		return x.OpenWindows
+	}
+	return 0
+}
+
+func (x *DataQuality) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
+// How an effect report splits its rows.
+type SampleSplit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows the estimator was fitted on; the segments' rules (quartile edges, tree
+	// leaves) were chosen on them.
+	SelectionRows int64 `protobuf:"varint,1,opt,name=selection_rows,json=selectionRows,proto3" json:"selection_rows,omitempty"`
+	// Held-out rows, disjoint from the selection rows: validation, segment effects,
+	// policy values and the interval checks.
+	EstimationRows int64 `protobuf:"varint,2,opt,name=estimation_rows,json=estimationRows,proto3" json:"estimation_rows,omitempty"`
+	// The split's seed: rows in the order read, numpy default_rng(seed).permutation of
+	// their indices, the first estimation_rows of it held out.
+	Seed int64 `protobuf:"varint,3,opt,name=seed,proto3" json:"seed,omitempty"`
+	// sha256 (hex) of the selection rows' indices, sorted, as int64 little-endian.
+	SelectionDigest string `protobuf:"bytes,4,opt,name=selection_digest,json=selectionDigest,proto3" json:"selection_digest,omitempty"`
+	// sha256 (hex) of the estimation rows' indices, sorted, as int64 little-endian.
+	EstimationDigest string `protobuf:"bytes,5,opt,name=estimation_digest,json=estimationDigest,proto3" json:"estimation_digest,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SampleSplit) Reset() {
+	*x = SampleSplit{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SampleSplit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SampleSplit) ProtoMessage() {}
+
+func (x *SampleSplit) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SampleSplit.ProtoReflect.Descriptor instead.
+func (*SampleSplit) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SampleSplit) GetSelectionRows() int64 {
+	if x != nil {
+		return x.SelectionRows
+	}
+	return 0
+}
+
+func (x *SampleSplit) GetEstimationRows() int64 {
+	if x != nil {
+		return x.EstimationRows
+	}
+	return 0
+}
+
+func (x *SampleSplit) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *SampleSplit) GetSelectionDigest() string {
+	if x != nil {
+		return x.SelectionDigest
+	}
+	return ""
+}
+
+func (x *SampleSplit) GetEstimationDigest() string {
+	if x != nil {
+		return x.EstimationDigest
+	}
+	return ""
+}
+
 // Request for GetReport.
 type GetReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1586,7 +2344,7 @@ type GetReportRequest struct {
 
 func (x *GetReportRequest) Reset() {
 	*x = GetReportRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[13]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +2356,7 @@ func (x *GetReportRequest) String() string {
 func (*GetReportRequest) ProtoMessage() {}
 
 func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[13]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +2369,7 @@ func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReportRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{13}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetReportRequest) GetReportId() string {
@@ -1641,7 +2399,7 @@ type GetReportResponse struct {
 
 func (x *GetReportResponse) Reset() {
 	*x = GetReportResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[14]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +2411,7 @@ func (x *GetReportResponse) String() string {
 func (*GetReportResponse) ProtoMessage() {}
 
 func (x *GetReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[14]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +2424,7 @@ func (x *GetReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReportResponse.ProtoReflect.Descriptor instead.
 func (*GetReportResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{14}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetReportResponse) GetResult() *EstimateEffectsResult {
@@ -1694,7 +2452,7 @@ type ListReportsRequest struct {
 
 func (x *ListReportsRequest) Reset() {
 	*x = ListReportsRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[15]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +2464,7 @@ func (x *ListReportsRequest) String() string {
 func (*ListReportsRequest) ProtoMessage() {}
 
 func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[15]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +2477,7 @@ func (x *ListReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsRequest.ProtoReflect.Descriptor instead.
 func (*ListReportsRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{15}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListReportsRequest) GetUseCase() string {
@@ -1740,7 +2498,7 @@ type ListReportsResponse struct {
 
 func (x *ListReportsResponse) Reset() {
 	*x = ListReportsResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[16]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2510,7 @@ func (x *ListReportsResponse) String() string {
 func (*ListReportsResponse) ProtoMessage() {}
 
 func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[16]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2523,7 @@ func (x *ListReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReportsResponse.ProtoReflect.Descriptor instead.
 func (*ListReportsResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{16}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListReportsResponse) GetReports() []*EstimateEffectsResult {
@@ -1796,7 +2554,7 @@ type PredictEffectsRequest struct {
 
 func (x *PredictEffectsRequest) Reset() {
 	*x = PredictEffectsRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[17]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2566,7 @@ func (x *PredictEffectsRequest) String() string {
 func (*PredictEffectsRequest) ProtoMessage() {}
 
 func (x *PredictEffectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[17]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2579,7 @@ func (x *PredictEffectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PredictEffectsRequest.ProtoReflect.Descriptor instead.
 func (*PredictEffectsRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{17}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PredictEffectsRequest) GetReportId() string {
@@ -1874,7 +2632,7 @@ type PredictEffectsResponse struct {
 
 func (x *PredictEffectsResponse) Reset() {
 	*x = PredictEffectsResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[18]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2644,7 @@ func (x *PredictEffectsResponse) String() string {
 func (*PredictEffectsResponse) ProtoMessage() {}
 
 func (x *PredictEffectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[18]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2657,7 @@ func (x *PredictEffectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PredictEffectsResponse.ProtoReflect.Descriptor instead.
 func (*PredictEffectsResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{18}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PredictEffectsResponse) GetEffects() []byte {
@@ -1951,7 +2709,7 @@ type EvaluatePolicyRequest struct {
 
 func (x *EvaluatePolicyRequest) Reset() {
 	*x = EvaluatePolicyRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[19]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2721,7 @@ func (x *EvaluatePolicyRequest) String() string {
 func (*EvaluatePolicyRequest) ProtoMessage() {}
 
 func (x *EvaluatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[19]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2734,7 @@ func (x *EvaluatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*EvaluatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{19}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EvaluatePolicyRequest) GetUseCase() string {
@@ -2050,7 +2808,7 @@ type PolicyEstimate struct {
 
 func (x *PolicyEstimate) Reset() {
 	*x = PolicyEstimate{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[20]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2820,7 @@ func (x *PolicyEstimate) String() string {
 func (*PolicyEstimate) ProtoMessage() {}
 
 func (x *PolicyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[20]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2833,7 @@ func (x *PolicyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyEstimate.ProtoReflect.Descriptor instead.
 func (*PolicyEstimate) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{20}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PolicyEstimate) GetValue() float64 {
@@ -2130,7 +2888,7 @@ type EvaluatePolicyResponse struct {
 
 func (x *EvaluatePolicyResponse) Reset() {
 	*x = EvaluatePolicyResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[21]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2900,7 @@ func (x *EvaluatePolicyResponse) String() string {
 func (*EvaluatePolicyResponse) ProtoMessage() {}
 
 func (x *EvaluatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[21]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2913,7 @@ func (x *EvaluatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*EvaluatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{21}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EvaluatePolicyResponse) GetIpsValue() float64 {
@@ -2269,7 +3027,7 @@ type SuggestParametersRequest struct {
 
 func (x *SuggestParametersRequest) Reset() {
 	*x = SuggestParametersRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[22]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +3039,7 @@ func (x *SuggestParametersRequest) String() string {
 func (*SuggestParametersRequest) ProtoMessage() {}
 
 func (x *SuggestParametersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[22]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +3052,7 @@ func (x *SuggestParametersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuggestParametersRequest.ProtoReflect.Descriptor instead.
 func (*SuggestParametersRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{22}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SuggestParametersRequest) GetUseCase() string {
@@ -2394,7 +3152,7 @@ type ParameterRange struct {
 
 func (x *ParameterRange) Reset() {
 	*x = ParameterRange{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[23]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +3164,7 @@ func (x *ParameterRange) String() string {
 func (*ParameterRange) ProtoMessage() {}
 
 func (x *ParameterRange) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[23]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +3177,7 @@ func (x *ParameterRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParameterRange.ProtoReflect.Descriptor instead.
 func (*ParameterRange) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{23}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ParameterRange) GetLow() float64 {
@@ -2451,7 +3209,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[24]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +3221,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[24]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +3234,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{24}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Constraint) GetMetric() string {
@@ -2517,7 +3275,7 @@ type Trial struct {
 
 func (x *Trial) Reset() {
 	*x = Trial{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[25]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +3287,7 @@ func (x *Trial) String() string {
 func (*Trial) ProtoMessage() {}
 
 func (x *Trial) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[25]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +3300,7 @@ func (x *Trial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trial.ProtoReflect.Descriptor instead.
 func (*Trial) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{25}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Trial) GetParameters() map[string]float64 {
@@ -2598,7 +3356,7 @@ type SuggestParametersResponse struct {
 
 func (x *SuggestParametersResponse) Reset() {
 	*x = SuggestParametersResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[26]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +3368,7 @@ func (x *SuggestParametersResponse) String() string {
 func (*SuggestParametersResponse) ProtoMessage() {}
 
 func (x *SuggestParametersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[26]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +3381,7 @@ func (x *SuggestParametersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuggestParametersResponse.ProtoReflect.Descriptor instead.
 func (*SuggestParametersResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{26}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SuggestParametersResponse) GetSuggestion() map[string]float64 {
@@ -2717,7 +3475,7 @@ type GetScorecardRequest struct {
 
 func (x *GetScorecardRequest) Reset() {
 	*x = GetScorecardRequest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +3487,7 @@ func (x *GetScorecardRequest) String() string {
 func (*GetScorecardRequest) ProtoMessage() {}
 
 func (x *GetScorecardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[27]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +3500,7 @@ func (x *GetScorecardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScorecardRequest.ProtoReflect.Descriptor instead.
 func (*GetScorecardRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{27}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetScorecardRequest) GetUseCase() string {
@@ -2828,7 +3586,7 @@ type GetScorecardResponse struct {
 
 func (x *GetScorecardResponse) Reset() {
 	*x = GetScorecardResponse{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +3598,7 @@ func (x *GetScorecardResponse) String() string {
 func (*GetScorecardResponse) ProtoMessage() {}
 
 func (x *GetScorecardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[28]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +3611,7 @@ func (x *GetScorecardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScorecardResponse.ProtoReflect.Descriptor instead.
 func (*GetScorecardResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{28}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetScorecardResponse) GetScorecard() *Scorecard {
@@ -2924,7 +3682,7 @@ type Scorecard struct {
 
 func (x *Scorecard) Reset() {
 	*x = Scorecard{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3694,7 @@ func (x *Scorecard) String() string {
 func (*Scorecard) ProtoMessage() {}
 
 func (x *Scorecard) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3707,7 @@ func (x *Scorecard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scorecard.ProtoReflect.Descriptor instead.
 func (*Scorecard) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{29}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Scorecard) GetUseCase() string {
@@ -3116,7 +3874,7 @@ type ScorecardGroup struct {
 
 func (x *ScorecardGroup) Reset() {
 	*x = ScorecardGroup{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3886,7 @@ func (x *ScorecardGroup) String() string {
 func (*ScorecardGroup) ProtoMessage() {}
 
 func (x *ScorecardGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[30]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3899,7 @@ func (x *ScorecardGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScorecardGroup.ProtoReflect.Descriptor instead.
 func (*ScorecardGroup) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{30}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ScorecardGroup) GetName() string {
@@ -3195,7 +3953,7 @@ type GroupMetric struct {
 
 func (x *GroupMetric) Reset() {
 	*x = GroupMetric{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3965,7 @@ func (x *GroupMetric) String() string {
 func (*GroupMetric) ProtoMessage() {}
 
 func (x *GroupMetric) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[31]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3978,7 @@ func (x *GroupMetric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMetric.ProtoReflect.Descriptor instead.
 func (*GroupMetric) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{31}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GroupMetric) GetGroup() string {
@@ -3328,7 +4086,7 @@ type MetricComparison struct {
 
 func (x *MetricComparison) Reset() {
 	*x = MetricComparison{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3340,7 +4098,7 @@ func (x *MetricComparison) String() string {
 func (*MetricComparison) ProtoMessage() {}
 
 func (x *MetricComparison) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[32]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3353,7 +4111,7 @@ func (x *MetricComparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricComparison.ProtoReflect.Descriptor instead.
 func (*MetricComparison) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{32}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MetricComparison) GetMetric() string {
@@ -3537,7 +4295,7 @@ type SequentialTest struct {
 
 func (x *SequentialTest) Reset() {
 	*x = SequentialTest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +4307,7 @@ func (x *SequentialTest) String() string {
 func (*SequentialTest) ProtoMessage() {}
 
 func (x *SequentialTest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[33]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +4320,7 @@ func (x *SequentialTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequentialTest.ProtoReflect.Descriptor instead.
 func (*SequentialTest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{33}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SequentialTest) GetPValue() float64 {
@@ -3623,7 +4381,7 @@ type SequentialLook struct {
 
 func (x *SequentialLook) Reset() {
 	*x = SequentialLook{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +4393,7 @@ func (x *SequentialLook) String() string {
 func (*SequentialLook) ProtoMessage() {}
 
 func (x *SequentialLook) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[34]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +4406,7 @@ func (x *SequentialLook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequentialLook.ProtoReflect.Descriptor instead.
 func (*SequentialLook) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{34}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SequentialLook) GetTime() *timestamppb.Timestamp {
@@ -3719,7 +4477,7 @@ type SampleRatioTest struct {
 
 func (x *SampleRatioTest) Reset() {
 	*x = SampleRatioTest{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3731,7 +4489,7 @@ func (x *SampleRatioTest) String() string {
 func (*SampleRatioTest) ProtoMessage() {}
 
 func (x *SampleRatioTest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[35]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3744,7 +4502,7 @@ func (x *SampleRatioTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SampleRatioTest.ProtoReflect.Descriptor instead.
 func (*SampleRatioTest) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{35}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SampleRatioTest) GetChiSquare() float64 {
@@ -3795,7 +4553,7 @@ type CupedCoefficients struct {
 
 func (x *CupedCoefficients) Reset() {
 	*x = CupedCoefficients{}
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3807,7 +4565,7 @@ func (x *CupedCoefficients) String() string {
 func (*CupedCoefficients) ProtoMessage() {}
 
 func (x *CupedCoefficients) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[36]
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3820,7 +4578,7 @@ func (x *CupedCoefficients) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CupedCoefficients.ProtoReflect.Descriptor instead.
 func (*CupedCoefficients) Descriptor() ([]byte, []int) {
-	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{36}
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CupedCoefficients) GetMetric() string {
@@ -3867,7 +4625,7 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"6\n" +
 	"\bQuantile\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\x01R\x05level\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value\"\xdf\v\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\"\xc5\x0e\n" +
 	"\x15EstimateEffectsResult\x12\x1b\n" +
 	"\treport_id\x18\x01 \x01(\tR\breportId\x12\x19\n" +
 	"\buse_case\x18\x02 \x01(\tR\auseCase\x12\x10\n" +
@@ -3902,7 +4660,14 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\n" +
 	"cate_model\x18\x19 \x01(\v2 .loopwise.evaluator.v1.CateModelR\tcateModel\x12Q\n" +
 	"\x10treatment_source\x18\x1a \x01(\x0e2&.loopwise.evaluator.v1.TreatmentSourceR\x0ftreatmentSource\x12l\n" +
-	"\x10estimator_scores\x18\x1b \x03(\v2A.loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntryR\x0festimatorScores\x1aB\n" +
+	"\x10estimator_scores\x18\x1b \x03(\v2A.loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntryR\x0festimatorScores\x12\x1d\n" +
+	"\n" +
+	"ate_stderr\x18\x1c \x01(\x01R\tateStderr\x12\x1e\n" +
+	"\vate_p_value\x18\x1d \x01(\x01R\tatePValue\x128\n" +
+	"\averdict\x18\x1e \x01(\v2\x1e.loopwise.evaluator.v1.VerdictR\averdict\x12]\n" +
+	"\x14interval_calibration\x18\x1f \x01(\v2*.loopwise.evaluator.v1.IntervalCalibrationR\x13intervalCalibration\x12E\n" +
+	"\fdata_quality\x18  \x01(\v2\".loopwise.evaluator.v1.DataQualityR\vdataQuality\x12E\n" +
+	"\fsample_split\x18! \x01(\v2\".loopwise.evaluator.v1.SampleSplitR\vsampleSplit\x1aB\n" +
 	"\x14EstimatorScoresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xe1\x01\n" +
@@ -3916,14 +4681,16 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\rNuisanceScore\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
 	"\x06metric\x18\x02 \x01(\tR\x06metric\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\x01R\x05value\"\x97\x01\n" +
+	"\x05value\x18\x03 \x01(\x01R\x05value\"\xe9\x01\n" +
 	"\aSegment\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x16\n" +
 	"\x06effect\x18\x04 \x01(\x01R\x06effect\x12\x19\n" +
 	"\bci_lower\x18\x05 \x01(\x01R\aciLower\x12\x19\n" +
-	"\bci_upper\x18\x06 \x01(\x01R\aciUpper\"\xec\x02\n" +
+	"\bci_upper\x18\x06 \x01(\x01R\aciUpper\x12)\n" +
+	"\x10predicted_effect\x18\a \x01(\x01R\x0fpredictedEffect\x12%\n" +
+	"\x0eselection_rows\x18\b \x01(\x03R\rselectionRows\"\xec\x02\n" +
 	"\n" +
 	"Validation\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12%\n" +
@@ -3942,12 +4709,15 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x19\n" +
 	"\bci_lower\x18\x03 \x01(\x01R\aciLower\x12\x19\n" +
-	"\bci_upper\x18\x04 \x01(\x01R\aciUpper\"\xad\x01\n" +
+	"\bci_upper\x18\x04 \x01(\x01R\aciUpper\"\xe9\x02\n" +
 	"\rPolicySummary\x12%\n" +
 	"\x0etreatment_cost\x18\x01 \x01(\x01R\rtreatmentCost\x12#\n" +
 	"\rtreated_share\x18\x02 \x01(\x01R\ftreatedShare\x12:\n" +
 	"\x06values\x18\x03 \x03(\v2\".loopwise.evaluator.v1.PolicyValueR\x06values\x12\x14\n" +
-	"\x05rules\x18\x04 \x03(\tR\x05rules\"\xba\x01\n" +
+	"\x05rules\x18\x04 \x03(\tR\x05rules\x12S\n" +
+	"\x14gain_over_treat_none\x18\x05 \x01(\v2\".loopwise.evaluator.v1.PolicyValueR\x11gainOverTreatNone\x12Q\n" +
+	"\x13gain_over_treat_all\x18\x06 \x01(\v2\".loopwise.evaluator.v1.PolicyValueR\x10gainOverTreatAll\x12\x12\n" +
+	"\x04rows\x18\a \x01(\x03R\x04rows\"\xba\x01\n" +
 	"\n" +
 	"Refutation\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12'\n" +
@@ -3975,7 +4745,68 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\vfidelity_r2\x18\x04 \x01(\x01R\n" +
 	"fidelityR2\x12\x1f\n" +
 	"\vinput_width\x18\x05 \x01(\x05R\n" +
-	"inputWidth\"J\n" +
+	"inputWidth\"\xca\x04\n" +
+	"\aVerdict\x12!\n" +
+	"\foutcome_name\x18\x01 \x01(\tR\voutcomeName\x12-\n" +
+	"\x12outcome_definition\x18\x02 \x01(\tR\x11outcomeDefinition\x12!\n" +
+	"\fcontrol_mean\x18\x03 \x01(\x01R\vcontrolMean\x121\n" +
+	"\x15control_mean_ci_lower\x18\x04 \x01(\x01R\x12controlMeanCiLower\x121\n" +
+	"\x15control_mean_ci_upper\x18\x05 \x01(\x01R\x12controlMeanCiUpper\x12#\n" +
+	"\rrelative_lift\x18\x06 \x01(\x01R\frelativeLift\x123\n" +
+	"\x16relative_lift_ci_lower\x18\a \x01(\x01R\x13relativeLiftCiLower\x123\n" +
+	"\x16relative_lift_ci_upper\x18\b \x01(\x01R\x13relativeLiftCiUpper\x122\n" +
+	"\x15relative_lift_defined\x18\t \x01(\bR\x13relativeLiftDefined\x12 \n" +
+	"\vsignificant\x18\n" +
+	" \x01(\bR\vsignificant\x12\x1c\n" +
+	"\tstatement\x18\v \x01(\tR\tstatement\x12&\n" +
+	"\x0erecommendation\x18\f \x01(\tR\x0erecommendation\x129\n" +
+	"\x18recommendation_statement\x18\r \x01(\tR\x17recommendationStatement\"\x83\x04\n" +
+	"\x13IntervalCalibration\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12)\n" +
+	"\x10nominal_coverage\x18\x02 \x01(\x01R\x0fnominalCoverage\x120\n" +
+	"\x14coverage_upper_bound\x18\x03 \x01(\x01R\x12coverageUpperBound\x12!\n" +
+	"\finterval_mse\x18\x04 \x01(\x01R\vintervalMse\x12\x1d\n" +
+	"\n" +
+	"excess_mse\x18\x05 \x01(\x01R\texcessMse\x12-\n" +
+	"\x13excess_mse_ci_lower\x18\x06 \x01(\x01R\x10excessMseCiLower\x12-\n" +
+	"\x13excess_mse_ci_upper\x18\a \x01(\x01R\x10excessMseCiUpper\x12&\n" +
+	"\x0fmse_lower_bound\x18\b \x01(\x01R\rmseLowerBound\x125\n" +
+	"\x17error_ratio_lower_bound\x18\t \x01(\x01R\x14errorRatioLowerBound\x12\x1c\n" +
+	"\treference\x18\n" +
+	" \x01(\tR\treference\x12\x1e\n" +
+	"\n" +
+	"definition\x18\v \x01(\tR\n" +
+	"definition\x12\"\n" +
+	"\fmisspecified\x18\f \x01(\bR\fmisspecified\x12\x1a\n" +
+	"\bfindings\x18\r \x03(\tR\bfindings\"<\n" +
+	"\fVersionCount\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\"\xbe\x05\n" +
+	"\vDataQuality\x12*\n" +
+	"\x11rows_with_outcome\x18\x01 \x01(\x03R\x0frowsWithOutcome\x12R\n" +
+	"\x12blueprint_versions\x18\x02 \x03(\v2#.loopwise.evaluator.v1.VersionCountR\x11blueprintVersions\x12J\n" +
+	"\x0emodel_versions\x18\x03 \x03(\v2#.loopwise.evaluator.v1.VersionCountR\rmodelVersions\x12'\n" +
+	"\x0fstats_available\x18\x04 \x01(\bR\x0estatsAvailable\x12\x1f\n" +
+	"\vstats_error\x18\x05 \x01(\tR\n" +
+	"statsError\x12\x1c\n" +
+	"\tdecisions\x18\x06 \x01(\x03R\tdecisions\x12\x1a\n" +
+	"\boutcomes\x18\a \x01(\x03R\boutcomes\x12\x1b\n" +
+	"\tjoin_rate\x18\b \x01(\x01R\bjoinRate\x12'\n" +
+	"\x0forphan_outcomes\x18\t \x01(\x03R\x0eorphanOutcomes\x12#\n" +
+	"\rlate_outcomes\x18\n" +
+	" \x01(\x03R\flateOutcomes\x12-\n" +
+	"\x12unmatched_outcomes\x18\v \x01(\x03R\x11unmatchedOutcomes\x124\n" +
+	"\x16lost_decision_outcomes\x18\f \x01(\x03R\x14lostDecisionOutcomes\x12'\n" +
+	"\x0finvalid_records\x18\r \x01(\x03R\x0einvalidRecords\x12-\n" +
+	"\x12fallback_decisions\x18\x0e \x01(\x03R\x11fallbackDecisions\x12!\n" +
+	"\fopen_windows\x18\x0f \x01(\x03R\vopenWindows\x12\x14\n" +
+	"\x05notes\x18\x10 \x03(\tR\x05notes\"\xc9\x01\n" +
+	"\vSampleSplit\x12%\n" +
+	"\x0eselection_rows\x18\x01 \x01(\x03R\rselectionRows\x12'\n" +
+	"\x0festimation_rows\x18\x02 \x01(\x03R\x0eestimationRows\x12\x12\n" +
+	"\x04seed\x18\x03 \x01(\x03R\x04seed\x12)\n" +
+	"\x10selection_digest\x18\x04 \x01(\tR\x0fselectionDigest\x12+\n" +
+	"\x11estimation_digest\x18\x05 \x01(\tR\x10estimationDigest\"J\n" +
 	"\x10GetReportRequest\x12\x1b\n" +
 	"\treport_id\x18\x01 \x01(\tR\breportId\x12\x19\n" +
 	"\buse_case\x18\x02 \x01(\tR\auseCase\"m\n" +
@@ -4242,7 +5073,7 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP() []byte {
 }
 
 var file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_loopwise_evaluator_v1_evaluator_service_proto_goTypes = []any{
 	(Estimator)(0),                     // 0: loopwise.evaluator.v1.Estimator
 	(TreatmentSource)(0),               // 1: loopwise.evaluator.v1.TreatmentSource
@@ -4260,59 +5091,64 @@ var file_loopwise_evaluator_v1_evaluator_service_proto_goTypes = []any{
 	(*Refutation)(nil),                 // 13: loopwise.evaluator.v1.Refutation
 	(*Reproducibility)(nil),            // 14: loopwise.evaluator.v1.Reproducibility
 	(*CateModel)(nil),                  // 15: loopwise.evaluator.v1.CateModel
-	(*GetReportRequest)(nil),           // 16: loopwise.evaluator.v1.GetReportRequest
-	(*GetReportResponse)(nil),          // 17: loopwise.evaluator.v1.GetReportResponse
-	(*ListReportsRequest)(nil),         // 18: loopwise.evaluator.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),        // 19: loopwise.evaluator.v1.ListReportsResponse
-	(*PredictEffectsRequest)(nil),      // 20: loopwise.evaluator.v1.PredictEffectsRequest
-	(*PredictEffectsResponse)(nil),     // 21: loopwise.evaluator.v1.PredictEffectsResponse
-	(*EvaluatePolicyRequest)(nil),      // 22: loopwise.evaluator.v1.EvaluatePolicyRequest
-	(*PolicyEstimate)(nil),             // 23: loopwise.evaluator.v1.PolicyEstimate
-	(*EvaluatePolicyResponse)(nil),     // 24: loopwise.evaluator.v1.EvaluatePolicyResponse
-	(*SuggestParametersRequest)(nil),   // 25: loopwise.evaluator.v1.SuggestParametersRequest
-	(*ParameterRange)(nil),             // 26: loopwise.evaluator.v1.ParameterRange
-	(*Constraint)(nil),                 // 27: loopwise.evaluator.v1.Constraint
-	(*Trial)(nil),                      // 28: loopwise.evaluator.v1.Trial
-	(*SuggestParametersResponse)(nil),  // 29: loopwise.evaluator.v1.SuggestParametersResponse
-	(*GetScorecardRequest)(nil),        // 30: loopwise.evaluator.v1.GetScorecardRequest
-	(*GetScorecardResponse)(nil),       // 31: loopwise.evaluator.v1.GetScorecardResponse
-	(*Scorecard)(nil),                  // 32: loopwise.evaluator.v1.Scorecard
-	(*ScorecardGroup)(nil),             // 33: loopwise.evaluator.v1.ScorecardGroup
-	(*GroupMetric)(nil),                // 34: loopwise.evaluator.v1.GroupMetric
-	(*MetricComparison)(nil),           // 35: loopwise.evaluator.v1.MetricComparison
-	(*SequentialTest)(nil),             // 36: loopwise.evaluator.v1.SequentialTest
-	(*SequentialLook)(nil),             // 37: loopwise.evaluator.v1.SequentialLook
-	(*SampleRatioTest)(nil),            // 38: loopwise.evaluator.v1.SampleRatioTest
-	(*CupedCoefficients)(nil),          // 39: loopwise.evaluator.v1.CupedCoefficients
-	nil,                                // 40: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	nil,                                // 41: loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	nil,                                // 42: loopwise.evaluator.v1.Trial.ParametersEntry
-	nil,                                // 43: loopwise.evaluator.v1.Trial.MetricsEntry
-	nil,                                // 44: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	nil,                                // 45: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 47: google.protobuf.Duration
-	(*v1.Operation)(nil),               // 48: loopwise.common.v1.Operation
-	(*v1.Policy)(nil),                  // 49: loopwise.common.v1.Policy
-	(*v1.GetOperationRequest)(nil),     // 50: loopwise.common.v1.GetOperationRequest
-	(*v1.ListOperationsRequest)(nil),   // 51: loopwise.common.v1.ListOperationsRequest
-	(*v1.CancelOperationRequest)(nil),  // 52: loopwise.common.v1.CancelOperationRequest
-	(*v1.WatchOperationRequest)(nil),   // 53: loopwise.common.v1.WatchOperationRequest
-	(*v1.GetOperationResponse)(nil),    // 54: loopwise.common.v1.GetOperationResponse
-	(*v1.ListOperationsResponse)(nil),  // 55: loopwise.common.v1.ListOperationsResponse
-	(*v1.CancelOperationResponse)(nil), // 56: loopwise.common.v1.CancelOperationResponse
-	(*v1.WatchOperationResponse)(nil),  // 57: loopwise.common.v1.WatchOperationResponse
+	(*Verdict)(nil),                    // 16: loopwise.evaluator.v1.Verdict
+	(*IntervalCalibration)(nil),        // 17: loopwise.evaluator.v1.IntervalCalibration
+	(*VersionCount)(nil),               // 18: loopwise.evaluator.v1.VersionCount
+	(*DataQuality)(nil),                // 19: loopwise.evaluator.v1.DataQuality
+	(*SampleSplit)(nil),                // 20: loopwise.evaluator.v1.SampleSplit
+	(*GetReportRequest)(nil),           // 21: loopwise.evaluator.v1.GetReportRequest
+	(*GetReportResponse)(nil),          // 22: loopwise.evaluator.v1.GetReportResponse
+	(*ListReportsRequest)(nil),         // 23: loopwise.evaluator.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),        // 24: loopwise.evaluator.v1.ListReportsResponse
+	(*PredictEffectsRequest)(nil),      // 25: loopwise.evaluator.v1.PredictEffectsRequest
+	(*PredictEffectsResponse)(nil),     // 26: loopwise.evaluator.v1.PredictEffectsResponse
+	(*EvaluatePolicyRequest)(nil),      // 27: loopwise.evaluator.v1.EvaluatePolicyRequest
+	(*PolicyEstimate)(nil),             // 28: loopwise.evaluator.v1.PolicyEstimate
+	(*EvaluatePolicyResponse)(nil),     // 29: loopwise.evaluator.v1.EvaluatePolicyResponse
+	(*SuggestParametersRequest)(nil),   // 30: loopwise.evaluator.v1.SuggestParametersRequest
+	(*ParameterRange)(nil),             // 31: loopwise.evaluator.v1.ParameterRange
+	(*Constraint)(nil),                 // 32: loopwise.evaluator.v1.Constraint
+	(*Trial)(nil),                      // 33: loopwise.evaluator.v1.Trial
+	(*SuggestParametersResponse)(nil),  // 34: loopwise.evaluator.v1.SuggestParametersResponse
+	(*GetScorecardRequest)(nil),        // 35: loopwise.evaluator.v1.GetScorecardRequest
+	(*GetScorecardResponse)(nil),       // 36: loopwise.evaluator.v1.GetScorecardResponse
+	(*Scorecard)(nil),                  // 37: loopwise.evaluator.v1.Scorecard
+	(*ScorecardGroup)(nil),             // 38: loopwise.evaluator.v1.ScorecardGroup
+	(*GroupMetric)(nil),                // 39: loopwise.evaluator.v1.GroupMetric
+	(*MetricComparison)(nil),           // 40: loopwise.evaluator.v1.MetricComparison
+	(*SequentialTest)(nil),             // 41: loopwise.evaluator.v1.SequentialTest
+	(*SequentialLook)(nil),             // 42: loopwise.evaluator.v1.SequentialLook
+	(*SampleRatioTest)(nil),            // 43: loopwise.evaluator.v1.SampleRatioTest
+	(*CupedCoefficients)(nil),          // 44: loopwise.evaluator.v1.CupedCoefficients
+	nil,                                // 45: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	nil,                                // 46: loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	nil,                                // 47: loopwise.evaluator.v1.Trial.ParametersEntry
+	nil,                                // 48: loopwise.evaluator.v1.Trial.MetricsEntry
+	nil,                                // 49: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	nil,                                // 50: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	(*timestamppb.Timestamp)(nil),      // 51: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 52: google.protobuf.Duration
+	(*v1.Operation)(nil),               // 53: loopwise.common.v1.Operation
+	(*v1.Policy)(nil),                  // 54: loopwise.common.v1.Policy
+	(*v1.GetOperationRequest)(nil),     // 55: loopwise.common.v1.GetOperationRequest
+	(*v1.ListOperationsRequest)(nil),   // 56: loopwise.common.v1.ListOperationsRequest
+	(*v1.CancelOperationRequest)(nil),  // 57: loopwise.common.v1.CancelOperationRequest
+	(*v1.WatchOperationRequest)(nil),   // 58: loopwise.common.v1.WatchOperationRequest
+	(*v1.GetOperationResponse)(nil),    // 59: loopwise.common.v1.GetOperationResponse
+	(*v1.ListOperationsResponse)(nil),  // 60: loopwise.common.v1.ListOperationsResponse
+	(*v1.CancelOperationResponse)(nil), // 61: loopwise.common.v1.CancelOperationResponse
+	(*v1.WatchOperationResponse)(nil),  // 62: loopwise.common.v1.WatchOperationResponse
 }
 var file_loopwise_evaluator_v1_evaluator_service_proto_depIdxs = []int32{
-	46, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
+	51, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: loopwise.evaluator.v1.EstimateEffectsRequest.estimator:type_name -> loopwise.evaluator.v1.Estimator
 	1,  // 3: loopwise.evaluator.v1.EstimateEffectsRequest.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	47, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
-	48, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
+	52, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
+	53, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
 	5,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
 	0,  // 7: loopwise.evaluator.v1.EstimateEffectsResult.estimator:type_name -> loopwise.evaluator.v1.Estimator
-	46, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
+	51, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
 	7,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
 	8,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
 	9,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
@@ -4322,72 +5158,80 @@ var file_loopwise_evaluator_v1_evaluator_service_proto_depIdxs = []int32{
 	14, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
 	15, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
 	1,  // 17: loopwise.evaluator.v1.EstimateEffectsResult.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	40, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	11, // 19: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
-	46, // 20: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
-	46, // 21: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
-	41, // 22: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	6,  // 23: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	6,  // 24: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	46, // 25: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 26: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
-	49, // 27: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
-	23, // 28: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	23, // 29: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	26, // 30: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
-	27, // 31: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
-	46, // 32: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 33: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
-	42, // 34: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
-	43, // 35: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
-	44, // 36: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	45, // 37: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	28, // 38: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
-	2,  // 39: loopwise.evaluator.v1.GetScorecardRequest.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
-	46, // 40: loopwise.evaluator.v1.GetScorecardRequest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 41: loopwise.evaluator.v1.GetScorecardRequest.end_time:type_name -> google.protobuf.Timestamp
-	47, // 42: loopwise.evaluator.v1.GetScorecardRequest.look_interval:type_name -> google.protobuf.Duration
-	32, // 43: loopwise.evaluator.v1.GetScorecardResponse.scorecard:type_name -> loopwise.evaluator.v1.Scorecard
-	2,  // 44: loopwise.evaluator.v1.Scorecard.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
-	33, // 45: loopwise.evaluator.v1.Scorecard.groups:type_name -> loopwise.evaluator.v1.ScorecardGroup
-	34, // 46: loopwise.evaluator.v1.Scorecard.group_metrics:type_name -> loopwise.evaluator.v1.GroupMetric
-	35, // 47: loopwise.evaluator.v1.Scorecard.comparisons:type_name -> loopwise.evaluator.v1.MetricComparison
-	38, // 48: loopwise.evaluator.v1.Scorecard.sample_ratio:type_name -> loopwise.evaluator.v1.SampleRatioTest
-	39, // 49: loopwise.evaluator.v1.Scorecard.coefficients:type_name -> loopwise.evaluator.v1.CupedCoefficients
-	46, // 50: loopwise.evaluator.v1.Scorecard.data_start_time:type_name -> google.protobuf.Timestamp
-	46, // 51: loopwise.evaluator.v1.Scorecard.data_end_time:type_name -> google.protobuf.Timestamp
-	47, // 52: loopwise.evaluator.v1.Scorecard.look_interval:type_name -> google.protobuf.Duration
-	46, // 53: loopwise.evaluator.v1.Scorecard.create_time:type_name -> google.protobuf.Timestamp
-	36, // 54: loopwise.evaluator.v1.MetricComparison.sequential:type_name -> loopwise.evaluator.v1.SequentialTest
-	37, // 55: loopwise.evaluator.v1.SequentialTest.looks:type_name -> loopwise.evaluator.v1.SequentialLook
-	46, // 56: loopwise.evaluator.v1.SequentialLook.time:type_name -> google.protobuf.Timestamp
-	3,  // 57: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
-	50, // 58: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	51, // 59: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	52, // 60: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	53, // 61: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	16, // 62: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
-	18, // 63: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
-	20, // 64: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
-	22, // 65: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
-	25, // 66: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
-	30, // 67: loopwise.evaluator.v1.EvaluatorService.GetScorecard:input_type -> loopwise.evaluator.v1.GetScorecardRequest
-	4,  // 68: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
-	54, // 69: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	55, // 70: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	56, // 71: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	57, // 72: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	17, // 73: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
-	19, // 74: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
-	21, // 75: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
-	24, // 76: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
-	29, // 77: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
-	31, // 78: loopwise.evaluator.v1.EvaluatorService.GetScorecard:output_type -> loopwise.evaluator.v1.GetScorecardResponse
-	68, // [68:79] is the sub-list for method output_type
-	57, // [57:68] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	45, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	16, // 19: loopwise.evaluator.v1.EstimateEffectsResult.verdict:type_name -> loopwise.evaluator.v1.Verdict
+	17, // 20: loopwise.evaluator.v1.EstimateEffectsResult.interval_calibration:type_name -> loopwise.evaluator.v1.IntervalCalibration
+	19, // 21: loopwise.evaluator.v1.EstimateEffectsResult.data_quality:type_name -> loopwise.evaluator.v1.DataQuality
+	20, // 22: loopwise.evaluator.v1.EstimateEffectsResult.sample_split:type_name -> loopwise.evaluator.v1.SampleSplit
+	11, // 23: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
+	11, // 24: loopwise.evaluator.v1.PolicySummary.gain_over_treat_none:type_name -> loopwise.evaluator.v1.PolicyValue
+	11, // 25: loopwise.evaluator.v1.PolicySummary.gain_over_treat_all:type_name -> loopwise.evaluator.v1.PolicyValue
+	51, // 26: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
+	51, // 27: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
+	46, // 28: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	18, // 29: loopwise.evaluator.v1.DataQuality.blueprint_versions:type_name -> loopwise.evaluator.v1.VersionCount
+	18, // 30: loopwise.evaluator.v1.DataQuality.model_versions:type_name -> loopwise.evaluator.v1.VersionCount
+	6,  // 31: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	6,  // 32: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	51, // 33: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 34: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
+	54, // 35: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
+	28, // 36: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	28, // 37: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	31, // 38: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
+	32, // 39: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
+	51, // 40: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 41: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
+	47, // 42: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
+	48, // 43: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
+	49, // 44: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	50, // 45: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	33, // 46: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
+	2,  // 47: loopwise.evaluator.v1.GetScorecardRequest.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
+	51, // 48: loopwise.evaluator.v1.GetScorecardRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 49: loopwise.evaluator.v1.GetScorecardRequest.end_time:type_name -> google.protobuf.Timestamp
+	52, // 50: loopwise.evaluator.v1.GetScorecardRequest.look_interval:type_name -> google.protobuf.Duration
+	37, // 51: loopwise.evaluator.v1.GetScorecardResponse.scorecard:type_name -> loopwise.evaluator.v1.Scorecard
+	2,  // 52: loopwise.evaluator.v1.Scorecard.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
+	38, // 53: loopwise.evaluator.v1.Scorecard.groups:type_name -> loopwise.evaluator.v1.ScorecardGroup
+	39, // 54: loopwise.evaluator.v1.Scorecard.group_metrics:type_name -> loopwise.evaluator.v1.GroupMetric
+	40, // 55: loopwise.evaluator.v1.Scorecard.comparisons:type_name -> loopwise.evaluator.v1.MetricComparison
+	43, // 56: loopwise.evaluator.v1.Scorecard.sample_ratio:type_name -> loopwise.evaluator.v1.SampleRatioTest
+	44, // 57: loopwise.evaluator.v1.Scorecard.coefficients:type_name -> loopwise.evaluator.v1.CupedCoefficients
+	51, // 58: loopwise.evaluator.v1.Scorecard.data_start_time:type_name -> google.protobuf.Timestamp
+	51, // 59: loopwise.evaluator.v1.Scorecard.data_end_time:type_name -> google.protobuf.Timestamp
+	52, // 60: loopwise.evaluator.v1.Scorecard.look_interval:type_name -> google.protobuf.Duration
+	51, // 61: loopwise.evaluator.v1.Scorecard.create_time:type_name -> google.protobuf.Timestamp
+	41, // 62: loopwise.evaluator.v1.MetricComparison.sequential:type_name -> loopwise.evaluator.v1.SequentialTest
+	42, // 63: loopwise.evaluator.v1.SequentialTest.looks:type_name -> loopwise.evaluator.v1.SequentialLook
+	51, // 64: loopwise.evaluator.v1.SequentialLook.time:type_name -> google.protobuf.Timestamp
+	3,  // 65: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
+	55, // 66: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	56, // 67: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	57, // 68: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	58, // 69: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	21, // 70: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
+	23, // 71: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
+	25, // 72: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
+	27, // 73: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
+	30, // 74: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
+	35, // 75: loopwise.evaluator.v1.EvaluatorService.GetScorecard:input_type -> loopwise.evaluator.v1.GetScorecardRequest
+	4,  // 76: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
+	59, // 77: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	60, // 78: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	61, // 79: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	62, // 80: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	22, // 81: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
+	24, // 82: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
+	26, // 83: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
+	29, // 84: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
+	34, // 85: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
+	36, // 86: loopwise.evaluator.v1.EvaluatorService.GetScorecard:output_type -> loopwise.evaluator.v1.GetScorecardResponse
+	76, // [76:87] is the sub-list for method output_type
+	65, // [65:76] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_evaluator_v1_evaluator_service_proto_init() }
@@ -4395,14 +5239,14 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_init() {
 	if File_loopwise_evaluator_v1_evaluator_service_proto != nil {
 		return
 	}
-	file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[24].OneofWrappers = []any{}
+	file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[29].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc), len(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

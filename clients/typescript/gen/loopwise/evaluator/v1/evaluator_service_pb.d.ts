@@ -213,14 +213,16 @@ export declare type EstimateEffectsResult = Message<"loopwise.evaluator.v1.Estim
   useCase: string;
 
   /**
-   * Average treatment effect (treated minus control, in reward units).
+   * Average treatment effect (treated minus control, in reward units): the doubly
+   * robust (AIPW) mean over every row used, the same for every estimator (see
+   * ate_stderr).
    *
    * @generated from field: double ate = 3;
    */
   ate: number;
 
   /**
-   * Lower bound of the ATE's 95% confidence interval.
+   * Lower bound of the ATE's 95% confidence interval (normal, ate ± 1.96·ate_stderr).
    *
    * @generated from field: double ate_ci_lower = 4;
    */
@@ -386,6 +388,54 @@ export declare type EstimateEffectsResult = Message<"loopwise.evaluator.v1.Estim
    * @generated from field: map<string, double> estimator_scores = 27;
    */
   estimatorScores: { [key: string]: number };
+
+  /**
+   * Standard error of the ATE: the standard deviation of the rows' AIPW scores over
+   * the square root of their number. The training rows' scores use the estimator's own
+   * cross-fitted nuisances, the held-out rows' outcome models fitted on training rows.
+   *
+   * @generated from field: double ate_stderr = 28;
+   */
+  ateStderr: number;
+
+  /**
+   * Two-sided p-value of "no average effect" (ATE = 0), normal approximation.
+   *
+   * @generated from field: double ate_p_value = 29;
+   */
+  atePValue: number;
+
+  /**
+   * The headline: the outcome, the control mean, the ATE's relative lift and whether
+   * the ATE is significant, in numbers and in words, and what the numbers support doing.
+   *
+   * @generated from field: loopwise.evaluator.v1.Verdict verdict = 30;
+   */
+  verdict?: Verdict | undefined;
+
+  /**
+   * How far the per-row CATE intervals can be trusted, measured on held-out rows, and
+   * the checks for a misspecified effect model.
+   *
+   * @generated from field: loopwise.evaluator.v1.IntervalCalibration interval_calibration = 31;
+   */
+  intervalCalibration?: IntervalCalibration | undefined;
+
+  /**
+   * Quality of the data behind the report: outcomes joined, feedback's counts for the
+   * use case, and the blueprint and model versions that made the decisions.
+   *
+   * @generated from field: loopwise.evaluator.v1.DataQuality data_quality = 32;
+   */
+  dataQuality?: DataQuality | undefined;
+
+  /**
+   * Which rows fitted the estimator and chose the segments, and which (disjoint, held
+   * out) rows estimated segment effects, policy values and the interval checks.
+   *
+   * @generated from field: loopwise.evaluator.v1.SampleSplit sample_split = 33;
+   */
+  sampleSplit?: SampleSplit | undefined;
 };
 
 /**
@@ -505,14 +555,15 @@ export declare type Segment = Message<"loopwise.evaluator.v1.Segment"> & {
   rule: string;
 
   /**
-   * Rows in the segment.
+   * Held-out (estimation) rows in the segment: the rows its effect is estimated on.
    *
    * @generated from field: int64 rows = 3;
    */
   rows: bigint;
 
   /**
-   * The segment's average effect (mean CATE).
+   * The segment's average effect: the mean doubly robust pseudo-outcome of its
+   * held-out rows (not of the rows that chose the segment).
    *
    * @generated from field: double effect = 4;
    */
@@ -531,6 +582,20 @@ export declare type Segment = Message<"loopwise.evaluator.v1.Segment"> & {
    * @generated from field: double ci_upper = 6;
    */
   ciUpper: number;
+
+  /**
+   * The effect model's mean CATE over the same held-out rows, for comparison.
+   *
+   * @generated from field: double predicted_effect = 7;
+   */
+  predictedEffect: number;
+
+  /**
+   * Selection rows (training rows) in the segment: where its rule was chosen.
+   *
+   * @generated from field: int64 selection_rows = 8;
+   */
+  selectionRows: bigint;
 };
 
 /**
@@ -704,6 +769,28 @@ export declare type PolicySummary = Message<"loopwise.evaluator.v1.PolicySummary
    * @generated from field: repeated string rules = 4;
    */
   rules: string[];
+
+  /**
+   * The CATE policy's value minus treat-none's, per decision, with its 95% CI (paired:
+   * the difference of the two policies' doubly robust terms on the same held-out rows).
+   *
+   * @generated from field: loopwise.evaluator.v1.PolicyValue gain_over_treat_none = 5;
+   */
+  gainOverTreatNone?: PolicyValue | undefined;
+
+  /**
+   * The CATE policy's value minus treat-all's, per decision, with its 95% CI (paired).
+   *
+   * @generated from field: loopwise.evaluator.v1.PolicyValue gain_over_treat_all = 6;
+   */
+  gainOverTreatAll?: PolicyValue | undefined;
+
+  /**
+   * Held-out rows the policy values and gains are estimated on.
+   *
+   * @generated from field: int64 rows = 7;
+   */
+  rows: bigint;
 };
 
 /**
@@ -878,6 +965,437 @@ export declare type CateModel = Message<"loopwise.evaluator.v1.CateModel"> & {
  * Use `create(CateModelSchema)` to create a new message.
  */
 export declare const CateModelSchema: GenMessage<CateModel>;
+
+/**
+ * The headline of an effect report.
+ *
+ * @generated from message loopwise.evaluator.v1.Verdict
+ */
+export declare type Verdict = Message<"loopwise.evaluator.v1.Verdict"> & {
+  /**
+   * The outcome's name: the reward spec's outcome names, or "reward" when every
+   * outcome counts.
+   *
+   * @generated from field: string outcome_name = 1;
+   */
+  outcomeName: string;
+
+  /**
+   * How the reward is made from the outcomes, readable (aggregation, window, default).
+   *
+   * @generated from field: string outcome_definition = 2;
+   */
+  outcomeDefinition: string;
+
+  /**
+   * Mean outcome under control, E[Y(control)]: the doubly robust mean over every row
+   * used (reward units).
+   *
+   * @generated from field: double control_mean = 3;
+   */
+  controlMean: number;
+
+  /**
+   * Lower bound of the control mean's 95% CI.
+   *
+   * @generated from field: double control_mean_ci_lower = 4;
+   */
+  controlMeanCiLower: number;
+
+  /**
+   * Upper bound of the control mean's 95% CI.
+   *
+   * @generated from field: double control_mean_ci_upper = 5;
+   */
+  controlMeanCiUpper: number;
+
+  /**
+   * ATE / control mean (0 when relative_lift_defined is false).
+   *
+   * @generated from field: double relative_lift = 6;
+   */
+  relativeLift: number;
+
+  /**
+   * Lower bound of the relative lift's 95% CI (delta method on the AIPW scores).
+   *
+   * @generated from field: double relative_lift_ci_lower = 7;
+   */
+  relativeLiftCiLower: number;
+
+  /**
+   * Upper bound of the relative lift's 95% CI.
+   *
+   * @generated from field: double relative_lift_ci_upper = 8;
+   */
+  relativeLiftCiUpper: number;
+
+  /**
+   * False when the control mean's 95% CI includes 0: a lift relative to it would be
+   * meaningless, and none is reported.
+   *
+   * @generated from field: bool relative_lift_defined = 9;
+   */
+  relativeLiftDefined: boolean;
+
+  /**
+   * True when the ATE's 95% CI excludes 0 (two-sided test at the 5% level).
+   *
+   * @generated from field: bool significant = 10;
+   */
+  significant: boolean;
+
+  /**
+   * The verdict in plain words, as the report states it.
+   *
+   * @generated from field: string statement = 11;
+   */
+  statement: string;
+
+  /**
+   * What the numbers support doing: "target" (treat when the predicted effect exceeds
+   * the cost), "treat_all", "treat_none" or "undecided".
+   *
+   * @generated from field: string recommendation = 12;
+   */
+  recommendation: string;
+
+  /**
+   * The recommendation in plain words, with its reason.
+   *
+   * @generated from field: string recommendation_statement = 13;
+   */
+  recommendationStatement: string;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.Verdict.
+ * Use `create(VerdictSchema)` to create a new message.
+ */
+export declare const VerdictSchema: GenMessage<Verdict>;
+
+/**
+ * Per-row CATE intervals checked on held-out rows.
+ *
+ * The true effect of a row is never observed; its doubly robust pseudo-outcome is the
+ * truth plus noise of unknown variance, so the coverage of the truth cannot be counted.
+ * What is identified without a noise model is the difference of two CATE models' mean
+ * squared errors, measured against the pseudo-outcome (the noise cancels): the effect
+ * model's against a reference model's. That difference is a lower bound on the effect
+ * model's own mean squared error, so it bounds the intervals' coverage from above.
+ *
+ * @generated from message loopwise.evaluator.v1.IntervalCalibration
+ */
+export declare type IntervalCalibration = Message<"loopwise.evaluator.v1.IntervalCalibration"> & {
+  /**
+   * Held-out rows checked.
+   *
+   * @generated from field: int64 rows = 1;
+   */
+  rows: bigint;
+
+  /**
+   * The intervals' nominal coverage (0.95).
+   *
+   * @generated from field: double nominal_coverage = 2;
+   */
+  nominalCoverage: number;
+
+  /**
+   * Upper bound on the share of rows whose interval covers the true effect, if each
+   * row's error is normal with a variance proportional to its interval's: 2Φ(1.96 /
+   * √error_ratio_lower_bound) − 1 (1 when the data show no error beyond the intervals').
+   *
+   * @generated from field: double coverage_upper_bound = 3;
+   */
+  coverageUpperBound: number;
+
+  /**
+   * Mean squared error the intervals assume: the mean of (half-width / 1.96)².
+   *
+   * @generated from field: double interval_mse = 4;
+   */
+  intervalMse: number;
+
+  /**
+   * The effect model's mean squared error minus the reference model's, measured as
+   * the mean over held-out rows of (φ − τ̂)² − (φ − τ̃)² with φ the doubly robust
+   * pseudo-outcome, τ̂ the effect model's CATE and τ̃ the reference's.
+   *
+   * @generated from field: double excess_mse = 5;
+   */
+  excessMse: number;
+
+  /**
+   * Lower bound of excess_mse's 95% CI.
+   *
+   * @generated from field: double excess_mse_ci_lower = 6;
+   */
+  excessMseCiLower: number;
+
+  /**
+   * Upper bound of excess_mse's 95% CI.
+   *
+   * @generated from field: double excess_mse_ci_upper = 7;
+   */
+  excessMseCiUpper: number;
+
+  /**
+   * One-sided 95% lower confidence bound of the effect model's mean squared error:
+   * max(0, excess_mse − 1.645·its standard error).
+   *
+   * @generated from field: double mse_lower_bound = 8;
+   */
+  mseLowerBound: number;
+
+  /**
+   * mse_lower_bound / interval_mse: the errors are at least √(this) times as large as
+   * the intervals assume.
+   *
+   * @generated from field: double error_ratio_lower_bound = 9;
+   */
+  errorRatioLowerBound: number;
+
+  /**
+   * The reference CATE model, readable.
+   *
+   * @generated from field: string reference = 10;
+   */
+  reference: string;
+
+  /**
+   * What is measured, in words (as on the report).
+   *
+   * @generated from field: string definition = 11;
+   */
+  definition: string;
+
+  /**
+   * True when a check finds the effect model misspecified (findings say which).
+   *
+   * @generated from field: bool misspecified = 12;
+   */
+  misspecified: boolean;
+
+  /**
+   * Readable findings of the misspecification checks (also among the warnings).
+   *
+   * @generated from field: repeated string findings = 13;
+   */
+  findings: string[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.IntervalCalibration.
+ * Use `create(IntervalCalibrationSchema)` to create a new message.
+ */
+export declare const IntervalCalibrationSchema: GenMessage<IntervalCalibration>;
+
+/**
+ * Rows of one blueprint or model version.
+ *
+ * @generated from message loopwise.evaluator.v1.VersionCount
+ */
+export declare type VersionCount = Message<"loopwise.evaluator.v1.VersionCount"> & {
+  /**
+   * The version (for models, 0: no model — the default decision or exploration
+   * without a model).
+   *
+   * @generated from field: int64 version = 1;
+   */
+  version: bigint;
+
+  /**
+   * Rows used that it made.
+   *
+   * @generated from field: int64 rows = 2;
+   */
+  rows: bigint;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.VersionCount.
+ * Use `create(VersionCountSchema)` to create a new message.
+ */
+export declare const VersionCountSchema: GenMessage<VersionCount>;
+
+/**
+ * Quality of the data behind an effect report.
+ *
+ * @generated from message loopwise.evaluator.v1.DataQuality
+ */
+export declare type DataQuality = Message<"loopwise.evaluator.v1.DataQuality"> & {
+  /**
+   * Rows used that had at least one outcome in their window (the others got the
+   * reward spec's default reward).
+   *
+   * @generated from field: int64 rows_with_outcome = 1;
+   */
+  rowsWithOutcome: bigint;
+
+  /**
+   * Blueprint versions that logged the rows used, with their row counts.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.VersionCount blueprint_versions = 2;
+   */
+  blueprintVersions: VersionCount[];
+
+  /**
+   * Model versions that made the decisions of the rows used, with their row counts.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.VersionCount model_versions = 3;
+   */
+  modelVersions: VersionCount[];
+
+  /**
+   * True when feedback's GetStats answered; the counts below are then the use case's
+   * over all its stored decisions (not only the report's time range).
+   *
+   * @generated from field: bool stats_available = 4;
+   */
+  statsAvailable: boolean;
+
+  /**
+   * Why GetStats could not be read (empty when it was).
+   *
+   * @generated from field: string stats_error = 5;
+   */
+  statsError: string;
+
+  /**
+   * Decisions stored (GetStats).
+   *
+   * @generated from field: int64 decisions = 6;
+   */
+  decisions: bigint;
+
+  /**
+   * Outcomes stored (GetStats).
+   *
+   * @generated from field: int64 outcomes = 7;
+   */
+  outcomes: bigint;
+
+  /**
+   * Decisions with at least one counted outcome / decisions (GetStats).
+   *
+   * @generated from field: double join_rate = 8;
+   */
+  joinRate: number;
+
+  /**
+   * Outcomes with an invalid decision id (GetStats).
+   *
+   * @generated from field: int64 orphan_outcomes = 9;
+   */
+  orphanOutcomes: bigint;
+
+  /**
+   * Outcomes after their decision's window, which did not count (GetStats).
+   *
+   * @generated from field: int64 late_outcomes = 10;
+   */
+  lateOutcomes: bigint;
+
+  /**
+   * Outcomes whose decision is not (yet) stored (GetStats).
+   *
+   * @generated from field: int64 unmatched_outcomes = 11;
+   */
+  unmatchedOutcomes: bigint;
+
+  /**
+   * Outcomes whose decision was lost (GetStats).
+   *
+   * @generated from field: int64 lost_decision_outcomes = 12;
+   */
+  lostDecisionOutcomes: bigint;
+
+  /**
+   * Stored records that cannot be interpreted any more (GetStats).
+   *
+   * @generated from field: int64 invalid_records = 13;
+   */
+  invalidRecords: bigint;
+
+  /**
+   * Decisions that were fallbacks (GetStats); the analysis leaves them out.
+   *
+   * @generated from field: int64 fallback_decisions = 14;
+   */
+  fallbackDecisions: bigint;
+
+  /**
+   * Decisions whose reward window is still open (GetStats); not yet analysable.
+   *
+   * @generated from field: int64 open_windows = 15;
+   */
+  openWindows: bigint;
+
+  /**
+   * Readable notes on what may bias or weaken the report (e.g. a low join rate).
+   *
+   * @generated from field: repeated string notes = 16;
+   */
+  notes: string[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.DataQuality.
+ * Use `create(DataQualitySchema)` to create a new message.
+ */
+export declare const DataQualitySchema: GenMessage<DataQuality>;
+
+/**
+ * How an effect report splits its rows.
+ *
+ * @generated from message loopwise.evaluator.v1.SampleSplit
+ */
+export declare type SampleSplit = Message<"loopwise.evaluator.v1.SampleSplit"> & {
+  /**
+   * Rows the estimator was fitted on; the segments' rules (quartile edges, tree
+   * leaves) were chosen on them.
+   *
+   * @generated from field: int64 selection_rows = 1;
+   */
+  selectionRows: bigint;
+
+  /**
+   * Held-out rows, disjoint from the selection rows: validation, segment effects,
+   * policy values and the interval checks.
+   *
+   * @generated from field: int64 estimation_rows = 2;
+   */
+  estimationRows: bigint;
+
+  /**
+   * The split's seed: rows in the order read, numpy default_rng(seed).permutation of
+   * their indices, the first estimation_rows of it held out.
+   *
+   * @generated from field: int64 seed = 3;
+   */
+  seed: bigint;
+
+  /**
+   * sha256 (hex) of the selection rows' indices, sorted, as int64 little-endian.
+   *
+   * @generated from field: string selection_digest = 4;
+   */
+  selectionDigest: string;
+
+  /**
+   * sha256 (hex) of the estimation rows' indices, sorted, as int64 little-endian.
+   *
+   * @generated from field: string estimation_digest = 5;
+   */
+  estimationDigest: string;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.SampleSplit.
+ * Use `create(SampleSplitSchema)` to create a new message.
+ */
+export declare const SampleSplitSchema: GenMessage<SampleSplit>;
 
 /**
  * Request for GetReport.
