@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loopwise import logs, security, tracing
+from loopwise.admission import Admission
 from loopwise.errors import Unavailable
 from loopwise.metrics import MetricsEndpoint, Registry, RpcMetrics, metrics_port
 from loopwise.settings import SERVICES, Settings
@@ -293,13 +294,18 @@ class ServiceHost:
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings)]
+        options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings),
+                   *Admission.server_options()]
         options += connection_options(self.settings, self.max_connection_age)
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
-        # RpcObserver outermost (refused calls are counted and traced too), the
-        # request probe innermost (it sees the parsed request and names its use case).
+        # Admission control (bounded work, the rest shed at once: docs/architecture.md §6).
+        self.admission = Admission.from_settings(self.settings, self.registry, self.name)
+        # RpcObserver outermost (refused calls are counted and traced too), admission
+        # next (it refuses before anything parses), the request probe innermost (it sees
+        # the parsed request and names its use case).
         self.server = grpc.aio.server(options=options, interceptors=[
-            RpcObserver(self.rpc_metrics), *security.server_interceptors(self.settings), RequestProbe()])
+            RpcObserver(self.rpc_metrics), self.admission, *security.server_interceptors(self.settings),
+            RequestProbe()])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 

@@ -291,6 +291,25 @@ class Settings(BaseSettings):
         0.0,
         description="Bucket size of each use case: calls it may take at once before its rate "
                     "applies; 0: the rate")
+    # Admission control (docs/architecture.md §6): shed at once, never queue without bound.
+    max_concurrent_rpcs: int = Field(
+        32, ge=0,
+        description="Unary calls one server process works on at once (accepted and not yet "
+                    "answered); a call over the bound is answered RESOURCE_EXHAUSTED with retry "
+                    "pushback before its request is parsed; Health is never counted nor shed; "
+                    "0: no bound")
+    max_concurrent_streams: int = Field(
+        256, ge=0,
+        description="Open streaming calls (DecideStream, WatchDeployments, WatchOperation, "
+                    "ReadTrainingData, DownloadModel) one server process keeps, counted apart "
+                    "from unary calls; a new stream over the bound is answered "
+                    "RESOURCE_EXHAUSTED with retry pushback; 0: no bound")
+    admission_min_deadline_ms: float = Field(
+        20.0, ge=0,
+        description="A call whose deadline leaves less than this (or less than its method's "
+                    "observed service time) when it would start is answered RESOURCE_EXHAUSTED "
+                    "with retry pushback instead of being worked on; 0: only the observed "
+                    "service time")
     pii_hash_key: SecretStr = Field(
         SecretStr(""),
         description="Key of the keyed hash of `pii: hash` features and unit ids; decision and "
