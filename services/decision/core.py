@@ -4,6 +4,10 @@ protos are used as plain data. Everything on this path is synchronous and in mem
 the decision log's shipper builds the record protos (and scores shadow models)
 off the request path.
 
+A call's decisions can be held in a :class:`Delivery` until the call's fate is known
+and then logged, with ``DecisionRecord.undelivered`` set when the answer could not reach
+its caller (docs/architecture.md §6).
+
 Order of the splits (docs/internals.md): the experiment arm first (salted hash of use
 case and unit id), then the canary within the arm (a hash with its own salt, the same
 share in every arm). Shadows score every row and are only logged.
@@ -12,7 +16,7 @@ share in every arm). Shadows score every row and are only logged.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,6 +48,54 @@ _SEED_STREAM = 0xDEC1
 _SHADOW_STREAM = 0xDEC2
 
 
+class Delivery:
+    """The decisions of one call, held until the call's fate is known, then logged:
+    as served when its answer reached the transport, with ``undelivered`` set when it
+    could not (its deadline passed first, or it failed). ``settle`` logs them once;
+    the undelivered ones are also counted per use case in ``DecisionCore.undelivered``."""
+
+    __slots__ = ("core", "held", "settled")
+
+    def __init__(self, core: DecisionCore) -> None:
+        self.core = core
+        self.held: list[tuple[str, int, int, Callable[[], list[fpb.DecisionRecord]] | None]] = []
+        self.settled = False
+
+    def hold(self, use_case: str, decisions: int, records: int,
+             build: Callable[[], list[fpb.DecisionRecord]] | None) -> None:
+        """Keep ``decisions`` served decisions (``records`` records with their shadows,
+        built by ``build``; None when logging is off) until :meth:`settle`."""
+        if self.settled:  # decided after the fate was known (not on any current path)
+            self.core._submit(use_case, decisions, records, build, delivered=True)
+            return
+        self.held.append((use_case, decisions, records, build))
+
+    def settle(self, delivered: bool) -> None:
+        """Log what is held, as delivered or not (only the first call counts)."""
+        if self.settled:
+            return
+        self.settled = True
+        for use_case, decisions, records, build in self.held:
+            self.core._submit(use_case, decisions, records, build, delivered)
+        self.held.clear()
+
+    def on_done(self, context: object) -> None:
+        """A call's done callback: delivered when its deadline had not passed when the
+        call ended (``context.time_remaining()`` is 0 once it has)."""
+        remaining = context.time_remaining()  # type: ignore[attr-defined]
+        self.settle(remaining is None or remaining > 0)
+
+
+def _undelivered(build: Callable[[], list[fpb.DecisionRecord]]) -> Callable[[], list[fpb.DecisionRecord]]:
+    def marked() -> list[fpb.DecisionRecord]:
+        records = build()
+        for record in records:
+            record.undelivered = True
+        return records
+
+    return marked
+
+
 class DecisionCore:
     """Decide, DecideBatch and DecideStream logic for every use case."""
 
@@ -71,6 +123,8 @@ class DecisionCore:
         self._pii: dict[tuple[str, int], PiiRules] = {}
         self.served = 0
         self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
+        # Decisions made whose answer could not reach the caller, by use case.
+        self.undelivered: dict[str, int] = {}
 
     # -- shared steps -------------------------------------------------------------
     def _version(self, use_case: str, version: int) -> UseCaseVersion:
@@ -121,23 +175,45 @@ class DecisionCore:
         return choices
 
     # -- Decide -------------------------------------------------------------------
-    def decide(self, request: dpb.DecideRequest, started: float | None = None) -> dpb.Decision:
-        """One decision from named features (or a ranking of candidates)."""
+    def delivery(self) -> Delivery:
+        """A holder for one call's decisions (pass it to decide / decide_batch)."""
+        return Delivery(self)
+
+    def _submit(self, use_case: str, decisions: int, records: int,
+                build: Callable[[], list[fpb.DecisionRecord]] | None, delivered: bool = True) -> None:
+        """Hand records to the decision log (marked undelivered when they did not reach
+        their caller)."""
+        if not delivered:
+            self.undelivered[use_case] = self.undelivered.get(use_case, 0) + decisions
+        if build is not None:
+            self.log.submit_lazy(records, build if delivered else _undelivered(build))
+
+    def _hand(self, delivery: Delivery | None, use_case: str, decisions: int, records: int,
+              build: Callable[[], list[fpb.DecisionRecord]] | None) -> None:
+        if delivery is None:
+            self._submit(use_case, decisions, records, build)
+        else:
+            delivery.hold(use_case, decisions, records, build)
+
+    def decide(self, request: dpb.DecideRequest, started: float | None = None,
+               delivery: Delivery | None = None) -> dpb.Decision:
+        """One decision from named features (or a ranking of candidates). With
+        ``delivery``, its record waits there until the call's fate is known."""
         uc = self._version(request.use_case, request.blueprint_version)
         serving = self.scorers.get(uc.use_case)  # read once: a swap cannot split a request
         if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
-            return self._rank(uc, request, started, serving)
+            return self._rank(uc, request, started, serving, delivery)
         if request.candidates:
             raise InvalidArgument("candidates", "only ranking use cases take candidates")
         row = encode_named(uc, request.features)[None, :]
         unit_ids = [request.unit_id]
         choices = self._choose(uc, row, unit_ids, request.disable_exploration, request.arm, started, serving)
         ids = self._ids(1)
-        self._log(uc, row, unit_ids, choices, ids, serving, request.disable_exploration)
+        self._log(uc, row, unit_ids, choices, ids, serving, request.disable_exploration, delivery)
         return self._decision(uc, choices, 0, ids[0])
 
     def _rank(self, uc: UseCaseVersion, request: dpb.DecideRequest, started: float | None,
-              serving: Serving | None) -> dpb.Decision:
+              serving: Serving | None, delivery: Delivery | None = None) -> dpb.Decision:
         candidates = request.candidates
         if not candidates:
             raise InvalidArgument("candidates", "a ranking use case needs at least one candidate")
@@ -167,18 +243,23 @@ class DecisionCore:
                               force, role), began)
         ids = self._ids(1)
         ranked = [candidates[int(i)].id for i in choices.order]  # type: ignore[union-attr]
+        build = None
         if self.log.enabled:
             cand_ids = [c.id for c in candidates]
             unit_id = request.unit_id
-            self.log.submit_lazy(1, lambda: [self._record(uc, rows[int(choices.action_index[0])], unit_id,
-                                                          choices, 0, ids[0], cand_ids)])
+
+            def build() -> list[fpb.DecisionRecord]:
+                return [self._record(uc, rows[int(choices.action_index[0])], unit_id, choices, 0, ids[0], cand_ids)]
+        self._hand(delivery, uc.use_case, 1, 1, build)
         decision = self._decision(uc, choices, 0, ids[0], [c.id for c in candidates])
         decision.ranked_candidate_ids.extend(ranked)
         return decision
 
     # -- DecideBatch --------------------------------------------------------------
-    def decide_batch(self, request: dpb.DecideBatchRequest, started: float | None = None) -> dpb.DecideBatchResponse:
-        """Decisions for a packed [rows, F] float32 tensor, one scoring run per model."""
+    def decide_batch(self, request: dpb.DecideBatchRequest, started: float | None = None,
+                     delivery: Delivery | None = None) -> dpb.DecideBatchResponse:
+        """Decisions for a packed [rows, F] float32 tensor, one scoring run per model
+        (with ``delivery``: their records wait there until the call's fate is known)."""
         UseCases.check_name(request.use_case)
         if request.blueprint_version <= 0:
             raise InvalidArgument("blueprint_version", "required: the version whose feature order the tensor uses")
@@ -201,7 +282,7 @@ class DecisionCore:
         serving = self.scorers.get(uc.use_case)
         choices = self._choose(uc, rows, unit_ids, request.disable_exploration, "", started, serving)
         ids = self._ids(request.rows)
-        self._log(uc, rows, unit_ids, choices, ids, serving, request.disable_exploration)
+        self._log(uc, rows, unit_ids, choices, ids, serving, request.disable_exploration, delivery)
         return dpb.DecideBatchResponse(
             decision_ids=ids,
             action_indices=pack(choices.action_index, I32),
@@ -238,9 +319,11 @@ class DecisionCore:
         return decision
 
     def _log(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str], c: Choices,
-             ids: list[str], serving: Serving | None, disable_exploration: bool) -> None:
+             ids: list[str], serving: Serving | None, disable_exploration: bool,
+             delivery: Delivery | None = None) -> None:
         """Enqueue a compact tuple; the shipper calls the builder (protos, shadows)."""
         if not self.log.enabled:
+            self._hand(delivery, uc.use_case, len(ids), 0, None)
             return
         shadows = serving.shadows if serving is not None and not self.use_cases.kill_switch(uc.use_case) else ()
         unit_ids = list(unit_ids)
@@ -256,7 +339,7 @@ class DecisionCore:
                     records.append(record)
             return records
 
-        self.log.submit_lazy(len(ids) * (1 + len(shadows)), build)
+        self._hand(delivery, uc.use_case, len(ids), len(ids) * (1 + len(shadows)), build)
 
     def _records(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str], c: Choices,
                  ids: list[str]) -> list[fpb.DecisionRecord]:

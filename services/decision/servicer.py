@@ -1,4 +1,14 @@
-"""The DecisionService servicer: protos in, core calls, protos out."""
+"""The DecisionService servicer: protos in, core calls, protos out.
+
+A decision is logged as served only if its answer could reach the caller
+(docs/architecture.md §6): each call's decisions wait in a ``Delivery`` until the call
+has ended, and are logged with ``DecisionRecord.undelivered`` set when the call's
+deadline had passed by then. A decision ready after the deadline is not sent at all
+(DEADLINE_EXCEEDED, logged as undelivered); in ``DecideStream`` a decision counts as
+delivered once the stream's write of it completed, and as undelivered when the stream
+ended before. When the decision log must hold a decision before its answer leaves (its
+``durable`` mode), the mark is decided when the decision is ready instead.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,8 @@ from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import DeadlineExceeded, InvalidArgument, servicer
 from loopwise.server import ServiceHost, until_stopping
-from loopwise.services.decision.core import DecisionCore
+from loopwise.services.decision.core import DecisionCore, Delivery
+from loopwise.services.decision.decision_log import DURABLE
 from loopwise.services.decision.use_cases import ApplyResult, UseCases
 
 log = logging.getLogger("loopwise.decision")
@@ -58,20 +69,44 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         """One decision from named features (or a ranking of candidates)."""
         started = time.perf_counter()
         _check_deadline(context)
-        decision = self.core.decide(request, started)
-        observe_decision(decision)
-        return dpb.DecideResponse(decision=decision)
+        delivery = self.core.delivery()
+        try:
+            decision = self.core.decide(request, started, delivery)
+            observe_decision(decision)
+            response = dpb.DecideResponse(decision=decision)
+        except BaseException:
+            delivery.settle(delivered=False)
+            raise
+        self._hand_over(context, delivery)
+        return response
 
     async def DecideBatch(self, request: dpb.DecideBatchRequest, context) -> dpb.DecideBatchResponse:  # noqa: N802
         """Many decisions from one packed float32 tensor."""
         started = time.perf_counter()
         _check_deadline(context)
-        response = self.core.decide_batch(request, started)
+        delivery = self.core.delivery()
+        try:
+            response = self.core.decide_batch(request, started, delivery)
+        except BaseException:
+            delivery.settle(delivered=False)
+            raise
         if tracing.enabled() and response.decision_ids:
             tracing.set_attributes(decision_count=len(response.decision_ids),
                                    first_decision_id=response.decision_ids[0],
                                    last_decision_id=response.decision_ids[-1])
+        self._hand_over(context, delivery)
         return response
+
+    def _hand_over(self, context, delivery: Delivery) -> None:
+        """Log the call's decisions once its answer is out (as undelivered if the call's
+        deadline passed first); refuse to send what is ready after the deadline."""
+        if _past_deadline(context):
+            delivery.settle(delivered=False)
+            raise DeadlineExceeded("the decision was ready after the call's deadline; it was not sent")
+        if _log_before_answer(self.core):
+            delivery.settle(delivered=True)
+        else:
+            context.add_done_callback(delivery.on_done)
 
     async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:  # noqa: N802
         """A bidi stream of Decide calls, answered in order. A bad request ends the
@@ -90,9 +125,24 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                     request = await iterator.__anext__()
                 except StopAsyncIteration:
                     return
-            decision = self.core.decide(request, time.perf_counter())
+            delivery = self.core.delivery()
+            try:
+                decision = self.core.decide(request, time.perf_counter(), delivery)
+            except BaseException:
+                delivery.settle(delivered=False)
+                raise
             observe_decision(decision, in_stream=True)
-            yield dpb.DecideResponse(decision=decision)
+            if _past_deadline(context):
+                delivery.settle(delivered=False)
+                raise DeadlineExceeded("the stream's deadline passed before the decision was sent")
+            if _log_before_answer(self.core):
+                delivery.settle(delivered=True)
+            try:
+                yield dpb.DecideResponse(decision=decision)
+            except BaseException:  # the stream ended before this answer was written
+                delivery.settle(delivered=False)
+                raise
+            delivery.settle(delivered=True)  # resumed: grpc wrote the answer
 
     async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:  # noqa: N802
         """Create a use case or a new blueprint version (or only validate)."""
@@ -151,6 +201,17 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             message.change_time.FromMilliseconds(c.time_ms)
             changes.append(message)
         return dpb.ListUseCaseChangesResponse(changes=changes)
+
+
+def _past_deadline(context) -> bool:
+    """The call's deadline has passed (time_remaining() is 0 then, None without one)."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+def _log_before_answer(core: DecisionCore) -> bool:
+    """The decision log must hold a decision before its answer leaves (``durable``)."""
+    return core.log.durability == DURABLE
 
 
 def _check_deadline(context) -> None:

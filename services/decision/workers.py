@@ -65,6 +65,9 @@ class DecisionMetrics:
         self.queued = r.gauge("loopwise_decision_log_queued", "Decisions waiting in memory to be logged")
         self.model_version = r.gauge("loopwise_model_version", "Model version serving, by use case and role",
                                      ["use_case", "role"])
+        self.undelivered = r.counter("loopwise_decisions_undelivered_total",
+                                     "Decisions made whose answer could not reach the caller (the call's "
+                                     "deadline passed first); logged with undelivered set", ["use_case"])
 
     def watch_decision_log(self, decision_log: Any) -> None:
         """Expose the decision log's counters at every snapshot."""
@@ -77,6 +80,15 @@ class DecisionMetrics:
                 self.logged.values[(state,)] = float(counters[state])
             self.spool_depth.set((), counters["spool_depth"])
             self.queued.set((), decision_log.queued)
+
+        self.registry.on_collect(collect)
+
+    def watch_undelivered(self, core: Any) -> None:
+        """Expose the core's count of undelivered decisions at every snapshot."""
+
+        def collect() -> None:
+            for use_case, count in list(core.undelivered.items()):
+                self.undelivered.values[(use_case,)] = float(count)
 
         self.registry.on_collect(collect)
 
