@@ -1,13 +1,18 @@
 """The client SDK: how a product backend calls loopwise.
 
 :class:`Client` (blocking) and :class:`AsyncClient` (``grpc.aio``) wrap the four
-services with the same methods. Decisions and feedback get a default deadline, retries
-with backoff on UNAVAILABLE only, and a local fallback: when the decision service
-cannot be reached (UNAVAILABLE or DEADLINE_EXCEEDED after the retries) ``decide``
-returns the use case's default decision, flagged ``fallback=True``, with a locally
-generated UUIDv7 id. The default is learned from ``GetUseCase`` at the first
-successful contact with a use case and cached, or given by the caller
-(``defaults={"checkout_upsell": "no_offer"}``)::
+services with the same methods. Decisions and feedback get a default deadline, which
+bounds a call and its retries together; retries only after UNAVAILABLE, or
+RESOURCE_EXHAUSTED carrying retry pushback (a server shedding load,
+docs/architecture.md §6): the SDK waits at least the pushback the server asked for
+(exponential backoff with jitter without one), never retries when the server said not
+to or when the wait would not leave time for another attempt, and never retries any
+other code (INVALID_ARGUMENT, NOT_FOUND, ...). And a local fallback: when the decision
+service cannot be reached or is shedding load (UNAVAILABLE, DEADLINE_EXCEEDED, or
+RESOURCE_EXHAUSTED with pushback, after the retries) ``decide`` returns the use case's
+default decision, flagged ``fallback=True``, with a locally generated UUIDv7 id. The
+default is learned from ``GetUseCase`` at the first successful contact with a use case
+and cached, or given by the caller (``defaults={"checkout_upsell": "no_offer"}``)::
 
     with loopwise.Client() as client:
         decision = client.decide("checkout_upsell", {"basket_value": 42.0, "region": "north"})
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +47,7 @@ import numpy as np
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from loopwise import security, tracing
+from loopwise.admission import pushback_of
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as op_pb
@@ -73,7 +80,8 @@ __all__ = [
     "operation_result",
 ]
 
-# Codes after which the decision service is treated as unreachable.
+# Codes after which the decision service is treated as unreachable (and
+# RESOURCE_EXHAUSTED with retry pushback: shedding load, see _unreachable).
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # Bulk calls (batches, outcomes, use cases, trainer and evaluator calls) get at least
 # this deadline.
@@ -81,6 +89,8 @@ _BULK_DEADLINE_S = 30.0
 # Synchronous analyses (EvaluatePolicy, SuggestParameters) get at least this deadline
 # by default; the evaluator stops the work when the deadline passes.
 _ANALYSIS_DEADLINE_S = 300.0
+# Retry backoff without pushback: attempt n waits a random time in
+# [_BACKOFF_S * 2**n / 2, _BACKOFF_S * 2**n]; with pushback p: in [p, 1.5 p].
 _BACKOFF_S = 0.05
 # Pause before following an operation again after its service was UNAVAILABLE.
 _RESUME_PAUSE_S = 0.5
@@ -644,6 +654,42 @@ def _operation_ref(operation: op_pb.Operation | str, use_case: str) -> tuple[str
     return operation, use_case
 
 
+def _retry_delay(error: grpc.RpcError, attempt: int, retries: int, left: float) -> float | None:
+    """Seconds to wait before retrying a failed attempt, or None: do not retry.
+
+    Retried: UNAVAILABLE, and RESOURCE_EXHAUSTED that carries retry pushback (a server
+    shedding load; without pushback it is a size or quota limit and final), at most
+    ``retries`` times. The wait is at least the server's pushback (up to 1.5 times it,
+    at random, so that refused callers do not come back together), or exponential
+    backoff with jitter without one. No retry when the server asked for none (a negative
+    pushback), or when the wait would leave no time (``left``) for another attempt."""
+    if attempt >= retries:
+        return None
+    code = error.code()
+    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return None
+    pushback = pushback_of(error)
+    if pushback is not None and pushback < 0:
+        return None
+    if pushback is None:
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return None
+        ceiling = _BACKOFF_S * (2**attempt)
+        delay = random.uniform(ceiling / 2, ceiling)
+    else:
+        delay = pushback * random.uniform(1.0, 1.5)
+    return delay if delay < left else None
+
+
+def _unreachable(error: grpc.RpcError) -> bool:
+    """The decision service cannot answer now: unreachable, past the deadline, or
+    shedding load (RESOURCE_EXHAUSTED with retry pushback)."""
+    code = error.code()
+    if code in _UNREACHABLE:
+        return True
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and pushback_of(error) is not None
+
+
 class _ClientBase:
     """What the blocking and asyncio clients share: settings, defaults, fallbacks."""
 
@@ -744,10 +790,6 @@ class _ClientBase:
             raise OperationTimeout(operation, timeout or 0.0)
         return left
 
-    @staticmethod
-    def _backoff(attempt: int) -> float:
-        return _BACKOFF_S * (2**attempt)
-
     def _learn(self, use_case: dpb.UseCase) -> None:
         blueprint = use_case.blueprint
         self._learned[blueprint.use_case] = UseCaseDefault(
@@ -823,9 +865,10 @@ class Client(_ClientBase):
             ``dns:///loopwise-decision-headless.loopwise.svc:50051``; calls go round robin
             over every address (``loopwise.targets``).
         feedback_address: the feedback service (settings default), in the same forms.
-        deadline_s: deadline of one ``decide`` attempt (``client_deadline_s``); bulk,
-            trainer and evaluator calls get at least 30 s.
-        retries: extra attempts after UNAVAILABLE (``client_retries``).
+        deadline_s: deadline of one ``decide`` call, its retries included
+            (``client_deadline_s``); bulk, trainer and evaluator calls get at least 30 s.
+        retries: most extra attempts after UNAVAILABLE or RESOURCE_EXHAUSTED with retry
+            pushback, within the deadline (``client_retries``).
         settings: settings to read defaults, TLS and the token from (``get_settings()``).
         defaults: default action per use case for the local fallback.
         trainer_address: ``host:port`` of the trainer (settings default); its channel is
@@ -854,15 +897,18 @@ class Client(_ClientBase):
             security.sync_channel(self.settings, address, channel_options(self.settings)))
 
     def _call(self, method: Any, request: Any, timeout: float) -> Any:
-        """One RPC with the deadline, retried with backoff on UNAVAILABLE only."""
-        for attempt in range(self.retries + 1):
+        """One RPC within ``timeout`` seconds, retries included (see _retry_delay)."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
             try:
-                return method(request, timeout=timeout)
+                return method(request, timeout=max(deadline - time.monotonic(), 0.0))
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                delay = _retry_delay(error, attempt, self.retries, deadline - time.monotonic())
+                if delay is None:
                     raise
-                time.sleep(self._backoff(attempt))
-        raise AssertionError("unreachable")
+            time.sleep(delay)
+            attempt += 1
 
     def _remember(self, use_case: str) -> None:
         """Learn the default decision at the first successful contact (best effort)."""
@@ -884,7 +930,7 @@ class Client(_ClientBase):
         try:
             reply = self._call(self.decision_stub.Decide, request, self.deadline_s)
         except grpc.RpcError as error:
-            if error.code() in _UNREACHABLE:
+            if _unreachable(error):
                 return self._local_decision(use_case, error)
             raise
         self._remember(use_case)
@@ -902,7 +948,7 @@ class Client(_ClientBase):
         try:
             reply = self._call(self.decision_stub.DecideBatch, request, self._bulk_deadline_s)
         except grpc.RpcError as error:
-            if error.code() in _UNREACHABLE:
+            if _unreachable(error):
                 return self._local_batch(use_case, request.rows, error)
             raise
         self._remember(use_case)
@@ -1449,15 +1495,18 @@ class AsyncClient(_ClientBase):
                                     tracing.caller_interceptors())
 
     async def _call(self, method: Any, request: Any, timeout: float) -> Any:
-        """One RPC with the deadline, retried with backoff on UNAVAILABLE only."""
-        for attempt in range(self.retries + 1):
+        """One RPC within ``timeout`` seconds, retries included (see _retry_delay)."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
             try:
-                return await method(request, timeout=timeout)
+                return await method(request, timeout=max(deadline - time.monotonic(), 0.0))
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                delay = _retry_delay(error, attempt, self.retries, deadline - time.monotonic())
+                if delay is None:
                     raise
-                await asyncio.sleep(self._backoff(attempt))
-        raise AssertionError("unreachable")
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def _remember(self, use_case: str) -> None:
         if use_case in self._learned:
@@ -1474,7 +1523,7 @@ class AsyncClient(_ClientBase):
         try:
             reply = await self._call(self.decision_stub.Decide, request, self.deadline_s)
         except grpc.RpcError as error:
-            if error.code() in _UNREACHABLE:
+            if _unreachable(error):
                 return self._local_decision(use_case, error)
             raise
         await self._remember(use_case)
@@ -1490,7 +1539,7 @@ class AsyncClient(_ClientBase):
         try:
             reply = await self._call(self.decision_stub.DecideBatch, request, self._bulk_deadline_s)
         except grpc.RpcError as error:
-            if error.code() in _UNREACHABLE:
+            if _unreachable(error):
                 return self._local_batch(use_case, request.rows, error)
             raise
         await self._remember(use_case)
