@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Go-built tools that the deploy checks use (helm, buf, protoc-gen-go,
-# protoc-gen-go-grpc) with `go install`, each into its own cache directory keyed by version,
-# so a second run costs nothing. Prints the bin directories to put on PATH, one per line.
-#   usage: scripts/install_tools.sh [helm] [buf] [protoc-gen-go] [protoc-gen-go-grpc]
-# (no names: all four).
+# Installs the Go-built tools that the deploy checks and the overload test use (helm, buf,
+# protoc-gen-go, protoc-gen-go-grpc, ghz) with `go install`, each into its own cache
+# directory keyed by version, so a second run costs nothing. Prints the bin directories to
+# put on PATH, one per line.
+#   usage: scripts/install_tools.sh [helm] [buf] [protoc-gen-go] [protoc-gen-go-grpc] [ghz]
+# (no names: all five).
 set -euo pipefail
 
 HELM_VERSION=v3.22.0
 BUF_VERSION=v1.75.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+# gRPC load generator of tests/faults/test_overload.py and bench/overload.py.
+GHZ_VERSION=v0.121.0
 TOOLS_DIR="${LOOPWISE_TOOLS_DIR:-$HOME/.cache/loopwise/tools}"
 
 install_one() {  # name version module-path binary
@@ -23,7 +26,7 @@ install_one() {  # name version module-path binary
   echo "$dir/bin"
 }
 
-(( $# )) || set -- helm buf protoc-gen-go protoc-gen-go-grpc
+(( $# )) || set -- helm buf protoc-gen-go protoc-gen-go-grpc ghz
 for tool in "$@"; do
   case $tool in
     helm) install_one helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm ;;
@@ -32,6 +35,7 @@ for tool in "$@"; do
       google.golang.org/protobuf/cmd/protoc-gen-go protoc-gen-go ;;
     protoc-gen-go-grpc) install_one protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" \
       google.golang.org/grpc/cmd/protoc-gen-go-grpc protoc-gen-go-grpc ;;
+    ghz) install_one ghz "$GHZ_VERSION" github.com/bojand/ghz/cmd/ghz ghz ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done
