@@ -375,10 +375,15 @@ class DecisionLog:
                 error = exc
                 count = sum(f.count for f in frames)
                 self.counters.spool_failures += count
-                log.exception("cannot write %d decisions to the spool; sending them from memory only", count)
-                memory = _Segment(None)
-                self._segments.append(memory)
-                self._keep(memory, frames)
+                if self._in_memory + count > self.queue_size:  # no disk and no room: never unbounded
+                    self.counters.dropped += count
+                    log.exception("cannot write %d decisions to the spool and %d wait in memory: DROPPED",
+                                  count, self._in_memory)
+                else:
+                    log.exception("cannot write %d decisions to the spool; sending them from memory only", count)
+                    memory = _Segment(None)
+                    self._segments.append(memory)
+                    self._keep(memory, frames)
         self._settled = max(self._settled, upto)
         self._release(error)
         if not self._pending:

@@ -93,6 +93,7 @@ class Round:
     lost: list[str]
     lost_span_ms: float  # from the first lost decision to the last received one (0 if none lost)
     mismatched: int  # stored decisions whose action differs from the one received
+    rate: float  # decisions received per second under the load
 
 
 def _stored(launcher: Launcher) -> dict[str, str]:
@@ -127,10 +128,12 @@ def crash_round(root: Path, durability: str) -> Round:
         threads = [threading.Thread(target=load.client, args=(i,), daemon=True) for i in range(CLIENTS)]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + MAX_LOAD_S
+        started = time.monotonic()
+        deadline = started + MAX_LOAD_S
         while load.count() < KILL_AFTER and time.monotonic() < deadline:
             time.sleep(0.005)
         launcher.kill("decision")  # SIGKILL under load
+        rate = load.count() / (time.monotonic() - started)
         load.stop.set()
         for thread in threads:
             thread.join(30)
@@ -146,8 +149,8 @@ def crash_round(root: Path, durability: str) -> Round:
     last = max(uuid7_time_ms(d) or 0 for d in received)
     span = last - min(uuid7_time_ms(d) or 0 for d in lost) if lost else 0.0
     mismatched = sum(1 for d, action in received.items() if d in stored and stored[d] != action)
-    result = Round(len(received), len(stored), lost, float(span), mismatched)
-    print(f"\n{durability}: received {result.received}, stored {result.stored}, lost {len(lost)} "
+    result = Round(len(received), len(stored), lost, float(span), mismatched, rate)
+    print(f"\n{durability}: received {result.received} at {rate:.0f}/s, stored {result.stored}, lost {len(lost)} "
           f"({100.0 * len(lost) / result.received:.2f}%), lost span {span:.0f} ms")
     return result
 
