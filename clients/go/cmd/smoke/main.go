@@ -1,12 +1,20 @@
-// Command smoke calls a running decision/feedback pair through the generated Go stubs:
-// Decide for one unit, then LogOutcomes for that decision, and prints what it got as
-// one JSON object. It exits non-zero when a call fails or an answer is inconsistent.
+// Command smoke calls a running decision/feedback pair through the loopwise Go client:
+// Decide for one unit, then LogOutcomes for that decision twice (the second time must be
+// a duplicate), and prints what it got as one JSON object. It exits 1 when a call fails
+// or an answer is inconsistent. TLS (with -ca, and -cert/-key for mutual TLS) unless
+// -insecure; the token from -token or LOOPWISE_TOKEN.
 //
 //	go run ./cmd/smoke -decision 127.0.0.1:50051 -feedback 127.0.0.1:50052 \
+//	    -ca ca.crt -cert client.crt -key client.key \
 //	    -use-case checkout_upsell -feature basket_value=42.5 -feature device=mobile
+//
+// With -pause it then waits for a line on standard input and decides once more
+// (printing a second JSON object): a test stops the decision service meanwhile to see
+// the local fallback to the default learned at the first contact.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,15 +24,11 @@ import (
 	"strings"
 	"time"
 
-	decisionv1 "github.com/loopwise/loopwise/clients/go/gen/loopwise/decision/v1"
-	feedbackv1 "github.com/loopwise/loopwise/clients/go/gen/loopwise/feedback/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	"github.com/loopwise/loopwise/clients/go/loopwise"
 )
 
 // features collects repeated -feature name=value flags (numbers, else categories).
-type features map[string]*decisionv1.FeatureValue
+type features map[string]any
 
 func (f features) String() string { return fmt.Sprint(len(f)) }
 
@@ -34,95 +38,113 @@ func (f features) Set(text string) error {
 		return fmt.Errorf("want name=value, got %q", text)
 	}
 	if number, err := strconv.ParseFloat(value, 64); err == nil {
-		f[name] = &decisionv1.FeatureValue{Value: &decisionv1.FeatureValue_Number{Number: number}}
+		f[name] = number
 	} else {
-		f[name] = &decisionv1.FeatureValue{Value: &decisionv1.FeatureValue_Category{Category: value}}
+		f[name] = value
 	}
 	return nil
 }
 
-// result is what the program prints.
+// defaults collects repeated -default use_case=action flags.
+type defaults map[string]string
+
+func (d defaults) String() string { return fmt.Sprint(len(d)) }
+
+func (d defaults) Set(text string) error {
+	useCase, action, ok := strings.Cut(text, "=")
+	if !ok || useCase == "" || action == "" {
+		return fmt.Errorf("want use_case=action, got %q", text)
+	}
+	d[useCase] = action
+	return nil
+}
+
+// result is what the program prints for each decision.
 type result struct {
 	DecisionID   string  `json:"decision_id"`
 	Action       string  `json:"action"`
+	ActionIndex  int     `json:"action_index"`
 	Fallback     bool    `json:"fallback"`
 	Probability  float64 `json:"probability"`
-	Accepted     int32   `json:"accepted"`
-	Duplicates   int32   `json:"duplicates"`
-	RetryAccepts int32   `json:"retry_accepted"`
+	ModelVersion int64   `json:"model_version"`
+	Accepted     int     `json:"accepted"`
+	Duplicates   int     `json:"duplicates"`
+	RetryAccepts int     `json:"retry_accepted"`
 }
 
 func main() {
-	decisionAddr := flag.String("decision", "127.0.0.1:50051", "decision service host:port")
-	feedbackAddr := flag.String("feedback", "127.0.0.1:50052", "feedback service host:port")
+	var cfg loopwise.Config
+	flag.StringVar(&cfg.DecisionAddress, "decision", "127.0.0.1:50051", "decision service address")
+	flag.StringVar(&cfg.FeedbackAddress, "feedback", "127.0.0.1:50052", "feedback service address")
+	flag.StringVar(&cfg.CAFile, "ca", "", "CA certificate (PEM); empty: the system's roots")
+	flag.StringVar(&cfg.CertFile, "cert", "", "client certificate (PEM) for mutual TLS")
+	flag.StringVar(&cfg.KeyFile, "key", "", "client key (PEM) for mutual TLS")
+	flag.StringVar(&cfg.ServerName, "server-name", "", "name to verify in the servers' certificates")
+	flag.BoolVar(&cfg.Insecure, "insecure", false, "plaintext (services run with LOOPWISE_ALLOW_PLAINTEXT)")
+	flag.StringVar(&cfg.Token, "token", os.Getenv("LOOPWISE_TOKEN"), "bearer token")
+	flag.DurationVar(&cfg.Deadline, "deadline", 0, "deadline of one Decide call (default 1s)")
 	useCase := flag.String("use-case", "", "use case to decide for")
 	unit := flag.String("unit", "go-smoke-unit", "unit id")
-	outcome := flag.String("outcome", "purchase", "outcome name to log")
+	outcome := flag.String("outcome", "purchase", "outcome name to log (empty: log none)")
 	value := flag.Float64("value", 1, "outcome value")
-	token := flag.String("token", os.Getenv("LOOPWISE_TOKEN"), "bearer token (optional)")
+	pause := flag.Bool("pause", false, "then wait for a line on stdin and decide again")
 	feats := features{}
 	flag.Var(feats, "feature", "a feature name=value (repeatable)")
+	defs := defaults{}
+	flag.Var(defs, "default", "a default action use_case=action for the local fallback (repeatable)")
 	flag.Parse()
 	if *useCase == "" {
 		fail("-use-case is required")
 	}
+	cfg.Defaults = defs
+	client, err := loopwise.New(cfg)
+	if err != nil {
+		fail("%v", err)
+	}
+	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if *token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
-	}
-	decisionConn := dial(*decisionAddr)
-	defer decisionConn.Close()
-	feedbackConn := dial(*feedbackAddr)
-	defer feedbackConn.Close()
 
-	decided, err := decisionv1.NewDecisionServiceClient(decisionConn).Decide(ctx, &decisionv1.DecideRequest{
-		UseCase: *useCase, UnitId: *unit, Features: feats,
-	})
+	out := decide(ctx, client, *useCase, feats, *unit)
+	if *outcome != "" {
+		outcomes := []loopwise.Outcome{{UseCase: *useCase, DecisionID: out.DecisionID,
+			OutcomeID: "go-smoke-" + out.DecisionID, Name: *outcome, Value: *value}}
+		logged, err := client.LogOutcomes(ctx, outcomes)
+		if err != nil {
+			fail("LogOutcomes: %v", err)
+		}
+		// The same outcome id again must be a no-op (the idempotency contract).
+		retried, err := client.LogOutcomes(ctx, outcomes)
+		if err != nil {
+			fail("LogOutcomes (again): %v", err)
+		}
+		out.Accepted, out.Duplicates, out.RetryAccepts = logged.Accepted, retried.Duplicates, retried.Accepted
+	}
+	emit(out)
+	if *pause {
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fail("reading stdin: %v", err)
+		}
+		emit(decide(ctx, client, *useCase, feats, *unit))
+	}
+}
+
+func decide(ctx context.Context, client *loopwise.Client, useCase string, feats features, unit string) result {
+	d, err := client.Decide(ctx, useCase, feats, unit)
 	if err != nil {
 		fail("Decide: %v", err)
 	}
-	d := decided.GetDecision()
-	if d.GetDecisionId() == "" || d.GetAction() == "" {
-		fail("Decide answered without a decision id or action: %v", d)
+	probability, ok := d.Probabilities[d.Action]
+	if d.DecisionID == "" || d.Action == "" || !ok {
+		fail("Decide answered without a decision id, an action or its probability: %+v", d)
 	}
-	probabilities := d.GetActionProbabilities()
-	index := int(d.GetActionIndex())
-	if index < 0 || index >= len(probabilities) {
-		fail("action index %d outside the %d action probabilities", index, len(probabilities))
-	}
-
-	request := &feedbackv1.LogOutcomesRequest{
-		RequestId: "go-smoke-" + d.GetDecisionId(),
-		Outcomes: []*feedbackv1.Outcome{{
-			UseCase: *useCase, DecisionId: d.GetDecisionId(), OutcomeId: "go-smoke-" + d.GetDecisionId(),
-			Name: *outcome, Value: *value,
-		}},
-	}
-	feedback := feedbackv1.NewFeedbackServiceClient(feedbackConn)
-	logged, err := feedback.LogOutcomes(ctx, request)
-	if err != nil {
-		fail("LogOutcomes: %v", err)
-	}
-	// The same outcome id again must be a no-op (the idempotency contract).
-	retried, err := feedback.LogOutcomes(ctx, request)
-	if err != nil {
-		fail("LogOutcomes (retry): %v", err)
-	}
-	out, _ := json.Marshal(result{
-		DecisionID: d.GetDecisionId(), Action: d.GetAction(), Fallback: d.GetFallback(),
-		Probability: probabilities[index], Accepted: logged.GetAccepted(),
-		Duplicates: retried.GetDuplicates(), RetryAccepts: retried.GetAccepted(),
-	})
-	fmt.Println(string(out))
+	return result{DecisionID: d.DecisionID, Action: d.Action, ActionIndex: d.ActionIndex, Fallback: d.Fallback,
+		Probability: probability, ModelVersion: d.ModelVersion}
 }
 
-func dial(address string) *grpc.ClientConn {
-	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		fail("dial %s: %v", address, err)
-	}
-	return conn
+func emit(r result) {
+	line, _ := json.Marshal(r)
+	fmt.Println(string(line))
 }
 
 func fail(format string, args ...any) {
