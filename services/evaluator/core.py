@@ -33,8 +33,10 @@ from loopwise.services.evaluator.data import EffectData, collect_arm_data, colle
 from loopwise.services.evaluator.estimation import MIN_ROWS, MIN_ROWS_PER_ARM, EffectModel
 from loopwise.services.evaluator.isolation import run_isolated
 from loopwise.services.evaluator.policy_check import PolicyRequests, time_range
+from loopwise.services.evaluator.quality import Stats, read_quality
 from loopwise.services.evaluator.registry import Deployments, ModelRegistry
 from loopwise.services.evaluator.scorecard_requests import ScorecardRequests
+from loopwise.services.evaluator.verdict import describe_reward
 from loopwise.store.evaluator import ReportStore, StoredReport
 from loopwise.tensors import F32, unpack_matrix
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -88,6 +90,8 @@ class EffectsJob:
     n_actions: int = 2
     treatment_index: int = 1
     timeout_s: float = DEFAULT_TIMEOUT_S
+    outcome_name: str = "reward"
+    outcome_definition: str = ""
 
 
 def _pair(requested_t: str, requested_c: str, names: list[str], fields: tuple[str, str], what: str) -> tuple[str, str]:
@@ -109,7 +113,8 @@ class Evaluator(PolicyRequests, ScorecardRequests):
 
     def __init__(self, reports: ReportStore, operations: OperationRunner, registry: ModelRegistry,
                  use_cases: UseCases, training_data: TrainingData, clock: Clock, seed: int,
-                 max_rows: int = 100_000, threads: int = 1, deployments: Deployments | None = None) -> None:
+                 max_rows: int = 100_000, threads: int = 1, deployments: Deployments | None = None,
+                 stats: Stats | None = None) -> None:
         self.reports = reports
         self.operations = operations
         self.registry = registry
@@ -120,6 +125,7 @@ class Evaluator(PolicyRequests, ScorecardRequests):
         self.max_rows = max_rows
         self.threads = threads
         self.deployments = deployments
+        self.stats = stats  # feedback's counts for the reports' data quality (best effort)
         self._models: OrderedDict[str, EffectModel] = OrderedDict()
 
     # EstimateEffects -------------------------------------------------------------
@@ -164,6 +170,7 @@ class Evaluator(PolicyRequests, ScorecardRequests):
             raise InvalidArgument("register_cate_model", "an effect model can be served only for two actions "
                                   "of an action-value use case")
         segments = list(request.segment_features) or [s for s in blueprint.slices if s in names]
+        outcome_name, outcome_definition = describe_reward(blueprint.reward)
         categories = tuple((f.name, tuple(f.vocabulary)) for f in blueprint.features
                            if f.type == blueprint_pb2.FEATURE_TYPE_CATEGORICAL)
         return EffectsJob(
@@ -173,6 +180,7 @@ class Evaluator(PolicyRequests, ScorecardRequests):
             forest_trees=request.forest_trees or E.DEFAULT_FOREST_TREES, register=request.register_cate_model,
             n_actions=len(actions), treatment_index=actions.index(treatment) if not arms else 1,
             timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+            outcome_name=outcome_name, outcome_definition=outcome_definition,
         )
 
     async def estimate_effects(self, request: epb.EstimateEffectsRequest) -> op_pb.Operation:
@@ -206,7 +214,10 @@ class Evaluator(PolicyRequests, ScorecardRequests):
             categories={name: list(vocab) for name, vocab in job.categories},
             segment_features=list(job.segment_features), treatment_cost=job.treatment_cost,
             forest_trees=job.forest_trees, export_onnx=job.register, n_actions=job.n_actions,
-            treatment_index=job.treatment_index,
+            treatment_index=job.treatment_index, arms=job.arms, outcome_name=job.outcome_name,
+            outcome_definition=job.outcome_definition, outcome_counts=data.outcome_counts,
+            blueprint_versions=data.blueprint_versions, model_versions=data.model_versions,
+            quality=await read_quality(self.stats, job.use_case),
         )
         output: EffectOutput = await run_isolated(run_analysis, task, on_stage=progress.stage, threads=self.threads)
         result = output.result

@@ -27,7 +27,9 @@ class EffectData:
     """Rows of one treated action against one control action.
 
     ``x`` is [n, F] float64 (NaN = missing), ``t`` is 1 for treated rows, ``y`` the
-    reward and ``propensity`` the logged probability of treatment p_t / (p_t + p_c)."""
+    reward and ``propensity`` the logged probability of treatment p_t / (p_t + p_c);
+    per row, ``outcome_counts`` the outcomes that counted, ``blueprint_versions`` and
+    ``model_versions`` what logged and decided it (for the report's data quality)."""
 
     feature_names: list[str]
     x: np.ndarray
@@ -37,6 +39,14 @@ class EffectData:
     rows_read: int
     times_ms: np.ndarray | None = None
     outcomes: int = 0
+    outcome_counts: np.ndarray | None = None
+    blueprint_versions: np.ndarray | None = None
+    model_versions: np.ndarray | None = None
+
+
+def model_versions_of(batch: fpb.ReadTrainingDataResponse) -> np.ndarray:
+    """The model version of each row of a batch (0 where none, or not sent)."""
+    return unpack_vector(batch.model_versions, I64) if batch.model_versions else np.zeros(batch.rows, np.int64)
 
 
 def rows_of(batch: fpb.ReadTrainingDataResponse, feature_names: list[str]):
@@ -67,18 +77,21 @@ class _Collected:
         self.rows_read = 0
 
     def add(self, keep: np.ndarray, x: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray,
-            when: np.ndarray, counts: np.ndarray) -> None:
+            when: np.ndarray, counts: np.ndarray, batch: fpb.ReadTrainingDataResponse) -> None:
         """Keep the rows of ``keep``; ``t`` and ``e`` are already the kept rows'."""
-        self.parts.append((x[keep], t, y[keep], e, when[keep]))
+        kept = int(keep.sum())
+        self.parts.append((x[keep], t, y[keep], e, when[keep], counts[keep].astype(np.int64),
+                           np.full(kept, batch.blueprint_version, np.int64), model_versions_of(batch)[keep]))
         self.outcomes += int(counts[keep].sum())
 
     def build(self, feature_names: list[str]) -> EffectData:
         """The arrays of all kept rows."""
         if not self.parts:
-            return EffectData(feature_names, np.empty((0, len(feature_names))), np.empty(0, np.int64),
-                              np.empty(0), np.empty(0), self.rows_read, np.empty(0, np.int64), self.outcomes)
-        x, t, y, e, when = (np.concatenate(column) for column in zip(*self.parts, strict=True))
-        return EffectData(feature_names, x, t, y, e, self.rows_read, when, self.outcomes)
+            empty = np.empty(0, np.int64)
+            return EffectData(feature_names, np.empty((0, len(feature_names))), empty, np.empty(0), np.empty(0),
+                              self.rows_read, empty, self.outcomes, empty, empty, empty)
+        x, t, y, e, when, counts, blueprints, models = (np.concatenate(column) for column in zip(*self.parts, strict=True))
+        return EffectData(feature_names, x, t, y, e, self.rows_read, when, self.outcomes, counts, blueprints, models)
 
 
 async def collect_effect_data(
@@ -114,7 +127,7 @@ async def collect_effect_data(
         total = p_t + p_c
         keep &= total > 0
         collected.add(keep, x, (chosen[keep] == t_idx).astype(np.int64), rewards,
-                      p_t[keep] / total[keep], when, counts)
+                      p_t[keep] / total[keep], when, counts, batch)
     return collected.build(feature_names)
 
 
@@ -146,5 +159,5 @@ async def collect_arm_data(
             continue
         share = shares[treatment] / (shares[treatment] + shares[control])
         collected.add(keep, x, (arms[keep] == treatment).astype(np.int64), rewards,
-                      np.full(int(keep.sum()), share), when, counts)
+                      np.full(int(keep.sum()), share), when, counts, batch)
     return collected.build(feature_names)

@@ -1,9 +1,10 @@
 """The self-contained HTML report of an effect analysis (jinja2 + matplotlib PNGs).
 
-Runs in the analysis worker process. Every section has an id (``summary``, ``warnings``,
-``overlap``, ``nuisance``, ``ate``, ``cate-distribution``, ``effect-modifier``,
-``segments``, ``validation``, ``policy``, ``refutation``, ``cate-model``,
-``reproducibility``) and every plot is an embedded PNG data URI.
+Runs in the analysis worker process. The page opens with the verdict; every section has
+an id (``verdict``, ``warnings``, ``data-quality``, ``overlap``, ``nuisance``, ``ate``,
+``cate-distribution``, ``effect-modifier``, ``intervals``, ``segments``, ``validation``,
+``policy``, ``refutation``, ``cate-model``, ``reproducibility``) and every plot is an
+embedded PNG data URI. Numbers go through :mod:`.formatting`; names, never enum constants.
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
+from loopwise.services.evaluator import formatting as F
+from loopwise.services.evaluator.verdict import POLICY_NAMES, gain_text
 
 if TYPE_CHECKING:
     from loopwise.services.evaluator.analysis import Plots
 
 TEMPLATE = "report.html.j2"
 BLUE, RED, GREY = "#3b75af", "#c03030", "#888888"
+ESTIMATOR_LABELS = {epb.ESTIMATOR_LINEAR_DML: "LinearDML", epb.ESTIMATOR_CAUSAL_FOREST_DML: "CausalForestDML",
+                    epb.ESTIMATOR_DR_LEARNER: "DRLearner (linear final stage)", epb.ESTIMATOR_AUTO: "automatic choice",
+                    epb.ESTIMATOR_UNSPECIFIED: "LinearDML"}
+REFUTATION_LABELS = {"placebo_treatment": "placebo treatment (treatment randomly permuted)",
+                     "random_common_cause": "random common cause (a noise column added as a control)"}
+# The QINI plot's legend and the page's alt text name the random-targeting line.
+RANDOM_LINE_LABEL = "random targeting"
+QINI_ALT = "QINI curve: cumulative effect when treating the highest predicted effects first, with the random-targeting line"
 
 
 def _png(fig: Any) -> str:
@@ -77,9 +88,9 @@ def _plots(result: epb.EstimateEffectsResult, plots: Plots) -> dict[str, str]:
     out = {}
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.hist(plots.cate, bins=40, color=BLUE)
-    ax.axvline(result.ate, color=RED, label=f"ATE {result.ate:.3f}")
+    ax.axvline(result.ate, color=RED, label=f"ATE {F.num(result.ate)}")
     ax.axvline(result.policy.treatment_cost, color=GREY, linestyle="--",
-               label=f"cost {result.policy.treatment_cost:g}")
+               label=f"cost {F.num(result.policy.treatment_cost)}")
     ax.set_xlabel("CATE (reward units)")
     ax.set_ylabel("rows")
     ax.legend()
@@ -119,21 +130,64 @@ def _plots(result: epb.EstimateEffectsResult, plots: Plots) -> dict[str, str]:
     ax.set_ylabel("doubly robust effect")
     out["calibration"] = _png(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, curve, title in ((axes[0], plots.qini_curve, "QINI"), (axes[1], plots.toc_curve, "TOC")):
-        if curve is not None:
-            ax.plot(curve[0], curve[1], color=BLUE)
-        ax.axhline(0.0, color=GREY, linewidth=0.8)
-        ax.set_xlabel("% treated (highest CATE first)")
-        ax.set_title(title)
-    out["uplift"] = _png(fig)
+    out["qini"] = qini_plot(plots.qini_curve, plots.held_out_ate)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if plots.toc_curve is not None:
+        order = np.argsort(plots.toc_curve[0])
+        ax.plot(plots.toc_curve[0][order], plots.toc_curve[1][order], color=BLUE, marker="o", markersize=3)
+    ax.axhline(0.0, color=GREY, linewidth=0.8, label="average effect (no targeting)")
+    ax.set_xlabel("% treated (highest predicted effect first)")
+    ax.set_ylabel("effect of the treated minus ATE")
+    ax.set_title("TOC")
+    ax.legend()
+    out["toc"] = _png(fig)
 
     values = list(result.policy.values)
     if values:
-        out["policy"] = _interval_plot([v.name for v in values], [v.value for v in values],
+        out["policy"] = _interval_plot([POLICY_NAMES.get(v.name, v.name)[:60] for v in values],
+                                       [v.value for v in values],
                                        [v.ci_lower for v in values], [v.ci_upper for v in values],
                                        "value per decision, net of cost (95% CI)")
     return out
+
+
+def _when(stamp) -> str:
+    """A timestamp for people: "2026-11-23 12:00 UTC"."""
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
+
+
+def qini_points(curve: tuple[np.ndarray, np.ndarray] | None,
+                held_out_ate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(share treated in %, cumulative effect per decision of treating the highest
+    predicted effects first, the same for random targeting) from DRTester's QINI curve,
+    which is the gain over random targeting: the cumulative effect of treating a share
+    q at random is q·ATE, a straight line from 0 to the held-out ATE."""
+    if curve is None or not np.size(curve[0]):
+        return np.array([0.0, 100.0]), np.array([0.0, held_out_ate]), np.array([0.0, held_out_ate])
+    order = np.argsort(curve[0])
+    share = np.concatenate([[0.0], np.asarray(curve[0], dtype=np.float64)[order], [100.0]])
+    random = share / 100.0 * held_out_ate
+    gain = np.concatenate([[0.0], np.asarray(curve[1], dtype=np.float64)[order], [0.0]])
+    return share, random + gain, random
+
+
+def qini_plot(curve: tuple[np.ndarray, np.ndarray] | None, held_out_ate: float) -> str:
+    """The QINI plot: the cumulative effect of targeting by the predicted effect, and the
+    random-targeting line (labelled RANDOM_LINE_LABEL); the area between them is the
+    QINI coefficient."""
+    import matplotlib.pyplot as plt
+
+    share, targeted, random = qini_points(curve, held_out_ate)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(share, targeted, color=BLUE, marker="o", markersize=3, label="targeting by predicted effect")
+    ax.plot(share, random, color=GREY, linestyle="--", label=RANDOM_LINE_LABEL)
+    ax.fill_between(share, random, targeted, color=BLUE, alpha=0.12)
+    ax.set_xlabel("% treated (highest predicted effect first)")
+    ax.set_ylabel("cumulative effect per decision")
+    ax.set_title("QINI")
+    ax.legend()
+    return _png(fig)
 
 
 def render_report(result: epb.EstimateEffectsResult, plots: Plots, meta: dict[str, Any]) -> bytes:
@@ -145,13 +199,18 @@ def render_report(result: epb.EstimateEffectsResult, plots: Plots, meta: dict[st
         loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    estimator = epb.Estimator.Name(result.estimator).removeprefix("ESTIMATOR_")
+    estimator = ESTIMATOR_LABELS.get(result.estimator, "LinearDML")
     data_range = ""
     repro = result.reproducibility
+    for name in ("num", "signed", "pct", "count", "p_value", "with_ci", "pct_with_ci"):
+        env.filters[name] = getattr(F, name)
+    env.globals.update(with_ci=F.with_ci, pct_with_ci=F.pct_with_ci, ci=F.ci, point=F.point, gain_text=gain_text, policy_name=POLICY_NAMES.get,
+                       refutation_name=REFUTATION_LABELS.get, qini_alt=QINI_ALT, random_line=RANDOM_LINE_LABEL,
+                       treated_word="arm" if result.treatment_source == epb.TREATMENT_SOURCE_ARMS else "action")
     if repro.HasField("data_start_time"):
-        data_range = f"{repro.data_start_time.ToJsonString()} … {repro.data_end_time.ToJsonString()}"
+        data_range = f"{_when(repro.data_start_time)} to {_when(repro.data_end_time)}"
     html = env.get_template(TEMPLATE).render(
-        **meta, r=result, estimator=estimator, data_range=data_range,
+        **meta, r=result, estimator=estimator, data_range=data_range, made=_when(result.create_time),
         quantiles=[(q.level, q.value) for q in result.cate_quantiles],
         top_feature=result.feature_names[plots.top_feature] if result.feature_names else "",
         plots=_plots(result, plots), versions=sorted(repro.versions.items()),

@@ -14,7 +14,7 @@ from loopwise.services.evaluator.registry import TrainerDeployments, TrainerRegi
 from loopwise.services.evaluator.servicer import EvaluatorServicer
 from loopwise.settings import Settings
 from loopwise.store.evaluator import open_evaluator_store
-from loopwise.upstream import DecisionUseCases, FeedbackTrainingData
+from loopwise.upstream import DecisionUseCases, FeedbackStats, FeedbackTrainingData
 
 SERVICE_NAME = "loopwise.evaluator.v1.EvaluatorService"
 
@@ -31,7 +31,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     evaluator = Evaluator(
         store.reports, runner, TrainerRegistry(channels), DecisionUseCases(channels),
         FeedbackTrainingData(channels), clock, process_seed(settings, "evaluator"), max_rows=settings.max_batch_rows,
-        threads=settings.max_workers_processes, deployments=TrainerDeployments(channels),
+        threads=settings.max_workers_processes, deployments=TrainerDeployments(channels), stats=FeedbackStats(channels),
     )
     servicer = EvaluatorServicer(evaluator)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)

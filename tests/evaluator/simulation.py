@@ -5,7 +5,9 @@ probabilities are p(treat) = 0.8·e(x), p(control) = 0.8·(1 − e(x)), p(other)
 with e(x) = sigmoid(0.8·x1 − 0.3), so the propensity of treatment within the pair is
 exactly e(x). The effect is τ(x) = 1 + 2·x0, the reward Y = x1 + 0.5·x2² + T·τ(x) + noise.
 Rows come from two blueprint versions whose features and actions are in different
-orders, so alignment by name is exercised.
+orders, so alignment by name is exercised; version 1's rows were decided without a model,
+version 2's by model version 4. The reward is the sum of "purchase" outcomes within 10
+minutes; feedback's GetStats answers STATS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf import duration_pb2
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -32,6 +35,12 @@ FEATURES_V2 = ["x0", "x1", "x2"]
 ACTIONS_V2 = ["control", "treat", "other"]
 FEATURES_V1 = ["x2", "x0", "x1"]
 ACTIONS_V1 = ["treat", "control", "other"]
+# The model version that decided the rows of each blueprint version (0: no model).
+MODEL_OF_VERSION = {1: 0, 2: 4}
+# What the test feedback service's GetStats answers for every use case.
+STATS = fpb.GetStatsResponse(decisions=4000, outcomes=3900, joined_decisions=3600, join_rate=0.9,
+                             orphan_outcomes=7, late_outcomes=250, unmatched_outcomes=3, closed_windows=3990,
+                             open_windows=10, fallback_decisions=5, invalid_records=2, lost_decision_outcomes=1)
 
 
 def tau(x: np.ndarray) -> np.ndarray:
@@ -90,7 +99,8 @@ def batch(sim: Simulated, rows: slice, version: int, outcomes: bool = True) -> f
         action_indices=pack(chosen, I32), propensities=pack(probs[np.arange(n), chosen], F32),
         action_probabilities=pack(probs, F32), n_actions=len(actions),
         rewards=pack(sim.y[rows] if outcomes else np.zeros(n), F32),
-        outcome_counts=pack(np.full(n, 1 if outcomes else 0), I32), model_versions=pack(np.zeros(n), I64),
+        outcome_counts=pack(np.full(n, 1 if outcomes else 0), I32),
+        model_versions=pack(np.full(n, MODEL_OF_VERSION[version]), I64),
         explored=bytes(n),
     )
 
@@ -117,6 +127,8 @@ def blueprint(use_case: str, version: int) -> bp.Blueprint:
     return bp.Blueprint(
         use_case=use_case, kind=bp.DECISION_KIND_ACTION_VALUE, actions=actions, arms=arms,
         features=[bp.Feature(name=f, type=bp.FEATURE_TYPE_NUMERIC) for f in features],
+        reward=bp.RewardSpec(outcome_names=["purchase"], aggregation=bp.REWARD_AGGREGATION_SUM,
+                             window=duration_pb2.Duration(seconds=600)),
     )
 
 
@@ -151,7 +163,7 @@ class SimulatedDecision(dgrpc.DecisionServiceServicer):
 
 
 class SimulatedFeedback(fgrpc.FeedbackServiceServicer):
-    """ReadTrainingData streaming each use case's batches."""
+    """ReadTrainingData streaming each use case's batches; GetStats answering STATS."""
 
     def __init__(self, data: dict[str, list[fpb.ReadTrainingDataResponse]]) -> None:
         self.data = data
@@ -161,6 +173,9 @@ class SimulatedFeedback(fgrpc.FeedbackServiceServicer):
         self.reads.append(request.use_case)
         for item in self.data.get(request.use_case, []):
             yield item
+
+    async def GetStats(self, request, context):  # noqa: N802
+        return STATS
 
 
 class SimulatedTrainer(tgrpc.TrainerServiceServicer):

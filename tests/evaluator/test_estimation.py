@@ -61,7 +61,7 @@ def test_nuisance_treatment_predictions_are_the_logged_propensities(name: str) -
 def test_every_estimator_recovers_the_effect(name: str) -> None:
     x, t, y, e = _pair_data(3000)
     est = E.fit_estimator(name, x, t, y, e, seed=7, forest_trees=40)
-    ate, lower, upper = E.ate_with_interval(est, x)
+    ate, lower, upper = E.ate_with_interval(est)
     assert lower <= tau(x).mean() <= upper
     assert np.corrcoef(E.effects(est, x), tau(x))[0, 1] > 0.9
     linear = E.linear_coefficients(est)

@@ -56,7 +56,7 @@ def test_ate_confidence_interval_covers_the_truth_in_at_least_17_of_20_seeds() -
         for seed in range(100, 120):
             x, t, y, e, tau = world(2000, seed=seed, nonlinear=False)
             est = E.fit_estimator(E.LINEAR_DML, x, t, y, e, seed=seed)
-            _, lower, upper = E.ate_with_interval(est, x)
+            _, lower, upper = E.ate_with_interval(est)
             covered += int(lower <= tau.mean() <= upper)
     assert covered >= 17, covered
 

@@ -14,6 +14,7 @@ from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import field_violations
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
+from loopwise.services.evaluator import formatting as F
 from loopwise.services.evaluator.server import start_server
 from loopwise.tensors import F32, F64, pack, unpack_vector
 from tests.evaluator.service import SERVING, Estimated, Evaluator, wait_final
@@ -64,8 +65,8 @@ async def test_request_id_returns_the_same_operation(evaluator: Evaluator, estim
     assert again.id == estimated.operation.id
 
 
-REPORT_SECTIONS = ("summary", "overlap", "nuisance", "ate", "cate-distribution", "effect-modifier", "segments",
-                   "validation", "policy", "refutation", "reproducibility")
+REPORT_SECTIONS = ("verdict", "data-quality", "overlap", "nuisance", "ate", "cate-distribution", "effect-modifier",
+                   "intervals", "segments", "validation", "policy", "refutation", "reproducibility")
 
 
 def report_sections(html: str) -> dict[str, str]:
@@ -88,9 +89,10 @@ async def test_report_html_is_self_contained(evaluator: Evaluator, estimated: Es
     images = report_pngs(html)
     assert len(images) >= 5
     assert all(image[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
-    assert f"{estimated.result.ate:.4f}" in sections["summary"]
+    r = estimated.result
+    assert F.with_ci(r.ate, r.ate_ci_lower, r.ate_ci_upper, sign=True) in sections["verdict"]
     assert "<code>x0</code>" in sections["effect-modifier"]  # the strongest effect modifier
-    assert "placebo_treatment" in sections["refutation"] and "random_common_cause" in sections["refutation"]
+    assert "placebo treatment" in sections["refutation"] and "random common cause" in sections["refutation"]
     assert "econml" in sections["reproducibility"]
     assert "http://" not in html and "https://" not in html
 
