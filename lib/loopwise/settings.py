@@ -186,9 +186,11 @@ class Settings(BaseSettings):
         description="`interval` mode: longest wait, in milliseconds, before a served decision "
                     "is written to the fsync'd spool")
     decision_log_commit_window_ms: float = Field(
-        1.0, ge=0,
+        0.0, ge=0,
         description="`durable` mode: milliseconds a spool commit waits after the first "
-                    "waiting request, so that concurrent requests share its fsync")
+                    "waiting request, so that more concurrent requests share its fsync; 0: "
+                    "commit at once (requests arriving during a commit share the next one; "
+                    "as fast or faster in docs/benchmarks.md)")
     decision_log_max_unspooled: int = Field(
         1000, ge=1,
         description="`interval` mode: most served decisions not yet in the spool; past it "

@@ -21,10 +21,11 @@ Crash guarantee, by ``durability`` (``LOOPWISE_DECISION_LOG_DURABILITY``):
   ``max_unspooled`` decisions are ever uncommitted: past that, answers wait for the
   commit (never under normal load).
 - ``durable``: an answer leaves only once its decisions are committed. Concurrent
-  requests share commits (group commit): the committer waits ``commit_window_s``
-  after the first waiting request, then commits everything submitted meanwhile with
-  one fdatasync; requests arriving during a commit go into the next one. A commit that
-  fails answers UNAVAILABLE (the decisions are still sent from memory).
+  requests share commits (group commit): a commit takes everything submitted so far
+  with one fdatasync, and the requests arriving during it share the next one; with
+  ``commit_window_s`` > 0 the committer also waits that long after the first waiting
+  request. A commit that fails answers UNAVAILABLE (the decisions are still sent from
+  memory).
 
 Spool files (``<seq>.req``, oldest first) are sequences of frames: payload length,
 crc32 and record count (``<III``), then a serialized ``LogDecisionsRequest`` with its
@@ -149,7 +150,10 @@ class DecisionSpool:
 
     @staticmethod
     def scan(path: Path, payloads: bool = True) -> SpoolScan:
-        """The frames of a file (payloads left empty when ``payloads`` is false)."""
+        """The frames of a file; with ``payloads`` false only their headers are read
+        (payloads left empty, checksums not checked: a quick count)."""
+        if not payloads:
+            return DecisionSpool._scan_headers(path)
         data = path.read_bytes()
         out = SpoolScan([])
         at = 0
@@ -168,6 +172,26 @@ class DecisionSpool:
                 break
             out.frames.append((payload if payloads else b"", count))
             at = start + length
+        return out
+
+    @staticmethod
+    def _scan_headers(path: Path) -> SpoolScan:
+        out = SpoolScan([])
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            at = 0
+            while at < size:
+                head = f.read(_HEADER.size)
+                if len(head) < _HEADER.size:
+                    out.torn = True
+                    break
+                length, _, count = _HEADER.unpack(head)
+                if at + _HEADER.size + length > size:
+                    out.torn = True
+                    break
+                out.frames.append((b"", count))
+                at += _HEADER.size + length
+                f.seek(at)
         return out
 
     @staticmethod
@@ -235,7 +259,7 @@ class DecisionLog:
         backoff_s: tuple[float, float] = (0.1, 2.0),
         durability: str = INTERVAL,
         spool_interval_s: float = 0.005,
-        commit_window_s: float = 0.001,
+        commit_window_s: float = 0.0,
         max_unspooled: int = 1000,
     ) -> None:
         if durability not in DURABILITY_MODES:

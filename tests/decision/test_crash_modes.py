@@ -306,3 +306,35 @@ async def test_past_the_bound_an_answer_waits_for_the_commit(tmp_path: Path) -> 
     finally:
         await decision_log.stop()
         await channel.close()
+
+
+async def test_a_damaged_spool_file_sends_what_precedes_the_damage_and_is_kept(tmp_path: Path) -> None:
+    spool = DecisionSpool(tmp_path / "spool")
+    batches = [_records(4, start=4 * k) for k in range(3)]
+    path, fd = spool.create()
+    for batch in batches:
+        DecisionSpool.append(fd, DecisionSpool.frame(
+            fpb.LogDecisionsRequest(request_id=f"r{len(batch)}", decisions=batch).SerializeToString(), len(batch)))
+    os.close(fd)
+    data = bytearray(path.read_bytes())
+    second = len(DecisionSpool.frame(fpb.LogDecisionsRequest(request_id="r4", decisions=batches[0])
+                                     .SerializeToString(), 4))
+    data[second + 20] ^= 0xFF  # a flipped byte in the second frame's payload
+    path.write_bytes(bytes(data))
+
+    feedback = RecordingFeedback()
+    address = f"127.0.0.1:{free_port()}"
+    server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, address)
+    channel = grpc.aio.insecure_channel(address)
+    decision_log = DecisionLog(channel, spool.dir, Clock())
+    try:
+        assert decision_log.counters.spool_depth == 12  # counted from the headers
+        decision_log.start()
+        await wait_until(lambda: decision_log.counters.spool_files == 0)
+        assert feedback.ids == [r.decision_id for r in batches[0]]
+        assert decision_log.counters.spool_depth == 0
+        assert [p.name for p in spool.dir.iterdir()] == [path.with_suffix(".damaged").name]
+    finally:
+        await decision_log.stop()
+        await channel.close()
+        await server.stop(0)
