@@ -428,6 +428,7 @@ def test_training_and_effects_jobs_started_from_the_console(loop: Loop, ada: Use
     form.locator("button").click()
     page.wait_for_url(re.compile(rf".*/use-cases/{USE_CASE}/operations/evaluator/[0-9a-f-]+$"))
     effects_id = ada.field("operation-id")
+    page.goto("about:blank")  # the job pages reload every 3 s while the jobs are cancelled
     with loop.client() as client:
         for service, job in (("trainer", training_id), ("evaluator", effects_id)):
             op = client.get_operation(job, USE_CASE, service=service)

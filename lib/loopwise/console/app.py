@@ -366,6 +366,8 @@ async def _run(ctx: Ctx, handler: Handler) -> Response:
         if ctx.request.method == "POST":
             log.warning("console action %s by %r refused: %s %s", ctx.request.url.path,
                         ctx.session.name, problem.code, problem.details)
+        elif problem.status >= 500:
+            log.warning("console page %s: %s %s", ctx.request.url.path, problem.code, problem.details)
         return ctx.problem(problem, uc if isinstance(uc, str) and USE_CASE_RE.fullmatch(uc) else None)
 
 
