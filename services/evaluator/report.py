@@ -130,7 +130,7 @@ def _plots(result: epb.EstimateEffectsResult, plots: Plots) -> dict[str, str]:
     ax.set_ylabel("doubly robust effect")
     out["calibration"] = _png(fig)
 
-    out["qini"] = qini_plot(plots.qini_curve, plots.held_out_ate)
+    out["qini"] = _png(qini_figure(plots.qini_curve, plots.held_out_ate))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if plots.toc_curve is not None:
@@ -172,10 +172,13 @@ def qini_points(curve: tuple[np.ndarray, np.ndarray] | None,
     return share, random + gain, random
 
 
-def qini_plot(curve: tuple[np.ndarray, np.ndarray] | None, held_out_ate: float) -> str:
-    """The QINI plot: the cumulative effect of targeting by the predicted effect, and the
-    random-targeting line (labelled RANDOM_LINE_LABEL); the area between them is the
+def qini_figure(curve: tuple[np.ndarray, np.ndarray] | None, held_out_ate: float):
+    """The QINI figure: the cumulative effect of targeting by the predicted effect, and
+    the random-targeting line (labelled RANDOM_LINE_LABEL); the area between them is the
     QINI coefficient."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     share, targeted, random = qini_points(curve, held_out_ate)
@@ -187,7 +190,7 @@ def qini_plot(curve: tuple[np.ndarray, np.ndarray] | None, held_out_ate: float) 
     ax.set_ylabel("cumulative effect per decision")
     ax.set_title("QINI")
     ax.legend()
-    return _png(fig)
+    return fig
 
 
 def render_report(result: epb.EstimateEffectsResult, plots: Plots, meta: dict[str, Any]) -> bytes:
