@@ -54,12 +54,13 @@ class Delivery:
     could not (its deadline passed first, or it failed). ``settle`` logs them once;
     the undelivered ones are also counted per use case in ``DecisionCore.undelivered``."""
 
-    __slots__ = ("core", "held", "settled")
+    __slots__ = ("core", "held", "settled", "deadline")
 
     def __init__(self, core: DecisionCore) -> None:
         self.core = core
         self.held: list[tuple[str, int, int, Callable[[], list[fpb.DecisionRecord]] | None]] = []
         self.settled = False
+        self.deadline: float | None = None  # the call's deadline, time.monotonic() seconds
 
     def hold(self, use_case: str, decisions: int, records: int,
              build: Callable[[], list[fpb.DecisionRecord]] | None) -> None:
@@ -79,11 +80,10 @@ class Delivery:
             self.core._submit(use_case, decisions, records, build, delivered)
         self.held.clear()
 
-    def on_done(self, context: object) -> None:
-        """A call's done callback: delivered when its deadline had not passed when the
-        call ended (``context.time_remaining()`` is 0 once it has)."""
-        remaining = context.time_remaining()  # type: ignore[attr-defined]
-        self.settle(remaining is None or remaining > 0)
+    def on_done(self, _task: object = None) -> None:
+        """The done callback of the call's task: delivered when the call ended before
+        its deadline (``deadline``; None: the call had none)."""
+        self.settle(self.deadline is None or time.monotonic() < self.deadline)
 
 
 def _undelivered(build: Callable[[], list[fpb.DecisionRecord]]) -> Callable[[], list[fpb.DecisionRecord]]:

@@ -12,6 +12,7 @@ ended before. When the decision log must hold a decision before its answer leave
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -100,13 +101,18 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
     def _hand_over(self, context, delivery: Delivery) -> None:
         """Log the call's decisions once its answer is out (as undelivered if the call's
         deadline passed first); refuse to send what is ready after the deadline."""
-        if _past_deadline(context):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
             delivery.settle(delivered=False)
             raise DeadlineExceeded("the decision was ready after the call's deadline; it was not sent")
         if _log_before_answer(self.core):
             delivery.settle(delivered=True)
-        else:
-            context.add_done_callback(delivery.on_done)
+            return
+        # The call's task ends once grpc has handed the answer to the transport (or
+        # failed to). Its done callback, not the context's: a context callback would
+        # keep the call (and its HTTP/2 stream) alive until the garbage collector runs.
+        delivery.deadline = None if remaining is None else time.monotonic() + remaining
+        asyncio.current_task().add_done_callback(delivery.on_done)
 
     async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:  # noqa: N802
         """A bidi stream of Decide calls, answered in order. A bad request ends the

@@ -186,21 +186,14 @@ class _Core:
     _submit = DecisionCore._submit
 
 
-class _Context:
-    def __init__(self, remaining):
-        self.remaining = remaining
-
-    def time_remaining(self):
-        return self.remaining
-
-
-@pytest.mark.parametrize("remaining, delivered", [(None, True), (0.2, True), (0, False), (0.0, False)])
-def test_delivery_settles_once_when_the_call_ends(remaining, delivered) -> None:
+@pytest.mark.parametrize("deadline, delivered", [(None, True), (3600.0, True), (-0.001, False), (-1.0, False)])
+def test_delivery_settles_once_when_the_call_ends(deadline, delivered) -> None:
     core = _Core()
     delivery = Delivery(core)  # type: ignore[arg-type]
     delivery.hold("uc", 2, 3, lambda: [fpb.DecisionRecord(decision_id=str(i)) for i in range(3)])
     assert core.log.submitted == []  # held until the call ends
-    delivery.on_done(_Context(remaining))
+    delivery.deadline = None if deadline is None else time.monotonic() + deadline
+    delivery.on_done()
     delivery.settle(delivered=not delivered)  # later calls change nothing
     assert core.log.submitted == [3]
     assert [r.undelivered for r in core.log.built] == [not delivered] * 3
