@@ -8,28 +8,27 @@ import (
 	"testing"
 )
 
-// goBuild runs `go build` in dir with extra environment and fails the test on error.
-func goBuild(t *testing.T, dir string, env []string, args ...string) {
+// goCommand runs a go command in dir with extra environment and fails the test on error.
+func goCommand(t *testing.T, dir string, env []string, args ...string) {
 	t.Helper()
-	command := exec.Command("go", append([]string{"build"}, args...)...)
+	command := exec.Command("go", args...)
 	command.Dir = dir
 	command.Env = append(os.Environ(), env...)
 	if out, err := command.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s in %s: %v\n%s", strings.Join(args, " "), dir, err, out)
+		t.Fatalf("go %s in %s: %v\n%s", strings.Join(args, " "), dir, err, out)
 	}
 }
 
-// The example programs build, and so does a program of another module that requires
-// this one by its path (here replaced by the checkout, as a go.work or a tagged
-// version would provide it).
+// The programs of this module that use the package compile (go vet type-checks them),
+// and the example builds as a program of another module that requires this one by its
+// path (here replaced by the checkout, as a go.work or a tagged version would provide it).
 func TestTheModuleIsImportableByItsPath(t *testing.T) {
 	moduleDir, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	goBuild(t, moduleDir, nil, "-o", filepath.Join(out, "decide"), "./examples/decide")
-	goBuild(t, moduleDir, nil, "-o", filepath.Join(out, "smoke"), "./cmd/smoke")
+	goCommand(t, moduleDir, nil, "vet", "./examples/...", "./cmd/...")
 
 	app := t.TempDir()
 	goMod := "module example.com/backend\n\ngo 1.24\n\n" +
@@ -49,7 +48,7 @@ func TestTheModuleIsImportableByItsPath(t *testing.T) {
 		}
 	}
 	// Only the module cache: the dependencies are those of this module, already there.
-	goBuild(t, app, []string{"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off"}, "-o", filepath.Join(out, "backend"), ".")
+	goCommand(t, app, []string{"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off"}, "build", "-o", filepath.Join(out, "backend"), ".")
 	if _, err := os.Stat(filepath.Join(out, "backend")); err != nil {
 		t.Fatal(err)
 	}
