@@ -6,6 +6,7 @@ certificate and no token of its own."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from loopwise.settings import SERVICES, Settings
 from loopwise.simulator import CheckoutUpsell
 from tests.security.helpers import TokensFile, give_services_credentials
 from tests.support import new_launcher
+
+log = logging.getLogger("tests.console")
 
 USE_CASE = "console_checkout"
 OTHER = "console_other"
@@ -108,8 +112,10 @@ def running_loop(root: Path) -> Iterator[Loop]:
                                       "LOOPWISE_HEALTH_PORT": str(free_port())}
     give_services_credentials(launcher, tokens)
     world = CheckoutUpsell(seed=5, window_s=WINDOW_S)
+    began = time.monotonic()
     try:
         launcher.start_all()
+        log.info("console loop: services started after %.1f s", time.monotonic() - began)
         made = Loop(launcher, pki, tokens, world, "", "", "", 0, "")
         with made.client() as client:
             client.apply_use_case(_blueprint(world, USE_CASE, 0.3), author="ada", reason="first strategy")
@@ -122,13 +128,17 @@ def running_loop(root: Path) -> Iterator[Loop]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"reward windows not closed: {stats}")
                 time.sleep(0.2)
+            log.info("console loop: %d decisions logged and their windows closed after %.1f s",
+                     DECISIONS, time.monotonic() - began)
             training = client.start_training(USE_CASE, deploy=True)
             effects = client.estimate_effects(USE_CASE, estimator="linear_dml", treatment_action="offer",
                                               control_action="no_offer", seed=3, timeout=300)
             trained = operation_result(client.wait_operation(training, timeout=150))
             if not trained.deployed:
                 raise RuntimeError(f"the model was not deployed: {trained.deployment_reason}")
+            log.info("console loop: model trained after %.1f s", time.monotonic() - began)
             estimated = client.wait_operation(effects, timeout=150)
+            log.info("console loop: effects estimated after %.1f s", time.monotonic() - began)
             # A decision made by the deployed model (hot swapped into the decision service).
             deadline = time.monotonic() + 60
             while True:
@@ -141,12 +151,20 @@ def running_loop(root: Path) -> Iterator[Loop]:
             client.log_outcome(USE_CASE, decided.decision_id, "o-model", "purchase", 12.5,
                                event_time=client.clock.now())
             _log(client, world, version, 200)
+            deadline = time.monotonic() + 30
+            while (stats := client.get_stats(USE_CASE)).decisions < DECISIONS + 201:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"decisions not all logged: {stats}")
+                time.sleep(0.1)
+            log.info("console loop: ready after %.1f s", time.monotonic() - began)
             made.training_id, made.effects_id = training.id, effects.id
             made.report_id = operation_result(estimated).report_id
             made.model_version, made.decision_id = trained.model.version, decided.decision_id
         yield made
     finally:
-        launcher.stop_all()
+        # Stopped together: what they would still hand over to each other is test data.
+        with ThreadPoolExecutor(len(SERVICES)) as pool:
+            list(pool.map(launcher.stop, SERVICES))
 
 
 @dataclass

@@ -201,28 +201,34 @@ def test_live_page_polls_stats_and_draws_charts(loop: Loop, ada: User) -> None:
             assert charts.nth(i).get_attribute("src").startswith("data:image/svg+xml;base64,")
             assert charts.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
 
-        # New traffic: 500 decisions of the model in one batch. The console's next poll
-        # counts them and samples their exploration flags.
+        # New traffic: 500 decisions of the model in one batch. The console's next polls
+        # count them and sample their exploration flags (the samples recorded since the
+        # batch hold its decisions and no other).
         world = loop.world
         version = client.get_use_case(USE_CASE).version
-        before = stats.decisions
+        before, started = stats.decisions, time.time()
         batch = client.decide_batch(USE_CASE, version, list(world.feature_names),
                                     world.sample_units(500).matrix)
         explored = float(np.mean(batch.explored))
         deadline = time.monotonic() + 40
         while True:
             page = ada.visit(f"/use-cases/{USE_CASE}/live?auto=0")
-            sample = page.locator("text=/\\d+ decisions of the interval/")
-            if sample.count() and sample.inner_text().startswith("500 decisions"):
+            samples = [(rows, float(share)) for at, rows, share in page.locator(
+                "table[data-table='history'] tbody tr").evaluate_all(
+                "rows => rows.map(r => [Number(r.dataset.time), Number(r.dataset.sampled), r.dataset.exploration])")
+                if at >= started and rows > 0]
+            if sum(rows for rows, _ in samples) >= 500:
                 break
-            assert time.monotonic() < deadline, page.locator("table.kv").first.inner_text()
+            assert time.monotonic() < deadline, samples
             page.wait_for_timeout(1000)
-        assert math.isclose(number(ada.field("exploration-share")), pct(explored), abs_tol=0.051)
+        assert sum(rows for rows, _ in samples) == 500
+        assert math.isclose(sum(rows * share for rows, share in samples) / 500, explored, abs_tol=1e-9)
+        assert math.isclose(number(ada.field("exploration-share")), pct(samples[0][1]), abs_tol=0.051)
         stats = client.get_stats(USE_CASE)
         assert stats.decisions == before + 500
         assert number(ada.field("decisions")) == stats.decisions
-    rates = [number(t) for t in page.locator("table[data-table='history'] tbody tr td:nth-child(3)")
-             .all_text_contents() if t.strip() not in ("—", "")]
+    rates = [number(text) for text in page.locator("table[data-table='history'] tbody tr td:nth-child(3)")
+             .all_text_contents() if text.strip() not in ("—", "")]
     assert max(rates) > 0
     ada.assert_no_console_error()
 
