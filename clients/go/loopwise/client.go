@@ -258,8 +258,12 @@ func (c *Client) Decide(ctx context.Context, useCase string, features map[string
 // GetUseCase reads the latest version of a use case and caches its default decision
 // for the local fallback.
 func (c *Client) GetUseCase(ctx context.Context, useCase string) (*decisionv1.UseCase, error) {
+	return c.getUseCase(ctx, useCase, c.bulkDeadline())
+}
+
+func (c *Client) getUseCase(ctx context.Context, useCase string, timeout time.Duration) (*decisionv1.UseCase, error) {
 	var reply *decisionv1.GetUseCaseResponse
-	err := c.call(ctx, "GetUseCase", c.bulkDeadline(), func(ctx context.Context, opts ...grpc.CallOption) error {
+	err := c.call(ctx, "GetUseCase", timeout, func(ctx context.Context, opts ...grpc.CallOption) error {
 		var callErr error
 		reply, callErr = c.decision.GetUseCase(ctx, &decisionv1.GetUseCaseRequest{UseCase: useCase}, opts...)
 		return callErr
@@ -331,13 +335,14 @@ func (c *Client) learn(useCase *decisionv1.UseCase) {
 	}
 }
 
-// remember learns the default decision at the first successful contact (best effort).
+// remember learns the default decision at the first successful contact (best effort,
+// within the decide deadline: a slow answer is learned at a later contact).
 func (c *Client) remember(ctx context.Context, useCase string) {
 	c.mu.RLock()
 	_, known := c.learned[useCase]
 	c.mu.RUnlock()
 	if !known {
-		_, _ = c.GetUseCase(ctx, useCase)
+		_, _ = c.getUseCase(ctx, useCase, c.deadline)
 	}
 }
 

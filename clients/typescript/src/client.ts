@@ -253,9 +253,13 @@ export class Client {
 
   /** Reads the latest version of a use case and caches its default decision for the
    * local fallback. */
-  async getUseCase(useCase: string, options: CallOptions = {}): Promise<UseCase> {
+  getUseCase(useCase: string, options: CallOptions = {}): Promise<UseCase> {
+    return this.readUseCase(useCase, this.bulkDeadlineMs, options.signal);
+  }
+
+  private async readUseCase(useCase: string, timeoutMs: number, signal?: AbortSignal): Promise<UseCase> {
     const reply = await this.call(this.decisionChannel, DecisionService.method.getUseCase,
-      create(GetUseCaseRequestSchema, { useCase }), this.bulkDeadlineMs, options.signal);
+      create(GetUseCaseRequestSchema, { useCase }), timeoutMs, signal);
     if (reply.useCase) this.learn(reply.useCase);
     if (!reply.useCase) throw new Error(`loopwise: GetUseCase answered without a use case for ${useCase}`);
     return reply.useCase;
@@ -316,11 +320,12 @@ export class Client {
     });
   }
 
-  /** Learns the default decision at the first successful contact (best effort). */
+  /** Learns the default decision at the first successful contact (best effort, within
+   * the decide deadline: a slow answer is learned at a later contact). */
   private async remember(useCase: string, signal?: AbortSignal): Promise<void> {
     if (this.learned.has(useCase)) return;
     try {
-      await this.getUseCase(useCase, { signal });
+      await this.readUseCase(useCase, this.config.deadlineMs, signal);
     } catch {
       // best effort: learned at a later contact
     }
