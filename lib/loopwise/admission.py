@@ -189,23 +189,62 @@ class Admission(grpc.aio.ServerInterceptor):
         wrapped = cached[1]
         if wrapped is None:  # Health, or a synchronous handler: not counted
             return handler
-        task = asyncio.current_task()
-        if task is None:
+        if asyncio.current_task() is None:
             return handler
-        stream = handler.request_streaming or handler.response_streaming
+        _TICKET.set(self.ticket(method, handler.request_streaming or handler.response_streaming))
+        return wrapped
+
+    def ticket(self, method: str, stream: bool) -> Ticket:
+        """Count a call of ``method`` that reached Python (in its own task): its ticket,
+        with ``refusal`` set when its bound is full. An admitted call holds its slot
+        until its task is done."""
         if stream:
             refusal = STREAMS if self.max_streams and self.streams >= self.max_streams else ""
         else:
             refusal = OVER_LIMIT if self.max_unary and self.unary >= self.max_unary else ""
         ticket = Ticket(self, method, stream, refusal)
         if not refusal:
-            if stream:
-                self.streams += 1
-            else:
-                self.unary += 1
-            task.add_done_callback(ticket.end)
-        _TICKET.set(ticket)
-        return wrapped
+            task = asyncio.current_task()
+            if task is not None:
+                if stream:
+                    self.streams += 1
+                else:
+                    self.unary += 1
+                task.add_done_callback(ticket.end)
+        return ticket
+
+    def wrap_once(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` with admission control, for a server without interceptors: the
+        ticket is taken inside the call's own task when its handler starts (Health and
+        synchronous handlers are returned as they are)."""
+        wrapped = self._wrap(method, handler)
+        if wrapped is None:
+            return handler
+        stream = handler.request_streaming or handler.response_streaming
+        take = self.ticket
+
+        def taking(behavior: Any) -> Any:
+            if inspect.isasyncgenfunction(behavior):
+                async def gen(request: Any, context: Any) -> AsyncIterator[Any]:
+                    _TICKET.set(take(method, stream))
+                    async for response in behavior(request, context):
+                        yield response
+                return gen
+
+            async def call(request: Any, context: Any) -> Any:
+                _TICKET.set(take(method, stream))
+                return await behavior(request, context)
+            return call
+
+        for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                              ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                              ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                              ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+            behavior = getattr(wrapped, kind)
+            if behavior is not None:
+                return factory(taking(behavior), request_deserializer=wrapped.request_deserializer,
+                               response_serializer=wrapped.response_serializer)
+        return handler
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
         if method.startswith(f"/{HEALTH_SERVICE}/"):

@@ -73,15 +73,45 @@ class CallGuard(grpc.aio.ServerInterceptor):
                        if settings.tokens_file is not None else None)
         self.limits = InputLimits.from_settings(settings)
         self.rates = RateLimits(settings)
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Any],
                                 details: grpc.HandlerCallDetails) -> Any:
-        """Wrap the method handler of every RPC except Health and reflection."""
+        """Wrap the method handler of every RPC except Health and reflection (wrapped
+        once per method while the rest of the chain returns the same handler)."""
         handler = await continuation(details)
-        service, method = split_method(details.method)
-        if handler is None or service in OPEN_SERVICES:
+        if handler is None:
+            return handler
+        cached = self._handlers.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap_once(details.method, handler)
+        self._handlers[details.method] = (handler, wrapped)
+        return wrapped
+
+    def wrap_once(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The guarded handler of ``full_method`` (``/service/Method``); Health and
+        reflection are returned as they are."""
+        service, method = split_method(full_method)
+        if service in OPEN_SERVICES:
             return handler
         return self._wrap(handler, method)
+
+    def screen(self, context: grpc.aio.ServicerContext, method: str, raw: Any,
+               parse: Callable[[bytes], Any] | None) -> Any:
+        """Authenticate, parse and check one unary request (synchronously); returns the
+        parsed request or raises a LoopwiseError (answer it with :meth:`refuse`)."""
+        principal = self.admit(context) if self.tokens is not None else ANONYMOUS
+        request = _parse(raw, parse)
+        self.check(principal, method, request, context)
+        return request
+
+    async def refuse(self, context: grpc.aio.ServicerContext, method: str, error: LoopwiseError,
+                     principal: Principal | None = None) -> None:
+        """End the call with ``error``'s status (raises grpc's abort)."""
+        log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
+                 error.code.name, error.message)
+        await context.abort_with_status(to_status(error))
 
     def admit(self, context: grpc.aio.ServicerContext) -> Principal:
         """The caller's principal (Unauthenticated when tokens are on and it has none)."""

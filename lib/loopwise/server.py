@@ -30,8 +30,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loopwise import logs, security, tracing
-from loopwise.admission import Admission
-from loopwise.errors import Unavailable
+from loopwise.admission import HEALTH_SERVICE, Admission
+from loopwise.auth import OPEN_SERVICES
+from loopwise.errors import LoopwiseError, Unavailable
 from loopwise.metrics import MetricsEndpoint, Registry, RpcMetrics, metrics_port
 from loopwise.settings import SERVICES, Settings
 
@@ -266,6 +267,142 @@ class _ObservedCall:
             tracing.end_server_span(self.span, code, error)
 
 
+class CallPipeline:
+    """The per-call work of a ServiceHost (metrics, tracing, admission, the call guard
+    and the use-case probe) fused into one wrapper per method, built once when the
+    method is registered: no grpc interceptors run per call and no handler is built per
+    call. Same behaviour as the interceptor chain ``RpcObserver → Admission → CallGuard →
+    RequestProbe``: refused calls are counted and traced, admission refuses before the
+    request is parsed, unparseable requests get INVALID_ARGUMENT, Health is neither
+    guarded nor shed. Unary calls run a single fused function; streaming methods chain
+    the layers' wrappers, also built once."""
+
+    def __init__(self, metrics: RpcMetrics, admission: Admission | None,
+                 guard: security.CallGuard | None) -> None:
+        self.metrics = metrics
+        self.admission = admission
+        self.guard = guard
+        self.observer = RpcObserver(metrics)
+        self.probe = RequestProbe()
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler serving ``method`` (``/service/Method``)."""
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            return self._fused_unary(method, handler)
+        inner = handler
+        if not handler.request_streaming and handler.unary_stream is not None \
+                and inspect.isasyncgenfunction(handler.unary_stream):
+            inner = grpc.unary_stream_rpc_method_handler(
+                self.probe._probe_stream(handler.unary_stream), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if self.guard is not None:
+            inner = self.guard.wrap_once(method, inner)
+        if self.admission is not None:
+            inner = self.admission.wrap_once(method, inner)
+        return self.observer._wrap(method, inner)
+
+    def _fused_unary(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, rpc = tracing.split_method(method)
+        behavior = handler.unary_unary
+        parse = handler.request_deserializer
+        record = self.metrics.record
+        admission = None if self.admission is None or service == HEALTH_SERVICE else self.admission
+        guard = None if self.guard is None or service in OPEN_SERVICES else self.guard
+        perf_counter = time.perf_counter
+        set_use_case = _USE_CASE.set
+        reset_use_case = _USE_CASE.reset
+
+        async def call(request: Any, context: Any) -> Any:
+            holder = [""]
+            token = set_use_case(holder)
+            span = tracing.start_server_span(method, context.invocation_metadata(), "") \
+                if tracing.enabled() else None
+            started = perf_counter()
+            error: BaseException | None = None
+            try:
+                if admission is not None:
+                    ticket = admission.ticket(method, False)
+                    reason = admission._refusal(context, ticket)
+                    if reason:
+                        await admission._shed(context, ticket, reason)
+                    ticket.started = perf_counter()
+                if guard is not None:
+                    try:
+                        request = guard.screen(context, rpc, request, parse)
+                    except LoopwiseError as refused:
+                        await guard.refuse(context, rpc, refused)
+                use_case = getattr(request, "use_case", "")
+                if use_case and isinstance(use_case, str):
+                    holder[0] = use_case
+                    if span is not None:
+                        tracing.set_attributes(use_case=use_case)
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = _code_of(context, error)
+                record(rpc, holder[0], code, perf_counter() - started)
+                try:
+                    reset_use_case(token)
+                except ValueError:
+                    pass
+                if span is not None:
+                    tracing.end_server_span(span, code, error)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=None if guard is not None else parse,
+            response_serializer=handler.response_serializer)
+
+
+class _Capture:
+    """Stands in for a server while a generated ``add_…_to_server`` (or reflection)
+    registers its method handlers, and collects them by full method name."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.opaque: list[Any] = []
+
+    def add_generic_rpc_handlers(self, generic_handlers: Iterable[Any]) -> None:
+        for generic in generic_handlers:
+            table = getattr(generic, "_method_handlers", None)
+            if isinstance(table, dict):
+                self.handlers.update(table)
+            else:
+                self.opaque.append(generic)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+
+class _MethodTable(grpc.GenericRpcHandler):
+    """The server's one generic handler: method name → prebuilt wrapped handler (and,
+    for handlers registered without a table, their wrapped handler cached per method)."""
+
+    def __init__(self, pipeline: CallPipeline) -> None:
+        self.pipeline = pipeline
+        self.table: dict[str, grpc.RpcMethodHandler] = {}
+        self.opaque: list[Any] = []
+
+    def add(self, capture: _Capture) -> None:
+        for method, handler in capture.handlers.items():
+            self.table[method] = self.pipeline.wrap(method, handler)
+        self.opaque.extend(capture.opaque)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = self.table.get(method)
+        if handler is not None or not self.opaque:
+            return handler
+        for generic in self.opaque:
+            found = generic.service(handler_call_details)
+            if found is not None:
+                wrapped = self.table[method] = self.pipeline.wrap(method, found)
+                return wrapped
+        return None
+
+
 @dataclass
 class ServiceHost:
     """A running gRPC server for one loopwise service, with health and graceful stop."""
@@ -292,6 +429,8 @@ class ServiceHost:
     _hooks: list[ShutdownHook] = field(default_factory=list)
     _services: list[str] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tasks awaiting in until_stopping → cancelled by stop().
+    _waiting: dict[asyncio.Task[Any], bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings),
@@ -300,19 +439,26 @@ class ServiceHost:
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
         # Admission control (bounded work, the rest shed at once: docs/architecture.md §6).
         self.admission = Admission.from_settings(self.settings, self.registry, self.name)
-        # RpcObserver outermost (refused calls are counted and traced too), admission
-        # next (it refuses before anything parses), the request probe innermost (it sees
-        # the parsed request and names its use case).
-        self.server = grpc.aio.server(options=options, interceptors=[
-            RpcObserver(self.rpc_metrics), self.admission, *security.server_interceptors(self.settings),
-            RequestProbe()])
+        # No grpc interceptors: each method's handler is wrapped once, when it is added,
+        # by the call pipeline (metrics and tracing outermost, so refused calls are
+        # counted and traced too; admission next, before anything parses; then the call
+        # guard; the use case of the parsed request names the call).
+        self.pipeline = CallPipeline(self.rpc_metrics, self.admission, security.CallGuard(self.settings))
+        self._methods = _MethodTable(self.pipeline)
+        self.server = grpc.aio.server(options=options)
+        self.server.add_generic_rpc_handlers((self._methods,))
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._register(lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target))
+
+    def _register(self, add_to: Callable[[Any], None]) -> None:
+        capture = _Capture()
+        add_to(capture)
+        self._methods.add(capture)
 
     def add(self, registrations: Iterable[Registration]) -> None:
         """Add servicers; their services are announced by health and reflection."""
         for reg in registrations:
-            reg.add_to_server(reg.servicer, self.server)
+            self._register(lambda target, reg=reg: reg.add_to_server(reg.servicer, target))
             self._services.append(reg.service_name)
 
     def on_shutdown(self, hook: ShutdownHook) -> None:
@@ -334,7 +480,7 @@ class ServiceHost:
     async def start(self) -> int:
         """Bind, start and mark every service SERVING; returns the bound port."""
         names = [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self.server)
+        self._register(lambda target: reflection.enable_server_reflection(names, target))
         self.port = security.bind(self.server, self.address, self.settings)
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot bind {self.address}")
@@ -363,6 +509,9 @@ class ServiceHost:
             await self._stopped.wait()
             return
         self.stopping.set()
+        for task in list(self._waiting):  # streams waiting for their next message
+            self._waiting[task] = True
+            task.cancel()
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         await self.server.stop(grace)
@@ -400,17 +549,28 @@ class ServiceHost:
 
 
 async def until_stopping(host: ServiceHost, awaitable: Awaitable[Any]) -> Any:
-    """Await ``awaitable`` unless the host starts stopping first (then UNAVAILABLE)."""
-    task = asyncio.ensure_future(awaitable)
-    stop = asyncio.ensure_future(host.stopping.wait())
+    """Await ``awaitable`` unless the host starts stopping first (then UNAVAILABLE).
+
+    No task is created per call: the calling task is noted while it waits, and
+    ``ServiceHost.stop`` cancels it (a stream waiting for its next message ends with
+    UNAVAILABLE; a cancellation from anywhere else stays a cancellation)."""
+    if host.stopping.is_set():
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        host.check_stopping()
+    task = asyncio.current_task()
+    if task is None:  # not in a task: nothing to cancel
+        return await awaitable
+    host._waiting[task] = False
     try:
-        done, _ = await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        return await awaitable
+    except asyncio.CancelledError:
+        if host._waiting.get(task):
+            task.uncancel()
+            host.check_stopping()
+        raise
     finally:
-        stop.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    host.check_stopping()
+        host._waiting.pop(task, None)
 
 
 def configure_logging(settings: Settings, service: str = "") -> None:

@@ -1,0 +1,154 @@
+"""The call pipeline (one wrapper per method, built when the method is added) decides and
+logs exactly what the grpc interceptor chain it replaces did: two decision services with
+the same seed, one built the previous way (RpcObserver → Admission → CallGuard →
+RequestProbe as grpc.aio interceptors), get the same seeded random requests; their
+answers, probabilities, status codes and logged records must be equal."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from loopwise import security
+from loopwise.admission import Admission
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.server import (
+    RequestProbe,
+    RpcObserver,
+    ServiceHost,
+    _Capture,
+    channel_options,
+    connection_options,
+)
+from tests.decision.helpers import (
+    RecordingFeedback,
+    blueprint,
+    features,
+    serve,
+    start_decider,
+    wait_until,
+)
+
+ROWS = 60
+# Fields that differ between two runs whatever the path: ids and times.
+VARYING = ("decision_id", "_time", "_at", "latency", "timestamp")
+
+
+class _Table(grpc.GenericRpcHandler):
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def service(self, details):
+        return self.table.get(details.method)
+
+
+def _admission_options(settings) -> list:
+    try:
+        return Admission.server_options(settings)  # type: ignore[call-arg]
+    except TypeError:
+        return Admission.server_options()  # type: ignore[call-arg]
+
+
+def _interceptor_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ServiceHost build its server the previous way: unwrapped handlers behind the
+    grpc.aio interceptor chain."""
+    original = ServiceHost.__post_init__
+
+    def post_init(self: ServiceHost) -> None:
+        original(self)
+        options = [("grpc.so_reuseport", 0), *channel_options(self.settings), *_admission_options(self.settings),
+                   *connection_options(self.settings, self.max_connection_age)]
+        self.server = grpc.aio.server(options=options, interceptors=[
+            RpcObserver(self.rpc_metrics), self.admission, *security.server_interceptors(self.settings),
+            RequestProbe()])
+        self.server.add_generic_rpc_handlers((_Table(self.__dict__.setdefault("_raw", {})),))
+
+    def register(self: ServiceHost, add_to) -> None:
+        capture = _Capture()
+        add_to(capture)
+        self.__dict__.setdefault("_raw", {}).update(capture.handlers)
+
+    monkeypatch.setattr(ServiceHost, "__post_init__", post_init)
+    monkeypatch.setattr(ServiceHost, "_register", register)
+
+
+def _plain(message) -> dict:
+    """A message's fields as a dict, without ids and times."""
+    out = {}
+    for field, value in message.ListFields():
+        if any(v in field.name for v in VARYING):
+            continue
+        if field.message_type is not None and not field.is_repeated:
+            out[field.name] = _plain(value)
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            out[field.name] = [_plain(v) for v in value]
+        elif field.message_type is not None:
+            out[field.name] = {k: (_plain(v) if hasattr(v, "ListFields") else v) for k, v in value.items()}
+        else:
+            out[field.name] = list(value) if field.is_repeated else value
+    return out
+
+
+async def _run(make_settings, tmp_path, name: str, old_way: bool, monkeypatch) -> tuple[list, list]:
+    settings = make_settings(data_dir=tmp_path / name, decision_log_flush_interval_s=0.05,
+                             decision_log_batch_size=50)
+    feedback = RecordingFeedback()
+    server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)
+    with monkeypatch.context() as patch:
+        if old_way:
+            _interceptor_chain(patch)
+        d = await start_decider(settings)
+    answers: list = []
+    try:
+        await d.apply(blueprint(kind="action_value", explore_without_model=True))
+        rng = np.random.default_rng(11)
+        for _ in range(ROWS):
+            x, y = (float(v) for v in rng.normal(size=2))
+            country = ["fr", "de", "it", None][int(rng.integers(4))]
+            decision = await d.decide(unit_id=f"u{rng.integers(1000)}", x=x, y=y, country=country)
+            answers.append(("decide", _plain(decision)))
+        stream = d.stub.DecideStream(iter([dpb.DecideRequest(use_case="offer", unit_id=f"s{i}",
+                                                            features=features(x=float(i)))
+                                           for i in range(10)]))
+        answers += [("stream", _plain(reply.decision)) async for reply in stream]
+        rows = rng.normal(size=(20, 3)).astype(np.float32)
+        rows[:, 2] = 1
+        batch = await d.stub.DecideBatch(dpb.DecideBatchRequest(
+            use_case="offer", blueprint_version=1, rows=20, feature_names=["x", "y", "country"],
+            features=rows.tobytes(), unit_ids=[f"b{i}" for i in range(20)]))
+        answers.append(("batch", _plain(batch)))
+        for bad in (dpb.DecideRequest(use_case="nope"), dpb.DecideRequest(use_case="offer", candidates=[{}])):
+            try:
+                await d.stub.Decide(bad)
+            except grpc.aio.AioRpcError as error:
+                answers.append(("refused", error.code()))
+        raw = d.channel.unary_unary("/loopwise.decision.v1.DecisionService/Decide")
+        try:
+            await raw(b"\xff\xff\xff")
+        except grpc.aio.AioRpcError as error:
+            answers.append(("unparseable", error.code()))
+        served = ROWS + 10 + 20
+        await wait_until(lambda: len(feedback.records) >= served)
+        records = sorted((_plain(r) for r in feedback.records), key=lambda r: (r.get("unit_id", ""), repr(r)))
+        return answers, records
+    finally:
+        await d.stop()
+        await server.stop(0)
+
+
+async def test_the_call_pipeline_decides_and_logs_as_the_interceptor_chain(make_settings, tmp_path,
+                                                                           monkeypatch) -> None:
+    old_answers, old_records = await _run(make_settings, tmp_path, "old", True, monkeypatch)
+    new_answers, new_records = await _run(make_settings, tmp_path, "new", False, monkeypatch)
+    assert len(new_answers) == ROWS + 10 + 1 + 3
+    assert [a for a in new_answers if a[0] in ("refused", "unparseable")] == [
+        ("refused", grpc.StatusCode.NOT_FOUND), ("refused", grpc.StatusCode.INVALID_ARGUMENT),
+        ("unparseable", grpc.StatusCode.INVALID_ARGUMENT)]
+    assert any(a[1].get("action_probabilities") or a[1].get("probabilities") for a in new_answers
+               if isinstance(a[1], dict)), "the answers carry probabilities"
+    assert new_answers == old_answers
+    assert len(new_records) == ROWS + 10 + 20
+    assert all(r.get("action_probabilities") and r.get("features") for r in new_records)
+    assert new_records == old_records
