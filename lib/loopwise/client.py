@@ -1,18 +1,26 @@
 """The client SDK: how a product backend calls loopwise.
 
 :class:`Client` (blocking) and :class:`AsyncClient` (``grpc.aio``) wrap the four
-services with the same methods. Decisions and feedback get a default deadline, which
-bounds a call and its retries together; retries only after UNAVAILABLE, or
-RESOURCE_EXHAUSTED carrying retry pushback (a server shedding load,
-docs/architecture.md §6): the SDK waits at least the pushback the server asked for
-(exponential backoff with jitter without one), never retries when the server said not
-to or when the wait would not leave time for another attempt, and never retries any
-other code (INVALID_ARGUMENT, NOT_FOUND, ...). And a local fallback: when the decision
-service cannot be reached or is shedding load (UNAVAILABLE, DEADLINE_EXCEEDED, or
-RESOURCE_EXHAUSTED with pushback, after the retries) ``decide`` returns the use case's
-default decision, flagged ``fallback=True``, with a locally generated UUIDv7 id. The
-default is learned from ``GetUseCase`` at the first successful contact with a use case
-and cached, or given by the caller (``defaults={"checkout_upsell": "no_offer"}``)::
+services with the same methods, one per RPC (streams as iterators). Every call has a
+deadline, which bounds the call and its retries together: a default (decisions:
+``client_deadline_s``; bulk, trainer and evaluator calls at least 30 s; analyses at
+least 300 s), or the ``timeout=`` given to the method. A failed call raises the error
+class of its status code (:mod:`loopwise.client_errors`: ``loopwise.NotFound``,
+``loopwise.InvalidArgument`` with ``field_violations``...), which is a
+``grpc.RpcError`` too.
+
+Retries: UNAVAILABLE is retried by gRPC's own retry policy, set in the service config
+of every SDK channel (exponential backoff with jitter, ``grpc-retry-pushback-ms``
+honoured, within the deadline); RESOURCE_EXHAUSTED only when it carries retry pushback
+(a server shedding load, docs/architecture.md §6, or a rate limit), by a few lines of
+the SDK's own (:func:`_retry_delay` says what the retry policy cannot express); no
+other code is retried (INVALID_ARGUMENT, NOT_FOUND, ...). And a local fallback: when
+the decision service cannot be reached or is shedding load (UNAVAILABLE,
+DEADLINE_EXCEEDED, or RESOURCE_EXHAUSTED with pushback, after the retries) ``decide``
+returns the use case's default decision, flagged ``fallback=True``, with a locally
+generated UUIDv7 id. The default is learned from ``GetUseCase`` at the first successful
+contact with a use case and cached, or given by the caller
+(``defaults={"checkout_upsell": "no_offer"}``)::
 
     with loopwise.Client() as client:
         decision = client.decide("checkout_upsell", {"basket_value": 42.0, "region": "north"})
@@ -33,11 +41,23 @@ follow with ``wait_operation``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import inspect
+import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -48,7 +68,14 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from loopwise import security, tracing
 from loopwise.admission import pushback_of
-from loopwise.clock import Clock, uuid7_time_ms
+from loopwise.client_errors import (
+    DeadlineExceeded,
+    LoopwiseError,
+    NotFound,
+    Unavailable,
+    from_rpc_error,
+)
+from loopwise.clock import Clock, uuid7_at, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -58,8 +85,8 @@ from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import channel_options
-from loopwise.settings import Settings, get_settings
-from loopwise.targets import Address
+from loopwise.settings import ServiceName, Settings, get_settings
+from loopwise.targets import ROUND_ROBIN, Address
 from loopwise.tensors import F32, F64, I32, pack, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -72,12 +99,14 @@ __all__ = [
     "Decision",
     "DecisionUnavailable",
     "EffectPredictions",
+    "ModelArtifact",
     "OperationCancelled",
     "OperationFailed",
     "OperationTimeout",
     "Outcome",
     "UseCaseDefault",
     "operation_result",
+    "uuid7_at",
 ]
 
 # Codes after which the decision service is treated as unreachable (and
@@ -89,9 +118,13 @@ _BULK_DEADLINE_S = 30.0
 # Synchronous analyses (EvaluatePolicy, SuggestParameters) get at least this deadline
 # by default; the evaluator stops the work when the deadline passes.
 _ANALYSIS_DEADLINE_S = 300.0
-# Retry backoff without pushback: attempt n waits a random time in
-# [_BACKOFF_S * 2**n / 2, _BACKOFF_S * 2**n]; with pushback p: in [p, 1.5 p].
-_BACKOFF_S = 0.05
+# Streams that end (ReadTrainingData, DownloadModel) get this deadline by default;
+# RegisterModel at least this one.
+_STREAM_DEADLINE_S = 600.0
+# DeleteUnitData goes through every decision of a unit: at least this deadline.
+_DELETE_DEADLINE_S = 120.0
+# How long get_deployment waits for WatchDeployments' first message.
+_DEPLOYMENT_WAIT_S = 5.0
 # Pause before following an operation again after its service was UNAVAILABLE.
 _RESUME_PAUSE_S = 0.5
 # Rows per PredictEffects call (the evaluator takes at most 100,000 by default).
@@ -654,30 +687,169 @@ def _operation_ref(operation: op_pb.Operation | str, use_case: str) -> tuple[str
     return operation, use_case
 
 
-def _retry_delay(error: grpc.RpcError, attempt: int, retries: int, left: float) -> float | None:
-    """Seconds to wait before retrying a failed attempt, or None: do not retry.
-
-    Retried: UNAVAILABLE, and RESOURCE_EXHAUSTED that carries retry pushback (a server
-    shedding load; without pushback it is a size or quota limit and final), at most
-    ``retries`` times. The wait is at least the server's pushback (up to 1.5 times it,
-    at random, so that refused callers do not come back together), or exponential
-    backoff with jitter without one. No retry when the server asked for none (a negative
-    pushback), or when the wait would leave no time (``left``) for another attempt."""
-    if attempt >= retries:
+def _seconds(value: float | timedelta | None, name: str = "timeout") -> float | None:
+    """A timeout in seconds (None: unset); it must be > 0."""
+    if value is None:
         return None
-    code = error.code()
-    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
+    return seconds
+
+
+# ------------------------------------------------------------ importing decisions
+
+_RECORD_FIELDS = frozenset(fpb.DecisionRecord.DESCRIPTOR.fields_by_name)
+# The action of a regression blueprint without actions.
+_REGRESSION_ACTION = "predict"
+
+
+def _record_needs_blueprint(item: Mapping[str, Any]) -> bool:
+    """A record given as a mapping needs its blueprint version read when it leaves out the
+    version, names its features, gives probabilities by action, or gives only one of the
+    action and its index."""
+    return (not item.get("blueprint_version") or isinstance(item.get("features"), Mapping)
+            or isinstance(item.get("action_probabilities"), Mapping)
+            or ("action" in item) != ("action_index" in item))
+
+
+def _blueprint_actions(blueprint: blueprint_pb2.Blueprint) -> list[str]:
+    return list(blueprint.actions) or [_REGRESSION_ACTION]
+
+
+def _record_features(value: Any, blueprint: blueprint_pb2.Blueprint | None, at: str) -> bytes:
+    """Packed float32 features: given packed, as numbers in blueprint order, or by name
+    (categories coded with the version's vocabulary, -1 when unknown; absent or None
+    is missing, NaN)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if not isinstance(value, Mapping):
+        return pack(np.asarray(list(value), dtype=np.float64).reshape(1, -1), F32)
+    assert blueprint is not None
+    known = {f.name for f in blueprint.features}
+    unknown = set(value) - known
+    if unknown:
+        raise ValueError(f"{at}: unknown feature(s) {sorted(unknown)} for blueprint version of "
+                         f"{blueprint.use_case!r} (features {sorted(known)})")
+    row = np.full((1, len(blueprint.features)), np.nan)
+    for j, spec in enumerate(blueprint.features):
+        given = value.get(spec.name)
+        if given is None:
+            continue
+        if isinstance(given, str):
+            vocabulary = list(spec.vocabulary)
+            row[0, j] = vocabulary.index(given) if given in vocabulary else -1
+        else:
+            row[0, j] = float(given)
+    return pack(row, F32)
+
+
+def _decision_record(item: fpb.DecisionRecord | Mapping[str, Any],
+                     blueprints: Mapping[tuple[str, int], tuple[int, blueprint_pb2.Blueprint]],
+                     at: str) -> fpb.DecisionRecord:
+    """The wire record of one decision to import (see :meth:`Client.log_decisions`)."""
+    if isinstance(item, fpb.DecisionRecord):
+        return item
+    item = dict(item)
+    unknown = set(item) - _RECORD_FIELDS
+    if unknown:
+        raise ValueError(f"{at}: unknown field(s) {sorted(unknown)}; a record has "
+                         f"{sorted(_RECORD_FIELDS)}")
+    use_case = item.get("use_case") or ""
+    if not use_case:
+        raise ValueError(f"{at}: use_case is required")
+    found = blueprints.get((use_case, int(item.get("blueprint_version") or 0)))
+    version, blueprint = found if found is not None else (int(item["blueprint_version"]), None)
+    if not item.get("decision_id"):
+        raise ValueError(f"{at}: decision_id is required: a UUIDv7 whose timestamp is the decision "
+                         "time, e.g. loopwise.uuid7_at(decision_time)")
+    item["blueprint_version"] = version
+    if "features" in item:
+        item["features"] = _record_features(item["features"], blueprint, at)
+    actions = _blueprint_actions(blueprint) if blueprint is not None else []
+    if "action" in item and "action_index" not in item:
+        if item["action"] not in actions:
+            raise ValueError(f"{at}: action {item['action']!r} is not one of {actions}")
+        item["action_index"] = actions.index(item["action"])
+    elif "action_index" in item and "action" not in item:
+        index = int(item["action_index"])
+        if not 0 <= index < len(actions):
+            raise ValueError(f"{at}: action_index {index} is not an index of {actions}")
+        item["action"] = actions[index]
+    for name in ("action_probabilities", "action_scores"):
+        value = item.get(name)
+        if isinstance(value, Mapping):
+            extra = set(value) - set(actions)
+            if extra:
+                raise ValueError(f"{at}: {name} names unknown action(s) {sorted(extra)}")
+            item[name] = [float(value.get(action, 0.0)) for action in actions]
+        elif value is not None:
+            item[name] = [float(v) for v in value]
+    return fpb.DecisionRecord(**item)
+
+
+# ------------------------------------------------------------------ retries
+
+# The gRPC retry policy of every SDK channel (its service config's methodConfig):
+# UNAVAILABLE is retried by gRPC itself, with exponential backoff and jitter, at most
+# maxAttempts attempts in all (gRPC caps it at 5), within the call's deadline, honouring
+# a grpc-retry-pushback-ms trailer. RESOURCE_EXHAUSTED is not in it: see _retry_delay.
+_RETRY_INITIAL_BACKOFF_S = 0.05
+_RETRY_MAX_BACKOFF_S = 2.0
+_RETRY_BACKOFF_MULTIPLIER = 2
+_GRPC_MAX_ATTEMPTS = 5
+
+
+def _service_config(retries: int) -> str:
+    """The gRPC service config of an SDK channel: round robin over every address of its
+    target (as loopwise.targets sets it) and, with ``retries`` > 0, the retry policy."""
+    config = json.loads(ROUND_ROBIN)
+    if retries > 0:
+        config["methodConfig"] = [{
+            "name": [{}],  # every method of every service
+            "retryPolicy": {
+                "maxAttempts": min(retries + 1, _GRPC_MAX_ATTEMPTS),
+                "initialBackoff": f"{_RETRY_INITIAL_BACKOFF_S}s",
+                "maxBackoff": f"{_RETRY_MAX_BACKOFF_S}s",
+                "backoffMultiplier": _RETRY_BACKOFF_MULTIPLIER,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }]
+    return json.dumps(config)
+
+
+def _sdk_channel_options(settings: Settings, retries: int) -> list[tuple[str, Any]]:
+    """Options of an SDK channel: message sizes, the service config with the retry
+    policy, and a retry buffer as large as a message (gRPC's default of 256 KiB would
+    leave larger requests, such as a big DecideBatch, without retries). The service
+    config comes first: gRPC takes the first one given, and it keeps the round robin
+    that loopwise.targets adds after it."""
+    return [("grpc.service_config", _service_config(retries)), ("grpc.enable_retries", 1),
+            ("grpc.per_rpc_retry_buffer_size", settings.max_message_bytes),
+            *channel_options(settings)]
+
+
+def _retry_delay(error: grpc.RpcError, attempt: int, retries: int, left: float) -> float | None:
+    """Seconds to wait before the SDK itself retries a failed attempt, or None: do not.
+
+    gRPC's retry policy (:func:`_service_config`) retries UNAVAILABLE. What it cannot
+    express is left to this: RESOURCE_EXHAUSTED is retried only when it carries retry
+    pushback (a server shedding load, loopwise.admission; or a rate limit, whose
+    google.rpc.RetryInfo says when), because without pushback it is a size or quota
+    limit that no retry passes, and a retry policy can only list the code as a whole;
+    gRPC reads the pushback trailer but not RetryInfo in the status details; and when
+    the pushback is longer than the time left, gRPC would wait until the deadline and
+    fail with DEADLINE_EXCEEDED, where this gives up at once with the refusal (so
+    ``decide`` answers with the default without waiting). The wait is at least the
+    pushback (up to 1.5 times it, at random, so that refused callers do not come back
+    together); at most ``retries`` retries; none when the server asked for none (a
+    negative pushback)."""
+    if attempt >= retries or error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
     pushback = pushback_of(error)
-    if pushback is not None and pushback < 0:
+    if pushback is None or pushback < 0:
         return None
-    if pushback is None:
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return None
-        ceiling = _BACKOFF_S * (2**attempt)
-        delay = random.uniform(ceiling / 2, ceiling)
-    else:
-        delay = pushback * random.uniform(1.0, 1.5)
+    delay = pushback * random.uniform(1.0, 1.5)
     return delay if delay < left else None
 
 
@@ -688,6 +860,33 @@ def _unreachable(error: grpc.RpcError) -> bool:
     if code in _UNREACHABLE:
         return True
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and pushback_of(error) is not None
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A downloaded model: its registry entry and its ONNX bytes (sha256 checked)."""
+
+    model: tpb.Model
+    onnx: bytes
+    sha256: str
+
+
+def _artifact(chunks: Iterable[tpb.DownloadModelResponse], use_case: str, version: int) -> ModelArtifact:
+    model = tpb.Model()
+    parts: list[bytes] = []
+    sha256 = ""
+    total = 0
+    for chunk in chunks:
+        if chunk.HasField("model"):
+            model = chunk.model
+        parts.append(chunk.data)
+        sha256, total = chunk.sha256, chunk.total_size
+    data = b"".join(parts)
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != total or (sha256 and digest != sha256):
+        raise ValueError(f"model {version} of {use_case!r}: got {len(data)} bytes with sha256 "
+                         f"{digest}, expected {total} bytes with sha256 {sha256}")
+    return ModelArtifact(model=model, onnx=data, sha256=digest)
 
 
 class _ClientBase:
@@ -717,6 +916,13 @@ class _ClientBase:
     @property
     def _bulk_deadline_s(self) -> float:
         return max(self.deadline_s, _BULK_DEADLINE_S)
+
+    @property
+    def _analysis_deadline_s(self) -> float:
+        return max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S)
+
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        return _sdk_channel_options(self.settings, self.retries)
 
     def _open_channel(self, address: str) -> Any:
         raise NotImplementedError
@@ -755,10 +961,28 @@ class _ClientBase:
         """The evaluator's stub (its channel is opened at the first use)."""
         return self._lazy_stub("evaluator")
 
-    def _operations_stubs(self, operation: op_pb.Operation | str, service: str | None) -> list[Any]:
-        """The stub(s) to ask about an operation (both when only an id is known)."""
+    def _stub(self, service: ServiceName) -> Any:
+        if service == "decision":
+            return self.decision_stub  # type: ignore[attr-defined]
+        if service == "feedback":
+            return self.feedback_stub  # type: ignore[attr-defined]
+        return self._lazy_stub(service)
+
+    def _address_of(self, service: ServiceName) -> str:
+        """Where this client calls ``service`` (as given: ``host:port``, a list joined by
+        commas, or a gRPC target)."""
+        address = getattr(self, f"{service}_address")
+        return address if isinstance(address, str) else ",".join(address)
+
+    def _typed(self, error: grpc.RpcError, service: ServiceName, method: str) -> LoopwiseError:
+        """The SDK's error for a failed call: the one place where gRPC errors become
+        loopwise.client_errors classes."""
+        return from_rpc_error(error, service=service, address=self._address_of(service), method=method)
+
+    def _operations_services(self, operation: op_pb.Operation | str, service: str | None) -> list[Service]:
+        """The service(s) to ask about an operation (both when only an id is known)."""
         chosen = _service_of(operation, service)
-        return [self._lazy_stub(chosen)] if chosen else [self.trainer_stub, self.evaluator_stub]
+        return [chosen] if chosen else ["trainer", "evaluator"]
 
     def _remember_report(self, result: epb.EstimateEffectsResult) -> None:
         if result.report_id:
@@ -845,6 +1069,55 @@ class _ClientBase:
         learned = self._learned.get(use_case)
         return learned.actions if learned else ()
 
+    def _stream_decision(self, reply: dpb.DecideResponse) -> Decision:
+        return _decision_for_reply(reply, self._actions_of(reply.decision.use_case))
+
+    @staticmethod
+    def _decide_stream_request(item: dpb.DecideRequest | Mapping[str, Any]) -> dpb.DecideRequest:
+        if isinstance(item, dpb.DecideRequest):
+            return item
+        values = dict(item)
+        return _decide_request(values.pop("use_case"), values.pop("features", {}),
+                               values.pop("unit_id", ""), values.pop("disable_exploration", False))
+
+    @staticmethod
+    def _training_data_request(use_case: str, start_time: TimeArg, end_time: TimeArg, batch_rows: int,
+                               include_open_windows: bool,
+                               include_fallback: bool) -> fpb.ReadTrainingDataRequest:
+        request = fpb.ReadTrainingDataRequest(use_case=use_case, batch_rows=batch_rows,
+                                              include_open_windows=include_open_windows,
+                                              include_fallback=include_fallback)
+        _set_times(request, start_time, end_time)
+        return request
+
+    @staticmethod
+    def _register_request(model: tpb.Model, onnx: bytes, request_id: str) -> tpb.RegisterModelRequest:
+        return tpb.RegisterModelRequest(request_id=request_id, model=model, onnx=onnx,
+                                        sha256=hashlib.sha256(onnx).hexdigest())
+
+    @staticmethod
+    def _records_needing_blueprints(items: Sequence[fpb.DecisionRecord | Mapping[str, Any]]
+                                    ) -> set[tuple[str, int]]:
+        return {(str(item.get("use_case") or ""), int(item.get("blueprint_version") or 0))
+                for item in items if not isinstance(item, fpb.DecisionRecord)
+                and _record_needs_blueprint(item) and item.get("use_case")}
+
+    @staticmethod
+    def _scorecard_request(use_case: str, canary: bool, control_arm: str, covariates: Sequence[str],
+                           start_time: TimeArg, end_time: TimeArg,
+                           look_interval: float | timedelta | duration_pb2.Duration | None,
+                           mixture_effect_size: float, srm_alpha: float,
+                           include_html: bool) -> epb.GetScorecardRequest:
+        request = epb.GetScorecardRequest(
+            use_case=use_case, control_arm=control_arm, covariates=list(covariates),
+            comparison=epb.SCORECARD_COMPARISON_CANARY if canary else epb.SCORECARD_COMPARISON_ARMS,
+            mixture_effect_size=mixture_effect_size, srm_alpha=srm_alpha, include_html=include_html)
+        _set_times(request, start_time, end_time)
+        interval = _duration(look_interval, "look_interval")
+        if interval is not None:
+            request.look_interval.CopyFrom(interval)
+        return request
+
 
 def _decision_for_reply(reply: dpb.DecideResponse, known_actions: Sequence[str]) -> Decision:
     d = reply.decision
@@ -856,8 +1129,27 @@ def _decision_for_reply(reply: dpb.DecideResponse, known_actions: Sequence[str])
     return _decision_from_proto(d, actions)
 
 
+def _deadline(timeout: float | timedelta | None, default: float) -> float:
+    """A call's deadline: ``timeout`` when given, else the default."""
+    seconds = _seconds(timeout)
+    return default if seconds is None else seconds
+
+
+def _older_deadline(timeout: float | timedelta | None, deadline_s: float | None) -> float | timedelta | None:
+    """``timeout``, or ``deadline_s`` (its former name) when only that is given."""
+    if timeout is not None and deadline_s is not None:
+        raise TypeError("give timeout or deadline_s (its former name), not both")
+    return timeout if timeout is not None else deadline_s
+
+
 class Client(_ClientBase):
     """Blocking client for the decision, feedback, trainer and evaluator services.
+
+    Every method takes ``timeout=``: the deadline of that call in seconds, retries
+    included, replacing the default (``deadline_s`` for decisions; at least 30 s for
+    bulk, trainer and evaluator calls; at least 300 s for analyses). A failed call
+    raises the typed error of its status code (:mod:`loopwise.client_errors`, e.g.
+    ``loopwise.NotFound``), a ``grpc.RpcError`` too.
 
     Args:
         decision_address: the decision service (settings default): ``host:port``,
@@ -867,8 +1159,9 @@ class Client(_ClientBase):
         feedback_address: the feedback service (settings default), in the same forms.
         deadline_s: deadline of one ``decide`` call, its retries included
             (``client_deadline_s``); bulk, trainer and evaluator calls get at least 30 s.
-        retries: most extra attempts after UNAVAILABLE or RESOURCE_EXHAUSTED with retry
-            pushback, within the deadline (``client_retries``).
+        retries: most extra attempts after UNAVAILABLE (by gRPC's retry policy; at most
+            4) or RESOURCE_EXHAUSTED with retry pushback, within the deadline
+            (``client_retries``).
         settings: settings to read defaults, TLS and the token from (``get_settings()``).
         defaults: default action per use case for the local fallback.
         trainer_address: ``host:port`` of the trainer (settings default); its channel is
@@ -883,32 +1176,43 @@ class Client(_ClientBase):
                  trainer_address: str | None = None, evaluator_address: str | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults,
                          trainer_address, evaluator_address)
-        options = channel_options(self.settings)
-        # The caller's trace context (if it traces) goes with each call.
-        self._decision_channel = tracing.with_caller_context(
-            security.sync_channel(self.settings, self.decision_address, options))
-        self._feedback_channel = tracing.with_caller_context(
-            security.sync_channel(self.settings, self.feedback_address, options))
+        self._decision_channel = self._open_channel(self.decision_address)
+        self._feedback_channel = self._open_channel(self.feedback_address)
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 
-    def _open_channel(self, address: str) -> grpc.Channel:
+    def _open_channel(self, address: Address) -> grpc.Channel:
+        # The caller's trace context (if it traces) goes with each call.
         return tracing.with_caller_context(
-            security.sync_channel(self.settings, address, channel_options(self.settings)))
+            security.sync_channel(self.settings, address, self._channel_options()))
 
-    def _call(self, method: Any, request: Any, timeout: float) -> Any:
-        """One RPC within ``timeout`` seconds, retries included (see _retry_delay)."""
+    def _call(self, service: ServiceName, method: str, request: Any, timeout: float) -> Any:
+        """One unary RPC within ``timeout`` seconds, retries included (gRPC's retry
+        policy, and _retry_delay); a failure raises its typed error."""
+        stub = self._stub(service)
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
             try:
-                return method(request, timeout=max(deadline - time.monotonic(), 0.0))
+                return getattr(stub, method)(request, timeout=max(deadline - time.monotonic(), 0.0))
             except grpc.RpcError as error:
                 delay = _retry_delay(error, attempt, self.retries, deadline - time.monotonic())
                 if delay is None:
-                    raise
+                    raise self._typed(error, service, method) from None
             time.sleep(delay)
             attempt += 1
+
+    def _stream(self, service: ServiceName, method: str, request: Any,
+                timeout: float | None) -> Iterator[Any]:
+        """The messages of a server (or bidirectional) stream; a failure raises its typed
+        error. The call is cancelled when the iteration stops early."""
+        call = getattr(self._stub(service), method)(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise self._typed(error, service, method) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
 
     def _remember(self, use_case: str) -> None:
         """Learn the default decision at the first successful contact (best effort)."""
@@ -919,17 +1223,20 @@ class Client(_ClientBase):
         except grpc.RpcError:
             pass
 
+    # ----------------------------------------------------------------- decisions
+
     def decide(self, use_case: str, features: Mapping[str, Any], unit_id: str = "",
-               disable_exploration: bool = False) -> Decision:
+               disable_exploration: bool = False, *, timeout: float | None = None) -> Decision:
         """Decide for one unit from named features (numbers, category strings, None).
 
-        Falls back to the default decision when loopwise cannot be reached; raises
-        ``grpc.RpcError`` for other errors (bad input, unknown use case).
+        Falls back to the default decision when loopwise cannot be reached or sheds
+        load; raises the typed error for others (``InvalidArgument``, ``NotFound``...).
+        ``timeout`` replaces ``deadline_s`` for this call.
         """
         request = _decide_request(use_case, features, unit_id, disable_exploration)
         try:
-            reply = self._call(self.decision_stub.Decide, request, self.deadline_s)
-        except grpc.RpcError as error:
+            reply = self._call("decision", "Decide", request, _deadline(timeout, self.deadline_s))
+        except LoopwiseError as error:
             if _unreachable(error):
                 return self._local_decision(use_case, error)
             raise
@@ -938,7 +1245,8 @@ class Client(_ClientBase):
 
     def decide_batch(self, use_case: str, blueprint_version: int, feature_names: Sequence[str],
                      matrix: np.ndarray, unit_ids: Sequence[str] | None = None,
-                     disable_exploration: bool = False) -> BatchDecisions:
+                     disable_exploration: bool = False, *,
+                     timeout: float | None = None) -> BatchDecisions:
         """Decide for many units: ``matrix`` is [rows, features] (packed as float32 LE).
 
         Categorical columns hold vocabulary codes of ``blueprint_version`` (-1 unknown).
@@ -946,103 +1254,201 @@ class Client(_ClientBase):
         request = _batch_request(use_case, blueprint_version, feature_names, matrix,
                                  unit_ids, disable_exploration)
         try:
-            reply = self._call(self.decision_stub.DecideBatch, request, self._bulk_deadline_s)
-        except grpc.RpcError as error:
+            reply = self._call("decision", "DecideBatch", request, _deadline(timeout, self._bulk_deadline_s))
+        except LoopwiseError as error:
             if _unreachable(error):
                 return self._local_batch(use_case, request.rows, error)
             raise
         self._remember(use_case)
         return _batch_from_proto(reply)
 
+    def decide_stream(self, requests: Iterable[dpb.DecideRequest | Mapping[str, Any]], *,
+                      timeout: float | None = None) -> Iterator[Decision]:
+        """Decisions over one bidirectional stream (``DecideStream``), answered in order.
+
+        ``requests`` yields ``DecideRequest`` messages or mappings with ``use_case``,
+        ``features`` and optionally ``unit_id`` and ``disable_exploration``; it is read
+        as the stream goes. No local fallback: a failure raises its typed error.
+        ``timeout``: the deadline of the whole stream (default: none).
+        """
+        stream = (self._decide_stream_request(item) for item in requests)
+        for reply in self._stream("decision", "DecideStream", stream, _seconds(timeout)):
+            self._remember(reply.decision.use_case)
+            yield self._stream_decision(reply)
+
+    # ----------------------------------------------------------------- feedback
+
     def log_outcome(self, use_case: str, decision_id: str, outcome_id: str, name: str,
                     value: float = 1.0, label: str = "",
-                    event_time: datetime | float | None = None) -> fpb.LogOutcomesResponse:
+                    event_time: datetime | float | None = None, *,
+                    timeout: float | None = None) -> fpb.LogOutcomesResponse:
         """Log one outcome (idempotent on ``outcome_id``)."""
         return self.log_outcomes([Outcome(use_case, decision_id, outcome_id, name, value, label,
-                                          event_time)])
+                                          event_time)], timeout=timeout)
 
     def log_outcomes(self, outcomes: Iterable[Outcome | fpb.Outcome | Mapping[str, Any]],
-                     batch_size: int = 5000) -> fpb.LogOutcomesResponse:
-        """Log outcomes in batches; returns the summed counts."""
+                     batch_size: int = 5000, *, timeout: float | None = None) -> fpb.LogOutcomesResponse:
+        """Log outcomes in batches; returns the summed counts. ``timeout`` is per batch."""
         total = fpb.LogOutcomesResponse()
         messages = [_outcome_proto(o) for o in outcomes]
         for start in range(0, len(messages), batch_size):
             request = fpb.LogOutcomesRequest(request_id=self.clock.new_id(),
                                              outcomes=messages[start:start + batch_size])
-            reply = self._call(self.feedback_stub.LogOutcomes, request, self._bulk_deadline_s)
+            reply = self._call("feedback", "LogOutcomes", request, _deadline(timeout, self._bulk_deadline_s))
             total.accepted += reply.accepted
             total.duplicates += reply.duplicates
             total.orphans += reply.orphans
         return total
 
+    def _record_blueprints(self, items: Sequence[fpb.DecisionRecord | Mapping[str, Any]],
+                           timeout: float | None) -> dict[tuple[str, int], tuple[int, blueprint_pb2.Blueprint]]:
+        found = {}
+        for use_case, version in self._records_needing_blueprints(items):
+            uc = self.get_use_case(use_case, version, timeout=timeout)
+            found[(use_case, version)] = (uc.version, uc.blueprint)
+        return found
+
+    def log_decisions(self, records: Iterable[fpb.DecisionRecord | Mapping[str, Any]],
+                      batch_size: int = 1000, *, timeout: float | None = None) -> fpb.LogDecisionsResponse:
+        """Store decisions made elsewhere (``LogDecisions``), in batches; returns the summed
+        count of decisions stored (new or already there: idempotent on ``decision_id``).
+
+        A record is a ``DecisionRecord`` or a mapping of its fields. Its ``decision_id``
+        is a UUIDv7 whose timestamp is the decision time: make it with
+        ``loopwise.uuid7_at(decision_time)`` (and keep it, to log the decision's
+        outcomes). A mapping may also give:
+
+        - ``blueprint_version`` left out or 0: the use case's current version;
+        - ``features`` by name (``{"basket_value": 42.0, "region": "north"}``: categories
+          coded with the version's vocabulary, -1 when unknown; missing or None is NaN),
+          or numbers in the blueprint's feature order;
+        - ``action`` or ``action_index`` alone (the other from the blueprint);
+          ``action_probabilities`` and ``action_scores`` by action name or in order.
+
+        The feedback service checks every record against its blueprint version
+        (INVALID_ARGUMENT naming ``decisions[i].<field>``). ``timeout`` is per batch.
+        """
+        items = list(records)
+        blueprints = self._record_blueprints(items, timeout)
+        messages = [_decision_record(item, blueprints, f"records[{i}]")
+                    for i, item in enumerate(items)]
+        accepted = 0
+        for start in range(0, len(messages), batch_size):
+            request = fpb.LogDecisionsRequest(request_id=self.clock.new_id(),
+                                              decisions=messages[start:start + batch_size])
+            accepted += self._call("feedback", "LogDecisions", request,
+                                   _deadline(timeout, self._bulk_deadline_s)).accepted
+        return fpb.LogDecisionsResponse(accepted=accepted)
+
+    def get_decision(self, use_case: str, decision_id: str, *,
+                     timeout: float | None = None) -> fpb.GetDecisionResponse:
+        """One logged decision with its outcomes, reward and model lineage (``GetDecision``)."""
+        return self._call("feedback", "GetDecision",
+                          fpb.GetDecisionRequest(use_case=use_case, decision_id=decision_id),
+                          _deadline(timeout, self._bulk_deadline_s))
+
+    def get_stats(self, use_case: str, *, timeout: float | None = None) -> fpb.GetStatsResponse:
+        """Decision and outcome counts of a use case (from the feedback service)."""
+        return self._call("feedback", "GetStats", fpb.GetStatsRequest(use_case=use_case),
+                          _deadline(timeout, self._bulk_deadline_s))
+
+    def read_training_data(self, use_case: str, *, start_time: TimeArg = None, end_time: TimeArg = None,
+                           batch_rows: int = 0, include_open_windows: bool = False,
+                           include_fallback: bool = False,
+                           timeout: float | None = None) -> Iterator[fpb.ReadTrainingDataResponse]:
+        """The joined rows of a use case (``ReadTrainingData``) as columnar batches (every
+        batch from one blueprint version; ``loopwise.tensors`` unpacks its columns).
+
+        Args:
+            use_case: the use case.
+            start_time: decisions at or after this time (None: all).
+            end_time: decisions before this time (None: now).
+            batch_rows: rows per batch (0: 4096).
+            include_open_windows: also rows whose reward window is still open.
+            include_fallback: also fallback decisions.
+            timeout: deadline of the whole stream (default 600 s).
+        """
+        request = self._training_data_request(use_case, start_time, end_time, batch_rows,
+                                              include_open_windows, include_fallback)
+        return self._stream("feedback", "ReadTrainingData", request, _deadline(timeout, _STREAM_DEADLINE_S))
+
+    def delete_unit_data(self, use_case: str, unit_id: str, *, request_id: str = "",
+                         timeout: float | None = None) -> fpb.DeleteUnitDataResponse:
+        """Delete every decision of one unit in a use case and their outcomes
+        (``DeleteUnitData``, for privacy requests; idempotent)."""
+        request = fpb.DeleteUnitDataRequest(request_id=request_id or self.clock.new_id(),
+                                            use_case=use_case, unit_id=unit_id)
+        return self._call("feedback", "DeleteUnitData", request,
+                          _deadline(timeout, max(self._bulk_deadline_s, _DELETE_DEADLINE_S)))
+
+    # ----------------------------------------------------------------- use cases
+
     def apply_use_case(self, blueprint: blueprint_pb2.Blueprint, validate_only: bool = False,
-                       author: str = "", reason: str = "") -> dpb.ApplyUseCaseResponse:
+                       author: str = "", reason: str = "", *,
+                       timeout: float | None = None) -> dpb.ApplyUseCaseResponse:
         """Create or update a use case from a blueprint (or only validate it)."""
         request = dpb.ApplyUseCaseRequest(request_id=self.clock.new_id(), blueprint=blueprint,
                                           validate_only=validate_only, author=author, reason=reason)
-        reply = self._call(self.decision_stub.ApplyUseCase, request, self._bulk_deadline_s)
+        reply = self._call("decision", "ApplyUseCase", request, _deadline(timeout, self._bulk_deadline_s))
         if not validate_only:
             self._learn(reply.use_case)
         return reply
 
-    def get_use_case(self, use_case: str, version: int = 0) -> dpb.UseCase:
+    def get_use_case(self, use_case: str, version: int = 0, *, timeout: float | None = None) -> dpb.UseCase:
         """A use case (latest or a given blueprint version); caches its default decision."""
-        reply = self._call(self.decision_stub.GetUseCase,
-                           dpb.GetUseCaseRequest(use_case=use_case, version=version),
-                           self._bulk_deadline_s)
+        reply = self._call("decision", "GetUseCase", dpb.GetUseCaseRequest(use_case=use_case, version=version),
+                           _deadline(timeout, self._bulk_deadline_s))
         if version == 0:
             self._learn(reply.use_case)
         return reply.use_case
 
-    def list_use_cases(self) -> list[dpb.UseCase]:
-        """The latest version of every use case."""
+    def list_use_cases(self, *, timeout: float | None = None) -> list[dpb.UseCase]:
+        """The latest version of every use case (``timeout`` per page)."""
         found: list[dpb.UseCase] = []
         token = ""
         while True:
-            reply = self._call(self.decision_stub.ListUseCases,
-                               dpb.ListUseCasesRequest(page_token=token), self._bulk_deadline_s)
+            reply = self._call("decision", "ListUseCases", dpb.ListUseCasesRequest(page_token=token),
+                               _deadline(timeout, self._bulk_deadline_s))
             found.extend(reply.use_cases)
             token = reply.next_page_token
             if not token:
                 return found
 
-    def get_stats(self, use_case: str) -> fpb.GetStatsResponse:
-        """Decision and outcome counts of a use case (from the feedback service)."""
-        return self._call(self.feedback_stub.GetStats, fpb.GetStatsRequest(use_case=use_case),
-                          self._bulk_deadline_s)
-
     def rollback_use_case(self, use_case: str, to_version: int, reason: str = "",
-                          author: str = "") -> dpb.UseCase:
+                          author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """Make an earlier blueprint version current again (as a new version)."""
         request = dpb.RollbackUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
                                              to_version=to_version, reason=reason, author=author)
-        return self._call(self.decision_stub.RollbackUseCase, request, self._bulk_deadline_s).use_case
+        return self._call("decision", "RollbackUseCase", request,
+                          _deadline(timeout, self._bulk_deadline_s)).use_case
 
     def set_kill_switch(self, use_case: str, enabled: bool, reason: str = "",
-                        author: str = "") -> dpb.UseCase:
+                        author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """Force (or stop forcing) the default decision for a use case."""
         request = dpb.SetKillSwitchRequest(request_id=self.clock.new_id(), use_case=use_case,
                                            enabled=enabled, reason=reason, author=author)
-        return self._call(self.decision_stub.SetKillSwitch, request, self._bulk_deadline_s).use_case
+        return self._call("decision", "SetKillSwitch", request,
+                          _deadline(timeout, self._bulk_deadline_s)).use_case
 
     def archive_use_case(self, use_case: str, archived: bool = True, reason: str = "",
-                         author: str = "") -> dpb.UseCase:
+                         author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """Archive a use case (decisions refused, hidden from lists), or restore it."""
         request = dpb.ArchiveUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
                                             archived=archived, reason=reason, author=author)
-        return self._call(self.decision_stub.ArchiveUseCase, request, self._bulk_deadline_s).use_case
+        return self._call("decision", "ArchiveUseCase", request,
+                          _deadline(timeout, self._bulk_deadline_s)).use_case
 
-    def use_case_changes(self, use_case: str) -> list[dpb.UseCaseChange]:
+    def use_case_changes(self, use_case: str, *, timeout: float | None = None) -> list[dpb.UseCaseChange]:
         """The audit trail of a use case: who changed what, when and why."""
-        reply = self._call(self.decision_stub.ListUseCaseChanges,
-                           dpb.ListUseCaseChangesRequest(use_case=use_case), self._bulk_deadline_s)
+        reply = self._call("decision", "ListUseCaseChanges", dpb.ListUseCaseChangesRequest(use_case=use_case),
+                           _deadline(timeout, self._bulk_deadline_s))
         return list(reply.changes)
 
     # ------------------------------------------------------------------ trainer
 
     def start_training(self, use_case: str, *, deploy: bool = False, request_id: str = "",
                        start_time: TimeArg = None, end_time: TimeArg = None,
-                       trigger: str = "") -> op_pb.Operation:
+                       trigger: str = "", timeout: float | None = None) -> op_pb.Operation:
         """Start a training job for a use case (``StartTraining``); returns its operation at once.
 
         Args:
@@ -1056,16 +1462,18 @@ class Client(_ClientBase):
                 Timestamp; None: all).
             end_time: use decisions before this time (None: now).
             trigger: why the job was started: "manual" (default) or "schedule".
+            timeout: deadline of the call (not of the job).
 
         Follow it with :meth:`wait_operation`; its result is a ``TrainingResult``
         (:func:`operation_result`).
         """
         request = _start_training_request(use_case, request_id or self.clock.new_id(), deploy,
                                           start_time, end_time, trigger)
-        return self._call(self.trainer_stub.StartTraining, request, self._bulk_deadline_s).operation
+        return self._call("trainer", "StartTraining", request,
+                          _deadline(timeout, self._bulk_deadline_s)).operation
 
     def get_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
-                      service: Service | None = None) -> op_pb.Operation:
+                      service: Service | None = None, timeout: float | None = None) -> op_pb.Operation:
         """The current state of a training or effect-estimation operation (``GetOperation``).
 
         Args:
@@ -1074,34 +1482,36 @@ class Client(_ClientBase):
                 that use case read it.
             service: "trainer" or "evaluator"; by default the operation's kind decides,
                 and with only an id the trainer is asked, then the evaluator.
+            timeout: deadline of each call.
         """
         operation_id, scope = _operation_ref(operation, use_case)
         request = op_pb.GetOperationRequest(id=operation_id, use_case=scope)
-        stubs = self._operations_stubs(operation, service)
-        for index, stub in enumerate(stubs):
+        services = self._operations_services(operation, service)
+        for index, name in enumerate(services):
             try:
-                return self._call(stub.GetOperation, request, self._bulk_deadline_s).operation
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                return self._call(name, "GetOperation", request, _deadline(timeout, self._bulk_deadline_s)).operation
+            except NotFound:
+                if index == len(services) - 1:
                     raise
         raise AssertionError("unreachable")
 
     def list_operations(self, use_case: str = "", *, service: Service = "trainer",
-                        limit: int = 50) -> list[op_pb.Operation]:
+                        limit: int = 50, timeout: float | None = None) -> list[op_pb.Operation]:
         """Operations of one service (``ListOperations``), newest first.
 
         Args:
             use_case: only this use case's operations ("" for all).
             service: "trainer" (training jobs) or "evaluator" (effect estimations).
             limit: at most this many operations (pages are followed).
+            timeout: deadline of each page's call.
         """
-        stub = self._lazy_stub(_check_service(service) or "trainer")
+        name = _check_service(service) or "trainer"
         found: list[op_pb.Operation] = []
         token = ""
         while len(found) < limit:
             request = op_pb.ListOperationsRequest(use_case=use_case, page_size=min(limit - len(found), 500),
                                                   page_token=token)
-            reply = self._call(stub.ListOperations, request, self._bulk_deadline_s)
+            reply = self._call(name, "ListOperations", request, _deadline(timeout, self._bulk_deadline_s))
             found.extend(reply.operations)
             token = reply.next_page_token
             if not token or not reply.operations:
@@ -1109,17 +1519,18 @@ class Client(_ClientBase):
         return found[:limit]
 
     def cancel_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
-                         service: Service | None = None) -> op_pb.Operation:
+                         service: Service | None = None, timeout: float | None = None) -> op_pb.Operation:
         """Cancel a running operation (``CancelOperation``); returns it after the cancellation
         (or as it was, if already final). Arguments as :meth:`get_operation`."""
         operation_id, scope = _operation_ref(operation, use_case)
         request = op_pb.CancelOperationRequest(id=operation_id, use_case=scope)
-        stubs = self._operations_stubs(operation, service)
-        for index, stub in enumerate(stubs):
+        services = self._operations_services(operation, service)
+        for index, name in enumerate(services):
             try:
-                return self._call(stub.CancelOperation, request, self._bulk_deadline_s).operation
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                return self._call(name, "CancelOperation", request,
+                                  _deadline(timeout, self._bulk_deadline_s)).operation
+            except NotFound:
+                if index == len(services) - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -1144,7 +1555,7 @@ class Client(_ClientBase):
             OperationCancelled: it was cancelled (a subclass of OperationFailed).
             OperationTimeout: it was not final after ``timeout`` seconds (the job goes on).
         """
-        stub = self._lazy_stub(_service_of(operation, None) or "trainer")
+        service = _service_of(operation, None) or "trainer"
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = b""
 
@@ -1159,45 +1570,58 @@ class Client(_ClientBase):
         while operation.state not in FINAL_STATES:
             remaining = self._remaining(deadline, operation, timeout)
             request = op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case)
-            call = stub.WatchOperation(request, timeout=remaining)
             try:
-                for update in call:
+                for update in self._stream(service, "WatchOperation", request, remaining):
                     operation = update.operation
                     report(operation)
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    raise OperationTimeout(operation, timeout or 0.0) from error
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+            except DeadlineExceeded as error:
+                if deadline is None:
                     raise
+                raise OperationTimeout(operation, timeout or 0.0) from error
+            except Unavailable:
                 remaining = self._remaining(deadline, operation, timeout)
                 time.sleep(_RESUME_PAUSE_S if remaining is None else min(_RESUME_PAUSE_S, remaining))
                 try:  # the service restarted (or is restarting): read the state, then resume
                     operation = self._call(
-                        stub.GetOperation,
+                        service, "GetOperation",
                         op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
                         self._bulk_deadline_s).operation
                     report(operation)
-                except grpc.RpcError as again:
-                    if again.code() not in _UNREACHABLE:
-                        raise
-            finally:
-                call.cancel()  # a no-op once the stream has ended
+                except (Unavailable, DeadlineExceeded):
+                    pass
         return _final(operation)
 
-    def list_models(self, use_case: str) -> list[tpb.Model]:
+    def list_models(self, use_case: str, *, timeout: float | None = None) -> list[tpb.Model]:
         """The model versions of a use case (``ListModels``), newest first."""
-        return list(self._call(self.trainer_stub.ListModels, tpb.ListModelsRequest(use_case=use_case),
-                               self._bulk_deadline_s).models)
+        return list(self._call("trainer", "ListModels", tpb.ListModelsRequest(use_case=use_case),
+                               _deadline(timeout, self._bulk_deadline_s)).models)
 
-    def get_model(self, use_case: str, version: int = 0) -> tpb.Model:
+    def get_model(self, use_case: str, version: int = 0, *, timeout: float | None = None) -> tpb.Model:
         """One model version of a use case (``GetModel``); version 0 is the latest."""
-        return self._call(self.trainer_stub.GetModel,
-                          tpb.GetModelRequest(use_case=use_case, version=version),
-                          self._bulk_deadline_s).model
+        return self._call("trainer", "GetModel", tpb.GetModelRequest(use_case=use_case, version=version),
+                          _deadline(timeout, self._bulk_deadline_s)).model
+
+    def download_model(self, use_case: str, version: int, *, timeout: float | None = None) -> ModelArtifact:
+        """A model's ONNX artifact (``DownloadModel``, in chunks), checked against its
+        size and sha256 (``ValueError`` when it does not match)."""
+        chunks = self._stream("trainer", "DownloadModel",
+                              tpb.DownloadModelRequest(use_case=use_case, version=version),
+                              _deadline(timeout, _STREAM_DEADLINE_S))
+        return _artifact(chunks, use_case, version)
+
+    def register_model(self, model: tpb.Model, onnx: bytes, *, request_id: str = "",
+                       timeout: float | None = None) -> tpb.Model:
+        """Register a model made elsewhere (``RegisterModel``): its metadata (``use_case``,
+        ``family``, ``blueprint_version``, input and output names...) and its ONNX
+        bytes; the registry assigns the version. Returns the registered model."""
+        request = self._register_request(model, onnx, request_id or self.clock.new_id())
+        return self._call("trainer", "RegisterModel", request,
+                          _deadline(timeout, max(self._bulk_deadline_s, _STREAM_DEADLINE_S))).model
 
     def set_deployment(self, use_case: str, production_version: int = 0, *, canary_version: int = 0,
                        canary_share: float = 0.0, shadow_versions: Sequence[int] = (),
-                       reason: str = "", request_id: str = "") -> tpb.Deployment:
+                       reason: str = "", request_id: str = "",
+                       timeout: float | None = None) -> tpb.Deployment:
         """Set which model versions serve a use case (``SetDeployment``); returns the new revision.
 
         Args:
@@ -1209,32 +1633,62 @@ class Client(_ClientBase):
             shadow_versions: model versions scored and logged, never returned.
             reason: why (kept in the deployment audit).
             request_id: idempotency key (default: a new UUIDv7).
+            timeout: deadline of the call.
         """
         request = tpb.SetDeploymentRequest(
             request_id=request_id or self.clock.new_id(), use_case=use_case,
             production_version=production_version, canary_version=canary_version,
             canary_share=canary_share, shadow_versions=list(shadow_versions), reason=reason)
-        return self._call(self.trainer_stub.SetDeployment, request, self._bulk_deadline_s).deployment
+        return self._call("trainer", "SetDeployment", request,
+                          _deadline(timeout, self._bulk_deadline_s)).deployment
 
-    def rollback_model(self, use_case: str, reason: str = "", *, request_id: str = "") -> tpb.Deployment:
+    def rollback_model(self, use_case: str, reason: str = "", *, request_id: str = "",
+                       timeout: float | None = None) -> tpb.Deployment:
         """Return a use case's deployment to its previous revision (the trainer's ``Rollback``),
         as a new revision; returns it. (:meth:`rollback_use_case` rolls back blueprints.)"""
         request = tpb.RollbackRequest(request_id=request_id or self.clock.new_id(), use_case=use_case,
                                       reason=reason)
-        return self._call(self.trainer_stub.Rollback, request, self._bulk_deadline_s).deployment
+        return self._call("trainer", "Rollback", request, _deadline(timeout, self._bulk_deadline_s)).deployment
 
-    def get_rollout(self, use_case: str) -> tpb.Rollout:
+    def get_deployment(self, use_case: str, *, timeout: float | None = None) -> tpb.Deployment | None:
+        """The deployment in force for a use case (the first message of
+        ``WatchDeployments``), or None when it never had one (its deployment audit is
+        empty). ``timeout`` bounds each of the two calls."""
+        if not self.list_deployment_audit(use_case, timeout=timeout):
+            return None
+        updates = self.watch_deployments([use_case], timeout=_deadline(timeout, _DEPLOYMENT_WAIT_S))
+        try:
+            for update in updates:
+                if update.use_case == use_case:
+                    return update
+        except DeadlineExceeded:
+            pass
+        finally:
+            updates.close()
+        return None
+
+    def watch_deployments(self, use_cases: Sequence[str] = (), *,
+                          timeout: float | None = None) -> Generator[tpb.Deployment, None, None]:
+        """The current deployment of each use case (all when none is named), then every
+        new revision as it is made (``WatchDeployments``). ``timeout``: the deadline of
+        the stream (default: none; it ends with UNAVAILABLE when the trainer stops)."""
+        request = tpb.WatchDeploymentsRequest(use_cases=list(use_cases))
+        for update in self._stream("trainer", "WatchDeployments", request, _seconds(timeout)):
+            yield update.deployment
+
+    def get_rollout(self, use_case: str, *, timeout: float | None = None) -> tpb.Rollout:
         """The latest automatic rollout of a use case (``GetRollout``): step, guardrails,
         rewards; NOT_FOUND when it never had one."""
-        return self._call(self.trainer_stub.GetRollout, tpb.GetRolloutRequest(use_case=use_case),
-                          self._bulk_deadline_s).rollout
+        return self._call("trainer", "GetRollout", tpb.GetRolloutRequest(use_case=use_case),
+                          _deadline(timeout, self._bulk_deadline_s)).rollout
 
-    def list_deployment_audit(self, use_case: str) -> list[tpb.DeploymentAuditEntry]:
+    def list_deployment_audit(self, use_case: str, *,
+                              timeout: float | None = None) -> list[tpb.DeploymentAuditEntry]:
         """Every deployment change of a use case with its reason, oldest first
         (``ListDeploymentAudit``)."""
-        return list(self._call(self.trainer_stub.ListDeploymentAudit,
+        return list(self._call("trainer", "ListDeploymentAudit",
                                tpb.ListDeploymentAuditRequest(use_case=use_case),
-                               self._bulk_deadline_s).entries)
+                               _deadline(timeout, self._bulk_deadline_s)).entries)
 
     # ---------------------------------------------------------------- evaluator
 
@@ -1245,8 +1699,8 @@ class Client(_ClientBase):
                          control_arm: str = "", segment_features: Sequence[str] = (),
                          treatment_cost: float = 0.0, register_cate_model: bool = False,
                          forest_trees: int = 0,
-                         timeout: float | timedelta | duration_pb2.Duration | None = None,
-                         ) -> op_pb.Operation:
+                         job_timeout: float | timedelta | duration_pb2.Duration | None = None,
+                         timeout: float | None = None) -> op_pb.Operation:
         """Start estimating heterogeneous treatment effects (``EstimateEffects``); returns the
         operation at once. Follow it with :meth:`wait_operation`; its result is an
         ``EstimateEffectsResult`` whose ``report_id`` :meth:`get_report` reads.
@@ -1269,16 +1723,19 @@ class Client(_ClientBase):
             register_cate_model: export the effect model to ONNX and register it with
                 the trainer.
             forest_trees: trees of the causal forest (0: 100).
-            timeout: the job's own time limit (seconds, timedelta or Duration; None: one
-                hour); the job fails with DEADLINE_EXCEEDED past it.
+            job_timeout: the job's own time limit (seconds, timedelta or Duration; None:
+                one hour); the job fails with DEADLINE_EXCEEDED past it.
+            timeout: deadline of the call that starts the job.
         """
         request = _estimate_effects_request(
             use_case, request_id or self.clock.new_id(), start_time, end_time, estimator,
             treatment_action, control_action, seed, treatment_source, treatment_arm, control_arm,
-            segment_features, treatment_cost, register_cate_model, forest_trees, timeout)
-        return self._call(self.evaluator_stub.EstimateEffects, request, self._bulk_deadline_s).operation
+            segment_features, treatment_cost, register_cate_model, forest_trees, job_timeout)
+        return self._call("evaluator", "EstimateEffects", request,
+                          _deadline(timeout, self._bulk_deadline_s)).operation
 
-    def get_report(self, report: ReportArg, use_case: str = "") -> epb.GetReportResponse:
+    def get_report(self, report: ReportArg, use_case: str = "", *,
+                   timeout: float | None = None) -> epb.GetReportResponse:
         """A report (``GetReport``): ``.result`` (the ``EstimateEffectsResult``: ATE, CATE
         quantiles, segments, validation, policy) and ``.html`` (a self-contained page).
 
@@ -1287,31 +1744,35 @@ class Client(_ClientBase):
                 operation.
             use_case: the report's use case (default: known from ``report`` or an
                 earlier read); lets a token scoped to that use case read it.
+            timeout: deadline of the call.
         """
-        reply = self._call(self.evaluator_stub.GetReport, self._report_request(report, use_case),
-                           self._bulk_deadline_s)
+        reply = self._call("evaluator", "GetReport", self._report_request(report, use_case),
+                           _deadline(timeout, self._bulk_deadline_s))
         self._remember_report(reply.result)
         return reply
 
-    def list_reports(self, use_case: str = "") -> list[epb.EstimateEffectsResult]:
+    def list_reports(self, use_case: str = "", *,
+                     timeout: float | None = None) -> list[epb.EstimateEffectsResult]:
         """Report results (no HTML), newest first (``ListReports``); "" lists every use case's."""
-        reply = self._call(self.evaluator_stub.ListReports, epb.ListReportsRequest(use_case=use_case),
-                           self._bulk_deadline_s)
+        reply = self._call("evaluator", "ListReports", epb.ListReportsRequest(use_case=use_case),
+                           _deadline(timeout, self._bulk_deadline_s))
         for result in reply.reports:
             self._remember_report(result)
         return list(reply.reports)
 
-    def _report_meta(self, report: ReportArg, use_case: str) -> tuple[str, str, tuple[str, ...]]:
+    def _report_meta(self, report: ReportArg, use_case: str,
+                     timeout: float | None) -> tuple[str, str, tuple[str, ...]]:
         """(report id, use case, feature names) of a report, read once if needed."""
         report_id, scope, names = self._known_report(report, use_case)
         if names is None:
-            result = self.get_report(report_id, scope).result
+            result = self.get_report(report_id, scope, timeout=timeout).result
             scope, names = scope or result.use_case, tuple(result.feature_names)
         return report_id, scope, names
 
     def predict_effects(self, report: ReportArg, rows: Any, *, use_case: str = "",
                         feature_names: Sequence[str] | None = None,
-                        batch_size: int = _PREDICT_BATCH_ROWS) -> EffectPredictions:
+                        batch_size: int = _PREDICT_BATCH_ROWS,
+                        timeout: float | None = None) -> EffectPredictions:
         """Per-row effects (CATE) with 95% intervals from a report's fitted estimator
         (``PredictEffects``, which addresses the estimator by report id).
 
@@ -1328,10 +1789,11 @@ class Client(_ClientBase):
             feature_names: the matrix's column names; they must equal the report's
                 (default: the report's, read once with GetReport).
             batch_size: rows per call.
+            timeout: deadline of each call.
         """
         records = _is_records(rows)
         if feature_names is None or records:
-            report_id, scope, names = self._report_meta(report, use_case)
+            report_id, scope, names = self._report_meta(report, use_case, timeout)
         else:
             report_id, scope, _ = self._known_report(report, use_case)
             names = tuple(feature_names)
@@ -1339,9 +1801,9 @@ class Client(_ClientBase):
         if records:
             rows = _records(rows)
             if _needs_vocabulary(rows):
-                vocabularies = _vocabularies(self.get_use_case(scope).blueprint)
+                vocabularies = _vocabularies(self.get_use_case(scope, timeout=timeout).blueprint)
         matrix = _effect_matrix(rows, names, vocabularies)
-        replies = [self._call(self.evaluator_stub.PredictEffects, request, self._bulk_deadline_s)
+        replies = [self._call("evaluator", "PredictEffects", request, _deadline(timeout, self._bulk_deadline_s))
                    for request in _predict_requests(report_id, scope, names, matrix, batch_size)]
         return _predictions(replies)
 
@@ -1349,7 +1811,7 @@ class Client(_ClientBase):
                         end_time: TimeArg = None, constant_action: str = "",
                         report_id: ReportArg = "",
                         policy_variant: blueprint_pb2.Policy | Mapping[str, Any] | None = None,
-                        max_weight: float = 0.0,
+                        max_weight: float = 0.0, timeout: float | None = None,
                         deadline_s: float | None = None) -> epb.EvaluatePolicyResponse:
         """Off-policy value of a candidate policy from the logged propensities
         (``EvaluatePolicy``): IPS, SNIPS and doubly robust estimates with 95% CIs.
@@ -1365,13 +1827,14 @@ class Client(_ClientBase):
             policy_variant: policy settings replacing the blueprint's for the candidate
                 (a ``Policy`` or a mapping such as ``{"type": "POLICY_TYPE_GREEDY"}``).
             max_weight: largest importance weight before the estimate is flagged (0: 20).
-            deadline_s: deadline of the call (default: at least 300 s); the evaluator
+            timeout: deadline of the call (default: at least 300 s); the evaluator
                 stops the work when it passes.
+            deadline_s: the former name of ``timeout``.
         """
         request = _evaluate_policy_request(use_case, model_version, start_time, end_time,
                                            constant_action, report_id, policy_variant, max_weight)
-        return self._call(self.evaluator_stub.EvaluatePolicy, request,
-                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+        return self._call("evaluator", "EvaluatePolicy", request,
+                          _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     def suggest_parameters(
         self, use_case: str,
@@ -1380,7 +1843,7 @@ class Client(_ClientBase):
         report_id: ReportArg = "", model_version: int = 0, objective: str = "",
         constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (), iterations: int = 0,
         seed: int = 0, start_time: TimeArg = None, end_time: TimeArg = None,
-        net_of_costs: bool = False, deadline_s: float | None = None,
+        net_of_costs: bool = False, timeout: float | None = None, deadline_s: float | None = None,
     ) -> epb.SuggestParametersResponse:
         """Blueprint parameters that maximise a goal, by Bayesian optimisation over
         off-policy estimates (``SuggestParameters``).
@@ -1401,36 +1864,21 @@ class Client(_ClientBase):
             start_time: decisions at or after this time (None: all).
             end_time: decisions before this time (None: now).
             net_of_costs: subtract the blueprint's action costs from the reward goal.
-            deadline_s: deadline of the call (default: at least 300 s); the evaluator
+            timeout: deadline of the call (default: at least 300 s); the evaluator
                 stops the work when it passes.
+            deadline_s: the former name of ``timeout``.
         """
         request = _suggest_parameters_request(use_case, parameters, ranges, report_id, model_version,
                                               objective, constraints, iterations, seed, start_time,
                                               end_time, net_of_costs)
-        return self._call(self.evaluator_stub.SuggestParameters, request,
-                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
-
-    @staticmethod
-    def _scorecard_request(use_case: str, canary: bool, control_arm: str, covariates: Sequence[str],
-                           start_time: TimeArg, end_time: TimeArg,
-                           look_interval: float | timedelta | duration_pb2.Duration | None,
-                           mixture_effect_size: float, srm_alpha: float,
-                           include_html: bool) -> epb.GetScorecardRequest:
-        request = epb.GetScorecardRequest(
-            use_case=use_case, control_arm=control_arm, covariates=list(covariates),
-            comparison=epb.SCORECARD_COMPARISON_CANARY if canary else epb.SCORECARD_COMPARISON_ARMS,
-            mixture_effect_size=mixture_effect_size, srm_alpha=srm_alpha, include_html=include_html)
-        _set_times(request, start_time, end_time)
-        interval = _duration(look_interval, "look_interval")
-        if interval is not None:
-            request.look_interval.CopyFrom(interval)
-        return request
+        return self._call("evaluator", "SuggestParameters", request,
+                          _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     def get_scorecard(self, use_case: str, *, canary: bool = False, control_arm: str = "",
                       covariates: Sequence[str] = (), start_time: TimeArg = None, end_time: TimeArg = None,
                       look_interval: float | timedelta | duration_pb2.Duration | None = None,
                       mixture_effect_size: float = 0.0, srm_alpha: float = 0.0, include_html: bool = False,
-                      deadline_s: float | None = None) -> epb.GetScorecardResponse:
+                      timeout: float | None = None, deadline_s: float | None = None) -> epb.GetScorecardResponse:
         """An experiment scorecard (``GetScorecard``): per group and metric the mean, the
         difference to the control and the relative lift with 95% CIs, CUPED, a
         sample-ratio-mismatch test and an always-valid sequential test
@@ -1451,12 +1899,13 @@ class Client(_ClientBase):
                 standard deviations of the metric (0: 0.05).
             srm_alpha: significance level of the sample-ratio test (0: 0.001).
             include_html: also render the HTML page.
-            deadline_s: deadline of the call (default: at least 300 s).
+            timeout: deadline of the call (default: at least 300 s).
+            deadline_s: the former name of ``timeout``.
         """
-        request = Client._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
-                                            look_interval, mixture_effect_size, srm_alpha, include_html)
-        return self._call(self.evaluator_stub.GetScorecard, request,
-                          deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+        request = self._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
+                                          look_interval, mixture_effect_size, srm_alpha, include_html)
+        return self._call("evaluator", "GetScorecard", request,
+                          _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     def close(self) -> None:
         """Close the channels (the trainer's and the evaluator's if they were opened)."""
@@ -1474,7 +1923,9 @@ class Client(_ClientBase):
 
 class AsyncClient(_ClientBase):
     """The asyncio variant of :class:`Client` (``grpc.aio``), with the same methods and
-    arguments; ``on_progress`` of ``wait_operation`` may also be a coroutine function."""
+    arguments; ``on_progress`` of ``wait_operation`` may also be a coroutine function;
+    the streaming methods (``decide_stream``, ``read_training_data``,
+    ``watch_deployments``) are async iterators."""
 
     def __init__(self, decision_address: Address | None = None, feedback_address: Address | None = None,
                  deadline_s: float | None = None, retries: int | None = None,
@@ -1482,31 +1933,43 @@ class AsyncClient(_ClientBase):
                  trainer_address: str | None = None, evaluator_address: str | None = None) -> None:
         super().__init__(decision_address, feedback_address, deadline_s, retries, settings, defaults,
                          trainer_address, evaluator_address)
-        options = channel_options(self.settings)
-        self._decision_channel = security.aio_channel(self.settings, self.decision_address, options,
-                                                      tracing.caller_interceptors())
-        self._feedback_channel = security.aio_channel(self.settings, self.feedback_address, options,
-                                                      tracing.caller_interceptors())
+        self._decision_channel = self._open_channel(self.decision_address)
+        self._feedback_channel = self._open_channel(self.feedback_address)
         self.decision_stub = dgrpc.DecisionServiceStub(self._decision_channel)
         self.feedback_stub = fgrpc.FeedbackServiceStub(self._feedback_channel)
 
-    def _open_channel(self, address: str) -> grpc.aio.Channel:
-        return security.aio_channel(self.settings, address, channel_options(self.settings),
+    def _open_channel(self, address: Address) -> grpc.aio.Channel:
+        return security.aio_channel(self.settings, address, self._channel_options(),
                                     tracing.caller_interceptors())
 
-    async def _call(self, method: Any, request: Any, timeout: float) -> Any:
-        """One RPC within ``timeout`` seconds, retries included (see _retry_delay)."""
+    async def _call(self, service: ServiceName, method: str, request: Any, timeout: float) -> Any:
+        """One unary RPC within ``timeout`` seconds, retries included (gRPC's retry
+        policy, and _retry_delay); a failure raises its typed error."""
+        stub = self._stub(service)
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
             try:
-                return await method(request, timeout=max(deadline - time.monotonic(), 0.0))
+                return await getattr(stub, method)(request, timeout=max(deadline - time.monotonic(), 0.0))
             except grpc.RpcError as error:
                 delay = _retry_delay(error, attempt, self.retries, deadline - time.monotonic())
                 if delay is None:
-                    raise
+                    raise self._typed(error, service, method) from None
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def _stream(self, service: ServiceName, method: str, request: Any,
+                      timeout: float | None) -> AsyncIterator[Any]:
+        """The messages of a server (or bidirectional) stream; a failure raises its typed
+        error. The call is cancelled when the iteration stops early."""
+        call = getattr(self._stub(service), method)(request, timeout=timeout)
+        try:
+            async for message in call:
+                yield message
+        except grpc.RpcError as error:
+            raise self._typed(error, service, method) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
 
     async def _remember(self, use_case: str) -> None:
         if use_case in self._learned:
@@ -1516,13 +1979,15 @@ class AsyncClient(_ClientBase):
         except grpc.RpcError:
             pass
 
+    # ----------------------------------------------------------------- decisions
+
     async def decide(self, use_case: str, features: Mapping[str, Any], unit_id: str = "",
-                     disable_exploration: bool = False) -> Decision:
+                     disable_exploration: bool = False, *, timeout: float | None = None) -> Decision:
         """See :meth:`Client.decide`."""
         request = _decide_request(use_case, features, unit_id, disable_exploration)
         try:
-            reply = await self._call(self.decision_stub.Decide, request, self.deadline_s)
-        except grpc.RpcError as error:
+            reply = await self._call("decision", "Decide", request, _deadline(timeout, self.deadline_s))
+        except LoopwiseError as error:
             if _unreachable(error):
                 return self._local_decision(use_case, error)
             raise
@@ -1532,142 +1997,218 @@ class AsyncClient(_ClientBase):
     async def decide_batch(self, use_case: str, blueprint_version: int,
                            feature_names: Sequence[str], matrix: np.ndarray,
                            unit_ids: Sequence[str] | None = None,
-                           disable_exploration: bool = False) -> BatchDecisions:
+                           disable_exploration: bool = False, *,
+                           timeout: float | None = None) -> BatchDecisions:
         """See :meth:`Client.decide_batch`."""
         request = _batch_request(use_case, blueprint_version, feature_names, matrix,
                                  unit_ids, disable_exploration)
         try:
-            reply = await self._call(self.decision_stub.DecideBatch, request, self._bulk_deadline_s)
-        except grpc.RpcError as error:
+            reply = await self._call("decision", "DecideBatch", request,
+                                     _deadline(timeout, self._bulk_deadline_s))
+        except LoopwiseError as error:
             if _unreachable(error):
                 return self._local_batch(use_case, request.rows, error)
             raise
         await self._remember(use_case)
         return _batch_from_proto(reply)
 
+    async def decide_stream(self, requests: Iterable[dpb.DecideRequest | Mapping[str, Any]]
+                            | AsyncIterable[dpb.DecideRequest | Mapping[str, Any]], *,
+                            timeout: float | None = None) -> AsyncIterator[Decision]:
+        """See :meth:`Client.decide_stream`; ``requests`` may also be an async iterable."""
+
+        async def stream() -> AsyncIterator[dpb.DecideRequest]:
+            if isinstance(requests, AsyncIterable):
+                async for item in requests:
+                    yield self._decide_stream_request(item)
+            else:
+                for item in requests:
+                    yield self._decide_stream_request(item)
+
+        async for reply in self._stream("decision", "DecideStream", stream(), _seconds(timeout)):
+            await self._remember(reply.decision.use_case)
+            yield self._stream_decision(reply)
+
+    # ----------------------------------------------------------------- feedback
+
     async def log_outcome(self, use_case: str, decision_id: str, outcome_id: str, name: str,
                           value: float = 1.0, label: str = "",
-                          event_time: datetime | float | None = None) -> fpb.LogOutcomesResponse:
+                          event_time: datetime | float | None = None, *,
+                          timeout: float | None = None) -> fpb.LogOutcomesResponse:
         """See :meth:`Client.log_outcome`."""
         return await self.log_outcomes([Outcome(use_case, decision_id, outcome_id, name, value,
-                                                label, event_time)])
+                                                label, event_time)], timeout=timeout)
 
     async def log_outcomes(self, outcomes: Iterable[Outcome | fpb.Outcome | Mapping[str, Any]],
-                           batch_size: int = 5000) -> fpb.LogOutcomesResponse:
+                           batch_size: int = 5000, *,
+                           timeout: float | None = None) -> fpb.LogOutcomesResponse:
         """See :meth:`Client.log_outcomes`."""
         total = fpb.LogOutcomesResponse()
         messages = [_outcome_proto(o) for o in outcomes]
         for start in range(0, len(messages), batch_size):
             request = fpb.LogOutcomesRequest(request_id=self.clock.new_id(),
                                              outcomes=messages[start:start + batch_size])
-            reply = await self._call(self.feedback_stub.LogOutcomes, request, self._bulk_deadline_s)
+            reply = await self._call("feedback", "LogOutcomes", request,
+                                     _deadline(timeout, self._bulk_deadline_s))
             total.accepted += reply.accepted
             total.duplicates += reply.duplicates
             total.orphans += reply.orphans
         return total
 
+    async def log_decisions(self, records: Iterable[fpb.DecisionRecord | Mapping[str, Any]],
+                            batch_size: int = 1000, *,
+                            timeout: float | None = None) -> fpb.LogDecisionsResponse:
+        """See :meth:`Client.log_decisions`."""
+        items = list(records)
+        blueprints = {}
+        for use_case, version in self._records_needing_blueprints(items):
+            uc = await self.get_use_case(use_case, version, timeout=timeout)
+            blueprints[(use_case, version)] = (uc.version, uc.blueprint)
+        messages = [_decision_record(item, blueprints, f"records[{i}]")
+                    for i, item in enumerate(items)]
+        accepted = 0
+        for start in range(0, len(messages), batch_size):
+            request = fpb.LogDecisionsRequest(request_id=self.clock.new_id(),
+                                              decisions=messages[start:start + batch_size])
+            accepted += (await self._call("feedback", "LogDecisions", request,
+                                          _deadline(timeout, self._bulk_deadline_s))).accepted
+        return fpb.LogDecisionsResponse(accepted=accepted)
+
+    async def get_decision(self, use_case: str, decision_id: str, *,
+                           timeout: float | None = None) -> fpb.GetDecisionResponse:
+        """See :meth:`Client.get_decision`."""
+        return await self._call("feedback", "GetDecision",
+                                fpb.GetDecisionRequest(use_case=use_case, decision_id=decision_id),
+                                _deadline(timeout, self._bulk_deadline_s))
+
+    async def get_stats(self, use_case: str, *, timeout: float | None = None) -> fpb.GetStatsResponse:
+        """See :meth:`Client.get_stats`."""
+        return await self._call("feedback", "GetStats", fpb.GetStatsRequest(use_case=use_case),
+                                _deadline(timeout, self._bulk_deadline_s))
+
+    async def read_training_data(self, use_case: str, *, start_time: TimeArg = None,
+                                 end_time: TimeArg = None, batch_rows: int = 0,
+                                 include_open_windows: bool = False, include_fallback: bool = False,
+                                 timeout: float | None = None) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+        """See :meth:`Client.read_training_data`."""
+        request = self._training_data_request(use_case, start_time, end_time, batch_rows,
+                                              include_open_windows, include_fallback)
+        async for batch in self._stream("feedback", "ReadTrainingData", request,
+                                        _deadline(timeout, _STREAM_DEADLINE_S)):
+            yield batch
+
+    async def delete_unit_data(self, use_case: str, unit_id: str, *, request_id: str = "",
+                               timeout: float | None = None) -> fpb.DeleteUnitDataResponse:
+        """See :meth:`Client.delete_unit_data`."""
+        request = fpb.DeleteUnitDataRequest(request_id=request_id or self.clock.new_id(),
+                                            use_case=use_case, unit_id=unit_id)
+        return await self._call("feedback", "DeleteUnitData", request,
+                                _deadline(timeout, max(self._bulk_deadline_s, _DELETE_DEADLINE_S)))
+
+    # ----------------------------------------------------------------- use cases
+
     async def apply_use_case(self, blueprint: blueprint_pb2.Blueprint, validate_only: bool = False,
-                             author: str = "", reason: str = "") -> dpb.ApplyUseCaseResponse:
+                             author: str = "", reason: str = "", *,
+                             timeout: float | None = None) -> dpb.ApplyUseCaseResponse:
         """See :meth:`Client.apply_use_case`."""
         request = dpb.ApplyUseCaseRequest(request_id=self.clock.new_id(), blueprint=blueprint,
                                           validate_only=validate_only, author=author, reason=reason)
-        reply = await self._call(self.decision_stub.ApplyUseCase, request, self._bulk_deadline_s)
+        reply = await self._call("decision", "ApplyUseCase", request, _deadline(timeout, self._bulk_deadline_s))
         if not validate_only:
             self._learn(reply.use_case)
         return reply
 
-    async def get_use_case(self, use_case: str, version: int = 0) -> dpb.UseCase:
+    async def get_use_case(self, use_case: str, version: int = 0, *,
+                           timeout: float | None = None) -> dpb.UseCase:
         """See :meth:`Client.get_use_case`."""
-        reply = await self._call(self.decision_stub.GetUseCase,
+        reply = await self._call("decision", "GetUseCase",
                                  dpb.GetUseCaseRequest(use_case=use_case, version=version),
-                                 self._bulk_deadline_s)
+                                 _deadline(timeout, self._bulk_deadline_s))
         if version == 0:
             self._learn(reply.use_case)
         return reply.use_case
 
-    async def get_stats(self, use_case: str) -> fpb.GetStatsResponse:
-        """See :meth:`Client.get_stats`."""
-        return await self._call(self.feedback_stub.GetStats,
-                                fpb.GetStatsRequest(use_case=use_case), self._bulk_deadline_s)
-
-    async def list_use_cases(self) -> list[dpb.UseCase]:
+    async def list_use_cases(self, *, timeout: float | None = None) -> list[dpb.UseCase]:
         """See :meth:`Client.list_use_cases`."""
         found: list[dpb.UseCase] = []
         token = ""
         while True:
-            reply = await self._call(self.decision_stub.ListUseCases,
-                                     dpb.ListUseCasesRequest(page_token=token), self._bulk_deadline_s)
+            reply = await self._call("decision", "ListUseCases", dpb.ListUseCasesRequest(page_token=token),
+                                     _deadline(timeout, self._bulk_deadline_s))
             found.extend(reply.use_cases)
             token = reply.next_page_token
             if not token:
                 return found
 
     async def rollback_use_case(self, use_case: str, to_version: int, reason: str = "",
-                                author: str = "") -> dpb.UseCase:
+                                author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """See :meth:`Client.rollback_use_case`."""
         request = dpb.RollbackUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
                                              to_version=to_version, reason=reason, author=author)
-        return (await self._call(self.decision_stub.RollbackUseCase, request,
-                                 self._bulk_deadline_s)).use_case
+        return (await self._call("decision", "RollbackUseCase", request,
+                                 _deadline(timeout, self._bulk_deadline_s))).use_case
 
     async def set_kill_switch(self, use_case: str, enabled: bool, reason: str = "",
-                              author: str = "") -> dpb.UseCase:
+                              author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """See :meth:`Client.set_kill_switch`."""
         request = dpb.SetKillSwitchRequest(request_id=self.clock.new_id(), use_case=use_case,
                                            enabled=enabled, reason=reason, author=author)
-        return (await self._call(self.decision_stub.SetKillSwitch, request,
-                                 self._bulk_deadline_s)).use_case
+        return (await self._call("decision", "SetKillSwitch", request,
+                                 _deadline(timeout, self._bulk_deadline_s))).use_case
 
     async def archive_use_case(self, use_case: str, archived: bool = True, reason: str = "",
-                               author: str = "") -> dpb.UseCase:
+                               author: str = "", *, timeout: float | None = None) -> dpb.UseCase:
         """See :meth:`Client.archive_use_case`."""
         request = dpb.ArchiveUseCaseRequest(request_id=self.clock.new_id(), use_case=use_case,
                                             archived=archived, reason=reason, author=author)
-        return (await self._call(self.decision_stub.ArchiveUseCase, request,
-                                 self._bulk_deadline_s)).use_case
+        return (await self._call("decision", "ArchiveUseCase", request,
+                                 _deadline(timeout, self._bulk_deadline_s))).use_case
 
-    async def use_case_changes(self, use_case: str) -> list[dpb.UseCaseChange]:
+    async def use_case_changes(self, use_case: str, *,
+                               timeout: float | None = None) -> list[dpb.UseCaseChange]:
         """See :meth:`Client.use_case_changes`."""
-        reply = await self._call(self.decision_stub.ListUseCaseChanges,
+        reply = await self._call("decision", "ListUseCaseChanges",
                                  dpb.ListUseCaseChangesRequest(use_case=use_case),
-                                 self._bulk_deadline_s)
+                                 _deadline(timeout, self._bulk_deadline_s))
         return list(reply.changes)
 
     # ------------------------------------------------------------------ trainer
 
     async def start_training(self, use_case: str, *, deploy: bool = False, request_id: str = "",
                              start_time: TimeArg = None, end_time: TimeArg = None,
-                             trigger: str = "") -> op_pb.Operation:
+                             trigger: str = "", timeout: float | None = None) -> op_pb.Operation:
         """See :meth:`Client.start_training`."""
         request = _start_training_request(use_case, request_id or self.clock.new_id(), deploy,
                                           start_time, end_time, trigger)
-        reply = await self._call(self.trainer_stub.StartTraining, request, self._bulk_deadline_s)
+        reply = await self._call("trainer", "StartTraining", request, _deadline(timeout, self._bulk_deadline_s))
         return reply.operation
 
     async def get_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
-                            service: Service | None = None) -> op_pb.Operation:
+                            service: Service | None = None,
+                            timeout: float | None = None) -> op_pb.Operation:
         """See :meth:`Client.get_operation`."""
         operation_id, scope = _operation_ref(operation, use_case)
         request = op_pb.GetOperationRequest(id=operation_id, use_case=scope)
-        stubs = self._operations_stubs(operation, service)
-        for index, stub in enumerate(stubs):
+        services = self._operations_services(operation, service)
+        for index, name in enumerate(services):
             try:
-                return (await self._call(stub.GetOperation, request, self._bulk_deadline_s)).operation
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                return (await self._call(name, "GetOperation", request,
+                                         _deadline(timeout, self._bulk_deadline_s))).operation
+            except NotFound:
+                if index == len(services) - 1:
                     raise
         raise AssertionError("unreachable")
 
     async def list_operations(self, use_case: str = "", *, service: Service = "trainer",
-                              limit: int = 50) -> list[op_pb.Operation]:
+                              limit: int = 50, timeout: float | None = None) -> list[op_pb.Operation]:
         """See :meth:`Client.list_operations`."""
-        stub = self._lazy_stub(_check_service(service) or "trainer")
+        name = _check_service(service) or "trainer"
         found: list[op_pb.Operation] = []
         token = ""
         while len(found) < limit:
             request = op_pb.ListOperationsRequest(use_case=use_case, page_size=min(limit - len(found), 500),
                                                   page_token=token)
-            reply = await self._call(stub.ListOperations, request, self._bulk_deadline_s)
+            reply = await self._call(name, "ListOperations", request, _deadline(timeout, self._bulk_deadline_s))
             found.extend(reply.operations)
             token = reply.next_page_token
             if not token or not reply.operations:
@@ -1675,16 +2216,18 @@ class AsyncClient(_ClientBase):
         return found[:limit]
 
     async def cancel_operation(self, operation: op_pb.Operation | str, use_case: str = "", *,
-                               service: Service | None = None) -> op_pb.Operation:
+                               service: Service | None = None,
+                               timeout: float | None = None) -> op_pb.Operation:
         """See :meth:`Client.cancel_operation`."""
         operation_id, scope = _operation_ref(operation, use_case)
         request = op_pb.CancelOperationRequest(id=operation_id, use_case=scope)
-        stubs = self._operations_stubs(operation, service)
-        for index, stub in enumerate(stubs):
+        services = self._operations_services(operation, service)
+        for index, name in enumerate(services):
             try:
-                return (await self._call(stub.CancelOperation, request, self._bulk_deadline_s)).operation
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or index == len(stubs) - 1:
+                return (await self._call(name, "CancelOperation", request,
+                                         _deadline(timeout, self._bulk_deadline_s))).operation
+            except NotFound:
+                if index == len(services) - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -1692,7 +2235,7 @@ class AsyncClient(_ClientBase):
                              on_progress: Callable[[op_pb.Operation], Any] | None = None,
                              ) -> op_pb.Operation:
         """See :meth:`Client.wait_operation`; ``on_progress`` may also be a coroutine function."""
-        stub = self._lazy_stub(_service_of(operation, None) or "trainer")
+        service = _service_of(operation, None) or "trainer"
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = b""
 
@@ -1709,75 +2252,110 @@ class AsyncClient(_ClientBase):
         while operation.state not in FINAL_STATES:
             remaining = self._remaining(deadline, operation, timeout)
             request = op_pb.WatchOperationRequest(id=operation.id, use_case=operation.use_case)
-            call = stub.WatchOperation(request, timeout=remaining)
             try:
-                async for update in call:
-                    operation = update.operation
-                    await report(operation)
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    raise OperationTimeout(operation, timeout or 0.0) from error
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                async with contextlib.aclosing(self._stream(service, "WatchOperation", request,
+                                                            remaining)) as updates:
+                    async for update in updates:
+                        operation = update.operation
+                        await report(operation)
+            except DeadlineExceeded as error:
+                if deadline is None:
                     raise
+                raise OperationTimeout(operation, timeout or 0.0) from error
+            except Unavailable:
                 remaining = self._remaining(deadline, operation, timeout)
                 await asyncio.sleep(_RESUME_PAUSE_S if remaining is None else min(_RESUME_PAUSE_S, remaining))
                 try:  # the service restarted (or is restarting): read the state, then resume
                     reply = await self._call(
-                        stub.GetOperation,
+                        service, "GetOperation",
                         op_pb.GetOperationRequest(id=operation.id, use_case=operation.use_case),
                         self._bulk_deadline_s)
                     operation = reply.operation
                     await report(operation)
-                except grpc.RpcError as again:
-                    if again.code() not in _UNREACHABLE:
-                        raise
-            finally:
-                call.cancel()  # a no-op once the stream has ended
+                except (Unavailable, DeadlineExceeded):
+                    pass
         return _final(operation)
 
-    async def list_models(self, use_case: str) -> list[tpb.Model]:
+    async def list_models(self, use_case: str, *, timeout: float | None = None) -> list[tpb.Model]:
         """See :meth:`Client.list_models`."""
-        reply = await self._call(self.trainer_stub.ListModels, tpb.ListModelsRequest(use_case=use_case),
-                                 self._bulk_deadline_s)
+        reply = await self._call("trainer", "ListModels", tpb.ListModelsRequest(use_case=use_case),
+                                 _deadline(timeout, self._bulk_deadline_s))
         return list(reply.models)
 
-    async def get_model(self, use_case: str, version: int = 0) -> tpb.Model:
+    async def get_model(self, use_case: str, version: int = 0, *, timeout: float | None = None) -> tpb.Model:
         """See :meth:`Client.get_model`."""
-        reply = await self._call(self.trainer_stub.GetModel,
-                                 tpb.GetModelRequest(use_case=use_case, version=version),
-                                 self._bulk_deadline_s)
+        reply = await self._call("trainer", "GetModel", tpb.GetModelRequest(use_case=use_case, version=version),
+                                 _deadline(timeout, self._bulk_deadline_s))
         return reply.model
+
+    async def download_model(self, use_case: str, version: int, *,
+                             timeout: float | None = None) -> ModelArtifact:
+        """See :meth:`Client.download_model`."""
+        chunks = [chunk async for chunk in self._stream(
+            "trainer", "DownloadModel", tpb.DownloadModelRequest(use_case=use_case, version=version),
+            _deadline(timeout, _STREAM_DEADLINE_S))]
+        return _artifact(chunks, use_case, version)
+
+    async def register_model(self, model: tpb.Model, onnx: bytes, *, request_id: str = "",
+                             timeout: float | None = None) -> tpb.Model:
+        """See :meth:`Client.register_model`."""
+        request = self._register_request(model, onnx, request_id or self.clock.new_id())
+        return (await self._call("trainer", "RegisterModel", request,
+                                 _deadline(timeout, max(self._bulk_deadline_s, _STREAM_DEADLINE_S)))).model
 
     async def set_deployment(self, use_case: str, production_version: int = 0, *,
                              canary_version: int = 0, canary_share: float = 0.0,
                              shadow_versions: Sequence[int] = (), reason: str = "",
-                             request_id: str = "") -> tpb.Deployment:
+                             request_id: str = "", timeout: float | None = None) -> tpb.Deployment:
         """See :meth:`Client.set_deployment`."""
         request = tpb.SetDeploymentRequest(
             request_id=request_id or self.clock.new_id(), use_case=use_case,
             production_version=production_version, canary_version=canary_version,
             canary_share=canary_share, shadow_versions=list(shadow_versions), reason=reason)
-        return (await self._call(self.trainer_stub.SetDeployment, request,
-                                 self._bulk_deadline_s)).deployment
+        return (await self._call("trainer", "SetDeployment", request,
+                                 _deadline(timeout, self._bulk_deadline_s))).deployment
 
-    async def rollback_model(self, use_case: str, reason: str = "", *,
-                             request_id: str = "") -> tpb.Deployment:
+    async def rollback_model(self, use_case: str, reason: str = "", *, request_id: str = "",
+                             timeout: float | None = None) -> tpb.Deployment:
         """See :meth:`Client.rollback_model`."""
         request = tpb.RollbackRequest(request_id=request_id or self.clock.new_id(), use_case=use_case,
                                       reason=reason)
-        return (await self._call(self.trainer_stub.Rollback, request, self._bulk_deadline_s)).deployment
+        return (await self._call("trainer", "Rollback", request,
+                                 _deadline(timeout, self._bulk_deadline_s))).deployment
 
-    async def get_rollout(self, use_case: str) -> tpb.Rollout:
+    async def get_deployment(self, use_case: str, *, timeout: float | None = None) -> tpb.Deployment | None:
+        """See :meth:`Client.get_deployment`."""
+        if not await self.list_deployment_audit(use_case, timeout=timeout):
+            return None
+        try:
+            async with contextlib.aclosing(self.watch_deployments(
+                    [use_case], timeout=_deadline(timeout, _DEPLOYMENT_WAIT_S))) as updates:
+                async for update in updates:
+                    if update.use_case == use_case:
+                        return update
+        except DeadlineExceeded:
+            pass
+        return None
+
+    async def watch_deployments(self, use_cases: Sequence[str] = (), *,
+                                timeout: float | None = None) -> AsyncIterator[tpb.Deployment]:
+        """See :meth:`Client.watch_deployments`."""
+        request = tpb.WatchDeploymentsRequest(use_cases=list(use_cases))
+        async for update in self._stream("trainer", "WatchDeployments", request, _seconds(timeout)):
+            yield update.deployment
+
+    async def get_rollout(self, use_case: str, *, timeout: float | None = None) -> tpb.Rollout:
         """See :meth:`Client.get_rollout`."""
-        reply = await self._call(self.trainer_stub.GetRollout, tpb.GetRolloutRequest(use_case=use_case),
-                                 self._bulk_deadline_s)
+        reply = await self._call("trainer", "GetRollout", tpb.GetRolloutRequest(use_case=use_case),
+                                 _deadline(timeout, self._bulk_deadline_s))
         return reply.rollout
 
-    async def list_deployment_audit(self, use_case: str) -> list[tpb.DeploymentAuditEntry]:
+    async def list_deployment_audit(self, use_case: str, *,
+                                    timeout: float | None = None) -> list[tpb.DeploymentAuditEntry]:
         """See :meth:`Client.list_deployment_audit`."""
-        reply = await self._call(self.trainer_stub.ListDeploymentAudit,
+        reply = await self._call("trainer", "ListDeploymentAudit",
                                  tpb.ListDeploymentAuditRequest(use_case=use_case),
-                                 self._bulk_deadline_s)
+                                 _deadline(timeout, self._bulk_deadline_s))
         return list(reply.entries)
 
     # ---------------------------------------------------------------- evaluator
@@ -1790,45 +2368,50 @@ class AsyncClient(_ClientBase):
                                control_arm: str = "", segment_features: Sequence[str] = (),
                                treatment_cost: float = 0.0, register_cate_model: bool = False,
                                forest_trees: int = 0,
-                               timeout: float | timedelta | duration_pb2.Duration | None = None,
-                               ) -> op_pb.Operation:
+                               job_timeout: float | timedelta | duration_pb2.Duration | None = None,
+                               timeout: float | None = None) -> op_pb.Operation:
         """See :meth:`Client.estimate_effects`."""
         request = _estimate_effects_request(
             use_case, request_id or self.clock.new_id(), start_time, end_time, estimator,
             treatment_action, control_action, seed, treatment_source, treatment_arm, control_arm,
-            segment_features, treatment_cost, register_cate_model, forest_trees, timeout)
-        reply = await self._call(self.evaluator_stub.EstimateEffects, request, self._bulk_deadline_s)
+            segment_features, treatment_cost, register_cate_model, forest_trees, job_timeout)
+        reply = await self._call("evaluator", "EstimateEffects", request,
+                                 _deadline(timeout, self._bulk_deadline_s))
         return reply.operation
 
-    async def get_report(self, report: ReportArg, use_case: str = "") -> epb.GetReportResponse:
+    async def get_report(self, report: ReportArg, use_case: str = "", *,
+                         timeout: float | None = None) -> epb.GetReportResponse:
         """See :meth:`Client.get_report`."""
-        reply = await self._call(self.evaluator_stub.GetReport, self._report_request(report, use_case),
-                                 self._bulk_deadline_s)
+        reply = await self._call("evaluator", "GetReport", self._report_request(report, use_case),
+                                 _deadline(timeout, self._bulk_deadline_s))
         self._remember_report(reply.result)
         return reply
 
-    async def list_reports(self, use_case: str = "") -> list[epb.EstimateEffectsResult]:
+    async def list_reports(self, use_case: str = "", *,
+                           timeout: float | None = None) -> list[epb.EstimateEffectsResult]:
         """See :meth:`Client.list_reports`."""
-        reply = await self._call(self.evaluator_stub.ListReports,
-                                 epb.ListReportsRequest(use_case=use_case), self._bulk_deadline_s)
+        reply = await self._call("evaluator", "ListReports", epb.ListReportsRequest(use_case=use_case),
+                                 _deadline(timeout, self._bulk_deadline_s))
         for result in reply.reports:
             self._remember_report(result)
         return list(reply.reports)
 
-    async def _report_meta(self, report: ReportArg, use_case: str) -> tuple[str, str, tuple[str, ...]]:
+    async def _report_meta(self, report: ReportArg, use_case: str,
+                           timeout: float | None) -> tuple[str, str, tuple[str, ...]]:
         report_id, scope, names = self._known_report(report, use_case)
         if names is None:
-            result = (await self.get_report(report_id, scope)).result
+            result = (await self.get_report(report_id, scope, timeout=timeout)).result
             scope, names = scope or result.use_case, tuple(result.feature_names)
         return report_id, scope, names
 
     async def predict_effects(self, report: ReportArg, rows: Any, *, use_case: str = "",
                               feature_names: Sequence[str] | None = None,
-                              batch_size: int = _PREDICT_BATCH_ROWS) -> EffectPredictions:
+                              batch_size: int = _PREDICT_BATCH_ROWS,
+                              timeout: float | None = None) -> EffectPredictions:
         """See :meth:`Client.predict_effects`."""
         records = _is_records(rows)
         if feature_names is None or records:
-            report_id, scope, names = await self._report_meta(report, use_case)
+            report_id, scope, names = await self._report_meta(report, use_case, timeout)
         else:
             report_id, scope, _ = self._known_report(report, use_case)
             names = tuple(feature_names)
@@ -1836,9 +2419,10 @@ class AsyncClient(_ClientBase):
         if records:
             rows = _records(rows)
             if _needs_vocabulary(rows):
-                vocabularies = _vocabularies((await self.get_use_case(scope)).blueprint)
+                vocabularies = _vocabularies((await self.get_use_case(scope, timeout=timeout)).blueprint)
         matrix = _effect_matrix(rows, names, vocabularies)
-        replies = [await self._call(self.evaluator_stub.PredictEffects, request, self._bulk_deadline_s)
+        replies = [await self._call("evaluator", "PredictEffects", request,
+                                    _deadline(timeout, self._bulk_deadline_s))
                    for request in _predict_requests(report_id, scope, names, matrix, batch_size)]
         return _predictions(replies)
 
@@ -1846,13 +2430,13 @@ class AsyncClient(_ClientBase):
                               start_time: TimeArg = None, end_time: TimeArg = None,
                               constant_action: str = "", report_id: ReportArg = "",
                               policy_variant: blueprint_pb2.Policy | Mapping[str, Any] | None = None,
-                              max_weight: float = 0.0,
+                              max_weight: float = 0.0, timeout: float | None = None,
                               deadline_s: float | None = None) -> epb.EvaluatePolicyResponse:
         """See :meth:`Client.evaluate_policy`."""
         request = _evaluate_policy_request(use_case, model_version, start_time, end_time,
                                            constant_action, report_id, policy_variant, max_weight)
-        return await self._call(self.evaluator_stub.EvaluatePolicy, request,
-                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+        return await self._call("evaluator", "EvaluatePolicy", request,
+                                _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     async def suggest_parameters(
         self, use_case: str,
@@ -1861,27 +2445,27 @@ class AsyncClient(_ClientBase):
         report_id: ReportArg = "", model_version: int = 0, objective: str = "",
         constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (), iterations: int = 0,
         seed: int = 0, start_time: TimeArg = None, end_time: TimeArg = None,
-        net_of_costs: bool = False, deadline_s: float | None = None,
+        net_of_costs: bool = False, timeout: float | None = None, deadline_s: float | None = None,
     ) -> epb.SuggestParametersResponse:
         """See :meth:`Client.suggest_parameters`."""
         request = _suggest_parameters_request(use_case, parameters, ranges, report_id, model_version,
                                               objective, constraints, iterations, seed, start_time,
                                               end_time, net_of_costs)
-        return await self._call(self.evaluator_stub.SuggestParameters, request,
-                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+        return await self._call("evaluator", "SuggestParameters", request,
+                                _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     async def get_scorecard(self, use_case: str, *, canary: bool = False, control_arm: str = "",
                             covariates: Sequence[str] = (), start_time: TimeArg = None,
                             end_time: TimeArg = None,
                             look_interval: float | timedelta | duration_pb2.Duration | None = None,
                             mixture_effect_size: float = 0.0, srm_alpha: float = 0.0,
-                            include_html: bool = False,
+                            include_html: bool = False, timeout: float | None = None,
                             deadline_s: float | None = None) -> epb.GetScorecardResponse:
         """See :meth:`Client.get_scorecard`."""
-        request = Client._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
-                                            look_interval, mixture_effect_size, srm_alpha, include_html)
-        return await self._call(self.evaluator_stub.GetScorecard, request,
-                                deadline_s or max(self._bulk_deadline_s, _ANALYSIS_DEADLINE_S))
+        request = self._scorecard_request(use_case, canary, control_arm, covariates, start_time, end_time,
+                                          look_interval, mixture_effect_size, srm_alpha, include_html)
+        return await self._call("evaluator", "GetScorecard", request,
+                                _deadline(_older_deadline(timeout, deadline_s), self._analysis_deadline_s))
 
     async def close(self) -> None:
         """Close the channels (the trainer's and the evaluator's if they were opened)."""
@@ -1895,4 +2479,3 @@ class AsyncClient(_ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import uuid_utils
 
@@ -55,7 +55,28 @@ class Clock:
         """A UUIDv7 whose timestamp is now on this clock."""
         if self.speed == 1.0:
             return str(uuid_utils.uuid7())
-        return str(uuid_utils.uuid7(nanoseconds=int(self.now() * 1e9)))
+        return uuid7_at(self.now())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def uuid7_at(when: datetime | float | int) -> str:
+    """A UUIDv7 whose timestamp is ``when``: an aware datetime, a naive one (taken as
+    UTC) or seconds since the epoch. The rest of the id is random, so ids made for the
+    same millisecond differ. This is the id of a decision made at that time, e.g. one
+    made elsewhere and imported with ``LogDecisions`` (its timestamp is its decision
+    time)."""
+    if isinstance(when, datetime):
+        aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        nanoseconds = (aware - _EPOCH) // timedelta(microseconds=1) * 1000
+    elif isinstance(when, int | float) and not isinstance(when, bool):
+        nanoseconds = int(round(float(when) * 1e9))
+    else:
+        raise TypeError(f"expected a datetime or epoch seconds, not {when!r}")
+    if nanoseconds < 0:
+        raise ValueError(f"{when!r} is before 1970: a UUIDv7 cannot hold it")
+    return str(uuid_utils.uuid7(nanoseconds=nanoseconds))
 
 
 def uuid7_time_ms(value: str) -> int | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
 import numpy as np
 import pytest
 
+import loopwise
 from loopwise.client import AsyncClient, Client, DecisionUnavailable
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.launcher import free_port
@@ -132,3 +134,20 @@ async def test_async_client_basics(scripted) -> None:
     async with AsyncClient(settings=_settings(f"127.0.0.1:{free_port()}"), retries=0) as client:
         with pytest.raises(DecisionUnavailable):
             await client.decide("checkout_upsell", {"basket_value": 1.0})
+
+
+def test_timeout_replaces_the_default_deadline_of_one_call(scripted) -> None:
+    servicer, address = scripted
+    servicer.delay_s = 0.4
+    with Client(settings=_settings(address), deadline_s=0.1,
+                defaults={"checkout_upsell": "no_offer"}) as client:
+        assert client.decide("checkout_upsell", {"basket_value": 10.0}).fallback  # 0.1 s
+        served = client.decide("checkout_upsell", {"basket_value": 10.0}, timeout=5)
+        assert not served.fallback and served.action == "offer"
+        started = time.monotonic()
+        with pytest.raises(loopwise.DeadlineExceeded) as caught:
+            client.get_use_case("checkout_upsell", timeout=0.1)  # bulk calls default to 30 s
+        assert time.monotonic() - started < 0.35
+        assert isinstance(caught.value, grpc.RpcError) and caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(ValueError):
+            client.get_use_case("checkout_upsell", timeout=0)

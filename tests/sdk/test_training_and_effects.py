@@ -103,6 +103,21 @@ def test_training_models_and_deployments_through_the_client(logged: Logged) -> N
         assert rolled_back.HasField("production") == result.deployed
         audit = client.list_deployment_audit(USE_CASE)
         assert [e.action for e in audit][-2:] == ["set", "rollback"]
+        current = client.get_deployment(USE_CASE)
+        assert current is not None and current.revision == rolled_back.revision
+        first = next(iter(client.watch_deployments([USE_CASE], timeout=10)))
+        assert first.use_case == USE_CASE and first.revision == rolled_back.revision
+        assert client.get_deployment("sdk_never_deployed") is None
+
+        artifact = client.download_model(USE_CASE, version)
+        assert artifact.sha256 == model.artifact_sha256 and len(artifact.onnx) == model.artifact_size
+        assert artifact.model.version == version
+        registered = client.register_model(
+            tpb.Model(use_case=USE_CASE, family=model.family, blueprint_version=model.blueprint_version,
+                      input_width=model.input_width, score_output=model.score_output,
+                      description="the SDK test's copy"), artifact.onnx)
+        assert registered.version > version and registered.source == "external"
+        assert registered.artifact_sha256 == artifact.sha256
         try:
             rollout = client.get_rollout(USE_CASE)
             assert rollout.use_case == USE_CASE
@@ -115,7 +130,7 @@ def test_effects_reports_policies_and_predictions_through_the_client(logged: Log
     with Client(settings=logged.settings) as client:
         started = client.estimate_effects(USE_CASE, estimator="linear_dml", treatment_action="offer",
                                           control_action="no_offer", segment_features=["region"],
-                                          seed=3, timeout=300)
+                                          seed=3, job_timeout=300, timeout=60)
         assert started.kind == "estimate_effects"
         final = client.wait_operation(started, timeout=150)
         result = operation_result(final)
