@@ -218,12 +218,15 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 def request_use_cases(request: Message) -> set[str]:
-    """The use cases a request acts on: its ``use_case`` field, those of its records
-    (``LogDecisions``, ``LogOutcomes``) and of its blueprint (``ApplyUseCase``)."""
+    """The use cases a request acts on: its ``use_case`` field, its ``use_cases`` list
+    (``WatchDeployments``), those of its records (``LogDecisions``, ``LogOutcomes``) and
+    of its blueprint (``ApplyUseCase``)."""
     found: set[str] = set()
     for fd, value in request.ListFields():
         if fd.name == "use_case" and fd.type == FieldDescriptor.TYPE_STRING:
             found.add(value)
+        elif fd.name == "use_cases" and fd.type == FieldDescriptor.TYPE_STRING and fd.is_repeated:
+            found.update(value)  # e.g. WatchDeployments: scoped to the use cases it names
         elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.fields_by_name.get(
                 "use_case") is not None:
             items = value if fd.is_repeated else [value]

@@ -63,7 +63,7 @@ def all_rpcs() -> Iterator[Rpc]:
 def names_use_case(descriptor: Descriptor) -> bool:
     """True when requests of this type name a use case (directly or in their records)."""
     for field in descriptor.fields:
-        if field.name == "use_case" and field.type == FieldDescriptor.TYPE_STRING:
+        if field.name in ("use_case", "use_cases") and field.type == FieldDescriptor.TYPE_STRING:
             return True
         if (field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry
                 and "use_case" in field.message_type.fields_by_name):
@@ -77,6 +77,8 @@ def minimal_request(rpc: Rpc, use_case: str) -> Message:
     for field in request.DESCRIPTOR.fields:
         if field.name == "use_case" and field.type == FieldDescriptor.TYPE_STRING:
             setattr(request, field.name, use_case)
+        elif field.name == "use_cases" and field.type == FieldDescriptor.TYPE_STRING:
+            getattr(request, field.name).append(use_case)
         elif (field.type == FieldDescriptor.TYPE_MESSAGE
               and not field.message_type.GetOptions().map_entry
               and "use_case" in field.message_type.fields_by_name):

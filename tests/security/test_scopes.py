@@ -110,5 +110,5 @@ async def test_refused_streams_end_with_their_status_while_clients_write(auth_st
     codes = await asyncio.gather(*(flood(()) for _ in range(20)), *(flood(other_team) for _ in range(20)),
                                  lockstep(()), lockstep(other_team))
     assert codes[:20] == [grpc.StatusCode.UNAUTHENTICATED] * 20
-    assert codes[20:40] == [grpc.StatusCode.PERMISSION_DENIED] * 20
+    assert codes[20:40] == [grpc.StatusCode.PERMISSION_DENIED] * 20, codes[20:40]
     assert codes[40:] == [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED]
