@@ -9,12 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import grpc
 import pydantic
 import typer
@@ -91,11 +91,13 @@ class Options:
     given: dict[str, Any] = field(default_factory=dict)
 
 
+# The global options of the command being run (set by the app's callback, which runs
+# before every command).
+_GIVEN: ContextVar[Options | None] = ContextVar("loopwise_cli_options", default=None)
+
+
 def _options() -> Options:
-    context = click.get_current_context(silent=True)
-    root = context.find_root() if context is not None else None
-    found = root.obj if root is not None else None
-    return found if isinstance(found, Options) else Options()
+    return _GIVEN.get() or Options()
 
 
 def settings() -> Settings:
@@ -317,7 +319,6 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def global_options(
-    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     decision_address: Annotated[str | None, typer.Option(
@@ -358,7 +359,7 @@ def global_options(
               "trainer_address": trainer_address, "evaluator_address": evaluator_address,
               "token": token, "tls_ca_file": ca_file, "tls_client_cert_file": cert_file,
               "tls_client_key_file": key_file, "tls_server_name": server_name}
-    ctx.obj = Options({k: v for k, v in values.items() if v is not None})
+    _GIVEN.set(Options({k: v for k, v in values.items() if v is not None}))
 
 
 def table_or_json(output: Output, data: Any, show: Callable[[], None]) -> None:
