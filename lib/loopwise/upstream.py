@@ -44,20 +44,30 @@ def translate_rpc_error(service: str, error: grpc.aio.AioRpcError) -> LoopwiseEr
 
 
 class DecisionUseCases:
-    """Blueprints from the decision service, cached by (use case, version)."""
+    """Blueprints from the decision service, cached by (use case, version).
+
+    Versions are immutable, so a fetched version is kept for good, and so is the fact
+    that a use case exists (use cases are archived, never deleted). Unknown use cases
+    and versions are not cached: they may be created later. ``timeout_s`` bounds each
+    call; the write path passes a shorter one."""
 
     def __init__(self, channels: ServiceChannels, timeout_s: float = CALL_TIMEOUT_S) -> None:
         self.channels = channels
         self.timeout_s = timeout_s
         self._versions: dict[tuple[str, int], blueprint_pb2.Blueprint] = {}
+        self._known: set[str] = set()
 
     def cached(self, use_case: str, version: int) -> blueprint_pb2.Blueprint | None:
         """A version already fetched, or None."""
         return self._versions.get((use_case, version))
 
-    async def latest(self, use_case: str) -> tuple[blueprint_pb2.Blueprint, int]:
+    def known(self, use_case: str) -> bool:
+        """The use case was seen to exist (no call)."""
+        return use_case in self._known
+
+    async def latest(self, use_case: str, timeout_s: float | None = None) -> tuple[blueprint_pb2.Blueprint, int]:
         """The current blueprint of a use case and its version; NOT_FOUND if unknown."""
-        found = await self._get(use_case, 0)
+        found = await self._get(use_case, 0, timeout_s)
         self._versions[(use_case, found.version)] = found.blueprint
         return found.blueprint, found.version
 
@@ -65,12 +75,24 @@ class DecisionUseCases:
         """The current version of a use case (checks that it exists)."""
         return (await self.latest(use_case))[1]
 
-    async def version(self, use_case: str, version: int) -> blueprint_pb2.Blueprint:
+    async def version(self, use_case: str, version: int, timeout_s: float | None = None) -> blueprint_pb2.Blueprint:
         """One blueprint version; NOT_FOUND if unknown, UNAVAILABLE if decision is unreachable."""
         key = (use_case, version)
         if key not in self._versions:
-            self._versions[key] = (await self._get(use_case, version)).blueprint
+            self._versions[key] = (await self._get(use_case, version, timeout_s)).blueprint
         return self._versions[key]
+
+    async def exists(self, use_case: str, timeout_s: float | None = None) -> bool:
+        """Whether the decision service knows the use case (True is cached); UNAVAILABLE
+        if it cannot be reached. A name the decision service refuses as invalid does
+        not exist."""
+        if use_case in self._known:
+            return True
+        try:
+            await self.latest(use_case, timeout_s)
+        except (NotFound, InvalidArgument):
+            return False
+        return True
 
     async def names(self) -> list[str]:
         """The names of every (non-archived) use case."""
@@ -87,16 +109,18 @@ class DecisionUseCases:
             if not token:
                 return names
 
-    async def _get(self, use_case: str, version: int) -> dpb.UseCase:
+    async def _get(self, use_case: str, version: int, timeout_s: float | None = None) -> dpb.UseCase:
         try:
             response = await self.channels.decision().GetUseCase(
-                dpb.GetUseCaseRequest(use_case=use_case, version=version), timeout=self.timeout_s
+                dpb.GetUseCaseRequest(use_case=use_case, version=version),
+                timeout=self.timeout_s if timeout_s is None else timeout_s,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 what = f"use case {use_case!r}" + (f" version {version}" if version else "")
                 raise NotFound(f"{what} is not known to the decision service") from exc
             raise translate_rpc_error("decision", exc) from exc
+        self._known.add(use_case)
         return response.use_case
 
 

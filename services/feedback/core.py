@@ -1,18 +1,25 @@
 """The feedback service's logic: validation, idempotent logging, joined reads, stats.
 
-No gRPC here: the servicer converts, the store persists, ``sources`` reaches the
-decision service (reward specs) and the trainer (model lineage). Proto messages are
-used as plain data where converting them would be boilerplate.
+No gRPC here: the servicer converts, the store persists, ``blueprints`` reaches the
+decision service (blueprints for validation and reward specs) and ``models`` the
+trainer (model lineage). Proto messages are used as plain data where converting them
+would be boilerplate.
+
+Reads are defensive: a stored decision that cannot be interpreted (a blueprint version
+the decision service does not know, features that do not fit its version, an action
+without a probability: data from before validation, or written to the store directly)
+is skipped and counted (GetStats.invalid_records, and the records skipped by reads in
+a metric); it never fails the use case. Undelivered decisions are stored and counted,
+never read as training data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +34,22 @@ from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.services.feedback.rewards import RewardRule
 from loopwise.services.feedback.spool import DurableWrites, Entry, store_failure
 from loopwise.services.feedback.training import build_batch, join_decisions
-from loopwise.store.feedback import DecisionColumns, FeedbackStore, OutcomeRow, StoredDecision
+from loopwise.services.feedback.validation import (
+    UNCHECKED,
+    RecordValidator,
+    Violations,
+    check_decision,
+    check_outcome,
+    check_resolved,
+    unavailable,
+)
+from loopwise.store.feedback import (
+    CountingRule,
+    DecisionColumns,
+    FeedbackStore,
+    OutcomeRow,
+    StoredDecision,
+)
 from loopwise.upstream import DecisionUseCases, TrainerModels
 
 log = logging.getLogger("loopwise.feedback")
@@ -37,8 +59,15 @@ DEFAULT_BATCH_ROWS = 4096
 PAGE_ROWS = 4096
 # GetStats answers with only the spool fields when the store does not answer in time.
 STATS_STORE_TIMEOUT_S = 5.0
-# At most this many field violations are reported for one request.
-MAX_VIOLATIONS = 20
+# An outcome whose decision is not stored although the decision was made this long ago
+# (real seconds; scaled by the clock speed) counts as an outcome of a lost decision. While
+# feedback is up, the decision service delivers a decision within its flush interval
+# (decision_log_flush_interval_s, 0.2 s), or, when a send fails, from its spool after at
+# most one send timeout (5 s) and one retry backoff (at most 2 s); a decision process
+# that stops with a non-empty spool replays it when it starts again (a restart: the grace
+# period and a start, about a minute). Ten minutes covers all of these with a wide margin
+# (docs/storage.md, "Counts").
+LOST_DECISION_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -55,21 +84,6 @@ def normalize_id(value: str) -> str:
     return str(uuid.UUID(value))
 
 
-class _Violations:
-    """Collects field violations and raises them together."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, field: str, description: str) -> None:
-        if len(self.items) < MAX_VIOLATIONS:
-            self.items.append((field, description))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items[0][0], self.items[0][1], self.items[1:])
-
-
 def _ms(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
@@ -84,16 +98,28 @@ class Feedback:
     """Stores decisions and outcomes, joins them by the reward spec, serves reads."""
 
     def __init__(self, store: FeedbackStore, blueprints: DecisionUseCases, models: TrainerModels,
-                 clock: Clock, spool_dir: Path, max_batch_rows: int = 100_000) -> None:
+                 clock: Clock, spool_dir: Path, max_batch_rows: int = 100_000,
+                 lost_decision_after_s: float = LOST_DECISION_AFTER_S) -> None:
         self.store = store
-        self.durable = DurableWrites(store, spool_dir, on_replayed=self._replayed)
+        self.durable = DurableWrites(store, spool_dir, on_replayed=self._replayed, validate=self._validate_spooled)
         self.blueprints = blueprints
+        self.validator = RecordValidator(blueprints)
         self.models = models
         self.clock = clock
         self.max_batch_rows = max_batch_rows
+        # On the decision clock, like decision ids.
+        self.lost_decision_after_ms = int(lost_decision_after_s * 1000 * clock.speed)
         # Process counter (not derived from data): duplicate deliveries are not stored,
         # so this restarts at 0 with the process; GetStats documents it as "since start".
+        # A replay of the same acknowledged request (the spool) is not a duplicate.
         self.duplicate_outcomes: dict[str, int] = defaultdict(int)
+        # Called with (use case, records) when a read skips stored records it cannot interpret.
+        self.on_invalid_skipped: Callable[[str, int], None] | None = None
+
+    def attach_store(self, store: FeedbackStore) -> None:
+        """Use ``store`` from now on (it connected after the service started)."""
+        self.store = store
+        self.durable.set_store(store)
 
     # ---- writes -----------------------------------------------------------------------
 
@@ -108,64 +134,48 @@ class Feedback:
 
     async def log_decisions(self, records: Sequence[fpb.DecisionRecord]) -> int:
         """Validate and store decisions (idempotent on decision id); returns how many
-        are stored, new or already present, once committed."""
+        are stored, new or already present, once committed. A batch with an invalid
+        record is refused whole (validation.py); one whose blueprints cannot be read
+        now is acknowledged from the spool and validated on replay."""
         if len(records) > self.max_batch_rows:
             raise ResourceExhausted(f"{len(records)} decisions in one request; at most {self.max_batch_rows}")
         now_ms = self.clock.now_ms()
-        bad = _Violations()
+        bad = Violations()
         stored: list[StoredDecision] = []
         for i, r in enumerate(records):
-            at = f"decisions[{i}]"
-            if not r.use_case:
-                bad.add(f"{at}.use_case", "required")
-            time_ms = plausible_decision_time_ms(r.decision_id, now_ms)
-            if time_ms is None:
-                bad.add(f"{at}.decision_id", f"{quote(r.decision_id)} is not a UUIDv7 of a plausible decision time")
-            if len(r.features) % 4:
-                bad.add(f"{at}.features", f"{len(r.features)} bytes is not a whole number of float32 values")
-            if r.blueprint_version < 1:
-                bad.add(f"{at}.blueprint_version", "must be >= 1")
-            if r.model_version < 0:
-                bad.add(f"{at}.model_version", "must be >= 0")
-            if r.action_index < 0:
-                bad.add(f"{at}.action_index", "must be >= 0")
-            elif r.action_probabilities and r.action_index >= len(r.action_probabilities):
-                bad.add(f"{at}.action_index", "has no entry in action_probabilities")
-            if any(not (0.0 <= p <= 1.0) for p in r.action_probabilities):
-                bad.add(f"{at}.action_probabilities", "every probability must be in [0, 1]")
-            if not (math.isfinite(r.serving_latency_ms) and r.serving_latency_ms >= 0.0):
-                bad.add(f"{at}.serving_latency_ms", "must be a finite number >= 0")
+            time_ms = check_decision(f"decisions[{i}]", r, now_ms, bad)
             if time_ms is not None:
                 record = fpb.DecisionRecord()
                 record.CopyFrom(r)
                 record.decision_id = normalize_id(r.decision_id)
                 stored.append(StoredDecision(record, time_ms))
+        resolved = await self.validator.versions(
+            (r.use_case, r.blueprint_version) for r in records if r.use_case and r.blueprint_version >= 1)
+        unchecked = False
+        for i, r in enumerate(records):
+            unchecked |= check_resolved(f"decisions[{i}]", r, resolved.get((r.use_case, r.blueprint_version)), bad)
         bad.raise_if_any()
-        await self.durable.decisions(stored)  # in the store, or fsync'd in the spool
+        if unchecked:
+            log.warning("LogDecisions: the decision service cannot be reached; %d decisions spooled unchecked",
+                        len(stored))
+        await self.durable.decisions(stored, unchecked=unchecked)  # in the store, or fsync'd in the spool
         return len(stored)
 
     async def log_outcomes(self, outcomes: Sequence[fpb.Outcome]) -> OutcomeCounts:
         """Validate and store outcomes (idempotent on use case, decision id, outcome id).
 
         A decision id that is not a plausible UUIDv7 makes an orphan (stored, counted);
-        an unknown but valid id is stored normally and counted at join time.
+        an unknown but valid id is stored normally and counted at join time. An outcome
+        of a use case that does not exist refuses the batch.
         """
         if len(outcomes) > self.max_batch_rows:
             raise ResourceExhausted(f"{len(outcomes)} outcomes in one request; at most {self.max_batch_rows}")
         now_ms = self.clock.now_ms()
-        bad = _Violations()
+        bad = Violations()
         rows: list[OutcomeRow] = []
         orphans: list[OutcomeRow] = []
         for i, o in enumerate(outcomes):
-            at = f"outcomes[{i}]"
-            if not o.use_case:
-                bad.add(f"{at}.use_case", "required")
-            if not o.outcome_id:
-                bad.add(f"{at}.outcome_id", "required (it is the idempotency key)")
-            if not o.name:
-                bad.add(f"{at}.name", "required")
-            if not math.isfinite(o.value):
-                bad.add(f"{at}.value", "must be finite")
+            check_outcome(f"outcomes[{i}]", o, bad)
             event_ms = _ms(o.event_time) if o.HasField("event_time") else now_ms
             decision_ms = plausible_decision_time_ms(o.decision_id, now_ms)
             if decision_ms is None:
@@ -174,8 +184,17 @@ class Feedback:
             else:
                 rows.append(OutcomeRow(o.use_case, normalize_id(o.decision_id), o.outcome_id, o.name, o.value,
                                        o.label, event_ms, decision_ms))
+        exists = await self.validator.use_cases(o.use_case for o in outcomes if o.use_case)
+        for i, o in enumerate(outcomes):
+            if exists.get(o.use_case, True) is False:
+                bad.add(f"outcomes[{i}].use_case", f"use case {quote(o.use_case)} does not exist")
         bad.raise_if_any()
-        result = await self.durable.outcomes(rows, orphans)  # in the store, or fsync'd in the spool
+        unchecked = any(v is UNCHECKED for v in exists.values())
+        if unchecked:
+            log.warning("LogOutcomes: the decision service cannot be reached; %d outcomes spooled unchecked",
+                        len(outcomes))
+        # In the store, or fsync'd in the spool.
+        result = await self.durable.outcomes(rows, orphans, unchecked=unchecked)
         if result is None:  # spooled: whether rows were new is unknown until replayed
             return OutcomeCounts(accepted=len(rows), duplicates=0, orphans=len(orphans))
         new, new_orphans = result
@@ -186,27 +205,75 @@ class Feedback:
         duplicates = len(outcomes) - accepted - orphan_count
         return OutcomeCounts(accepted=accepted, duplicates=duplicates, orphans=orphan_count)
 
+    async def _validate_spooled(self, entry: Entry) -> tuple[Entry, Entry, list[str]]:
+        """Validate a request spooled unchecked: (valid part, invalid part, reasons);
+        UNAVAILABLE while the decision service still cannot be reached."""
+        reasons: list[str] = []
+        if entry.decisions:
+            resolved = await self.validator.versions(
+                {(d.record.use_case, d.record.blueprint_version) for d in entry.decisions}, wait=True)
+            if any(v is UNCHECKED for v in resolved.values()):
+                raise unavailable("spooled decisions")
+            valid, invalid = [], []
+            for i, d in enumerate(entry.decisions):
+                bad = Violations()
+                check_resolved(f"decisions[{i}]", d.record,
+                               resolved.get((d.record.use_case, d.record.blueprint_version)), bad)
+                (invalid if bad else valid).append(d)
+                reasons += [f"{field}: {description}" for field, description in bad.items]
+            return Entry(entry.accept_us, decisions=valid), Entry(entry.accept_us, decisions=invalid), reasons
+        exists = await self.validator.use_cases({o.use_case for o in [*entry.outcomes, *entry.orphans]}, wait=True)
+        if any(v is UNCHECKED for v in exists.values()):
+            raise unavailable("spooled outcomes")
+        reasons = [f"use case {quote(name)} does not exist" for name, found in sorted(exists.items()) if not found]
+        kept = ([o for o in entry.outcomes if exists[o.use_case]], [o for o in entry.orphans if exists[o.use_case]])
+        dropped = ([o for o in entry.outcomes if not exists[o.use_case]],
+                   [o for o in entry.orphans if not exists[o.use_case]])
+        return (Entry(entry.accept_us, outcomes=kept[0], orphans=kept[1]),
+                Entry(entry.accept_us, outcomes=dropped[0], orphans=dropped[1]), reasons)
+
     # ---- reward specs -----------------------------------------------------------------
 
     async def _rule(self, use_case: str, version: int) -> tuple[bp.Blueprint, RewardRule]:
         blueprint = await self.blueprints.version(use_case, version)
         return blueprint, RewardRule.from_blueprint(blueprint)
 
+    async def _known_rule(self, use_case: str, version: int) -> tuple[bp.Blueprint, RewardRule] | None:
+        """The blueprint and rule of a stored version, or None when the decision service
+        does not know the version (its records cannot be interpreted)."""
+        try:
+            return await self._rule(use_case, version)
+        except NotFound:
+            log.warning("%s: stored decisions of blueprint version %d, which the decision service does not know, "
+                        "are skipped", use_case, version)
+            return None
+
     async def _rules(self, use_case: str, versions: list[int] | None = None
                      ) -> dict[int, tuple[bp.Blueprint, RewardRule]]:
-        """The blueprint and rule of every stored version; with no stored decision,
-        checks that the use case exists (NOT_FOUND otherwise)."""
+        """The blueprint and rule of every stored version the decision service knows
+        (decisions of the others are skipped); without any, checks that the use case
+        exists (NOT_FOUND otherwise)."""
         if versions is None:
             versions = await self.store.blueprint_versions(use_case)
-        if not versions:
+        rules = {v: await self._known_rule(use_case, v) for v in versions}
+        known = {v: rule for v, rule in rules.items() if rule is not None}
+        if not known:
             await self.blueprints.latest_version(use_case)
-        return {v: await self._rule(use_case, v) for v in versions}
+        return known
+
+    @staticmethod
+    def _counting(blueprint: bp.Blueprint, rule: RewardRule) -> CountingRule:
+        return replace(rule.counting(), feature_count=len(blueprint.features))
+
+    def _skipped(self, use_case: str, records: int) -> None:
+        if records and self.on_invalid_skipped is not None:
+            self.on_invalid_skipped(use_case, records)
 
     # ---- reads ------------------------------------------------------------------------
 
     async def get_decision(self, use_case: str, decision_id: str) -> fpb.GetDecisionResponse:
         """A decision with its outcomes, reward, window state, feature names and lineage."""
-        bad = _Violations()
+        bad = Violations()
         if not use_case:
             bad.add("use_case", "required")
         if not decision_id:
@@ -219,9 +286,8 @@ class Feedback:
         found = await self.store.get_decision(use_case, key)
         if found is None:
             raise NotFound(f"decision {quote(decision_id)} of {quote(use_case)} is not stored")
-        blueprint, rule = await self._rule(use_case, found.record.blueprint_version)
+        known = await self._known_rule(use_case, found.record.blueprint_version)
         outcomes = await self.store.outcomes_of(use_case, key)
-        joined, _ = join_decisions(rule, np.array([found.decision_time_ms]), [outcomes])
         response = fpb.GetDecisionResponse(
             decision=found.record,
             outcomes=[
@@ -229,10 +295,13 @@ class Feedback:
                             value=o.value, label=o.label, event_time=_timestamp(o.event_time_ms))
                 for o in outcomes
             ],
-            reward=float(joined.rewards[0]),
-            window_closed=rule.window_closed(found.decision_time_ms, self.clock.now_ms()),
-            feature_names=[f.name for f in blueprint.features],
         )
+        if known is not None:  # else a record that cannot be interpreted: no reward, no feature names
+            blueprint, rule = known
+            joined, _ = join_decisions(rule, np.array([found.decision_time_ms]), [outcomes])
+            response.reward = float(joined.rewards[0])
+            response.window_closed = rule.window_closed(found.decision_time_ms, self.clock.now_ms())
+            response.feature_names.extend(f.name for f in blueprint.features)
         if found.record.model_version > 0:
             response.model_lineage.update(await self._lineage(use_case, found.record.model_version))
         return response
@@ -292,8 +361,10 @@ class Feedback:
                 spool_depth=spool.depth, spooled_records=spool.spooled, replayed_records=spool.replayed,
                 store_unavailable=True, duplicate_outcomes=self.duplicate_outcomes.get(use_case, 0))
         rules = await self._rules(use_case, versions)
+        now_ms = self.clock.now_ms()
         counts = await self.store.stats(
-            use_case, {v: rule.counting() for v, (_, rule) in rules.items()}, self.clock.now_ms()
+            use_case, {v: self._counting(blueprint, rule) for v, (blueprint, rule) in rules.items()}, now_ms,
+            lost_before_ms=now_ms - self.lost_decision_after_ms,
         )
         return fpb.GetStatsResponse(
             decisions=counts.decisions,
@@ -310,6 +381,9 @@ class Feedback:
             replayed_records=spool.replayed,
             fallback_decisions=counts.fallback_decisions,
             duplicate_outcomes=self.duplicate_outcomes.get(use_case, 0),
+            undelivered_decisions=counts.undelivered_decisions,
+            invalid_records=counts.invalid_records,
+            lost_decision_outcomes=counts.lost_decision_outcomes,
         )
 
     async def read_training_data(
@@ -320,7 +394,7 @@ class Feedback:
         Reads the store page by page (``PAGE_ROWS`` decisions and the outcomes of their
         decision-time range at a time), so memory stays bounded by a batch and a page.
         """
-        bad = _Violations()
+        bad = Violations()
         if not request.use_case:
             bad.add("use_case", "required")
         if request.batch_rows < 0:
@@ -339,15 +413,26 @@ class Feedback:
             end_ms = min(end_ms, now_ms - min(rule.window_ms for _, rule in rules.values()) + 1)
 
         pending = _Pending()
+        unknown: set[int] = set()  # versions the decision service does not know
         async for page in self.store.scan_decision_columns(use_case, start_ms, end_ms, request.include_fallback,
                                                            PAGE_ROWS):
+            for version in np.unique(page.blueprint_versions).tolist():
+                if version not in rules and version not in unknown:  # logged after the read started
+                    known = await self._known_rule(use_case, version)
+                    if known is None:
+                        unknown.add(version)
+                    else:
+                        rules[version] = known
+            keep = _interpretable(page, rules)
+            if not keep.all():
+                self._skipped(use_case, int((~keep).sum()))
+                if not keep.any():
+                    continue
+                page = page.take(np.flatnonzero(keep))
             by_decision: dict[str, list[OutcomeRow]] = defaultdict(list)
             for o in await self.store.outcomes_between(use_case, int(page.times_ms[0]), int(page.times_ms[-1])):
                 by_decision[o.decision_id].append(o)
             versions = page.blueprint_versions
-            for version in np.unique(versions).tolist():
-                if version not in rules:  # logged after the read started
-                    rules[version] = await self._rule(use_case, version)
             if not request.include_open_windows:
                 windows = np.array([rules[v][1].window_ms for v in versions.tolist()], dtype=np.int64)
                 closed = np.flatnonzero(page.times_ms + windows <= now_ms)
@@ -370,6 +455,18 @@ class Feedback:
                         yield pending.flush(rules)
         if pending.rows:
             yield pending.flush(rules)
+
+
+def _interpretable(page: DecisionColumns, rules: dict[int, tuple[bp.Blueprint, RewardRule]]) -> np.ndarray:
+    """Which decisions of a page can be read: their version is known, their features
+    fit it, their action has a probability (the store's stats count the others as
+    invalid records by the same test)."""
+    widths = {v: 4 * len(blueprint.features) for v, (blueprint, _) in rules.items()}
+    expected = np.array([widths.get(v, -1) for v in page.blueprint_versions.tolist()], dtype=np.int64)
+    features = np.fromiter((len(b) for b in page.features), dtype=np.int64, count=len(page))
+    probabilities = np.fromiter((len(b) for b in page.action_probabilities), dtype=np.int64, count=len(page))
+    actions = page.action_indices
+    return (expected >= 0) & (features == expected) & (actions >= 0) & (8 * actions < probabilities)
 
 
 class _Pending:

@@ -1,9 +1,11 @@
 """The feedback service's metrics and background monitors.
 
-Counters on the logging path (decisions stored, outcomes by result), gauges of the
-spool, gauges refreshed from ``GetStats`` every ``stats_interval_s`` for the use cases
-this process has seen (join rate, late, orphan and unmatched outcomes: derived from
-the stored data, so they agree with GetStats), and the drift gauges of
+Counters on the logging path (decisions stored, undelivered decisions, outcomes by
+result), of stored records that reads skipped because they cannot be interpreted,
+gauges of the spool, gauges refreshed from ``GetStats`` every ``stats_interval_s`` for
+the use cases this process has seen (join rate, late, orphan, unmatched and lost-decision
+outcomes, undelivered decisions, invalid records: derived from the stored data, so they
+agree with GetStats), and the drift gauges of
 :class:`~loopwise.services.feedback.drift.DriftMonitor`.
 """
 
@@ -34,12 +36,19 @@ class FeedbackMonitor:
         r = registry
         self.decisions = r.counter("loopwise_feedback_decisions_logged_total",
                                    "Decisions stored by LogDecisions (retries included)", ["use_case"])
+        self.undelivered = r.counter("loopwise_feedback_undelivered_decisions_logged_total",
+                                     "Decisions logged flagged undelivered (made, never reached the caller)",
+                                     ["use_case"])
+        self.skipped = r.counter("loopwise_feedback_invalid_records_skipped_total",
+                                 "Stored decisions that reads (training data) skipped: they cannot be interpreted",
+                                 ["use_case"])
         self.outcomes = r.counter("loopwise_feedback_outcomes_received_total",
                                   "Outcomes received by LogOutcomes", ["use_case"])
         self.results = r.counter("loopwise_feedback_outcome_results_total",
                                  "What LogOutcomes did with outcomes: accepted, duplicate, orphan", ["result"])
-        self.spool = r.gauge("loopwise_feedback_spool", "Local spool: records waiting now and since start",
-                             ["counter"])
+        self.spool = r.gauge("loopwise_feedback_spool",
+                             "Local spool: records waiting now (depth) and since start (spooled, replayed, damaged, "
+                             "invalid: unchecked records found invalid on replay)", ["counter"])
         self.spool_depth = r.gauge("loopwise_feedback_spool_depth", "Records acknowledged but waiting in the spool")
         self.stats = r.gauge("loopwise_feedback_stats", "GetStats of a use case (refreshed periodically)",
                              ["use_case", "stat"])
@@ -60,6 +69,7 @@ class FeedbackMonitor:
         self.window = r.gauge("loopwise_drift_window_decisions", "Live decisions in the drift window",
                               ["use_case", "model_version"])
         self.use_cases: set[str] = set()
+        feedback.on_invalid_skipped = self._invalid_skipped
         registry.on_collect(self._collect_spool)
         self.drift = DriftMonitor(
             self._model, self._blueprint, feedback.clock.now_ms, window=settings.drift_window_decisions, interval_s=settings.drift_interval_s,
@@ -82,6 +92,8 @@ class FeedbackMonitor:
         for use_case, n in Tally(r.use_case for r in records).items():
             self.decisions.inc((use_case,), n)
             self.use_cases.add(use_case)
+        for use_case, n in Tally(r.use_case for r in records if r.undelivered).items():
+            self.undelivered.inc((use_case,), n)
         self.drift.observe(records)
         if tracing.enabled() or log.isEnabledFor(logging.DEBUG):
             ids = [r.decision_id for r in records]
@@ -109,11 +121,16 @@ class FeedbackMonitor:
             response.drift.CopyFrom(report)
 
     # -- gauges ---------------------------------------------------------------------------
+    def _invalid_skipped(self, use_case: str, records: int) -> None:
+        self.skipped.inc((use_case,), records)
+
     def _collect_spool(self) -> None:
         counters = self.feedback.durable.counters
         self.spool.set(("depth",), counters.depth)
         self.spool.set(("spooled",), counters.spooled)
         self.spool.set(("replayed",), counters.replayed)
+        self.spool.set(("damaged",), counters.damaged)
+        self.spool.set(("invalid",), counters.invalid)
         self.spool_depth.set((), counters.depth)
 
     def _drift_metrics(self, use_case: str, report: fpb.DriftReport) -> None:
@@ -144,7 +161,8 @@ class FeedbackMonitor:
             self.late.set(labels, stats.late_outcomes)
             self.orphans.set(labels, stats.orphan_outcomes)
             for name in ("decisions", "outcomes", "joined_decisions", "unmatched_outcomes", "closed_windows",
-                         "open_windows", "fallback_decisions", "duplicate_outcomes"):
+                         "open_windows", "fallback_decisions", "duplicate_outcomes", "undelivered_decisions",
+                         "invalid_records", "lost_decision_outcomes"):
                 self.stats.set((use_case, name), getattr(stats, name))
 
     async def _stats_forever(self) -> None:

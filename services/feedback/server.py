@@ -1,27 +1,52 @@
-"""The feedback process: store, core and servicer on one ServiceHost."""
+"""The feedback process: store, core and servicer on one ServiceHost.
+
+The service starts even when its store cannot be reached (services/feedback/connect.py):
+writes are acknowledged into the spool, reads are UNAVAILABLE, and the store is opened
+in the background until it answers."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from grpc_health.v1 import health_pb2
 
 from loopwise.channels import ServiceChannels
 from loopwise.clock import Clock
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import Registration, ServiceHost
+from loopwise.services.feedback.connect import (
+    READS_HEALTH_SUFFIX,
+    StoreConnector,
+    UnconnectedStore,
+    retryable,
+)
 from loopwise.services.feedback.core import Feedback
 from loopwise.services.feedback.monitoring import FeedbackMonitor
 from loopwise.services.feedback.privacy import RetentionSweeper
 from loopwise.services.feedback.servicer import FeedbackServicer
 from loopwise.settings import Settings
-from loopwise.store.feedback import open_feedback_store
+from loopwise.store.feedback import FeedbackStore, open_feedback_store
 from loopwise.upstream import DecisionUseCases, TrainerModels
 
 SERVICE_NAME = "loopwise.feedback.v1.FeedbackService"
+# Health of the read side: SERVING only while the store answers.
+READS_HEALTH_NAME = SERVICE_NAME + READS_HEALTH_SUFFIX
+
+log = logging.getLogger("loopwise.feedback")
 
 
 async def start_server(settings: Settings) -> ServiceHost:
     """Build and start the feedback service; returns the started host (shutdown hooks registered)."""
-    store = await asyncio.to_thread(open_feedback_store, settings)  # may connect to Cassandra
+    store: FeedbackStore
+    try:
+        store = await asyncio.to_thread(open_feedback_store, settings)  # may connect to Cassandra
+    except Exception as exc:
+        if not retryable(exc):
+            raise
+        log.warning("the feedback store cannot be reached (%s: %s): starting without it; writes go to the "
+                    "spool, reads are UNAVAILABLE until it connects", type(exc).__name__, exc)
+        store = UnconnectedStore(type(exc).__name__)
     channels = ServiceChannels(settings)
     feedback = Feedback(store, DecisionUseCases(channels, timeout_s=5.0), TrainerModels(channels),
                         Clock.from_settings(settings), settings.service_dir("feedback") / "spool",
@@ -31,19 +56,38 @@ async def start_server(settings: Settings) -> ServiceHost:
     servicer = FeedbackServicer(feedback, host.stopping, monitor,
                                 pii_key=settings.pii_hash_key.get_secret_value())
     host.monitor = monitor  # type: ignore[attr-defined]  # for in-process tests
+    host.feedback = feedback  # type: ignore[attr-defined]  # for in-process tests
     host.add([Registration(fgrpc.add_FeedbackServiceServicer_to_server, servicer, SERVICE_NAME)])
     sweeper = RetentionSweeper(store, feedback.blueprints, feedback.clock,
                                settings.retention_sweep_interval_s)
     host.retention = sweeper  # type: ignore[attr-defined]  # for in-process tests
 
+    def set_reads(serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        asyncio.ensure_future(host.health.set(READS_HEALTH_NAME, status))
+
+    def connected(opened: FeedbackStore) -> None:
+        feedback.attach_store(opened)
+        sweeper.store = opened
+        feedback.durable.store_ok = True
+        set_reads(True)
+
+    connector = StoreConnector(lambda: open_feedback_store(settings), connected)
+    host.connector = connector  # type: ignore[attr-defined]  # for in-process tests
+    feedback.durable.on_store_state = set_reads
+
     async def close() -> None:
+        await connector.stop()
         await sweeper.stop()
         await monitor.stop()
         await feedback.durable.stop()  # the spool stays on disk; the next start replays it
         await channels.close()
-        store.close()
+        feedback.store.close()
 
     await host.start_or_close(close)
+    set_reads(not isinstance(store, UnconnectedStore))
+    if isinstance(store, UnconnectedStore):
+        connector.start()
     feedback.durable.start()
     monitor.start()
     sweeper.start()

@@ -11,8 +11,15 @@ store sees requests in acceptance order).
 A background replayer writes spooled requests oldest first with their original
 accept time as write timestamp (Cassandra ``USING TIMESTAMP``), and removes a file
 only after the store acknowledged it. Writes are idempotent by key, so a replay of a
-request that had in fact reached the store never double counts. A restart replays
-whatever the spool holds; SIGTERM leaves it on disk.
+request that had in fact reached the store never double counts, and the accept time is
+the write's identity: a row the same request stored before is not a duplicate. A
+restart replays whatever the spool holds; SIGTERM leaves it on disk.
+
+A request whose records could not be validated against their blueprints (the decision
+service could not be reached) is spooled marked *unchecked*, whatever the store's
+state, and validated before it is replayed (``validate``); the replay waits while the
+decision service stays unreachable. Records found invalid then are not stored: they
+are kept beside the spool file as ``<sequence>.invalid`` (same format) and counted.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ import os
 import sqlite3
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopwise.clock import uuid7_time_ms
 from loopwise.durable import sync_directory, write_file_durably
+from loopwise.errors import Unavailable
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.store.feedback import FeedbackStore, OutcomeRow, StoredDecision, wall_time_us
 
@@ -38,6 +46,8 @@ log = logging.getLogger("loopwise.feedback.spool")
 _MAGIC = b"LWFS"
 _HEADER = struct.Struct("<4sBIIQI")  # magic, kind, payload length, crc32, accept µs, records
 _DECISIONS, _OUTCOMES = 1, 2
+# Set in the kind byte of a request whose records still need validating.
+_UNCHECKED = 0x80
 _LEN = struct.Struct("<I")
 # A store write that has not answered after this long is treated as failed (spooled).
 STORE_TIMEOUT_S = 10.0
@@ -55,7 +65,7 @@ class DamagedEntry(Exception):
 def store_failure(exc: BaseException) -> bool:
     """Whether an exception means "the store did not answer" (worth spooling and
     retrying), as opposed to a request the store will never accept."""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, OSError, sqlite3.OperationalError)):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, OSError, sqlite3.OperationalError, Unavailable)):
         return True
     module = type(exc).__module__ or ""
     if module == "cassandra" or module.startswith("cassandra."):
@@ -73,6 +83,8 @@ class Entry:
     decisions: list[StoredDecision] = field(default_factory=list)
     outcomes: list[OutcomeRow] = field(default_factory=list)
     orphans: list[OutcomeRow] = field(default_factory=list)
+    # The records still need validating against their blueprints (replay validates).
+    unchecked: bool = False
 
     @property
     def records(self) -> int:
@@ -94,6 +106,8 @@ class Entry:
             rows = fpb.LogOutcomesRequest(outcomes=[_outcome_proto(o) for o in self.outcomes]).SerializeToString()
             orphans = fpb.LogOutcomesRequest(outcomes=[_outcome_proto(o) for o in self.orphans]).SerializeToString()
             payload = _LEN.pack(len(rows)) + rows + orphans
+        if self.unchecked:
+            kind |= _UNCHECKED
         return _HEADER.pack(_MAGIC, kind, len(payload), zlib.crc32(payload), self.accept_us, self.records) + payload
 
     @classmethod
@@ -105,6 +119,7 @@ class Entry:
         payload = data[_HEADER.size:]
         if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
             raise DamagedEntry("bad magic, length or checksum")
+        unchecked, kind = bool(kind & _UNCHECKED), kind & ~_UNCHECKED
         if kind == _DECISIONS:
             request = fpb.LogDecisionsRequest.FromString(payload)
             decisions = [StoredDecision(r, uuid7_time_ms(r.decision_id) or 0) for r in request.decisions]
@@ -119,6 +134,7 @@ class Entry:
             raise DamagedEntry(f"unknown kind {kind}")
         if entry.records != records:
             raise DamagedEntry("record count does not match")
+        entry.unchecked = unchecked
         return entry
 
     @staticmethod
@@ -168,6 +184,12 @@ class SpoolDir:
             path.unlink(missing_ok=True)
         self._sync_dir()
 
+    def keep_invalid(self, path: Path, data: bytes) -> Path:
+        """Keep the invalid records of a spooled request beside it (``*.invalid``)."""
+        kept = path.with_suffix(".invalid")
+        write_file_durably(kept, data)
+        return kept
+
     def set_aside(self, path: Path) -> None:
         """Keep a damaged entry out of the way (renamed ``*.damaged``)."""
         os.replace(path, path.with_suffix(".damaged"))
@@ -185,22 +207,44 @@ class SpoolCounters:
     replayed: int = 0
     damaged: int = 0
     depth: int = 0
+    # Records of unchecked requests found invalid when replayed (kept as *.invalid).
+    invalid: int = 0
 
+
+# Validation of an unchecked entry: (valid part, invalid part, reasons); raises a store
+# failure (e.g. Unavailable) when it cannot be done now.
+Validate = Callable[[Entry], Awaitable[tuple[Entry, Entry, list[str]]]]
+
+
+@dataclass
+class _Spooled:
+    """A spool file being replayed: its entry (validated part), the records it held."""
+
+    path: Path
+    entry: Entry
+    records: int
+    invalid: Entry | None = None
 
 class DurableWrites:
     """Writes to the store, or to the spool when the store fails; replays the spool."""
 
     def __init__(self, store: FeedbackStore, directory: Path, timeout_s: float = STORE_TIMEOUT_S,
-                 on_replayed: Callable[[Entry, object], None] | None = None) -> None:
+                 on_replayed: Callable[[Entry, object], None] | None = None, validate: Validate | None = None,
+                 on_store_state: Callable[[bool], None] | None = None) -> None:
         self.store = store
         self.spool = SpoolDir(directory)
         self.timeout_s = timeout_s
         self.on_replayed = on_replayed
+        self.validate = validate
+        self.on_store_state = on_store_state
+        # Whether the last store write succeeded (None: none tried yet).
+        self.store_ok: bool | None = None
         self.counters = SpoolCounters()
         for path in self.spool.files():
             self.counters.depth += Entry.records_in(path.read_bytes()[:_HEADER.size])
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # something was spooled
+        self._kick = asyncio.Event()  # retry now (the store or the decision service is back)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -221,20 +265,41 @@ class DurableWrites:
         if self.counters.depth:
             log.info("stopping with %d records in the spool", self.counters.depth)
 
-    async def decisions(self, rows: Sequence[StoredDecision]) -> int | None:
-        """Store decisions; the number of new ones, or None when spooled."""
+    def set_store(self, store: FeedbackStore) -> None:
+        """Write to ``store`` from now on (it connected) and retry the spool at once."""
+        self.store = store
+        self.kick()
+
+    def kick(self) -> None:
+        """Retry the spool now instead of after the current backoff."""
+        self._kick.set()
+        self._wake.set()
+
+    def _store_state(self, ok: bool) -> None:
+        if ok != self.store_ok:
+            self.store_ok = ok
+            if self.on_store_state is not None:
+                self.on_store_state(ok)
+
+    async def decisions(self, rows: Sequence[StoredDecision], unchecked: bool = False) -> int | None:
+        """Store decisions; the number of new ones, or None when spooled (always when
+        ``unchecked``: they are validated on replay)."""
         if not rows:
             return 0
-        return await self._write(Entry(wall_time_us(), decisions=list(rows)))
+        return await self._write(Entry(wall_time_us(), decisions=list(rows), unchecked=unchecked))
 
-    async def outcomes(self, rows: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow]
+    async def outcomes(self, rows: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow], unchecked: bool = False
                        ) -> tuple[list[bool], list[bool]] | None:
-        """Store outcomes and orphans; which were new, or None when spooled."""
+        """Store outcomes and orphans; which this request stored (False: a duplicate),
+        or None when spooled (always when ``unchecked``)."""
         if not rows and not orphans:
             return [], []
-        return await self._write(Entry(wall_time_us(), outcomes=list(rows), orphans=list(orphans)))
+        return await self._write(Entry(wall_time_us(), outcomes=list(rows), orphans=list(orphans),
+                                       unchecked=unchecked))
 
     async def _apply(self, entry: Entry):
+        if not entry.records:
+            return None
         if entry.decisions:
             work = self.store.put_decisions(entry.decisions, entry.accept_us)
         else:
@@ -242,14 +307,18 @@ class DurableWrites:
         return await asyncio.wait_for(work, self.timeout_s + entry.records / 1000)
 
     async def _write(self, entry: Entry):
-        if self.counters.depth == 0:
+        if self.counters.depth == 0 and not entry.unchecked:
             try:
-                return await self._apply(entry)
+                result = await self._apply(entry)
             except Exception as exc:
                 if not store_failure(exc):
                     raise
+                self._store_state(False)
                 log.warning("store write of %d records failed (%s: %s): spooling", entry.records,
                             type(exc).__name__, exc)
+            else:
+                self._store_state(True)
+                return result
         await self._append(entry)
         return None
 
@@ -275,14 +344,17 @@ class DurableWrites:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 5.0)
                 continue
+            self._kick.clear()
             if await self._replay_files():
                 delay = RETRY_MIN_S
             else:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def _replay_files(self) -> bool:
-        """Replay spool files oldest first; False at the first store failure.
+        """Replay spool files oldest first; False at the first store failure (or when an
+        unchecked entry cannot be validated yet).
 
         Consecutive entries are stored together, up to REPLAY_GROUP entries (or about
         REPLAY_GROUP_RECORDS records) at a time, each with its own write time:
@@ -292,7 +364,7 @@ class DurableWrites:
         acceptance order."""
         async with self._lock:  # files listed after every append begun so far completed
             files = await asyncio.to_thread(self.spool.files)
-        group: list[tuple[Path, Entry]] = []
+        group: list[_Spooled] = []
         keys: set[tuple[str, ...]] = set()
         for path in files:
             data = await asyncio.to_thread(path.read_bytes)
@@ -305,13 +377,26 @@ class DurableWrites:
                 self.counters.depth -= records
                 self.counters.damaged += records
                 continue
-            entry_keys = entry.outcome_keys()
-            if (len(group) >= REPLAY_GROUP or sum(e.records for _, e in group) >= REPLAY_GROUP_RECORDS
+            item = _Spooled(path, entry, entry.records)
+            if entry.unchecked and self.validate is not None:
+                try:
+                    item.entry, item.invalid, reasons = await self.validate(entry)
+                except Exception as exc:  # noqa: BLE001 - any failure: keep the file, retry later
+                    log.warning("spooled request %s cannot be validated yet (%s: %s)", path.name,
+                                type(exc).__name__, exc)
+                    if group:
+                        await self._replay_group(group)
+                    return False
+                if item.invalid.records:
+                    log.error("spooled request %s: %d invalid records not stored (kept in %s): %s", path.name,
+                              item.invalid.records, path.with_suffix(".invalid").name, "; ".join(reasons[:5]))
+            entry_keys = item.entry.outcome_keys()
+            if (len(group) >= REPLAY_GROUP or sum(g.entry.records for g in group) >= REPLAY_GROUP_RECORDS
                     or not keys.isdisjoint(entry_keys)):
                 if not await self._replay_group(group):
                     return False
                 group, keys = [], set()
-            group.append((path, entry))
+            group.append(item)
             keys |= entry_keys
         if group and not await self._replay_group(group):
             return False
@@ -319,19 +404,26 @@ class DurableWrites:
             log.info("spool replayed up to %s; %d records left", files[-1].name, self.counters.depth)
         return True
 
-    async def _replay_group(self, group: Sequence[tuple[Path, Entry]]) -> bool:
+    async def _replay_group(self, group: Sequence[_Spooled]) -> bool:
         """Store the entries of ``group`` (concurrently), then delete their files; False,
         keeping every file, when any of them fails."""
-        results = await asyncio.gather(*(self._apply(entry) for _, entry in group), return_exceptions=True)
+        results = await asyncio.gather(*(self._apply(item.entry) for item in group), return_exceptions=True)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
-            log.warning("spool replay of %s waits for the store (%s: %s)", group[0][0].name,
+            if store_failure(failed):
+                self._store_state(False)
+            log.warning("spool replay of %s waits for the store (%s: %s)", group[0].path.name,
                         type(failed).__name__, failed)
             return False
-        await asyncio.to_thread(self.spool.remove, [path for path, _ in group])
-        for (_, entry), result in zip(group, results, strict=True):
-            self.counters.depth -= entry.records
-            self.counters.replayed += entry.records
+        self._store_state(True)
+        for item in group:
+            if item.invalid is not None and item.invalid.records:
+                await asyncio.to_thread(self.spool.keep_invalid, item.path, item.invalid.encode())
+        await asyncio.to_thread(self.spool.remove, [item.path for item in group])
+        for item, result in zip(group, results, strict=True):
+            self.counters.depth -= item.records
+            self.counters.replayed += item.entry.records
+            self.counters.invalid += item.records - item.entry.records
             if self.on_replayed is not None:
-                self.on_replayed(entry, result)
+                self.on_replayed(item.entry, result)
         return True

@@ -52,12 +52,17 @@ def features_bytes(values: Sequence[float]) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes()
 
 
+ACTIONS = ("control", "offer")  # the actions of blueprint() by default
+
+
 def record(use_case: str, decision_id: str, version: int = 1, features: Sequence[float] = (1.0, 2.0),
-           action_index: int = 0, probabilities: Sequence[float] = (0.5, 0.5), **kw) -> fpb.DecisionRecord:
-    """A decision record (the chosen action is named after its index)."""
+           action_index: int = 0, probabilities: Sequence[float] = (0.5, 0.5), actions: Sequence[str] = ACTIONS,
+           **kw) -> fpb.DecisionRecord:
+    """A decision record; the chosen action is ``actions[action_index]`` unless ``action`` is given."""
+    default_action = actions[action_index] if 0 <= action_index < len(actions) else f"a{action_index}"
     return fpb.DecisionRecord(
         use_case=use_case, decision_id=decision_id, blueprint_version=version, unit_id=kw.pop("unit_id", "u1"),
-        features=features_bytes(features), action_index=action_index, action=kw.pop("action", f"a{action_index}"),
+        features=features_bytes(features), action_index=action_index, action=kw.pop("action", default_action),
         action_probabilities=list(probabilities), **kw,
     )
 
@@ -78,6 +83,8 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
     def __init__(self) -> None:
         self.versions: dict[str, list[bp.Blueprint]] = {}
         self.calls = 0
+        # Use cases answered NOT_FOUND once more (a decision worker not yet synchronised).
+        self.not_found_once: set[str] = set()
 
     def apply(self, blueprint: bp.Blueprint) -> int:
         """Add a version of the blueprint's use case; returns its number."""
@@ -86,6 +93,9 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
 
     async def GetUseCase(self, request, context):  # noqa: N802
         self.calls += 1
+        if request.use_case in self.not_found_once:
+            self.not_found_once.discard(request.use_case)
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no use case {request.use_case!r} (not synchronised)")
         versions = self.versions.get(request.use_case, [])
         version = request.version or len(versions)
         if not versions or not 1 <= version <= len(versions):

@@ -43,7 +43,7 @@ async def test_decision_round_trip_keeps_bytes_and_probabilities(env: FeedbackEn
     assert list(d.action_probabilities) == [0.1, 0.9]
     assert list(d.action_scores) == [0.2, 0.8]
     assert (d.action_index, d.action, d.score, d.model_version, d.arm, d.unit_id) == (
-        1, "a1", 0.73, 3, "treatment", "unit-42")
+        1, "offer", 0.73, 3, "treatment", "unit-42")
     assert d.explored and d.shadow and not d.fallback
     assert list(got.feature_names) == ["age", "spend", "country"]
     assert not got.window_closed
@@ -188,6 +188,7 @@ async def test_bad_decisions_name_the_field(env: FeedbackEnv) -> None:
 
 
 async def test_bad_outcomes_name_the_field(env: FeedbackEnv) -> None:
+    env.decision.apply(blueprint(UC))
     did = env.clock.new_id()
     cases = [
         (outcome("", did, "o"), "outcomes[0].use_case"),

@@ -101,9 +101,9 @@ async def test_only_closed_windows_and_no_fallbacks_by_default(env: FeedbackEnv)
     t = env.past_ms()
     closed, fallback, open_ = id_at(t), id_at(t + 1), env.clock.new_id()
     await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=[
-        record(UC, closed, probabilities=[0.2, 0.3, 0.5]),
-        record(UC, fallback, fallback=True, probabilities=[1.0, 0.0, 0.0]),
-        record(UC, open_, probabilities=[0.2, 0.3, 0.5]),
+        record(UC, closed, probabilities=[0.2, 0.3, 0.5], actions=("a", "b", "c")),
+        record(UC, fallback, fallback=True, probabilities=[1.0, 0.0, 0.0], actions=("a", "b", "c")),
+        record(UC, open_, probabilities=[0.2, 0.3, 0.5], actions=("a", "b", "c")),
     ]))
     await env.stub.LogOutcomes(fpb.LogOutcomesRequest(outcomes=[
         outcome(UC, closed, "l1", label="b", event_ms=t + 100),

@@ -14,7 +14,13 @@ backend can implement the same methods:
 Every write is an ``INSERT OR IGNORE``: retries are no-ops, and the number of rows
 actually inserted tells duplicates apart. Writes take the request's accept time in µs
 (``write_time_us``): Cassandra writes with ``USING TIMESTAMP`` so that a spool replay
-never overwrites newer data; SQLite ignores it (the first stored row is kept).
+never overwrites newer data; SQLite keeps the first stored row. The accept time is also
+the write's identity: an outcome already stored with the same accept time was stored by
+the same request (a spool replay of a request whose first attempt reached the store),
+so it counts as stored by this request, not as a duplicate.
+
+Decisions flagged ``undelivered`` (made, but the answer never reached the caller) are
+stored and counted apart; scans (training data) leave them out.
 
 ``open_feedback_store`` picks the backend by URL scheme: ``sqlite:///…`` (default) or
 ``cassandra://…`` (:mod:`loopwise.store.feedback_cassandra`).
@@ -134,6 +140,9 @@ class CountingRule:
 
     window_ms: int
     outcome_names: frozenset[str]
+    # Features of the version: a decision whose features blob holds another number of
+    # float32 values cannot be interpreted (-1: not checked).
+    feature_count: int = -1
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,14 @@ class StoredStats:
     late_outcomes: int = 0
     unmatched_outcomes: int = 0
     orphan_outcomes: int = 0
+    # Decisions whose answer never reached the caller (not in ``decisions``).
+    undelivered_decisions: int = 0
+    # Stored decisions that cannot be interpreted: a blueprint version without a rule
+    # (unknown to the decision service), features that do not fit their version, an
+    # action index without a probability (not in any other count).
+    invalid_records: int = 0
+    # Unmatched outcomes whose decision time is before ``lost_before_ms``.
+    lost_decision_outcomes: int = 0
 
 
 def unit_digest(use_case: str, unit_id: str) -> str:
@@ -199,9 +216,11 @@ class FeedbackStore(abc.ABC):
     async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
                            write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
         """Store outcomes and orphan outcomes; returns, for each row of each list,
-        whether it was new. Rows already stored under the same key are left untouched.
-        Outcomes are keyed by (use case, decision id, name, outcome id); orphans by
-        (use case, decision id, outcome id)."""
+        whether this write stored it: new, or already stored by a write with the same
+        ``write_time_us`` (the same request, replayed). False means a duplicate: the key
+        was stored by another request (or earlier in the same batch). Rows already
+        stored under the same key are left untouched. Outcomes are keyed by (use case,
+        decision id, name, outcome id); orphans by (use case, decision id, outcome id)."""
 
     @abc.abstractmethod
     async def get_decision(self, use_case: str, decision_id: str) -> StoredDecision | None:
@@ -219,18 +238,22 @@ class FeedbackStore(abc.ABC):
     @abc.abstractmethod
     async def decision_page(
         self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-        after: tuple[int, str] | None, limit: int,
+        after: tuple[int, str] | None, limit: int, include_undelivered: bool = False,
     ) -> list[StoredDecision]:
         """Up to ``limit`` decisions with decision time in [start_ms, end_ms), in
-        (decision_time_ms, decision_id) order, strictly after the key ``after``."""
+        (decision_time_ms, decision_id) order, strictly after the key ``after``
+        (undelivered decisions only when asked)."""
 
     async def scan_decisions(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-                             page_rows: int) -> AsyncIterator[list[StoredDecision]]:
+                             page_rows: int, include_undelivered: bool = False
+                             ) -> AsyncIterator[list[StoredDecision]]:
         """Every decision with decision time in [start_ms, end_ms), in (decision_time_ms,
-        decision_id) order, in pages of ``page_rows`` (the last may be shorter)."""
+        decision_id) order, in pages of ``page_rows`` (the last may be shorter);
+        undelivered decisions only when asked."""
         after: tuple[int, str] | None = None
         while True:
-            page = await self.decision_page(use_case, start_ms, end_ms, include_fallback, after, page_rows)
+            page = await self.decision_page(use_case, start_ms, end_ms, include_fallback, after, page_rows,
+                                            include_undelivered)
             if page:
                 yield page
                 after = (page[-1].decision_time_ms, page[-1].record.decision_id)
@@ -239,8 +262,9 @@ class FeedbackStore(abc.ABC):
 
     async def scan_decision_columns(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
                                     page_rows: int) -> AsyncIterator[DecisionColumns]:
-        """:meth:`scan_decisions` as columns, page by page (the training read). Backends
-        with a columnar read (SQLite) override it; the others (Cassandra) convert pages."""
+        """:meth:`scan_decisions` as columns, page by page (the training read: never an
+        undelivered decision). Backends with a columnar read (SQLite) override it; the
+        others (Cassandra) convert pages."""
         async for page in self.scan_decisions(use_case, start_ms, end_ms, include_fallback, page_rows):
             yield DecisionColumns.of(page)
 
@@ -253,9 +277,14 @@ class FeedbackStore(abc.ABC):
         """The orphan outcomes stored for a use case."""
 
     @abc.abstractmethod
-    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int) -> StoredStats:
+    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int,
+                    lost_before_ms: int | None = None) -> StoredStats:
         """Counts for a use case, from the stored rows, with each decision judged by
-        the rule of its blueprint version (``rules`` must cover every stored version)."""
+        the rule of its blueprint version. A decision whose version has no rule, whose
+        features do not fit the rule's ``feature_count`` or whose action index has no
+        probability is an invalid record, in no other count; undelivered decisions are
+        counted apart and in no other count. Unmatched outcomes whose decision time is
+        before ``lost_before_ms`` are also counted as outcomes of lost decisions."""
 
     @abc.abstractmethod
     async def delete_unit(self, use_case: str, unit_ids: Sequence[str], deleted_at_ms: int) -> tuple[int, int]:
@@ -295,6 +324,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     shadow INTEGER NOT NULL,
     action_scores BLOB NOT NULL,
     serving_latency_ms REAL NOT NULL DEFAULT 0,
+    undelivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (use_case, decision_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (use_case, decision_time_ms, decision_id);
@@ -308,6 +338,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     label TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
     decision_time_ms INTEGER NOT NULL,
+    write_time_us INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (use_case, decision_id, outcome_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outcomes_by_decision_time ON outcomes (use_case, decision_time_ms);
@@ -319,6 +350,7 @@ CREATE TABLE IF NOT EXISTS orphan_outcomes (
     value REAL NOT NULL,
     label TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
+    write_time_us INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (use_case, decision_id, outcome_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unit_deletions (
@@ -332,11 +364,17 @@ CREATE TABLE IF NOT EXISTS unit_deletions (
 _DECISION_COLUMNS = (
     "decision_id, use_case, decision_time_ms, blueprint_version, unit_id, features, action_index, "
     "action, score, action_probabilities, model_version, arm, explored, fallback, shadow, action_scores, "
-    "serving_latency_ms"
+    "serving_latency_ms, undelivered"
 )
 _DECISION_MARKS = ",".join("?" * len(_DECISION_COLUMNS.split(",")))
 # Columns added after the first release: (table, column, definition), added to older files on open.
-_ADDED_COLUMNS = (("decisions", "serving_latency_ms", "REAL NOT NULL DEFAULT 0"),)
+_ADDED_COLUMNS = (
+    ("decisions", "serving_latency_ms", "REAL NOT NULL DEFAULT 0"),
+    ("decisions", "undelivered", "INTEGER NOT NULL DEFAULT 0"),
+    # The accept time (µs) of the request that stored the row: its write identity.
+    ("outcomes", "write_time_us", "INTEGER NOT NULL DEFAULT 0"),
+    ("orphan_outcomes", "write_time_us", "INTEGER NOT NULL DEFAULT 0"),
+)
 _TRAINING_COLUMNS = (
     "decision_id, decision_time_ms, blueprint_version, features, action_index, action_probabilities, "
     "model_version, arm, explored, serving_latency_ms"
@@ -350,7 +388,7 @@ def _decision_row(d: StoredDecision) -> tuple:
         r.decision_id, r.use_case, d.decision_time_ms, r.blueprint_version, r.unit_id, r.features,
         r.action_index, r.action, r.score, np.asarray(r.action_probabilities, _F64).tobytes(),
         r.model_version, r.arm, int(r.explored), int(r.fallback), int(r.shadow),
-        np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms,
+        np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, int(r.undelivered),
     )
 
 
@@ -361,6 +399,7 @@ def _decision_from_row(row: Sequence) -> StoredDecision:
         action_probabilities=np.frombuffer(row[9] or b"", _F64).tolist(), model_version=row[10], arm=row[11] or "",
         explored=bool(row[12]), fallback=bool(row[13]), shadow=bool(row[14]),
         action_scores=np.frombuffer(row[15] or b"", _F64).tolist(), serving_latency_ms=row[16] or 0.0,
+        undelivered=bool(row[17]) if len(row) > 17 else False,
     )
     return StoredDecision(record, row[2])
 
@@ -377,16 +416,16 @@ def _load_rules(conn: sqlite3.Connection, rules: Mapping[int, CountingRule]) -> 
     """Fill the connection's temporary rule tables (the database thread is the only user)."""
     conn.executescript(
         """
-        CREATE TEMP TABLE IF NOT EXISTS rule_windows (version INTEGER PRIMARY KEY, window_ms INTEGER,
-                                                      all_names INTEGER);
+        DROP TABLE IF EXISTS temp.rule_windows;
+        CREATE TEMP TABLE rule_windows (version INTEGER PRIMARY KEY, window_ms INTEGER, all_names INTEGER,
+                                        feature_count INTEGER);
         CREATE TEMP TABLE IF NOT EXISTS rule_names (version INTEGER, name TEXT, PRIMARY KEY (version, name));
-        DELETE FROM rule_windows;
         DELETE FROM rule_names;
         """
     )
     conn.executemany(
-        "INSERT INTO rule_windows VALUES (?,?,?)",
-        [(v, r.window_ms, int(not r.outcome_names)) for v, r in rules.items()],
+        "INSERT INTO rule_windows VALUES (?,?,?,?)",
+        [(v, r.window_ms, int(not r.outcome_names), r.feature_count) for v, r in rules.items()],
     )
     conn.executemany(
         "INSERT INTO rule_names VALUES (?,?)",
@@ -399,10 +438,16 @@ _NAME_SELECTED = (
     "(s.all_names = 1 OR EXISTS (SELECT 1 FROM rule_names n WHERE n.version = s.version AND n.name = o.name))"
 )
 _IN_WINDOW = "o.event_time_ms BETWEEN d.decision_time_ms AND d.decision_time_ms + s.window_ms"
+# Decision d can be interpreted with the rule s of its version (s from a LEFT JOIN: no
+# rule, no interpretation): its features fit the version, its action has a probability.
+_VALID = (
+    "(s.version IS NOT NULL AND (s.feature_count < 0 OR length(d.features) = 4 * s.feature_count) "
+    "AND d.action_index >= 0 AND 8 * d.action_index < length(d.action_probabilities))"
+)
 _JOINED = (
     "FROM decisions d JOIN rule_windows s ON s.version = d.blueprint_version "
     "JOIN outcomes o ON o.use_case = d.use_case AND o.decision_id = d.decision_id "
-    "WHERE d.use_case = ?"
+    f"WHERE d.use_case = ? AND d.undelivered = 0 AND {_VALID}"
 )
 
 
@@ -435,15 +480,33 @@ class SqliteFeedbackStore(FeedbackStore):
 
     async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
                            write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
-        rows = [_outcome_row(o) for o in outcomes]
-        orphan_rows = [_outcome_row(o)[:-1] for o in orphans]
+        ts = write_time_us or wall_time_us()
+        rows = [(*_outcome_row(o), ts) for o in outcomes]
+        orphan_rows = [(*_outcome_row(o)[:-1], ts) for o in orphans]
+
+        def stored(conn: sqlite3.Connection, table: str, row: tuple) -> bool:
+            """Whether the row's key is stored with this write's time (the same request)."""
+            found = conn.execute(f"SELECT write_time_us FROM {table} WHERE use_case = ? AND decision_id = ? "
+                                 "AND outcome_id = ?", row[:3]).fetchone()
+            return found is not None and found[0] == ts
 
         def write(conn: sqlite3.Connection) -> tuple[list[bool], list[bool]]:
-            insert = f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
-            new = [conn.execute(insert, row).rowcount == 1 for row in rows]
-            insert_orphan = "INSERT OR IGNORE INTO orphan_outcomes VALUES (?,?,?,?,?,?,?)"
-            new_orphans = [conn.execute(insert_orphan, row).rowcount == 1 for row in orphan_rows]
-            return new, new_orphans
+            insert = f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLUMNS}, write_time_us) VALUES (?,?,?,?,?,?,?,?,?)"
+            insert_orphan = ("INSERT OR IGNORE INTO orphan_outcomes (use_case, decision_id, outcome_id, name, value, "
+                             "label, event_time_ms, write_time_us) VALUES (?,?,?,?,?,?,?,?)")
+            results: list[list[bool]] = []
+            for table, sql, batch in (("outcomes", insert, rows), ("orphan_outcomes", insert_orphan, orphan_rows)):
+                seen: set[tuple] = set()
+                out = []
+                for row in batch:
+                    fresh = conn.execute(sql, row).rowcount == 1
+                    # A key repeated within the batch is a duplicate, even though it now
+                    # carries this write's time.
+                    fresh = fresh or (row[:3] not in seen and stored(conn, table, row))
+                    seen.add(row[:3])
+                    out.append(fresh)
+                results.append(out)
+            return results[0], results[1]
 
         return await self.db.transaction(write)
 
@@ -516,7 +579,7 @@ class SqliteFeedbackStore(FeedbackStore):
         return [_outcome_from_row(r) for r in rows]
 
     async def _page_rows(self, columns: str, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-                         after: tuple[int, str] | None, limit: int) -> list[tuple]:
+                         after: tuple[int, str] | None, limit: int, include_undelivered: bool = False) -> list[tuple]:
         """Rows of one keyset page. The index range starts at the ``after`` key's time,
         so each page costs its own rows, not a scan from ``start_ms``."""
         low = start_ms if after is None else max(start_ms, after[0])
@@ -525,6 +588,8 @@ class SqliteFeedbackStore(FeedbackStore):
         params: list = [use_case, low, end_ms]
         if not include_fallback:
             sql += " AND fallback = 0"
+        if not include_undelivered:
+            sql += " AND undelivered = 0"
         if after is not None:
             sql += " AND (decision_time_ms > ? OR decision_id > ?)"
             params += list(after)
@@ -534,9 +599,10 @@ class SqliteFeedbackStore(FeedbackStore):
 
     async def decision_page(
         self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-        after: tuple[int, str] | None, limit: int,
+        after: tuple[int, str] | None, limit: int, include_undelivered: bool = False,
     ) -> list[StoredDecision]:
-        rows = await self._page_rows(_DECISION_COLUMNS, use_case, start_ms, end_ms, include_fallback, after, limit)
+        rows = await self._page_rows(_DECISION_COLUMNS, use_case, start_ms, end_ms, include_fallback, after, limit,
+                                     include_undelivered)
         return [_decision_from_row(r) for r in rows]
 
     async def scan_decision_columns(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
@@ -572,18 +638,24 @@ class SqliteFeedbackStore(FeedbackStore):
         )
         return [_outcome_from_row(r) for r in rows]
 
-    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int) -> StoredStats:
+    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int,
+                    lost_before_ms: int | None = None) -> StoredStats:
         def count(conn: sqlite3.Connection) -> StoredStats:
             _load_rules(conn, rules)
 
             def one(sql: str, *params: object) -> int:
                 return int(conn.execute(sql, params).fetchone()[0] or 0)
 
-            decisions, fallbacks, closed = conn.execute(
-                "SELECT count(*), sum(d.fallback), sum(d.decision_time_ms + s.window_ms <= ?) "
+            delivered = f"({_VALID} AND d.undelivered = 0)"
+            decisions, fallbacks, closed, undelivered, invalid = conn.execute(
+                f"SELECT sum({delivered}), sum({delivered} AND d.fallback), "
+                f"sum({delivered} AND d.decision_time_ms + s.window_ms <= ?), "
+                f"sum({_VALID} AND d.undelivered), sum(NOT {_VALID}) "
                 "FROM decisions d LEFT JOIN rule_windows s ON s.version = d.blueprint_version WHERE d.use_case = ?",
                 (now_ms, use_case),
             ).fetchone()
+            unmatched = ("FROM outcomes o LEFT JOIN decisions d ON d.use_case = o.use_case "
+                         "AND d.decision_id = o.decision_id WHERE o.use_case = ? AND d.decision_id IS NULL")
             return StoredStats(
                 decisions=int(decisions or 0),
                 fallback_decisions=int(fallbacks or 0),
@@ -597,12 +669,12 @@ class SqliteFeedbackStore(FeedbackStore):
                     f"AND {_NAME_SELECTED}",
                     use_case,
                 ),
-                unmatched_outcomes=one(
-                    "SELECT count(*) FROM outcomes o LEFT JOIN decisions d ON d.use_case = o.use_case "
-                    "AND d.decision_id = o.decision_id WHERE o.use_case = ? AND d.decision_id IS NULL",
-                    use_case,
-                ),
+                unmatched_outcomes=one(f"SELECT count(*) {unmatched}", use_case),
                 orphan_outcomes=one("SELECT count(*) FROM orphan_outcomes WHERE use_case = ?", use_case),
+                undelivered_decisions=int(undelivered or 0),
+                invalid_records=int(invalid or 0),
+                lost_decision_outcomes=0 if lost_before_ms is None else one(
+                    f"SELECT count(*) {unmatched} AND o.decision_time_ms < ?", use_case, lost_before_ms),
             )
 
         return await self.db.run(count)

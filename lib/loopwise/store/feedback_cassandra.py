@@ -10,7 +10,10 @@ stats visit only those days; ``decision_versions`` lists the blueprint versions.
 Writes are upserts (idempotent by key), sent with ``USING TIMESTAMP`` (the accept time
 of the request, so a spool replay never overwrites newer data) through the
 connection's bounded write window. Which rows are new is found by reading the keys
-of the batch's partitions first (one query per partition): two writers racing on the
+of the batch's partitions first (one query per partition), with their write time: a
+row whose write time is this request's accept time was written by this very request
+(a first attempt that failed part way, now replayed from the spool), so it is written
+again in full (with its index rows) and is not a duplicate. Two writers racing on the
 same key may both report it as new; the stored data is one row either way.
 
 Reads never block the event loop: every query is an async driver call, paged with
@@ -55,8 +58,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "cql" / "feedback"
 _INSERT_DECISION = (
     "INSERT INTO decisions (use_case, day, bucket, decision_time_ms, decision_id, blueprint_version, unit_id, "
     "features, action_index, action, score, action_probabilities, model_version, arm, explored, fallback, shadow, "
-    "action_scores, serving_latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
+    "action_scores, serving_latency_ms, undelivered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "USING TIMESTAMP ?"
 )
+# Column positions in _DECISION_COLUMNS rows.
+_FALLBACK, _UNDELIVERED = 13, 17
 _INSERT_OUTCOME = (
     "INSERT INTO outcomes (use_case, day, bucket, decision_id, outcome_name, outcome_id, value, label, "
     "event_time_ms, decision_time_ms) VALUES (?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
@@ -101,6 +107,15 @@ def _outcome(row: Sequence[Any]) -> OutcomeRow:
 def _digest_bucket(digest: str) -> int:
     """The register bucket of a unit digest: its first hex digit."""
     return int(digest[0], 16)
+
+
+def _interpretable(rule: CountingRule, features: bytes | None, action_index: int | None,
+                   probabilities: bytes | None) -> bool:
+    """A stored decision fits its version's rule: as many features, a probability for
+    its action (the same test as the SQLite backend's)."""
+    if rule.feature_count >= 0 and len(features or b"") != 4 * rule.feature_count:
+        return False
+    return action_index is not None and 0 <= action_index and 8 * action_index < len(probabilities or b"")
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -183,12 +198,14 @@ class CassandraFeedbackStore(FeedbackStore):
             partitions[key].setdefault((d.decision_time_ms, d.record.decision_id), d)
 
         async def existing(key: tuple[str, int, int], times: list[int]) -> set[tuple[int, str]]:
+            """Keys stored by another write (a key written with this write's time is
+            this request's own, possibly partial, first attempt: written again)."""
             found: set[tuple[int, str]] = set()
             for chunk in _chunks(times, IN_CHUNK):
                 rows = await self._all(
-                    "SELECT decision_time_ms, decision_id FROM decisions WHERE use_case = ? AND day = ? "
-                    "AND bucket = ? AND decision_time_ms IN ?", (*key, list(chunk)))
-                found.update((r[0], r[1]) for r in rows)
+                    "SELECT decision_time_ms, decision_id, WRITETIME(blueprint_version) FROM decisions "
+                    "WHERE use_case = ? AND day = ? AND bucket = ? AND decision_time_ms IN ?", (*key, list(chunk)))
+                found.update((r[0], r[1]) for r in rows if r[2] != ts)
             return found
 
         keys = list(partitions)
@@ -199,19 +216,21 @@ class CassandraFeedbackStore(FeedbackStore):
         new = 0
         for key, present in zip(keys, found, strict=True):
             for (t, decision_id), d in partitions[key].items():
+                r = d.record
+                # The index rows of every decision of the batch (upserts of fixed keys):
+                # a request that failed part way cannot leave a stored row unlisted.
+                days.add((key[0], key[1]))
+                versions.add((key[0], r.blueprint_version))
                 if (t, decision_id) in present:
                     continue
-                r = d.record
                 writes.append((_INSERT_DECISION, (
                     *key, t, decision_id, r.blueprint_version, r.unit_id, r.features, r.action_index, r.action,
                     r.score, np.asarray(r.action_probabilities, _F64).tobytes(), r.model_version, r.arm,
                     bool(r.explored), bool(r.fallback), bool(r.shadow),
-                    np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, ts)))
+                    np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, bool(r.undelivered), ts)))
                 new += 1
                 if r.unit_id:
                     writes.append((_INSERT_BY_UNIT, (key[0], r.unit_id, decision_id, t, ts)))
-                days.add((key[0], key[1]))
-                versions.add((key[0], r.blueprint_version))
         writes += [(_INSERT_DAY, (uc, "decisions", day, ts)) for uc, day in days]
         writes += [(_INSERT_VERSION, (uc, v, ts)) for uc, v in versions]
         await self.conn.write_many(writes)
@@ -227,22 +246,24 @@ class CassandraFeedbackStore(FeedbackStore):
         for i, o in enumerate(orphans):
             orphan_partitions[(o.use_case, day_of(o.event_time_ms))].append(i)
 
+        # Keys stored by another write; a key written with this write's time is this
+        # request's own first attempt (replayed from the spool): written again, not a duplicate.
         async def outcome_keys(key: tuple[str, int, int], ids: list[str]) -> set[tuple[str, str, str]]:
             found: set[tuple[str, str, str]] = set()
             for chunk in _chunks(ids, IN_CHUNK):
                 rows = await self._all(
-                    "SELECT decision_id, outcome_name, outcome_id FROM outcomes WHERE use_case = ? AND day = ? "
-                    "AND bucket = ? AND decision_id IN ?", (*key, list(chunk)))
-                found.update((r[0], r[1], r[2]) for r in rows)
+                    "SELECT decision_id, outcome_name, outcome_id, WRITETIME(value) FROM outcomes "
+                    "WHERE use_case = ? AND day = ? AND bucket = ? AND decision_id IN ?", (*key, list(chunk)))
+                found.update((r[0], r[1], r[2]) for r in rows if r[3] != ts)
             return found
 
         async def orphan_keys(key: tuple[str, int], ids: list[str]) -> set[tuple[str, str]]:
             found: set[tuple[str, str]] = set()
             for chunk in _chunks(ids, IN_CHUNK):
                 rows = await self._all(
-                    "SELECT decision_id, outcome_id FROM orphan_outcomes WHERE use_case = ? AND day = ? "
-                    "AND decision_id IN ?", (*key, list(chunk)))
-                found.update((r[0], r[1]) for r in rows)
+                    "SELECT decision_id, outcome_id, WRITETIME(value) FROM orphan_outcomes WHERE use_case = ? "
+                    "AND day = ? AND decision_id IN ?", (*key, list(chunk)))
+                found.update((r[0], r[1]) for r in rows if r[2] != ts)
             return found
 
         okeys, pkeys = list(by_partition), list(orphan_partitions)
@@ -257,24 +278,24 @@ class CassandraFeedbackStore(FeedbackStore):
             for i in by_partition[key]:
                 o = outcomes[i]
                 row_key = (o.decision_id, o.name, o.outcome_id)
+                days.add((key[0], "outcomes", key[1]))
                 if row_key in present:
                     continue
                 present.add(row_key)  # type: ignore[arg-type]
                 new[i] = True
                 writes.append((_INSERT_OUTCOME, (*key, o.decision_id, o.name, o.outcome_id, o.value, o.label,
                                                  o.event_time_ms, o.decision_time_ms, ts)))
-                days.add((key[0], "outcomes", key[1]))
         new_orphans = [False] * len(orphans)
         for key, present in zip(pkeys, found[len(okeys):], strict=True):
             for i in orphan_partitions[key]:
                 o = orphans[i]
+                days.add((key[0], "orphans", key[1]))
                 if (o.decision_id, o.outcome_id) in present:
                     continue
                 present.add((o.decision_id, o.outcome_id))  # type: ignore[arg-type]
                 new_orphans[i] = True
                 writes.append((_INSERT_ORPHAN, (*key, o.decision_id, o.outcome_id, o.name, o.value, o.label,
                                                 o.event_time_ms, ts)))
-                days.add((key[0], "orphans", key[1]))
         writes += [(_INSERT_DAY, (uc, kind, day, ts)) for uc, kind, day in days]
         await self.conn.write_many(writes)
         return new, new_orphans
@@ -314,7 +335,8 @@ class CassandraFeedbackStore(FeedbackStore):
         return sorted(rows, key=lambda o: (o.event_time_ms, o.outcome_id))
 
     async def _merged(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-                      after: tuple[int, str] | None, fetch_size: int) -> AsyncIterator[StoredDecision]:
+                      after: tuple[int, str] | None, fetch_size: int,
+                      include_undelivered: bool = False) -> AsyncIterator[StoredDecision]:
         """Decisions in (time, id) order: per day, a k-way merge of the bucket streams."""
         if end_ms <= start_ms:
             return
@@ -331,7 +353,7 @@ class CassandraFeedbackStore(FeedbackStore):
                 while heap:
                     _, _, b, i, page = heapq.heappop(heap)
                     row = page[i]
-                    if include_fallback or not row[13]:
+                    if (include_fallback or not row[_FALLBACK]) and (include_undelivered or not row[_UNDELIVERED]):
                         yield _decision_from_row(row)
                     if i + 1 < len(page):
                         heapq.heappush(heap, (page[i + 1][2], page[i + 1][0], b, i + 1, page))
@@ -345,12 +367,13 @@ class CassandraFeedbackStore(FeedbackStore):
 
     async def decision_page(
         self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-        after: tuple[int, str] | None, limit: int,
+        after: tuple[int, str] | None, limit: int, include_undelivered: bool = False,
     ) -> list[StoredDecision]:
         out: list[StoredDecision] = []
         if limit <= 0:
             return out
-        merged = self._merged(use_case, start_ms, end_ms, include_fallback, after, min(limit, FETCH_ROWS))
+        merged = self._merged(use_case, start_ms, end_ms, include_fallback, after, min(limit, FETCH_ROWS),
+                              include_undelivered)
         try:
             async for d in merged:
                 out.append(d)
@@ -361,10 +384,11 @@ class CassandraFeedbackStore(FeedbackStore):
         return out
 
     async def scan_decisions(self, use_case: str, start_ms: int, end_ms: int, include_fallback: bool,
-                             page_rows: int) -> AsyncIterator[list[StoredDecision]]:
+                             page_rows: int, include_undelivered: bool = False
+                             ) -> AsyncIterator[list[StoredDecision]]:
         page: list[StoredDecision] = []
         fetch = max(64, min(FETCH_ROWS, 2 * page_rows // BUCKETS))
-        merged = self._merged(use_case, start_ms, end_ms, include_fallback, None, fetch)
+        merged = self._merged(use_case, start_ms, end_ms, include_fallback, None, fetch, include_undelivered)
         try:
             async for d in merged:
                 page.append(d)
@@ -389,40 +413,54 @@ class CassandraFeedbackStore(FeedbackStore):
         rows = [OutcomeRow(*r, 0) for part in parts for r in part]
         return sorted(rows, key=lambda o: (o.event_time_ms, o.outcome_id))
 
-    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int) -> StoredStats:
+    async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int,
+                    lost_before_ms: int | None = None) -> StoredStats:
         """Counts from a full read of the use case's partitions (cost: every row of
         every retained day; see docs/storage.md)."""
         days = sorted(set(await self._days(use_case, "decisions")) | set(await self._days(use_case, "outcomes")))
-        totals = defaultdict(int)
+        totals: dict[str, int] = defaultdict(int)
 
         async def partition(day: int, b: int) -> None:
-            decisions: dict[str, tuple[int, int, bool]] = {}
+            stored: set[str] = set()  # every stored decision id, whatever it holds
+            decisions: dict[str, tuple[int, CountingRule]] = {}  # the delivered, interpretable ones
             async for page in self._pages(
-                    "SELECT decision_id, decision_time_ms, blueprint_version, fallback FROM decisions "
-                    "WHERE use_case = ? AND day = ? AND bucket = ?", (use_case, day, b)):
-                for decision_id, t, version, fallback in page:
-                    decisions[decision_id] = (t, version, bool(fallback))
+                    "SELECT decision_id, decision_time_ms, blueprint_version, fallback, undelivered, features, "
+                    "action_index, action_probabilities FROM decisions WHERE use_case = ? AND day = ? AND bucket = ?",
+                    (use_case, day, b)):
+                for decision_id, t, version, fallback, undelivered, features, action, probabilities in page:
+                    stored.add(decision_id)
+                    rule = rules.get(version)
+                    if rule is None or not _interpretable(rule, features, action, probabilities):
+                        totals["invalid_records"] += 1
+                        continue
+                    if undelivered:
+                        totals["undelivered_decisions"] += 1
+                        continue
+                    decisions[decision_id] = (t, rule)
                     totals["decisions"] += 1
                     totals["fallback_decisions"] += bool(fallback)
-                    rule = rules.get(version)
-                    if rule is not None and t + rule.window_ms <= now_ms:
+                    if t + rule.window_ms <= now_ms:
                         totals["closed_windows"] += 1
             joined: set[str] = set()
             async for page in self._pages(
-                    "SELECT decision_id, outcome_name, event_time_ms FROM outcomes "
+                    "SELECT decision_id, outcome_name, event_time_ms, decision_time_ms FROM outcomes "
                     "WHERE use_case = ? AND day = ? AND bucket = ?", (use_case, day, b)):
-                for decision_id, name, event_ms in page:
+                for decision_id, name, event_ms, decision_ms in page:
                     totals["outcomes"] += 1
-                    d = decisions.get(decision_id)
-                    if d is None:
+                    if decision_id not in stored:
                         totals["unmatched_outcomes"] += 1
+                        if lost_before_ms is not None and decision_ms < lost_before_ms:
+                            totals["lost_decision_outcomes"] += 1
                         continue
-                    rule = rules.get(d[1])
-                    if rule is None or (rule.outcome_names and name not in rule.outcome_names):
+                    d = decisions.get(decision_id)
+                    if d is None:  # undelivered or not interpretable
                         continue
-                    if d[0] <= event_ms <= d[0] + rule.window_ms:
+                    t, rule = d
+                    if rule.outcome_names and name not in rule.outcome_names:
+                        continue
+                    if t <= event_ms <= t + rule.window_ms:
                         joined.add(decision_id)
-                    elif event_ms > d[0] + rule.window_ms:
+                    elif event_ms > t + rule.window_ms:
                         totals["late_outcomes"] += 1
             totals["joined_decisions"] += len(joined)
 
