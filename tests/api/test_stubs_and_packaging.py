@@ -6,10 +6,12 @@ import filecmp
 import importlib
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -57,15 +59,42 @@ def _module_names(package_root: Path, prefix: str) -> list[str]:
     return names
 
 
-@pytest.mark.timeout(300)
-def test_wheel_installs_into_fresh_venv_and_imports_every_module(tmp_path: Path) -> None:
-    """Build the wheel, install it (without the source tree) and import every module."""
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from a copy of the source tree: setuptools builds into build/ and
+    leaves there what was built before, so a module removed from lib/ would still ship
+    from the tree's own build/."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("lib", "services"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
         check=True, capture_output=True,
     )
-    wheel = next(dist.glob("loopwise-*.whl"))
+    return next(dist.glob("loopwise-*.whl"))
+
+
+@pytest.mark.timeout(300)
+def test_wheel_ships_the_type_marker_the_cli_package_and_its_entry_point(wheel: Path) -> None:
+    """py.typed (PEP 561: type checkers read the SDK's annotations), the CLI package with
+    its __main__, the SDK's errors, and the console script loopwise = loopwise.cli:main."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "loopwise/py.typed" in names
+    assert {"loopwise/cli/__init__.py", "loopwise/cli/__main__.py", "loopwise/cli/common.py",
+            "loopwise/client.py", "loopwise/client_errors.py"} <= names
+    assert "loopwise/cli.py" not in names
+    assert "loopwise = loopwise.cli:main" in entry_points
+
+
+@pytest.mark.timeout(300)
+def test_wheel_installs_into_fresh_venv_and_imports_every_module(wheel: Path, tmp_path: Path) -> None:
+    """Install the wheel (without the source tree) and import every module; the console
+    script and ``python -m loopwise.cli`` run."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -89,6 +118,14 @@ def test_wheel_installs_into_fresh_venv_and_imports_every_module(tmp_path: Path)
                          env={**os.environ, "PYTHONPATH": ""}, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (env_dir / "bin" / "loopwise").exists(), "console script missing"
+    clean = {**os.environ, "PYTHONPATH": ""}
+    for command in ([str(env_dir / "bin" / "loopwise"), "--version"], [str(python), "-m", "loopwise.cli", "--version"]):
+        done = subprocess.run(command, capture_output=True, text=True, env=clean, cwd=tmp_path)
+        assert done.returncode == 0 and done.stdout.startswith("loopwise "), (command, done.stdout, done.stderr)
+    typed = subprocess.run([str(python), "-c", "import importlib.resources as r; "
+                            "print(r.files('loopwise').joinpath('py.typed').is_file())"],
+                           capture_output=True, text=True, env=clean, cwd=tmp_path)
+    assert typed.stdout.strip() == "True", typed.stderr
 
 
 def test_modules_importable_from_source() -> None:
