@@ -49,6 +49,7 @@ import random
 import threading
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -60,7 +61,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import grpc
 import numpy as np
@@ -136,13 +137,13 @@ FINAL_STATES = frozenset({op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE
 # Which service runs the operations of each kind.
 _SERVICE_OF_KIND = {"training": "trainer", "estimate_effects": "evaluator"}
 
-Service = Literal["trainer", "evaluator"]
+Service: TypeAlias = Literal["trainer", "evaluator"]
 # A time bound of a request: a datetime (naive means UTC), epoch seconds, a Timestamp,
 # or None (unset).
-TimeArg = datetime | float | int | timestamp_pb2.Timestamp | None
+TimeArg: TypeAlias = datetime | float | int | timestamp_pb2.Timestamp | None
 # A report: its id, its structured result, its GetReport response, or the succeeded
 # EstimateEffects operation that made it.
-ReportArg = str | epb.EstimateEffectsResult | epb.GetReportResponse | op_pb.Operation
+ReportArg: TypeAlias = str | epb.EstimateEffectsResult | epb.GetReportResponse | op_pb.Operation
 
 
 @dataclass(frozen=True)
@@ -1959,7 +1960,7 @@ class AsyncClient(_ClientBase):
             attempt += 1
 
     async def _stream(self, service: ServiceName, method: str, request: Any,
-                      timeout: float | None) -> AsyncIterator[Any]:
+                      timeout: float | None) -> AsyncGenerator[Any, None]:
         """The messages of a server (or bidirectional) stream; a failure raises its typed
         error. The call is cancelled when the iteration stops early."""
         call = getattr(self._stub(service), method)(request, timeout=timeout)
@@ -2338,7 +2339,7 @@ class AsyncClient(_ClientBase):
         return None
 
     async def watch_deployments(self, use_cases: Sequence[str] = (), *,
-                                timeout: float | None = None) -> AsyncIterator[tpb.Deployment]:
+                                timeout: float | None = None) -> AsyncGenerator[tpb.Deployment, None]:
         """See :meth:`Client.watch_deployments`."""
         request = tpb.WatchDeploymentsRequest(use_cases=list(use_cases))
         async for update in self._stream("trainer", "WatchDeployments", request, _seconds(timeout)):

@@ -63,7 +63,9 @@ decision_app = group("decision", "Logged decisions.")
 
 
 def _feature_values(reply: fpb.GetDecisionResponse) -> dict[str, float]:
-    values = unpack_vector(reply.decision.features, F32) if reply.decision.features else []
+    if not reply.decision.features:
+        return {}
+    values = unpack_vector(reply.decision.features, F32)
     return {name: float(v) for name, v in zip(reply.feature_names, values, strict=False)}
 
 
