@@ -60,13 +60,11 @@ PAGE_ROWS = 4096
 # GetStats answers with only the spool fields when the store does not answer in time.
 STATS_STORE_TIMEOUT_S = 5.0
 # An outcome whose decision is not stored although the decision was made this long ago
-# (real seconds; scaled by the clock speed) counts as an outcome of a lost decision. While
-# feedback is up, the decision service delivers a decision within its flush interval
-# (decision_log_flush_interval_s, 0.2 s), or, when a send fails, from its spool after at
-# most one send timeout (5 s) and one retry backoff (at most 2 s); a decision process
-# that stops with a non-empty spool replays it when it starts again (a restart: the grace
-# period and a start, about a minute). Ten minutes covers all of these with a wide margin
-# (docs/storage.md, "Counts").
+# (real seconds; scaled by the clock speed) counts as an outcome of a lost decision: the
+# decision service's LOOPWISE_DECISION_LOG_ARRIVAL_BOUND_S, by when a decision record is
+# expected here (its spool is shipped within decision_log_flush_interval_s while feedback
+# answers; retries while feedback is away and a restarted decision process replaying its
+# spool take longer). The server passes the setting; this is its default.
 LOST_DECISION_AFTER_S = 600.0
 
 

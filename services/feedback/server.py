@@ -50,7 +50,8 @@ async def start_server(settings: Settings) -> ServiceHost:
     channels = ServiceChannels(settings)
     feedback = Feedback(store, DecisionUseCases(channels, timeout_s=5.0), TrainerModels(channels),
                         Clock.from_settings(settings), settings.service_dir("feedback") / "spool",
-                        max_batch_rows=settings.max_batch_rows)
+                        max_batch_rows=settings.max_batch_rows,
+                        lost_decision_after_s=settings.decision_log_arrival_bound_s)
     host = ServiceHost("feedback", settings, settings.feedback_address)
     monitor = FeedbackMonitor(host.registry, feedback, settings)
     servicer = FeedbackServicer(feedback, host.stopping, monitor,

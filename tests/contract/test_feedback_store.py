@@ -284,3 +284,119 @@ async def test_an_older_sqlite_file_gains_the_latency_column(tmp_path) -> None:
         assert (await opened.get_decision(uc, new.record.decision_id)).record.serving_latency_ms == 3.25
     finally:
         opened.close()
+
+
+async def test_stats_count_undelivered_invalid_and_lost_apart(store) -> None:
+    uc, now = unique(), now_ms()
+    rules = {1: CountingRule(60_000, frozenset(), feature_count=2)}
+    old = now - 2 * DAY
+    ok = decision(uc, old)
+    fallback = decision(uc, old + 1, fallback=True)
+    undelivered = decision(uc, old + 2, undelivered=True)
+    undelivered_fallback = decision(uc, old + 3, undelivered=True, fallback=True)
+    unknown_version = decision(uc, old + 4, version=99)
+    narrow = decision(uc, old + 5, features=(1.0,))  # one feature of version 1's two
+    no_probability = decision(uc, old + 6, action_index=2, probabilities=(0.5, 0.5))
+    await store.put_decisions([ok, fallback, undelivered, undelivered_fallback, unknown_version, narrow,
+                               no_probability])
+    lost_before = now - 3_600_000
+    await store.put_outcomes([
+        out(uc, ok, "a", old + 10), out(uc, undelivered, "b", old + 10), out(uc, unknown_version, "c", old + 10),
+        out(uc, narrow, "d", old + 120_000),  # would be late
+        OutcomeRow(uc, id_at(old + 50), "e", "purchase", 1.0, "", old + 60, old + 50),  # lost
+        OutcomeRow(uc, id_at(old + 51), "f", "purchase", 1.0, "", old + 60, old + 51),  # lost
+        OutcomeRow(uc, id_at(now - 1000), "g", "purchase", 1.0, "", now, now - 1000),  # may still come
+    ], [])
+    stats = await store.stats(uc, rules, now, lost_before_ms=lost_before)
+    assert stats == StoredStats(decisions=2, fallback_decisions=1, closed_windows=2, outcomes=7, joined_decisions=1,
+                                late_outcomes=0, unmatched_outcomes=3, orphan_outcomes=0, undelivered_decisions=2,
+                                invalid_records=3, lost_decision_outcomes=2)
+    # Without a feature count, the narrow decision is interpreted (and its outcome is late).
+    lenient = await store.stats(uc, {1: CountingRule(60_000, frozenset())}, now)
+    assert (lenient.decisions, lenient.invalid_records, lenient.late_outcomes, lenient.lost_decision_outcomes) == (
+        3, 2, 1, 0)
+
+
+async def test_scans_leave_undelivered_decisions_out(store) -> None:
+    uc, t = unique(), now_ms() - 60_000
+    ds = [decision(uc, t + i, undelivered=i % 3 == 0) for i in range(9)]
+    await store.put_decisions(ds)
+    delivered = [_key(d) for d in ds if not d.record.undelivered]
+    scanned = [_key(d) for p in [p async for p in store.scan_decisions(uc, t, t + 9, True, 4)] for d in p]
+    assert scanned == delivered
+    columns = [p async for p in store.scan_decision_columns(uc, t, t + 9, True, 4)]
+    assert [i for p in columns for i in p.decision_ids] == [k[1] for k in delivered]
+    everything = await store.decision_page(uc, t, t + 9, True, None, 100, include_undelivered=True)
+    assert [_key(d) for d in everything] == [_key(d) for d in ds]
+    assert (await store.get_decision(uc, ds[0].record.decision_id)).record.undelivered
+
+
+async def test_a_write_replayed_with_its_own_time_is_not_a_duplicate(store) -> None:
+    uc, t = unique(), now_ms() - 60_000
+    d = decision(uc, t)
+    await store.put_decisions([d])
+    ts = time.time_ns() // 1000
+    rows = [out(uc, d, f"o{i}", t + i) for i in range(3)]
+    orphans = [out(uc, "bogus", "x", t)]
+    assert await store.put_outcomes(rows[:2], orphans, write_time_us=ts) == ([True, True], [True])
+    # The whole request again with its own accept time (a spool replay after a partial
+    # or unacknowledged first attempt): everything is this request's, nothing a duplicate.
+    assert await store.put_outcomes(rows, orphans, write_time_us=ts) == ([True, True, True], [True])
+    # Within one request a repeated key is a duplicate all the same.
+    assert await store.put_outcomes([rows[0], rows[0]], [], write_time_us=ts) == ([True, False], [])
+    # Another request (another accept time) with the same keys: duplicates.
+    assert await store.put_outcomes(rows, orphans, write_time_us=ts + 1) == ([False, False, False], [False])
+    assert [o.outcome_id for o in await store.outcomes_of(uc, d.record.decision_id)] == ["o0", "o1", "o2"]
+
+
+async def test_a_replayed_decision_write_lists_its_rows_again(store) -> None:
+    """A first attempt cut short after the decision row (Cassandra: before its
+    feedback_days, decision_versions and by-unit rows): the replay with the request's
+    own accept time writes the row again with its index rows, so it is read."""
+    uc, t = unique(), now_ms() - 60_000
+    d = decision(uc, t, version=4)
+    ts = time.time_ns() // 1000
+    conn = getattr(store, "conn", None)
+    if conn is not None:  # Cassandra: only the decision row of the first attempt
+        from loopwise.store.feedback_cassandra import _INSERT_DECISION, bucket_of
+
+        r = d.record
+        await conn.write(_INSERT_DECISION, (
+            uc, t // DAY, bucket_of(r.decision_id), t, r.decision_id, r.blueprint_version, r.unit_id, r.features,
+            r.action_index, r.action, r.score, np.asarray(r.action_probabilities, "<f8").tobytes(), r.model_version,
+            r.arm, r.explored, r.fallback, r.shadow, b"", 0.0, False, ts))
+        assert await store.blueprint_versions(uc) == []
+        assert [p async for p in store.scan_decisions(uc, t, t + 1, True, 10)] == []
+    assert await store.put_decisions([d], write_time_us=ts) == 1  # this request's row: stored by it
+    assert await store.blueprint_versions(uc) == [4]
+    assert [_key(x) for p in [p async for p in store.scan_decisions(uc, t, t + 1, True, 10)] for x in p] == [_key(d)]
+    assert await store.put_decisions([d], write_time_us=ts + 1) == 0  # another request: already stored
+
+
+async def test_an_older_sqlite_file_gains_the_undelivered_and_write_time_columns(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace("    undelivered INTEGER NOT NULL DEFAULT 0,\n", "").replace(
+        "    write_time_us INTEGER NOT NULL DEFAULT 0,\n", "")
+    assert "undelivered" not in old_schema and "write_time_us" not in old_schema
+    uc, t = unique(), now_ms() - 60_000
+    old = decision(uc, t)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old_schema)
+        conn.execute("INSERT INTO decisions (decision_id, use_case, decision_time_ms, blueprint_version, unit_id, "
+                     "features, action_index, action, score, action_probabilities, model_version, arm, explored, "
+                     "fallback, shadow, action_scores) VALUES (?,?,?,1,'u1',?,0,'control',0,?,0,'',0,0,0,?)",
+                     (old.record.decision_id, uc, t, old.record.features, np.array([1.0, 0.0]).tobytes(), b""))
+        conn.execute("INSERT INTO outcomes VALUES (?,?,'o1','purchase',1.0,'',?,?)",
+                     (uc, old.record.decision_id, t + 5, t))
+    opened = open_feedback_store(Settings(feedback_store_url=f"sqlite:///{path}", data_dir=tmp_path / "var"))
+    try:
+        new = decision(uc, t + 1, undelivered=True)
+        assert await opened.put_decisions([new]) == 1
+        assert not (await opened.get_decision(uc, old.record.decision_id)).record.undelivered
+        assert (await opened.get_decision(uc, new.record.decision_id)).record.undelivered
+        again = out(uc, old, "o1", t + 5)
+        assert await opened.put_outcomes([again], [], write_time_us=123) == ([False], [])  # stored before: a duplicate
+        stats = await opened.stats(uc, {1: CountingRule(60_000, frozenset())}, now_ms())
+        assert (stats.decisions, stats.undelivered_decisions, stats.joined_decisions) == (1, 1, 1)
+    finally:
+        opened.close()
