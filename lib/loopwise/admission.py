@@ -169,10 +169,14 @@ class Admission(grpc.aio.ServerInterceptor):
                    settings.admission_min_deadline_ms / 1000.0, registry, service)
 
     @staticmethod
-    def server_options() -> list[tuple[str, Any]]:
+    def server_options(settings: Settings) -> list[tuple[str, Any]]:
         """grpc server options of admission control: the core drops a call it has held
-        for CORE_QUEUE_S without Python asking for it (instead of 30 s)."""
-        return [("grpc.server_max_unrequested_time_in_server", CORE_QUEUE_S)]
+        for CORE_QUEUE_S without Python asking for it (instead of 30 s), and refuses
+        streams over ``max_streams_per_connection`` on one connection."""
+        options: list[tuple[str, Any]] = [("grpc.server_max_unrequested_time_in_server", CORE_QUEUE_S)]
+        if settings.max_streams_per_connection:
+            options.append(("grpc.max_concurrent_streams", settings.max_streams_per_connection))
+        return options
 
     # -- grpc.aio interceptor ----------------------------------------------------------
     async def intercept_service(self, continuation: Callable[[Any], Any],

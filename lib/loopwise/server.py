@@ -434,7 +434,7 @@ class ServiceHost:
 
     def __post_init__(self) -> None:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings),
-                   *Admission.server_options()]
+                   *Admission.server_options(self.settings)]
         options += connection_options(self.settings, self.max_connection_age)
         self.rpc_metrics = RpcMetrics(self.registry, self.name)
         # Admission control (bounded work, the rest shed at once: docs/architecture.md §6).

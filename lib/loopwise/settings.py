@@ -215,9 +215,10 @@ class Settings(BaseSettings):
                     "scheduled training off")
     # Client SDK defaults.
     client_deadline_s: float = Field(
-        1.0, description="SDK: deadline of one `decide` attempt, in seconds")
+        1.0, description="SDK: deadline of one `decide` call, its retries included, in seconds")
     client_retries: int = Field(
-        2, description="SDK: extra attempts after UNAVAILABLE (0: no retry)")
+        2, description="SDK: most extra attempts after UNAVAILABLE or RESOURCE_EXHAUSTED with retry "
+                       "pushback, within the call's deadline (0: no retry)")
 
     # Security (docs/security.md).
     allow_plaintext: bool = Field(
@@ -306,6 +307,12 @@ class Settings(BaseSettings):
                     "ReadTrainingData, DownloadModel) one server process keeps, counted apart "
                     "from unary calls; a new stream over the bound is answered "
                     "RESOURCE_EXHAUSTED with retry pushback; 0: no bound")
+    max_streams_per_connection: int = Field(
+        32, ge=0,
+        description="Calls (HTTP/2 streams) one client connection may have open at once on a "
+                    "server; grpc's core refuses more at once, before Python sees them "
+                    "(REFUSED_STREAM: the caller gets UNAVAILABLE), and tells clients the limit, "
+                    "so they hold further calls back; 0: no limit")
     admission_min_deadline_ms: float = Field(
         20.0, ge=0,
         description="A call whose deadline leaves less than this (or less than its method's "

@@ -3,10 +3,10 @@
 A decision is logged as served only if its answer could reach the caller
 (docs/architecture.md §6): each call's decisions wait in a ``Delivery`` until the call
 has ended, and are logged with ``DecisionRecord.undelivered`` set when the call's
-deadline had passed by then. A decision ready after the deadline is not sent at all
-(DEADLINE_EXCEEDED, logged as undelivered); in ``DecideStream`` a decision counts as
-delivered once the stream's write of it completed, and as undelivered when the stream
-ended before. When the decision log must hold a decision before its answer leaves (its
+deadline had passed by then. A decision ready after (or within ``SEND_MARGIN_S`` of)
+the deadline is not sent at all (DEADLINE_EXCEEDED, logged as undelivered); in
+``DecideStream`` a decision counts as delivered once the stream's write of it
+completed, and as undelivered when the stream ended before. When the decision log must hold a decision before its answer leaves (its
 ``durable`` mode), the mark is decided when the decision is ready instead.
 """
 
@@ -27,6 +27,12 @@ from loopwise.services.decision.decision_log import DURABLE
 from loopwise.services.decision.use_cases import ApplyResult, UseCases
 
 log = logging.getLogger("loopwise.decision")
+
+# A decision ready with less than this left before its call's deadline is not sent (and
+# is logged as undelivered): the answer could not be expected to arrive in time (the
+# event loop's other work before it is written, transit, and the caller's deadline
+# running a little ahead of the one the server computed when the request arrived).
+SEND_MARGIN_S = 0.005
 
 
 def observe_decision(decision: dpb.Decision, in_stream: bool = False) -> None:
@@ -102,9 +108,10 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         """Log the call's decisions once its answer is out (as undelivered if the call's
         deadline passed first); refuse to send what is ready after the deadline."""
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining < SEND_MARGIN_S:
             delivery.settle(delivered=False)
-            raise DeadlineExceeded("the decision was ready after the call's deadline; it was not sent")
+            raise DeadlineExceeded("the decision was ready too close to the call's deadline to reach the "
+                                   "caller; it was not sent")
         if _log_before_answer(self.core):
             delivery.settle(delivered=True)
             return
@@ -138,9 +145,11 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                 delivery.settle(delivered=False)
                 raise
             observe_decision(decision, in_stream=True)
-            if _past_deadline(context):
+            remaining = context.time_remaining()
+            if remaining is not None and remaining < SEND_MARGIN_S:
                 delivery.settle(delivered=False)
-                raise DeadlineExceeded("the stream's deadline passed before the decision was sent")
+                raise DeadlineExceeded("the decision was ready too close to the stream's deadline to reach "
+                                       "the caller; it was not sent")
             if _log_before_answer(self.core):
                 delivery.settle(delivered=True)
             try:
@@ -207,12 +216,6 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             message.change_time.FromMilliseconds(c.time_ms)
             changes.append(message)
         return dpb.ListUseCaseChangesResponse(changes=changes)
-
-
-def _past_deadline(context) -> bool:
-    """The call's deadline has passed (time_remaining() is 0 then, None without one)."""
-    remaining = context.time_remaining()
-    return remaining is not None and remaining <= 0
 
 
 def _log_before_answer(core: DecisionCore) -> bool:
