@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_up_status_down(tmp_path: Path) -> None:
         pids = {s: launcher.pid(s) for s in SERVICES}
         assert all(pids.values())
         assert all(str(pid) in status.output for pid in pids.values())
+        listed = json.loads(runner.invoke(app, ["status", "--output", "json"], env=env).stdout)
+        assert {s: (row["pid"], row["health"]) for s, row in listed.items()} == {
+            s: (pids[s], "SERVING") for s in SERVICES}
     finally:
         stopped = runner.invoke(app, ["down"], env=env)
     assert stopped.exit_code == 0, stopped.output

@@ -57,7 +57,7 @@ def test_reading_commands_offer_json_and_every_command_is_listed() -> None:
               "suggest-parameters", "tokens create", "backup export", "backup import", "up", "down",
               "status", "console", "demo"}
     assert wanted <= commands, wanted - commands
-    reading = ["use-cases", "use-case", "history", "stats", "decision get", "models", "model", "deployment show",
+    reading = ["status", "use-cases", "use-case", "history", "stats", "decision get", "models", "model", "deployment show",
                "deployment audit", "rollout get", "operations list", "operations get", "report list",
                "report get", "scorecard", "evaluate-policy", "predict-effects", "suggest-parameters"]
     for command in reading:

@@ -16,7 +16,17 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column, Table
 
 from loopwise import local_profile
-from loopwise.cli.common import app, console, errors, fail, rpc_errors, settings
+from loopwise.cli.common import (
+    Output,
+    OutputOption,
+    app,
+    console,
+    errors,
+    fail,
+    print_json,
+    rpc_errors,
+    settings,
+)
 from loopwise.launcher import DEFAULT_PORTS, Launcher, free_port
 from loopwise.settings import SERVICES, Settings
 
@@ -85,17 +95,20 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(output: OutputOption = Output.table) -> None:
     """Pid and health of every service."""
     s = settings()
     launcher = _launcher(s)
     launcher.client = s
+    found = {name: {"address": launcher.address(name), "pid": launcher.pid(name), "health": launcher.health(name)}
+             for name in SERVICES}
+    if output == Output.json:
+        print_json(found)
+        return
     table = Table("service", "address", "pid", "health")
-    for name in SERVICES:
-        pid = launcher.pid(name)
-        health = launcher.health(name)
-        colour = "green" if health == "SERVING" else "red"
-        table.add_row(name, launcher.address(name), str(pid or "-"), f"[{colour}]{health}[/{colour}]")
+    for name, row in found.items():
+        colour = "green" if row["health"] == "SERVING" else "red"
+        table.add_row(name, str(row["address"]), str(row["pid"] or "-"), f"[{colour}]{row['health']}[/{colour}]")
     console.print(table)
 
 
