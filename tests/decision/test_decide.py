@@ -12,7 +12,7 @@ import pytest
 from loopwise.clock import uuid7_time_ms
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import field_violations
-from tests.decision.helpers import KINDS, blueprint, features
+from tests.decision.helpers import KINDS, blueprint, features, wait_until
 
 
 def _is_uuid7(value: str) -> bool:
@@ -104,6 +104,7 @@ async def test_missing_rules_shape_the_logged_features(decider) -> None:
     captured = []
     core.log.submit_lazy = lambda n, build: captured.extend(build())
     await decider.decide(x=float("nan"), y=None, country="zz")
+    await wait_until(lambda: bool(captured))  # logged once the call has ended
     row = np.frombuffer(captured[0].features, dtype="<f4")
     assert math.isnan(row[0]) and row[1] == 5.0 and row[2] == -1  # NaN rule, impute, unknown code
 

@@ -165,7 +165,8 @@ async def test_rejected_batches_are_set_aside_and_counted(make_settings) -> None
         await wait_until(lambda: log.counters.rejected == 1)
         later = await _batch(d, 20)
         await wait_until(lambda: set(later) <= set(feedback.ids))
-        assert log.counters.spool_depth == 0
+        await wait_until(lambda: log.counters.spool_depth == 0)  # acknowledged segments go
+        assert log.counters.rejected == 1
         assert len(list((settings.data_dir / "decision" / "spool").glob("*.rejected"))) == 1
     finally:
         await d.stop()
