@@ -33,6 +33,13 @@ bench: install
 bench-tracing: install
 	$(PY) -m bench.tracing --out docs/benchmarks.md
 
+# Decide offered open loop at 1x, 2x and 3x its measured capacity with ghz, and 3x with
+# the admission bounds off (about 5 minutes; scripts/install_tools.sh builds ghz);
+# replaces the overload section of docs/benchmarks.md.
+.PHONY: bench-overload
+bench-overload: install
+	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench.overload --out docs/benchmarks.md
+
 # Decide with the decision log's default (interval) and durable modes, in the same run
 # (about 5 minutes); replaces the durability section of docs/benchmarks.md.
 .PHONY: bench-durability
@@ -44,7 +51,7 @@ proto: install
 	bash scripts/gen_go.sh
 	bash scripts/gen_ts.sh
 
-# helm, buf and the Go protoc plugins, built with `go install` and cached by version.
+# helm, buf, the Go protoc plugins and ghz, built with `go install` and cached by version.
 tools:
 	bash scripts/install_tools.sh
 
