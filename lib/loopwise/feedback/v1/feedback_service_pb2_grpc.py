@@ -73,14 +73,23 @@ class FeedbackServiceServicer(object):
 
     def LogDecisions(self, request, context):
         """Store decisions (sent in batches by the decision service). Idempotent on
-        decision_id.
+        decision_id. Every record is validated against its use case and blueprint
+        version (see DecisionRecord); a batch with an invalid record is refused whole
+        with INVALID_ARGUMENT whose field violations name the record and field
+        (decisions[3].action_probabilities), and nothing of it is stored. When the
+        decision service cannot be reached to read a blueprint, the batch is
+        acknowledged into the spool and validated before it is stored; invalid records
+        are then kept aside, not stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LogOutcomes(self, request, context):
-        """Store outcomes. Idempotent on (use_case, decision_id, outcome_id).
+        """Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
+        of a use case that does not exist (or without outcome_id or name, or with a
+        value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
+        outcomes[i] and the field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

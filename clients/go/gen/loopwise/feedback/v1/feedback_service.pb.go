@@ -32,20 +32,26 @@ type DecisionRecord struct {
 	DecisionId string `protobuf:"bytes,1,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// The use case.
 	UseCase string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
-	// The blueprint version whose feature order `features` follows.
+	// The blueprint version whose feature order `features` follows; the use case and
+	// this version must be known to the decision service.
 	BlueprintVersion int64 `protobuf:"varint,3,opt,name=blueprint_version,json=blueprintVersion,proto3" json:"blueprint_version,omitempty"`
 	// The unit decided for.
 	UnitId string `protobuf:"bytes,4,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
 	// The features as seen (after the blueprint's rules): float32 little-endian,
-	// one per blueprint feature, categoricals as codes.
+	// exactly one per feature of the blueprint version, categoricals as codes.
 	Features []byte `protobuf:"bytes,5,opt,name=features,proto3" json:"features,omitempty"`
-	// Index of the chosen action.
+	// Index of the chosen action: of the version's actions (a regression blueprint
+	// without actions has the one action "predict"), or of the request's candidates
+	// for a ranking. Its probability must be > 0.
 	ActionIndex int32 `protobuf:"varint,6,opt,name=action_index,json=actionIndex,proto3" json:"action_index,omitempty"`
-	// The chosen action.
+	// The chosen action: actions[action_index] of the blueprint version (for a
+	// ranking, the chosen candidate's id).
 	Action string `protobuf:"bytes,7,opt,name=action,proto3" json:"action,omitempty"`
 	// The score (see loopwise.decision.v1.Decision.score).
 	Score float64 `protobuf:"fixed64,8,opt,name=score,proto3" json:"score,omitempty"`
-	// Probability of every action under the policy that chose.
+	// Probability of every action under the policy that chose: one per action of the
+	// blueprint version (for a ranking, one per candidate), each in [0, 1], summing
+	// to 1 within 1e-6.
 	ActionProbabilities []float64 `protobuf:"fixed64,9,rep,packed,name=action_probabilities,json=actionProbabilities,proto3" json:"action_probabilities,omitempty"`
 	// Model version that scored, 0 for none.
 	ModelVersion int64 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
@@ -493,7 +499,9 @@ type LogOutcomesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Outcomes stored for the first time.
 	Accepted int32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	// Outcomes already stored (same outcome_id): no-ops.
+	// Outcomes already stored by an earlier request (same key): no-ops. When the
+	// request is acknowledged from the spool, 0 (its duplicates are counted in
+	// GetStatsResponse.duplicate_outcomes when it is stored).
 	Duplicates int32 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	// Outcomes whose decision_id is not a plausible UUIDv7, stored as orphans.
 	Orphans       int32 `protobuf:"varint,3,opt,name=orphans,proto3" json:"orphans,omitempty"`
@@ -1035,30 +1043,33 @@ func (x *GetStatsRequest) GetUseCase() string {
 // Response of GetStats.
 type GetStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Decisions stored.
+	// Decisions stored that can be interpreted and reached their caller (undelivered
+	// decisions and invalid records are counted apart, in no other count).
 	Decisions int64 `protobuf:"varint,1,opt,name=decisions,proto3" json:"decisions,omitempty"`
-	// Outcomes stored (deduplicated).
+	// Outcomes stored (deduplicated), whatever their decision.
 	Outcomes int64 `protobuf:"varint,2,opt,name=outcomes,proto3" json:"outcomes,omitempty"`
-	// Decisions with at least one counted outcome.
+	// Of `decisions`, those with at least one counted outcome.
 	JoinedDecisions int64 `protobuf:"varint,3,opt,name=joined_decisions,json=joinedDecisions,proto3" json:"joined_decisions,omitempty"`
 	// joined_decisions / decisions (0 when none).
 	JoinRate float64 `protobuf:"fixed64,4,opt,name=join_rate,json=joinRate,proto3" json:"join_rate,omitempty"`
 	// Outcomes stored with an invalid decision id (across all use cases of the
 	// request's use case).
 	OrphanOutcomes int64 `protobuf:"varint,5,opt,name=orphan_outcomes,json=orphanOutcomes,proto3" json:"orphan_outcomes,omitempty"`
-	// Outcomes whose event time falls after their decision's window.
+	// Outcomes of `decisions` whose event time falls after their decision's window.
 	LateOutcomes int64 `protobuf:"varint,6,opt,name=late_outcomes,json=lateOutcomes,proto3" json:"late_outcomes,omitempty"`
 	// Outcomes whose decision is not (yet) stored.
 	UnmatchedOutcomes int64 `protobuf:"varint,7,opt,name=unmatched_outcomes,json=unmatchedOutcomes,proto3" json:"unmatched_outcomes,omitempty"`
-	// Decisions whose reward window has closed.
+	// Of `decisions`, those whose reward window has closed.
 	ClosedWindows int64 `protobuf:"varint,8,opt,name=closed_windows,json=closedWindows,proto3" json:"closed_windows,omitempty"`
-	// Decisions whose reward window is still open.
+	// Of `decisions`, those whose reward window is still open.
 	OpenWindows int64 `protobuf:"varint,9,opt,name=open_windows,json=openWindows,proto3" json:"open_windows,omitempty"`
 	// Records acknowledged but still waiting in the local spool.
 	SpoolDepth int64 `protobuf:"varint,10,opt,name=spool_depth,json=spoolDepth,proto3" json:"spool_depth,omitempty"`
-	// Decisions that were fallbacks.
+	// Of `decisions`, those that were fallbacks.
 	FallbackDecisions int64 `protobuf:"varint,11,opt,name=fallback_decisions,json=fallbackDecisions,proto3" json:"fallback_decisions,omitempty"`
-	// Duplicate outcome deliveries ignored since the service started.
+	// Outcome deliveries ignored since the service started because an earlier
+	// request had stored the same key (a client resend). A replay of the same
+	// acknowledged request from the spool is not a duplicate.
 	DuplicateOutcomes int64 `protobuf:"varint,12,opt,name=duplicate_outcomes,json=duplicateOutcomes,proto3" json:"duplicate_outcomes,omitempty"`
 	// Records (decisions and outcomes, all use cases) acknowledged from the local
 	// spool because the store failed or timed out, since the service started.
@@ -1066,22 +1077,27 @@ type GetStatsResponse struct {
 	// Spooled records later written to the store by the replayer, since the service
 	// started (a restart replays what an earlier process spooled).
 	ReplayedRecords int64 `protobuf:"varint,14,opt,name=replayed_records,json=replayedRecords,proto3" json:"replayed_records,omitempty"`
-	// True when the store could not be read: the counts above are then 0 and only
-	// the spool fields are meaningful.
+	// True when the store could not be read (also while the service runs without
+	// its store after starting during an outage): the counts above are then 0 and
+	// only the spool fields are meaningful.
 	StoreUnavailable bool `protobuf:"varint,15,opt,name=store_unavailable,json=storeUnavailable,proto3" json:"store_unavailable,omitempty"`
 	// Drift of live decisions against the serving model's training data, as last
 	// computed by this feedback process (unset when it has seen no decision of the
 	// use case since it started).
 	Drift *DriftReport `protobuf:"bytes,16,opt,name=drift,proto3" json:"drift,omitempty"`
 	// Decisions that were made but could not reach their caller (see
-	// DecisionRecord.undelivered); not included in `decisions`.
+	// DecisionRecord.undelivered); not included in `decisions`, never read as
+	// training data.
 	UndeliveredDecisions int64 `protobuf:"varint,17,opt,name=undelivered_decisions,json=undeliveredDecisions,proto3" json:"undelivered_decisions,omitempty"`
-	// Stored records that cannot be interpreted any more (e.g. a blueprint version the
-	// decision service does not know); every read skips them instead of failing.
+	// Stored decisions that cannot be interpreted (a blueprint version the decision
+	// service does not know, features that do not fit their version, an action index
+	// without a probability); every read skips them instead of failing, and they are
+	// in no other count.
 	InvalidRecords int64 `protobuf:"varint,18,opt,name=invalid_records,json=invalidRecords,proto3" json:"invalid_records,omitempty"`
-	// Outcomes whose decision is not stored although it should have arrived by now (it
-	// was lost, e.g. in a crash of a decision process before its log was spooled); a
-	// subset of unmatched_outcomes.
+	// Outcomes whose decision is not stored although it should have arrived by now
+	// (made more than LOOPWISE_DECISION_LOG_ARRIVAL_BOUND_S ago, times the clock
+	// speed: it was lost, e.g. in a crash of a decision process before its log was
+	// spooled); a subset of unmatched_outcomes.
 	LostDecisionOutcomes int64 `protobuf:"varint,19,opt,name=lost_decision_outcomes,json=lostDecisionOutcomes,proto3" json:"lost_decision_outcomes,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache

@@ -37,9 +37,18 @@ const (
 // Decision and outcome logging, joined reads and statistics.
 type FeedbackServiceClient interface {
 	// Store decisions (sent in batches by the decision service). Idempotent on
-	// decision_id.
+	// decision_id. Every record is validated against its use case and blueprint
+	// version (see DecisionRecord); a batch with an invalid record is refused whole
+	// with INVALID_ARGUMENT whose field violations name the record and field
+	// (decisions[3].action_probabilities), and nothing of it is stored. When the
+	// decision service cannot be reached to read a blueprint, the batch is
+	// acknowledged into the spool and validated before it is stored; invalid records
+	// are then kept aside, not stored.
 	LogDecisions(ctx context.Context, in *LogDecisionsRequest, opts ...grpc.CallOption) (*LogDecisionsResponse, error)
-	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id).
+	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
+	// of a use case that does not exist (or without outcome_id or name, or with a
+	// value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
+	// outcomes[i] and the field.
 	LogOutcomes(ctx context.Context, in *LogOutcomesRequest, opts ...grpc.CallOption) (*LogOutcomesResponse, error)
 	// Stream joined training data for a use case and time range, in columnar
 	// batches, for decisions whose reward window has closed.
@@ -137,9 +146,18 @@ func (c *feedbackServiceClient) DeleteUnitData(ctx context.Context, in *DeleteUn
 // Decision and outcome logging, joined reads and statistics.
 type FeedbackServiceServer interface {
 	// Store decisions (sent in batches by the decision service). Idempotent on
-	// decision_id.
+	// decision_id. Every record is validated against its use case and blueprint
+	// version (see DecisionRecord); a batch with an invalid record is refused whole
+	// with INVALID_ARGUMENT whose field violations name the record and field
+	// (decisions[3].action_probabilities), and nothing of it is stored. When the
+	// decision service cannot be reached to read a blueprint, the batch is
+	// acknowledged into the spool and validated before it is stored; invalid records
+	// are then kept aside, not stored.
 	LogDecisions(context.Context, *LogDecisionsRequest) (*LogDecisionsResponse, error)
-	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id).
+	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
+	// of a use case that does not exist (or without outcome_id or name, or with a
+	// value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
+	// outcomes[i] and the field.
 	LogOutcomes(context.Context, *LogOutcomesRequest) (*LogOutcomesResponse, error)
 	// Stream joined training data for a use case and time range, in columnar
 	// batches, for decisions whose reward window has closed.

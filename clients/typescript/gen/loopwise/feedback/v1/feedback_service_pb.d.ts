@@ -35,7 +35,8 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
   useCase: string;
 
   /**
-   * The blueprint version whose feature order `features` follows.
+   * The blueprint version whose feature order `features` follows; the use case and
+   * this version must be known to the decision service.
    *
    * @generated from field: int64 blueprint_version = 3;
    */
@@ -50,21 +51,24 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
 
   /**
    * The features as seen (after the blueprint's rules): float32 little-endian,
-   * one per blueprint feature, categoricals as codes.
+   * exactly one per feature of the blueprint version, categoricals as codes.
    *
    * @generated from field: bytes features = 5;
    */
   features: Uint8Array;
 
   /**
-   * Index of the chosen action.
+   * Index of the chosen action: of the version's actions (a regression blueprint
+   * without actions has the one action "predict"), or of the request's candidates
+   * for a ranking. Its probability must be > 0.
    *
    * @generated from field: int32 action_index = 6;
    */
   actionIndex: number;
 
   /**
-   * The chosen action.
+   * The chosen action: actions[action_index] of the blueprint version (for a
+   * ranking, the chosen candidate's id).
    *
    * @generated from field: string action = 7;
    */
@@ -78,7 +82,9 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
   score: number;
 
   /**
-   * Probability of every action under the policy that chose.
+   * Probability of every action under the policy that chose: one per action of the
+   * blueprint version (for a ranking, one per candidate), each in [0, 1], summing
+   * to 1 within 1e-6.
    *
    * @generated from field: repeated double action_probabilities = 9;
    */
@@ -311,7 +317,9 @@ export declare type LogOutcomesResponse = Message<"loopwise.feedback.v1.LogOutco
   accepted: number;
 
   /**
-   * Outcomes already stored (same outcome_id): no-ops.
+   * Outcomes already stored by an earlier request (same key): no-ops. When the
+   * request is acknowledged from the spool, 0 (its duplicates are counted in
+   * GetStatsResponse.duplicate_outcomes when it is stored).
    *
    * @generated from field: int32 duplicates = 2;
    */
@@ -634,21 +642,22 @@ export declare const GetStatsRequestSchema: GenMessage<GetStatsRequest>;
  */
 export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsResponse"> & {
   /**
-   * Decisions stored.
+   * Decisions stored that can be interpreted and reached their caller (undelivered
+   * decisions and invalid records are counted apart, in no other count).
    *
    * @generated from field: int64 decisions = 1;
    */
   decisions: bigint;
 
   /**
-   * Outcomes stored (deduplicated).
+   * Outcomes stored (deduplicated), whatever their decision.
    *
    * @generated from field: int64 outcomes = 2;
    */
   outcomes: bigint;
 
   /**
-   * Decisions with at least one counted outcome.
+   * Of `decisions`, those with at least one counted outcome.
    *
    * @generated from field: int64 joined_decisions = 3;
    */
@@ -670,7 +679,7 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
   orphanOutcomes: bigint;
 
   /**
-   * Outcomes whose event time falls after their decision's window.
+   * Outcomes of `decisions` whose event time falls after their decision's window.
    *
    * @generated from field: int64 late_outcomes = 6;
    */
@@ -684,14 +693,14 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
   unmatchedOutcomes: bigint;
 
   /**
-   * Decisions whose reward window has closed.
+   * Of `decisions`, those whose reward window has closed.
    *
    * @generated from field: int64 closed_windows = 8;
    */
   closedWindows: bigint;
 
   /**
-   * Decisions whose reward window is still open.
+   * Of `decisions`, those whose reward window is still open.
    *
    * @generated from field: int64 open_windows = 9;
    */
@@ -705,14 +714,16 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
   spoolDepth: bigint;
 
   /**
-   * Decisions that were fallbacks.
+   * Of `decisions`, those that were fallbacks.
    *
    * @generated from field: int64 fallback_decisions = 11;
    */
   fallbackDecisions: bigint;
 
   /**
-   * Duplicate outcome deliveries ignored since the service started.
+   * Outcome deliveries ignored since the service started because an earlier
+   * request had stored the same key (a client resend). A replay of the same
+   * acknowledged request from the spool is not a duplicate.
    *
    * @generated from field: int64 duplicate_outcomes = 12;
    */
@@ -735,8 +746,9 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
   replayedRecords: bigint;
 
   /**
-   * True when the store could not be read: the counts above are then 0 and only
-   * the spool fields are meaningful.
+   * True when the store could not be read (also while the service runs without
+   * its store after starting during an outage): the counts above are then 0 and
+   * only the spool fields are meaningful.
    *
    * @generated from field: bool store_unavailable = 15;
    */
@@ -753,24 +765,28 @@ export declare type GetStatsResponse = Message<"loopwise.feedback.v1.GetStatsRes
 
   /**
    * Decisions that were made but could not reach their caller (see
-   * DecisionRecord.undelivered); not included in `decisions`.
+   * DecisionRecord.undelivered); not included in `decisions`, never read as
+   * training data.
    *
    * @generated from field: int64 undelivered_decisions = 17;
    */
   undeliveredDecisions: bigint;
 
   /**
-   * Stored records that cannot be interpreted any more (e.g. a blueprint version the
-   * decision service does not know); every read skips them instead of failing.
+   * Stored decisions that cannot be interpreted (a blueprint version the decision
+   * service does not know, features that do not fit their version, an action index
+   * without a probability); every read skips them instead of failing, and they are
+   * in no other count.
    *
    * @generated from field: int64 invalid_records = 18;
    */
   invalidRecords: bigint;
 
   /**
-   * Outcomes whose decision is not stored although it should have arrived by now (it
-   * was lost, e.g. in a crash of a decision process before its log was spooled); a
-   * subset of unmatched_outcomes.
+   * Outcomes whose decision is not stored although it should have arrived by now
+   * (made more than LOOPWISE_DECISION_LOG_ARRIVAL_BOUND_S ago, times the clock
+   * speed: it was lost, e.g. in a crash of a decision process before its log was
+   * spooled); a subset of unmatched_outcomes.
    *
    * @generated from field: int64 lost_decision_outcomes = 19;
    */
@@ -1003,7 +1019,13 @@ export declare const DeleteUnitDataResponseSchema: GenMessage<DeleteUnitDataResp
 export declare const FeedbackService: GenService<{
   /**
    * Store decisions (sent in batches by the decision service). Idempotent on
-   * decision_id.
+   * decision_id. Every record is validated against its use case and blueprint
+   * version (see DecisionRecord); a batch with an invalid record is refused whole
+   * with INVALID_ARGUMENT whose field violations name the record and field
+   * (decisions[3].action_probabilities), and nothing of it is stored. When the
+   * decision service cannot be reached to read a blueprint, the batch is
+   * acknowledged into the spool and validated before it is stored; invalid records
+   * are then kept aside, not stored.
    *
    * @generated from rpc loopwise.feedback.v1.FeedbackService.LogDecisions
    */
@@ -1013,7 +1035,10 @@ export declare const FeedbackService: GenService<{
     output: typeof LogDecisionsResponseSchema;
   },
   /**
-   * Store outcomes. Idempotent on (use_case, decision_id, outcome_id).
+   * Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
+   * of a use case that does not exist (or without outcome_id or name, or with a
+   * value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
+   * outcomes[i] and the field.
    *
    * @generated from rpc loopwise.feedback.v1.FeedbackService.LogOutcomes
    */
