@@ -24,6 +24,7 @@ import loopwise
 from loopwise.admission import PUSHBACK_KEY, STATUS_DETAILS_KEY
 from loopwise.client import AsyncClient, Client, _retry_delay, _service_config
 from loopwise.clock import Clock
+from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.launcher import free_port
@@ -66,7 +67,9 @@ class Refusing(dgrpc.DecisionServiceServicer):
 
     def GetUseCase(self, request, context):  # noqa: N802
         self._refuse(context, "GetUseCase")
-        return dpb.GetUseCaseResponse(use_case=dpb.UseCase(version=1))
+        return dpb.GetUseCaseResponse(use_case=dpb.UseCase(version=1, blueprint=bp.Blueprint(
+            use_case=request.use_case, actions=["no_offer", "offer"],
+            default_decision=bp.DefaultDecision(action="no_offer"))))
 
     def Decide(self, request, context):  # noqa: N802
         self._refuse(context, "Decide")
@@ -268,11 +271,14 @@ def test_round_robin_over_a_list_is_kept_with_the_retry_policy() -> None:
         with Client(settings=_settings(addresses)) as client:
             # round robin picks among the connections that are ready: until both are,
             # calls may all go to one
-            while len(results) < 200 and not all(servicer.attempts >= 2 for servicer, _, _ in servers):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(servicer.attempts >= 2 for servicer, _, _ in servers):
                 results.append(client.decide(USE_CASE, {"basket_value": 1.0}))
+                time.sleep(0.01)
         assert not any(d.fallback for d in results)  # the UNAVAILABLEs were retried
+        seen = [(servicer.attempts, servicer.calls, len(servicer.script)) for servicer, _, _ in servers]
+        assert all(servicer.attempts >= 2 for servicer, _, _ in servers), (seen, len(results))  # both were called
         assert all(not servicer.script for servicer, _, _ in servers)
-        assert all(servicer.attempts >= 2 for servicer, _, _ in servers)  # both servers were called
     finally:
         for _, _, server in servers:
             server.stop(0).wait()
