@@ -58,8 +58,8 @@ def test_health_answers_while_training_and_effects_jobs_run(stack: Launcher, sta
         running_seen = {"training": False, "effects": False}
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            training = trainer.GetOperation(op_pb.GetOperationRequest(id=training.id), timeout=5).operation
-            effects = evaluator.GetOperation(op_pb.GetOperationRequest(id=effects.id), timeout=5).operation
+            training = trainer.GetOperation(op_pb.GetOperationRequest(id=training.id), timeout=30).operation
+            effects = evaluator.GetOperation(op_pb.GetOperationRequest(id=effects.id), timeout=30).operation
             running_seen["training"] |= training.state == op_pb.OPERATION_STATE_RUNNING
             running_seen["effects"] |= effects.state == op_pb.OPERATION_STATE_RUNNING
             if training.state in FINAL and effects.state in FINAL:
