@@ -308,7 +308,7 @@ class Settings(BaseSettings):
                     "from unary calls; a new stream over the bound is answered "
                     "RESOURCE_EXHAUSTED with retry pushback; 0: no bound")
     max_streams_per_connection: int = Field(
-        32, ge=0,
+        64, ge=0,
         description="Calls (HTTP/2 streams) one client connection may have open at once on a "
                     "server; grpc's core refuses more at once, before Python sees them "
                     "(REFUSED_STREAM: the caller gets UNAVAILABLE), and tells clients the limit, "
