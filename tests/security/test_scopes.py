@@ -107,8 +107,8 @@ async def test_refused_streams_end_with_their_status_while_clients_write(auth_st
         return await call.code()
 
     other_team = bearer(auth_stack.secret("admin-team-b"))
-    # 15 + 15 + 2 streams: one connection carries at most LOOPWISE_MAX_STREAMS_PER_CONNECTION
-    # (32) calls at once; more are refused by grpc's core before the guard sees them.
+    # 15 + 15 + 2 streams, within LOOPWISE_MAX_STREAMS_PER_CONNECTION: more calls at once on
+    # one connection are refused by grpc's core before the guard sees them.
     codes = await asyncio.gather(*(flood(()) for _ in range(15)), *(flood(other_team) for _ in range(15)),
                                  lockstep(()), lockstep(other_team))
     assert codes[:15] == [grpc.StatusCode.UNAUTHENTICATED] * 15, codes[:15]
