@@ -72,7 +72,7 @@ def _stats(stub: fgrpc.FeedbackServiceStub) -> fpb.GetStatsResponse:
     return stub.GetStats(fpb.GetStatsRequest(use_case=USE_CASE), timeout=30)
 
 
-def _wait_drained(stub: fgrpc.FeedbackServiceStub, timeout: float = 60.0) -> fpb.GetStatsResponse:
+def _wait_drained(stub: fgrpc.FeedbackServiceStub, timeout: float = 180.0) -> fpb.GetStatsResponse:
     deadline = time.monotonic() + timeout
     while True:
         stats = _stats(stub)
