@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.store.feedback import StoredDecision
 from tests.feedback.helpers import FeedbackEnv, blueprint, id_at, outcome, record
 
 UC = "checkout_upsell"
@@ -126,3 +127,31 @@ async def test_outcomes_of_lost_decisions(env: FeedbackEnv) -> None:
           f"lost={stats.lost_decision_outcomes}; after 3 arrived unmatched={later.unmatched_outcomes} "
           f"lost={later.lost_decision_outcomes}")
     assert np.isfinite(later.join_rate)
+
+
+async def test_uninterpretable_records_are_skipped_by_every_read(env: FeedbackEnv) -> None:
+    """Written straight into the store (as data from before validation would be): a
+    decision of blueprint version 99, one with 3 features for version 1's 2, one whose
+    action index has no probability."""
+    env.decision.apply(blueprint(UC))
+    t = env.past_ms()
+    good = [id_at(t + i) for i in range(4)]
+    await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=[record(UC, d) for d in good]))
+    bad = [record(UC, id_at(t + 10), version=99), record(UC, id_at(t + 11), features=(1.0, 2.0, 3.0)),
+           record(UC, id_at(t + 12), action_index=3, action="x", probabilities=(0.5, 0.5))]
+    store = env.host.feedback.store  # type: ignore[attr-defined]
+    assert await store.put_decisions([StoredDecision(r, t + 10 + i) for i, r in enumerate(bad)]) == 3
+    await env.stub.LogOutcomes(fpb.LogOutcomesRequest(outcomes=[
+        outcome(UC, r.decision_id, f"o{i}", event_ms=t + 100) for i, r in enumerate(bad)]))
+    stats = await _stats(env)
+    assert (stats.decisions, stats.invalid_records, stats.outcomes, stats.joined_decisions,
+            stats.unmatched_outcomes) == (4, 3, 3, 0, 0)
+    assert await _read(env) == good
+    assert await _read(env, include_open_windows=True, include_fallback=True) == good
+    monitor = env.host.monitor  # type: ignore[attr-defined]
+    assert monitor.skipped.values == {(UC,): 6.0}  # 3 records skipped by each of the two reads
+    got = await env.stub.GetDecision(fpb.GetDecisionRequest(use_case=UC, decision_id=bad[0].decision_id))
+    assert got.decision.blueprint_version == 99 and [o.outcome_id for o in got.outcomes] == ["o0"]
+    assert list(got.feature_names) == [] and got.reward == 0.0
+    await monitor.refresh_stats()
+    assert monitor.stats.values[(UC, "invalid_records")] == 3
