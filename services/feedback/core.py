@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -66,6 +67,9 @@ STATS_STORE_TIMEOUT_S = 5.0
 # answers; retries while feedback is away and a restarted decision process replaying its
 # spool take longer). The server passes the setting; this is its default.
 LOST_DECISION_AFTER_S = 600.0
+# A stored blueprint version the decision service did not know is asked about again
+# after this long (real seconds); until then reads skip its decisions without asking.
+UNKNOWN_VERSION_RECHECK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class Feedback:
         self.duplicate_outcomes: dict[str, int] = defaultdict(int)
         # Called with (use case, records) when a read skips stored records it cannot interpret.
         self.on_invalid_skipped: Callable[[str, int], None] | None = None
+        # Stored versions the decision service did not know: (use case, version) -> when to ask again.
+        self._unknown_versions: dict[tuple[str, int], float] = {}
 
     def attach_store(self, store: FeedbackStore) -> None:
         """Use ``store`` from now on (it connected after the service started)."""
@@ -239,11 +245,16 @@ class Feedback:
     async def _known_rule(self, use_case: str, version: int) -> tuple[bp.Blueprint, RewardRule] | None:
         """The blueprint and rule of a stored version, or None when the decision service
         does not know the version (its records cannot be interpreted)."""
+        key = (use_case, version)
+        if self._unknown_versions.get(key, 0.0) > time.monotonic():
+            return None
         try:
             return await self._rule(use_case, version)
         except NotFound:
-            log.warning("%s: stored decisions of blueprint version %d, which the decision service does not know, "
-                        "are skipped", use_case, version)
+            if key not in self._unknown_versions:
+                log.warning("%s: stored decisions of blueprint version %d, which the decision service does not "
+                            "know, are skipped", use_case, version)
+            self._unknown_versions[key] = time.monotonic() + UNKNOWN_VERSION_RECHECK_S
             return None
 
     async def _rules(self, use_case: str, versions: list[int] | None = None

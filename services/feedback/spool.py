@@ -225,6 +225,7 @@ class _Spooled:
     records: int
     invalid: Entry | None = None
 
+
 class DurableWrites:
     """Writes to the store, or to the spool when the store fails; replays the spool."""
 
