@@ -72,7 +72,9 @@ async def run_isolated(fn: Callable[..., Any], *args: Any, on_stage: OnStage | N
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_entry, args=(child, fn, args, threads, os.getpid()), daemon=True)
-    process.start()
+    # Starting a spawn process writes the pickled job (its data included) into the
+    # child's pipe, which blocks until the new interpreter has read it: off the loop.
+    await asyncio.to_thread(process.start)
     child.close()
     loop = asyncio.get_running_loop()
     readable = asyncio.Event()
@@ -88,10 +90,16 @@ async def run_isolated(fn: Callable[..., Any], *args: Any, on_stage: OnStage | N
                 continue
             readable.clear()
             while parent.poll():
+                # A message (the result: report HTML and fitted model) can be large and
+                # arrive in pieces while the worker writes it: read it off the event loop,
+                # so that Health and every other RPC keep answering meanwhile.
+                loop.remove_reader(parent.fileno())
                 try:
-                    kind, payload = parent.recv()
+                    kind, payload = await asyncio.to_thread(parent.recv)
                 except EOFError as exc:
                     raise WorkerFailed(f"the worker process exited with code {process.exitcode}") from exc
+                finally:
+                    loop.add_reader(parent.fileno(), readable.set)
                 if kind == "stage":
                     if on_stage is not None:
                         await on_stage(*payload)

@@ -28,8 +28,8 @@ def _poll_health(stack: Launcher, stop: threading.Event, seen: dict[str, list[in
         for service, stub in stubs.items():
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
-            except grpc.RpcError:
-                status = -1
+            except grpc.RpcError as error:
+                status = error.code().name  # type: ignore[assignment]
             seen[service].append(status)
         time.sleep(0.02)
     for channel in channels.values():
