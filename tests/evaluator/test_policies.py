@@ -257,5 +257,9 @@ async def test_a_client_deadline_stops_the_worker(evaluator: Evaluator, estimate
         await evaluator.stub.SuggestParameters(epb.SuggestParametersRequest(
             use_case="hte", report_id=estimated.result.report_id, parameters=["action_costs.treat"],
             ranges=[epb.ParameterRange(low=-1.5, high=3.0)], iterations=100), timeout=1.0)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # DEADLINE_EXCEEDED: the worker ran and was stopped at the deadline; RESOURCE_EXHAUSTED:
+    # admission control refused the call at once, because this method's observed service
+    # time (earlier calls in this module) exceeds the 1 s deadline. Either way no worker
+    # may be left running.
+    assert info.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert await _no_workers_left()
