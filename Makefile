@@ -33,8 +33,8 @@ bench: install
 bench-tracing: install
 	$(PY) -m bench.tracing --out docs/benchmarks.md
 
-# Decide offered open loop at 1x, 2x and 3x its measured capacity with ghz, and 3x with
-# the admission bounds off (about 5 minutes; scripts/install_tools.sh builds ghz);
+# Decide offered open loop at 1x, 2x and 3x its measured capacity with ghz (3 rounds), and 3x
+# with the admission bounds off (about 8 minutes; scripts/install_tools.sh builds ghz);
 # replaces the overload section of docs/benchmarks.md.
 .PHONY: bench-overload
 bench-overload: install

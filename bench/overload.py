@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,6 +228,8 @@ class Level:
     rss_start: float
     rss_peak: float
     cpu: float = 0.0  # cores the decision process used (utime + stime per second)
+    capacity: float = 0.0  # the capacity measured just before (OK/s) ...
+    capacity_cpu: float = 0.0  # ... and the cores the process used meanwhile
     made: float = 0.0
     logged_served: int = 0
     logged_undelivered: int = 0
@@ -251,6 +254,20 @@ class Level:
         return self.codes.get("OK", 0)
 
     @property
+    def goodput_ratio(self) -> float:
+        """OK answers per second against the capacity measured just before."""
+        return self.ok / self.seconds / self.capacity
+
+    @property
+    def per_cpu_ratio(self) -> float:
+        """OK answers per CPU-second of the decision process, against the same while
+        capacity was measured (the machine is shared: the process does not always get
+        its core)."""
+        if not (self.cpu and self.capacity_cpu):
+            return 0.0
+        return (self.ok / self.seconds / self.cpu) / (self.capacity / self.capacity_cpu)
+
+    @property
     def shed(self) -> int:
         """Requests refused at once: RESOURCE_EXHAUSTED or UNAVAILABLE."""
         finals = self.finals
@@ -266,19 +283,20 @@ def offer(ghz: Ghz, multiple: float, capacity: float, seconds: float, decision_p
     p99 = next((d["latency"] / 1e6 for d in report.get("latencyDistribution") or [] if d["percentage"] == 99), 0.0)
     wall = report["total"] / 1e9
     return Level(multiple, rate, int(rate * seconds), wall, dict(report["statusCodeDistribution"]), p99,
-                 rss.start, rss.peak, (cpu_seconds(decision_pid) - cpu) / wall)
+                 rss.start, rss.peak, (cpu_seconds(decision_pid) - cpu) / wall, capacity)
 
 
 # -- the benchmark ------------------------------------------------------------------------
-def measure(seconds: float, capacity_s: float, multiples: list[float], workdir: Path,
-            baseline: bool = True) -> tuple[float, float, list[Level], list[str]]:
-    """Capacity, then every multiple (decision + feedback + trainer, the bench model)."""
+def measure(seconds: float, capacity_s: float, multiples: list[float], workdir: Path, rounds: int = 3,
+            baseline: bool = True) -> tuple[list[Level], list[str]]:
+    """``rounds`` rounds of: capacity, then every multiple of it (decision + feedback +
+    trainer, the bench model); then the top multiple once with the bounds off."""
     from bench.blueprints import decide_request
     from bench.models import fit_models
     from bench.run import Bench, Sizes
     from loopwise.launcher import free_port
 
-    sizes = Sizes(levels=[], batch_levels=[], rounds=1, duration_s=seconds, warmup_s=0.0, use_cases=1,
+    sizes = Sizes(levels=[], batch_levels=[], rounds=rounds, duration_s=seconds, warmup_s=0.0, use_cases=1,
                   mlserver=False)
     bench = Bench(sizes, workdir)
     notes: list[str] = []
@@ -299,40 +317,48 @@ def measure(seconds: float, capacity_s: float, multiples: list[float], workdir: 
         request = workdir / "decide.bin"
         request.write_bytes(decide_request("bench_lr").SerializeToString())
         ghz = Ghz(ghz_binary(), launcher.address("decision"), write_protoset(workdir / "decision.protoset"), request)
-        ghz.capacity(2.0)  # warm-up
-        cpu, began = cpu_seconds(pid), time.monotonic()
-        capacity = ghz.capacity(capacity_s)
-        capacity_cpu = (cpu_seconds(pid) - cpu) / (time.monotonic() - began)
-        notes.append(f"capacity measured with the decision process using {capacity_cpu:.2f} cores")
-        say(f"capacity {capacity:.0f} OK/s (closed loop, 16 in flight, {capacity_s:g} s, {capacity_cpu:.2f} cores)")
         feedback = launcher.address("feedback")
 
-        def level_at(multiple: float, decision_pid: int, label: str = "") -> Level:
+        def capacity_now(decision_pid: int) -> tuple[float, float]:
+            cpu, began = cpu_seconds(decision_pid), time.monotonic()
+            capacity = ghz.capacity(capacity_s)
+            cores = (cpu_seconds(decision_pid) - cpu) / (time.monotonic() - began)
+            say(f"capacity {capacity:.0f} OK/s (closed loop, 16 in flight, {capacity_s:g} s, {cores:.2f} cores)")
+            return capacity, cores
+
+        def level_at(multiple: float, decision_pid: int, capacity: tuple[float, float], label: str = "") -> Level:
             time.sleep(2.0)
             made = metric_total(metrics_port, "loopwise_decisions_total", "bench_lr")
             before = drained_stats(feedback, "bench_lr", made)
-            level = offer(ghz, multiple, capacity, seconds, decision_pid)
+            level = offer(ghz, multiple, capacity[0], seconds, decision_pid)
             level.label = label
+            level.capacity, level.capacity_cpu = capacity
             level.made = metric_total(metrics_port, "loopwise_decisions_total", "bench_lr") - made
             stats = drained_stats(feedback, "bench_lr", made + level.made)
             level.logged_served = stats.decisions - before.decisions
             level.logged_undelivered = stats.undelivered_decisions - before.undelivered_decisions
             say(f"{multiple:g}x {label}: {level.rate}/s offered, {level.finals}, OK p99 {level.ok_p99_ms:.0f} ms, "
-                f"{level.cpu:.2f} cores, RSS {level.rss_start:.0f} -> {level.rss_peak:.0f} MiB; logged served "
+                f"{level.cpu:.2f} cores, RSS {level.rss_start:.0f} -> {level.rss_peak:.0f} MiB; goodput "
+                f"{level.goodput_ratio:.2f}x capacity, per CPU-second {level.per_cpu_ratio:.2f}; logged served "
                 f"{level.logged_served}, undelivered {level.logged_undelivered}")
             return level
 
-        levels = [level_at(multiple, pid) for multiple in multiples]
+        ghz.capacity(2.0)  # warm-up
+        levels = []
+        for _ in range(rounds):
+            capacity = capacity_now(pid)
+            levels += [level_at(multiple, pid, capacity) for multiple in multiples]
         if baseline:
-            # The same top load with the bounds off (grpc's core still drops calls it
-            # held for 1 s: that is not a setting).
+            # The top load with the bounds off (grpc's core still drops calls it held
+            # for 1 s: that is not a setting; the deadline rule still uses the observed
+            # service time).
             pid = bench.restart_decision(**{f"LOOPWISE_{name.upper()}": "0" for name in BOUNDS})
             asyncio.run(bench.wait_models(["bench_lr"]))
             pin_process(pid, SERVER_CORE)
             ghz.capacity(2.0)  # warm-up
-            levels.append(level_at(max(multiples), pid, "bounds off"))
+            levels.append(level_at(max(multiples), pid, capacity_now(pid), "bounds off"))
         notes.append(f"load average (1 min) at the end {os.getloadavg()[0]:.2f}")
-        return capacity, capacity_cpu, levels, notes
+        return levels, notes
     finally:
         bench.stop_all()
 
@@ -342,9 +368,13 @@ def say(message: str) -> None:
     print(f"[overload {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def table(capacity: float, capacity_cpu: float, levels: list[Level], command: str, settings_text: str,
-          notes: list[str]) -> str:
-    """The markdown section."""
+def table(levels: list[Level], command: str, settings_text: str, notes: list[str]) -> str:
+    """The markdown section: per offered load, medians over its rounds (sums of counts)."""
+    groups: dict[tuple[float, str], list[Level]] = {}
+    for level in levels:
+        groups.setdefault((level.multiple, level.label), []).append(level)
+    rounds = max(len(g) for g in groups.values())
+    capacities = [lv.capacity for lv in levels if not lv.label and lv.multiple == levels[0].multiple]
     lines = [START, "## Overload: admission control and undelivered decisions", "",
              f"- command: `{command}`",
              f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) at the start "
@@ -352,34 +382,52 @@ def table(capacity: float, capacity_cpu: float, levels: list[Level], command: st
              "- setup: the `make bench` logistic-regression use case (20 features), one decision worker, decision "
              "logging on (feedback running, SQLite); ghz (scripts/install_tools.sh) pinned to core 0 with feedback "
              "and trainer, the decision process to core 1; capacity = OK answers per second closed loop with 16 "
-             f"requests in flight on 4 connections; each level offered open loop for {levels[0].seconds:.0f} s "
-             "(`ghz --async --rps`: every request sent on schedule, whatever happened to the earlier ones) on 4 "
-             "connections with a 1 s deadline (the SDK's default)",
+             f"requests in flight on 4 connections for 5 s, measured again before each round; each level offered "
+             f"open loop for {levels[0].seconds:.0f} s (`ghz --async --rps`: every request sent on schedule, "
+             "whatever happened to the earlier ones) on 4 connections with a 1 s deadline (the SDK's default); "
+             f"{rounds} rounds of 1×, 2×, 3×, then 3× once with the admission bounds at 0",
              f"- admission settings: {settings_text}",
              *[f"- {n}" for n in notes],
-             "- per CPU-second: OK answers per second of the decision process's CPU, against the same ratio while "
-             "capacity was measured (the machine is shared: the process did not always get its core); requests "
-             "count each once (ghz counts attempts, and grpc-go retries a refused stream once by itself)", "",
-             f"Capacity: {capacity:,.0f} OK/s.", "",
-             "| offered | requests | goodput (OK/s) | goodput / capacity | per CPU-second, vs capacity's | "
+             "- goodput / capacity and per CPU-second: medians over the rounds (each round against its own "
+             "capacity); per CPU-second is OK answers per second of the decision process's CPU against the same "
+             "while capacity was measured (the machine is shared: the process did not always get its core); counts "
+             "are summed over the rounds, each request once (ghz counts attempts, and grpc-go retries a refused "
+             "stream once by itself); p99 and CPU are medians, RSS the highest", "",
+             f"Capacity: {statistics.median(capacities):,.0f} OK/s (median; rounds: "
+             f"{', '.join(f'{c:,.0f}' for c in capacities)}).", "",
+             "| offered | requests | goodput / capacity (rounds) | per CPU-second, vs capacity's | "
              "shed at once (RESOURCE_EXHAUSTED, UNAVAILABLE) | other answers | p99 of OK answers | "
              "decision RSS start → peak | decision CPU | logged served / undelivered (ghz OK) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for level in levels:
-        goodput = level.ok / level.seconds
-        finals = level.finals
-        others = {k: v for k, v in finals.items() if k != "OK" and k not in SHED_CODES}
-        other_text = ", ".join(f"{k} {v:,} ({v / level.requests:.1%})" for k, v in sorted(others.items())) or "none"
-        per_cpu = (goodput / level.cpu) / (capacity / capacity_cpu) if level.cpu and capacity_cpu else 0.0
-        offered = f"{level.multiple:g}× ({level.rate:,}/s)" + (f", {level.label}" if level.label else "")
-        lines.append(f"| {offered} | {level.requests:,} | {goodput:,.0f} | {goodput / capacity:.2f} | {per_cpu:.2f} | "
-                     f"{level.shed:,} ({level.shed / level.requests:.1%}) | {other_text} | {level.ok_p99_ms:.0f} ms | "
-                     f"{level.rss_start:.0f} → {level.rss_peak:.0f} MiB | {level.cpu:.2f} cores | "
-                     f"{level.logged_served:,} / {level.logged_undelivered:,} ({level.ok:,}) |")
-    top = max((lv for lv in levels if not lv.label), key=lambda lv: lv.multiple)
-    ratio = top.ok / top.seconds / capacity
-    lines += ["", f"Target: goodput at {top.multiple:g}× capacity ≥ 0.8× capacity — "
-              f"{'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f}×).", END]
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (multiple, label), group in groups.items():
+        requests = sum(lv.requests for lv in group)
+        shed = sum(lv.shed for lv in group)
+        others: dict[str, int] = {}
+        for lv in group:
+            for code, n in lv.finals.items():
+                if code != "OK" and code not in SHED_CODES:
+                    others[code] = others.get(code, 0) + n
+        other_text = ", ".join(f"{k} {v:,} ({v / requests:.1%})" for k, v in sorted(others.items())) or "none"
+        ratios = [lv.goodput_ratio for lv in group]
+        ratio_text = f"{statistics.median(ratios):.2f}" + (
+            f" ({', '.join(f'{r:.2f}' for r in ratios)})" if len(group) > 1 else "")
+        rate = statistics.median(lv.rate for lv in group)
+        offered = f"{multiple:g}× (~{rate:,.0f}/s)" + (f", {label}" if label else "")
+        lines.append(
+            f"| {offered} | {requests:,} | {ratio_text} | {statistics.median(lv.per_cpu_ratio for lv in group):.2f} | "
+            f"{shed:,} ({shed / requests:.1%}) | {other_text} | "
+            f"{statistics.median(lv.ok_p99_ms for lv in group):.0f} ms | "
+            f"{min(lv.rss_start for lv in group):.0f} → {max(lv.rss_peak for lv in group):.0f} MiB | "
+            f"{statistics.median(lv.cpu for lv in group):.2f} cores | "
+            f"{sum(lv.logged_served for lv in group):,} / {sum(lv.logged_undelivered for lv in group):,} "
+            f"({sum(lv.ok for lv in group):,}) |")
+    top_multiple = max(lv.multiple for lv in levels if not lv.label)
+    top = [lv for lv in levels if not lv.label and lv.multiple == top_multiple]
+    ratio = statistics.median(lv.goodput_ratio for lv in top)
+    per_cpu = statistics.median(lv.per_cpu_ratio for lv in top)
+    lines += ["", f"Target: goodput at {top_multiple:g}× capacity ≥ 0.8× capacity — "
+              f"{'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f}× capacity, median of {len(top)} rounds; "
+              f"{per_cpu:.2f}× per CPU-second).", END]
     return "\n".join(lines) + "\n"
 
 
@@ -390,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="seconds per level (default 30; quick 3)")
     parser.add_argument("--out", type=Path, help="markdown file whose overload section is replaced")
     parser.add_argument("--no-baseline", action="store_true", help="skip the top load with the bounds off")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of 1x, 2x, 3x (default 3; quick 1)")
     args = parser.parse_args(argv)
     from bench.sections import write_section
     from loopwise.settings import Settings
@@ -402,10 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     settings_text = ", ".join(f"{name} {getattr(defaults, name):g}" for name in BOUNDS) + " (the defaults)"
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="loopwise-bench-overload-") as tmp:
-        capacity, capacity_cpu, levels, notes = measure(seconds, 2.0 if args.quick else 5.0, [1.0, 2.0, 3.0],
-                                                        Path(tmp), baseline=not args.no_baseline)
+        levels, notes = measure(seconds, 2.0 if args.quick else 5.0, [1.0, 2.0, 3.0], Path(tmp),
+                                args.rounds or (1 if args.quick else 3), baseline=not args.no_baseline)
     levels[0].notes.append(f"{load:.2f}")
-    section = table(capacity, capacity_cpu, levels, command, settings_text, notes)
+    section = table(levels, command, settings_text, notes)
     print(section)
     if args.out:
         write_section(args.out, section, START, END)
