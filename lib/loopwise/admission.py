@@ -1,14 +1,20 @@
 """Admission control of every server: bounded work, the rest shed at once
 (docs/architecture.md §6).
 
-One :class:`Admission` interceptor per server process (installed by ``ServiceHost``,
-right after the RPC observer and before the call guard), so all four services get it:
+One :class:`Admission` per server process (built by ``ServiceHost``, applied after the
+RPC observer and before the call guard), so all four services get it:
 
-- **Unary calls** hold one of ``max_concurrent_rpcs`` slots from the moment grpc hands
-  the call to Python (the interceptor runs in the call's own task) until the call's task
-  ends, i.e. until its answer was handed to the transport or the call failed. A call
-  that finds every slot taken is answered RESOURCE_EXHAUSTED before its request is
-  parsed, authenticated or looked at.
+- **Per connection, in grpc's core** (:meth:`Admission.server_options`): at most
+  ``max_streams_per_connection`` calls open at once on one client connection (the
+  HTTP/2 ``MAX_CONCURRENT_STREAMS``); the core refuses more with REFUSED_STREAM (the
+  caller sees UNAVAILABLE) before Python pays anything for them. A refusal in Python
+  costs about what an empty call costs, so under a few times its capacity a process
+  that refused only in Python would spend its CPU refusing.
+- **Unary calls** hold one of ``max_concurrent_rpcs`` slots from the moment their
+  handler starts in the call's own task until that task ends, i.e. until the answer
+  was handed to the transport or the call failed. A call that finds every slot taken
+  is answered RESOURCE_EXHAUSTED before its request is parsed, authenticated or looked
+  at.
 - **Streams** (any request- or response-streaming call: ``DecideStream``,
   ``WatchDeployments``, ``WatchOperation``, ``ReadTrainingData``, ``DownloadModel``,
   reflection) hold one of ``max_concurrent_streams`` slots for as long as they are
@@ -20,18 +26,20 @@ right after the RPC observer and before the call guard), so all four services ge
   exponentially weighted mean of the time from handler start to the end of the call,
   answer sent) is answered RESOURCE_EXHAUSTED instead of being worked on: its answer
   could not reach the caller in time.
-- **Health** (``grpc.health.v1.Health``) is never counted and never shed.
+- **Health** (``grpc.health.v1.Health``) is never counted and never shed (probes use
+  their own connection, or the health port).
 
-Every refusal carries retry pushback twice: the ``grpc-retry-pushback-ms`` trailer
-(gRPC's retry design) and a ``google.rpc.RetryInfo`` detail in the status, both
-saying how long to wait (the observed time an admitted call takes now, between
+Every refusal of ours carries retry pushback twice: the ``grpc-retry-pushback-ms``
+trailer (gRPC's retry design) and a ``google.rpc.RetryInfo`` detail in the status,
+both saying how long to wait (the observed time an admitted call takes now, between
 10 ms and 1 s; 1 s for streams). The SDK honours it (``loopwise.client``).
 
 Nothing waits in a queue of ours: a call is admitted or refused when it reaches Python.
 What grpc's core holds before that (calls it has received but Python has not asked
-for yet) is bounded in time by the callers' deadlines: the core drops a call whose
-caller gave up without handing it to Python, and a call handed over late is shed by
-the deadline rule above.
+for yet) is bounded by the per-connection limit and in time: the core drops a call
+whose caller gave up, or that it has held for ``CORE_QUEUE_S`` (its own default is
+30 s), without handing it to Python, and a call handed over late is shed by the
+deadline rule above.
 """
 
 from __future__ import annotations
