@@ -44,6 +44,9 @@ from loopwise.upstream import DecisionUseCases
 
 # Pause before asking again about a use case or version the decision service did not know.
 RECHECK_S = 1.5
+# Rechecks before a use case or version counts as unknown (workers of a busy decision
+# service, e.g. on Cassandra, can take several sync intervals to learn a new one).
+RECHECKS = 4
 # Longest wait for the decision service on the write path.
 LOOKUP_TIMEOUT_S = 2.0
 # After the decision service could not be reached, blueprints not cached are not asked
@@ -191,11 +194,15 @@ class RecordValidator:
         pairs = sorted(set(pairs))
         found = dict(zip(pairs, await asyncio.gather(*(self._version(p, wait) for p in pairs)), strict=True))
         missing = [p for p, got in found.items() if isinstance(got, Missing)]
-        if missing:
+        for _ in range(RECHECKS):
+            if not missing:
+                break
             await asyncio.sleep(RECHECK_S)
             again = await asyncio.gather(*(self._version(p, wait) for p in missing))
-            for pair, got in zip(missing, again, strict=True):
-                found[pair] = await self._why_missing(pair, wait) if isinstance(got, Missing) else got
+            found.update(zip(missing, again, strict=True))
+            missing = [p for p in missing if isinstance(found[p], Missing)]
+        for pair in missing:
+            found[pair] = await self._why_missing(pair, wait)
         return found
 
     async def use_cases(self, names: Iterable[str], wait: bool = False) -> dict[str, bool | _Unchecked]:
@@ -203,10 +210,13 @@ class RecordValidator:
         names = sorted(set(names))
         found = dict(zip(names, await asyncio.gather(*(self._exists(n, wait) for n in names)), strict=True))
         missing = [n for n, got in found.items() if got is False]
-        if missing:
+        for _ in range(RECHECKS):
+            if not missing:
+                break
             await asyncio.sleep(RECHECK_S)
             again = await asyncio.gather(*(self._exists(n, wait) for n in missing))
             found.update(zip(missing, again, strict=True))
+            missing = [n for n in missing if found[n] is False]
         return found
 
     def _reachable(self, wait: bool) -> bool:
