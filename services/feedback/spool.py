@@ -6,7 +6,9 @@ request, ``<sequence>.spool``, holding a header (magic, kind, payload length, cr
 accept time in µs, record count) and the serialized rows; written to a temporary
 name, fsync'd, renamed into place, directory fsync'd. A write goes to the spool when
 the store fails or times out, and also while the spool is not empty (so that the
-store sees requests in acceptance order).
+store sees requests in acceptance order). The last group of a backlog is replayed
+while new requests wait to join the spool; they then go to the store, so the spool
+empties even when requests keep arriving as fast as it is replayed.
 
 A background replayer writes spooled requests oldest first with their original
 accept time as write timestamp (Cassandra ``USING TIMESTAMP``), and removes a file
@@ -136,6 +138,11 @@ class Entry:
             raise DamagedEntry("record count does not match")
         entry.unchecked = unchecked
         return entry
+
+    @staticmethod
+    def unchecked_in(data: bytes) -> bool:
+        """Whether a header marks its entry unchecked (False when unreadable)."""
+        return len(data) >= _HEADER.size and bool(_HEADER.unpack_from(data)[1] & _UNCHECKED)
 
     @staticmethod
     def records_in(data: bytes) -> int:
@@ -308,24 +315,32 @@ class DurableWrites:
         return await asyncio.wait_for(work, self.timeout_s + entry.records / 1000)
 
     async def _write(self, entry: Entry):
-        if self.counters.depth == 0 and not entry.unchecked:
-            try:
-                result = await self._apply(entry)
-            except Exception as exc:
-                if not store_failure(exc):
-                    raise
-                self._store_state(False)
-                log.warning("store write of %d records failed (%s: %s): spooling", entry.records,
-                            type(exc).__name__, exc)
-            else:
-                self._store_state(True)
-                return result
-        await self._append(entry)
-        return None
+        while True:
+            if self.counters.depth == 0 and not entry.unchecked:
+                try:
+                    result = await self._apply(entry)
+                except Exception as exc:
+                    if not store_failure(exc):
+                        raise
+                    self._store_state(False)
+                    log.warning("store write of %d records failed (%s: %s): spooling", entry.records,
+                                type(exc).__name__, exc)
+                else:
+                    self._store_state(True)
+                    return result
+                await self._append(entry, behind_spool_only=False)
+                return None
+            if await self._append(entry, behind_spool_only=not entry.unchecked):
+                return None
+            # The spool emptied while this request waited to join it: to the store.
 
-    async def _append(self, entry: Entry) -> None:
+    async def _append(self, entry: Entry, behind_spool_only: bool) -> bool:
+        """Spool ``entry``; with ``behind_spool_only``, only while the spool is not empty
+        (False, nothing written, once it is)."""
         data = entry.encode()
         async with self._lock:
+            if behind_spool_only and self.counters.depth == 0:
+                return False
             self.counters.depth += entry.records
             seq = self.spool.next_seq
             self.spool.next_seq += 1
@@ -336,6 +351,7 @@ class DurableWrites:
                 raise
         self.counters.spooled += entry.records
         self._wake.set()
+        return True
 
     async def _replay_loop(self) -> None:
         delay = RETRY_MIN_S
@@ -365,10 +381,23 @@ class DurableWrites:
         acceptance order."""
         async with self._lock:  # files listed after every append begun so far completed
             files = await asyncio.to_thread(self.spool.files)
+            if self.store_ok and len(files) <= REPLAY_GROUP and self.counters.depth <= REPLAY_GROUP_RECORDS:
+                # The tail of the backlog: replayed while new requests wait to join the
+                # spool (they then go to the store), so that the spool empties even when
+                # requests arrive as fast as it is replayed. Not with an unchecked
+                # entry, whose validation may wait for the decision service.
+                loaded = await asyncio.to_thread(lambda: [(path, path.read_bytes()) for path in files])
+                if not any(Entry.unchecked_in(data) for _, data in loaded):
+                    return await self._replay(loaded)
+        return await self._replay([(path, None) for path in files])
+
+    async def _replay(self, files: Sequence[tuple[Path, bytes | None]]) -> bool:
+        """Replay ``files`` (contents read here when None) in order; see _replay_files."""
         group: list[_Spooled] = []
         keys: set[tuple[str, ...]] = set()
-        for path in files:
-            data = await asyncio.to_thread(path.read_bytes)
+        for path, data in files:
+            if data is None:
+                data = await asyncio.to_thread(path.read_bytes)
             try:
                 entry = Entry.decode(data)
             except DamagedEntry as exc:
@@ -402,7 +431,7 @@ class DurableWrites:
         if group and not await self._replay_group(group):
             return False
         if files:
-            log.info("spool replayed up to %s; %d records left", files[-1].name, self.counters.depth)
+            log.info("spool replayed up to %s; %d records left", files[-1][0].name, self.counters.depth)
         return True
 
     async def _replay_group(self, group: Sequence[_Spooled]) -> bool:

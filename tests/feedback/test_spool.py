@@ -172,6 +172,50 @@ async def test_entries_replay_in_groups_and_a_repeated_outcome_keeps_the_first(t
         store.close()
 
 
+class SlowStore(FlakyStore):
+    """Each write takes ``delay_s`` (a store that answers, slowly)."""
+
+    def __init__(self, path: Path, delay_s: float) -> None:
+        super().__init__(path)
+        self.delay_s = delay_s
+
+    async def put_outcomes(self, outcomes, orphans, write_time_us=None):
+        await asyncio.sleep(self.delay_s)
+        return await super().put_outcomes(outcomes, orphans, write_time_us)
+
+
+async def test_the_spool_empties_while_requests_keep_arriving(tmp_path: Path) -> None:
+    # Requests arrive faster than one replay round (each store write takes 50 ms): if
+    # they kept joining the spool, it would never be empty. The tail of the backlog is
+    # replayed while they wait; then they go to the store.
+    store = SlowStore(tmp_path / "f.db", delay_s=0.05)
+    store.down = True
+    durable = DurableWrites(store, tmp_path / "spool", timeout_s=2)
+    t = int(time.time() * 1000) - 60_000
+    _, outcomes = rows("uc", 150, t)
+    for o in outcomes[:20]:
+        assert await durable.outcomes([o], []) is None
+    store.down = False
+    await durable.outcomes(outcomes[20:21], [])  # spooled behind the backlog
+    durable.start()
+    emptied_at: int | None = None
+    try:
+        for i, o in enumerate(outcomes[21:], start=21):
+            await durable.outcomes([o], [])
+            if emptied_at is None and durable.counters.depth == 0:
+                emptied_at = i
+            await asyncio.sleep(0.01)
+        assert emptied_at is not None, f"the spool never emptied (depth {durable.counters.depth})"
+        spooled = durable.counters.spooled
+        assert spooled < 150, spooled  # the later requests went to the store
+        assert durable.counters.depth == 0
+        stored = await store.outcomes_between("uc", 0, t + 1000)
+        assert len(stored) == 150
+    finally:
+        await durable.stop()
+        store.close()
+
+
 def test_entry_round_trip() -> None:
     t = int(time.time() * 1000)
     decisions, outcomes = rows("uc", 3, t)

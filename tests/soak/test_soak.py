@@ -79,6 +79,13 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=la
         time.sleep(interval)
 
 
+def _spool_log(launcher: Launcher, lines: int = 15) -> str:
+    """The feedback service's last log lines about its spool."""
+    path = launcher.log_file("feedback")
+    found = [line[:300] for line in path.read_text(errors="replace").splitlines() if "spool" in line]
+    return "\n".join(found[-lines:])
+
+
 class Phases:
     """Seconds spent per phase of the soak (printed, never asserted)."""
 
@@ -236,7 +243,8 @@ def test_soak_with_faults_loses_nothing(cassandra: CassandraInstance, tmp_path: 
         # empties while the clients go on.
         spooled = _wait(lambda: (stats := _stats(launcher)) is not None and stats.spool_depth == 0 and stats,
                         180, "the feedback spool to drain under load",
-                        detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')})")
+                        detail=lambda: f"(spool {getattr(_stats(launcher), 'spool_depth', '?')}); the feedback "
+                        f"service's spool log:\n{_spool_log(launcher)}")
         phases.lap("spool drain under load")
         while time.monotonic() - load_started < LOAD_PHASE_S:
             served = tally.count("served")
