@@ -59,6 +59,7 @@ class RewardAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REWARD_AGGREGATION_MAX: _ClassVar[RewardAggregation]
     REWARD_AGGREGATION_FIRST: _ClassVar[RewardAggregation]
     REWARD_AGGREGATION_LAST: _ClassVar[RewardAggregation]
+    REWARD_AGGREGATION_COUNT: _ClassVar[RewardAggregation]
 DECISION_KIND_UNSPECIFIED: DecisionKind
 DECISION_KIND_BINARY: DecisionKind
 DECISION_KIND_MULTICLASS: DecisionKind
@@ -88,6 +89,7 @@ REWARD_AGGREGATION_SUM: RewardAggregation
 REWARD_AGGREGATION_MAX: RewardAggregation
 REWARD_AGGREGATION_FIRST: RewardAggregation
 REWARD_AGGREGATION_LAST: RewardAggregation
+REWARD_AGGREGATION_COUNT: RewardAggregation
 
 class Feature(_message.Message):
     __slots__ = ("name", "type", "vocabulary", "on_missing", "impute_value", "on_unknown", "description", "pii")
@@ -217,7 +219,7 @@ class RolloutSpec(_message.Message):
     def __init__(self, hold_first_model: bool = ..., shadow_min_decisions: _Optional[int] = ..., shadow_min_agreement: _Optional[float] = ..., shadow_max_score_shift: _Optional[float] = ..., canary_share: _Optional[float] = ..., canary_min_outcomes: _Optional[int] = ..., canary_alpha: _Optional[float] = ..., canary_max_fallback_rate: _Optional[float] = ..., manual: bool = ..., canary_max_latency_ratio: _Optional[float] = ...) -> None: ...
 
 class Blueprint(_message.Message):
-    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift", "unit_id_pii", "retention")
+    __slots__ = ("use_case", "description", "features", "kind", "actions", "policy", "default_decision", "arms", "reward", "training", "rollout", "latency_budget_ms", "slices", "drift", "unit_id_pii", "retention", "metrics", "value_model", "guardrails")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +236,9 @@ class Blueprint(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     UNIT_ID_PII_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     description: str
     features: _containers.RepeatedCompositeFieldContainer[Feature]
@@ -250,7 +255,49 @@ class Blueprint(_message.Message):
     drift: DriftSpec
     unit_id_pii: PiiRule
     retention: _duration_pb2.Duration
-    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ..., drift: _Optional[_Union[DriftSpec, _Mapping]] = ..., unit_id_pii: _Optional[_Union[PiiRule, str]] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    metrics: _containers.RepeatedCompositeFieldContainer[Metric]
+    value_model: ValueModel
+    guardrails: _containers.RepeatedCompositeFieldContainer[Guardrail]
+    def __init__(self, use_case: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., actions: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., default_decision: _Optional[_Union[DefaultDecision, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., rollout: _Optional[_Union[RolloutSpec, _Mapping]] = ..., latency_budget_ms: _Optional[float] = ..., slices: _Optional[_Iterable[str]] = ..., drift: _Optional[_Union[DriftSpec, _Mapping]] = ..., unit_id_pii: _Optional[_Union[PiiRule, str]] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., value_model: _Optional[_Union[ValueModel, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ...) -> None: ...
+
+class Metric(_message.Message):
+    __slots__ = ("name", "outcome_names", "aggregation", "window", "default_value", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_NAMES_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    outcome_names: _containers.RepeatedScalarFieldContainer[str]
+    aggregation: RewardAggregation
+    window: _duration_pb2.Duration
+    default_value: float
+    description: str
+    def __init__(self, name: _Optional[str] = ..., outcome_names: _Optional[_Iterable[str]] = ..., aggregation: _Optional[_Union[RewardAggregation, str]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_value: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ValueModel(_message.Message):
+    __slots__ = ("weights",)
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Guardrail(_message.Message):
+    __slots__ = ("metric", "tolerance", "lower_is_better")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    tolerance: float
+    lower_is_better: bool
+    def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ..., lower_is_better: bool = ...) -> None: ...
 
 class DriftSpec(_message.Message):
     __slots__ = ("feature_psi_threshold", "prediction_psi_threshold", "min_decisions")

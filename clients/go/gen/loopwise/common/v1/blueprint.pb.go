@@ -391,6 +391,8 @@ const (
 	RewardAggregation_REWARD_AGGREGATION_FIRST RewardAggregation = 3
 	// Value of the latest outcome (by event time).
 	RewardAggregation_REWARD_AGGREGATION_LAST RewardAggregation = 4
+	// Number of outcomes (their values are ignored); used by metrics.
+	RewardAggregation_REWARD_AGGREGATION_COUNT RewardAggregation = 5
 )
 
 // Enum value maps for RewardAggregation.
@@ -401,6 +403,7 @@ var (
 		2: "REWARD_AGGREGATION_MAX",
 		3: "REWARD_AGGREGATION_FIRST",
 		4: "REWARD_AGGREGATION_LAST",
+		5: "REWARD_AGGREGATION_COUNT",
 	}
 	RewardAggregation_value = map[string]int32{
 		"REWARD_AGGREGATION_UNSPECIFIED": 0,
@@ -408,6 +411,7 @@ var (
 		"REWARD_AGGREGATION_MAX":         2,
 		"REWARD_AGGREGATION_FIRST":       3,
 		"REWARD_AGGREGATION_LAST":        4,
+		"REWARD_AGGREGATION_COUNT":       5,
 	}
 )
 
@@ -1183,7 +1187,17 @@ type Blueprint struct {
 	UnitIdPii PiiRule `protobuf:"varint,15,opt,name=unit_id_pii,json=unitIdPii,proto3,enum=loopwise.common.v1.PiiRule" json:"unit_id_pii,omitempty"`
 	// How long logged decisions and their outcomes are kept (unset or 0: the
 	// store's default retention).
-	Retention     *durationpb.Duration `protobuf:"bytes,16,opt,name=retention,proto3" json:"retention,omitempty"`
+	Retention *durationpb.Duration `protobuf:"bytes,16,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Product metrics, each joined from outcomes on its own (empty: the single
+	// reward of `reward`, as before). With metrics, the reward of a decision is
+	// the value model's weighted sum of its metric values.
+	Metrics []*Metric `protobuf:"bytes,17,rep,name=metrics,proto3" json:"metrics,omitempty"`
+	// The value model: how metrics combine into the reward that the policy
+	// maximizes. Only with `metrics`.
+	ValueModel *ValueModel `protobuf:"bytes,18,opt,name=value_model,json=valueModel,proto3" json:"value_model,omitempty"`
+	// Metrics that must not get worse: blessing and the canary judge every
+	// guardrail besides the value. Only with `metrics`.
+	Guardrails    []*Guardrail `protobuf:"bytes,19,rep,name=guardrails,proto3" json:"guardrails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1330,6 +1344,241 @@ func (x *Blueprint) GetRetention() *durationpb.Duration {
 	return nil
 }
 
+func (x *Blueprint) GetMetrics() []*Metric {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *Blueprint) GetValueModel() *ValueModel {
+	if x != nil {
+		return x.ValueModel
+	}
+	return nil
+}
+
+func (x *Blueprint) GetGuardrails() []*Guardrail {
+	if x != nil {
+		return x.Guardrails
+	}
+	return nil
+}
+
+// One product metric: a number per decision, joined from its outcomes.
+type Metric struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Metric name: [a-z][a-z0-9_]{0,62}, unique within the blueprint; also the
+	// name of its column in ReadTrainingData.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Outcome names that count for this metric; empty means the outcomes named
+	// like the metric.
+	OutcomeNames []string `protobuf:"bytes,2,rep,name=outcome_names,json=outcomeNames,proto3" json:"outcome_names,omitempty"`
+	// How several outcomes within the window combine (unspecified means sum;
+	// REWARD_AGGREGATION_COUNT counts them).
+	Aggregation RewardAggregation `protobuf:"varint,3,opt,name=aggregation,proto3,enum=loopwise.common.v1.RewardAggregation" json:"aggregation,omitempty"`
+	// The window after the decision time, in event time, in which outcomes
+	// count (unset or zero: reward.window). A decision is used for training
+	// once the windows of all metrics have closed.
+	Window *durationpb.Duration `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	// The metric's value when its window closes with no outcome.
+	DefaultValue float64 `protobuf:"fixed64,5,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	// Human description.
+	Description   string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metric) Reset() {
+	*x = Metric{}
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metric) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metric) ProtoMessage() {}
+
+func (x *Metric) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metric.ProtoReflect.Descriptor instead.
+func (*Metric) Descriptor() ([]byte, []int) {
+	return file_loopwise_common_v1_blueprint_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Metric) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Metric) GetOutcomeNames() []string {
+	if x != nil {
+		return x.OutcomeNames
+	}
+	return nil
+}
+
+func (x *Metric) GetAggregation() RewardAggregation {
+	if x != nil {
+		return x.Aggregation
+	}
+	return RewardAggregation_REWARD_AGGREGATION_UNSPECIFIED
+}
+
+func (x *Metric) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *Metric) GetDefaultValue() float64 {
+	if x != nil {
+		return x.DefaultValue
+	}
+	return 0
+}
+
+func (x *Metric) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// The value model: reward = Σ weights[m] × metric m. The trainer fits one
+// model per metric and the decision service combines their predictions with
+// the weights of the blueprint version in force, so a new version with other
+// weights changes decisions without retraining.
+type ValueModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Weight by metric name (every key names a metric; a metric without a
+	// weight has weight 0: it is tracked, e.g. as a guardrail, not maximized).
+	// Finite numbers; at least one weight is non-zero.
+	Weights       map[string]float64 `protobuf:"bytes,1,rep,name=weights,proto3" json:"weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueModel) Reset() {
+	*x = ValueModel{}
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueModel) ProtoMessage() {}
+
+func (x *ValueModel) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueModel.ProtoReflect.Descriptor instead.
+func (*ValueModel) Descriptor() ([]byte, []int) {
+	return file_loopwise_common_v1_blueprint_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ValueModel) GetWeights() map[string]float64 {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+// A guardrail: a metric that a new model or canary must not make worse than
+// the baseline by more than the tolerance.
+type Guardrail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The metric's name, one of Blueprint.metrics.
+	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// How much worse than the baseline the metric may get, in the metric's
+	// units per decision (>= 0; 0: not worse at all).
+	Tolerance float64 `protobuf:"fixed64,2,opt,name=tolerance,proto3" json:"tolerance,omitempty"`
+	// Lower values are better (e.g. returns, complaints); by default higher
+	// values are better.
+	LowerIsBetter bool `protobuf:"varint,3,opt,name=lower_is_better,json=lowerIsBetter,proto3" json:"lower_is_better,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Guardrail) Reset() {
+	*x = Guardrail{}
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Guardrail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Guardrail) ProtoMessage() {}
+
+func (x *Guardrail) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Guardrail.ProtoReflect.Descriptor instead.
+func (*Guardrail) Descriptor() ([]byte, []int) {
+	return file_loopwise_common_v1_blueprint_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Guardrail) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Guardrail) GetTolerance() float64 {
+	if x != nil {
+		return x.Tolerance
+	}
+	return 0
+}
+
+func (x *Guardrail) GetLowerIsBetter() bool {
+	if x != nil {
+		return x.LowerIsBetter
+	}
+	return false
+}
+
 // Thresholds of drift monitoring: the feedback service compares live decisions
 // with the serving model's training data (population stability index, PSI) and
 // reports drift in GetStats and as metrics (alerts fire on the same thresholds).
@@ -1350,7 +1599,7 @@ type DriftSpec struct {
 
 func (x *DriftSpec) Reset() {
 	*x = DriftSpec{}
-	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[8]
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1611,7 @@ func (x *DriftSpec) String() string {
 func (*DriftSpec) ProtoMessage() {}
 
 func (x *DriftSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[8]
+	mi := &file_loopwise_common_v1_blueprint_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1624,7 @@ func (x *DriftSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftSpec.ProtoReflect.Descriptor instead.
 func (*DriftSpec) Descriptor() ([]byte, []int) {
-	return file_loopwise_common_v1_blueprint_proto_rawDescGZIP(), []int{8}
+	return file_loopwise_common_v1_blueprint_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DriftSpec) GetFeaturePsiThreshold() float64 {
@@ -1468,7 +1717,7 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x18canary_max_fallback_rate\x18\b \x01(\x01R\x15canaryMaxFallbackRate\x12\x16\n" +
 	"\x06manual\x18\t \x01(\bR\x06manual\x127\n" +
 	"\x18canary_max_latency_ratio\x18\n" +
-	" \x01(\x01R\x15canaryMaxLatencyRatio\"\xac\x06\n" +
+	" \x01(\x01R\x15canaryMaxLatencyRatio\"\xe2\a\n" +
 	"\tBlueprint\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
@@ -1486,7 +1735,30 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x06slices\x18\r \x03(\tR\x06slices\x123\n" +
 	"\x05drift\x18\x0e \x01(\v2\x1d.loopwise.common.v1.DriftSpecR\x05drift\x12;\n" +
 	"\vunit_id_pii\x18\x0f \x01(\x0e2\x1b.loopwise.common.v1.PiiRuleR\tunitIdPii\x127\n" +
-	"\tretention\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tretention\"\x9e\x01\n" +
+	"\tretention\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tretention\x124\n" +
+	"\ametrics\x18\x11 \x03(\v2\x1a.loopwise.common.v1.MetricR\ametrics\x12?\n" +
+	"\vvalue_model\x18\x12 \x01(\v2\x1e.loopwise.common.v1.ValueModelR\n" +
+	"valueModel\x12=\n" +
+	"\n" +
+	"guardrails\x18\x13 \x03(\v2\x1d.loopwise.common.v1.GuardrailR\n" +
+	"guardrails\"\x84\x02\n" +
+	"\x06Metric\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\routcome_names\x18\x02 \x03(\tR\foutcomeNames\x12G\n" +
+	"\vaggregation\x18\x03 \x01(\x0e2%.loopwise.common.v1.RewardAggregationR\vaggregation\x121\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12#\n" +
+	"\rdefault_value\x18\x05 \x01(\x01R\fdefaultValue\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"\x8f\x01\n" +
+	"\n" +
+	"ValueModel\x12E\n" +
+	"\aweights\x18\x01 \x03(\v2+.loopwise.common.v1.ValueModel.WeightsEntryR\aweights\x1a:\n" +
+	"\fWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"i\n" +
+	"\tGuardrail\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x1c\n" +
+	"\ttolerance\x18\x02 \x01(\x01R\ttolerance\x12&\n" +
+	"\x0flower_is_better\x18\x03 \x01(\bR\rlowerIsBetter\"\x9e\x01\n" +
 	"\tDriftSpec\x122\n" +
 	"\x15feature_psi_threshold\x18\x01 \x01(\x01R\x13featurePsiThreshold\x128\n" +
 	"\x18prediction_psi_threshold\x18\x02 \x01(\x01R\x16predictionPsiThreshold\x12#\n" +
@@ -1521,13 +1793,14 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x12POLICY_TYPE_GREEDY\x10\x01\x12\x1e\n" +
 	"\x1aPOLICY_TYPE_EPSILON_GREEDY\x10\x02\x12\x17\n" +
 	"\x13POLICY_TYPE_SOFTMAX\x10\x03\x12\x18\n" +
-	"\x14POLICY_TYPE_THOMPSON\x10\x04*\xaa\x01\n" +
+	"\x14POLICY_TYPE_THOMPSON\x10\x04*\xc8\x01\n" +
 	"\x11RewardAggregation\x12\"\n" +
 	"\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REWARD_AGGREGATION_SUM\x10\x01\x12\x1a\n" +
 	"\x16REWARD_AGGREGATION_MAX\x10\x02\x12\x1c\n" +
 	"\x18REWARD_AGGREGATION_FIRST\x10\x03\x12\x1b\n" +
-	"\x17REWARD_AGGREGATION_LAST\x10\x04B\xdb\x01\n" +
+	"\x17REWARD_AGGREGATION_LAST\x10\x04\x12\x1c\n" +
+	"\x18REWARD_AGGREGATION_COUNT\x10\x05B\xdb\x01\n" +
 	"\x16com.loopwise.common.v1B\x0eBlueprintProtoP\x01ZGgithub.com/loopwise/loopwise/clients/go/gen/loopwise/common/v1;commonv1\xa2\x02\x03LCX\xaa\x02\x12Loopwise.Common.V1\xca\x02\x12Loopwise\\Common\\V1\xe2\x02\x1eLoopwise\\Common\\V1\\GPBMetadata\xea\x02\x14Loopwise::Common::V1b\x06proto3"
 
 var (
@@ -1543,7 +1816,7 @@ func file_loopwise_common_v1_blueprint_proto_rawDescGZIP() []byte {
 }
 
 var file_loopwise_common_v1_blueprint_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_loopwise_common_v1_blueprint_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_loopwise_common_v1_blueprint_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_loopwise_common_v1_blueprint_proto_goTypes = []any{
 	(DecisionKind)(0),           // 0: loopwise.common.v1.DecisionKind
 	(FeatureType)(0),            // 1: loopwise.common.v1.FeatureType
@@ -1560,9 +1833,13 @@ var file_loopwise_common_v1_blueprint_proto_goTypes = []any{
 	(*TrainingSpec)(nil),        // 12: loopwise.common.v1.TrainingSpec
 	(*RolloutSpec)(nil),         // 13: loopwise.common.v1.RolloutSpec
 	(*Blueprint)(nil),           // 14: loopwise.common.v1.Blueprint
-	(*DriftSpec)(nil),           // 15: loopwise.common.v1.DriftSpec
-	nil,                         // 16: loopwise.common.v1.Policy.ActionCostsEntry
-	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
+	(*Metric)(nil),              // 15: loopwise.common.v1.Metric
+	(*ValueModel)(nil),          // 16: loopwise.common.v1.ValueModel
+	(*Guardrail)(nil),           // 17: loopwise.common.v1.Guardrail
+	(*DriftSpec)(nil),           // 18: loopwise.common.v1.DriftSpec
+	nil,                         // 19: loopwise.common.v1.Policy.ActionCostsEntry
+	nil,                         // 20: loopwise.common.v1.ValueModel.WeightsEntry
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_loopwise_common_v1_blueprint_proto_depIdxs = []int32{
 	1,  // 0: loopwise.common.v1.Feature.type:type_name -> loopwise.common.v1.FeatureType
@@ -1570,10 +1847,10 @@ var file_loopwise_common_v1_blueprint_proto_depIdxs = []int32{
 	3,  // 2: loopwise.common.v1.Feature.on_unknown:type_name -> loopwise.common.v1.UnknownRule
 	4,  // 3: loopwise.common.v1.Feature.pii:type_name -> loopwise.common.v1.PiiRule
 	5,  // 4: loopwise.common.v1.Policy.type:type_name -> loopwise.common.v1.PolicyType
-	16, // 5: loopwise.common.v1.Policy.action_costs:type_name -> loopwise.common.v1.Policy.ActionCostsEntry
+	19, // 5: loopwise.common.v1.Policy.action_costs:type_name -> loopwise.common.v1.Policy.ActionCostsEntry
 	6,  // 6: loopwise.common.v1.RewardSpec.aggregation:type_name -> loopwise.common.v1.RewardAggregation
-	17, // 7: loopwise.common.v1.RewardSpec.window:type_name -> google.protobuf.Duration
-	17, // 8: loopwise.common.v1.TrainingSpec.retrain_every:type_name -> google.protobuf.Duration
+	21, // 7: loopwise.common.v1.RewardSpec.window:type_name -> google.protobuf.Duration
+	21, // 8: loopwise.common.v1.TrainingSpec.retrain_every:type_name -> google.protobuf.Duration
 	7,  // 9: loopwise.common.v1.Blueprint.features:type_name -> loopwise.common.v1.Feature
 	0,  // 10: loopwise.common.v1.Blueprint.kind:type_name -> loopwise.common.v1.DecisionKind
 	8,  // 11: loopwise.common.v1.Blueprint.policy:type_name -> loopwise.common.v1.Policy
@@ -1582,14 +1859,20 @@ var file_loopwise_common_v1_blueprint_proto_depIdxs = []int32{
 	11, // 14: loopwise.common.v1.Blueprint.reward:type_name -> loopwise.common.v1.RewardSpec
 	12, // 15: loopwise.common.v1.Blueprint.training:type_name -> loopwise.common.v1.TrainingSpec
 	13, // 16: loopwise.common.v1.Blueprint.rollout:type_name -> loopwise.common.v1.RolloutSpec
-	15, // 17: loopwise.common.v1.Blueprint.drift:type_name -> loopwise.common.v1.DriftSpec
+	18, // 17: loopwise.common.v1.Blueprint.drift:type_name -> loopwise.common.v1.DriftSpec
 	4,  // 18: loopwise.common.v1.Blueprint.unit_id_pii:type_name -> loopwise.common.v1.PiiRule
-	17, // 19: loopwise.common.v1.Blueprint.retention:type_name -> google.protobuf.Duration
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	21, // 19: loopwise.common.v1.Blueprint.retention:type_name -> google.protobuf.Duration
+	15, // 20: loopwise.common.v1.Blueprint.metrics:type_name -> loopwise.common.v1.Metric
+	16, // 21: loopwise.common.v1.Blueprint.value_model:type_name -> loopwise.common.v1.ValueModel
+	17, // 22: loopwise.common.v1.Blueprint.guardrails:type_name -> loopwise.common.v1.Guardrail
+	6,  // 23: loopwise.common.v1.Metric.aggregation:type_name -> loopwise.common.v1.RewardAggregation
+	21, // 24: loopwise.common.v1.Metric.window:type_name -> google.protobuf.Duration
+	20, // 25: loopwise.common.v1.ValueModel.weights:type_name -> loopwise.common.v1.ValueModel.WeightsEntry
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_common_v1_blueprint_proto_init() }
@@ -1604,7 +1887,7 @@ func file_loopwise_common_v1_blueprint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_common_v1_blueprint_proto_rawDesc), len(file_loopwise_common_v1_blueprint_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -583,6 +583,31 @@ export declare type Blueprint = Message<"loopwise.common.v1.Blueprint"> & {
    * @generated from field: google.protobuf.Duration retention = 16;
    */
   retention?: Duration | undefined;
+
+  /**
+   * Product metrics, each joined from outcomes on its own (empty: the single
+   * reward of `reward`, as before). With metrics, the reward of a decision is
+   * the value model's weighted sum of its metric values.
+   *
+   * @generated from field: repeated loopwise.common.v1.Metric metrics = 17;
+   */
+  metrics: Metric[];
+
+  /**
+   * The value model: how metrics combine into the reward that the policy
+   * maximizes. Only with `metrics`.
+   *
+   * @generated from field: loopwise.common.v1.ValueModel value_model = 18;
+   */
+  valueModel?: ValueModel | undefined;
+
+  /**
+   * Metrics that must not get worse: blessing and the canary judge every
+   * guardrail besides the value. Only with `metrics`.
+   *
+   * @generated from field: repeated loopwise.common.v1.Guardrail guardrails = 19;
+   */
+  guardrails: Guardrail[];
 };
 
 /**
@@ -590,6 +615,128 @@ export declare type Blueprint = Message<"loopwise.common.v1.Blueprint"> & {
  * Use `create(BlueprintSchema)` to create a new message.
  */
 export declare const BlueprintSchema: GenMessage<Blueprint>;
+
+/**
+ * One product metric: a number per decision, joined from its outcomes.
+ *
+ * @generated from message loopwise.common.v1.Metric
+ */
+export declare type Metric = Message<"loopwise.common.v1.Metric"> & {
+  /**
+   * Metric name: [a-z][a-z0-9_]{0,62}, unique within the blueprint; also the
+   * name of its column in ReadTrainingData.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Outcome names that count for this metric; empty means the outcomes named
+   * like the metric.
+   *
+   * @generated from field: repeated string outcome_names = 2;
+   */
+  outcomeNames: string[];
+
+  /**
+   * How several outcomes within the window combine (unspecified means sum;
+   * REWARD_AGGREGATION_COUNT counts them).
+   *
+   * @generated from field: loopwise.common.v1.RewardAggregation aggregation = 3;
+   */
+  aggregation: RewardAggregation;
+
+  /**
+   * The window after the decision time, in event time, in which outcomes
+   * count (unset or zero: reward.window). A decision is used for training
+   * once the windows of all metrics have closed.
+   *
+   * @generated from field: google.protobuf.Duration window = 4;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * The metric's value when its window closes with no outcome.
+   *
+   * @generated from field: double default_value = 5;
+   */
+  defaultValue: number;
+
+  /**
+   * Human description.
+   *
+   * @generated from field: string description = 6;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message loopwise.common.v1.Metric.
+ * Use `create(MetricSchema)` to create a new message.
+ */
+export declare const MetricSchema: GenMessage<Metric>;
+
+/**
+ * The value model: reward = Σ weights[m] × metric m. The trainer fits one
+ * model per metric and the decision service combines their predictions with
+ * the weights of the blueprint version in force, so a new version with other
+ * weights changes decisions without retraining.
+ *
+ * @generated from message loopwise.common.v1.ValueModel
+ */
+export declare type ValueModel = Message<"loopwise.common.v1.ValueModel"> & {
+  /**
+   * Weight by metric name (every key names a metric; a metric without a
+   * weight has weight 0: it is tracked, e.g. as a guardrail, not maximized).
+   * Finite numbers; at least one weight is non-zero.
+   *
+   * @generated from field: map<string, double> weights = 1;
+   */
+  weights: { [key: string]: number };
+};
+
+/**
+ * Describes the message loopwise.common.v1.ValueModel.
+ * Use `create(ValueModelSchema)` to create a new message.
+ */
+export declare const ValueModelSchema: GenMessage<ValueModel>;
+
+/**
+ * A guardrail: a metric that a new model or canary must not make worse than
+ * the baseline by more than the tolerance.
+ *
+ * @generated from message loopwise.common.v1.Guardrail
+ */
+export declare type Guardrail = Message<"loopwise.common.v1.Guardrail"> & {
+  /**
+   * The metric's name, one of Blueprint.metrics.
+   *
+   * @generated from field: string metric = 1;
+   */
+  metric: string;
+
+  /**
+   * How much worse than the baseline the metric may get, in the metric's
+   * units per decision (>= 0; 0: not worse at all).
+   *
+   * @generated from field: double tolerance = 2;
+   */
+  tolerance: number;
+
+  /**
+   * Lower values are better (e.g. returns, complaints); by default higher
+   * values are better.
+   *
+   * @generated from field: bool lower_is_better = 3;
+   */
+  lowerIsBetter: boolean;
+};
+
+/**
+ * Describes the message loopwise.common.v1.Guardrail.
+ * Use `create(GuardrailSchema)` to create a new message.
+ */
+export declare const GuardrailSchema: GenMessage<Guardrail>;
 
 /**
  * Thresholds of drift monitoring: the feedback service compares live decisions
@@ -919,6 +1066,13 @@ export enum RewardAggregation {
    * @generated from enum value: REWARD_AGGREGATION_LAST = 4;
    */
   LAST = 4,
+
+  /**
+   * Number of outcomes (their values are ignored); used by metrics.
+   *
+   * @generated from enum value: REWARD_AGGREGATION_COUNT = 5;
+   */
+  COUNT = 5,
 }
 
 /**
