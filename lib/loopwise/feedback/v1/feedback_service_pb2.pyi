@@ -116,7 +116,7 @@ class ReadTrainingDataRequest(_message.Message):
     def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ...) -> None: ...
 
 class ReadTrainingDataResponse(_message.Message):
-    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms")
+    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms", "metric_names", "metric_values")
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,8 @@ class ReadTrainingDataResponse(_message.Message):
     ARMS_FIELD_NUMBER: _ClassVar[int]
     EXPLORED_FIELD_NUMBER: _ClassVar[int]
     SERVING_LATENCIES_MS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_NAMES_FIELD_NUMBER: _ClassVar[int]
+    METRIC_VALUES_FIELD_NUMBER: _ClassVar[int]
     blueprint_version: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     rows: int
@@ -151,7 +153,9 @@ class ReadTrainingDataResponse(_message.Message):
     arms: _containers.RepeatedScalarFieldContainer[str]
     explored: bytes
     serving_latencies_ms: bytes
-    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ..., serving_latencies_ms: _Optional[bytes] = ...) -> None: ...
+    metric_names: _containers.RepeatedScalarFieldContainer[str]
+    metric_values: bytes
+    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ..., serving_latencies_ms: _Optional[bytes] = ..., metric_names: _Optional[_Iterable[str]] = ..., metric_values: _Optional[bytes] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("use_case", "decision_id")

@@ -690,8 +690,15 @@ type ReadTrainingDataResponse struct {
 	// Serving latency per row (DecisionRecord.serving_latency_ms), float32
 	// little-endian milliseconds; 0 where not measured. Empty from older servers.
 	ServingLatenciesMs []byte `protobuf:"bytes,17,opt,name=serving_latencies_ms,json=servingLatenciesMs,proto3" json:"serving_latencies_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The blueprint version's metric names (Blueprint.metrics, in order), the
+	// columns of metric_values; empty when the version declares no metrics.
+	MetricNames []string `protobuf:"bytes,18,rep,name=metric_names,json=metricNames,proto3" json:"metric_names,omitempty"`
+	// Every metric's value per row after its own window, aggregation and
+	// default, float32 little-endian [rows, len(metric_names)]; `rewards` is
+	// their weighted sum under the version's value model.
+	MetricValues  []byte `protobuf:"bytes,19,opt,name=metric_values,json=metricValues,proto3" json:"metric_values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadTrainingDataResponse) Reset() {
@@ -839,6 +846,20 @@ func (x *ReadTrainingDataResponse) GetExplored() []byte {
 func (x *ReadTrainingDataResponse) GetServingLatenciesMs() []byte {
 	if x != nil {
 		return x.ServingLatenciesMs
+	}
+	return nil
+}
+
+func (x *ReadTrainingDataResponse) GetMetricNames() []string {
+	if x != nil {
+		return x.MetricNames
+	}
+	return nil
+}
+
+func (x *ReadTrainingDataResponse) GetMetricValues() []byte {
+	if x != nil {
+		return x.MetricValues
 	}
 	return nil
 }
@@ -1679,7 +1700,7 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
 	"batch_rows\x18\x04 \x01(\x05R\tbatchRows\x120\n" +
 	"\x14include_open_windows\x18\x05 \x01(\bR\x12includeOpenWindows\x12)\n" +
-	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\xe8\x04\n" +
+	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\xb0\x05\n" +
 	"\x18ReadTrainingDataResponse\x12+\n" +
 	"\x11blueprint_version\x18\x01 \x01(\x03R\x10blueprintVersion\x12#\n" +
 	"\rfeature_names\x18\x02 \x03(\tR\ffeatureNames\x12\x12\n" +
@@ -1698,7 +1719,9 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x0emodel_versions\x18\x0e \x01(\fR\rmodelVersions\x12\x12\n" +
 	"\x04arms\x18\x0f \x03(\tR\x04arms\x12\x1a\n" +
 	"\bexplored\x18\x10 \x01(\fR\bexplored\x120\n" +
-	"\x14serving_latencies_ms\x18\x11 \x01(\fR\x12servingLatenciesMs\"P\n" +
+	"\x14serving_latencies_ms\x18\x11 \x01(\fR\x12servingLatenciesMs\x12!\n" +
+	"\fmetric_names\x18\x12 \x03(\tR\vmetricNames\x12#\n" +
+	"\rmetric_values\x18\x13 \x01(\fR\fmetricValues\"P\n" +
 	"\x12GetDecisionRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +

@@ -520,6 +520,23 @@ export declare type ReadTrainingDataResponse = Message<"loopwise.feedback.v1.Rea
    * @generated from field: bytes serving_latencies_ms = 17;
    */
   servingLatenciesMs: Uint8Array;
+
+  /**
+   * The blueprint version's metric names (Blueprint.metrics, in order), the
+   * columns of metric_values; empty when the version declares no metrics.
+   *
+   * @generated from field: repeated string metric_names = 18;
+   */
+  metricNames: string[];
+
+  /**
+   * Every metric's value per row after its own window, aggregation and
+   * default, float32 little-endian [rows, len(metric_names)]; `rewards` is
+   * their weighted sum under the version's value model.
+   *
+   * @generated from field: bytes metric_values = 19;
+   */
+  metricValues: Uint8Array;
 };
 
 /**
