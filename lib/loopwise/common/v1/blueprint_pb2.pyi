@@ -112,7 +112,7 @@ class Feature(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., on_missing: _Optional[_Union[MissingRule, str]] = ..., impute_value: _Optional[float] = ..., on_unknown: _Optional[_Union[UnknownRule, str]] = ..., description: _Optional[str] = ..., pii: _Optional[_Union[PiiRule, str]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs")
+    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs", "ranking_top_k")
     class ActionCostsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Policy(_message.Message):
     EXPLORE_WITHOUT_MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     ACTION_COSTS_FIELD_NUMBER: _ClassVar[int]
+    RANKING_TOP_K_FIELD_NUMBER: _ClassVar[int]
     type: PolicyType
     epsilon: float
     threshold: float
@@ -134,7 +135,8 @@ class Policy(_message.Message):
     explore_without_model: bool
     temperature: float
     action_costs: _containers.ScalarMap[str, float]
-    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ..., action_costs: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    ranking_top_k: int
+    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ..., action_costs: _Optional[_Mapping[str, float]] = ..., ranking_top_k: _Optional[int] = ...) -> None: ...
 
 class DefaultDecision(_message.Message):
     __slots__ = ("action", "score")
@@ -145,14 +147,23 @@ class DefaultDecision(_message.Message):
     def __init__(self, action: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ExperimentArm(_message.Message):
-    __slots__ = ("name", "traffic_share", "epsilon")
+    __slots__ = ("name", "traffic_share", "epsilon", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_SHARE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     traffic_share: float
     epsilon: float
-    def __init__(self, name: _Optional[str] = ..., traffic_share: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    parameters: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., traffic_share: _Optional[float] = ..., epsilon: _Optional[float] = ..., parameters: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RewardSpec(_message.Message):
     __slots__ = ("outcome_names", "aggregation", "window", "default_reward")

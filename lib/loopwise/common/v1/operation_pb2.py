@@ -26,31 +26,31 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loopwise/common/v1/operation.proto\x12\x12loopwise.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x03\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08use_case\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".loopwise.common.v1.OperationState\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x10\n\x08progress\x18\x06 \x01(\x01\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\x05\x12\x15\n\rerror_message\x18\t \x01(\t\x12$\n\x06result\x18\n \x01(\x0b\x32\x14.google.protobuf.Any\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0e \x01(\t\"3\n\x13GetOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"H\n\x14GetOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"P\n\x15ListOperationsRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x16ListOperationsResponse\x12\x31\n\noperations\x18\x01 \x03(\x0b\x32\x1d.loopwise.common.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x16\x43\x61ncelOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"K\n\x17\x43\x61ncelOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"5\n\x15WatchOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"J\n\x16WatchOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loopwise/common/v1/operation.proto\x12\x12loopwise.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x03\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08use_case\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".loopwise.common.v1.OperationState\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x10\n\x08progress\x18\x06 \x01(\x01\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\x05\x12\x15\n\rerror_message\x18\t \x01(\t\x12$\n\x06result\x18\n \x01(\x0b\x32\x14.google.protobuf.Any\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12%\n\x07\x64\x65tails\x18\x0f \x01(\x0b\x32\x14.google.protobuf.Any\"3\n\x13GetOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"H\n\x14GetOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"P\n\x15ListOperationsRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x16ListOperationsResponse\x12\x31\n\noperations\x18\x01 \x03(\x0b\x32\x1d.loopwise.common.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x16\x43\x61ncelOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"K\n\x17\x43\x61ncelOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation\"5\n\x15WatchOperationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\"J\n\x16WatchOperationResponse\x12\x30\n\toperation\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Operation*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loopwise.common.v1.operation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATIONSTATE']._serialized_start=1098
-  _globals['_OPERATIONSTATE']._serialized_end=1295
+  _globals['_OPERATIONSTATE']._serialized_start=1137
+  _globals['_OPERATIONSTATE']._serialized_end=1334
   _globals['_OPERATION']._serialized_start=119
-  _globals['_OPERATION']._serialized_end=520
-  _globals['_GETOPERATIONREQUEST']._serialized_start=522
-  _globals['_GETOPERATIONREQUEST']._serialized_end=573
-  _globals['_GETOPERATIONRESPONSE']._serialized_start=575
-  _globals['_GETOPERATIONRESPONSE']._serialized_end=647
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=649
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=729
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=731
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=831
-  _globals['_CANCELOPERATIONREQUEST']._serialized_start=833
-  _globals['_CANCELOPERATIONREQUEST']._serialized_end=887
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_start=889
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_end=964
-  _globals['_WATCHOPERATIONREQUEST']._serialized_start=966
-  _globals['_WATCHOPERATIONREQUEST']._serialized_end=1019
-  _globals['_WATCHOPERATIONRESPONSE']._serialized_start=1021
-  _globals['_WATCHOPERATIONRESPONSE']._serialized_end=1095
+  _globals['_OPERATION']._serialized_end=559
+  _globals['_GETOPERATIONREQUEST']._serialized_start=561
+  _globals['_GETOPERATIONREQUEST']._serialized_end=612
+  _globals['_GETOPERATIONRESPONSE']._serialized_start=614
+  _globals['_GETOPERATIONRESPONSE']._serialized_end=686
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=688
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=768
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=770
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=870
+  _globals['_CANCELOPERATIONREQUEST']._serialized_start=872
+  _globals['_CANCELOPERATIONREQUEST']._serialized_end=926
+  _globals['_CANCELOPERATIONRESPONSE']._serialized_start=928
+  _globals['_CANCELOPERATIONRESPONSE']._serialized_end=1003
+  _globals['_WATCHOPERATIONREQUEST']._serialized_start=1005
+  _globals['_WATCHOPERATIONREQUEST']._serialized_end=1058
+  _globals['_WATCHOPERATIONRESPONSE']._serialized_start=1060
+  _globals['_WATCHOPERATIONRESPONSE']._serialized_end=1134
 # @@protoc_insertion_point(module_scope)

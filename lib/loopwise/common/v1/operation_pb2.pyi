@@ -27,7 +27,7 @@ OPERATION_STATE_FAILED: OperationState
 OPERATION_STATE_CANCELLED: OperationState
 
 class Operation(_message.Message):
-    __slots__ = ("id", "kind", "use_case", "state", "stage", "progress", "message", "error_code", "error_message", "result", "create_time", "update_time", "end_time", "request_id")
+    __slots__ = ("id", "kind", "use_case", "state", "stage", "progress", "message", "error_code", "error_message", "result", "create_time", "update_time", "end_time", "request_id", "details")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class Operation(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     use_case: str
@@ -56,7 +57,8 @@ class Operation(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., use_case: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    details: _any_pb2.Any
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., use_case: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., result: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., details: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
 
 class GetOperationRequest(_message.Message):
     __slots__ = ("id", "use_case")

@@ -32,6 +32,12 @@ class ScorecardComparison(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORECARD_COMPARISON_UNSPECIFIED: _ClassVar[ScorecardComparison]
     SCORECARD_COMPARISON_ARMS: _ClassVar[ScorecardComparison]
     SCORECARD_COMPARISON_CANARY: _ClassVar[ScorecardComparison]
+
+class Acquisition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACQUISITION_UNSPECIFIED: _ClassVar[Acquisition]
+    ACQUISITION_EXPECTED_IMPROVEMENT: _ClassVar[Acquisition]
+    ACQUISITION_UPPER_CONFIDENCE_BOUND: _ClassVar[Acquisition]
 ESTIMATOR_UNSPECIFIED: Estimator
 ESTIMATOR_LINEAR_DML: Estimator
 ESTIMATOR_CAUSAL_FOREST_DML: Estimator
@@ -43,6 +49,9 @@ TREATMENT_SOURCE_ARMS: TreatmentSource
 SCORECARD_COMPARISON_UNSPECIFIED: ScorecardComparison
 SCORECARD_COMPARISON_ARMS: ScorecardComparison
 SCORECARD_COMPARISON_CANARY: ScorecardComparison
+ACQUISITION_UNSPECIFIED: Acquisition
+ACQUISITION_EXPECTED_IMPROVEMENT: Acquisition
+ACQUISITION_UPPER_CONFIDENCE_BOUND: Acquisition
 
 class EstimateEffectsRequest(_message.Message):
     __slots__ = ("request_id", "use_case", "start_time", "end_time", "estimator", "treatment_action", "control_action", "seed", "treatment_source", "treatment_arm", "control_arm", "segment_features", "treatment_cost", "register_cate_model", "forest_trees", "timeout")
@@ -871,3 +880,145 @@ class CupedCoefficients(_message.Message):
     metric: str
     theta: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, metric: _Optional[str] = ..., theta: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TunedParameter(_message.Message):
+    __slots__ = ("path", "low", "high")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    low: float
+    high: float
+    def __init__(self, path: _Optional[str] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class StartTuningRequest(_message.Message):
+    __slots__ = ("request_id", "use_case", "parameters", "objective", "constraints", "rounds", "batch_size", "min_rows_per_arm", "round_timeout", "apply", "acquisition", "seed", "seed_from_offline", "suggest_model_version", "suggest_report_id", "author")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_ROWS_PER_ARM_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SEED_FROM_OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    SUGGEST_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUGGEST_REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    use_case: str
+    parameters: _containers.RepeatedCompositeFieldContainer[TunedParameter]
+    objective: str
+    constraints: _containers.RepeatedCompositeFieldContainer[Constraint]
+    rounds: int
+    batch_size: int
+    min_rows_per_arm: int
+    round_timeout: _duration_pb2.Duration
+    apply: bool
+    acquisition: Acquisition
+    seed: int
+    seed_from_offline: bool
+    suggest_model_version: int
+    suggest_report_id: str
+    author: str
+    def __init__(self, request_id: _Optional[str] = ..., use_case: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[TunedParameter, _Mapping]]] = ..., objective: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., rounds: _Optional[int] = ..., batch_size: _Optional[int] = ..., min_rows_per_arm: _Optional[int] = ..., round_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., apply: bool = ..., acquisition: _Optional[_Union[Acquisition, str]] = ..., seed: _Optional[int] = ..., seed_from_offline: bool = ..., suggest_model_version: _Optional[int] = ..., suggest_report_id: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...
+
+class StartTuningResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: _operation_pb2.Operation
+    def __init__(self, operation: _Optional[_Union[_operation_pb2.Operation, _Mapping]] = ...) -> None: ...
+
+class TuningMetric(_message.Message):
+    __slots__ = ("metric", "mean", "ci_lower", "ci_upper", "rows")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    CI_LOWER_FIELD_NUMBER: _ClassVar[int]
+    CI_UPPER_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    mean: float
+    ci_lower: float
+    ci_upper: float
+    rows: int
+    def __init__(self, metric: _Optional[str] = ..., mean: _Optional[float] = ..., ci_lower: _Optional[float] = ..., ci_upper: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class TuningArm(_message.Message):
+    __slots__ = ("arm", "parameters", "source", "predicted_mean", "predicted_stddev", "acquisition", "feasibility_probability", "metrics", "feasible")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_MEAN_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_STDDEV_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_FIELD_NUMBER: _ClassVar[int]
+    FEASIBILITY_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    parameters: _containers.ScalarMap[str, float]
+    source: str
+    predicted_mean: float
+    predicted_stddev: float
+    acquisition: float
+    feasibility_probability: float
+    metrics: _containers.RepeatedCompositeFieldContainer[TuningMetric]
+    feasible: bool
+    def __init__(self, arm: _Optional[str] = ..., parameters: _Optional[_Mapping[str, float]] = ..., source: _Optional[str] = ..., predicted_mean: _Optional[float] = ..., predicted_stddev: _Optional[float] = ..., acquisition: _Optional[float] = ..., feasibility_probability: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[TuningMetric, _Mapping]]] = ..., feasible: bool = ...) -> None: ...
+
+class TuningRound(_message.Message):
+    __slots__ = ("round", "blueprint_version", "arms", "start_time", "end_time", "warnings")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    blueprint_version: int
+    arms: _containers.RepeatedCompositeFieldContainer[TuningArm]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., blueprint_version: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[TuningArm, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TuningResult(_message.Message):
+    __slots__ = ("use_case", "rounds", "best", "best_round", "best_arm", "best_metrics", "best_predicted_mean", "applied", "final_blueprint_version", "warnings")
+    class BestEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    BEST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    BEST_ARM_FIELD_NUMBER: _ClassVar[int]
+    BEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    BEST_PREDICTED_MEAN_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    FINAL_BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    rounds: _containers.RepeatedCompositeFieldContainer[TuningRound]
+    best: _containers.ScalarMap[str, float]
+    best_round: int
+    best_arm: str
+    best_metrics: _containers.RepeatedCompositeFieldContainer[TuningMetric]
+    best_predicted_mean: float
+    applied: bool
+    final_blueprint_version: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, use_case: _Optional[str] = ..., rounds: _Optional[_Iterable[_Union[TuningRound, _Mapping]]] = ..., best: _Optional[_Mapping[str, float]] = ..., best_round: _Optional[int] = ..., best_arm: _Optional[str] = ..., best_metrics: _Optional[_Iterable[_Union[TuningMetric, _Mapping]]] = ..., best_predicted_mean: _Optional[float] = ..., applied: bool = ..., final_blueprint_version: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

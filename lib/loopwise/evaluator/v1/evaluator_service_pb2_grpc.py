@@ -91,6 +91,11 @@ class EvaluatorServiceStub(object):
                 request_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.SerializeToString,
                 response_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.FromString,
                 _registered_method=True)
+        self.StartTuning = channel.unary_unary(
+                '/loopwise.evaluator.v1.EvaluatorService/StartTuning',
+                request_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningRequest.SerializeToString,
+                response_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningResponse.FromString,
+                _registered_method=True)
 
 
 class EvaluatorServiceServicer(object):
@@ -177,6 +182,15 @@ class EvaluatorServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTuning(self, request, context):
+        """Start tuning blueprint parameters online (docs/tuning.md): rounds of experiment
+        arms proposed by Gaussian processes, measured on their scorecard metrics; returns
+        an operation whose details and result are a TuningResult.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +248,11 @@ def add_EvaluatorServiceServicer_to_server(servicer, server):
                     servicer.GetScorecard,
                     request_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.FromString,
                     response_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.SerializeToString,
+            ),
+            'StartTuning': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTuning,
+                    request_deserializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningRequest.FromString,
+                    response_serializer=loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +553,33 @@ class EvaluatorService(object):
             '/loopwise.evaluator.v1.EvaluatorService/GetScorecard',
             loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardRequest.SerializeToString,
             loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.GetScorecardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTuning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopwise.evaluator.v1.EvaluatorService/StartTuning',
+            loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningRequest.SerializeToString,
+            loopwise_dot_evaluator_dot_v1_dot_evaluator__service__pb2.StartTuningResponse.FromString,
             options,
             channel_credentials,
             insecure,

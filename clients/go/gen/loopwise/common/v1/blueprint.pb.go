@@ -46,8 +46,10 @@ const (
 	DecisionKind_DECISION_KIND_ACTION_VALUE DecisionKind = 4
 	// Ranking of request-supplied candidates: the model scores one row per
 	// candidate (the request's features overlaid with the candidate's); the
-	// policy picks the top item and the rest follow by score. No actions; the
-	// default decision keeps the request order.
+	// policy draws the top positions one after the other (Plackett-Luce over the
+	// scores for POLICY_TYPE_SOFTMAX, the best remaining item otherwise, with
+	// epsilon mixing) and the rest follow by score (docs/ranking.md). No actions;
+	// the default decision keeps the request order.
 	DecisionKind_DECISION_KIND_RANKING DecisionKind = 5
 )
 
@@ -574,7 +576,11 @@ type Policy struct {
 	// effect (CATE) model, whose value is 0 for the control and the predicted effect
 	// for the treatment, this is the uplift policy "treat when the predicted effect
 	// exceeds the cost".
-	ActionCosts   map[string]float64 `protobuf:"bytes,7,rep,name=action_costs,json=actionCosts,proto3" json:"action_costs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	ActionCosts map[string]float64 `protobuf:"bytes,7,rep,name=action_costs,json=actionCosts,proto3" json:"action_costs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Ranking use cases: how many top positions are drawn by the policy, shown and
+	// logged with their propensities (DecideRequest.top_k overrides it); 0: every
+	// candidate.
+	RankingTopK   int32 `protobuf:"varint,30,opt,name=ranking_top_k,json=rankingTopK,proto3" json:"ranking_top_k,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,6 +664,13 @@ func (x *Policy) GetActionCosts() map[string]float64 {
 	return nil
 }
 
+func (x *Policy) GetRankingTopK() int32 {
+	if x != nil {
+		return x.RankingTopK
+	}
+	return 0
+}
+
 // The decision returned when no model can be used (no model yet, scoring
 // failed, kill switch on) and by the SDK when loopwise cannot be reached.
 type DefaultDecision struct {
@@ -723,7 +736,13 @@ type ExperimentArm struct {
 	// shares of all arms sum to 1.
 	TrafficShare float64 `protobuf:"fixed64,2,opt,name=traffic_share,json=trafficShare,proto3" json:"traffic_share,omitempty"`
 	// Exploration rate for this arm, overriding Policy.epsilon when set (>= 0).
-	Epsilon       *float64 `protobuf:"fixed64,3,opt,name=epsilon,proto3,oneof" json:"epsilon,omitempty"`
+	Epsilon *float64 `protobuf:"fixed64,3,opt,name=epsilon,proto3,oneof" json:"epsilon,omitempty"`
+	// Blueprint parameters this arm overrides, by path: "policy.threshold",
+	// "policy.temperature", "policy.action_costs[<action>]" or any other number of
+	// the blueprint named the same way (a double field, or an entry of a map of
+	// doubles, e.g. "value_model.weights[<metric>]"). The arm's rows are decided
+	// with the blueprint as changed by these values (epsilon stays in `epsilon`).
+	Parameters    map[string]float64 `protobuf:"bytes,4,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +796,13 @@ func (x *ExperimentArm) GetEpsilon() float64 {
 		return *x.Epsilon
 	}
 	return 0
+}
+
+func (x *ExperimentArm) GetParameters() map[string]float64 {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
 }
 
 // Which outcomes make the reward, and how.
@@ -1665,7 +1691,7 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\n" +
 	"on_unknown\x18\x06 \x01(\x0e2\x1f.loopwise.common.v1.UnknownRuleR\tonUnknown\x12 \n" +
 	"\vdescription\x18\a \x01(\tR\vdescription\x12-\n" +
-	"\x03pii\x18\b \x01(\x0e2\x1b.loopwise.common.v1.PiiRuleR\x03pii\"\x87\x03\n" +
+	"\x03pii\x18\b \x01(\x0e2\x1b.loopwise.common.v1.PiiRuleR\x03pii\"\xab\x03\n" +
 	"\x06Policy\x122\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1e.loopwise.common.v1.PolicyTypeR\x04type\x12\x18\n" +
 	"\aepsilon\x18\x02 \x01(\x01R\aepsilon\x12\x1c\n" +
@@ -1673,17 +1699,24 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x11exploration_floor\x18\x04 \x01(\x01R\x10explorationFloor\x122\n" +
 	"\x15explore_without_model\x18\x05 \x01(\bR\x13exploreWithoutModel\x12 \n" +
 	"\vtemperature\x18\x06 \x01(\x01R\vtemperature\x12N\n" +
-	"\faction_costs\x18\a \x03(\v2+.loopwise.common.v1.Policy.ActionCostsEntryR\vactionCosts\x1a>\n" +
+	"\faction_costs\x18\a \x03(\v2+.loopwise.common.v1.Policy.ActionCostsEntryR\vactionCosts\x12\"\n" +
+	"\rranking_top_k\x18\x1e \x01(\x05R\vrankingTopK\x1a>\n" +
 	"\x10ActionCostsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"?\n" +
 	"\x0fDefaultDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x01R\x05score\"s\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\"\x85\x02\n" +
 	"\rExperimentArm\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rtraffic_share\x18\x02 \x01(\x01R\ftrafficShare\x12\x1d\n" +
-	"\aepsilon\x18\x03 \x01(\x01H\x00R\aepsilon\x88\x01\x01B\n" +
+	"\aepsilon\x18\x03 \x01(\x01H\x00R\aepsilon\x88\x01\x01\x12Q\n" +
+	"\n" +
+	"parameters\x18\x04 \x03(\v21.loopwise.common.v1.ExperimentArm.ParametersEntryR\n" +
+	"parameters\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B\n" +
 	"\n" +
 	"\b_epsilon\"\xd4\x01\n" +
 	"\n" +
@@ -1816,7 +1849,7 @@ func file_loopwise_common_v1_blueprint_proto_rawDescGZIP() []byte {
 }
 
 var file_loopwise_common_v1_blueprint_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_loopwise_common_v1_blueprint_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_loopwise_common_v1_blueprint_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_loopwise_common_v1_blueprint_proto_goTypes = []any{
 	(DecisionKind)(0),           // 0: loopwise.common.v1.DecisionKind
 	(FeatureType)(0),            // 1: loopwise.common.v1.FeatureType
@@ -1838,8 +1871,9 @@ var file_loopwise_common_v1_blueprint_proto_goTypes = []any{
 	(*Guardrail)(nil),           // 17: loopwise.common.v1.Guardrail
 	(*DriftSpec)(nil),           // 18: loopwise.common.v1.DriftSpec
 	nil,                         // 19: loopwise.common.v1.Policy.ActionCostsEntry
-	nil,                         // 20: loopwise.common.v1.ValueModel.WeightsEntry
-	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
+	nil,                         // 20: loopwise.common.v1.ExperimentArm.ParametersEntry
+	nil,                         // 21: loopwise.common.v1.ValueModel.WeightsEntry
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
 }
 var file_loopwise_common_v1_blueprint_proto_depIdxs = []int32{
 	1,  // 0: loopwise.common.v1.Feature.type:type_name -> loopwise.common.v1.FeatureType
@@ -1848,31 +1882,32 @@ var file_loopwise_common_v1_blueprint_proto_depIdxs = []int32{
 	4,  // 3: loopwise.common.v1.Feature.pii:type_name -> loopwise.common.v1.PiiRule
 	5,  // 4: loopwise.common.v1.Policy.type:type_name -> loopwise.common.v1.PolicyType
 	19, // 5: loopwise.common.v1.Policy.action_costs:type_name -> loopwise.common.v1.Policy.ActionCostsEntry
-	6,  // 6: loopwise.common.v1.RewardSpec.aggregation:type_name -> loopwise.common.v1.RewardAggregation
-	21, // 7: loopwise.common.v1.RewardSpec.window:type_name -> google.protobuf.Duration
-	21, // 8: loopwise.common.v1.TrainingSpec.retrain_every:type_name -> google.protobuf.Duration
-	7,  // 9: loopwise.common.v1.Blueprint.features:type_name -> loopwise.common.v1.Feature
-	0,  // 10: loopwise.common.v1.Blueprint.kind:type_name -> loopwise.common.v1.DecisionKind
-	8,  // 11: loopwise.common.v1.Blueprint.policy:type_name -> loopwise.common.v1.Policy
-	9,  // 12: loopwise.common.v1.Blueprint.default_decision:type_name -> loopwise.common.v1.DefaultDecision
-	10, // 13: loopwise.common.v1.Blueprint.arms:type_name -> loopwise.common.v1.ExperimentArm
-	11, // 14: loopwise.common.v1.Blueprint.reward:type_name -> loopwise.common.v1.RewardSpec
-	12, // 15: loopwise.common.v1.Blueprint.training:type_name -> loopwise.common.v1.TrainingSpec
-	13, // 16: loopwise.common.v1.Blueprint.rollout:type_name -> loopwise.common.v1.RolloutSpec
-	18, // 17: loopwise.common.v1.Blueprint.drift:type_name -> loopwise.common.v1.DriftSpec
-	4,  // 18: loopwise.common.v1.Blueprint.unit_id_pii:type_name -> loopwise.common.v1.PiiRule
-	21, // 19: loopwise.common.v1.Blueprint.retention:type_name -> google.protobuf.Duration
-	15, // 20: loopwise.common.v1.Blueprint.metrics:type_name -> loopwise.common.v1.Metric
-	16, // 21: loopwise.common.v1.Blueprint.value_model:type_name -> loopwise.common.v1.ValueModel
-	17, // 22: loopwise.common.v1.Blueprint.guardrails:type_name -> loopwise.common.v1.Guardrail
-	6,  // 23: loopwise.common.v1.Metric.aggregation:type_name -> loopwise.common.v1.RewardAggregation
-	21, // 24: loopwise.common.v1.Metric.window:type_name -> google.protobuf.Duration
-	20, // 25: loopwise.common.v1.ValueModel.weights:type_name -> loopwise.common.v1.ValueModel.WeightsEntry
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	20, // 6: loopwise.common.v1.ExperimentArm.parameters:type_name -> loopwise.common.v1.ExperimentArm.ParametersEntry
+	6,  // 7: loopwise.common.v1.RewardSpec.aggregation:type_name -> loopwise.common.v1.RewardAggregation
+	22, // 8: loopwise.common.v1.RewardSpec.window:type_name -> google.protobuf.Duration
+	22, // 9: loopwise.common.v1.TrainingSpec.retrain_every:type_name -> google.protobuf.Duration
+	7,  // 10: loopwise.common.v1.Blueprint.features:type_name -> loopwise.common.v1.Feature
+	0,  // 11: loopwise.common.v1.Blueprint.kind:type_name -> loopwise.common.v1.DecisionKind
+	8,  // 12: loopwise.common.v1.Blueprint.policy:type_name -> loopwise.common.v1.Policy
+	9,  // 13: loopwise.common.v1.Blueprint.default_decision:type_name -> loopwise.common.v1.DefaultDecision
+	10, // 14: loopwise.common.v1.Blueprint.arms:type_name -> loopwise.common.v1.ExperimentArm
+	11, // 15: loopwise.common.v1.Blueprint.reward:type_name -> loopwise.common.v1.RewardSpec
+	12, // 16: loopwise.common.v1.Blueprint.training:type_name -> loopwise.common.v1.TrainingSpec
+	13, // 17: loopwise.common.v1.Blueprint.rollout:type_name -> loopwise.common.v1.RolloutSpec
+	18, // 18: loopwise.common.v1.Blueprint.drift:type_name -> loopwise.common.v1.DriftSpec
+	4,  // 19: loopwise.common.v1.Blueprint.unit_id_pii:type_name -> loopwise.common.v1.PiiRule
+	22, // 20: loopwise.common.v1.Blueprint.retention:type_name -> google.protobuf.Duration
+	15, // 21: loopwise.common.v1.Blueprint.metrics:type_name -> loopwise.common.v1.Metric
+	16, // 22: loopwise.common.v1.Blueprint.value_model:type_name -> loopwise.common.v1.ValueModel
+	17, // 23: loopwise.common.v1.Blueprint.guardrails:type_name -> loopwise.common.v1.Guardrail
+	6,  // 24: loopwise.common.v1.Metric.aggregation:type_name -> loopwise.common.v1.RewardAggregation
+	22, // 25: loopwise.common.v1.Metric.window:type_name -> google.protobuf.Duration
+	21, // 26: loopwise.common.v1.ValueModel.weights:type_name -> loopwise.common.v1.ValueModel.WeightsEntry
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_common_v1_blueprint_proto_init() }
@@ -1887,7 +1922,7 @@ func file_loopwise_common_v1_blueprint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_common_v1_blueprint_proto_rawDesc), len(file_loopwise_common_v1_blueprint_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

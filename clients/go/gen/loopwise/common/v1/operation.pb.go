@@ -123,7 +123,10 @@ type Operation struct {
 	// When the job reached a final state; unset before.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// The request_id of the call that started the job (retries return the same operation).
-	RequestId     string `protobuf:"bytes,14,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,14,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What the job has found so far, for jobs that report it while they run (a
+	// loopwise.evaluator.v1.TuningResult with the rounds done so far); unset otherwise.
+	Details       *anypb.Any `protobuf:"bytes,15,opt,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +257,13 @@ func (x *Operation) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Operation) GetDetails() *anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
 }
 
 // Request for GetOperation.
@@ -688,7 +698,7 @@ var File_loopwise_common_v1_operation_proto protoreflect.FileDescriptor
 
 const file_loopwise_common_v1_operation_proto_rawDesc = "" +
 	"\n" +
-	"\"loopwise/common/v1/operation.proto\x12\x12loopwise.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x04\n" +
+	"\"loopwise/common/v1/operation.proto\x12\x12loopwise.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x04\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x19\n" +
@@ -708,7 +718,8 @@ const file_loopwise_common_v1_operation_proto_rawDesc = "" +
 	"updateTime\x125\n" +
 	"\bend_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x0e \x01(\tR\trequestId\"@\n" +
+	"request_id\x18\x0e \x01(\tR\trequestId\x12.\n" +
+	"\adetails\x18\x0f \x01(\v2\x14.google.protobuf.AnyR\adetails\"@\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\buse_case\x18\x02 \x01(\tR\auseCase\"S\n" +
@@ -777,15 +788,16 @@ var file_loopwise_common_v1_operation_proto_depIdxs = []int32{
 	11, // 2: loopwise.common.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
 	11, // 3: loopwise.common.v1.Operation.update_time:type_name -> google.protobuf.Timestamp
 	11, // 4: loopwise.common.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: loopwise.common.v1.GetOperationResponse.operation:type_name -> loopwise.common.v1.Operation
-	1,  // 6: loopwise.common.v1.ListOperationsResponse.operations:type_name -> loopwise.common.v1.Operation
-	1,  // 7: loopwise.common.v1.CancelOperationResponse.operation:type_name -> loopwise.common.v1.Operation
-	1,  // 8: loopwise.common.v1.WatchOperationResponse.operation:type_name -> loopwise.common.v1.Operation
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 5: loopwise.common.v1.Operation.details:type_name -> google.protobuf.Any
+	1,  // 6: loopwise.common.v1.GetOperationResponse.operation:type_name -> loopwise.common.v1.Operation
+	1,  // 7: loopwise.common.v1.ListOperationsResponse.operations:type_name -> loopwise.common.v1.Operation
+	1,  // 8: loopwise.common.v1.CancelOperationResponse.operation:type_name -> loopwise.common.v1.Operation
+	1,  // 9: loopwise.common.v1.WatchOperationResponse.operation:type_name -> loopwise.common.v1.Operation
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_common_v1_operation_proto_init() }

@@ -200,6 +200,61 @@ func (ScorecardComparison) EnumDescriptor() ([]byte, []int) {
 	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{2}
 }
 
+// How the tuning picks the next settings from the Gaussian processes.
+type Acquisition int32
+
+const (
+	// Defaults to ACQUISITION_EXPECTED_IMPROVEMENT.
+	Acquisition_ACQUISITION_UNSPECIFIED Acquisition = 0
+	// Expected improvement over the best feasible setting so far, times the
+	// probability that every constraint holds.
+	Acquisition_ACQUISITION_EXPECTED_IMPROVEMENT Acquisition = 1
+	// Upper confidence bound (mean + 2 standard deviations), times the probability
+	// that every constraint holds.
+	Acquisition_ACQUISITION_UPPER_CONFIDENCE_BOUND Acquisition = 2
+)
+
+// Enum value maps for Acquisition.
+var (
+	Acquisition_name = map[int32]string{
+		0: "ACQUISITION_UNSPECIFIED",
+		1: "ACQUISITION_EXPECTED_IMPROVEMENT",
+		2: "ACQUISITION_UPPER_CONFIDENCE_BOUND",
+	}
+	Acquisition_value = map[string]int32{
+		"ACQUISITION_UNSPECIFIED":            0,
+		"ACQUISITION_EXPECTED_IMPROVEMENT":   1,
+		"ACQUISITION_UPPER_CONFIDENCE_BOUND": 2,
+	}
+)
+
+func (x Acquisition) Enum() *Acquisition {
+	p := new(Acquisition)
+	*p = x
+	return p
+}
+
+func (x Acquisition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Acquisition) Descriptor() protoreflect.EnumDescriptor {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes[3].Descriptor()
+}
+
+func (Acquisition) Type() protoreflect.EnumType {
+	return &file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes[3]
+}
+
+func (x Acquisition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Acquisition.Descriptor instead.
+func (Acquisition) EnumDescriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{3}
+}
+
 // Request for EstimateEffects.
 type EstimateEffectsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4595,6 +4650,727 @@ func (x *CupedCoefficients) GetTheta() []float64 {
 	return nil
 }
 
+// One blueprint parameter to tune, with its search range.
+type TunedParameter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The parameter's path in the blueprint: "policy.epsilon", "policy.threshold",
+	// "policy.temperature", "policy.action_costs[<action>]", or any other double field
+	// or entry of a map of doubles named the same way (e.g.
+	// "value_model.weights[<metric>]").
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Lowest value tried.
+	Low float64 `protobuf:"fixed64,2,opt,name=low,proto3" json:"low,omitempty"`
+	// Highest value tried (> low).
+	High          float64 `protobuf:"fixed64,3,opt,name=high,proto3" json:"high,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TunedParameter) Reset() {
+	*x = TunedParameter{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TunedParameter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TunedParameter) ProtoMessage() {}
+
+func (x *TunedParameter) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TunedParameter.ProtoReflect.Descriptor instead.
+func (*TunedParameter) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *TunedParameter) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TunedParameter) GetLow() float64 {
+	if x != nil {
+		return x.Low
+	}
+	return 0
+}
+
+func (x *TunedParameter) GetHigh() float64 {
+	if x != nil {
+		return x.High
+	}
+	return 0
+}
+
+// Request for StartTuning.
+type StartTuningRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key: a retry with the same id returns the same operation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The use case; its latest blueprint is the base of every round's arms.
+	UseCase string `protobuf:"bytes,2,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
+	// The parameters to tune (1 to 8, distinct paths).
+	Parameters []*TunedParameter `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty"`
+	// The scorecard metric to maximise (per-arm mean), e.g. "reward" (default) or
+	// "outcome_count".
+	Objective string `protobuf:"bytes,4,opt,name=objective,proto3" json:"objective,omitempty"`
+	// Constraints on scorecard metrics (per-arm means) the chosen setting must meet.
+	Constraints []*Constraint `protobuf:"bytes,5,rep,name=constraints,proto3" json:"constraints,omitempty"`
+	// Rounds of arms (0: 5; at most 20).
+	Rounds int32 `protobuf:"varint,6,opt,name=rounds,proto3" json:"rounds,omitempty"`
+	// Arms per round (0: 4; 2 to 10), traffic split evenly.
+	BatchSize int32 `protobuf:"varint,7,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	// Decisions with a closed reward window each arm needs before its round is
+	// measured (0: 1000).
+	MinRowsPerArm int64 `protobuf:"varint,8,opt,name=min_rows_per_arm,json=minRowsPerArm,proto3" json:"min_rows_per_arm,omitempty"`
+	// How long one round may wait for its rows on the service clock (unset or 0: 7 days);
+	// the tuning fails when a round runs out of time.
+	RoundTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=round_timeout,json=roundTimeout,proto3" json:"round_timeout,omitempty"`
+	// Apply the best setting to the use case at the end (otherwise the blueprint the
+	// tuning started from is applied again, and the best setting is only proposed).
+	Apply bool `protobuf:"varint,10,opt,name=apply,proto3" json:"apply,omitempty"`
+	// Acquisition function.
+	Acquisition Acquisition `protobuf:"varint,11,opt,name=acquisition,proto3,enum=loopwise.evaluator.v1.Acquisition" json:"acquisition,omitempty"`
+	// Random seed (0: the service's seed setting).
+	Seed int64 `protobuf:"varint,12,opt,name=seed,proto3" json:"seed,omitempty"`
+	// Seed the first round with the offline SuggestParameters suggestion (needs
+	// suggest_model_version or suggest_report_id; policy parameters and action
+	// costs only).
+	SeedFromOffline bool `protobuf:"varint,13,opt,name=seed_from_offline,json=seedFromOffline,proto3" json:"seed_from_offline,omitempty"`
+	// The registered model whose off-policy estimate seeds the first round.
+	SuggestModelVersion int64 `protobuf:"varint,14,opt,name=suggest_model_version,json=suggestModelVersion,proto3" json:"suggest_model_version,omitempty"`
+	// The effect report whose off-policy estimate seeds the first round.
+	SuggestReportId string `protobuf:"bytes,15,opt,name=suggest_report_id,json=suggestReportId,proto3" json:"suggest_report_id,omitempty"`
+	// Who runs the tuning; recorded with every blueprint version it applies.
+	Author        string `protobuf:"bytes,16,opt,name=author,proto3" json:"author,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTuningRequest) Reset() {
+	*x = StartTuningRequest{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTuningRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTuningRequest) ProtoMessage() {}
+
+func (x *StartTuningRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTuningRequest.ProtoReflect.Descriptor instead.
+func (*StartTuningRequest) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *StartTuningRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StartTuningRequest) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
+}
+
+func (x *StartTuningRequest) GetParameters() []*TunedParameter {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *StartTuningRequest) GetObjective() string {
+	if x != nil {
+		return x.Objective
+	}
+	return ""
+}
+
+func (x *StartTuningRequest) GetConstraints() []*Constraint {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *StartTuningRequest) GetRounds() int32 {
+	if x != nil {
+		return x.Rounds
+	}
+	return 0
+}
+
+func (x *StartTuningRequest) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *StartTuningRequest) GetMinRowsPerArm() int64 {
+	if x != nil {
+		return x.MinRowsPerArm
+	}
+	return 0
+}
+
+func (x *StartTuningRequest) GetRoundTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.RoundTimeout
+	}
+	return nil
+}
+
+func (x *StartTuningRequest) GetApply() bool {
+	if x != nil {
+		return x.Apply
+	}
+	return false
+}
+
+func (x *StartTuningRequest) GetAcquisition() Acquisition {
+	if x != nil {
+		return x.Acquisition
+	}
+	return Acquisition_ACQUISITION_UNSPECIFIED
+}
+
+func (x *StartTuningRequest) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *StartTuningRequest) GetSeedFromOffline() bool {
+	if x != nil {
+		return x.SeedFromOffline
+	}
+	return false
+}
+
+func (x *StartTuningRequest) GetSuggestModelVersion() int64 {
+	if x != nil {
+		return x.SuggestModelVersion
+	}
+	return 0
+}
+
+func (x *StartTuningRequest) GetSuggestReportId() string {
+	if x != nil {
+		return x.SuggestReportId
+	}
+	return ""
+}
+
+func (x *StartTuningRequest) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+// Response of StartTuning.
+type StartTuningResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tuning operation (kind "tuning").
+	Operation     *v1.Operation `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTuningResponse) Reset() {
+	*x = StartTuningResponse{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTuningResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTuningResponse) ProtoMessage() {}
+
+func (x *StartTuningResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTuningResponse.ProtoReflect.Descriptor instead.
+func (*StartTuningResponse) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *StartTuningResponse) GetOperation() *v1.Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return nil
+}
+
+// One metric of one arm, from the arm's scorecard.
+type TuningMetric struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scorecard metric.
+	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// Mean per decision.
+	Mean float64 `protobuf:"fixed64,2,opt,name=mean,proto3" json:"mean,omitempty"`
+	// 95% CI of the mean (lower bound).
+	CiLower float64 `protobuf:"fixed64,3,opt,name=ci_lower,json=ciLower,proto3" json:"ci_lower,omitempty"`
+	// 95% CI of the mean (upper bound).
+	CiUpper float64 `protobuf:"fixed64,4,opt,name=ci_upper,json=ciUpper,proto3" json:"ci_upper,omitempty"`
+	// Decisions it is measured on.
+	Rows          int64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TuningMetric) Reset() {
+	*x = TuningMetric{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TuningMetric) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TuningMetric) ProtoMessage() {}
+
+func (x *TuningMetric) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TuningMetric.ProtoReflect.Descriptor instead.
+func (*TuningMetric) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TuningMetric) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *TuningMetric) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *TuningMetric) GetCiLower() float64 {
+	if x != nil {
+		return x.CiLower
+	}
+	return 0
+}
+
+func (x *TuningMetric) GetCiUpper() float64 {
+	if x != nil {
+		return x.CiUpper
+	}
+	return 0
+}
+
+func (x *TuningMetric) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// One arm of a tuning round: a setting and what it did.
+type TuningArm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The arm's name in the applied blueprint version.
+	Arm string `protobuf:"bytes,1,opt,name=arm,proto3" json:"arm,omitempty"`
+	// The setting, by parameter path.
+	Parameters map[string]float64 `protobuf:"bytes,2,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Why the setting was chosen: "initial design", "offline suggestion" or the
+	// acquisition function.
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The Gaussian process's objective mean when the setting was chosen (NaN before
+	// any round was measured).
+	PredictedMean float64 `protobuf:"fixed64,4,opt,name=predicted_mean,json=predictedMean,proto3" json:"predicted_mean,omitempty"`
+	// The Gaussian process's objective standard deviation then.
+	PredictedStddev float64 `protobuf:"fixed64,5,opt,name=predicted_stddev,json=predictedStddev,proto3" json:"predicted_stddev,omitempty"`
+	// The acquisition value then.
+	Acquisition float64 `protobuf:"fixed64,6,opt,name=acquisition,proto3" json:"acquisition,omitempty"`
+	// Probability that every constraint holds, by the constraint processes, then.
+	FeasibilityProbability float64 `protobuf:"fixed64,7,opt,name=feasibility_probability,json=feasibilityProbability,proto3" json:"feasibility_probability,omitempty"`
+	// Measured metrics (objective and constraints).
+	Metrics []*TuningMetric `protobuf:"bytes,8,rep,name=metrics,proto3" json:"metrics,omitempty"`
+	// The measured means meet every constraint.
+	Feasible      bool `protobuf:"varint,9,opt,name=feasible,proto3" json:"feasible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TuningArm) Reset() {
+	*x = TuningArm{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TuningArm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TuningArm) ProtoMessage() {}
+
+func (x *TuningArm) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TuningArm.ProtoReflect.Descriptor instead.
+func (*TuningArm) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TuningArm) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
+func (x *TuningArm) GetParameters() map[string]float64 {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *TuningArm) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TuningArm) GetPredictedMean() float64 {
+	if x != nil {
+		return x.PredictedMean
+	}
+	return 0
+}
+
+func (x *TuningArm) GetPredictedStddev() float64 {
+	if x != nil {
+		return x.PredictedStddev
+	}
+	return 0
+}
+
+func (x *TuningArm) GetAcquisition() float64 {
+	if x != nil {
+		return x.Acquisition
+	}
+	return 0
+}
+
+func (x *TuningArm) GetFeasibilityProbability() float64 {
+	if x != nil {
+		return x.FeasibilityProbability
+	}
+	return 0
+}
+
+func (x *TuningArm) GetMetrics() []*TuningMetric {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *TuningArm) GetFeasible() bool {
+	if x != nil {
+		return x.Feasible
+	}
+	return false
+}
+
+// One round: the blueprint version with its arms, and their scorecard.
+type TuningRound struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-based round number.
+	Round int32 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// The blueprint version applied with the round's arms.
+	BlueprintVersion int64 `protobuf:"varint,2,opt,name=blueprint_version,json=blueprintVersion,proto3" json:"blueprint_version,omitempty"`
+	// The arms.
+	Arms []*TuningArm `protobuf:"bytes,3,rep,name=arms,proto3" json:"arms,omitempty"`
+	// When the arms started serving (the blueprint version's apply time).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When the round was measured.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Scorecard warnings of the round (e.g. a sample ratio mismatch).
+	Warnings      []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TuningRound) Reset() {
+	*x = TuningRound{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TuningRound) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TuningRound) ProtoMessage() {}
+
+func (x *TuningRound) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TuningRound.ProtoReflect.Descriptor instead.
+func (*TuningRound) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *TuningRound) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *TuningRound) GetBlueprintVersion() int64 {
+	if x != nil {
+		return x.BlueprintVersion
+	}
+	return 0
+}
+
+func (x *TuningRound) GetArms() []*TuningArm {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
+func (x *TuningRound) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *TuningRound) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *TuningRound) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// The result (and, while running, the details) of a tuning operation.
+type TuningResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The use case.
+	UseCase string `protobuf:"bytes,1,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
+	// Rounds measured so far, in order.
+	Rounds []*TuningRound `protobuf:"bytes,2,rep,name=rounds,proto3" json:"rounds,omitempty"`
+	// The best setting that meets every constraint (empty when none does).
+	Best map[string]float64 `protobuf:"bytes,3,rep,name=best,proto3" json:"best,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The round of the best setting.
+	BestRound int32 `protobuf:"varint,4,opt,name=best_round,json=bestRound,proto3" json:"best_round,omitempty"`
+	// The arm of the best setting.
+	BestArm string `protobuf:"bytes,5,opt,name=best_arm,json=bestArm,proto3" json:"best_arm,omitempty"`
+	// The best setting's measured metrics.
+	BestMetrics []*TuningMetric `protobuf:"bytes,6,rep,name=best_metrics,json=bestMetrics,proto3" json:"best_metrics,omitempty"`
+	// The Gaussian process's objective mean at the best setting.
+	BestPredictedMean float64 `protobuf:"fixed64,7,opt,name=best_predicted_mean,json=bestPredictedMean,proto3" json:"best_predicted_mean,omitempty"`
+	// The best setting was applied (request.apply).
+	Applied bool `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The blueprint version in force after the tuning: the best setting applied, or
+	// the starting blueprint applied again.
+	FinalBlueprintVersion int64 `protobuf:"varint,9,opt,name=final_blueprint_version,json=finalBlueprintVersion,proto3" json:"final_blueprint_version,omitempty"`
+	// Warnings (e.g. no setting met every constraint).
+	Warnings      []string `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TuningResult) Reset() {
+	*x = TuningResult{}
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TuningResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TuningResult) ProtoMessage() {}
+
+func (x *TuningResult) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TuningResult.ProtoReflect.Descriptor instead.
+func (*TuningResult) Descriptor() ([]byte, []int) {
+	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *TuningResult) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
+}
+
+func (x *TuningResult) GetRounds() []*TuningRound {
+	if x != nil {
+		return x.Rounds
+	}
+	return nil
+}
+
+func (x *TuningResult) GetBest() map[string]float64 {
+	if x != nil {
+		return x.Best
+	}
+	return nil
+}
+
+func (x *TuningResult) GetBestRound() int32 {
+	if x != nil {
+		return x.BestRound
+	}
+	return 0
+}
+
+func (x *TuningResult) GetBestArm() string {
+	if x != nil {
+		return x.BestArm
+	}
+	return ""
+}
+
+func (x *TuningResult) GetBestMetrics() []*TuningMetric {
+	if x != nil {
+		return x.BestMetrics
+	}
+	return nil
+}
+
+func (x *TuningResult) GetBestPredictedMean() float64 {
+	if x != nil {
+		return x.BestPredictedMean
+	}
+	return 0
+}
+
+func (x *TuningResult) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *TuningResult) GetFinalBlueprintVersion() int64 {
+	if x != nil {
+		return x.FinalBlueprintVersion
+	}
+	return 0
+}
+
+func (x *TuningResult) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_loopwise_evaluator_v1_evaluator_service_proto protoreflect.FileDescriptor
 
 const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
@@ -5031,7 +5807,80 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\bmismatch\x18\x05 \x01(\bR\bmismatch\"A\n" +
 	"\x11CupedCoefficients\x12\x16\n" +
 	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
-	"\x05theta\x18\x02 \x03(\x01R\x05theta*\x8f\x01\n" +
+	"\x05theta\x18\x02 \x03(\x01R\x05theta\"J\n" +
+	"\x0eTunedParameter\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n" +
+	"\x03low\x18\x02 \x01(\x01R\x03low\x12\x12\n" +
+	"\x04high\x18\x03 \x01(\x01R\x04high\"\xac\x05\n" +
+	"\x12StartTuningRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
+	"\buse_case\x18\x02 \x01(\tR\auseCase\x12E\n" +
+	"\n" +
+	"parameters\x18\x03 \x03(\v2%.loopwise.evaluator.v1.TunedParameterR\n" +
+	"parameters\x12\x1c\n" +
+	"\tobjective\x18\x04 \x01(\tR\tobjective\x12C\n" +
+	"\vconstraints\x18\x05 \x03(\v2!.loopwise.evaluator.v1.ConstraintR\vconstraints\x12\x16\n" +
+	"\x06rounds\x18\x06 \x01(\x05R\x06rounds\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\a \x01(\x05R\tbatchSize\x12'\n" +
+	"\x10min_rows_per_arm\x18\b \x01(\x03R\rminRowsPerArm\x12>\n" +
+	"\rround_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\froundTimeout\x12\x14\n" +
+	"\x05apply\x18\n" +
+	" \x01(\bR\x05apply\x12D\n" +
+	"\vacquisition\x18\v \x01(\x0e2\".loopwise.evaluator.v1.AcquisitionR\vacquisition\x12\x12\n" +
+	"\x04seed\x18\f \x01(\x03R\x04seed\x12*\n" +
+	"\x11seed_from_offline\x18\r \x01(\bR\x0fseedFromOffline\x122\n" +
+	"\x15suggest_model_version\x18\x0e \x01(\x03R\x13suggestModelVersion\x12*\n" +
+	"\x11suggest_report_id\x18\x0f \x01(\tR\x0fsuggestReportId\x12\x16\n" +
+	"\x06author\x18\x10 \x01(\tR\x06author\"R\n" +
+	"\x13StartTuningResponse\x12;\n" +
+	"\toperation\x18\x01 \x01(\v2\x1d.loopwise.common.v1.OperationR\toperation\"\x84\x01\n" +
+	"\fTuningMetric\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x12\n" +
+	"\x04mean\x18\x02 \x01(\x01R\x04mean\x12\x19\n" +
+	"\bci_lower\x18\x03 \x01(\x01R\aciLower\x12\x19\n" +
+	"\bci_upper\x18\x04 \x01(\x01R\aciUpper\x12\x12\n" +
+	"\x04rows\x18\x05 \x01(\x03R\x04rows\"\xce\x03\n" +
+	"\tTuningArm\x12\x10\n" +
+	"\x03arm\x18\x01 \x01(\tR\x03arm\x12P\n" +
+	"\n" +
+	"parameters\x18\x02 \x03(\v20.loopwise.evaluator.v1.TuningArm.ParametersEntryR\n" +
+	"parameters\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12%\n" +
+	"\x0epredicted_mean\x18\x04 \x01(\x01R\rpredictedMean\x12)\n" +
+	"\x10predicted_stddev\x18\x05 \x01(\x01R\x0fpredictedStddev\x12 \n" +
+	"\vacquisition\x18\x06 \x01(\x01R\vacquisition\x127\n" +
+	"\x17feasibility_probability\x18\a \x01(\x01R\x16feasibilityProbability\x12=\n" +
+	"\ametrics\x18\b \x03(\v2#.loopwise.evaluator.v1.TuningMetricR\ametrics\x12\x1a\n" +
+	"\bfeasible\x18\t \x01(\bR\bfeasible\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x94\x02\n" +
+	"\vTuningRound\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x05R\x05round\x12+\n" +
+	"\x11blueprint_version\x18\x02 \x01(\x03R\x10blueprintVersion\x124\n" +
+	"\x04arms\x18\x03 \x03(\v2 .loopwise.evaluator.v1.TuningArmR\x04arms\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\"\x81\x04\n" +
+	"\fTuningResult\x12\x19\n" +
+	"\buse_case\x18\x01 \x01(\tR\auseCase\x12:\n" +
+	"\x06rounds\x18\x02 \x03(\v2\".loopwise.evaluator.v1.TuningRoundR\x06rounds\x12A\n" +
+	"\x04best\x18\x03 \x03(\v2-.loopwise.evaluator.v1.TuningResult.BestEntryR\x04best\x12\x1d\n" +
+	"\n" +
+	"best_round\x18\x04 \x01(\x05R\tbestRound\x12\x19\n" +
+	"\bbest_arm\x18\x05 \x01(\tR\abestArm\x12F\n" +
+	"\fbest_metrics\x18\x06 \x03(\v2#.loopwise.evaluator.v1.TuningMetricR\vbestMetrics\x12.\n" +
+	"\x13best_predicted_mean\x18\a \x01(\x01R\x11bestPredictedMean\x12\x18\n" +
+	"\aapplied\x18\b \x01(\bR\aapplied\x126\n" +
+	"\x17final_blueprint_version\x18\t \x01(\x03R\x15finalBlueprintVersion\x12\x1a\n" +
+	"\bwarnings\x18\n" +
+	" \x03(\tR\bwarnings\x1a7\n" +
+	"\tBestEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01*\x8f\x01\n" +
 	"\tEstimator\x12\x19\n" +
 	"\x15ESTIMATOR_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ESTIMATOR_LINEAR_DML\x10\x01\x12\x1f\n" +
@@ -5045,7 +5894,12 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x13ScorecardComparison\x12$\n" +
 	" SCORECARD_COMPARISON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SCORECARD_COMPARISON_ARMS\x10\x01\x12\x1f\n" +
-	"\x1bSCORECARD_COMPARISON_CANARY\x10\x022\xac\t\n" +
+	"\x1bSCORECARD_COMPARISON_CANARY\x10\x02*x\n" +
+	"\vAcquisition\x12\x1b\n" +
+	"\x17ACQUISITION_UNSPECIFIED\x10\x00\x12$\n" +
+	" ACQUISITION_EXPECTED_IMPROVEMENT\x10\x01\x12&\n" +
+	"\"ACQUISITION_UPPER_CONFIDENCE_BOUND\x10\x022\x92\n" +
+	"\n" +
 	"\x10EvaluatorService\x12p\n" +
 	"\x0fEstimateEffects\x12-.loopwise.evaluator.v1.EstimateEffectsRequest\x1a..loopwise.evaluator.v1.EstimateEffectsResponse\x12a\n" +
 	"\fGetOperation\x12'.loopwise.common.v1.GetOperationRequest\x1a(.loopwise.common.v1.GetOperationResponse\x12g\n" +
@@ -5057,7 +5911,8 @@ const file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc = "" +
 	"\x0ePredictEffects\x12,.loopwise.evaluator.v1.PredictEffectsRequest\x1a-.loopwise.evaluator.v1.PredictEffectsResponse\x12m\n" +
 	"\x0eEvaluatePolicy\x12,.loopwise.evaluator.v1.EvaluatePolicyRequest\x1a-.loopwise.evaluator.v1.EvaluatePolicyResponse\x12v\n" +
 	"\x11SuggestParameters\x12/.loopwise.evaluator.v1.SuggestParametersRequest\x1a0.loopwise.evaluator.v1.SuggestParametersResponse\x12g\n" +
-	"\fGetScorecard\x12*.loopwise.evaluator.v1.GetScorecardRequest\x1a+.loopwise.evaluator.v1.GetScorecardResponseB\xf7\x01\n" +
+	"\fGetScorecard\x12*.loopwise.evaluator.v1.GetScorecardRequest\x1a+.loopwise.evaluator.v1.GetScorecardResponse\x12d\n" +
+	"\vStartTuning\x12).loopwise.evaluator.v1.StartTuningRequest\x1a*.loopwise.evaluator.v1.StartTuningResponseB\xf7\x01\n" +
 	"\x19com.loopwise.evaluator.v1B\x15EvaluatorServiceProtoP\x01ZMgithub.com/loopwise/loopwise/clients/go/gen/loopwise/evaluator/v1;evaluatorv1\xa2\x02\x03LEX\xaa\x02\x15Loopwise.Evaluator.V1\xca\x02\x15Loopwise\\Evaluator\\V1\xe2\x02!Loopwise\\Evaluator\\V1\\GPBMetadata\xea\x02\x17Loopwise::Evaluator::V1b\x06proto3"
 
 var (
@@ -5072,166 +5927,191 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_rawDescGZIP() []byte {
 	return file_loopwise_evaluator_v1_evaluator_service_proto_rawDescData
 }
 
-var file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_loopwise_evaluator_v1_evaluator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_loopwise_evaluator_v1_evaluator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_loopwise_evaluator_v1_evaluator_service_proto_goTypes = []any{
 	(Estimator)(0),                     // 0: loopwise.evaluator.v1.Estimator
 	(TreatmentSource)(0),               // 1: loopwise.evaluator.v1.TreatmentSource
 	(ScorecardComparison)(0),           // 2: loopwise.evaluator.v1.ScorecardComparison
-	(*EstimateEffectsRequest)(nil),     // 3: loopwise.evaluator.v1.EstimateEffectsRequest
-	(*EstimateEffectsResponse)(nil),    // 4: loopwise.evaluator.v1.EstimateEffectsResponse
-	(*Quantile)(nil),                   // 5: loopwise.evaluator.v1.Quantile
-	(*EstimateEffectsResult)(nil),      // 6: loopwise.evaluator.v1.EstimateEffectsResult
-	(*Overlap)(nil),                    // 7: loopwise.evaluator.v1.Overlap
-	(*NuisanceScore)(nil),              // 8: loopwise.evaluator.v1.NuisanceScore
-	(*Segment)(nil),                    // 9: loopwise.evaluator.v1.Segment
-	(*Validation)(nil),                 // 10: loopwise.evaluator.v1.Validation
-	(*PolicyValue)(nil),                // 11: loopwise.evaluator.v1.PolicyValue
-	(*PolicySummary)(nil),              // 12: loopwise.evaluator.v1.PolicySummary
-	(*Refutation)(nil),                 // 13: loopwise.evaluator.v1.Refutation
-	(*Reproducibility)(nil),            // 14: loopwise.evaluator.v1.Reproducibility
-	(*CateModel)(nil),                  // 15: loopwise.evaluator.v1.CateModel
-	(*Verdict)(nil),                    // 16: loopwise.evaluator.v1.Verdict
-	(*IntervalCalibration)(nil),        // 17: loopwise.evaluator.v1.IntervalCalibration
-	(*VersionCount)(nil),               // 18: loopwise.evaluator.v1.VersionCount
-	(*DataQuality)(nil),                // 19: loopwise.evaluator.v1.DataQuality
-	(*SampleSplit)(nil),                // 20: loopwise.evaluator.v1.SampleSplit
-	(*GetReportRequest)(nil),           // 21: loopwise.evaluator.v1.GetReportRequest
-	(*GetReportResponse)(nil),          // 22: loopwise.evaluator.v1.GetReportResponse
-	(*ListReportsRequest)(nil),         // 23: loopwise.evaluator.v1.ListReportsRequest
-	(*ListReportsResponse)(nil),        // 24: loopwise.evaluator.v1.ListReportsResponse
-	(*PredictEffectsRequest)(nil),      // 25: loopwise.evaluator.v1.PredictEffectsRequest
-	(*PredictEffectsResponse)(nil),     // 26: loopwise.evaluator.v1.PredictEffectsResponse
-	(*EvaluatePolicyRequest)(nil),      // 27: loopwise.evaluator.v1.EvaluatePolicyRequest
-	(*PolicyEstimate)(nil),             // 28: loopwise.evaluator.v1.PolicyEstimate
-	(*EvaluatePolicyResponse)(nil),     // 29: loopwise.evaluator.v1.EvaluatePolicyResponse
-	(*SuggestParametersRequest)(nil),   // 30: loopwise.evaluator.v1.SuggestParametersRequest
-	(*ParameterRange)(nil),             // 31: loopwise.evaluator.v1.ParameterRange
-	(*Constraint)(nil),                 // 32: loopwise.evaluator.v1.Constraint
-	(*Trial)(nil),                      // 33: loopwise.evaluator.v1.Trial
-	(*SuggestParametersResponse)(nil),  // 34: loopwise.evaluator.v1.SuggestParametersResponse
-	(*GetScorecardRequest)(nil),        // 35: loopwise.evaluator.v1.GetScorecardRequest
-	(*GetScorecardResponse)(nil),       // 36: loopwise.evaluator.v1.GetScorecardResponse
-	(*Scorecard)(nil),                  // 37: loopwise.evaluator.v1.Scorecard
-	(*ScorecardGroup)(nil),             // 38: loopwise.evaluator.v1.ScorecardGroup
-	(*GroupMetric)(nil),                // 39: loopwise.evaluator.v1.GroupMetric
-	(*MetricComparison)(nil),           // 40: loopwise.evaluator.v1.MetricComparison
-	(*SequentialTest)(nil),             // 41: loopwise.evaluator.v1.SequentialTest
-	(*SequentialLook)(nil),             // 42: loopwise.evaluator.v1.SequentialLook
-	(*SampleRatioTest)(nil),            // 43: loopwise.evaluator.v1.SampleRatioTest
-	(*CupedCoefficients)(nil),          // 44: loopwise.evaluator.v1.CupedCoefficients
-	nil,                                // 45: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	nil,                                // 46: loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	nil,                                // 47: loopwise.evaluator.v1.Trial.ParametersEntry
-	nil,                                // 48: loopwise.evaluator.v1.Trial.MetricsEntry
-	nil,                                // 49: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	nil,                                // 50: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	(*timestamppb.Timestamp)(nil),      // 51: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 52: google.protobuf.Duration
-	(*v1.Operation)(nil),               // 53: loopwise.common.v1.Operation
-	(*v1.Policy)(nil),                  // 54: loopwise.common.v1.Policy
-	(*v1.GetOperationRequest)(nil),     // 55: loopwise.common.v1.GetOperationRequest
-	(*v1.ListOperationsRequest)(nil),   // 56: loopwise.common.v1.ListOperationsRequest
-	(*v1.CancelOperationRequest)(nil),  // 57: loopwise.common.v1.CancelOperationRequest
-	(*v1.WatchOperationRequest)(nil),   // 58: loopwise.common.v1.WatchOperationRequest
-	(*v1.GetOperationResponse)(nil),    // 59: loopwise.common.v1.GetOperationResponse
-	(*v1.ListOperationsResponse)(nil),  // 60: loopwise.common.v1.ListOperationsResponse
-	(*v1.CancelOperationResponse)(nil), // 61: loopwise.common.v1.CancelOperationResponse
-	(*v1.WatchOperationResponse)(nil),  // 62: loopwise.common.v1.WatchOperationResponse
+	(Acquisition)(0),                   // 3: loopwise.evaluator.v1.Acquisition
+	(*EstimateEffectsRequest)(nil),     // 4: loopwise.evaluator.v1.EstimateEffectsRequest
+	(*EstimateEffectsResponse)(nil),    // 5: loopwise.evaluator.v1.EstimateEffectsResponse
+	(*Quantile)(nil),                   // 6: loopwise.evaluator.v1.Quantile
+	(*EstimateEffectsResult)(nil),      // 7: loopwise.evaluator.v1.EstimateEffectsResult
+	(*Overlap)(nil),                    // 8: loopwise.evaluator.v1.Overlap
+	(*NuisanceScore)(nil),              // 9: loopwise.evaluator.v1.NuisanceScore
+	(*Segment)(nil),                    // 10: loopwise.evaluator.v1.Segment
+	(*Validation)(nil),                 // 11: loopwise.evaluator.v1.Validation
+	(*PolicyValue)(nil),                // 12: loopwise.evaluator.v1.PolicyValue
+	(*PolicySummary)(nil),              // 13: loopwise.evaluator.v1.PolicySummary
+	(*Refutation)(nil),                 // 14: loopwise.evaluator.v1.Refutation
+	(*Reproducibility)(nil),            // 15: loopwise.evaluator.v1.Reproducibility
+	(*CateModel)(nil),                  // 16: loopwise.evaluator.v1.CateModel
+	(*Verdict)(nil),                    // 17: loopwise.evaluator.v1.Verdict
+	(*IntervalCalibration)(nil),        // 18: loopwise.evaluator.v1.IntervalCalibration
+	(*VersionCount)(nil),               // 19: loopwise.evaluator.v1.VersionCount
+	(*DataQuality)(nil),                // 20: loopwise.evaluator.v1.DataQuality
+	(*SampleSplit)(nil),                // 21: loopwise.evaluator.v1.SampleSplit
+	(*GetReportRequest)(nil),           // 22: loopwise.evaluator.v1.GetReportRequest
+	(*GetReportResponse)(nil),          // 23: loopwise.evaluator.v1.GetReportResponse
+	(*ListReportsRequest)(nil),         // 24: loopwise.evaluator.v1.ListReportsRequest
+	(*ListReportsResponse)(nil),        // 25: loopwise.evaluator.v1.ListReportsResponse
+	(*PredictEffectsRequest)(nil),      // 26: loopwise.evaluator.v1.PredictEffectsRequest
+	(*PredictEffectsResponse)(nil),     // 27: loopwise.evaluator.v1.PredictEffectsResponse
+	(*EvaluatePolicyRequest)(nil),      // 28: loopwise.evaluator.v1.EvaluatePolicyRequest
+	(*PolicyEstimate)(nil),             // 29: loopwise.evaluator.v1.PolicyEstimate
+	(*EvaluatePolicyResponse)(nil),     // 30: loopwise.evaluator.v1.EvaluatePolicyResponse
+	(*SuggestParametersRequest)(nil),   // 31: loopwise.evaluator.v1.SuggestParametersRequest
+	(*ParameterRange)(nil),             // 32: loopwise.evaluator.v1.ParameterRange
+	(*Constraint)(nil),                 // 33: loopwise.evaluator.v1.Constraint
+	(*Trial)(nil),                      // 34: loopwise.evaluator.v1.Trial
+	(*SuggestParametersResponse)(nil),  // 35: loopwise.evaluator.v1.SuggestParametersResponse
+	(*GetScorecardRequest)(nil),        // 36: loopwise.evaluator.v1.GetScorecardRequest
+	(*GetScorecardResponse)(nil),       // 37: loopwise.evaluator.v1.GetScorecardResponse
+	(*Scorecard)(nil),                  // 38: loopwise.evaluator.v1.Scorecard
+	(*ScorecardGroup)(nil),             // 39: loopwise.evaluator.v1.ScorecardGroup
+	(*GroupMetric)(nil),                // 40: loopwise.evaluator.v1.GroupMetric
+	(*MetricComparison)(nil),           // 41: loopwise.evaluator.v1.MetricComparison
+	(*SequentialTest)(nil),             // 42: loopwise.evaluator.v1.SequentialTest
+	(*SequentialLook)(nil),             // 43: loopwise.evaluator.v1.SequentialLook
+	(*SampleRatioTest)(nil),            // 44: loopwise.evaluator.v1.SampleRatioTest
+	(*CupedCoefficients)(nil),          // 45: loopwise.evaluator.v1.CupedCoefficients
+	(*TunedParameter)(nil),             // 46: loopwise.evaluator.v1.TunedParameter
+	(*StartTuningRequest)(nil),         // 47: loopwise.evaluator.v1.StartTuningRequest
+	(*StartTuningResponse)(nil),        // 48: loopwise.evaluator.v1.StartTuningResponse
+	(*TuningMetric)(nil),               // 49: loopwise.evaluator.v1.TuningMetric
+	(*TuningArm)(nil),                  // 50: loopwise.evaluator.v1.TuningArm
+	(*TuningRound)(nil),                // 51: loopwise.evaluator.v1.TuningRound
+	(*TuningResult)(nil),               // 52: loopwise.evaluator.v1.TuningResult
+	nil,                                // 53: loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	nil,                                // 54: loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	nil,                                // 55: loopwise.evaluator.v1.Trial.ParametersEntry
+	nil,                                // 56: loopwise.evaluator.v1.Trial.MetricsEntry
+	nil,                                // 57: loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	nil,                                // 58: loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	nil,                                // 59: loopwise.evaluator.v1.TuningArm.ParametersEntry
+	nil,                                // 60: loopwise.evaluator.v1.TuningResult.BestEntry
+	(*timestamppb.Timestamp)(nil),      // 61: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 62: google.protobuf.Duration
+	(*v1.Operation)(nil),               // 63: loopwise.common.v1.Operation
+	(*v1.Policy)(nil),                  // 64: loopwise.common.v1.Policy
+	(*v1.GetOperationRequest)(nil),     // 65: loopwise.common.v1.GetOperationRequest
+	(*v1.ListOperationsRequest)(nil),   // 66: loopwise.common.v1.ListOperationsRequest
+	(*v1.CancelOperationRequest)(nil),  // 67: loopwise.common.v1.CancelOperationRequest
+	(*v1.WatchOperationRequest)(nil),   // 68: loopwise.common.v1.WatchOperationRequest
+	(*v1.GetOperationResponse)(nil),    // 69: loopwise.common.v1.GetOperationResponse
+	(*v1.ListOperationsResponse)(nil),  // 70: loopwise.common.v1.ListOperationsResponse
+	(*v1.CancelOperationResponse)(nil), // 71: loopwise.common.v1.CancelOperationResponse
+	(*v1.WatchOperationResponse)(nil),  // 72: loopwise.common.v1.WatchOperationResponse
 }
 var file_loopwise_evaluator_v1_evaluator_service_proto_depIdxs = []int32{
-	51, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
-	51, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
+	61, // 0: loopwise.evaluator.v1.EstimateEffectsRequest.start_time:type_name -> google.protobuf.Timestamp
+	61, // 1: loopwise.evaluator.v1.EstimateEffectsRequest.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: loopwise.evaluator.v1.EstimateEffectsRequest.estimator:type_name -> loopwise.evaluator.v1.Estimator
 	1,  // 3: loopwise.evaluator.v1.EstimateEffectsRequest.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	52, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
-	53, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
-	5,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
+	62, // 4: loopwise.evaluator.v1.EstimateEffectsRequest.timeout:type_name -> google.protobuf.Duration
+	63, // 5: loopwise.evaluator.v1.EstimateEffectsResponse.operation:type_name -> loopwise.common.v1.Operation
+	6,  // 6: loopwise.evaluator.v1.EstimateEffectsResult.cate_quantiles:type_name -> loopwise.evaluator.v1.Quantile
 	0,  // 7: loopwise.evaluator.v1.EstimateEffectsResult.estimator:type_name -> loopwise.evaluator.v1.Estimator
-	51, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
-	8,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
-	9,  // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
-	10, // 12: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
-	12, // 13: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
-	13, // 14: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
-	14, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
-	15, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
+	61, // 8: loopwise.evaluator.v1.EstimateEffectsResult.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: loopwise.evaluator.v1.EstimateEffectsResult.overlap:type_name -> loopwise.evaluator.v1.Overlap
+	9,  // 10: loopwise.evaluator.v1.EstimateEffectsResult.nuisance_scores:type_name -> loopwise.evaluator.v1.NuisanceScore
+	10, // 11: loopwise.evaluator.v1.EstimateEffectsResult.segments:type_name -> loopwise.evaluator.v1.Segment
+	11, // 12: loopwise.evaluator.v1.EstimateEffectsResult.validation:type_name -> loopwise.evaluator.v1.Validation
+	13, // 13: loopwise.evaluator.v1.EstimateEffectsResult.policy:type_name -> loopwise.evaluator.v1.PolicySummary
+	14, // 14: loopwise.evaluator.v1.EstimateEffectsResult.refutations:type_name -> loopwise.evaluator.v1.Refutation
+	15, // 15: loopwise.evaluator.v1.EstimateEffectsResult.reproducibility:type_name -> loopwise.evaluator.v1.Reproducibility
+	16, // 16: loopwise.evaluator.v1.EstimateEffectsResult.cate_model:type_name -> loopwise.evaluator.v1.CateModel
 	1,  // 17: loopwise.evaluator.v1.EstimateEffectsResult.treatment_source:type_name -> loopwise.evaluator.v1.TreatmentSource
-	45, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
-	16, // 19: loopwise.evaluator.v1.EstimateEffectsResult.verdict:type_name -> loopwise.evaluator.v1.Verdict
-	17, // 20: loopwise.evaluator.v1.EstimateEffectsResult.interval_calibration:type_name -> loopwise.evaluator.v1.IntervalCalibration
-	19, // 21: loopwise.evaluator.v1.EstimateEffectsResult.data_quality:type_name -> loopwise.evaluator.v1.DataQuality
-	20, // 22: loopwise.evaluator.v1.EstimateEffectsResult.sample_split:type_name -> loopwise.evaluator.v1.SampleSplit
-	11, // 23: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
-	11, // 24: loopwise.evaluator.v1.PolicySummary.gain_over_treat_none:type_name -> loopwise.evaluator.v1.PolicyValue
-	11, // 25: loopwise.evaluator.v1.PolicySummary.gain_over_treat_all:type_name -> loopwise.evaluator.v1.PolicyValue
-	51, // 26: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
-	51, // 27: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
-	46, // 28: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
-	18, // 29: loopwise.evaluator.v1.DataQuality.blueprint_versions:type_name -> loopwise.evaluator.v1.VersionCount
-	18, // 30: loopwise.evaluator.v1.DataQuality.model_versions:type_name -> loopwise.evaluator.v1.VersionCount
-	6,  // 31: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	6,  // 32: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
-	51, // 33: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
-	51, // 34: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
-	54, // 35: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
-	28, // 36: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	28, // 37: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
-	31, // 38: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
-	32, // 39: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
-	51, // 40: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
-	51, // 41: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
-	47, // 42: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
-	48, // 43: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
-	49, // 44: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
-	50, // 45: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
-	33, // 46: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
+	53, // 18: loopwise.evaluator.v1.EstimateEffectsResult.estimator_scores:type_name -> loopwise.evaluator.v1.EstimateEffectsResult.EstimatorScoresEntry
+	17, // 19: loopwise.evaluator.v1.EstimateEffectsResult.verdict:type_name -> loopwise.evaluator.v1.Verdict
+	18, // 20: loopwise.evaluator.v1.EstimateEffectsResult.interval_calibration:type_name -> loopwise.evaluator.v1.IntervalCalibration
+	20, // 21: loopwise.evaluator.v1.EstimateEffectsResult.data_quality:type_name -> loopwise.evaluator.v1.DataQuality
+	21, // 22: loopwise.evaluator.v1.EstimateEffectsResult.sample_split:type_name -> loopwise.evaluator.v1.SampleSplit
+	12, // 23: loopwise.evaluator.v1.PolicySummary.values:type_name -> loopwise.evaluator.v1.PolicyValue
+	12, // 24: loopwise.evaluator.v1.PolicySummary.gain_over_treat_none:type_name -> loopwise.evaluator.v1.PolicyValue
+	12, // 25: loopwise.evaluator.v1.PolicySummary.gain_over_treat_all:type_name -> loopwise.evaluator.v1.PolicyValue
+	61, // 26: loopwise.evaluator.v1.Reproducibility.data_start_time:type_name -> google.protobuf.Timestamp
+	61, // 27: loopwise.evaluator.v1.Reproducibility.data_end_time:type_name -> google.protobuf.Timestamp
+	54, // 28: loopwise.evaluator.v1.Reproducibility.versions:type_name -> loopwise.evaluator.v1.Reproducibility.VersionsEntry
+	19, // 29: loopwise.evaluator.v1.DataQuality.blueprint_versions:type_name -> loopwise.evaluator.v1.VersionCount
+	19, // 30: loopwise.evaluator.v1.DataQuality.model_versions:type_name -> loopwise.evaluator.v1.VersionCount
+	7,  // 31: loopwise.evaluator.v1.GetReportResponse.result:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	7,  // 32: loopwise.evaluator.v1.ListReportsResponse.reports:type_name -> loopwise.evaluator.v1.EstimateEffectsResult
+	61, // 33: loopwise.evaluator.v1.EvaluatePolicyRequest.start_time:type_name -> google.protobuf.Timestamp
+	61, // 34: loopwise.evaluator.v1.EvaluatePolicyRequest.end_time:type_name -> google.protobuf.Timestamp
+	64, // 35: loopwise.evaluator.v1.EvaluatePolicyRequest.policy_variant:type_name -> loopwise.common.v1.Policy
+	29, // 36: loopwise.evaluator.v1.EvaluatePolicyResponse.snips:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	29, // 37: loopwise.evaluator.v1.EvaluatePolicyResponse.doubly_robust:type_name -> loopwise.evaluator.v1.PolicyEstimate
+	32, // 38: loopwise.evaluator.v1.SuggestParametersRequest.ranges:type_name -> loopwise.evaluator.v1.ParameterRange
+	33, // 39: loopwise.evaluator.v1.SuggestParametersRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
+	61, // 40: loopwise.evaluator.v1.SuggestParametersRequest.start_time:type_name -> google.protobuf.Timestamp
+	61, // 41: loopwise.evaluator.v1.SuggestParametersRequest.end_time:type_name -> google.protobuf.Timestamp
+	55, // 42: loopwise.evaluator.v1.Trial.parameters:type_name -> loopwise.evaluator.v1.Trial.ParametersEntry
+	56, // 43: loopwise.evaluator.v1.Trial.metrics:type_name -> loopwise.evaluator.v1.Trial.MetricsEntry
+	57, // 44: loopwise.evaluator.v1.SuggestParametersResponse.suggestion:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.SuggestionEntry
+	58, // 45: loopwise.evaluator.v1.SuggestParametersResponse.metrics:type_name -> loopwise.evaluator.v1.SuggestParametersResponse.MetricsEntry
+	34, // 46: loopwise.evaluator.v1.SuggestParametersResponse.history:type_name -> loopwise.evaluator.v1.Trial
 	2,  // 47: loopwise.evaluator.v1.GetScorecardRequest.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
-	51, // 48: loopwise.evaluator.v1.GetScorecardRequest.start_time:type_name -> google.protobuf.Timestamp
-	51, // 49: loopwise.evaluator.v1.GetScorecardRequest.end_time:type_name -> google.protobuf.Timestamp
-	52, // 50: loopwise.evaluator.v1.GetScorecardRequest.look_interval:type_name -> google.protobuf.Duration
-	37, // 51: loopwise.evaluator.v1.GetScorecardResponse.scorecard:type_name -> loopwise.evaluator.v1.Scorecard
+	61, // 48: loopwise.evaluator.v1.GetScorecardRequest.start_time:type_name -> google.protobuf.Timestamp
+	61, // 49: loopwise.evaluator.v1.GetScorecardRequest.end_time:type_name -> google.protobuf.Timestamp
+	62, // 50: loopwise.evaluator.v1.GetScorecardRequest.look_interval:type_name -> google.protobuf.Duration
+	38, // 51: loopwise.evaluator.v1.GetScorecardResponse.scorecard:type_name -> loopwise.evaluator.v1.Scorecard
 	2,  // 52: loopwise.evaluator.v1.Scorecard.comparison:type_name -> loopwise.evaluator.v1.ScorecardComparison
-	38, // 53: loopwise.evaluator.v1.Scorecard.groups:type_name -> loopwise.evaluator.v1.ScorecardGroup
-	39, // 54: loopwise.evaluator.v1.Scorecard.group_metrics:type_name -> loopwise.evaluator.v1.GroupMetric
-	40, // 55: loopwise.evaluator.v1.Scorecard.comparisons:type_name -> loopwise.evaluator.v1.MetricComparison
-	43, // 56: loopwise.evaluator.v1.Scorecard.sample_ratio:type_name -> loopwise.evaluator.v1.SampleRatioTest
-	44, // 57: loopwise.evaluator.v1.Scorecard.coefficients:type_name -> loopwise.evaluator.v1.CupedCoefficients
-	51, // 58: loopwise.evaluator.v1.Scorecard.data_start_time:type_name -> google.protobuf.Timestamp
-	51, // 59: loopwise.evaluator.v1.Scorecard.data_end_time:type_name -> google.protobuf.Timestamp
-	52, // 60: loopwise.evaluator.v1.Scorecard.look_interval:type_name -> google.protobuf.Duration
-	51, // 61: loopwise.evaluator.v1.Scorecard.create_time:type_name -> google.protobuf.Timestamp
-	41, // 62: loopwise.evaluator.v1.MetricComparison.sequential:type_name -> loopwise.evaluator.v1.SequentialTest
-	42, // 63: loopwise.evaluator.v1.SequentialTest.looks:type_name -> loopwise.evaluator.v1.SequentialLook
-	51, // 64: loopwise.evaluator.v1.SequentialLook.time:type_name -> google.protobuf.Timestamp
-	3,  // 65: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
-	55, // 66: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	56, // 67: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	57, // 68: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	58, // 69: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	21, // 70: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
-	23, // 71: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
-	25, // 72: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
-	27, // 73: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
-	30, // 74: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
-	35, // 75: loopwise.evaluator.v1.EvaluatorService.GetScorecard:input_type -> loopwise.evaluator.v1.GetScorecardRequest
-	4,  // 76: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
-	59, // 77: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	60, // 78: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	61, // 79: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	62, // 80: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	22, // 81: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
-	24, // 82: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
-	26, // 83: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
-	29, // 84: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
-	34, // 85: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
-	36, // 86: loopwise.evaluator.v1.EvaluatorService.GetScorecard:output_type -> loopwise.evaluator.v1.GetScorecardResponse
-	76, // [76:87] is the sub-list for method output_type
-	65, // [65:76] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	39, // 53: loopwise.evaluator.v1.Scorecard.groups:type_name -> loopwise.evaluator.v1.ScorecardGroup
+	40, // 54: loopwise.evaluator.v1.Scorecard.group_metrics:type_name -> loopwise.evaluator.v1.GroupMetric
+	41, // 55: loopwise.evaluator.v1.Scorecard.comparisons:type_name -> loopwise.evaluator.v1.MetricComparison
+	44, // 56: loopwise.evaluator.v1.Scorecard.sample_ratio:type_name -> loopwise.evaluator.v1.SampleRatioTest
+	45, // 57: loopwise.evaluator.v1.Scorecard.coefficients:type_name -> loopwise.evaluator.v1.CupedCoefficients
+	61, // 58: loopwise.evaluator.v1.Scorecard.data_start_time:type_name -> google.protobuf.Timestamp
+	61, // 59: loopwise.evaluator.v1.Scorecard.data_end_time:type_name -> google.protobuf.Timestamp
+	62, // 60: loopwise.evaluator.v1.Scorecard.look_interval:type_name -> google.protobuf.Duration
+	61, // 61: loopwise.evaluator.v1.Scorecard.create_time:type_name -> google.protobuf.Timestamp
+	42, // 62: loopwise.evaluator.v1.MetricComparison.sequential:type_name -> loopwise.evaluator.v1.SequentialTest
+	43, // 63: loopwise.evaluator.v1.SequentialTest.looks:type_name -> loopwise.evaluator.v1.SequentialLook
+	61, // 64: loopwise.evaluator.v1.SequentialLook.time:type_name -> google.protobuf.Timestamp
+	46, // 65: loopwise.evaluator.v1.StartTuningRequest.parameters:type_name -> loopwise.evaluator.v1.TunedParameter
+	33, // 66: loopwise.evaluator.v1.StartTuningRequest.constraints:type_name -> loopwise.evaluator.v1.Constraint
+	62, // 67: loopwise.evaluator.v1.StartTuningRequest.round_timeout:type_name -> google.protobuf.Duration
+	3,  // 68: loopwise.evaluator.v1.StartTuningRequest.acquisition:type_name -> loopwise.evaluator.v1.Acquisition
+	63, // 69: loopwise.evaluator.v1.StartTuningResponse.operation:type_name -> loopwise.common.v1.Operation
+	59, // 70: loopwise.evaluator.v1.TuningArm.parameters:type_name -> loopwise.evaluator.v1.TuningArm.ParametersEntry
+	49, // 71: loopwise.evaluator.v1.TuningArm.metrics:type_name -> loopwise.evaluator.v1.TuningMetric
+	50, // 72: loopwise.evaluator.v1.TuningRound.arms:type_name -> loopwise.evaluator.v1.TuningArm
+	61, // 73: loopwise.evaluator.v1.TuningRound.start_time:type_name -> google.protobuf.Timestamp
+	61, // 74: loopwise.evaluator.v1.TuningRound.end_time:type_name -> google.protobuf.Timestamp
+	51, // 75: loopwise.evaluator.v1.TuningResult.rounds:type_name -> loopwise.evaluator.v1.TuningRound
+	60, // 76: loopwise.evaluator.v1.TuningResult.best:type_name -> loopwise.evaluator.v1.TuningResult.BestEntry
+	49, // 77: loopwise.evaluator.v1.TuningResult.best_metrics:type_name -> loopwise.evaluator.v1.TuningMetric
+	4,  // 78: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:input_type -> loopwise.evaluator.v1.EstimateEffectsRequest
+	65, // 79: loopwise.evaluator.v1.EvaluatorService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	66, // 80: loopwise.evaluator.v1.EvaluatorService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	67, // 81: loopwise.evaluator.v1.EvaluatorService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	68, // 82: loopwise.evaluator.v1.EvaluatorService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	22, // 83: loopwise.evaluator.v1.EvaluatorService.GetReport:input_type -> loopwise.evaluator.v1.GetReportRequest
+	24, // 84: loopwise.evaluator.v1.EvaluatorService.ListReports:input_type -> loopwise.evaluator.v1.ListReportsRequest
+	26, // 85: loopwise.evaluator.v1.EvaluatorService.PredictEffects:input_type -> loopwise.evaluator.v1.PredictEffectsRequest
+	28, // 86: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:input_type -> loopwise.evaluator.v1.EvaluatePolicyRequest
+	31, // 87: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:input_type -> loopwise.evaluator.v1.SuggestParametersRequest
+	36, // 88: loopwise.evaluator.v1.EvaluatorService.GetScorecard:input_type -> loopwise.evaluator.v1.GetScorecardRequest
+	47, // 89: loopwise.evaluator.v1.EvaluatorService.StartTuning:input_type -> loopwise.evaluator.v1.StartTuningRequest
+	5,  // 90: loopwise.evaluator.v1.EvaluatorService.EstimateEffects:output_type -> loopwise.evaluator.v1.EstimateEffectsResponse
+	69, // 91: loopwise.evaluator.v1.EvaluatorService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	70, // 92: loopwise.evaluator.v1.EvaluatorService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	71, // 93: loopwise.evaluator.v1.EvaluatorService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	72, // 94: loopwise.evaluator.v1.EvaluatorService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	23, // 95: loopwise.evaluator.v1.EvaluatorService.GetReport:output_type -> loopwise.evaluator.v1.GetReportResponse
+	25, // 96: loopwise.evaluator.v1.EvaluatorService.ListReports:output_type -> loopwise.evaluator.v1.ListReportsResponse
+	27, // 97: loopwise.evaluator.v1.EvaluatorService.PredictEffects:output_type -> loopwise.evaluator.v1.PredictEffectsResponse
+	30, // 98: loopwise.evaluator.v1.EvaluatorService.EvaluatePolicy:output_type -> loopwise.evaluator.v1.EvaluatePolicyResponse
+	35, // 99: loopwise.evaluator.v1.EvaluatorService.SuggestParameters:output_type -> loopwise.evaluator.v1.SuggestParametersResponse
+	37, // 100: loopwise.evaluator.v1.EvaluatorService.GetScorecard:output_type -> loopwise.evaluator.v1.GetScorecardResponse
+	48, // 101: loopwise.evaluator.v1.EvaluatorService.StartTuning:output_type -> loopwise.evaluator.v1.StartTuningResponse
+	90, // [90:102] is the sub-list for method output_type
+	78, // [78:90] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_evaluator_v1_evaluator_service_proto_init() }
@@ -5245,8 +6125,8 @@ func file_loopwise_evaluator_v1_evaluator_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc), len(file_loopwise_evaluator_v1_evaluator_service_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   48,
+			NumEnums:      4,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

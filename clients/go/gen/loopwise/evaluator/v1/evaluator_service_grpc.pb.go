@@ -34,6 +34,7 @@ const (
 	EvaluatorService_EvaluatePolicy_FullMethodName    = "/loopwise.evaluator.v1.EvaluatorService/EvaluatePolicy"
 	EvaluatorService_SuggestParameters_FullMethodName = "/loopwise.evaluator.v1.EvaluatorService/SuggestParameters"
 	EvaluatorService_GetScorecard_FullMethodName      = "/loopwise.evaluator.v1.EvaluatorService/GetScorecard"
+	EvaluatorService_StartTuning_FullMethodName       = "/loopwise.evaluator.v1.EvaluatorService/StartTuning"
 )
 
 // EvaluatorServiceClient is the client API for EvaluatorService service.
@@ -67,6 +68,10 @@ type EvaluatorServiceClient interface {
 	// on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
 	// sequential test (docs/scorecards.md).
 	GetScorecard(ctx context.Context, in *GetScorecardRequest, opts ...grpc.CallOption) (*GetScorecardResponse, error)
+	// Start tuning blueprint parameters online (docs/tuning.md): rounds of experiment
+	// arms proposed by Gaussian processes, measured on their scorecard metrics; returns
+	// an operation whose details and result are a TuningResult.
+	StartTuning(ctx context.Context, in *StartTuningRequest, opts ...grpc.CallOption) (*StartTuningResponse, error)
 }
 
 type evaluatorServiceClient struct {
@@ -196,6 +201,16 @@ func (c *evaluatorServiceClient) GetScorecard(ctx context.Context, in *GetScorec
 	return out, nil
 }
 
+func (c *evaluatorServiceClient) StartTuning(ctx context.Context, in *StartTuningRequest, opts ...grpc.CallOption) (*StartTuningResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartTuningResponse)
+	err := c.cc.Invoke(ctx, EvaluatorService_StartTuning_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EvaluatorServiceServer is the server API for EvaluatorService service.
 // All implementations must embed UnimplementedEvaluatorServiceServer
 // for forward compatibility.
@@ -227,6 +242,10 @@ type EvaluatorServiceServer interface {
 	// on every metric, with CIs, CUPED, a sample-ratio-mismatch test and an always-valid
 	// sequential test (docs/scorecards.md).
 	GetScorecard(context.Context, *GetScorecardRequest) (*GetScorecardResponse, error)
+	// Start tuning blueprint parameters online (docs/tuning.md): rounds of experiment
+	// arms proposed by Gaussian processes, measured on their scorecard metrics; returns
+	// an operation whose details and result are a TuningResult.
+	StartTuning(context.Context, *StartTuningRequest) (*StartTuningResponse, error)
 	mustEmbedUnimplementedEvaluatorServiceServer()
 }
 
@@ -269,6 +288,9 @@ func (UnimplementedEvaluatorServiceServer) SuggestParameters(context.Context, *S
 }
 func (UnimplementedEvaluatorServiceServer) GetScorecard(context.Context, *GetScorecardRequest) (*GetScorecardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetScorecard not implemented")
+}
+func (UnimplementedEvaluatorServiceServer) StartTuning(context.Context, *StartTuningRequest) (*StartTuningResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartTuning not implemented")
 }
 func (UnimplementedEvaluatorServiceServer) mustEmbedUnimplementedEvaluatorServiceServer() {}
 func (UnimplementedEvaluatorServiceServer) testEmbeddedByValue()                          {}
@@ -482,6 +504,24 @@ func _EvaluatorService_GetScorecard_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EvaluatorService_StartTuning_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartTuningRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EvaluatorServiceServer).StartTuning(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EvaluatorService_StartTuning_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EvaluatorServiceServer).StartTuning(ctx, req.(*StartTuningRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EvaluatorService_ServiceDesc is the grpc.ServiceDesc for EvaluatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -528,6 +568,10 @@ var EvaluatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetScorecard",
 			Handler:    _EvaluatorService_GetScorecard_Handler,
+		},
+		{
+			MethodName: "StartTuning",
+			Handler:    _EvaluatorService_StartTuning_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -145,6 +145,15 @@ export declare type Policy = Message<"loopwise.common.v1.Policy"> & {
    * @generated from field: map<string, double> action_costs = 7;
    */
   actionCosts: { [key: string]: number };
+
+  /**
+   * Ranking use cases: how many top positions are drawn by the policy, shown and
+   * logged with their propensities (DecideRequest.top_k overrides it); 0: every
+   * candidate.
+   *
+   * @generated from field: int32 ranking_top_k = 30;
+   */
+  rankingTopK: number;
 };
 
 /**
@@ -208,6 +217,17 @@ export declare type ExperimentArm = Message<"loopwise.common.v1.ExperimentArm"> 
    * @generated from field: optional double epsilon = 3;
    */
   epsilon?: number | undefined;
+
+  /**
+   * Blueprint parameters this arm overrides, by path: "policy.threshold",
+   * "policy.temperature", "policy.action_costs[<action>]" or any other number of
+   * the blueprint named the same way (a double field, or an entry of a map of
+   * doubles, e.g. "value_model.weights[<metric>]"). The arm's rows are decided
+   * with the blueprint as changed by these values (epsilon stays in `epsilon`).
+   *
+   * @generated from field: map<string, double> parameters = 4;
+   */
+  parameters: { [key: string]: number };
 };
 
 /**
@@ -825,8 +845,10 @@ export enum DecisionKind {
   /**
    * Ranking of request-supplied candidates: the model scores one row per
    * candidate (the request's features overlaid with the candidate's); the
-   * policy picks the top item and the rest follow by score. No actions; the
-   * default decision keeps the request order.
+   * policy draws the top positions one after the other (Plackett-Luce over the
+   * scores for POLICY_TYPE_SOFTMAX, the best remaining item otherwise, with
+   * epsilon mixing) and the rest follow by score (docs/ranking.md). No actions;
+   * the default decision keeps the request order.
    *
    * @generated from enum value: DECISION_KIND_RANKING = 5;
    */

@@ -119,6 +119,14 @@ export declare type Operation = Message<"loopwise.common.v1.Operation"> & {
    * @generated from field: string request_id = 14;
    */
   requestId: string;
+
+  /**
+   * What the job has found so far, for jobs that report it while they run (a
+   * loopwise.evaluator.v1.TuningResult with the rounds done so far); unset otherwise.
+   *
+   * @generated from field: google.protobuf.Any details = 15;
+   */
+  details?: Any | undefined;
 };
 
 /**

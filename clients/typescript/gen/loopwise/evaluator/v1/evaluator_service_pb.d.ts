@@ -2786,6 +2786,459 @@ export declare type CupedCoefficients = Message<"loopwise.evaluator.v1.CupedCoef
 export declare const CupedCoefficientsSchema: GenMessage<CupedCoefficients>;
 
 /**
+ * One blueprint parameter to tune, with its search range.
+ *
+ * @generated from message loopwise.evaluator.v1.TunedParameter
+ */
+export declare type TunedParameter = Message<"loopwise.evaluator.v1.TunedParameter"> & {
+  /**
+   * The parameter's path in the blueprint: "policy.epsilon", "policy.threshold",
+   * "policy.temperature", "policy.action_costs[<action>]", or any other double field
+   * or entry of a map of doubles named the same way (e.g.
+   * "value_model.weights[<metric>]").
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * Lowest value tried.
+   *
+   * @generated from field: double low = 2;
+   */
+  low: number;
+
+  /**
+   * Highest value tried (> low).
+   *
+   * @generated from field: double high = 3;
+   */
+  high: number;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.TunedParameter.
+ * Use `create(TunedParameterSchema)` to create a new message.
+ */
+export declare const TunedParameterSchema: GenMessage<TunedParameter>;
+
+/**
+ * Request for StartTuning.
+ *
+ * @generated from message loopwise.evaluator.v1.StartTuningRequest
+ */
+export declare type StartTuningRequest = Message<"loopwise.evaluator.v1.StartTuningRequest"> & {
+  /**
+   * Idempotency key: a retry with the same id returns the same operation.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The use case; its latest blueprint is the base of every round's arms.
+   *
+   * @generated from field: string use_case = 2;
+   */
+  useCase: string;
+
+  /**
+   * The parameters to tune (1 to 8, distinct paths).
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.TunedParameter parameters = 3;
+   */
+  parameters: TunedParameter[];
+
+  /**
+   * The scorecard metric to maximise (per-arm mean), e.g. "reward" (default) or
+   * "outcome_count".
+   *
+   * @generated from field: string objective = 4;
+   */
+  objective: string;
+
+  /**
+   * Constraints on scorecard metrics (per-arm means) the chosen setting must meet.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.Constraint constraints = 5;
+   */
+  constraints: Constraint[];
+
+  /**
+   * Rounds of arms (0: 5; at most 20).
+   *
+   * @generated from field: int32 rounds = 6;
+   */
+  rounds: number;
+
+  /**
+   * Arms per round (0: 4; 2 to 10), traffic split evenly.
+   *
+   * @generated from field: int32 batch_size = 7;
+   */
+  batchSize: number;
+
+  /**
+   * Decisions with a closed reward window each arm needs before its round is
+   * measured (0: 1000).
+   *
+   * @generated from field: int64 min_rows_per_arm = 8;
+   */
+  minRowsPerArm: bigint;
+
+  /**
+   * How long one round may wait for its rows on the service clock (unset or 0: 7 days);
+   * the tuning fails when a round runs out of time.
+   *
+   * @generated from field: google.protobuf.Duration round_timeout = 9;
+   */
+  roundTimeout?: Duration | undefined;
+
+  /**
+   * Apply the best setting to the use case at the end (otherwise the blueprint the
+   * tuning started from is applied again, and the best setting is only proposed).
+   *
+   * @generated from field: bool apply = 10;
+   */
+  apply: boolean;
+
+  /**
+   * Acquisition function.
+   *
+   * @generated from field: loopwise.evaluator.v1.Acquisition acquisition = 11;
+   */
+  acquisition: Acquisition;
+
+  /**
+   * Random seed (0: the service's seed setting).
+   *
+   * @generated from field: int64 seed = 12;
+   */
+  seed: bigint;
+
+  /**
+   * Seed the first round with the offline SuggestParameters suggestion (needs
+   * suggest_model_version or suggest_report_id; policy parameters and action
+   * costs only).
+   *
+   * @generated from field: bool seed_from_offline = 13;
+   */
+  seedFromOffline: boolean;
+
+  /**
+   * The registered model whose off-policy estimate seeds the first round.
+   *
+   * @generated from field: int64 suggest_model_version = 14;
+   */
+  suggestModelVersion: bigint;
+
+  /**
+   * The effect report whose off-policy estimate seeds the first round.
+   *
+   * @generated from field: string suggest_report_id = 15;
+   */
+  suggestReportId: string;
+
+  /**
+   * Who runs the tuning; recorded with every blueprint version it applies.
+   *
+   * @generated from field: string author = 16;
+   */
+  author: string;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.StartTuningRequest.
+ * Use `create(StartTuningRequestSchema)` to create a new message.
+ */
+export declare const StartTuningRequestSchema: GenMessage<StartTuningRequest>;
+
+/**
+ * Response of StartTuning.
+ *
+ * @generated from message loopwise.evaluator.v1.StartTuningResponse
+ */
+export declare type StartTuningResponse = Message<"loopwise.evaluator.v1.StartTuningResponse"> & {
+  /**
+   * The tuning operation (kind "tuning").
+   *
+   * @generated from field: loopwise.common.v1.Operation operation = 1;
+   */
+  operation?: Operation | undefined;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.StartTuningResponse.
+ * Use `create(StartTuningResponseSchema)` to create a new message.
+ */
+export declare const StartTuningResponseSchema: GenMessage<StartTuningResponse>;
+
+/**
+ * One metric of one arm, from the arm's scorecard.
+ *
+ * @generated from message loopwise.evaluator.v1.TuningMetric
+ */
+export declare type TuningMetric = Message<"loopwise.evaluator.v1.TuningMetric"> & {
+  /**
+   * The scorecard metric.
+   *
+   * @generated from field: string metric = 1;
+   */
+  metric: string;
+
+  /**
+   * Mean per decision.
+   *
+   * @generated from field: double mean = 2;
+   */
+  mean: number;
+
+  /**
+   * 95% CI of the mean (lower bound).
+   *
+   * @generated from field: double ci_lower = 3;
+   */
+  ciLower: number;
+
+  /**
+   * 95% CI of the mean (upper bound).
+   *
+   * @generated from field: double ci_upper = 4;
+   */
+  ciUpper: number;
+
+  /**
+   * Decisions it is measured on.
+   *
+   * @generated from field: int64 rows = 5;
+   */
+  rows: bigint;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.TuningMetric.
+ * Use `create(TuningMetricSchema)` to create a new message.
+ */
+export declare const TuningMetricSchema: GenMessage<TuningMetric>;
+
+/**
+ * One arm of a tuning round: a setting and what it did.
+ *
+ * @generated from message loopwise.evaluator.v1.TuningArm
+ */
+export declare type TuningArm = Message<"loopwise.evaluator.v1.TuningArm"> & {
+  /**
+   * The arm's name in the applied blueprint version.
+   *
+   * @generated from field: string arm = 1;
+   */
+  arm: string;
+
+  /**
+   * The setting, by parameter path.
+   *
+   * @generated from field: map<string, double> parameters = 2;
+   */
+  parameters: { [key: string]: number };
+
+  /**
+   * Why the setting was chosen: "initial design", "offline suggestion" or the
+   * acquisition function.
+   *
+   * @generated from field: string source = 3;
+   */
+  source: string;
+
+  /**
+   * The Gaussian process's objective mean when the setting was chosen (NaN before
+   * any round was measured).
+   *
+   * @generated from field: double predicted_mean = 4;
+   */
+  predictedMean: number;
+
+  /**
+   * The Gaussian process's objective standard deviation then.
+   *
+   * @generated from field: double predicted_stddev = 5;
+   */
+  predictedStddev: number;
+
+  /**
+   * The acquisition value then.
+   *
+   * @generated from field: double acquisition = 6;
+   */
+  acquisition: number;
+
+  /**
+   * Probability that every constraint holds, by the constraint processes, then.
+   *
+   * @generated from field: double feasibility_probability = 7;
+   */
+  feasibilityProbability: number;
+
+  /**
+   * Measured metrics (objective and constraints).
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.TuningMetric metrics = 8;
+   */
+  metrics: TuningMetric[];
+
+  /**
+   * The measured means meet every constraint.
+   *
+   * @generated from field: bool feasible = 9;
+   */
+  feasible: boolean;
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.TuningArm.
+ * Use `create(TuningArmSchema)` to create a new message.
+ */
+export declare const TuningArmSchema: GenMessage<TuningArm>;
+
+/**
+ * One round: the blueprint version with its arms, and their scorecard.
+ *
+ * @generated from message loopwise.evaluator.v1.TuningRound
+ */
+export declare type TuningRound = Message<"loopwise.evaluator.v1.TuningRound"> & {
+  /**
+   * 1-based round number.
+   *
+   * @generated from field: int32 round = 1;
+   */
+  round: number;
+
+  /**
+   * The blueprint version applied with the round's arms.
+   *
+   * @generated from field: int64 blueprint_version = 2;
+   */
+  blueprintVersion: bigint;
+
+  /**
+   * The arms.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.TuningArm arms = 3;
+   */
+  arms: TuningArm[];
+
+  /**
+   * When the arms started serving (the blueprint version's apply time).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When the round was measured.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Scorecard warnings of the round (e.g. a sample ratio mismatch).
+   *
+   * @generated from field: repeated string warnings = 6;
+   */
+  warnings: string[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.TuningRound.
+ * Use `create(TuningRoundSchema)` to create a new message.
+ */
+export declare const TuningRoundSchema: GenMessage<TuningRound>;
+
+/**
+ * The result (and, while running, the details) of a tuning operation.
+ *
+ * @generated from message loopwise.evaluator.v1.TuningResult
+ */
+export declare type TuningResult = Message<"loopwise.evaluator.v1.TuningResult"> & {
+  /**
+   * The use case.
+   *
+   * @generated from field: string use_case = 1;
+   */
+  useCase: string;
+
+  /**
+   * Rounds measured so far, in order.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.TuningRound rounds = 2;
+   */
+  rounds: TuningRound[];
+
+  /**
+   * The best setting that meets every constraint (empty when none does).
+   *
+   * @generated from field: map<string, double> best = 3;
+   */
+  best: { [key: string]: number };
+
+  /**
+   * The round of the best setting.
+   *
+   * @generated from field: int32 best_round = 4;
+   */
+  bestRound: number;
+
+  /**
+   * The arm of the best setting.
+   *
+   * @generated from field: string best_arm = 5;
+   */
+  bestArm: string;
+
+  /**
+   * The best setting's measured metrics.
+   *
+   * @generated from field: repeated loopwise.evaluator.v1.TuningMetric best_metrics = 6;
+   */
+  bestMetrics: TuningMetric[];
+
+  /**
+   * The Gaussian process's objective mean at the best setting.
+   *
+   * @generated from field: double best_predicted_mean = 7;
+   */
+  bestPredictedMean: number;
+
+  /**
+   * The best setting was applied (request.apply).
+   *
+   * @generated from field: bool applied = 8;
+   */
+  applied: boolean;
+
+  /**
+   * The blueprint version in force after the tuning: the best setting applied, or
+   * the starting blueprint applied again.
+   *
+   * @generated from field: int64 final_blueprint_version = 9;
+   */
+  finalBlueprintVersion: bigint;
+
+  /**
+   * Warnings (e.g. no setting met every constraint).
+   *
+   * @generated from field: repeated string warnings = 10;
+   */
+  warnings: string[];
+};
+
+/**
+ * Describes the message loopwise.evaluator.v1.TuningResult.
+ * Use `create(TuningResultSchema)` to create a new message.
+ */
+export declare const TuningResultSchema: GenMessage<TuningResult>;
+
+/**
  * The effect estimator.
  *
  * @generated from enum loopwise.evaluator.v1.Estimator
@@ -2905,6 +3358,41 @@ export enum ScorecardComparison {
 export declare const ScorecardComparisonSchema: GenEnum<ScorecardComparison>;
 
 /**
+ * How the tuning picks the next settings from the Gaussian processes.
+ *
+ * @generated from enum loopwise.evaluator.v1.Acquisition
+ */
+export enum Acquisition {
+  /**
+   * Defaults to ACQUISITION_EXPECTED_IMPROVEMENT.
+   *
+   * @generated from enum value: ACQUISITION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Expected improvement over the best feasible setting so far, times the
+   * probability that every constraint holds.
+   *
+   * @generated from enum value: ACQUISITION_EXPECTED_IMPROVEMENT = 1;
+   */
+  EXPECTED_IMPROVEMENT = 1,
+
+  /**
+   * Upper confidence bound (mean + 2 standard deviations), times the probability
+   * that every constraint holds.
+   *
+   * @generated from enum value: ACQUISITION_UPPER_CONFIDENCE_BOUND = 2;
+   */
+  UPPER_CONFIDENCE_BOUND = 2,
+}
+
+/**
+ * Describes the enum loopwise.evaluator.v1.Acquisition.
+ */
+export declare const AcquisitionSchema: GenEnum<Acquisition>;
+
+/**
  * Causal evaluation for analysts.
  *
  * @generated from service loopwise.evaluator.v1.EvaluatorService
@@ -3022,6 +3510,18 @@ export declare const EvaluatorService: GenService<{
     methodKind: "unary";
     input: typeof GetScorecardRequestSchema;
     output: typeof GetScorecardResponseSchema;
+  },
+  /**
+   * Start tuning blueprint parameters online (docs/tuning.md): rounds of experiment
+   * arms proposed by Gaussian processes, measured on their scorecard metrics; returns
+   * an operation whose details and result are a TuningResult.
+   *
+   * @generated from rpc loopwise.evaluator.v1.EvaluatorService.StartTuning
+   */
+  startTuning: {
+    methodKind: "unary";
+    input: typeof StartTuningRequestSchema;
+    output: typeof StartTuningResponseSchema;
   },
 }>;
 
