@@ -63,6 +63,7 @@ def validate_blueprint(blueprint: bp.Blueprint) -> None:
     _check_actions_and_policy(blueprint, bad)
     _check_arms(blueprint, bad)
     _check_reward(blueprint, bad)
+    _check_metrics(blueprint, bad)
     _check_training(blueprint.training, bad)
     _check_rollout(blueprint.rollout, bad)
     _check_drift(blueprint.drift, bad)
@@ -222,13 +223,76 @@ def _check_arms(blueprint: bp.Blueprint, bad) -> None:
 
 def _check_reward(blueprint: bp.Blueprint, bad) -> None:
     reward = blueprint.reward
-    if _seconds(reward.window) <= 0:
-        bad("reward.window", "the reward window must be > 0")
+    metrics_have_windows = bool(blueprint.metrics) and all(_seconds(m.window) > 0 for m in blueprint.metrics)
+    if _seconds(reward.window) <= 0 and not metrics_have_windows:
+        bad("reward.window", "the reward window must be > 0 (with metrics: unless every metric has its own window)")
     _finite32(bad, "reward.default_reward", reward.default_reward)
     _check_enum(bad, "reward.aggregation", bp.RewardAggregation, reward.aggregation)
     for i, name in enumerate(reward.outcome_names):
         if not name:
             bad(f"reward.outcome_names[{i}]", "an outcome name must not be empty")
+
+
+def longest_window_s(blueprint: bp.Blueprint) -> float:
+    """The longest window in which outcomes join a decision, in seconds: the reward
+    window, or with metrics the longest metric window (a metric without one has the
+    reward window)."""
+    reward = _seconds(blueprint.reward.window)
+    if not blueprint.metrics:
+        return reward
+    return max(_seconds(m.window) or reward for m in blueprint.metrics)
+
+
+def _check_metrics(blueprint: bp.Blueprint, bad) -> None:
+    """Metrics, value model and guardrails (docs/blueprints.md, "Product metrics")."""
+    metrics = blueprint.metrics
+    if not metrics:
+        if blueprint.value_model.weights:
+            bad("value_model.weights", "a value model needs metrics: declare them in blueprint.metrics")
+        if blueprint.guardrails:
+            bad("guardrails", "guardrails need metrics: declare them in blueprint.metrics")
+        return
+    if _known(bp.DecisionKind, blueprint.kind) and blueprint.kind not in (
+            bp.DECISION_KIND_UNSPECIFIED, bp.DECISION_KIND_ACTION_VALUE):
+        bad("metrics", "metrics need kind DECISION_KIND_ACTION_VALUE (one value model per metric, "
+                       "combined by the value model's weights)")
+    if blueprint.policy.type == bp.POLICY_TYPE_THOMPSON:
+        bad("policy.type", "Thompson sampling is not available with metrics")
+    names: set[str] = set()
+    for i, metric in enumerate(metrics):
+        path = f"metrics[{i}]"
+        if not FEATURE_RE.fullmatch(metric.name):
+            bad(f"{path}.name", f"{quote(metric.name)} is not a metric name ([a-z][a-z0-9_]{{0,62}})")
+        elif metric.name in names:
+            bad(f"{path}.name", f"duplicate metric name {quote(metric.name)}")
+        names.add(metric.name)
+        for j, name in enumerate(metric.outcome_names):
+            if not name:
+                bad(f"{path}.outcome_names[{j}]", "an outcome name must not be empty")
+        _check_enum(bad, f"{path}.aggregation", bp.RewardAggregation, metric.aggregation)
+        if _seconds(metric.window) < 0:
+            bad(f"{path}.window", "must be > 0 (unset or 0: reward.window)")
+        _finite32(bad, f"{path}.default_value", metric.default_value)
+    weights = blueprint.value_model.weights
+    for name, weight in sorted(weights.items()):
+        path = f"value_model.weights[{cut(name, 64)}]"
+        if name not in names:
+            bad(path, f"{quote(name)} is not one of the metrics")
+        else:
+            _finite32(bad, path, weight)
+    if not any(w != 0 for name, w in weights.items() if name in names):
+        bad("value_model.weights", "at least one metric needs a non-zero weight: the reward is "
+                                   "the weighted sum of the metrics")
+    guarded: set[str] = set()
+    for i, guardrail in enumerate(blueprint.guardrails):
+        path = f"guardrails[{i}]"
+        if guardrail.metric not in names:
+            bad(f"{path}.metric", f"{quote(guardrail.metric)} is not one of the metrics")
+        elif guardrail.metric in guarded:
+            bad(f"{path}.metric", f"duplicate guardrail on {quote(guardrail.metric)}")
+        guarded.add(guardrail.metric)
+        if not (math.isfinite(guardrail.tolerance) and guardrail.tolerance >= 0):
+            bad(f"{path}.tolerance", "must be a finite number >= 0 (in the metric's units per decision)")
 
 
 def _check_training(training: bp.TrainingSpec, bad) -> None:
@@ -297,8 +361,9 @@ def _check_privacy(blueprint: bp.Blueprint, bad) -> None:
     retention = _seconds(blueprint.retention)
     if retention < 0:
         bad("retention", "must be > 0 (unset or 0: the store's default retention)")
-    elif 0 < retention < _seconds(blueprint.reward.window):
-        bad("retention", "must be at least the reward window: outcomes join decisions until it closes")
+    elif 0 < retention < longest_window_s(blueprint):
+        bad("retention", "must be at least the reward window (with metrics: the longest metric window): "
+                         "outcomes join decisions until it closes")
 
 
 def changed_fields(old: bp.Blueprint, new: bp.Blueprint) -> list[str]:
@@ -325,14 +390,24 @@ def _text(fd: FieldDescriptor, value) -> str:
 def diff(old: Message, new: Message, prefix: str = "") -> list[tuple[str, str, str]]:
     """Every differing field of two messages as ``(path, old, new)`` in text form:
     scalars and lists of scalars by path, nested messages field by field, repeated
-    messages element by element (``features[2].vocabulary``); an absent side is ""."""
+    messages element by element (``features[2].vocabulary``), maps key by key
+    (``value_model.weights[margin]``); an absent side is ""."""
     out: list[tuple[str, str, str]] = []
     for fd in new.DESCRIPTOR.fields:
         path = f"{prefix}{fd.name}"
         a, b = getattr(old, fd.name), getattr(new, fd.name)
         if a == b:
             continue
-        if fd.is_repeated:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            value_fd = fd.message_type.fields_by_name["value"]
+            for key in sorted(set(a) | set(b), key=str):
+                if key not in b:
+                    out.append((f"{path}[{key}]", _text(value_fd, a[key]), ""))
+                elif key not in a:
+                    out.append((f"{path}[{key}]", "", _text(value_fd, b[key])))
+                elif a[key] != b[key]:
+                    out.append((f"{path}[{key}]", _text(value_fd, a[key]), _text(value_fd, b[key])))
+        elif fd.is_repeated:
             if fd.type == FieldDescriptor.TYPE_MESSAGE:
                 for i in range(max(len(a), len(b))):
                     if i >= len(a):

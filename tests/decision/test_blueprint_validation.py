@@ -36,7 +36,9 @@ def valid() -> bp.Blueprint:
     """A valid blueprint touching every part of the message.
 
     features[0] x numeric, features[1] y numeric imputed, features[2] country
-    categorical; multiclass over three actions; two arms; every spec set."""
+    categorical; action value over three actions; two arms; every spec set; two
+    metrics (purchase in the reward window, returns counted in its own), a value model
+    and a guardrail."""
     b = bp.Blueprint(
         use_case="offer",
         features=[
@@ -45,7 +47,7 @@ def valid() -> bp.Blueprint:
             bp.Feature(name="country", type=bp.FEATURE_TYPE_CATEGORICAL, vocabulary=["fr", "de", "it"],
                        on_unknown=bp.UNKNOWN_RULE_CODE, pii=bp.PII_RULE_HASH),
         ],
-        kind=bp.DECISION_KIND_MULTICLASS,
+        kind=bp.DECISION_KIND_ACTION_VALUE,
         actions=["red", "green", "blue"],
         policy=bp.Policy(type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.1, exploration_floor=0.01,
                          action_costs={"red": 0.5}),
@@ -67,6 +69,12 @@ def valid() -> bp.Blueprint:
         drift=bp.DriftSpec(feature_psi_threshold=0.2, prediction_psi_threshold=0.2, min_decisions=500),
         unit_id_pii=bp.PII_RULE_HASH,
         retention=Duration(seconds=86_400),
+        metrics=[bp.Metric(name="purchase", outcome_names=["purchase"], aggregation=bp.REWARD_AGGREGATION_SUM,
+                           default_value=0.0),
+                 bp.Metric(name="returns", aggregation=bp.REWARD_AGGREGATION_COUNT,
+                           window=Duration(seconds=1200), default_value=0.0)],
+        value_model=bp.ValueModel(weights={"purchase": 1.0, "returns": -0.5}),
+        guardrails=[bp.Guardrail(metric="returns", tolerance=0.01, lower_is_better=True)],
     )
     return b
 
@@ -96,6 +104,32 @@ def _set(path: str, value) -> Callable[[bp.Blueprint], None]:
 def _cost(action: str, value: float) -> Callable[[bp.Blueprint], None]:
     def change(b: bp.Blueprint) -> None:
         b.policy.action_costs[action] = value
+
+    return change
+
+
+def _weight(metric: str, value: float) -> Callable[[bp.Blueprint], None]:
+    def change(b: bp.Blueprint) -> None:
+        b.value_model.weights[metric] = value
+
+    return change
+
+
+def _extra_metric(name: str) -> Callable[[bp.Blueprint], None]:
+    def change(b: bp.Blueprint) -> None:
+        b.metrics.add(name=name)
+
+    return change
+
+
+def _without_metrics(b: bp.Blueprint) -> None:
+    b.ClearField("metrics")
+    b.ClearField("guardrails")
+
+
+def _clear(name: str) -> Callable[[bp.Blueprint], None]:
+    def change(b: bp.Blueprint) -> None:
+        b.ClearField(name)
 
     return change
 
@@ -183,6 +217,24 @@ BAD: list[tuple[str, Callable[[bp.Blueprint], None], str]] = [
     ("prediction_psi_threshold -inf", _set("drift.prediction_psi_threshold", -INF),
      "drift.prediction_psi_threshold"),
     ("drift min_decisions negative", _set("drift.min_decisions", -1), "drift.min_decisions"),
+    # Metrics, value model and guardrails.
+    ("metric name not a name", _extra_metric("Clicks!"), "metrics[2].name"),
+    ("duplicate metric name", _extra_metric("purchase"), "metrics[2].name"),
+    ("metric outcome name empty", _set("metrics[0].outcome_names[0]", ""), "metrics[0].outcome_names[0]"),
+    ("metric aggregation 99", _set("metrics[1].aggregation", 99), "metrics[1].aggregation"),
+    ("metric window negative", _set("metrics[1].window", Duration(seconds=-5)), "metrics[1].window"),
+    ("metric default NaN", _set("metrics[0].default_value", NAN), "metrics[0].default_value"),
+    ("metric default beyond float32", _set("metrics[1].default_value", 1e39), "metrics[1].default_value"),
+    ("weight of no metric", _weight("clicks", 1.0), "value_model.weights[clicks]"),
+    ("weight inf", _weight("returns", INF), "value_model.weights[returns]"),
+    ("every weight zero", _clear("value_model"), "value_model.weights"),
+    ("value model without metrics", _without_metrics, "value_model.weights"),
+    ("guardrail on no metric", _set("guardrails[0].metric", "clicks"), "guardrails[0].metric"),
+    ("guardrail tolerance negative", _set("guardrails[0].tolerance", -0.1), "guardrails[0].tolerance"),
+    ("guardrail tolerance NaN", _set("guardrails[0].tolerance", NAN), "guardrails[0].tolerance"),
+    ("metrics with a multiclass kind", _set("kind", bp.DECISION_KIND_MULTICLASS), "metrics"),
+    ("metrics with Thompson sampling", _set("policy.type", bp.POLICY_TYPE_THOMPSON), "policy.type"),
+    ("retention shorter than a metric window", _set("retention", Duration(seconds=900)), "retention"),
     # Retention.
     ("retention negative", _set("retention", Duration(seconds=-86_400)), "retention"),
     ("retention shorter than the reward window", _set("retention", Duration(seconds=60)), "retention"),
@@ -280,8 +332,9 @@ async def test_every_double_refuses_non_finite_values(server: Decider, value: fl
 
 async def test_every_enum_refuses_an_unknown_value(server: Decider) -> None:
     enums = [p for p, f in PATHS if f.type == FieldDescriptor.TYPE_ENUM]
-    # type, on_missing, on_unknown and pii of a feature; kind; policy type; aggregation; unit_id_pii
-    assert len(enums) == 8
+    # type, on_missing, on_unknown and pii of a feature; kind; policy type; aggregation;
+    # unit_id_pii; a metric's aggregation
+    assert len(enums) == 9
     for path in enums:
         for value in (99, -1):
             b = valid()
@@ -303,7 +356,7 @@ async def test_every_count_refuses_a_negative_value(server: Decider) -> None:
 
 async def test_every_duration_refuses_a_negative_value(server: Decider) -> None:
     durations = [p for p, f in PATHS if f.type == FieldDescriptor.TYPE_MESSAGE]
-    assert sorted(durations) == ["retention", "reward.window", "training.retrain_every"]
+    assert sorted(durations) == ["metrics[0].window", "retention", "reward.window", "training.retrain_every"]
     for path in durations:
         b = valid()
         b.use_case = "bad_duration"
