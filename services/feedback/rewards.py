@@ -10,7 +10,7 @@ window is *late*: stored and counted, never part of the reward.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,11 @@ SUM = bp.REWARD_AGGREGATION_SUM
 MAX = bp.REWARD_AGGREGATION_MAX
 FIRST = bp.REWARD_AGGREGATION_FIRST
 LAST = bp.REWARD_AGGREGATION_LAST
+COUNT = bp.REWARD_AGGREGATION_COUNT
+
+
+def _window_ms(duration) -> int:
+    return int(duration.seconds * 1000 + duration.nanos // 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -31,17 +36,33 @@ class RewardRule:
     outcome_names: frozenset[str] = frozenset()
     aggregation: int = SUM
     default_reward: float = 0.0
+    # Blueprints with metrics: one rule per metric (in blueprint order), their names
+    # and value-model weights; empty otherwise.
+    metrics: tuple[RewardRule, ...] = ()
+    metric_names: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
 
     @classmethod
     def from_blueprint(cls, blueprint: bp.Blueprint) -> RewardRule:
-        """The rule of a blueprint's ``reward`` (unspecified aggregation means sum)."""
+        """The rule of a blueprint's ``reward`` (unspecified aggregation means sum), or
+        of its metrics and value model when it declares metrics."""
         spec = blueprint.reward
-        window_ms = spec.window.seconds * 1000 + spec.window.nanos // 1_000_000
+        window_ms = _window_ms(spec.window)
+        if not blueprint.metrics:
+            return cls(
+                window_ms=window_ms,
+                outcome_names=frozenset(spec.outcome_names),
+                aggregation=spec.aggregation or SUM,
+                default_reward=float(spec.default_reward),
+            )
+        metrics = tuple(metric_rule(metric, window_ms) for metric in blueprint.metrics)
+        weights = blueprint.value_model.weights
         return cls(
-            window_ms=int(window_ms),
-            outcome_names=frozenset(spec.outcome_names),
-            aggregation=spec.aggregation or SUM,
-            default_reward=float(spec.default_reward),
+            window_ms=max(m.window_ms for m in metrics),
+            outcome_names=frozenset().union(*(m.outcome_names for m in metrics)),
+            metrics=metrics,
+            metric_names=tuple(m.name for m in blueprint.metrics),
+            weights=tuple(float(weights.get(m.name, 0.0)) for m in blueprint.metrics),
         )
 
     def counting(self) -> CountingRule:
@@ -57,6 +78,17 @@ class RewardRule:
         return decision_time_ms + self.window_ms <= now_ms
 
 
+def metric_rule(metric: bp.Metric, reward_window_ms: int) -> RewardRule:
+    """The join rule of one metric (its window defaults to the reward window, its
+    outcome names to the metric's own name)."""
+    return RewardRule(
+        window_ms=_window_ms(metric.window) or reward_window_ms,
+        outcome_names=frozenset(metric.outcome_names or [metric.name]),
+        aggregation=metric.aggregation or SUM,
+        default_reward=float(metric.default_value),
+    )
+
+
 @dataclass(frozen=True)
 class JoinedRewards:
     """Per-decision results of a join; every array has one entry per decision."""
@@ -65,6 +97,8 @@ class JoinedRewards:
     counts: np.ndarray  # int32: outcomes that counted
     late: np.ndarray  # int32: selected outcomes after the window
     last_outcome: np.ndarray  # int64: index (into the outcome arrays) of the last counted outcome, -1 if none
+    # float64 [decisions, metrics]: every metric's value (rules with metrics only).
+    metric_values: np.ndarray | None = None
 
 
 def join_rewards(
@@ -81,7 +115,27 @@ def join_rewards(
     (m of them): ``outcome_decisions`` is the index of its decision in
     ``decision_times_ms``; ``outcome_times_ms`` its event time; ``outcome_values`` its
     value; ``outcome_names`` its name. Ties in event time keep the outcomes' order.
+    With metrics, every metric is joined by its own rule and the reward is the
+    weighted sum; counts, late outcomes and the last outcome follow the union rule.
     """
+    args = (decision_times_ms, outcome_decisions, outcome_times_ms, outcome_values, outcome_names)
+    joined = _join(rule, *args)
+    if not rule.metrics:
+        return joined
+    values = np.stack([_join(metric, *args).rewards for metric in rule.metrics], axis=1)
+    rewards = values @ np.asarray(rule.weights, dtype=np.float64)
+    return replace(joined, rewards=rewards, metric_values=values)
+
+
+def _join(
+    rule: RewardRule,
+    decision_times_ms: np.ndarray,
+    outcome_decisions: np.ndarray,
+    outcome_times_ms: np.ndarray,
+    outcome_values: np.ndarray,
+    outcome_names: Sequence[str],
+) -> JoinedRewards:
+    """:func:`join_rewards` of one rule without metrics."""
     decision_times = np.asarray(decision_times_ms, dtype=np.int64)
     n = len(decision_times)
     rows = np.asarray(outcome_decisions, dtype=np.int64)
@@ -114,6 +168,8 @@ def join_rewards(
             rewards[groups] = values[order[first_pos]]
         elif rule.aggregation == LAST:
             rewards[groups] = values[order[last_pos]]
+        elif rule.aggregation == COUNT:
+            rewards[groups] = counts[groups]
         else:
             rewards[groups] = np.bincount(sorted_rows, weights=values[order], minlength=n)[groups]
     return JoinedRewards(rewards=rewards, counts=counts, late=late, last_outcome=last_outcome)

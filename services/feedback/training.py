@@ -94,4 +94,6 @@ def build_batch(version: int, blueprint: bp.Blueprint, rule: RewardRule, decisio
         arms=decisions.arms,
         explored=decisions.explored.astype(np.uint8).tobytes(),
         serving_latencies_ms=pack(decisions.latencies_ms, F32),
+        metric_names=list(rule.metric_names),
+        metric_values=pack(joined.metric_values, F32) if joined.metric_values is not None else b"",
     )

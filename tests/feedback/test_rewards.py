@@ -70,3 +70,30 @@ def test_rule_from_blueprint() -> None:
     assert rule == RewardRule(window_ms=2500, outcome_names=frozenset({"x"}), aggregation=MAX, default_reward=1.5)
     assert RewardRule.from_blueprint(blueprint(aggregation=bp.REWARD_AGGREGATION_UNSPECIFIED)).aggregation == SUM
     assert rule.window_closed(1000, 3500) and not rule.window_closed(1000, 3499)
+
+
+def test_metrics_join_on_their_own_and_the_reward_is_their_weighted_sum() -> None:
+    from google.protobuf.duration_pb2 import Duration
+
+    b = bp.Blueprint(
+        kind=bp.DECISION_KIND_ACTION_VALUE, reward=bp.RewardSpec(window=Duration(nanos=100_000_000)),
+        metrics=[
+            bp.Metric(name="purchase", aggregation=bp.REWARD_AGGREGATION_SUM),  # outcomes named "purchase"
+            bp.Metric(name="clicks", outcome_names=["click"], aggregation=bp.REWARD_AGGREGATION_COUNT,
+                      window=Duration(seconds=5), default_value=-1.0),  # a longer window of its own
+        ],
+        value_model=bp.ValueModel(weights={"purchase": 2.0, "clicks": 0.5}),
+    )
+    rule = RewardRule.from_blueprint(b)
+    assert rule.metric_names == ("purchase", "clicks") and rule.weights == (2.0, 0.5)
+    assert rule.window_ms == 5000 and rule.outcome_names == {"purchase", "click"}
+    joined = _join(rule)
+    assert joined.metric_values is not None
+    # Decision 0: purchases 5 + 2 in 100 ms (the one at 1101 ms is late for the metric);
+    # clicks at 1000 and 1100 count in 5 s (the one at 999 ms is before the decision).
+    # Decision 1: no purchase (default 0); its click at 9000 ms is within 5 s of 5000 ms.
+    assert joined.metric_values.tolist() == [[7.0, 2.0], [0.0, 1.0]]
+    assert joined.rewards.tolist() == [2.0 * 7.0 + 0.5 * 2.0, 0.5 * 1.0]
+    # A decision with no outcome gets every metric's default.
+    empty = join_rewards(rule, np.array([0]), np.zeros(0), np.zeros(0), np.zeros(0), [])
+    assert empty.metric_values.tolist() == [[0.0, -1.0]] and empty.rewards.tolist() == [-0.5]
