@@ -83,7 +83,7 @@ class SliceComparison(_message.Message):
     def __init__(self, slice: _Optional[str] = ..., rows: _Optional[int] = ..., candidate: _Optional[float] = ..., serving: _Optional[float] = ..., passed: bool = ...) -> None: ...
 
 class Blessing(_message.Message):
-    __slots__ = ("blessed", "compared_with", "metric", "higher_is_better", "tolerance", "slices", "reason")
+    __slots__ = ("blessed", "compared_with", "metric", "higher_is_better", "tolerance", "slices", "reason", "guardrails")
     BLESSED_FIELD_NUMBER: _ClassVar[int]
     COMPARED_WITH_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Blessing(_message.Message):
     TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     SLICES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
     blessed: bool
     compared_with: str
     metric: str
@@ -98,7 +99,8 @@ class Blessing(_message.Message):
     tolerance: float
     slices: _containers.RepeatedCompositeFieldContainer[SliceComparison]
     reason: str
-    def __init__(self, blessed: bool = ..., compared_with: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., tolerance: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    guardrails: _containers.RepeatedCompositeFieldContainer[Guardrail]
+    def __init__(self, blessed: bool = ..., compared_with: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., tolerance: _Optional[float] = ..., slices: _Optional[_Iterable[_Union[SliceComparison, _Mapping]]] = ..., reason: _Optional[str] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ...) -> None: ...
 
 class Guardrail(_message.Message):
     __slots__ = ("name", "passed", "value", "threshold", "detail")

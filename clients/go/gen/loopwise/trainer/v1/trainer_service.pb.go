@@ -427,7 +427,13 @@ type Blessing struct {
 	// Overall and per-slice comparisons on the same holdout.
 	Slices []*SliceComparison `protobuf:"bytes,6,rep,name=slices,proto3" json:"slices,omitempty"`
 	// Why, for people.
-	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Blueprints with guardrails (Blueprint.guardrails): one check per guardrail
+	// metric, named "guardrail:<metric>", its value the candidate's worsening
+	// against what it was compared with (IPS estimates per decision on the
+	// holdout, in the metric's units; positive: worse), its threshold the
+	// guardrail's tolerance. The candidate is blessed only when every one holds.
+	Guardrails    []*Guardrail `protobuf:"bytes,8,rep,name=guardrails,proto3" json:"guardrails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,11 +517,19 @@ func (x *Blessing) GetReason() string {
 	return ""
 }
 
+func (x *Blessing) GetGuardrails() []*Guardrail {
+	if x != nil {
+		return x.Guardrails
+	}
+	return nil
+}
+
 // One guardrail evaluated during a rollout.
 type Guardrail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "shadow_decisions", "shadow_agreement", "shadow_score_shift",
-	// "canary_reward", "canary_fallback_rate".
+	// "canary_reward", "canary_fallback_rate", "canary_latency_p99"; for the
+	// guardrail metrics of a blueprint (Blueprint.guardrails) "guardrail:<metric>".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// It holds.
 	Passed bool `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
@@ -2730,7 +2744,7 @@ const file_loopwise_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x1c\n" +
 	"\tcandidate\x18\x03 \x01(\x01R\tcandidate\x12\x18\n" +
 	"\aserving\x18\x04 \x01(\x01R\aserving\x12\x16\n" +
-	"\x06passed\x18\x05 \x01(\bR\x06passed\"\xff\x01\n" +
+	"\x06passed\x18\x05 \x01(\bR\x06passed\"\xbf\x02\n" +
 	"\bBlessing\x12\x18\n" +
 	"\ablessed\x18\x01 \x01(\bR\ablessed\x12#\n" +
 	"\rcompared_with\x18\x02 \x01(\tR\fcomparedWith\x12\x16\n" +
@@ -2738,7 +2752,10 @@ const file_loopwise_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x10higher_is_better\x18\x04 \x01(\bR\x0ehigherIsBetter\x12\x1c\n" +
 	"\ttolerance\x18\x05 \x01(\x01R\ttolerance\x12<\n" +
 	"\x06slices\x18\x06 \x03(\v2$.loopwise.trainer.v1.SliceComparisonR\x06slices\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\x83\x01\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12>\n" +
+	"\n" +
+	"guardrails\x18\b \x03(\v2\x1e.loopwise.trainer.v1.GuardrailR\n" +
+	"guardrails\"\x83\x01\n" +
 	"\tGuardrail\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x14\n" +
@@ -3025,75 +3042,76 @@ var file_loopwise_trainer_v1_trainer_service_proto_goTypes = []any{
 }
 var file_loopwise_trainer_v1_trainer_service_proto_depIdxs = []int32{
 	3,  // 0: loopwise.trainer.v1.Blessing.slices:type_name -> loopwise.trainer.v1.SliceComparison
-	0,  // 1: loopwise.trainer.v1.Rollout.step:type_name -> loopwise.trainer.v1.RolloutStep
-	36, // 2: loopwise.trainer.v1.Rollout.step_start_time:type_name -> google.protobuf.Timestamp
-	5,  // 3: loopwise.trainer.v1.Rollout.guardrails:type_name -> loopwise.trainer.v1.Guardrail
-	36, // 4: loopwise.trainer.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	36, // 5: loopwise.trainer.v1.DeploymentAuditEntry.time:type_name -> google.protobuf.Timestamp
-	7,  // 6: loopwise.trainer.v1.ListDeploymentAuditResponse.entries:type_name -> loopwise.trainer.v1.DeploymentAuditEntry
-	6,  // 7: loopwise.trainer.v1.GetRolloutResponse.rollout:type_name -> loopwise.trainer.v1.Rollout
-	33, // 8: loopwise.trainer.v1.Model.metrics:type_name -> loopwise.trainer.v1.Model.MetricsEntry
-	34, // 9: loopwise.trainer.v1.Model.baseline_metrics:type_name -> loopwise.trainer.v1.Model.BaselineMetricsEntry
-	36, // 10: loopwise.trainer.v1.Model.data_start_time:type_name -> google.protobuf.Timestamp
-	36, // 11: loopwise.trainer.v1.Model.data_end_time:type_name -> google.protobuf.Timestamp
-	36, // 12: loopwise.trainer.v1.Model.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: loopwise.trainer.v1.Model.feature_profiles:type_name -> loopwise.trainer.v1.FeatureProfile
-	4,  // 14: loopwise.trainer.v1.Model.blessing:type_name -> loopwise.trainer.v1.Blessing
-	1,  // 15: loopwise.trainer.v1.Model.prediction_profile:type_name -> loopwise.trainer.v1.FeatureProfile
-	36, // 16: loopwise.trainer.v1.StartTrainingRequest.start_time:type_name -> google.protobuf.Timestamp
-	36, // 17: loopwise.trainer.v1.StartTrainingRequest.end_time:type_name -> google.protobuf.Timestamp
-	37, // 18: loopwise.trainer.v1.StartTrainingResponse.operation:type_name -> loopwise.common.v1.Operation
-	12, // 19: loopwise.trainer.v1.TrainingResult.model:type_name -> loopwise.trainer.v1.Model
-	15, // 20: loopwise.trainer.v1.TrainingResult.candidates:type_name -> loopwise.trainer.v1.Candidate
-	2,  // 21: loopwise.trainer.v1.TrainingResult.validation:type_name -> loopwise.trainer.v1.ValidationCheck
-	4,  // 22: loopwise.trainer.v1.TrainingResult.blessing:type_name -> loopwise.trainer.v1.Blessing
-	6,  // 23: loopwise.trainer.v1.TrainingResult.rollout:type_name -> loopwise.trainer.v1.Rollout
-	35, // 24: loopwise.trainer.v1.TrainingResult.stage_seconds:type_name -> loopwise.trainer.v1.TrainingResult.StageSecondsEntry
-	12, // 25: loopwise.trainer.v1.ListModelsResponse.models:type_name -> loopwise.trainer.v1.Model
-	12, // 26: loopwise.trainer.v1.GetModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	12, // 27: loopwise.trainer.v1.DownloadModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	12, // 28: loopwise.trainer.v1.RegisterModelRequest.model:type_name -> loopwise.trainer.v1.Model
-	12, // 29: loopwise.trainer.v1.RegisterModelResponse.model:type_name -> loopwise.trainer.v1.Model
-	25, // 30: loopwise.trainer.v1.Deployment.production:type_name -> loopwise.trainer.v1.ModelRef
-	25, // 31: loopwise.trainer.v1.Deployment.canary:type_name -> loopwise.trainer.v1.ModelRef
-	25, // 32: loopwise.trainer.v1.Deployment.shadows:type_name -> loopwise.trainer.v1.ModelRef
-	36, // 33: loopwise.trainer.v1.Deployment.update_time:type_name -> google.protobuf.Timestamp
-	26, // 34: loopwise.trainer.v1.SetDeploymentResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	26, // 35: loopwise.trainer.v1.RollbackResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	26, // 36: loopwise.trainer.v1.WatchDeploymentsResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
-	13, // 37: loopwise.trainer.v1.TrainerService.StartTraining:input_type -> loopwise.trainer.v1.StartTrainingRequest
-	38, // 38: loopwise.trainer.v1.TrainerService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
-	39, // 39: loopwise.trainer.v1.TrainerService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
-	40, // 40: loopwise.trainer.v1.TrainerService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
-	41, // 41: loopwise.trainer.v1.TrainerService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
-	17, // 42: loopwise.trainer.v1.TrainerService.ListModels:input_type -> loopwise.trainer.v1.ListModelsRequest
-	19, // 43: loopwise.trainer.v1.TrainerService.GetModel:input_type -> loopwise.trainer.v1.GetModelRequest
-	21, // 44: loopwise.trainer.v1.TrainerService.DownloadModel:input_type -> loopwise.trainer.v1.DownloadModelRequest
-	23, // 45: loopwise.trainer.v1.TrainerService.RegisterModel:input_type -> loopwise.trainer.v1.RegisterModelRequest
-	27, // 46: loopwise.trainer.v1.TrainerService.SetDeployment:input_type -> loopwise.trainer.v1.SetDeploymentRequest
-	29, // 47: loopwise.trainer.v1.TrainerService.Rollback:input_type -> loopwise.trainer.v1.RollbackRequest
-	31, // 48: loopwise.trainer.v1.TrainerService.WatchDeployments:input_type -> loopwise.trainer.v1.WatchDeploymentsRequest
-	8,  // 49: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:input_type -> loopwise.trainer.v1.ListDeploymentAuditRequest
-	10, // 50: loopwise.trainer.v1.TrainerService.GetRollout:input_type -> loopwise.trainer.v1.GetRolloutRequest
-	14, // 51: loopwise.trainer.v1.TrainerService.StartTraining:output_type -> loopwise.trainer.v1.StartTrainingResponse
-	42, // 52: loopwise.trainer.v1.TrainerService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
-	43, // 53: loopwise.trainer.v1.TrainerService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
-	44, // 54: loopwise.trainer.v1.TrainerService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
-	45, // 55: loopwise.trainer.v1.TrainerService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
-	18, // 56: loopwise.trainer.v1.TrainerService.ListModels:output_type -> loopwise.trainer.v1.ListModelsResponse
-	20, // 57: loopwise.trainer.v1.TrainerService.GetModel:output_type -> loopwise.trainer.v1.GetModelResponse
-	22, // 58: loopwise.trainer.v1.TrainerService.DownloadModel:output_type -> loopwise.trainer.v1.DownloadModelResponse
-	24, // 59: loopwise.trainer.v1.TrainerService.RegisterModel:output_type -> loopwise.trainer.v1.RegisterModelResponse
-	28, // 60: loopwise.trainer.v1.TrainerService.SetDeployment:output_type -> loopwise.trainer.v1.SetDeploymentResponse
-	30, // 61: loopwise.trainer.v1.TrainerService.Rollback:output_type -> loopwise.trainer.v1.RollbackResponse
-	32, // 62: loopwise.trainer.v1.TrainerService.WatchDeployments:output_type -> loopwise.trainer.v1.WatchDeploymentsResponse
-	9,  // 63: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:output_type -> loopwise.trainer.v1.ListDeploymentAuditResponse
-	11, // 64: loopwise.trainer.v1.TrainerService.GetRollout:output_type -> loopwise.trainer.v1.GetRolloutResponse
-	51, // [51:65] is the sub-list for method output_type
-	37, // [37:51] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	5,  // 1: loopwise.trainer.v1.Blessing.guardrails:type_name -> loopwise.trainer.v1.Guardrail
+	0,  // 2: loopwise.trainer.v1.Rollout.step:type_name -> loopwise.trainer.v1.RolloutStep
+	36, // 3: loopwise.trainer.v1.Rollout.step_start_time:type_name -> google.protobuf.Timestamp
+	5,  // 4: loopwise.trainer.v1.Rollout.guardrails:type_name -> loopwise.trainer.v1.Guardrail
+	36, // 5: loopwise.trainer.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	36, // 6: loopwise.trainer.v1.DeploymentAuditEntry.time:type_name -> google.protobuf.Timestamp
+	7,  // 7: loopwise.trainer.v1.ListDeploymentAuditResponse.entries:type_name -> loopwise.trainer.v1.DeploymentAuditEntry
+	6,  // 8: loopwise.trainer.v1.GetRolloutResponse.rollout:type_name -> loopwise.trainer.v1.Rollout
+	33, // 9: loopwise.trainer.v1.Model.metrics:type_name -> loopwise.trainer.v1.Model.MetricsEntry
+	34, // 10: loopwise.trainer.v1.Model.baseline_metrics:type_name -> loopwise.trainer.v1.Model.BaselineMetricsEntry
+	36, // 11: loopwise.trainer.v1.Model.data_start_time:type_name -> google.protobuf.Timestamp
+	36, // 12: loopwise.trainer.v1.Model.data_end_time:type_name -> google.protobuf.Timestamp
+	36, // 13: loopwise.trainer.v1.Model.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 14: loopwise.trainer.v1.Model.feature_profiles:type_name -> loopwise.trainer.v1.FeatureProfile
+	4,  // 15: loopwise.trainer.v1.Model.blessing:type_name -> loopwise.trainer.v1.Blessing
+	1,  // 16: loopwise.trainer.v1.Model.prediction_profile:type_name -> loopwise.trainer.v1.FeatureProfile
+	36, // 17: loopwise.trainer.v1.StartTrainingRequest.start_time:type_name -> google.protobuf.Timestamp
+	36, // 18: loopwise.trainer.v1.StartTrainingRequest.end_time:type_name -> google.protobuf.Timestamp
+	37, // 19: loopwise.trainer.v1.StartTrainingResponse.operation:type_name -> loopwise.common.v1.Operation
+	12, // 20: loopwise.trainer.v1.TrainingResult.model:type_name -> loopwise.trainer.v1.Model
+	15, // 21: loopwise.trainer.v1.TrainingResult.candidates:type_name -> loopwise.trainer.v1.Candidate
+	2,  // 22: loopwise.trainer.v1.TrainingResult.validation:type_name -> loopwise.trainer.v1.ValidationCheck
+	4,  // 23: loopwise.trainer.v1.TrainingResult.blessing:type_name -> loopwise.trainer.v1.Blessing
+	6,  // 24: loopwise.trainer.v1.TrainingResult.rollout:type_name -> loopwise.trainer.v1.Rollout
+	35, // 25: loopwise.trainer.v1.TrainingResult.stage_seconds:type_name -> loopwise.trainer.v1.TrainingResult.StageSecondsEntry
+	12, // 26: loopwise.trainer.v1.ListModelsResponse.models:type_name -> loopwise.trainer.v1.Model
+	12, // 27: loopwise.trainer.v1.GetModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	12, // 28: loopwise.trainer.v1.DownloadModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	12, // 29: loopwise.trainer.v1.RegisterModelRequest.model:type_name -> loopwise.trainer.v1.Model
+	12, // 30: loopwise.trainer.v1.RegisterModelResponse.model:type_name -> loopwise.trainer.v1.Model
+	25, // 31: loopwise.trainer.v1.Deployment.production:type_name -> loopwise.trainer.v1.ModelRef
+	25, // 32: loopwise.trainer.v1.Deployment.canary:type_name -> loopwise.trainer.v1.ModelRef
+	25, // 33: loopwise.trainer.v1.Deployment.shadows:type_name -> loopwise.trainer.v1.ModelRef
+	36, // 34: loopwise.trainer.v1.Deployment.update_time:type_name -> google.protobuf.Timestamp
+	26, // 35: loopwise.trainer.v1.SetDeploymentResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	26, // 36: loopwise.trainer.v1.RollbackResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	26, // 37: loopwise.trainer.v1.WatchDeploymentsResponse.deployment:type_name -> loopwise.trainer.v1.Deployment
+	13, // 38: loopwise.trainer.v1.TrainerService.StartTraining:input_type -> loopwise.trainer.v1.StartTrainingRequest
+	38, // 39: loopwise.trainer.v1.TrainerService.GetOperation:input_type -> loopwise.common.v1.GetOperationRequest
+	39, // 40: loopwise.trainer.v1.TrainerService.ListOperations:input_type -> loopwise.common.v1.ListOperationsRequest
+	40, // 41: loopwise.trainer.v1.TrainerService.CancelOperation:input_type -> loopwise.common.v1.CancelOperationRequest
+	41, // 42: loopwise.trainer.v1.TrainerService.WatchOperation:input_type -> loopwise.common.v1.WatchOperationRequest
+	17, // 43: loopwise.trainer.v1.TrainerService.ListModels:input_type -> loopwise.trainer.v1.ListModelsRequest
+	19, // 44: loopwise.trainer.v1.TrainerService.GetModel:input_type -> loopwise.trainer.v1.GetModelRequest
+	21, // 45: loopwise.trainer.v1.TrainerService.DownloadModel:input_type -> loopwise.trainer.v1.DownloadModelRequest
+	23, // 46: loopwise.trainer.v1.TrainerService.RegisterModel:input_type -> loopwise.trainer.v1.RegisterModelRequest
+	27, // 47: loopwise.trainer.v1.TrainerService.SetDeployment:input_type -> loopwise.trainer.v1.SetDeploymentRequest
+	29, // 48: loopwise.trainer.v1.TrainerService.Rollback:input_type -> loopwise.trainer.v1.RollbackRequest
+	31, // 49: loopwise.trainer.v1.TrainerService.WatchDeployments:input_type -> loopwise.trainer.v1.WatchDeploymentsRequest
+	8,  // 50: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:input_type -> loopwise.trainer.v1.ListDeploymentAuditRequest
+	10, // 51: loopwise.trainer.v1.TrainerService.GetRollout:input_type -> loopwise.trainer.v1.GetRolloutRequest
+	14, // 52: loopwise.trainer.v1.TrainerService.StartTraining:output_type -> loopwise.trainer.v1.StartTrainingResponse
+	42, // 53: loopwise.trainer.v1.TrainerService.GetOperation:output_type -> loopwise.common.v1.GetOperationResponse
+	43, // 54: loopwise.trainer.v1.TrainerService.ListOperations:output_type -> loopwise.common.v1.ListOperationsResponse
+	44, // 55: loopwise.trainer.v1.TrainerService.CancelOperation:output_type -> loopwise.common.v1.CancelOperationResponse
+	45, // 56: loopwise.trainer.v1.TrainerService.WatchOperation:output_type -> loopwise.common.v1.WatchOperationResponse
+	18, // 57: loopwise.trainer.v1.TrainerService.ListModels:output_type -> loopwise.trainer.v1.ListModelsResponse
+	20, // 58: loopwise.trainer.v1.TrainerService.GetModel:output_type -> loopwise.trainer.v1.GetModelResponse
+	22, // 59: loopwise.trainer.v1.TrainerService.DownloadModel:output_type -> loopwise.trainer.v1.DownloadModelResponse
+	24, // 60: loopwise.trainer.v1.TrainerService.RegisterModel:output_type -> loopwise.trainer.v1.RegisterModelResponse
+	28, // 61: loopwise.trainer.v1.TrainerService.SetDeployment:output_type -> loopwise.trainer.v1.SetDeploymentResponse
+	30, // 62: loopwise.trainer.v1.TrainerService.Rollback:output_type -> loopwise.trainer.v1.RollbackResponse
+	32, // 63: loopwise.trainer.v1.TrainerService.WatchDeployments:output_type -> loopwise.trainer.v1.WatchDeploymentsResponse
+	9,  // 64: loopwise.trainer.v1.TrainerService.ListDeploymentAudit:output_type -> loopwise.trainer.v1.ListDeploymentAuditResponse
+	11, // 65: loopwise.trainer.v1.TrainerService.GetRollout:output_type -> loopwise.trainer.v1.GetRolloutResponse
+	52, // [52:66] is the sub-list for method output_type
+	38, // [38:52] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_trainer_v1_trainer_service_proto_init() }

@@ -273,6 +273,17 @@ export declare type Blessing = Message<"loopwise.trainer.v1.Blessing"> & {
    * @generated from field: string reason = 7;
    */
   reason: string;
+
+  /**
+   * Blueprints with guardrails (Blueprint.guardrails): one check per guardrail
+   * metric, named "guardrail:<metric>", its value the candidate's worsening
+   * against what it was compared with (IPS estimates per decision on the
+   * holdout, in the metric's units; positive: worse), its threshold the
+   * guardrail's tolerance. The candidate is blessed only when every one holds.
+   *
+   * @generated from field: repeated loopwise.trainer.v1.Guardrail guardrails = 8;
+   */
+  guardrails: Guardrail[];
 };
 
 /**
@@ -289,7 +300,8 @@ export declare const BlessingSchema: GenMessage<Blessing>;
 export declare type Guardrail = Message<"loopwise.trainer.v1.Guardrail"> & {
   /**
    * "shadow_decisions", "shadow_agreement", "shadow_score_shift",
-   * "canary_reward", "canary_fallback_rate".
+   * "canary_reward", "canary_fallback_rate", "canary_latency_p99"; for the
+   * guardrail metrics of a blueprint (Blueprint.guardrails) "guardrail:<metric>".
    *
    * @generated from field: string name = 1;
    */
