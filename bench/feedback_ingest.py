@@ -36,7 +36,7 @@ READ_UC = "bench_read"
 class Blueprints(dgrpc.DecisionServiceServicer):
     """GetUseCase for the read benchmark's use case."""
 
-    def GetUseCase(self, request, context):  # noqa: N802
+    def GetUseCase(self, request, context):
         return dpb.GetUseCaseResponse(use_case=dpb.UseCase(
             blueprint=blueprint(request.use_case, window_s=60), version=1, latest_version=1))
 

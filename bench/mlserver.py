@@ -117,7 +117,7 @@ class MLServer:
 
     def start(self) -> int:
         """Start it; returns its pid."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")  # owned by the child
         self.proc = subprocess.Popen([str(self.python.parent / "mlserver"), "start", str(self.root)],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                      cwd=str(self.root))

@@ -154,7 +154,7 @@ class Bench:
         args = [sys.executable, "-m", "bench.echo", "--port", str(port)]
         for name, size in replies.items():
             args += ["--reply", f"{name}={size}"]
-        log = open(self.workdir / "echo.log", "ab")  # noqa: SIM115
+        log = open(self.workdir / "echo.log", "ab")
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.started.append(proc)

@@ -44,7 +44,7 @@ async def _collector(port: int) -> None:
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
     class Sink(otlp_grpc.TraceServiceServicer):
-        async def Export(self, request, context):  # noqa: N802
+        async def Export(self, request, context):
             return otlp.ExportTraceServiceResponse()
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])

@@ -47,10 +47,6 @@ class Clock:
         """The shared clock's now as an aware UTC datetime."""
         return datetime.fromtimestamp(self.now(), tz=UTC)
 
-    def real_seconds(self, clock_seconds: float) -> float:
-        """How many real seconds pass while ``clock_seconds`` pass on this clock."""
-        return clock_seconds / self.speed
-
     def new_id(self) -> str:
         """A UUIDv7 whose timestamp is now on this clock."""
         if self.speed == 1.0:

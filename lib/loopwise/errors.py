@@ -115,11 +115,6 @@ class NotFound(LoopwiseError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class AlreadyExists(LoopwiseError):
-    """The resource exists already."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
-
 
 class FailedPrecondition(LoopwiseError):
     """The system is not in a state in which the call can run (e.g. too little data)."""
@@ -145,16 +140,6 @@ class DeadlineExceeded(LoopwiseError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Unimplemented(LoopwiseError):
-    """The RPC is part of the API but not served by this version."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class Cancelled(LoopwiseError):
-    """The work was cancelled."""
-
-    code = grpc.StatusCode.CANCELLED
 
 
 def _bounded_bad_request(request: error_details_pb2.BadRequest) -> tuple[error_details_pb2.BadRequest, int]:
@@ -278,7 +263,7 @@ def map_errors(method: F) -> F:
                     yield item
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
-            except Exception as exc:  # noqa: BLE001 - the one mapping point
+            except Exception as exc:  # the one mapping point
                 await _abort(context, exc)
 
         return stream_wrapper  # type: ignore[return-value]
@@ -289,7 +274,7 @@ def map_errors(method: F) -> F:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the one mapping point
+        except Exception as exc:  # the one mapping point
             await _abort(context, exc)
 
     return unary_wrapper  # type: ignore[return-value]

@@ -152,7 +152,7 @@ class Launcher:
             return existing
         for sub in ("run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file(name), "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file(name), "ab")  # owned by the child
         proc = subprocess.Popen(
             [sys.executable, "-m", f"loopwise.services.{name}"],
             env={**self.env, **self.service_env.get(name, {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

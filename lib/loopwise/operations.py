@@ -449,20 +449,20 @@ class OperationsServicer:
     operations: OperationRunner
     stopping: asyncio.Event | None = None
 
-    async def GetOperation(self, request: op_pb.GetOperationRequest, context) -> op_pb.GetOperationResponse:  # noqa: N802
+    async def GetOperation(self, request: op_pb.GetOperationRequest, context) -> op_pb.GetOperationResponse:
         """Read one operation."""
         return op_pb.GetOperationResponse(operation=await self.operations.get(request.id, request.use_case))
 
-    async def ListOperations(self, request: op_pb.ListOperationsRequest, context) -> op_pb.ListOperationsResponse:  # noqa: N802
+    async def ListOperations(self, request: op_pb.ListOperationsRequest, context) -> op_pb.ListOperationsResponse:
         """List operations, newest first."""
         page, token = await self.operations.list(request.use_case, request.page_size, request.page_token)
         return op_pb.ListOperationsResponse(operations=page, next_page_token=token)
 
-    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:  # noqa: N802
+    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:
         """Cancel an operation."""
         return op_pb.CancelOperationResponse(operation=await self.operations.cancel(request.id, request.use_case))
 
-    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:  # noqa: N802
+    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:
         """Stream an operation's updates until it is final."""
         async for operation in self.operations.watch(request.id, request.use_case):
             yield op_pb.WatchOperationResponse(operation=operation)

@@ -72,7 +72,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         self.use_cases = use_cases
         self.host: ServiceHost | None = None
 
-    async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:  # noqa: N802
+    async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:
         """One decision from named features (or a ranking of candidates)."""
         started = time.perf_counter()
         _check_deadline(context)
@@ -87,7 +87,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         self._hand_over(context, delivery)
         return response
 
-    async def DecideBatch(self, request: dpb.DecideBatchRequest, context) -> dpb.DecideBatchResponse:  # noqa: N802
+    async def DecideBatch(self, request: dpb.DecideBatchRequest, context) -> dpb.DecideBatchResponse:
         """Many decisions from one packed float32 tensor."""
         started = time.perf_counter()
         _check_deadline(context)
@@ -121,7 +121,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         delivery.deadline = None if remaining is None else time.monotonic() + remaining
         asyncio.current_task().add_done_callback(delivery.on_done)
 
-    async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:  # noqa: N802
+    async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:
         """A bidi stream of Decide calls, answered in order. A bad request ends the
         stream with its error (INVALID_ARGUMENT / NOT_FOUND); a stopping server ends it
         with UNAVAILABLE so that the client reconnects elsewhere."""
@@ -159,7 +159,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                 raise
             delivery.settle(delivered=True)  # resumed: grpc wrote the answer
 
-    async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:  # noqa: N802
+    async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:
         """Create a use case or a new blueprint version (or only validate)."""
         if not request.HasField("blueprint"):
             raise InvalidArgument("blueprint", "required")
@@ -173,7 +173,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             diff=[dpb.FieldChange(path=p, old_value=a, new_value=b) for p, a, b in result.diff],
         )
 
-    async def GetUseCase(self, request: dpb.GetUseCaseRequest, context) -> dpb.GetUseCaseResponse:  # noqa: N802
+    async def GetUseCase(self, request: dpb.GetUseCaseRequest, context) -> dpb.GetUseCaseResponse:
         """One use case at its latest or a given blueprint version."""
         UseCases.check_name(request.use_case)
         version = self.use_cases.get(request.use_case, request.version)
@@ -184,30 +184,30 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         return use_case_message(version, self.use_cases.latest_version(name), self.use_cases.kill_switch(name),
                                 self.use_cases.archived(name))
 
-    async def ListUseCases(self, request: dpb.ListUseCasesRequest, context) -> dpb.ListUseCasesResponse:  # noqa: N802
+    async def ListUseCases(self, request: dpb.ListUseCasesRequest, context) -> dpb.ListUseCasesResponse:
         """The latest version of every use case, by name, paged (archived ones on request)."""
         page, token = self.use_cases.list(request.page_size, request.page_token, request.include_archived)
         return dpb.ListUseCasesResponse(use_cases=[self._message(v) for v in page], next_page_token=token)
 
-    async def RollbackUseCase(self, request: dpb.RollbackUseCaseRequest, context) -> dpb.RollbackUseCaseResponse:  # noqa: N802
+    async def RollbackUseCase(self, request: dpb.RollbackUseCaseRequest, context) -> dpb.RollbackUseCaseResponse:
         """Make an earlier blueprint version current again, as a new version."""
         version = await self.use_cases.rollback(request.use_case, request.to_version, request_id=request.request_id,
                                                 author=request.author, reason=request.reason)
         return dpb.RollbackUseCaseResponse(use_case=self._message(version))
 
-    async def SetKillSwitch(self, request: dpb.SetKillSwitchRequest, context) -> dpb.SetKillSwitchResponse:  # noqa: N802
+    async def SetKillSwitch(self, request: dpb.SetKillSwitchRequest, context) -> dpb.SetKillSwitchResponse:
         """Force (or stop forcing) the default decision on every decision path."""
         await self.use_cases.set_kill_switch(request.use_case, request.enabled, author=request.author,
                                              reason=request.reason)
         return dpb.SetKillSwitchResponse(use_case=self._message(self.use_cases.get(request.use_case)))
 
-    async def ArchiveUseCase(self, request: dpb.ArchiveUseCaseRequest, context) -> dpb.ArchiveUseCaseResponse:  # noqa: N802
+    async def ArchiveUseCase(self, request: dpb.ArchiveUseCaseRequest, context) -> dpb.ArchiveUseCaseResponse:
         """Archive (or restore) a use case."""
         await self.use_cases.set_archived(request.use_case, request.archived, author=request.author,
                                           reason=request.reason)
         return dpb.ArchiveUseCaseResponse(use_case=self._message(self.use_cases.get(request.use_case)))
 
-    async def ListUseCaseChanges(self, request: dpb.ListUseCaseChangesRequest, context) -> dpb.ListUseCaseChangesResponse:  # noqa: N802
+    async def ListUseCaseChanges(self, request: dpb.ListUseCaseChangesRequest, context) -> dpb.ListUseCaseChangesResponse:
         """The audit trail of a use case, oldest first."""
         changes = []
         for c in await self.use_cases.changes(request.use_case):

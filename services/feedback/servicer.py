@@ -25,28 +25,28 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
         self.monitor = monitor
         self.pii_key = pii_key
 
-    async def DeleteUnitData(self, request: fpb.DeleteUnitDataRequest,  # noqa: N802
+    async def DeleteUnitData(self, request: fpb.DeleteUnitDataRequest,
                              context) -> fpb.DeleteUnitDataResponse:
         """Delete one unit's decisions and their outcomes (privacy requests)."""
         decisions, outcomes = await delete_unit(self.feedback.store, self.feedback.clock, request.use_case,
                                                 request.unit_id, self.pii_key)
         return fpb.DeleteUnitDataResponse(decisions_deleted=decisions, outcomes_deleted=outcomes)
 
-    async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:  # noqa: N802
+    async def LogDecisions(self, request: fpb.LogDecisionsRequest, context) -> fpb.LogDecisionsResponse:
         """Store decisions; answers only once they are committed."""
         accepted = await self.feedback.log_decisions(request.decisions)
         if self.monitor is not None:
             self.monitor.decisions_logged(request.decisions)
         return fpb.LogDecisionsResponse(accepted=accepted)
 
-    async def LogOutcomes(self, request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:  # noqa: N802
+    async def LogOutcomes(self, request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:
         """Store outcomes; answers only once they are committed."""
         counts = await self.feedback.log_outcomes(request.outcomes)
         if self.monitor is not None:
             self.monitor.outcomes_logged(request.outcomes, counts.accepted, counts.duplicates, counts.orphans)
         return fpb.LogOutcomesResponse(accepted=counts.accepted, duplicates=counts.duplicates, orphans=counts.orphans)
 
-    async def ReadTrainingData(  # noqa: N802
+    async def ReadTrainingData(
         self, request: fpb.ReadTrainingDataRequest, context
     ) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
         """Stream joined, columnar batches; ends with UNAVAILABLE when the server stops."""
@@ -55,12 +55,12 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
                 raise Unavailable("the feedback service is shutting down; read again")
             yield batch
 
-    async def GetDecision(self, request: fpb.GetDecisionRequest, context) -> fpb.GetDecisionResponse:  # noqa: N802
+    async def GetDecision(self, request: fpb.GetDecisionRequest, context) -> fpb.GetDecisionResponse:
         """One decision with its outcomes, reward and model lineage."""
         tracing.set_attributes(decision_id=request.decision_id)
         return await self.feedback.get_decision(request.use_case, request.decision_id)
 
-    async def GetStats(self, request: fpb.GetStatsRequest, context) -> fpb.GetStatsResponse:  # noqa: N802
+    async def GetStats(self, request: fpb.GetStatsRequest, context) -> fpb.GetStatsResponse:
         """Counts computed from the stored data."""
         response = await self.feedback.stats(request.use_case)
         if self.monitor is not None:

@@ -411,7 +411,7 @@ class DurableWrites:
             if entry.unchecked and self.validate is not None:
                 try:
                     item.entry, item.invalid, reasons = await self.validate(entry)
-                except Exception as exc:  # noqa: BLE001 - any failure: keep the file, retry later
+                except Exception as exc:  # any failure: keep the file, retry later
                     log.warning("spooled request %s cannot be validated yet (%s: %s)", path.name,
                                 type(exc).__name__, exc)
                     if group:

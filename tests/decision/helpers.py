@@ -166,7 +166,7 @@ class LoopbackTrainer(tgrpc.TrainerServiceServicer):
         for queue in self.subscribers:
             queue.put_nowait(deployment)
 
-    async def WatchDeployments(self, request, context):  # noqa: N802
+    async def WatchDeployments(self, request, context):
         queue: asyncio.Queue = asyncio.Queue()
         self.subscribers.add(queue)
         try:
@@ -177,7 +177,7 @@ class LoopbackTrainer(tgrpc.TrainerServiceServicer):
         finally:
             self.subscribers.discard(queue)
 
-    async def DownloadModel(self, request, context):  # noqa: N802
+    async def DownloadModel(self, request, context):
         self.downloads += 1
         data = self.artifacts[(request.use_case, request.version)]
         sha = hashlib.sha256(data).hexdigest()
@@ -194,7 +194,7 @@ class RecordingFeedback(fgrpc.FeedbackServiceServicer):
         self.records: list[fpb.DecisionRecord] = []
         self.calls = 0
 
-    async def LogDecisions(self, request, context):  # noqa: N802
+    async def LogDecisions(self, request, context):
         self.calls += 1
         self.records.extend(request.decisions)
         self.ids.extend(d.decision_id for d in request.decisions)

@@ -145,7 +145,7 @@ async def test_logging_disabled(make_settings) -> None:
 class RejectingFeedback(RecordingFeedback):
     """Refuses any batch holding a decision for unit "poison" as invalid."""
 
-    async def LogDecisions(self, request, context):  # noqa: N802
+    async def LogDecisions(self, request, context):
         if any(d.unit_id == "poison" for d in request.decisions):
             import grpc
 

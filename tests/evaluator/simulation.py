@@ -151,7 +151,7 @@ class SimulatedDecision(dgrpc.DecisionServiceServicer):
     def __init__(self, use_cases: set[str]) -> None:
         self.use_cases = use_cases
 
-    async def GetUseCase(self, request, context):  # noqa: N802
+    async def GetUseCase(self, request, context):
         if request.use_case not in self.use_cases:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"use case {request.use_case!r} not found")
         version = request.version or 2
@@ -169,12 +169,12 @@ class SimulatedFeedback(fgrpc.FeedbackServiceServicer):
         self.data = data
         self.reads: list[str] = []
 
-    async def ReadTrainingData(self, request, context):  # noqa: N802
+    async def ReadTrainingData(self, request, context):
         self.reads.append(request.use_case)
         for item in self.data.get(request.use_case, []):
             yield item
 
-    async def GetStats(self, request, context):  # noqa: N802
+    async def GetStats(self, request, context):
         return STATS
 
 
@@ -184,7 +184,7 @@ class SimulatedTrainer(tgrpc.TrainerServiceServicer):
     def __init__(self) -> None:
         self.models: dict[tuple[str, int], tuple[tpb.Model, bytes]] = {}
 
-    async def RegisterModel(self, request, context):  # noqa: N802
+    async def RegisterModel(self, request, context):
         version = 1 + sum(1 for uc, _ in self.models if uc == request.model.use_case)
         model = tpb.Model()
         model.CopyFrom(request.model)
@@ -194,7 +194,7 @@ class SimulatedTrainer(tgrpc.TrainerServiceServicer):
         self.models[(model.use_case, version)] = (model, request.onnx)
         return tpb.RegisterModelResponse(model=model)
 
-    async def DownloadModel(self, request, context):  # noqa: N802
+    async def DownloadModel(self, request, context):
         found = self.models.get((request.use_case, request.version))
         if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model v{request.version} not found")

@@ -23,7 +23,7 @@ USE_CASE = "fault_outcomes"
 class BlueprintServer(dgrpc.DecisionServiceServicer):
     """Answers ``GetUseCase`` with one blueprint (version 1) of ``USE_CASE``."""
 
-    def GetUseCase(self, request, context):  # noqa: N802
+    def GetUseCase(self, request, context):
         if request.use_case != USE_CASE or request.version > 1:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no use case {request.use_case!r}")
         return dpb.GetUseCaseResponse(use_case=dpb.UseCase(

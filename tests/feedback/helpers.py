@@ -91,7 +91,7 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
         self.versions.setdefault(blueprint.use_case, []).append(blueprint)
         return len(self.versions[blueprint.use_case])
 
-    async def GetUseCase(self, request, context):  # noqa: N802
+    async def GetUseCase(self, request, context):
         self.calls += 1
         if request.use_case in self.not_found_once:
             self.not_found_once.discard(request.use_case)
@@ -110,7 +110,7 @@ class ScriptedTrainer(tgrpc.TrainerServiceServicer):
     def __init__(self) -> None:
         self.models: dict[tuple[str, int], tpb.Model] = {}
 
-    async def GetModel(self, request, context):  # noqa: N802
+    async def GetModel(self, request, context):
         model = self.models.get((request.use_case, request.version))
         if model is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such model")

@@ -33,7 +33,7 @@ class Gate(dgrpc.DecisionServiceServicer):
         self.release = asyncio.Event()
         self.in_decide = asyncio.Event()
 
-    async def Decide(self, request, context):  # noqa: N802
+    async def Decide(self, request, context):
         self.entered += 1
         number = self.entered
         if request.use_case == "bad":
@@ -42,7 +42,7 @@ class Gate(dgrpc.DecisionServiceServicer):
         await self.release.wait()
         return dpb.DecideResponse(decision=dpb.Decision(decision_id=f"d{number}"))
 
-    async def DecideStream(self, request_iterator, context):  # noqa: N802
+    async def DecideStream(self, request_iterator, context):
         async for request in request_iterator:
             yield dpb.DecideResponse(decision=dpb.Decision(use_case=request.use_case))
 

@@ -25,7 +25,7 @@ class Collector(otlp_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.requests: list[otlp.ExportTraceServiceRequest] = []
 
-    async def Export(self, request, context):  # noqa: N802
+    async def Export(self, request, context):
         self.requests.append(request)
         return otlp.ExportTraceServiceResponse()
 

@@ -58,7 +58,7 @@ class ScriptedDecisionServicer(dgrpc.DecisionServiceServicer):
         if use_case not in self.known:
             context.abort(grpc.StatusCode.NOT_FOUND, f"use case {use_case!r} not found")
 
-    def Decide(self, request, context):  # noqa: N802 - gRPC method name
+    def Decide(self, request, context):
         self._enter("Decide", context)
         self._check_use_case(request.use_case, context)
         basket = request.features["basket_value"].number
@@ -71,7 +71,7 @@ class ScriptedDecisionServicer(dgrpc.DecisionServiceServicer):
             arm="default", explored=False, fallback=False,
         ))
 
-    def DecideBatch(self, request, context):  # noqa: N802
+    def DecideBatch(self, request, context):
         self._enter("DecideBatch", context)
         self._check_use_case(request.use_case, context)
         matrix = unpack_matrix(request.features, request.rows, len(request.feature_names), "features")
@@ -87,7 +87,7 @@ class ScriptedDecisionServicer(dgrpc.DecisionServiceServicer):
             arms=["default"] * request.rows,
         )
 
-    def GetUseCase(self, request, context):  # noqa: N802
+    def GetUseCase(self, request, context):
         self._enter("GetUseCase", context)
         self._check_use_case(request.use_case, context)
         return dpb.GetUseCaseResponse(use_case=dpb.UseCase(
@@ -150,19 +150,19 @@ class ScriptedTrainerServicer(tgrpc.TrainerServiceServicer):
             self._position += 1
         return operation
 
-    def StartTraining(self, request, context):  # noqa: N802 - gRPC method name
+    def StartTraining(self, request, context):
         self._count("StartTraining")
         return tpb.StartTrainingResponse(operation=op_pb.Operation(
             id="op-1", kind="training", use_case=request.use_case, request_id=request.request_id,
             state=op_pb.OPERATION_STATE_PENDING))
 
-    def GetOperation(self, request, context):  # noqa: N802
+    def GetOperation(self, request, context):
         self._count("GetOperation")
         if request.id != "op-1":
             context.abort(grpc.StatusCode.NOT_FOUND, f"operation {request.id!r} not found")
         return op_pb.GetOperationResponse(operation=self._advance())
 
-    def WatchOperation(self, request, context):  # noqa: N802
+    def WatchOperation(self, request, context):
         self._count("WatchOperation")
         remaining = context.time_remaining()
         self.watch_deadlines.append(remaining if remaining is not None and remaining < 1e8 else None)

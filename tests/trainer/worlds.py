@@ -126,7 +126,7 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
     def __init__(self, blueprints: dict[str, dict[int, bp.Blueprint]]) -> None:
         self.blueprints = blueprints
 
-    async def GetUseCase(self, request, context):  # noqa: N802
+    async def GetUseCase(self, request, context):
         versions = self.blueprints.get(request.use_case)
         if not versions:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"use case {request.use_case!r} not found")
@@ -137,7 +137,7 @@ class ScriptedDecision(dgrpc.DecisionServiceServicer):
         return dpb.GetUseCaseResponse(use_case=dpb.UseCase(
             blueprint=versions[version], version=version, latest_version=latest))
 
-    async def ListUseCases(self, request, context):  # noqa: N802
+    async def ListUseCases(self, request, context):
         return dpb.ListUseCasesResponse(use_cases=[
             dpb.UseCase(blueprint=versions[max(versions)], version=max(versions))
             for _, versions in sorted(self.blueprints.items())])
@@ -150,12 +150,12 @@ class ScriptedFeedback(fgrpc.FeedbackServiceServicer):
         self.data = data
         self.reads: list[str] = []
 
-    async def ReadTrainingData(self, request, context):  # noqa: N802
+    async def ReadTrainingData(self, request, context):
         self.reads.append(request.use_case)
         for item in self.data.get(request.use_case, []):
             yield item
 
-    async def GetStats(self, request, context):  # noqa: N802
+    async def GetStats(self, request, context):
         rows = sum(b.rows for b in self.data.get(request.use_case, []))
         return fpb.GetStatsResponse(decisions=rows, closed_windows=rows)
 

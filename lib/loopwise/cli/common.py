@@ -40,7 +40,7 @@ app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=Fals
                   rich_markup_mode=None)
 
 
-def group(name: str, help: str) -> typer.Typer:  # noqa: A002 - Typer's own name
+def group(name: str, help: str) -> typer.Typer:  # Typer's own name
     """A command group (``loopwise <name> <command>``)."""
     sub = typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(sub, name=name)

@@ -129,6 +129,6 @@ def problem_of(error: grpc.RpcError) -> Problem:
     text = f"{details} — {hint}" if hint and details else details or hint
     try:
         violations = tuple(field_violations(error))
-    except Exception:  # noqa: BLE001 - details that cannot be parsed are left out
+    except Exception:  # details that cannot be parsed are left out
         violations = ()
     return Problem(status, title, code.name if code else "UNKNOWN", text, violations)
