@@ -2,7 +2,8 @@
 
 One :class:`Policy` object computes the probability of every action for every row and
 then samples the action from exactly those probabilities, so what is logged is what
-chose (docs/internals.md, "Policies and propensities"):
+chose (docs/internals.md, "Policies and propensities"; the arithmetic is
+:mod:`loopwise.policy`, shared with the evaluator's off-policy evaluation):
 
 - greedy: probability 1 on the best action (by the ensemble mean when the model is an
   ensemble);
@@ -35,6 +36,7 @@ import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, quote
+from loopwise.policy import Policy, action_costs, base_epsilon
 from loopwise.services.decision.encoding import UseCaseVersion
 
 log = logging.getLogger("loopwise.decision.policy")
@@ -49,9 +51,6 @@ ROLE_PRODUCTION = "production"
 ROLE_CANARY = "canary"
 ROLE_SHADOW = "shadow"
 ROLE_DEFAULT = "default"
-
-EXPLORING_POLICIES = (bp.POLICY_TYPE_SOFTMAX, bp.POLICY_TYPE_THOMPSON)
-
 
 class Scorer(Protocol):
     """A model ready to score rows of a use case (see models.OnnxScorer)."""
@@ -124,8 +123,7 @@ def assign_arms(uc: UseCaseVersion, unit_ids: Sequence[str], n: int, rng: np.ran
     for every row (INVALID_ARGUMENT ``arm`` when unknown). An arm's epsilon overrides
     ``policy.epsilon``; a greedy policy explores only in arms with an epsilon.
     """
-    policy = uc.blueprint.policy
-    base = policy.epsilon if policy.type == bp.POLICY_TYPE_EPSILON_GREEDY else 0.0
+    base = base_epsilon(uc.blueprint.policy)
     arms = uc.blueprint.arms
     if forced:
         names = [a.name for a in arms] or [DEFAULT_ARM]
@@ -155,80 +153,6 @@ def canary_mask(use_case: str, unit_ids: Sequence[str], n: int, share: float,
     return _positions(canary_position, use_case, unit_ids, n, rng) < share
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Probabilities of every action from scores, then a sample from them."""
-
-    type: int
-    temperature: float
-    floor: float
-
-    @classmethod
-    def of(cls, uc: UseCaseVersion) -> Policy:
-        """The policy of a blueprint version."""
-        p = uc.blueprint.policy
-        return cls(p.type, p.temperature or 1.0, p.exploration_floor)
-
-    def effective_epsilon(self, eps: np.ndarray, n_actions: int, disable: bool) -> np.ndarray:
-        """Per-row uniform mixing rate after the exploration floor."""
-        if disable:
-            return np.zeros_like(eps)
-        if self.floor > 0:
-            raise_to = n_actions * self.floor
-            if self.type in EXPLORING_POLICIES:
-                eps = np.maximum(eps, raise_to)
-            else:
-                eps = np.where(eps > 0, np.maximum(eps, raise_to), eps)
-        return np.minimum(eps, 1.0)
-
-    def effective_epsilon_of(self, eps: float, n_actions: int, disable: bool) -> float:
-        """:meth:`effective_epsilon` of one row."""
-        if disable:
-            return 0.0
-        if self.floor > 0 and (self.type in EXPLORING_POLICIES or eps > 0):
-            eps = max(eps, n_actions * self.floor)
-        return min(eps, 1.0)
-
-    def probabilities(self, values: np.ndarray, eps: np.ndarray, disable: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``values`` [n, A, K] (finite) → (probabilities [n, A], greedy index [n])."""
-        n, n_actions, _ = values.shape
-        mean = values.mean(axis=2)
-        greedy = np.argmax(mean, axis=1).astype(np.int32)
-        rows = np.arange(n)
-        if disable or self.type not in EXPLORING_POLICIES:
-            base = np.zeros((n, n_actions))
-            base[rows, greedy] = 1.0
-        elif self.type == bp.POLICY_TYPE_SOFTMAX:
-            z = mean / self.temperature
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            base = z / z.sum(axis=1, keepdims=True)
-        else:  # Thompson: share of members whose best action is a
-            best = np.argmax(values, axis=1)  # [n, K]
-            base = np.zeros((n, n_actions))
-            np.add.at(base, (np.repeat(rows, best.shape[1]), best.ravel()), 1.0)
-            base /= best.shape[1]
-        eps = self.effective_epsilon(eps, n_actions, disable)
-        if eps.any():
-            base = (1.0 - eps)[:, None] * base + (eps / n_actions)[:, None]
-        return base, greedy
-
-    @staticmethod
-    def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One action per row drawn from ``probabilities`` (inverse CDF, one uniform each)."""
-        u = rng.random(probabilities.shape[0])
-        cdf = np.cumsum(probabilities, axis=1)
-        chosen = (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1)
-        return np.minimum(chosen, probabilities.shape[1] - 1).astype(np.int32)
-
-
-def action_costs(uc: UseCaseVersion) -> np.ndarray:
-    """Per-action costs [A] from ``policy.action_costs`` (0 for actions without one),
-    subtracted from action values before the policy picks; with an effect (CATE) model
-    this is the uplift policy "treat when the predicted effect exceeds the cost"."""
-    costs = uc.blueprint.policy.action_costs
-    return np.array([costs.get(a, 0.0) for a in uc.actions], dtype=np.float64)
-
-
 def _as_members(scores: np.ndarray, n: int, n_actions: int) -> np.ndarray:
     """Per-action scores as [n, A, K]."""
     if scores.ndim == 2:
@@ -256,7 +180,7 @@ def decide_rows(
             return _uniform(uc, n, arms, rng)
         return _fallback(uc, n, arms)
 
-    policy = Policy.of(uc)
+    policy = Policy.of_blueprint(uc.blueprint.policy)
     kind = uc.blueprint.kind
     if n == 1 and kind in (bp.DECISION_KIND_BINARY, bp.DECISION_KIND_REGRESSION):
         return _decide_one(uc, scores, arms, float(eps[0]), scorer, rng, policy, disable_exploration, role)
@@ -266,12 +190,10 @@ def decide_rows(
         ok = np.isfinite(scores)
         greedy = (scores >= (uc.blueprint.policy.threshold or 0.5)).astype(np.int32) \
             if kind == bp.DECISION_KIND_BINARY else np.zeros(n, dtype=np.int32)
-        e = policy.effective_epsilon(eps, n_actions, disable_exploration)
-        probabilities = np.repeat((e / n_actions)[:, None], n_actions, axis=1)
-        probabilities[np.arange(n), greedy] += 1.0 - e
+        probabilities = policy.threshold_probabilities(greedy, eps, n_actions, disable_exploration)
         score = np.where(ok, scores, 0.0)
     else:
-        values = _as_members(scores, n, n_actions) - action_costs(uc)[None, :, None]
+        values = _as_members(scores, n, n_actions) - action_costs(uc.blueprint.policy, uc.actions)[None, :, None]
         ok = np.isfinite(values).all(axis=(1, 2))
         safe = np.where(ok[:, None, None], values, 0.0)
         probabilities, greedy = policy.probabilities(safe, eps, disable_exploration)
@@ -346,7 +268,7 @@ def rank(
             fallback=np.ones(1, dtype=bool), model_version=np.zeros(1, dtype=np.int64),
             arms=[arm], roles=[ROLE_DEFAULT], order=np.arange(c),
         )
-    policy = Policy.of(uc)
+    policy = Policy.of_blueprint(uc.blueprint.policy)
     probabilities, greedy = policy.probabilities(values, np.array([eps]), disable_exploration)
     chosen = Policy.sample(probabilities, rng)
     mean = values.mean(axis=2)[0]

@@ -2,7 +2,7 @@
 
 A candidate is a source of action values (a constant action, a report's effect model,
 or a registered ONNX model) and the blueprint policy that turns them into action
-probabilities — the decision service's own :class:`~loopwise.services.decision.policy.Policy`,
+probabilities — the same :class:`~loopwise.policy.Policy` the decision service uses,
 so what is evaluated is what would be served. The functions here run in a worker
 process (:mod:`.isolation`).
 """
@@ -16,6 +16,7 @@ import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, quote
+from loopwise.policy import Policy, action_costs, base_epsilon
 from loopwise.services.evaluator import policy_eval, tuning
 
 TUNABLE = ("policy.epsilon", "policy.threshold", "policy.temperature")
@@ -93,20 +94,15 @@ def action_values(candidate: Candidate, rows: LoggedRows) -> np.ndarray | None:
 def target_probabilities(candidate: Candidate, values: np.ndarray | None, policy: bp.Policy,
                          action_names: list[str], n: int) -> np.ndarray:
     """Probabilities [n, A] of every action under the candidate with ``policy``."""
-    from loopwise.services.decision.policy import Policy
-
     n_actions = len(action_names)
     if values is None:
         return policy_eval.constant_policy(n, n_actions, candidate.constant_action)
-    eps = np.full(n, policy.epsilon if policy.type == bp.POLICY_TYPE_EPSILON_GREEDY else 0.0)
-    rule = Policy(policy.type, policy.temperature or 1.0, policy.exploration_floor)
+    eps = np.full(n, base_epsilon(policy))
+    rule = Policy.of_blueprint(policy)
     if candidate.kind == bp.DECISION_KIND_BINARY:
         greedy = (values[:, 0] >= (policy.threshold or 0.5)).astype(int)
-        e = rule.effective_epsilon(eps, n_actions, False)
-        target = np.repeat((e / n_actions)[:, None], n_actions, axis=1)
-        target[np.arange(n), greedy] += 1.0 - e
-        return target
-    costs = np.array([policy.action_costs.get(a, 0.0) for a in action_names])
+        return rule.threshold_probabilities(greedy, eps, n_actions, False)
+    costs = action_costs(policy, action_names)
     target, _ = rule.probabilities((values - costs)[:, :, None], eps, False)
     return target
 
