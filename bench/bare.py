@@ -15,7 +15,7 @@ import asyncio
 import grpc
 
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.server import channel_options
+from loopwise.grpc_options import channel_options
 from loopwise.settings import Settings
 
 DECIDE = "/loopwise.decision.v1.DecisionService/Decide"

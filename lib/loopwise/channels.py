@@ -12,7 +12,7 @@ from loopwise import security, tracing
 from loopwise.decision.v1 import decision_service_pb2_grpc
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc
 from loopwise.feedback.v1 import feedback_service_pb2_grpc
-from loopwise.server import channel_options
+from loopwise.grpc_options import channel_options
 from loopwise.settings import ServiceName, Settings
 from loopwise.trainer.v1 import trainer_service_pb2_grpc
 

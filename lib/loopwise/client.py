@@ -85,7 +85,7 @@ from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.server import channel_options
+from loopwise.grpc_options import channel_options
 from loopwise.settings import ServiceName, Settings, get_settings
 from loopwise.targets import ROUND_ROBIN, Address
 from loopwise.tensors import F32, F64, I32, pack, unpack_vector

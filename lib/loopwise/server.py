@@ -33,6 +33,7 @@ from loopwise import logs, security, tracing
 from loopwise.admission import HEALTH_SERVICE, Admission
 from loopwise.auth import OPEN_SERVICES
 from loopwise.errors import LoopwiseError, Unavailable
+from loopwise.grpc_options import channel_options
 from loopwise.metrics import MetricsEndpoint, Registry, RpcMetrics, metrics_port
 from loopwise.settings import SERVICES, Settings
 
@@ -49,14 +50,6 @@ class Registration:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
     service_name: str
-
-
-def channel_options(settings: Settings) -> list[tuple[str, Any]]:
-    """Channel/server options shared by servers and inter-service clients."""
-    return [
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-    ]
 
 
 def connection_options(settings: Settings, max_age: bool = False) -> list[tuple[str, Any]]:

@@ -8,8 +8,9 @@ import grpc
 from loopwise import security, tracing
 from loopwise.clock import Clock
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.grpc_options import channel_options
 from loopwise.seeds import process_seed
-from loopwise.server import Registration, ServiceHost, channel_options
+from loopwise.server import Registration, ServiceHost
 from loopwise.services.decision.core import DecisionCore
 from loopwise.services.decision.decision_log import DecisionLog, spooled_answers
 from loopwise.services.decision.models import ModelWatcher

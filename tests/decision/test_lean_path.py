@@ -14,12 +14,12 @@ from loopwise import security
 from loopwise.admission import Admission
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.grpc_options import channel_options
 from loopwise.server import (
     RequestProbe,
     RpcObserver,
     ServiceHost,
     _Capture,
-    channel_options,
     connection_options,
 )
 from tests.decision.helpers import (
