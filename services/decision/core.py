@@ -26,6 +26,7 @@ from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import FailedPrecondition, InvalidArgument, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.privacy import PiiRules
+from loopwise.services.decision.arm_parameters import decide_by_arm
 from loopwise.services.decision.decision_log import DecisionLog
 from loopwise.services.decision.encoding import UseCaseVersion, check_batch, encode_named
 from loopwise.services.decision.models import Serving
@@ -36,10 +37,9 @@ from loopwise.services.decision.policy import (
     Choices,
     assign_arms,
     canary_mask,
-    decide_rows,
     merge,
-    rank,
 )
+from loopwise.services.decision.ranking import Ranking, rank_candidates, shown_count
 from loopwise.services.decision.use_cases import UseCases
 from loopwise.tensors import F32, I32, pack, unpack_matrix
 
@@ -154,9 +154,9 @@ class DecisionCore:
         arms, eps = assign_arms(uc, unit_ids, n, self.rng, forced_arm)
         force = self._force_default(uc, started)
         if serving is None or force:
-            return _timed(decide_rows(uc, rows, arms, eps, None, self.rng, disable_exploration, force), began)
+            return _timed(decide_by_arm(uc, rows, arms, eps, None, self.rng, disable_exploration, force), began)
         if serving.canary is None or serving.canary_share <= 0:
-            return _timed(decide_rows(uc, rows, arms, eps, serving.production, self.rng, disable_exploration,
+            return _timed(decide_by_arm(uc, rows, arms, eps, serving.production, self.rng, disable_exploration,
                                       role=ROLE_PRODUCTION), began)
         mask = canary_mask(uc.use_case, unit_ids, n, serving.canary_share, self.rng)
         parts = []
@@ -166,7 +166,7 @@ class DecisionCore:
             index = np.flatnonzero(m)
             if index.size:
                 at = time.perf_counter()
-                parts.append((index, decide_rows(uc, rows[index], [arms[i] for i in index], eps[index],
+                parts.append((index, decide_by_arm(uc, rows[index], [arms[i] for i in index], eps[index],
                                                  scorer, self.rng, disable_exploration, role=role)))
                 scoring[index] = time.perf_counter() - at
         choices = merge(parts, n, len(uc.actions), arms)
@@ -230,6 +230,7 @@ class DecisionCore:
             merged = dict(request.features)
             merged.update(candidate.features)
             rows[i] = encode_named(uc, merged, f"candidates[{i}].features")
+        k = shown_count(uc, request.top_k, len(candidates))
         arms, eps = assign_arms(uc, [request.unit_id], 1, self.rng, request.arm)
         began = time.perf_counter() if started is None else started
         force = self._force_default(uc, started)
@@ -239,21 +240,19 @@ class DecisionCore:
             if serving.canary is not None and canary_mask(uc.use_case, [request.unit_id], 1,
                                                           serving.canary_share, self.rng)[0]:
                 scorer, role = serving.canary, ROLE_CANARY
-        choices = _timed(rank(uc, rows, arms[0], float(eps[0]), scorer, self.rng, request.disable_exploration,
-                              force, role), began)
+        ranking = rank_candidates(uc, rows, k, arms[0], float(eps[0]), scorer, self.rng,
+                                  request.disable_exploration, force, role)
+        latency_ms = (time.perf_counter() - began) * 1000.0
         ids = self._ids(1)
-        ranked = [candidates[int(i)].id for i in choices.order]  # type: ignore[union-attr]
+        cand_ids = [c.id for c in candidates]
         build = None
         if self.log.enabled:
-            cand_ids = [c.id for c in candidates]
             unit_id = request.unit_id
 
             def build() -> list[fpb.DecisionRecord]:
-                return [self._record(uc, rows[int(choices.action_index[0])], unit_id, choices, 0, ids[0], cand_ids)]
+                return [self._ranking_record(uc, rows, unit_id, ranking, ids[0], cand_ids, latency_ms)]
         self._hand(delivery, uc.use_case, 1, 1, build)
-        decision = self._decision(uc, choices, 0, ids[0], [c.id for c in candidates])
-        decision.ranked_candidate_ids.extend(ranked)
-        return decision
+        return self._ranking_decision(uc, ranking, ids[0], cand_ids)
 
     # -- DecideBatch --------------------------------------------------------------
     def decide_batch(self, request: dpb.DecideBatchRequest, started: float | None = None,
@@ -331,7 +330,7 @@ class DecisionCore:
         def build() -> list[fpb.DecisionRecord]:
             records = self._records(uc, rows, unit_ids, c, ids)
             for shadow in shadows:
-                sc = decide_rows(uc, rows, c.arms, np.zeros(len(ids)), shadow, self.shadow_rng,
+                sc = decide_by_arm(uc, rows, c.arms, np.zeros(len(ids)), shadow, self.shadow_rng,
                                  disable_exploration, role=ROLE_SHADOW)
                 shadow_ids = [self.clock.new_id() for _ in ids]
                 for record in self._records(uc, rows, unit_ids, sc, shadow_ids):
@@ -370,20 +369,47 @@ class DecisionCore:
             rules = self._pii[(uc.use_case, uc.version)] = PiiRules.of(uc.stored.blueprint)
         rules.apply(records, self.pii_key)
 
-    def _record(self, uc: UseCaseVersion, row: np.ndarray, unit_id: str, c: Choices, i: int,
-                decision_id: str, candidate_ids: list[str]) -> fpb.DecisionRecord:
-        """A ranking's record: the chosen candidate's features and id, probabilities
-        and scores per candidate in request order."""
-        fallback = bool(c.fallback[i])
-        index = int(c.action_index[i])
+    def _ranking_decision(self, uc: UseCaseVersion, r: Ranking, decision_id: str,
+                          candidate_ids: list[str]) -> dpb.Decision:
+        """A ranking's answer: the top item as the action, the whole order, and the
+        shown positions' propensities (``action_probabilities``: every candidate's
+        probability of the first position, in request order)."""
+        top = int(r.order[0])
+        decision = dpb.Decision(
+            decision_id=decision_id, use_case=uc.use_case, action=candidate_ids[top], action_index=top,
+            score=float(r.scores[top]) if r.scores is not None else uc.blueprint.default_decision.score,
+            action_scores=r.scores.tolist() if r.scores is not None else [],
+            action_probabilities=r.top_probabilities.tolist(), model_version=r.model_version,
+            blueprint_version=uc.version, arm=r.arm, explored=r.explored, fallback=r.fallback,
+            deployment_role=r.role, ranked_candidate_ids=[candidate_ids[int(i)] for i in r.order],
+            position_propensities=r.propensities.tolist(), ranking_probability=r.probability,
+        )
+        decision.decision_time.FromMilliseconds(uuid7_time_ms(decision_id) or self.clock.now_ms())
+        return decision
+
+    def _ranking_record(self, uc: UseCaseVersion, rows: np.ndarray, unit_id: str, r: Ranking,
+                        decision_id: str, candidate_ids: list[str], latency_ms: float) -> fpb.DecisionRecord:
+        """A ranking's record: the top item as the action (``features`` its row), and
+        every candidate as a :class:`RankedItem` with its row, its shown position (0:
+        not shown) and its position's propensity; ``action_probabilities`` are every
+        candidate's probability of the first position."""
+        top = int(r.order[0])
+        features = np.ascontiguousarray(rows, dtype=F32)
+        positions = r.positions().tolist()
+        propensities = r.candidate_propensities().tolist()
+        scores = r.scores.tolist() if r.scores is not None else [0.0] * len(candidate_ids)
         record = fpb.DecisionRecord(
             decision_id=decision_id, use_case=uc.use_case, blueprint_version=uc.version, unit_id=unit_id,
-            features=np.ascontiguousarray(row, dtype=F32).tobytes(), action_index=index,
-            action=candidate_ids[index], score=float(c.score[i]),
-            action_probabilities=c.probabilities[i].tolist(), model_version=int(c.model_version[i]),
-            arm=c.arms[i], explored=bool(c.explored[i]), fallback=fallback,
-            action_scores=c.action_scores[i].tolist() if c.action_scores is not None and not fallback else [],
-            deployment_role=c.roles[i], serving_latency_ms=_latency(c, i),
+            features=features[top].tobytes(), action_index=top, action=candidate_ids[top],
+            score=float(r.scores[top]) if r.scores is not None else uc.blueprint.default_decision.score,
+            action_probabilities=r.top_probabilities.tolist(), model_version=r.model_version, arm=r.arm,
+            explored=r.explored, fallback=r.fallback,
+            action_scores=r.scores.tolist() if r.scores is not None else [],
+            deployment_role=r.role, serving_latency_ms=latency_ms,
+            ranked_items=[fpb.RankedItem(item_id=candidate_ids[i], position=positions[i],
+                                         features=features[i].tobytes(), propensity=propensities[i],
+                                         score=scores[i]) for i in range(len(candidate_ids))],
+            ranking_probability=r.probability,
         )
         self._private(uc, [record])
         return record

@@ -16,8 +16,15 @@ then against its use case and blueprint version, read from the decision service
 - one probability per action of the version, ``action_index`` one of them and
   ``action`` equal to ``actions[action_index]`` (a regression blueprint without
   actions has the one action ``"predict"``); a ranking has no actions: one
-  probability per candidate of its request, ``action`` the chosen candidate's id;
-- one float32 feature per feature of the version.
+  probability per candidate of its request (of being the top item), ``action`` the
+  chosen candidate's id;
+- one float32 feature per feature of the version (for a ranking, also per candidate).
+
+A ranking's ``ranked_items`` (when present) are checked as a drawn ranking: one per
+candidate (``action_probabilities``), unique non-empty ids, positions 1..k exactly
+once (0: not shown), a shown item's propensity in (0, 1] and an unshown one's 0, the
+top item at ``action_index`` with ``action`` its id, and ``ranking_probability`` the
+product of the shown propensities (within 1e-6 relative).
 
 A use case or version the decision service does not know is asked about once more
 after ``RECHECK_S`` (decision workers synchronise new use cases and versions every
@@ -141,7 +148,49 @@ def check_decision(at: str, r: fpb.DecisionRecord, now_ms: int, bad: Violations)
     elif 0 <= r.action_index < n and probabilities[r.action_index] <= 0.0:
         bad.add(f"{at}.action_probabilities",
                 f"the chosen action (index {r.action_index}) has probability 0: it cannot have been drawn")
+    if r.ranked_items:
+        check_ranked_items(at, r, bad)
     return time_ms
+
+
+def check_ranked_items(at: str, r: fpb.DecisionRecord, bad: Violations) -> None:
+    """The checks of a ranking's ``ranked_items`` that need no blueprint."""
+    items = r.ranked_items
+    if len(items) != len(r.action_probabilities):
+        bad.add(f"{at}.ranked_items", f"{len(items)} items for {len(r.action_probabilities)} candidates "
+                                      "in action_probabilities")
+    seen: set[str] = set()
+    positions: list[int] = []
+    for i, item in enumerate(items):
+        if not item.item_id:
+            bad.add(f"{at}.ranked_items[{i}].item_id", "required")
+        elif item.item_id in seen:
+            bad.add(f"{at}.ranked_items[{i}].item_id", f"duplicate item id {quote(item.item_id)}")
+        seen.add(item.item_id)
+        if len(item.features) != len(r.features):
+            bad.add(f"{at}.ranked_items[{i}].features", f"{len(item.features)} bytes; the decision's row has "
+                                                        f"{len(r.features)}")
+        if item.position < 0:
+            bad.add(f"{at}.ranked_items[{i}].position", "must be >= 0 (0: not shown)")
+        elif item.position > 0:
+            positions.append(item.position)
+            if not 0.0 < item.propensity <= 1.0:
+                bad.add(f"{at}.ranked_items[{i}].propensity", "a shown item's propensity must be in (0, 1]")
+        elif item.propensity != 0.0:
+            bad.add(f"{at}.ranked_items[{i}].propensity", "must be 0 for an item not shown")
+    if sorted(positions) != list(range(1, len(positions) + 1)):
+        bad.add(f"{at}.ranked_items", "the shown positions must be 1..k, each once")
+        return
+    if 0 <= r.action_index < len(items):
+        top = items[r.action_index]
+        if top.position != 1:
+            bad.add(f"{at}.action_index", f"candidate {r.action_index} is not at position 1")
+        elif r.action != top.item_id:
+            bad.add(f"{at}.action", f"{quote(r.action)} is not the top item's id {quote(top.item_id)}")
+    product = math.prod(item.propensity for item in items if item.position > 0)
+    if not math.isclose(r.ranking_probability, product, rel_tol=PROBABILITY_TOLERANCE, abs_tol=1e-300):
+        bad.add(f"{at}.ranking_probability", f"{r.ranking_probability:.9g} is not the product of the shown "
+                                             f"propensities ({product:.9g})")
 
 
 def check_against_blueprint(at: str, r: fpb.DecisionRecord, blueprint: bp.Blueprint, bad: Violations) -> None:

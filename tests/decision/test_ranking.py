@@ -142,3 +142,70 @@ async def test_ranking_blueprint_rules(served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await d.apply(blueprint(kind="action_value", type=bp.POLICY_TYPE_SOFTMAX))
     assert field_violations(err.value)[0][0] == "blueprint.policy.temperature"
+
+
+def _plackett_luce(scores: list[float], order: list[int], temperature: float) -> list[float]:
+    """P(item | items above) of each item of ``order`` under Plackett-Luce."""
+    z = np.exp(np.asarray(scores) / temperature)
+    left = list(range(len(scores)))
+    out = []
+    for i in order:
+        out.append(float(z[i] / z[left].sum()))
+        left.remove(i)
+    return out
+
+
+async def test_plackett_luce_ranking_is_logged_per_position(served) -> None:
+    """Softmax rankings draw every shown position from Plackett-Luce: the answer and the
+    record carry each shown item's propensity given the items above (checked against
+    the formula), the prefix probability, and every candidate with its row and position;
+    the second position's frequencies given the top item follow the model."""
+    d, trainer, feedback = served
+    await d.apply(ranking_blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=0.5, ranking_top_k=3))
+    await _deploy(d, trainer)
+    ys = [0.0, 1.0, 0.5, -0.5, 0.8]
+    second = np.zeros(5)
+    with_top_1 = 0
+    decisions = []
+    for _ in range(500):
+        dec = (await d.stub.Decide(_request(ys))).decision
+        order = [int(c[1:]) for c in dec.ranked_candidate_ids]
+        assert sorted(order) == list(range(5))
+        expected = _plackett_luce(ys, order[:3], 0.5)
+        assert list(dec.position_propensities) == pytest.approx(expected, rel=1e-6)
+        assert dec.ranking_probability == pytest.approx(float(np.prod(expected)), rel=1e-6)
+        assert order[3:] == sorted(order[3:], key=lambda i: -ys[i])  # the rest by score
+        if order[0] == 1:
+            with_top_1 += 1
+            second[order[1]] += 1
+        decisions.append(dec)
+    left = [0, 2, 3, 4]
+    p_second = np.exp(np.asarray(ys)[left] / 0.5) / np.exp(np.asarray(ys)[left] / 0.5).sum()
+    assert chisquare(second[left], p_second * with_top_1).pvalue > 0.001
+    last = decisions[-1]
+    await wait_until(lambda: last.decision_id in feedback.ids)
+    record = next(r for r in feedback.records if r.decision_id == last.decision_id)
+    assert [i.item_id for i in record.ranked_items] == [f"c{i}" for i in range(5)]
+    positions = {i.item_id: i.position for i in record.ranked_items}
+    assert [c for c, p in sorted(positions.items(), key=lambda kv: kv[1]) if p] == list(last.ranked_candidate_ids[:3])
+    assert sum(p == 0 for p in positions.values()) == 2
+    shown = sorted((i for i in record.ranked_items if i.position), key=lambda i: i.position)
+    assert [i.propensity for i in shown] == pytest.approx(list(last.position_propensities))
+    assert record.ranking_probability == pytest.approx(last.ranking_probability)
+    for k, item in enumerate(record.ranked_items):
+        assert np.frombuffer(item.features, "<f4").tolist() == pytest.approx([1.0, ys[k], 1.0])
+        assert item.score == pytest.approx(ys[k])
+    assert sum(record.action_probabilities) == pytest.approx(1.0)  # the first position's distribution
+
+
+async def test_top_k_from_the_request(served) -> None:
+    d, trainer, _ = served
+    await d.apply(ranking_blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=1.0, ranking_top_k=3))
+    await _deploy(d, trainer)
+    assert len((await d.stub.Decide(_request([0.1, 0.2, 0.3, 0.4]))).decision.position_propensities) == 3
+    assert len((await d.stub.Decide(_request([0.1, 0.2, 0.3, 0.4], top_k=1))).decision.position_propensities) == 1
+    assert len((await d.stub.Decide(_request([0.1, 0.2], top_k=9))).decision.position_propensities) == 2
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.stub.Decide(_request([0.1, 0.2], top_k=-1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value)[0][0] == "top_k"

@@ -112,7 +112,7 @@ class Feature(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., on_missing: _Optional[_Union[MissingRule, str]] = ..., impute_value: _Optional[float] = ..., on_unknown: _Optional[_Union[UnknownRule, str]] = ..., description: _Optional[str] = ..., pii: _Optional[_Union[PiiRule, str]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs", "ranking_top_k")
+    __slots__ = ("type", "epsilon", "threshold", "exploration_floor", "explore_without_model", "temperature", "action_costs", "thompson_members", "ranking_top_k")
     class ActionCostsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Policy(_message.Message):
     EXPLORE_WITHOUT_MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     ACTION_COSTS_FIELD_NUMBER: _ClassVar[int]
+    THOMPSON_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RANKING_TOP_K_FIELD_NUMBER: _ClassVar[int]
     type: PolicyType
     epsilon: float
@@ -135,8 +136,9 @@ class Policy(_message.Message):
     explore_without_model: bool
     temperature: float
     action_costs: _containers.ScalarMap[str, float]
+    thompson_members: int
     ranking_top_k: int
-    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ..., action_costs: _Optional[_Mapping[str, float]] = ..., ranking_top_k: _Optional[int] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[PolicyType, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., exploration_floor: _Optional[float] = ..., explore_without_model: bool = ..., temperature: _Optional[float] = ..., action_costs: _Optional[_Mapping[str, float]] = ..., thompson_members: _Optional[int] = ..., ranking_top_k: _Optional[int] = ...) -> None: ...
 
 class DefaultDecision(_message.Message):
     __slots__ = ("action", "score")

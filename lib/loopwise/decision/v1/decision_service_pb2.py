@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loopwise.common.v1 import blueprint_pb2 as loopwise_dot_common_dot_v1_dot_blueprint__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+loopwise/decision/v1/decision_service.proto\x12\x14loopwise.decision.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/blueprint.proto\"\xad\x01\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12?\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32-.loopwise.decision.v1.Candidate.FeaturesEntry\x1aS\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".loopwise.decision.v1.FeatureValue:\x02\x38\x01\"=\n\x0c\x46\x65\x61tureValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\xc6\x02\n\rDecideRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x43\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x31.loopwise.decision.v1.DecideRequest.FeaturesEntry\x12\x1b\n\x13\x64isable_exploration\x18\x04 \x01(\x08\x12\x19\n\x11\x62lueprint_version\x18\x05 \x01(\x03\x12\x33\n\ncandidates\x18\x06 \x03(\x0b\x32\x1f.loopwise.decision.v1.Candidate\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x1aS\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".loopwise.decision.v1.FeatureValue:\x02\x38\x01\"\xe8\x02\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tion_index\x18\x04 \x01(\x05\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x15\n\raction_scores\x18\x06 \x03(\x01\x12\x1c\n\x14\x61\x63tion_probabilities\x18\x07 \x03(\x01\x12\x15\n\rmodel_version\x18\x08 \x01(\x03\x12\x19\n\x11\x62lueprint_version\x18\t \x01(\x03\x12\x0b\n\x03\x61rm\x18\n \x01(\t\x12\x10\n\x08\x65xplored\x18\x0b \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x0c \x01(\x08\x12\x31\n\rdecision_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14ranked_candidate_ids\x18\x0e \x03(\t\x12\x17\n\x0f\x64\x65ployment_role\x18\x0f \x01(\t\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1e.loopwise.decision.v1.Decision\"\xa7\x01\n\x12\x44\x65\x63ideBatchRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x19\n\x11\x62lueprint_version\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0c\x12\x10\n\x08unit_ids\x18\x06 \x03(\t\x12\x1b\n\x13\x64isable_exploration\x18\x07 \x01(\x08\"\x98\x02\n\x13\x44\x65\x63ideBatchResponse\x12\x14\n\x0c\x64\x65\x63ision_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x63tion_indices\x18\x02 \x01(\x0c\x12\x0e\n\x06scores\x18\x03 \x01(\x0c\x12\x1c\n\x14\x61\x63tion_probabilities\x18\x04 \x01(\x0c\x12\x10\n\x08\x65xplored\x18\x05 \x01(\x0c\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x0c\x12\x0f\n\x07\x61\x63tions\x18\x07 \x03(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\x03\x12\x19\n\x11\x62lueprint_version\x18\t \x01(\x03\x12\x0c\n\x04\x61rms\x18\n \x03(\t\x12\x18\n\x10\x64\x65ployment_roles\x18\x0b \x03(\t\x12\x16\n\x0emodel_versions\x18\x0c \x01(\x0c\"\xdc\x01\n\x07UseCase\x12\x30\n\tblueprint\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Blueprint\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bkill_switch\x18\x06 \x01(\x08\x12\x16\n\x0elatest_version\x18\x07 \x01(\x03\x12\x10\n\x08\x61rchived\x18\x08 \x01(\x08\"A\n\x0b\x46ieldChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x92\x01\n\x13\x41pplyUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\tblueprint\x18\x02 \x01(\x0b\x32\x1d.loopwise.common.v1.Blueprint\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa1\x01\n\x14\x41pplyUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12/\n\x04\x64iff\x18\x04 \x03(\x0b\x32!.loopwise.decision.v1.FieldChange\"6\n\x11GetUseCaseRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"E\n\x12GetUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"V\n\x13ListUseCasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\x10include_archived\x18\x03 \x01(\x08\"a\n\x14ListUseCasesResponse\x12\x30\n\tuse_cases\x18\x01 \x03(\x0b\x32\x1d.loopwise.decision.v1.UseCase\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x16RollbackUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x12\n\nto_version\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"J\n\x17RollbackUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"m\n\x14SetKillSwitchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"H\n\x15SetKillSwitchResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"o\n\x15\x41rchiveUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x10\n\x08\x61rchived\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"I\n\x16\x41rchiveUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"-\n\x19ListUseCaseChangesRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\"\xa7\x01\n\rUseCaseChange\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"R\n\x1aListUseCaseChangesResponse\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.loopwise.decision.v1.UseCaseChange2\x98\x08\n\x0f\x44\x65\x63isionService\x12S\n\x06\x44\x65\x63ide\x12#.loopwise.decision.v1.DecideRequest\x1a$.loopwise.decision.v1.DecideResponse\x12\x62\n\x0b\x44\x65\x63ideBatch\x12(.loopwise.decision.v1.DecideBatchRequest\x1a).loopwise.decision.v1.DecideBatchResponse\x12]\n\x0c\x44\x65\x63ideStream\x12#.loopwise.decision.v1.DecideRequest\x1a$.loopwise.decision.v1.DecideResponse(\x01\x30\x01\x12\x65\n\x0c\x41pplyUseCase\x12).loopwise.decision.v1.ApplyUseCaseRequest\x1a*.loopwise.decision.v1.ApplyUseCaseResponse\x12_\n\nGetUseCase\x12\'.loopwise.decision.v1.GetUseCaseRequest\x1a(.loopwise.decision.v1.GetUseCaseResponse\x12\x65\n\x0cListUseCases\x12).loopwise.decision.v1.ListUseCasesRequest\x1a*.loopwise.decision.v1.ListUseCasesResponse\x12n\n\x0fRollbackUseCase\x12,.loopwise.decision.v1.RollbackUseCaseRequest\x1a-.loopwise.decision.v1.RollbackUseCaseResponse\x12h\n\rSetKillSwitch\x12*.loopwise.decision.v1.SetKillSwitchRequest\x1a+.loopwise.decision.v1.SetKillSwitchResponse\x12k\n\x0e\x41rchiveUseCase\x12+.loopwise.decision.v1.ArchiveUseCaseRequest\x1a,.loopwise.decision.v1.ArchiveUseCaseResponse\x12w\n\x12ListUseCaseChanges\x12/.loopwise.decision.v1.ListUseCaseChangesRequest\x1a\x30.loopwise.decision.v1.ListUseCaseChangesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+loopwise/decision/v1/decision_service.proto\x12\x14loopwise.decision.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"loopwise/common/v1/blueprint.proto\"\xad\x01\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12?\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32-.loopwise.decision.v1.Candidate.FeaturesEntry\x1aS\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".loopwise.decision.v1.FeatureValue:\x02\x38\x01\"=\n\x0c\x46\x65\x61tureValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\xd5\x02\n\rDecideRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x43\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x31.loopwise.decision.v1.DecideRequest.FeaturesEntry\x12\x1b\n\x13\x64isable_exploration\x18\x04 \x01(\x08\x12\x19\n\x11\x62lueprint_version\x18\x05 \x01(\x03\x12\x33\n\ncandidates\x18\x06 \x03(\x0b\x32\x1f.loopwise.decision.v1.Candidate\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x12\r\n\x05top_k\x18\x1e \x01(\x05\x1aS\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".loopwise.decision.v1.FeatureValue:\x02\x38\x01\"\xa4\x03\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tion_index\x18\x04 \x01(\x05\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x15\n\raction_scores\x18\x06 \x03(\x01\x12\x1c\n\x14\x61\x63tion_probabilities\x18\x07 \x03(\x01\x12\x15\n\rmodel_version\x18\x08 \x01(\x03\x12\x19\n\x11\x62lueprint_version\x18\t \x01(\x03\x12\x0b\n\x03\x61rm\x18\n \x01(\t\x12\x10\n\x08\x65xplored\x18\x0b \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x0c \x01(\x08\x12\x31\n\rdecision_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14ranked_candidate_ids\x18\x0e \x03(\t\x12\x17\n\x0f\x64\x65ployment_role\x18\x0f \x01(\t\x12\x1d\n\x15position_propensities\x18\x1e \x03(\x01\x12\x1b\n\x13ranking_probability\x18\x1f \x01(\x01\"B\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1e.loopwise.decision.v1.Decision\"\xa7\x01\n\x12\x44\x65\x63ideBatchRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x19\n\x11\x62lueprint_version\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0c\x12\x10\n\x08unit_ids\x18\x06 \x03(\t\x12\x1b\n\x13\x64isable_exploration\x18\x07 \x01(\x08\"\x98\x02\n\x13\x44\x65\x63ideBatchResponse\x12\x14\n\x0c\x64\x65\x63ision_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x63tion_indices\x18\x02 \x01(\x0c\x12\x0e\n\x06scores\x18\x03 \x01(\x0c\x12\x1c\n\x14\x61\x63tion_probabilities\x18\x04 \x01(\x0c\x12\x10\n\x08\x65xplored\x18\x05 \x01(\x0c\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x0c\x12\x0f\n\x07\x61\x63tions\x18\x07 \x03(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\x03\x12\x19\n\x11\x62lueprint_version\x18\t \x01(\x03\x12\x0c\n\x04\x61rms\x18\n \x03(\t\x12\x18\n\x10\x64\x65ployment_roles\x18\x0b \x03(\t\x12\x16\n\x0emodel_versions\x18\x0c \x01(\x0c\"\xdc\x01\n\x07UseCase\x12\x30\n\tblueprint\x18\x01 \x01(\x0b\x32\x1d.loopwise.common.v1.Blueprint\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bkill_switch\x18\x06 \x01(\x08\x12\x16\n\x0elatest_version\x18\x07 \x01(\x03\x12\x10\n\x08\x61rchived\x18\x08 \x01(\x08\"A\n\x0b\x46ieldChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x92\x01\n\x13\x41pplyUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\tblueprint\x18\x02 \x01(\x0b\x32\x1d.loopwise.common.v1.Blueprint\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa1\x01\n\x14\x41pplyUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12/\n\x04\x64iff\x18\x04 \x03(\x0b\x32!.loopwise.decision.v1.FieldChange\"6\n\x11GetUseCaseRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"E\n\x12GetUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"V\n\x13ListUseCasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\x10include_archived\x18\x03 \x01(\x08\"a\n\x14ListUseCasesResponse\x12\x30\n\tuse_cases\x18\x01 \x03(\x0b\x32\x1d.loopwise.decision.v1.UseCase\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x16RollbackUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x12\n\nto_version\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"J\n\x17RollbackUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"m\n\x14SetKillSwitchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"H\n\x15SetKillSwitchResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"o\n\x15\x41rchiveUseCaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08use_case\x18\x02 \x01(\t\x12\x10\n\x08\x61rchived\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\"I\n\x16\x41rchiveUseCaseResponse\x12/\n\x08use_case\x18\x01 \x01(\x0b\x32\x1d.loopwise.decision.v1.UseCase\"-\n\x19ListUseCaseChangesRequest\x12\x10\n\x08use_case\x18\x01 \x01(\t\"\xa7\x01\n\rUseCaseChange\x12\x10\n\x08use_case\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"R\n\x1aListUseCaseChangesResponse\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.loopwise.decision.v1.UseCaseChange2\x98\x08\n\x0f\x44\x65\x63isionService\x12S\n\x06\x44\x65\x63ide\x12#.loopwise.decision.v1.DecideRequest\x1a$.loopwise.decision.v1.DecideResponse\x12\x62\n\x0b\x44\x65\x63ideBatch\x12(.loopwise.decision.v1.DecideBatchRequest\x1a).loopwise.decision.v1.DecideBatchResponse\x12]\n\x0c\x44\x65\x63ideStream\x12#.loopwise.decision.v1.DecideRequest\x1a$.loopwise.decision.v1.DecideResponse(\x01\x30\x01\x12\x65\n\x0c\x41pplyUseCase\x12).loopwise.decision.v1.ApplyUseCaseRequest\x1a*.loopwise.decision.v1.ApplyUseCaseResponse\x12_\n\nGetUseCase\x12\'.loopwise.decision.v1.GetUseCaseRequest\x1a(.loopwise.decision.v1.GetUseCaseResponse\x12\x65\n\x0cListUseCases\x12).loopwise.decision.v1.ListUseCasesRequest\x1a*.loopwise.decision.v1.ListUseCasesResponse\x12n\n\x0fRollbackUseCase\x12,.loopwise.decision.v1.RollbackUseCaseRequest\x1a-.loopwise.decision.v1.RollbackUseCaseResponse\x12h\n\rSetKillSwitch\x12*.loopwise.decision.v1.SetKillSwitchRequest\x1a+.loopwise.decision.v1.SetKillSwitchResponse\x12k\n\x0e\x41rchiveUseCase\x12+.loopwise.decision.v1.ArchiveUseCaseRequest\x1a,.loopwise.decision.v1.ArchiveUseCaseResponse\x12w\n\x12ListUseCaseChanges\x12/.loopwise.decision.v1.ListUseCaseChangesRequest\x1a\x30.loopwise.decision.v1.ListUseCaseChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,51 +44,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREVALUE']._serialized_start=314
   _globals['_FEATUREVALUE']._serialized_end=375
   _globals['_DECIDEREQUEST']._serialized_start=378
-  _globals['_DECIDEREQUEST']._serialized_end=704
+  _globals['_DECIDEREQUEST']._serialized_end=719
   _globals['_DECIDEREQUEST_FEATURESENTRY']._serialized_start=229
   _globals['_DECIDEREQUEST_FEATURESENTRY']._serialized_end=312
-  _globals['_DECISION']._serialized_start=707
-  _globals['_DECISION']._serialized_end=1067
-  _globals['_DECIDERESPONSE']._serialized_start=1069
-  _globals['_DECIDERESPONSE']._serialized_end=1135
-  _globals['_DECIDEBATCHREQUEST']._serialized_start=1138
-  _globals['_DECIDEBATCHREQUEST']._serialized_end=1305
-  _globals['_DECIDEBATCHRESPONSE']._serialized_start=1308
-  _globals['_DECIDEBATCHRESPONSE']._serialized_end=1588
-  _globals['_USECASE']._serialized_start=1591
-  _globals['_USECASE']._serialized_end=1811
-  _globals['_FIELDCHANGE']._serialized_start=1813
-  _globals['_FIELDCHANGE']._serialized_end=1878
-  _globals['_APPLYUSECASEREQUEST']._serialized_start=1881
-  _globals['_APPLYUSECASEREQUEST']._serialized_end=2027
-  _globals['_APPLYUSECASERESPONSE']._serialized_start=2030
-  _globals['_APPLYUSECASERESPONSE']._serialized_end=2191
-  _globals['_GETUSECASEREQUEST']._serialized_start=2193
-  _globals['_GETUSECASEREQUEST']._serialized_end=2247
-  _globals['_GETUSECASERESPONSE']._serialized_start=2249
-  _globals['_GETUSECASERESPONSE']._serialized_end=2318
-  _globals['_LISTUSECASESREQUEST']._serialized_start=2320
-  _globals['_LISTUSECASESREQUEST']._serialized_end=2406
-  _globals['_LISTUSECASESRESPONSE']._serialized_start=2408
-  _globals['_LISTUSECASESRESPONSE']._serialized_end=2505
-  _globals['_ROLLBACKUSECASEREQUEST']._serialized_start=2507
-  _globals['_ROLLBACKUSECASEREQUEST']._serialized_end=2621
-  _globals['_ROLLBACKUSECASERESPONSE']._serialized_start=2623
-  _globals['_ROLLBACKUSECASERESPONSE']._serialized_end=2697
-  _globals['_SETKILLSWITCHREQUEST']._serialized_start=2699
-  _globals['_SETKILLSWITCHREQUEST']._serialized_end=2808
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=2810
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=2882
-  _globals['_ARCHIVEUSECASEREQUEST']._serialized_start=2884
-  _globals['_ARCHIVEUSECASEREQUEST']._serialized_end=2995
-  _globals['_ARCHIVEUSECASERESPONSE']._serialized_start=2997
-  _globals['_ARCHIVEUSECASERESPONSE']._serialized_end=3070
-  _globals['_LISTUSECASECHANGESREQUEST']._serialized_start=3072
-  _globals['_LISTUSECASECHANGESREQUEST']._serialized_end=3117
-  _globals['_USECASECHANGE']._serialized_start=3120
-  _globals['_USECASECHANGE']._serialized_end=3287
-  _globals['_LISTUSECASECHANGESRESPONSE']._serialized_start=3289
-  _globals['_LISTUSECASECHANGESRESPONSE']._serialized_end=3371
-  _globals['_DECISIONSERVICE']._serialized_start=3374
-  _globals['_DECISIONSERVICE']._serialized_end=4422
+  _globals['_DECISION']._serialized_start=722
+  _globals['_DECISION']._serialized_end=1142
+  _globals['_DECIDERESPONSE']._serialized_start=1144
+  _globals['_DECIDERESPONSE']._serialized_end=1210
+  _globals['_DECIDEBATCHREQUEST']._serialized_start=1213
+  _globals['_DECIDEBATCHREQUEST']._serialized_end=1380
+  _globals['_DECIDEBATCHRESPONSE']._serialized_start=1383
+  _globals['_DECIDEBATCHRESPONSE']._serialized_end=1663
+  _globals['_USECASE']._serialized_start=1666
+  _globals['_USECASE']._serialized_end=1886
+  _globals['_FIELDCHANGE']._serialized_start=1888
+  _globals['_FIELDCHANGE']._serialized_end=1953
+  _globals['_APPLYUSECASEREQUEST']._serialized_start=1956
+  _globals['_APPLYUSECASEREQUEST']._serialized_end=2102
+  _globals['_APPLYUSECASERESPONSE']._serialized_start=2105
+  _globals['_APPLYUSECASERESPONSE']._serialized_end=2266
+  _globals['_GETUSECASEREQUEST']._serialized_start=2268
+  _globals['_GETUSECASEREQUEST']._serialized_end=2322
+  _globals['_GETUSECASERESPONSE']._serialized_start=2324
+  _globals['_GETUSECASERESPONSE']._serialized_end=2393
+  _globals['_LISTUSECASESREQUEST']._serialized_start=2395
+  _globals['_LISTUSECASESREQUEST']._serialized_end=2481
+  _globals['_LISTUSECASESRESPONSE']._serialized_start=2483
+  _globals['_LISTUSECASESRESPONSE']._serialized_end=2580
+  _globals['_ROLLBACKUSECASEREQUEST']._serialized_start=2582
+  _globals['_ROLLBACKUSECASEREQUEST']._serialized_end=2696
+  _globals['_ROLLBACKUSECASERESPONSE']._serialized_start=2698
+  _globals['_ROLLBACKUSECASERESPONSE']._serialized_end=2772
+  _globals['_SETKILLSWITCHREQUEST']._serialized_start=2774
+  _globals['_SETKILLSWITCHREQUEST']._serialized_end=2883
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=2885
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=2957
+  _globals['_ARCHIVEUSECASEREQUEST']._serialized_start=2959
+  _globals['_ARCHIVEUSECASEREQUEST']._serialized_end=3070
+  _globals['_ARCHIVEUSECASERESPONSE']._serialized_start=3072
+  _globals['_ARCHIVEUSECASERESPONSE']._serialized_end=3145
+  _globals['_LISTUSECASECHANGESREQUEST']._serialized_start=3147
+  _globals['_LISTUSECASECHANGESREQUEST']._serialized_end=3192
+  _globals['_USECASECHANGE']._serialized_start=3195
+  _globals['_USECASECHANGE']._serialized_end=3362
+  _globals['_LISTUSECASECHANGESRESPONSE']._serialized_start=3364
+  _globals['_LISTUSECASECHANGESRESPONSE']._serialized_end=3446
+  _globals['_DECISIONSERVICE']._serialized_start=3449
+  _globals['_DECISIONSERVICE']._serialized_end=4497
 # @@protoc_insertion_point(module_scope)

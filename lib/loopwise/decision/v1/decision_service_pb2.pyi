@@ -34,7 +34,7 @@ class FeatureValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., category: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("use_case", "unit_id", "features", "disable_exploration", "blueprint_version", "candidates", "arm")
+    __slots__ = ("use_case", "unit_id", "features", "disable_exploration", "blueprint_version", "candidates", "arm", "top_k")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class DecideRequest(_message.Message):
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     unit_id: str
     features: _containers.MessageMap[str, FeatureValue]
@@ -56,10 +57,11 @@ class DecideRequest(_message.Message):
     blueprint_version: int
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     arm: str
-    def __init__(self, use_case: _Optional[str] = ..., unit_id: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ..., disable_exploration: bool = ..., blueprint_version: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., arm: _Optional[str] = ...) -> None: ...
+    top_k: int
+    def __init__(self, use_case: _Optional[str] = ..., unit_id: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ..., disable_exploration: bool = ..., blueprint_version: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., arm: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "use_case", "action", "action_index", "score", "action_scores", "action_probabilities", "model_version", "blueprint_version", "arm", "explored", "fallback", "decision_time", "ranked_candidate_ids", "deployment_role")
+    __slots__ = ("decision_id", "use_case", "action", "action_index", "score", "action_scores", "action_probabilities", "model_version", "blueprint_version", "arm", "explored", "fallback", "decision_time", "ranked_candidate_ids", "deployment_role", "position_propensities", "ranking_probability")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,8 @@ class Decision(_message.Message):
     DECISION_TIME_FIELD_NUMBER: _ClassVar[int]
     RANKED_CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
+    RANKING_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     use_case: str
     action: str
@@ -90,7 +94,9 @@ class Decision(_message.Message):
     decision_time: _timestamp_pb2.Timestamp
     ranked_candidate_ids: _containers.RepeatedScalarFieldContainer[str]
     deployment_role: str
-    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., action: _Optional[str] = ..., action_index: _Optional[int] = ..., score: _Optional[float] = ..., action_scores: _Optional[_Iterable[float]] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., blueprint_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., decision_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ranked_candidate_ids: _Optional[_Iterable[str]] = ..., deployment_role: _Optional[str] = ...) -> None: ...
+    position_propensities: _containers.RepeatedScalarFieldContainer[float]
+    ranking_probability: float
+    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., action: _Optional[str] = ..., action_index: _Optional[int] = ..., score: _Optional[float] = ..., action_scores: _Optional[_Iterable[float]] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., blueprint_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., decision_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ranked_candidate_ids: _Optional[_Iterable[str]] = ..., deployment_role: _Optional[str] = ..., position_propensities: _Optional[_Iterable[float]] = ..., ranking_probability: _Optional[float] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("decision",)

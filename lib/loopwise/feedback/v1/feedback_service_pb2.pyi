@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role", "serving_latency_ms", "undelivered")
+    __slots__ = ("decision_id", "use_case", "blueprint_version", "unit_id", "features", "action_index", "action", "score", "action_probabilities", "model_version", "arm", "explored", "fallback", "shadow", "action_scores", "deployment_role", "serving_latency_ms", "undelivered", "ranked_items", "ranking_probability")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class DecisionRecord(_message.Message):
     DEPLOYMENT_ROLE_FIELD_NUMBER: _ClassVar[int]
     SERVING_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     UNDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    RANKED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    RANKING_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     use_case: str
     blueprint_version: int
@@ -47,7 +49,23 @@ class DecisionRecord(_message.Message):
     deployment_role: str
     serving_latency_ms: float
     undelivered: bool
-    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ..., serving_latency_ms: _Optional[float] = ..., undelivered: bool = ...) -> None: ...
+    ranked_items: _containers.RepeatedCompositeFieldContainer[RankedItem]
+    ranking_probability: float
+    def __init__(self, decision_id: _Optional[str] = ..., use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., unit_id: _Optional[str] = ..., features: _Optional[bytes] = ..., action_index: _Optional[int] = ..., action: _Optional[str] = ..., score: _Optional[float] = ..., action_probabilities: _Optional[_Iterable[float]] = ..., model_version: _Optional[int] = ..., arm: _Optional[str] = ..., explored: bool = ..., fallback: bool = ..., shadow: bool = ..., action_scores: _Optional[_Iterable[float]] = ..., deployment_role: _Optional[str] = ..., serving_latency_ms: _Optional[float] = ..., undelivered: bool = ..., ranked_items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., ranking_probability: _Optional[float] = ...) -> None: ...
+
+class RankedItem(_message.Message):
+    __slots__ = ("item_id", "position", "features", "propensity", "score")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    position: int
+    features: bytes
+    propensity: float
+    score: float
+    def __init__(self, item_id: _Optional[str] = ..., position: _Optional[int] = ..., features: _Optional[bytes] = ..., propensity: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class LogDecisionsRequest(_message.Message):
     __slots__ = ("request_id", "decisions")
@@ -64,7 +82,7 @@ class LogDecisionsResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("use_case", "decision_id", "outcome_id", "name", "value", "label", "event_time")
+    __slots__ = ("use_case", "decision_id", "outcome_id", "name", "value", "label", "event_time", "item_id")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +90,7 @@ class Outcome(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     decision_id: str
     outcome_id: str
@@ -79,7 +98,8 @@ class Outcome(_message.Message):
     value: float
     label: str
     event_time: _timestamp_pb2.Timestamp
-    def __init__(self, use_case: _Optional[str] = ..., decision_id: _Optional[str] = ..., outcome_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    item_id: str
+    def __init__(self, use_case: _Optional[str] = ..., decision_id: _Optional[str] = ..., outcome_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_id: _Optional[str] = ...) -> None: ...
 
 class LogOutcomesRequest(_message.Message):
     __slots__ = ("request_id", "outcomes")
@@ -116,7 +136,7 @@ class ReadTrainingDataRequest(_message.Message):
     def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ...) -> None: ...
 
 class ReadTrainingDataResponse(_message.Message):
-    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms", "metric_names", "metric_values")
+    __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms", "metric_names", "metric_values", "positions", "item_ids", "prefix_propensities")
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +156,9 @@ class ReadTrainingDataResponse(_message.Message):
     SERVING_LATENCIES_MS_FIELD_NUMBER: _ClassVar[int]
     METRIC_NAMES_FIELD_NUMBER: _ClassVar[int]
     METRIC_VALUES_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
     blueprint_version: int
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     rows: int
@@ -155,7 +178,10 @@ class ReadTrainingDataResponse(_message.Message):
     serving_latencies_ms: bytes
     metric_names: _containers.RepeatedScalarFieldContainer[str]
     metric_values: bytes
-    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ..., serving_latencies_ms: _Optional[bytes] = ..., metric_names: _Optional[_Iterable[str]] = ..., metric_values: _Optional[bytes] = ...) -> None: ...
+    positions: bytes
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    prefix_propensities: bytes
+    def __init__(self, blueprint_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., features: _Optional[bytes] = ..., decision_ids: _Optional[_Iterable[str]] = ..., decision_times_ms: _Optional[bytes] = ..., action_indices: _Optional[bytes] = ..., propensities: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., n_actions: _Optional[int] = ..., rewards: _Optional[bytes] = ..., outcome_counts: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., arms: _Optional[_Iterable[str]] = ..., explored: _Optional[bytes] = ..., serving_latencies_ms: _Optional[bytes] = ..., metric_names: _Optional[_Iterable[str]] = ..., metric_values: _Optional[bytes] = ..., positions: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., prefix_propensities: _Optional[bytes] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("use_case", "decision_id")

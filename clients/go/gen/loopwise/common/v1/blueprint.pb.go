@@ -577,6 +577,11 @@ type Policy struct {
 	// for the treatment, this is the uplift policy "treat when the predicted effect
 	// exceeds the cost".
 	ActionCosts map[string]float64 `protobuf:"bytes,7,rep,name=action_costs,json=actionCosts,proto3" json:"action_costs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// POLICY_TYPE_THOMPSON: number of bootstrap members K the trainer fits into
+	// the model (each on a bootstrap resample of the training rows; P(a) is the
+	// share of members whose best action is a). 0: the default, 8; otherwise in
+	// [2, 64]. Only ACTION_VALUE use cases are trained as ensembles.
+	ThompsonMembers int32 `protobuf:"varint,8,opt,name=thompson_members,json=thompsonMembers,proto3" json:"thompson_members,omitempty"`
 	// Ranking use cases: how many top positions are drawn by the policy, shown and
 	// logged with their propensities (DecideRequest.top_k overrides it); 0: every
 	// candidate.
@@ -662,6 +667,13 @@ func (x *Policy) GetActionCosts() map[string]float64 {
 		return x.ActionCosts
 	}
 	return nil
+}
+
+func (x *Policy) GetThompsonMembers() int32 {
+	if x != nil {
+		return x.ThompsonMembers
+	}
+	return 0
 }
 
 func (x *Policy) GetRankingTopK() int32 {
@@ -1691,7 +1703,7 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\n" +
 	"on_unknown\x18\x06 \x01(\x0e2\x1f.loopwise.common.v1.UnknownRuleR\tonUnknown\x12 \n" +
 	"\vdescription\x18\a \x01(\tR\vdescription\x12-\n" +
-	"\x03pii\x18\b \x01(\x0e2\x1b.loopwise.common.v1.PiiRuleR\x03pii\"\xab\x03\n" +
+	"\x03pii\x18\b \x01(\x0e2\x1b.loopwise.common.v1.PiiRuleR\x03pii\"\xd6\x03\n" +
 	"\x06Policy\x122\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1e.loopwise.common.v1.PolicyTypeR\x04type\x12\x18\n" +
 	"\aepsilon\x18\x02 \x01(\x01R\aepsilon\x12\x1c\n" +
@@ -1699,7 +1711,8 @@ const file_loopwise_common_v1_blueprint_proto_rawDesc = "" +
 	"\x11exploration_floor\x18\x04 \x01(\x01R\x10explorationFloor\x122\n" +
 	"\x15explore_without_model\x18\x05 \x01(\bR\x13exploreWithoutModel\x12 \n" +
 	"\vtemperature\x18\x06 \x01(\x01R\vtemperature\x12N\n" +
-	"\faction_costs\x18\a \x03(\v2+.loopwise.common.v1.Policy.ActionCostsEntryR\vactionCosts\x12\"\n" +
+	"\faction_costs\x18\a \x03(\v2+.loopwise.common.v1.Policy.ActionCostsEntryR\vactionCosts\x12)\n" +
+	"\x10thompson_members\x18\b \x01(\x05R\x0fthompsonMembers\x12\"\n" +
 	"\rranking_top_k\x18\x1e \x01(\x05R\vrankingTopK\x1a>\n" +
 	"\x10ActionCostsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

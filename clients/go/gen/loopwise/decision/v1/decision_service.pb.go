@@ -186,7 +186,11 @@ type DecideRequest struct {
 	Candidates []*Candidate `protobuf:"bytes,6,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// Force this experiment arm (for testing a treatment); it must be one of the
 	// blueprint's arms ("default" when there are none). Empty: assigned by hash.
-	Arm           string `protobuf:"bytes,7,opt,name=arm,proto3" json:"arm,omitempty"`
+	Arm string `protobuf:"bytes,7,opt,name=arm,proto3" json:"arm,omitempty"`
+	// Ranking: how many top positions the policy draws and logs (the shown items);
+	// 0: the blueprint's policy.ranking_top_k, and every candidate when that is 0
+	// too. Must be >= 0.
+	TopK          int32 `protobuf:"varint,30,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +274,13 @@ func (x *DecideRequest) GetArm() string {
 	return ""
 }
 
+func (x *DecideRequest) GetTopK() int32 {
+	if x != nil {
+		return x.TopK
+	}
+	return 0
+}
+
 // A decision.
 type Decision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -309,8 +320,15 @@ type Decision struct {
 	// Which deployment slot made the decision: "production", "canary", or
 	// "default" (no model, fallback, kill switch). Shadows are only logged.
 	DeploymentRole string `protobuf:"bytes,15,opt,name=deployment_role,json=deploymentRole,proto3" json:"deployment_role,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Ranking: for each of the first k entries of ranked_candidate_ids (the shown
+	// items), the probability the policy gave that item at that position given the
+	// items above it; empty for other kinds.
+	PositionPropensities []float64 `protobuf:"fixed64,30,rep,packed,name=position_propensities,json=positionPropensities,proto3" json:"position_propensities,omitempty"`
+	// Ranking: the probability of the whole shown prefix (the product of
+	// position_propensities); 0 for other kinds.
+	RankingProbability float64 `protobuf:"fixed64,31,opt,name=ranking_probability,json=rankingProbability,proto3" json:"ranking_probability,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -446,6 +464,20 @@ func (x *Decision) GetDeploymentRole() string {
 		return x.DeploymentRole
 	}
 	return ""
+}
+
+func (x *Decision) GetPositionPropensities() []float64 {
+	if x != nil {
+		return x.PositionPropensities
+	}
+	return nil
+}
+
+func (x *Decision) GetRankingProbability() float64 {
+	if x != nil {
+		return x.RankingProbability
+	}
+	return 0
 }
 
 // Response of Decide.
@@ -1884,7 +1916,7 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\fFeatureValue\x12\x18\n" +
 	"\x06number\x18\x01 \x01(\x01H\x00R\x06number\x12\x1c\n" +
 	"\bcategory\x18\x02 \x01(\tH\x00R\bcategoryB\a\n" +
-	"\x05value\"\xa4\x03\n" +
+	"\x05value\"\xb9\x03\n" +
 	"\rDecideRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x17\n" +
 	"\aunit_id\x18\x02 \x01(\tR\x06unitId\x12M\n" +
@@ -1894,10 +1926,11 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\n" +
 	"candidates\x18\x06 \x03(\v2\x1f.loopwise.decision.v1.CandidateR\n" +
 	"candidates\x12\x10\n" +
-	"\x03arm\x18\a \x01(\tR\x03arm\x1a_\n" +
+	"\x03arm\x18\a \x01(\tR\x03arm\x12\x13\n" +
+	"\x05top_k\x18\x1e \x01(\x05R\x04topK\x1a_\n" +
 	"\rFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x128\n" +
-	"\x05value\x18\x02 \x01(\v2\".loopwise.decision.v1.FeatureValueR\x05value:\x028\x01\"\xa7\x04\n" +
+	"\x05value\x18\x02 \x01(\v2\".loopwise.decision.v1.FeatureValueR\x05value:\x028\x01\"\x8d\x05\n" +
 	"\bDecision\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12\x19\n" +
@@ -1915,7 +1948,9 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\bfallback\x18\f \x01(\bR\bfallback\x12?\n" +
 	"\rdecision_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fdecisionTime\x120\n" +
 	"\x14ranked_candidate_ids\x18\x0e \x03(\tR\x12rankedCandidateIds\x12'\n" +
-	"\x0fdeployment_role\x18\x0f \x01(\tR\x0edeploymentRole\"L\n" +
+	"\x0fdeployment_role\x18\x0f \x01(\tR\x0edeploymentRole\x123\n" +
+	"\x15position_propensities\x18\x1e \x03(\x01R\x14positionPropensities\x12/\n" +
+	"\x13ranking_probability\x18\x1f \x01(\x01R\x12rankingProbability\"L\n" +
 	"\x0eDecideResponse\x12:\n" +
 	"\bdecision\x18\x01 \x01(\v2\x1e.loopwise.decision.v1.DecisionR\bdecision\"\xfd\x01\n" +
 	"\x12DecideBatchRequest\x12\x19\n" +

@@ -77,9 +77,15 @@ type DecisionRecord struct {
 	// passed, or the call was cancelled, before the answer was sent, so the caller acted
 	// on its own default. Stored and counted (GetStats.undelivered_decisions), never
 	// used as training data, in off-policy evaluation or in effect estimates.
-	Undelivered   bool `protobuf:"varint,18,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Undelivered bool `protobuf:"varint,18,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
+	// Ranking: every candidate of the request, in request order, with its own
+	// features and where it was shown (empty for other kinds).
+	RankedItems []*RankedItem `protobuf:"bytes,30,rep,name=ranked_items,json=rankedItems,proto3" json:"ranked_items,omitempty"`
+	// Ranking: the probability of the shown prefix under the policy that chose
+	// (the product of the shown items' propensities); 0 for other kinds.
+	RankingProbability float64 `protobuf:"fixed64,31,opt,name=ranking_probability,json=rankingProbability,proto3" json:"ranking_probability,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -238,6 +244,105 @@ func (x *DecisionRecord) GetUndelivered() bool {
 	return false
 }
 
+func (x *DecisionRecord) GetRankedItems() []*RankedItem {
+	if x != nil {
+		return x.RankedItems
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetRankingProbability() float64 {
+	if x != nil {
+		return x.RankingProbability
+	}
+	return 0
+}
+
+// One candidate of a logged ranking.
+type RankedItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The candidate's id (unique within the decision).
+	ItemId string `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
+	// The position it was shown at, from 1 (the top); 0 when it was not shown (a
+	// ranking shows its first k positions). Positions 1..k appear exactly once.
+	Position int32 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// The candidate's model row: the request's features overlaid with the
+	// candidate's, float32 little-endian, one per feature of the blueprint version.
+	Features []byte `protobuf:"bytes,3,opt,name=features,proto3" json:"features,omitempty"`
+	// The probability of this item at its position given the items above it, in
+	// (0, 1] for a shown item; 0 when not shown.
+	Propensity float64 `protobuf:"fixed64,4,opt,name=propensity,proto3" json:"propensity,omitempty"`
+	// The model's score of the candidate (0 when no model scored).
+	Score         float64 `protobuf:"fixed64,5,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankedItem) Reset() {
+	*x = RankedItem{}
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankedItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankedItem) ProtoMessage() {}
+
+func (x *RankedItem) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankedItem.ProtoReflect.Descriptor instead.
+func (*RankedItem) Descriptor() ([]byte, []int) {
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RankedItem) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *RankedItem) GetPosition() int32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *RankedItem) GetFeatures() []byte {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *RankedItem) GetPropensity() float64 {
+	if x != nil {
+		return x.Propensity
+	}
+	return 0
+}
+
+func (x *RankedItem) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
 // Request for LogDecisions.
 type LogDecisionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -251,7 +356,7 @@ type LogDecisionsRequest struct {
 
 func (x *LogDecisionsRequest) Reset() {
 	*x = LogDecisionsRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[1]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +368,7 @@ func (x *LogDecisionsRequest) String() string {
 func (*LogDecisionsRequest) ProtoMessage() {}
 
 func (x *LogDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[1]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +381,7 @@ func (x *LogDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*LogDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{1}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LogDecisionsRequest) GetRequestId() string {
@@ -304,7 +409,7 @@ type LogDecisionsResponse struct {
 
 func (x *LogDecisionsResponse) Reset() {
 	*x = LogDecisionsResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[2]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +421,7 @@ func (x *LogDecisionsResponse) String() string {
 func (*LogDecisionsResponse) ProtoMessage() {}
 
 func (x *LogDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[2]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +434,7 @@ func (x *LogDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*LogDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{2}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LogDecisionsResponse) GetAccepted() int32 {
@@ -355,14 +460,17 @@ type Outcome struct {
 	// For multiclass use cases: the observed class (one of the actions).
 	Label string `protobuf:"bytes,6,opt,name=label,proto3" json:"label,omitempty"`
 	// When it happened; the server's now when unset.
-	EventTime     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// Ranking: the id of the shown item this outcome belongs to (a click on it);
+	// empty for other kinds, or for an outcome of the whole ranking.
+	ItemId        string `protobuf:"bytes,30,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[3]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +482,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[3]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +495,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{3}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Outcome) GetUseCase() string {
@@ -439,6 +547,13 @@ func (x *Outcome) GetEventTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Outcome) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
 // Request for LogOutcomes.
 type LogOutcomesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -452,7 +567,7 @@ type LogOutcomesRequest struct {
 
 func (x *LogOutcomesRequest) Reset() {
 	*x = LogOutcomesRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[4]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +579,7 @@ func (x *LogOutcomesRequest) String() string {
 func (*LogOutcomesRequest) ProtoMessage() {}
 
 func (x *LogOutcomesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[4]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +592,7 @@ func (x *LogOutcomesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOutcomesRequest.ProtoReflect.Descriptor instead.
 func (*LogOutcomesRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{4}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LogOutcomesRequest) GetRequestId() string {
@@ -511,7 +626,7 @@ type LogOutcomesResponse struct {
 
 func (x *LogOutcomesResponse) Reset() {
 	*x = LogOutcomesResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +638,7 @@ func (x *LogOutcomesResponse) String() string {
 func (*LogOutcomesResponse) ProtoMessage() {}
 
 func (x *LogOutcomesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +651,7 @@ func (x *LogOutcomesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOutcomesResponse.ProtoReflect.Descriptor instead.
 func (*LogOutcomesResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{5}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LogOutcomesResponse) GetAccepted() int32 {
@@ -581,7 +696,7 @@ type ReadTrainingDataRequest struct {
 
 func (x *ReadTrainingDataRequest) Reset() {
 	*x = ReadTrainingDataRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +708,7 @@ func (x *ReadTrainingDataRequest) String() string {
 func (*ReadTrainingDataRequest) ProtoMessage() {}
 
 func (x *ReadTrainingDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +721,7 @@ func (x *ReadTrainingDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTrainingDataRequest.ProtoReflect.Descriptor instead.
 func (*ReadTrainingDataRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{6}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadTrainingDataRequest) GetUseCase() string {
@@ -696,14 +811,25 @@ type ReadTrainingDataResponse struct {
 	// Every metric's value per row after its own window, aggregation and
 	// default, float32 little-endian [rows, len(metric_names)]; `rewards` is
 	// their weighted sum under the version's value model.
-	MetricValues  []byte `protobuf:"bytes,19,opt,name=metric_values,json=metricValues,proto3" json:"metric_values,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MetricValues []byte `protobuf:"bytes,19,opt,name=metric_values,json=metricValues,proto3" json:"metric_values,omitempty"`
+	// Ranking use cases: one row per shown item (features are the item's model row;
+	// action_indices its index among the request's candidates; propensities the
+	// probability of the item at its position given the items above; rewards from the
+	// outcomes naming the item). The item's position, from 1, int32 little-endian.
+	Positions []byte `protobuf:"bytes,30,opt,name=positions,proto3" json:"positions,omitempty"`
+	// Ranking: the item id of each row.
+	ItemIds []string `protobuf:"bytes,31,rep,name=item_ids,json=itemIds,proto3" json:"item_ids,omitempty"`
+	// Ranking: the probability of the prefix down to the row's position (the product
+	// of the propensities of the items at positions 1..position), float32
+	// little-endian.
+	PrefixPropensities []byte `protobuf:"bytes,32,opt,name=prefix_propensities,json=prefixPropensities,proto3" json:"prefix_propensities,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ReadTrainingDataResponse) Reset() {
 	*x = ReadTrainingDataResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +841,7 @@ func (x *ReadTrainingDataResponse) String() string {
 func (*ReadTrainingDataResponse) ProtoMessage() {}
 
 func (x *ReadTrainingDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +854,7 @@ func (x *ReadTrainingDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTrainingDataResponse.ProtoReflect.Descriptor instead.
 func (*ReadTrainingDataResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{7}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadTrainingDataResponse) GetBlueprintVersion() int64 {
@@ -864,6 +990,27 @@ func (x *ReadTrainingDataResponse) GetMetricValues() []byte {
 	return nil
 }
 
+func (x *ReadTrainingDataResponse) GetPositions() []byte {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+func (x *ReadTrainingDataResponse) GetItemIds() []string {
+	if x != nil {
+		return x.ItemIds
+	}
+	return nil
+}
+
+func (x *ReadTrainingDataResponse) GetPrefixPropensities() []byte {
+	if x != nil {
+		return x.PrefixPropensities
+	}
+	return nil
+}
+
 // Request for GetDecision.
 type GetDecisionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -877,7 +1024,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1036,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1049,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{8}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetDecisionRequest) GetUseCase() string {
@@ -945,7 +1092,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1104,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1117,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{9}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDecisionResponse) GetDecision() *DecisionRecord {
@@ -1026,7 +1173,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1185,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1198,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{10}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStatsRequest) GetUseCase() string {
@@ -1126,7 +1273,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1285,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1298,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{11}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStatsResponse) GetDecisions() int64 {
@@ -1324,7 +1471,7 @@ type DriftReport struct {
 
 func (x *DriftReport) Reset() {
 	*x = DriftReport{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1483,7 @@ func (x *DriftReport) String() string {
 func (*DriftReport) ProtoMessage() {}
 
 func (x *DriftReport) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1496,7 @@ func (x *DriftReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftReport.ProtoReflect.Descriptor instead.
 func (*DriftReport) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{12}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DriftReport) GetStatus() string {
@@ -1456,7 +1603,7 @@ type FeatureDrift struct {
 
 func (x *FeatureDrift) Reset() {
 	*x = FeatureDrift{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1615,7 @@ func (x *FeatureDrift) String() string {
 func (*FeatureDrift) ProtoMessage() {}
 
 func (x *FeatureDrift) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1628,7 @@ func (x *FeatureDrift) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureDrift.ProtoReflect.Descriptor instead.
 func (*FeatureDrift) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{13}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FeatureDrift) GetName() string {
@@ -1535,7 +1682,7 @@ type DeleteUnitDataRequest struct {
 
 func (x *DeleteUnitDataRequest) Reset() {
 	*x = DeleteUnitDataRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1694,7 @@ func (x *DeleteUnitDataRequest) String() string {
 func (*DeleteUnitDataRequest) ProtoMessage() {}
 
 func (x *DeleteUnitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1707,7 @@ func (x *DeleteUnitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUnitDataRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUnitDataRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{14}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteUnitDataRequest) GetRequestId() string {
@@ -1597,7 +1744,7 @@ type DeleteUnitDataResponse struct {
 
 func (x *DeleteUnitDataResponse) Reset() {
 	*x = DeleteUnitDataResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1756,7 @@ func (x *DeleteUnitDataResponse) String() string {
 func (*DeleteUnitDataResponse) ProtoMessage() {}
 
 func (x *DeleteUnitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1769,7 @@ func (x *DeleteUnitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUnitDataResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUnitDataResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{15}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteUnitDataResponse) GetDecisionsDeleted() int64 {
@@ -1643,7 +1790,7 @@ var File_loopwise_feedback_v1_feedback_service_proto protoreflect.FileDescriptor
 
 const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
-	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x04\n" +
+	"+loopwise/feedback/v1/feedback_service.proto\x12\x14loopwise.feedback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x05\n" +
 	"\x0eDecisionRecord\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12\x19\n" +
@@ -1664,13 +1811,24 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\raction_scores\x18\x0f \x03(\x01R\factionScores\x12'\n" +
 	"\x0fdeployment_role\x18\x10 \x01(\tR\x0edeploymentRole\x12,\n" +
 	"\x12serving_latency_ms\x18\x11 \x01(\x01R\x10servingLatencyMs\x12 \n" +
-	"\vundelivered\x18\x12 \x01(\bR\vundelivered\"x\n" +
+	"\vundelivered\x18\x12 \x01(\bR\vundelivered\x12C\n" +
+	"\franked_items\x18\x1e \x03(\v2 .loopwise.feedback.v1.RankedItemR\vrankedItems\x12/\n" +
+	"\x13ranking_probability\x18\x1f \x01(\x01R\x12rankingProbability\"\x93\x01\n" +
+	"\n" +
+	"RankedItem\x12\x17\n" +
+	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x05R\bposition\x12\x1a\n" +
+	"\bfeatures\x18\x03 \x01(\fR\bfeatures\x12\x1e\n" +
+	"\n" +
+	"propensity\x18\x04 \x01(\x01R\n" +
+	"propensity\x12\x14\n" +
+	"\x05score\x18\x05 \x01(\x01R\x05score\"x\n" +
 	"\x13LogDecisionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12B\n" +
 	"\tdecisions\x18\x02 \x03(\v2$.loopwise.feedback.v1.DecisionRecordR\tdecisions\"2\n" +
 	"\x14LogDecisionsResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\x05R\baccepted\"\xdf\x01\n" +
+	"\baccepted\x18\x01 \x01(\x05R\baccepted\"\xf8\x01\n" +
 	"\aOutcome\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -1681,7 +1839,8 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x05value\x18\x05 \x01(\x01R\x05value\x12\x14\n" +
 	"\x05label\x18\x06 \x01(\tR\x05label\x129\n" +
 	"\n" +
-	"event_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\"n\n" +
+	"event_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12\x17\n" +
+	"\aitem_id\x18\x1e \x01(\tR\x06itemId\"n\n" +
 	"\x12LogOutcomesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x129\n" +
@@ -1700,7 +1859,7 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
 	"batch_rows\x18\x04 \x01(\x05R\tbatchRows\x120\n" +
 	"\x14include_open_windows\x18\x05 \x01(\bR\x12includeOpenWindows\x12)\n" +
-	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\xb0\x05\n" +
+	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\x9a\x06\n" +
 	"\x18ReadTrainingDataResponse\x12+\n" +
 	"\x11blueprint_version\x18\x01 \x01(\x03R\x10blueprintVersion\x12#\n" +
 	"\rfeature_names\x18\x02 \x03(\tR\ffeatureNames\x12\x12\n" +
@@ -1721,7 +1880,10 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\bexplored\x18\x10 \x01(\fR\bexplored\x120\n" +
 	"\x14serving_latencies_ms\x18\x11 \x01(\fR\x12servingLatenciesMs\x12!\n" +
 	"\fmetric_names\x18\x12 \x03(\tR\vmetricNames\x12#\n" +
-	"\rmetric_values\x18\x13 \x01(\fR\fmetricValues\"P\n" +
+	"\rmetric_values\x18\x13 \x01(\fR\fmetricValues\x12\x1c\n" +
+	"\tpositions\x18\x1e \x01(\fR\tpositions\x12\x19\n" +
+	"\bitem_ids\x18\x1f \x03(\tR\aitemIds\x12/\n" +
+	"\x13prefix_propensities\x18  \x01(\fR\x12prefixPropensities\"P\n" +
 	"\x12GetDecisionRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -1809,56 +1971,58 @@ func file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP() []byte {
 	return file_loopwise_feedback_v1_feedback_service_proto_rawDescData
 }
 
-var file_loopwise_feedback_v1_feedback_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_loopwise_feedback_v1_feedback_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_loopwise_feedback_v1_feedback_service_proto_goTypes = []any{
 	(*DecisionRecord)(nil),           // 0: loopwise.feedback.v1.DecisionRecord
-	(*LogDecisionsRequest)(nil),      // 1: loopwise.feedback.v1.LogDecisionsRequest
-	(*LogDecisionsResponse)(nil),     // 2: loopwise.feedback.v1.LogDecisionsResponse
-	(*Outcome)(nil),                  // 3: loopwise.feedback.v1.Outcome
-	(*LogOutcomesRequest)(nil),       // 4: loopwise.feedback.v1.LogOutcomesRequest
-	(*LogOutcomesResponse)(nil),      // 5: loopwise.feedback.v1.LogOutcomesResponse
-	(*ReadTrainingDataRequest)(nil),  // 6: loopwise.feedback.v1.ReadTrainingDataRequest
-	(*ReadTrainingDataResponse)(nil), // 7: loopwise.feedback.v1.ReadTrainingDataResponse
-	(*GetDecisionRequest)(nil),       // 8: loopwise.feedback.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),      // 9: loopwise.feedback.v1.GetDecisionResponse
-	(*GetStatsRequest)(nil),          // 10: loopwise.feedback.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),         // 11: loopwise.feedback.v1.GetStatsResponse
-	(*DriftReport)(nil),              // 12: loopwise.feedback.v1.DriftReport
-	(*FeatureDrift)(nil),             // 13: loopwise.feedback.v1.FeatureDrift
-	(*DeleteUnitDataRequest)(nil),    // 14: loopwise.feedback.v1.DeleteUnitDataRequest
-	(*DeleteUnitDataResponse)(nil),   // 15: loopwise.feedback.v1.DeleteUnitDataResponse
-	nil,                              // 16: loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(*RankedItem)(nil),               // 1: loopwise.feedback.v1.RankedItem
+	(*LogDecisionsRequest)(nil),      // 2: loopwise.feedback.v1.LogDecisionsRequest
+	(*LogDecisionsResponse)(nil),     // 3: loopwise.feedback.v1.LogDecisionsResponse
+	(*Outcome)(nil),                  // 4: loopwise.feedback.v1.Outcome
+	(*LogOutcomesRequest)(nil),       // 5: loopwise.feedback.v1.LogOutcomesRequest
+	(*LogOutcomesResponse)(nil),      // 6: loopwise.feedback.v1.LogOutcomesResponse
+	(*ReadTrainingDataRequest)(nil),  // 7: loopwise.feedback.v1.ReadTrainingDataRequest
+	(*ReadTrainingDataResponse)(nil), // 8: loopwise.feedback.v1.ReadTrainingDataResponse
+	(*GetDecisionRequest)(nil),       // 9: loopwise.feedback.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),      // 10: loopwise.feedback.v1.GetDecisionResponse
+	(*GetStatsRequest)(nil),          // 11: loopwise.feedback.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 12: loopwise.feedback.v1.GetStatsResponse
+	(*DriftReport)(nil),              // 13: loopwise.feedback.v1.DriftReport
+	(*FeatureDrift)(nil),             // 14: loopwise.feedback.v1.FeatureDrift
+	(*DeleteUnitDataRequest)(nil),    // 15: loopwise.feedback.v1.DeleteUnitDataRequest
+	(*DeleteUnitDataResponse)(nil),   // 16: loopwise.feedback.v1.DeleteUnitDataResponse
+	nil,                              // 17: loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_loopwise_feedback_v1_feedback_service_proto_depIdxs = []int32{
-	0,  // 0: loopwise.feedback.v1.LogDecisionsRequest.decisions:type_name -> loopwise.feedback.v1.DecisionRecord
-	17, // 1: loopwise.feedback.v1.Outcome.event_time:type_name -> google.protobuf.Timestamp
-	3,  // 2: loopwise.feedback.v1.LogOutcomesRequest.outcomes:type_name -> loopwise.feedback.v1.Outcome
-	17, // 3: loopwise.feedback.v1.ReadTrainingDataRequest.start_time:type_name -> google.protobuf.Timestamp
-	17, // 4: loopwise.feedback.v1.ReadTrainingDataRequest.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: loopwise.feedback.v1.GetDecisionResponse.decision:type_name -> loopwise.feedback.v1.DecisionRecord
-	3,  // 6: loopwise.feedback.v1.GetDecisionResponse.outcomes:type_name -> loopwise.feedback.v1.Outcome
-	16, // 7: loopwise.feedback.v1.GetDecisionResponse.model_lineage:type_name -> loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
-	12, // 8: loopwise.feedback.v1.GetStatsResponse.drift:type_name -> loopwise.feedback.v1.DriftReport
-	13, // 9: loopwise.feedback.v1.DriftReport.features:type_name -> loopwise.feedback.v1.FeatureDrift
-	17, // 10: loopwise.feedback.v1.DriftReport.compute_time:type_name -> google.protobuf.Timestamp
-	1,  // 11: loopwise.feedback.v1.FeedbackService.LogDecisions:input_type -> loopwise.feedback.v1.LogDecisionsRequest
-	4,  // 12: loopwise.feedback.v1.FeedbackService.LogOutcomes:input_type -> loopwise.feedback.v1.LogOutcomesRequest
-	6,  // 13: loopwise.feedback.v1.FeedbackService.ReadTrainingData:input_type -> loopwise.feedback.v1.ReadTrainingDataRequest
-	8,  // 14: loopwise.feedback.v1.FeedbackService.GetDecision:input_type -> loopwise.feedback.v1.GetDecisionRequest
-	10, // 15: loopwise.feedback.v1.FeedbackService.GetStats:input_type -> loopwise.feedback.v1.GetStatsRequest
-	14, // 16: loopwise.feedback.v1.FeedbackService.DeleteUnitData:input_type -> loopwise.feedback.v1.DeleteUnitDataRequest
-	2,  // 17: loopwise.feedback.v1.FeedbackService.LogDecisions:output_type -> loopwise.feedback.v1.LogDecisionsResponse
-	5,  // 18: loopwise.feedback.v1.FeedbackService.LogOutcomes:output_type -> loopwise.feedback.v1.LogOutcomesResponse
-	7,  // 19: loopwise.feedback.v1.FeedbackService.ReadTrainingData:output_type -> loopwise.feedback.v1.ReadTrainingDataResponse
-	9,  // 20: loopwise.feedback.v1.FeedbackService.GetDecision:output_type -> loopwise.feedback.v1.GetDecisionResponse
-	11, // 21: loopwise.feedback.v1.FeedbackService.GetStats:output_type -> loopwise.feedback.v1.GetStatsResponse
-	15, // 22: loopwise.feedback.v1.FeedbackService.DeleteUnitData:output_type -> loopwise.feedback.v1.DeleteUnitDataResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 0: loopwise.feedback.v1.DecisionRecord.ranked_items:type_name -> loopwise.feedback.v1.RankedItem
+	0,  // 1: loopwise.feedback.v1.LogDecisionsRequest.decisions:type_name -> loopwise.feedback.v1.DecisionRecord
+	18, // 2: loopwise.feedback.v1.Outcome.event_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: loopwise.feedback.v1.LogOutcomesRequest.outcomes:type_name -> loopwise.feedback.v1.Outcome
+	18, // 4: loopwise.feedback.v1.ReadTrainingDataRequest.start_time:type_name -> google.protobuf.Timestamp
+	18, // 5: loopwise.feedback.v1.ReadTrainingDataRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: loopwise.feedback.v1.GetDecisionResponse.decision:type_name -> loopwise.feedback.v1.DecisionRecord
+	4,  // 7: loopwise.feedback.v1.GetDecisionResponse.outcomes:type_name -> loopwise.feedback.v1.Outcome
+	17, // 8: loopwise.feedback.v1.GetDecisionResponse.model_lineage:type_name -> loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
+	13, // 9: loopwise.feedback.v1.GetStatsResponse.drift:type_name -> loopwise.feedback.v1.DriftReport
+	14, // 10: loopwise.feedback.v1.DriftReport.features:type_name -> loopwise.feedback.v1.FeatureDrift
+	18, // 11: loopwise.feedback.v1.DriftReport.compute_time:type_name -> google.protobuf.Timestamp
+	2,  // 12: loopwise.feedback.v1.FeedbackService.LogDecisions:input_type -> loopwise.feedback.v1.LogDecisionsRequest
+	5,  // 13: loopwise.feedback.v1.FeedbackService.LogOutcomes:input_type -> loopwise.feedback.v1.LogOutcomesRequest
+	7,  // 14: loopwise.feedback.v1.FeedbackService.ReadTrainingData:input_type -> loopwise.feedback.v1.ReadTrainingDataRequest
+	9,  // 15: loopwise.feedback.v1.FeedbackService.GetDecision:input_type -> loopwise.feedback.v1.GetDecisionRequest
+	11, // 16: loopwise.feedback.v1.FeedbackService.GetStats:input_type -> loopwise.feedback.v1.GetStatsRequest
+	15, // 17: loopwise.feedback.v1.FeedbackService.DeleteUnitData:input_type -> loopwise.feedback.v1.DeleteUnitDataRequest
+	3,  // 18: loopwise.feedback.v1.FeedbackService.LogDecisions:output_type -> loopwise.feedback.v1.LogDecisionsResponse
+	6,  // 19: loopwise.feedback.v1.FeedbackService.LogOutcomes:output_type -> loopwise.feedback.v1.LogOutcomesResponse
+	8,  // 20: loopwise.feedback.v1.FeedbackService.ReadTrainingData:output_type -> loopwise.feedback.v1.ReadTrainingDataResponse
+	10, // 21: loopwise.feedback.v1.FeedbackService.GetDecision:output_type -> loopwise.feedback.v1.GetDecisionResponse
+	12, // 22: loopwise.feedback.v1.FeedbackService.GetStats:output_type -> loopwise.feedback.v1.GetStatsResponse
+	16, // 23: loopwise.feedback.v1.FeedbackService.DeleteUnitData:output_type -> loopwise.feedback.v1.DeleteUnitDataResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_feedback_v1_feedback_service_proto_init() }
@@ -1872,7 +2036,7 @@ func file_loopwise_feedback_v1_feedback_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_feedback_v1_feedback_service_proto_rawDesc), len(file_loopwise_feedback_v1_feedback_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -147,6 +147,16 @@ export declare type Policy = Message<"loopwise.common.v1.Policy"> & {
   actionCosts: { [key: string]: number };
 
   /**
+   * POLICY_TYPE_THOMPSON: number of bootstrap members K the trainer fits into
+   * the model (each on a bootstrap resample of the training rows; P(a) is the
+   * share of members whose best action is a). 0: the default, 8; otherwise in
+   * [2, 64]. Only ACTION_VALUE use cases are trained as ensembles.
+   *
+   * @generated from field: int32 thompson_members = 8;
+   */
+  thompsonMembers: number;
+
+  /**
    * Ranking use cases: how many top positions are drawn by the policy, shown and
    * logged with their propensities (DecideRequest.top_k overrides it); 0: every
    * candidate.

@@ -134,6 +134,15 @@ export declare type DecideRequest = Message<"loopwise.decision.v1.DecideRequest"
    * @generated from field: string arm = 7;
    */
   arm: string;
+
+  /**
+   * Ranking: how many top positions the policy draws and logs (the shown items);
+   * 0: the blueprint's policy.ranking_top_k, and every candidate when that is 0
+   * too. Must be >= 0.
+   *
+   * @generated from field: int32 top_k = 30;
+   */
+  topK: number;
 };
 
 /**
@@ -258,6 +267,23 @@ export declare type Decision = Message<"loopwise.decision.v1.Decision"> & {
    * @generated from field: string deployment_role = 15;
    */
   deploymentRole: string;
+
+  /**
+   * Ranking: for each of the first k entries of ranked_candidate_ids (the shown
+   * items), the probability the policy gave that item at that position given the
+   * items above it; empty for other kinds.
+   *
+   * @generated from field: repeated double position_propensities = 30;
+   */
+  positionPropensities: number[];
+
+  /**
+   * Ranking: the probability of the whole shown prefix (the product of
+   * position_propensities); 0 for other kinds.
+   *
+   * @generated from field: double ranking_probability = 31;
+   */
+  rankingProbability: number;
 };
 
 /**

@@ -159,6 +159,22 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
    * @generated from field: bool undelivered = 18;
    */
   undelivered: boolean;
+
+  /**
+   * Ranking: every candidate of the request, in request order, with its own
+   * features and where it was shown (empty for other kinds).
+   *
+   * @generated from field: repeated loopwise.feedback.v1.RankedItem ranked_items = 30;
+   */
+  rankedItems: RankedItem[];
+
+  /**
+   * Ranking: the probability of the shown prefix under the policy that chose
+   * (the product of the shown items' propensities); 0 for other kinds.
+   *
+   * @generated from field: double ranking_probability = 31;
+   */
+  rankingProbability: number;
 };
 
 /**
@@ -166,6 +182,57 @@ export declare type DecisionRecord = Message<"loopwise.feedback.v1.DecisionRecor
  * Use `create(DecisionRecordSchema)` to create a new message.
  */
 export declare const DecisionRecordSchema: GenMessage<DecisionRecord>;
+
+/**
+ * One candidate of a logged ranking.
+ *
+ * @generated from message loopwise.feedback.v1.RankedItem
+ */
+export declare type RankedItem = Message<"loopwise.feedback.v1.RankedItem"> & {
+  /**
+   * The candidate's id (unique within the decision).
+   *
+   * @generated from field: string item_id = 1;
+   */
+  itemId: string;
+
+  /**
+   * The position it was shown at, from 1 (the top); 0 when it was not shown (a
+   * ranking shows its first k positions). Positions 1..k appear exactly once.
+   *
+   * @generated from field: int32 position = 2;
+   */
+  position: number;
+
+  /**
+   * The candidate's model row: the request's features overlaid with the
+   * candidate's, float32 little-endian, one per feature of the blueprint version.
+   *
+   * @generated from field: bytes features = 3;
+   */
+  features: Uint8Array;
+
+  /**
+   * The probability of this item at its position given the items above it, in
+   * (0, 1] for a shown item; 0 when not shown.
+   *
+   * @generated from field: double propensity = 4;
+   */
+  propensity: number;
+
+  /**
+   * The model's score of the candidate (0 when no model scored).
+   *
+   * @generated from field: double score = 5;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message loopwise.feedback.v1.RankedItem.
+ * Use `create(RankedItemSchema)` to create a new message.
+ */
+export declare const RankedItemSchema: GenMessage<RankedItem>;
 
 /**
  * Request for LogDecisions.
@@ -268,6 +335,14 @@ export declare type Outcome = Message<"loopwise.feedback.v1.Outcome"> & {
    * @generated from field: google.protobuf.Timestamp event_time = 7;
    */
   eventTime?: Timestamp | undefined;
+
+  /**
+   * Ranking: the id of the shown item this outcome belongs to (a click on it);
+   * empty for other kinds, or for an outcome of the whole ranking.
+   *
+   * @generated from field: string item_id = 30;
+   */
+  itemId: string;
 };
 
 /**
@@ -537,6 +612,32 @@ export declare type ReadTrainingDataResponse = Message<"loopwise.feedback.v1.Rea
    * @generated from field: bytes metric_values = 19;
    */
   metricValues: Uint8Array;
+
+  /**
+   * Ranking use cases: one row per shown item (features are the item's model row;
+   * action_indices its index among the request's candidates; propensities the
+   * probability of the item at its position given the items above; rewards from the
+   * outcomes naming the item). The item's position, from 1, int32 little-endian.
+   *
+   * @generated from field: bytes positions = 30;
+   */
+  positions: Uint8Array;
+
+  /**
+   * Ranking: the item id of each row.
+   *
+   * @generated from field: repeated string item_ids = 31;
+   */
+  itemIds: string[];
+
+  /**
+   * Ranking: the probability of the prefix down to the row's position (the product
+   * of the propensities of the items at positions 1..position), float32
+   * little-endian.
+   *
+   * @generated from field: bytes prefix_propensities = 32;
+   */
+  prefixPropensities: Uint8Array;
 };
 
 /**
