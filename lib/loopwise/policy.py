@@ -26,6 +26,16 @@ import numpy as np
 from loopwise.common.v1 import blueprint_pb2 as bp
 
 EXPLORING_POLICIES = (bp.POLICY_TYPE_SOFTMAX, bp.POLICY_TYPE_THOMPSON)
+# Bootstrap members of a Thompson model (policy.thompson_members; 0 means the default).
+DEFAULT_THOMPSON_MEMBERS = 8
+MIN_THOMPSON_MEMBERS = 2
+MAX_THOMPSON_MEMBERS = 64
+
+
+def thompson_members(policy: bp.Policy) -> int:
+    """The number of bootstrap members K the trainer fits for a Thompson policy
+    (``policy.thompson_members``, the default when 0)."""
+    return policy.thompson_members or DEFAULT_THOMPSON_MEMBERS
 
 
 def base_epsilon(policy: bp.Policy) -> float:

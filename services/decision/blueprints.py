@@ -16,6 +16,7 @@ from loopwise.errors import InvalidArgument, cut, quote
 from loopwise.names import USE_CASE_RE as USE_CASE_RE
 from loopwise.names import check_use_case_name as check_use_case_name
 from loopwise.names import use_case_name_problem
+from loopwise.policy import DEFAULT_THOMPSON_MEMBERS, MAX_THOMPSON_MEMBERS, MIN_THOMPSON_MEMBERS
 
 FEATURE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Shares of experiment arms must sum to 1 within this tolerance.
@@ -194,6 +195,9 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
             bad(path, f"{quote(action)} is not an action of the use case")
         else:
             _finite(bad, path, cost)
+    if policy.thompson_members != 0 and not MIN_THOMPSON_MEMBERS <= policy.thompson_members <= MAX_THOMPSON_MEMBERS:
+        bad("policy.thompson_members", f"must be 0 (the default, {DEFAULT_THOMPSON_MEMBERS}) or in "
+                                       f"[{MIN_THOMPSON_MEMBERS}, {MAX_THOMPSON_MEMBERS}]")
     n_actions = max(len(actions), 1)
     if not 0.0 <= policy.exploration_floor <= 1.0 / n_actions:
         bad("policy.exploration_floor", f"must be in [0, 1/{n_actions}]")

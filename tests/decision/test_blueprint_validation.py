@@ -197,6 +197,8 @@ BAD: list[tuple[str, Callable[[bp.Blueprint], None], str]] = [
     ("duplicate candidate family", _set("training.candidate_families[1]", "linear"),
      "training.candidate_families[1]"),
     ("min_distinct_values negative", _set("training.min_distinct_values", -3), "training.min_distinct_values"),
+    ("thompson_members 1", _set("policy.thompson_members", 1), "policy.thompson_members"),
+    ("thompson_members over 64", _set("policy.thompson_members", 65), "policy.thompson_members"),
     # Rollout.
     ("canary_share NaN", _set("rollout.canary_share", NAN), "rollout.canary_share"),
     ("canary_share 1", _set("rollout.canary_share", 1.0), "rollout.canary_share"),
@@ -346,7 +348,7 @@ async def test_every_enum_refuses_an_unknown_value(server: Decider) -> None:
 async def test_every_count_refuses_a_negative_value(server: Decider) -> None:
     ints = [p for p, f in PATHS if f.cpp_type in (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64)
             and f.type != FieldDescriptor.TYPE_ENUM]
-    assert len(ints) == 6
+    assert len(ints) == 8  # incl. policy.thompson_members and policy.ranking_top_k
     for path in ints:
         b = valid()
         b.use_case = "bad_count"
