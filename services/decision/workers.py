@@ -35,6 +35,7 @@ from loopwise.metrics import (
     read_snapshots,
     write_snapshots_forever,
 )
+from loopwise.periodic import every
 from loopwise.settings import Settings
 
 log = logging.getLogger("loopwise.decision.workers")
@@ -169,18 +170,6 @@ def _wrap_stream(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callab
     return call
 
 
-# -- use cases shared through the store ---------------------------------------------------
-async def _sync_forever(use_cases: Any) -> None:
-    while True:
-        await asyncio.sleep(SYNC_INTERVAL_S)
-        try:
-            await use_cases.refresh()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("cannot re-read use cases from the store")
-
-
 # -- one worker process ------------------------------------------------------------------
 def worker_process(settings: Settings, index: int, metrics_dir: str) -> None:
     """Entry point of a spawned worker: a decision server on the shared port."""
@@ -205,7 +194,8 @@ async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> Non
     tasks = [
         asyncio.ensure_future(write_snapshots_forever(host.registry, metrics_dir, index,  # type: ignore[attr-defined]
                                                       SNAPSHOT_INTERVAL_S)),
-        asyncio.ensure_future(_sync_forever(host.core.use_cases)),  # type: ignore[attr-defined]
+        asyncio.ensure_future(every(SYNC_INTERVAL_S, host.core.use_cases.refresh,  # type: ignore[attr-defined]
+                                    "re-reading use cases from the store", log)),
         asyncio.ensure_future(orphaned()),
     ]
     try:

@@ -14,6 +14,7 @@ import logging
 
 from loopwise.clock import Clock
 from loopwise.errors import InvalidArgument, LoopwiseError
+from loopwise.periodic import every
 from loopwise.privacy import stored_unit_ids
 from loopwise.store.feedback import FeedbackStore
 from loopwise.upstream import DecisionUseCases
@@ -55,22 +56,21 @@ class RetentionSweeper:
                 swept.append(use_case)
         return swept
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                swept = await self.sweep()
-                if swept:
-                    log.info("retention applied to %s", ", ".join(swept))
-            except LoopwiseError as error:  # decision service or store away: next pass
-                log.warning("retention sweep skipped: %s", error.message)
-            except Exception:
-                log.exception("retention sweep failed")
+    async def _sweep_and_log(self) -> None:
+        """One pass, logged; a pass the decision service or the store cannot answer is
+        skipped (a warning) and the next one tries again."""
+        try:
+            swept = await self.sweep()
+        except LoopwiseError as error:  # decision service or store away: next pass
+            log.warning("retention sweep skipped: %s", error.message)
+            return
+        if swept:
+            log.info("retention applied to %s", ", ".join(swept))
 
     def start(self) -> None:
         """Start sweeping in the background."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run())
+            self._task = asyncio.create_task(every(self.interval_s, self._sweep_and_log, "retention sweep", log))
 
     async def stop(self) -> None:
         """Stop sweeping."""
