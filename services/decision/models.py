@@ -33,6 +33,9 @@ from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 log = logging.getLogger("loopwise.decision.models")
 
 INPUT_NAME = "features"
+# The per-metric output of a model trained for a blueprint with metrics
+# (services/trainer/value_model.py): [rows, metrics] in its blueprint version's order.
+METRIC_OUTPUT = "metric_values"
 
 
 class ModelError(Exception):
@@ -55,6 +58,20 @@ class OnnxScorer:
     _maps: dict[int, object] = field(default_factory=dict)
     # Number of ensemble members in the score output (1: a single model).
     members: int = 1
+    # With metrics: the metric names of the model's METRIC_OUTPUT columns; its action
+    # values are those columns weighted by the value model of the version in force.
+    metric_names: tuple[str, ...] = ()
+    _weights: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def metric_weights(self, uc: UseCaseVersion) -> np.ndarray:
+        """The value model's weight of each of the model's metrics under ``uc`` (a
+        version without metrics: the weights the model was trained with)."""
+        if uc.version not in self._weights:
+            source = uc.blueprint if uc.blueprint.metrics or self.model_uc is None else self.model_uc.blueprint
+            weights = source.value_model.weights
+            self._weights[uc.version] = np.array([float(weights.get(m, 0.0)) for m in self.metric_names],
+                                                 dtype=np.float32).reshape(-1, 1)
+        return self._weights[uc.version]
 
     def _model_rows(self, uc: UseCaseVersion, rows: np.ndarray) -> np.ndarray:
         if self.model_uc is None or uc.version == self.model_uc.version:
@@ -73,6 +90,9 @@ class OnnxScorer:
             x = np.hstack([np.repeat(x, n_actions, axis=0), onehot])
         if x.shape[1] != self.input_width:
             raise ModelError(f"model v{self.version} takes {self.input_width} columns, got {x.shape[1]}")
+        if self.metric_names and kind == bp.DECISION_KIND_ACTION_VALUE:
+            metrics = self.session.run([METRIC_OUTPUT], {INPUT_NAME: x})[0]
+            return (metrics @ self.metric_weights(uc)).reshape(n, n_actions, 1)
         out = np.asarray(self.session.run([self.score_output], {INPUT_NAME: x})[0])
         if kind == bp.DECISION_KIND_RANKING:
             if self.score_output == "probabilities" and out.ndim == 2 and out.shape[1] == 2:
@@ -139,8 +159,16 @@ def build_scorer(use_case: str, ref: tpb.ModelRef, path: Path, model_uc: UseCase
             raise ModelError(f"input width {ref.input_width} does not fit blueprint v{model_uc.version} ({expected})")
     out_shape = next(o.shape for o in session.get_outputs() if o.name == score_output)
     members = out_shape[1] if len(out_shape) == 2 and isinstance(out_shape[1], int) else 1
+    metric_names: tuple[str, ...] = ()
+    if model_uc is not None and model_uc.blueprint.metrics and METRIC_OUTPUT in outputs:
+        metric_names = tuple(m.name for m in model_uc.blueprint.metrics)
+        metric_shape = next(o.shape for o in session.get_outputs() if o.name == METRIC_OUTPUT)
+        if len(metric_shape) != 2 or metric_shape[1] != len(metric_names):
+            raise ModelError(f"output {METRIC_OUTPUT!r} has shape {metric_shape}, blueprint v{model_uc.version} "
+                             f"declares {len(metric_names)} metrics")
+        members = 1
     scorer = OnnxScorer(use_case, ref.version, ref.sha256, ref.blueprint_version, ref.input_width,
-                        score_output, session, model_uc, members=members)
+                        score_output, session, model_uc, members=members, metric_names=metric_names)
     if model_uc is not None:  # one probe row: wrong shapes fail here, not on requests
         probe = np.zeros((1, len(model_uc.feature_names)), dtype=np.float32)
         try:

@@ -37,6 +37,7 @@ from loopwise.services.trainer.models import (
     evaluate,
     export_onnx,
     family_name,
+    fit_model,
     fit_weighted,
     log_loss,
     make_estimator,
@@ -139,8 +140,7 @@ def _search(family: str, data: TrainingSet, seed: int, budget_s: float) -> Searc
             if len(survivors) == 1:  # a lone survivor needs no more rungs: the refit follows
                 break
             size *= ETA
-    estimator = make_estimator(data.kind, family, seed, _sized(family, configs[best], n))
-    fit_weighted(estimator, data.x_train.astype(np.float64), data.y_train, data.w_train)
+    estimator = fit_model(data, family, seed, _sized(family, configs[best], n))
     metrics, metric, score = evaluate(estimator, data)
     fit = CandidateFit(family_name(data.kind, family), estimator, metrics, metric, score,
                        time.perf_counter() - started)

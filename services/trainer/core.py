@@ -23,7 +23,13 @@ from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition, InvalidArgument, LoopwiseError, quote
 from loopwise.jobs import ProcessPool
 from loopwise.operations import OperationRunner, Progress
-from loopwise.services.trainer.blessing import ServingModel, bless, slice_masks, tolerance_of
+from loopwise.services.trainer.blessing import (
+    ServingModel,
+    bless,
+    guardrail_rules,
+    slice_masks,
+    tolerance_of,
+)
 from loopwise.services.trainer.candidates import (
     LatencyProbe,
     SearchedFit,
@@ -303,7 +309,7 @@ class Trainer:
         holdout = training.holdout_features if training.kind == ACTION_VALUE else training.x_holdout
         assert holdout is not None
         return ServingModel(f"model v{model.version}", onnx, model.score_output,
-                            align_to(holdout, job.blueprint, own))
+                            align_to(holdout, job.blueprint, own), tuple(m.name for m in own.metrics))
 
     async def _bless(self, job: TrainingJob, winner: Packaged, prepared: PreparedData,
                      serving_ref: tpb.ModelRef | None) -> tpb.Blessing:
@@ -313,7 +319,7 @@ class Trainer:
         assert holdout is not None
         slices = slice_masks(job.blueprint, holdout)
         return await self.pool.run(bless, winner.onnx, training, serving, slices,
-                                   tolerance_of(job.blueprint.training))
+                                   tolerance_of(job.blueprint.training), guardrail_rules(job.blueprint))
 
     async def _register(self, job: TrainingJob, winner: Packaged, prepared: PreparedData, rows: Rows,
                         blessing: tpb.Blessing, serving_ref: tpb.ModelRef | None, operation_id: str) -> tpb.Model:

@@ -11,7 +11,7 @@ is the holdout.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from loopwise.services.trainer.models import (
     REGRESSION,
     TrainingSet,
 )
+from loopwise.services.trainer.value_model import blueprint_weights
 from loopwise.tensors import F32, I32, I64, pack, unpack_matrix, unpack_vector
 from loopwise.trainer.v1.trainer_service_pb2 import Deployment as TrainerDeployment
 
@@ -56,6 +57,9 @@ class Rows:
     model_versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Serving latency per row in ms (0 where not measured; empty when not read).
     latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Blueprints with metrics: every metric of the current blueprint per row, [N, M]
+    # (a row of a version without that metric has the metric's default value).
+    metrics: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def without(self, drop: np.ndarray) -> Rows:
         """The rows not flagged in ``drop`` (a bool mask over the rows)."""
@@ -63,7 +67,8 @@ class Rows:
         return Rows(self.features[keep], self.times_ms[keep], self.actions[keep], self.propensities[keep],
                     self.rewards[keep], [label for label, k in zip(self.labels, keep, strict=True) if k],
                     int(keep.sum()), {**self.dropped, "shadow": int(drop.sum())}, self.model_versions[keep],
-                    self.latencies_ms[keep] if self.latencies_ms.size else self.latencies_ms)
+                    self.latencies_ms[keep] if self.latencies_ms.size else self.latencies_ms,
+                    self.metrics[keep] if self.metrics.shape[0] else self.metrics)
 
 
 def shadow_rows(rows: Rows, revisions: list[TrainerDeployment]) -> np.ndarray:
@@ -132,10 +137,22 @@ def _align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprin
     return out
 
 
+def _align_metrics(batch: fpb.ReadTrainingDataResponse, current: bp.Blueprint) -> np.ndarray:
+    """The batch's metric columns in the current blueprint's metric order (by name; a
+    metric the batch lacks has its default value)."""
+    names = list(batch.metric_names)
+    values = unpack_matrix(batch.metric_values, batch.rows, len(names), "metric_values", F32) \
+        if names else np.zeros((batch.rows, 0), np.float32)
+    out = np.empty((batch.rows, len(current.metrics)), dtype=np.float64)
+    for j, metric in enumerate(current.metrics):
+        out[:, j] = values[:, names.index(metric.name)] if metric.name in names else metric.default_value
+    return out
+
+
 async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
                        current: bp.Blueprint, current_version: int, blueprint_of: BlueprintOf) -> Rows:
     """Read every batch and align it onto the current blueprint."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r", "m", "l")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "a", "p", "r", "m", "l", "v")}
     labels: list[str] = []
     current_actions = list(current.actions)
     read = 0
@@ -159,6 +176,7 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
                           else np.zeros(batch.rows, np.int64))
         parts["l"].append(unpack_vector(batch.serving_latencies_ms, F32).astype(np.float64)
                           if batch.serving_latencies_ms else np.zeros(batch.rows))
+        parts["v"].append(_align_metrics(batch, current))
         labels += list(batch.labels) if len(batch.labels) == batch.rows else [""] * batch.rows
         sizes = {k: v[-1].shape[0] for k, v in parts.items()}
         if set(sizes.values()) != {batch.rows}:
@@ -167,10 +185,11 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
     if not read:
         empty = np.zeros(0)
         return Rows(np.zeros((0, width), np.float32), empty.astype(np.int64), empty.astype(np.int64),
-                    empty, empty, [], 0)
+                    empty, empty, [], 0, metrics=np.zeros((0, len(current.metrics))))
     return Rows(np.vstack(parts["x"]), np.concatenate(parts["t"]), np.concatenate(parts["a"]),
                 np.concatenate(parts["p"]), np.concatenate(parts["r"]), labels, read,
-                model_versions=np.concatenate(parts["m"]), latencies_ms=np.concatenate(parts["l"]))
+                model_versions=np.concatenate(parts["m"]), latencies_ms=np.concatenate(parts["l"]),
+                metrics=np.vstack(parts["v"]))
 
 
 def align_to(x: np.ndarray, current: bp.Blueprint, target: bp.Blueprint) -> np.ndarray:
@@ -210,6 +229,10 @@ def prepare(rows: Rows, blueprint: bp.Blueprint) -> PreparedData:
     """Targets, the time split and model inputs; FAILED_PRECONDITION when data is unfit."""
     kind = kind_of(blueprint)
     actions = list(blueprint.actions)
+    metric_names = tuple(m.name for m in blueprint.metrics)
+    weights = blueprint_weights(blueprint, metric_names)
+    if metric_names:  # the reward under the weights in force, whatever version logged the row
+        rows = replace(rows, rewards=rows.metrics @ weights)
     min_rows = blueprint.training.min_rows or DEFAULT_MIN_ROWS
     fraction = blueprint.training.holdout_fraction or DEFAULT_HOLDOUT_FRACTION
     y, usable = _targets(rows, kind, actions)
@@ -251,6 +274,9 @@ def prepare(rows: Rows, blueprint: bp.Blueprint) -> PreparedData:
             holdout_features=x[hold], holdout_actions=rows.actions[hold],
             holdout_propensities=rows.propensities[hold], **common,
         )
+        if metric_names:
+            training.metric_names, training.metric_weights = metric_names, weights
+            training.metrics_train, training.metrics_holdout = rows.metrics[train], rows.metrics[hold]
     times = rows.times_ms[idx]
     return PreparedData(training, rows.read, int(train.size), int(hold.size),
                         int(times.min()), int(times.max()))

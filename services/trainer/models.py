@@ -70,6 +70,13 @@ class TrainingSet:
     # Action value: importance weights of the training rows (1 / logged propensity,
     # clipped, mean 1), so the fit corrects for the policy that logged them.
     w_train: np.ndarray | None = None
+    # Blueprints with metrics (services/trainer/value_model.py): metric names, the value
+    # model's weights and every metric's target ``[rows, M]``; ``y_*`` is their
+    # weighted sum. Empty without metrics.
+    metric_names: tuple[str, ...] = ()
+    metric_weights: np.ndarray | None = None
+    metrics_train: np.ndarray | None = None
+    metrics_holdout: np.ndarray | None = None
 
     @property
     def input_width(self) -> int:
@@ -247,11 +254,23 @@ def fit_weighted(estimator: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarr
     return estimator.fit(x, y, sample_weight=weights)
 
 
+def fit_model(data: TrainingSet, family: str, seed: int, params: dict[str, Any] | None = None) -> Any:
+    """A candidate fitted on every training row: one estimator, or with metrics one
+    per metric combined by the value model (services/trainer/value_model.py)."""
+    x = data.x_train.astype(np.float64)
+    if data.metric_names:
+        from loopwise.services.trainer.value_model import fit_metric_models
+
+        assert data.metrics_train is not None and data.metric_weights is not None
+        return fit_metric_models(lambda: make_estimator(data.kind, family, seed, params), x, data.metrics_train,
+                                 data.w_train, data.metric_names, data.metric_weights, fit_weighted)
+    return fit_weighted(make_estimator(data.kind, family, seed, params), x, data.y_train, data.w_train)
+
+
 def fit_candidate(family: str, data: TrainingSet, seed: int) -> CandidateFit:
     """Fit one candidate on the training rows and score it on the holdout (pool function)."""
-    estimator = make_estimator(data.kind, family, seed)
     started = time.perf_counter()
-    fit_weighted(estimator, data.x_train.astype(np.float64), data.y_train, data.w_train)
+    estimator = fit_model(data, family, seed)
     seconds = time.perf_counter() - started
     metrics, metric, score = evaluate(estimator, data)
     return CandidateFit(family_name(data.kind, family), estimator, metrics, metric, score, seconds)
@@ -267,6 +286,11 @@ def export_onnx(estimator: Any, kind: str, input_width: int) -> bytes:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    from loopwise.services.trainer.value_model import MetricValueModel, combine_onnx
+
+    if isinstance(estimator, MetricValueModel):
+        return combine_onnx([export_onnx(e, kind, input_width) for e in estimator.estimators],
+                            estimator.weights, input_width)
     options = {id(estimator): {"zipmap": False}} if kind in CLASSIFIER_KINDS else None
     onx = to_onnx(
         estimator, initial_types=[("features", FloatTensorType([None, input_width]))],
@@ -326,6 +350,17 @@ def check_parity(onnx: bytes, estimator: Any, data: TrainingSet) -> ParityReport
                        f"{PARITY_ATOL:g} + {PARITY_RTOL:g}·|sklearn| (max {max_diff:.3g})")
     if agreement < PARITY_MIN_AGREEMENT:
         reasons.append(f"same decision on only {agreement:.2%} of rows (need {PARITY_MIN_AGREEMENT:.1%})")
+    if hasattr(estimator, "predict_metrics"):  # every metric's output, not only their weighted sum
+        from loopwise.services.trainer.value_model import METRIC_OUTPUT
+
+        metrics_expected = estimator.predict_metrics(x.astype(np.float64))
+        metrics_got = run_onnx(onnx, METRIC_OUTPUT, x)
+        metric_diff = np.abs(metrics_got - metrics_expected)
+        metric_bad = int(np.sum(metric_diff > PARITY_ATOL + PARITY_RTOL * np.abs(metrics_expected)))
+        max_diff = max(max_diff, float(metric_diff.max()) if metric_diff.size else 0.0)
+        if metric_bad:
+            reasons.append(f"{metric_bad} of {metric_diff.size} metric values differ by more than "
+                           f"{PARITY_ATOL:g} + {PARITY_RTOL:g}·|sklearn|")
     return ParityReport(not reasons, max_diff, bad, agreement, "; ".join(reasons))
 
 

@@ -172,6 +172,33 @@ def latency_guardrail(latencies_ms: np.ndarray, model_versions: np.ndarray, cana
                       f"({p.size}); at most {allowed:.3f} ms (x{max_ratio:g}, or +{LATENCY_SLACK_MS:g} ms)")
 
 
+def metric_guardrails(blueprint: bp.Blueprint, metrics: np.ndarray, canary_rows: np.ndarray,
+                      production_rows: np.ndarray, alpha: float) -> list[tpb.Guardrail]:
+    """The canary against production on every guardrail metric (Blueprint.guardrails):
+    it fails when the one-sided test at ``alpha`` says the canary is worse than
+    production by more than the guardrail's tolerance (``metrics`` [N, M] in blueprint
+    metric order; the masks select canary and production rows)."""
+    names = [m.name for m in blueprint.metrics]
+    checks = []
+    for rule in blueprint.guardrails:
+        if rule.metric not in names or metrics.shape[1] != len(names):
+            continue
+        column = metrics[:, names.index(rule.metric)]
+        c, p = column[canary_rows], column[production_rows]
+        sign = -1.0 if rule.lower_is_better else 1.0
+        tolerance = max(0.0, rule.tolerance)
+        # "Better" is higher after the sign; the canary may be worse by the tolerance.
+        test = reward_test(sign * c + tolerance, sign * p, alpha)
+        worse_by = -sign * float(np.mean(c) - np.mean(p))
+        direction = "lower" if rule.lower_is_better else "higher"
+        checks.append(_guardrail(
+            f"guardrail:{rule.metric}", not test.worse, worse_by, tolerance,
+            f"guardrail {rule.metric} ({direction} is better): canary {float(np.mean(c)):.4f} vs production "
+            f"{float(np.mean(p)):.4f} per decision, worse by {worse_by:+.4f} (tolerance {tolerance:g}, "
+            f"{1 - 2 * alpha:.0%} CI of the margin [{test.lower:+.4f}, {test.upper:+.4f}])"))
+    return checks
+
+
 def _guardrail(name: str, passed: bool, value: float, threshold: float, detail: str) -> tpb.Guardrail:
     return tpb.Guardrail(name=name, passed=bool(passed), value=float(value), threshold=float(threshold),
                          detail=detail)
@@ -378,6 +405,14 @@ class RolloutController:
         if test.worse:
             await self._roll_back(rollout, f"canary guardrail failed: {detail} (worse at alpha "
                                            f"{limits.canary_alpha:g})")
+            return
+        checks = metric_guardrails(blueprint, rows.metrics, rows.model_versions == rollout.model_version,
+                                   rows.model_versions == rollout.production_version, limits.canary_alpha)
+        rollout.guardrails.extend(checks)
+        breached = [g for g in checks if not g.passed]
+        if breached:
+            await self._roll_back(rollout, "canary guardrail failed: " + "; ".join(g.detail for g in breached)
+                                  + f" (worse at alpha {limits.canary_alpha:g})")
             return
         reason = f"rollout of model v{rollout.model_version}: promoted to production; {detail}"
         await self.registry.set_deployment(tpb.SetDeploymentRequest(

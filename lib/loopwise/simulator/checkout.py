@@ -6,6 +6,12 @@ window. The offer raises spending for bargain hunters with small baskets and
 lowers it for big baskets (the discount costs more than it brings), so the true
 effect τ(x) is positive for some units and negative for others. Expected rewards
 are exact, so a policy's value is the mean expected reward of the actions it chose.
+
+A second metric, returns: a unit returns its order (outcome ``return``, value 1)
+with probability ``RETURN_BASE_RATE``, raised by the offer by ``return_effect(x)``
+(more on mobile). :meth:`CheckoutUpsell.metrics_blueprint` declares both metrics
+(``purchase`` summed, ``returns`` counted) with a value model; the best action then
+depends on the weights: offer when τ(x) + w_returns / w_purchase · Δreturns(x) > 0.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ FEATURES = (*NUMERIC, "region")
 # Share of units who buy at all within the window; the purchase amount carries the rest.
 PURCHASE_PROBABILITY = 0.8
 _REGION_EFFECT = np.array([1.0, 0.0, -1.0, 0.5])
+# Probability of a return without an offer; the offer adds return_effect(x).
+RETURN_BASE_RATE = 0.05
+METRICS = ("purchase", "returns")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class CheckoutUpsell:
         self.seed = seed
         self.window_s = window_s
         self.rng = np.random.default_rng(seed)
+        # Returns draw from their own stream, so the purchases of a seed stay the same.
+        self.returns_rng = np.random.default_rng([seed, 1])
 
     def blueprint(self, epsilon: float = 0.1) -> bp.Blueprint:
         """The use case as the product registers it."""
@@ -85,6 +96,23 @@ class CheckoutUpsell:
             training=bp.TrainingSpec(min_rows=200, holdout_fraction=0.2),
             slices=["region", "mobile"],
         )
+
+    def metrics_blueprint(self, weights: dict[str, float] | None = None, epsilon: float = 0.1,
+                          returns_tolerance: float | None = None) -> bp.Blueprint:
+        """The use case with two metrics, ``purchase`` (sum of purchase values) and
+        ``returns`` (count of returns), combined by ``weights`` (default: purchase 1,
+        returns -10); with ``returns_tolerance``, returns are a guardrail (lower is better)."""
+        blueprint = self.blueprint(epsilon)
+        blueprint.metrics.extend([
+            bp.Metric(name="purchase", outcome_names=["purchase"], aggregation=bp.REWARD_AGGREGATION_SUM,
+                      description="value of the purchases in the window"),
+            bp.Metric(name="returns", outcome_names=["return"], aggregation=bp.REWARD_AGGREGATION_COUNT,
+                      description="orders returned in the window"),
+        ])
+        blueprint.value_model.weights.update(weights if weights is not None else {"purchase": 1.0, "returns": -10.0})
+        if returns_tolerance is not None:
+            blueprint.guardrails.add(metric="returns", tolerance=returns_tolerance, lower_is_better=True)
+        return blueprint
 
     def sample_units(self, n: int) -> Units:
         """``n`` new units drawn from the product's population."""
@@ -115,6 +143,35 @@ class CheckoutUpsell:
     def expected_reward(self, units: Units, actions: np.ndarray) -> np.ndarray:
         """E[reward | x, action] exactly; ``actions`` are action indices (0 no_offer, 1 offer)."""
         return self.baseline(units) + np.asarray(actions, dtype=float) * self.effect(units)
+
+    @staticmethod
+    def return_effect(units: Units) -> np.ndarray:
+        """How much an offer raises the probability of a return."""
+        return 0.1 + 0.4 * units.column("mobile")
+
+    def expected_returns(self, units: Units, actions: np.ndarray) -> np.ndarray:
+        """E[returns | x, action] exactly (a probability: at most one return per unit)."""
+        return RETURN_BASE_RATE + np.asarray(actions, dtype=float) * self.return_effect(units)
+
+    def expected_value(self, units: Units, actions: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+        """E[Σ weight × metric | x, action] under a value model's ``weights``."""
+        return (weights.get("purchase", 0.0) * self.expected_reward(units, actions)
+                + weights.get("returns", 0.0) * self.expected_returns(units, actions))
+
+    def best_actions(self, units: Units, weights: dict[str, float]) -> np.ndarray:
+        """The action maximizing the weighted value of every unit (ties: no offer)."""
+        n = len(units)
+        return (self.expected_value(units, np.ones(n), weights)
+                > self.expected_value(units, np.zeros(n), weights)).astype(int)
+
+    def sample_returns(self, units: Units, actions: np.ndarray, decision_times_ms: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled returns: (row index, event time in ms) of units that returned their
+        order, within the first 80% of the window (value 1 each)."""
+        returned = self.returns_rng.random(len(units)) < self.expected_returns(units, actions)
+        delay_ms = self.returns_rng.uniform(0.02, 0.8, len(units)) * self.window_s * 1000.0
+        rows = np.flatnonzero(returned)
+        return rows, np.asarray(decision_times_ms, dtype=np.int64)[rows] + delay_ms[rows].astype(np.int64)
 
     def policy_values(self, units: Units, actions: np.ndarray) -> dict[str, float]:
         """Per-decision value of random, the given actions, and the oracle on ``units``."""
