@@ -88,7 +88,7 @@ from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.grpc_options import channel_options
 from loopwise.settings import ServiceName, Settings, get_settings
 from loopwise.targets import ROUND_ROBIN, Address
-from loopwise.tensors import F32, F64, I32, pack, unpack_vector
+from loopwise.tensors import F32, F64, I32, pack, unpack_matrix, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 
@@ -106,8 +106,10 @@ __all__ = [
     "OperationTimeout",
     "Outcome",
     "UseCaseDefault",
+    "metric_columns",
     "operation_result",
     "uuid7_at",
+    "with_value_weights",
 ]
 
 # Codes after which the decision service is treated as unreachable (and
@@ -369,6 +371,31 @@ class EffectPredictions:
 
     def __len__(self) -> int:
         return len(self.effects)
+
+
+def metric_columns(batch: fpb.ReadTrainingDataResponse) -> dict[str, np.ndarray]:
+    """Every product metric of a ``ReadTrainingData`` batch as a float32 column, by
+    metric name (empty for a blueprint version without metrics)."""
+    names = list(batch.metric_names)
+    if not names:
+        return {}
+    values = unpack_matrix(batch.metric_values, batch.rows, len(names), "metric_values", F32)
+    return {name: values[:, j].copy() for j, name in enumerate(names)}
+
+
+def with_value_weights(blueprint: blueprint_pb2.Blueprint,
+                       weights: Mapping[str, float]) -> blueprint_pb2.Blueprint:
+    """A copy of ``blueprint`` whose value model weighs the metrics by ``weights`` (metric
+    name → weight; metrics not named keep their weight). ``ValueError`` for a name that
+    is not one of its metrics."""
+    known = [m.name for m in blueprint.metrics]
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise ValueError(f"{unknown} are not metrics of {blueprint.use_case!r} (metrics: {known})")
+    changed = blueprint_pb2.Blueprint()
+    changed.CopyFrom(blueprint)
+    changed.value_model.weights.update({name: float(w) for name, w in weights.items()})
+    return changed
 
 
 def operation_result(operation: op_pb.Operation) -> tpb.TrainingResult | epb.EstimateEffectsResult:
@@ -1395,6 +1422,15 @@ class Client(_ClientBase):
             self._learn(reply.use_case)
         return reply
 
+    def set_value_weights(self, use_case: str, weights: Mapping[str, float], author: str = "",
+                          reason: str = "", *, timeout: float | None = None) -> dpb.ApplyUseCaseResponse:
+        """Apply a new blueprint version whose value model weighs the metrics by
+        ``weights`` (metric name → weight; others keep theirs). Decisions follow the new
+        weights at once, with the models already deployed (no retraining)."""
+        latest = self.get_use_case(use_case, timeout=timeout).blueprint
+        return self.apply_use_case(with_value_weights(latest, weights), author=author,
+                                   reason=reason or "value model weights", timeout=timeout)
+
     def get_use_case(self, use_case: str, version: int = 0, *, timeout: float | None = None) -> dpb.UseCase:
         """A use case (latest or a given blueprint version); caches its default decision."""
         reply = self._call("decision", "GetUseCase", dpb.GetUseCaseRequest(use_case=use_case, version=version),
@@ -2118,6 +2154,13 @@ class AsyncClient(_ClientBase):
         if not validate_only:
             self._learn(reply.use_case)
         return reply
+
+    async def set_value_weights(self, use_case: str, weights: Mapping[str, float], author: str = "",
+                                reason: str = "", *, timeout: float | None = None) -> dpb.ApplyUseCaseResponse:
+        """See :meth:`Client.set_value_weights`."""
+        latest = (await self.get_use_case(use_case, timeout=timeout)).blueprint
+        return await self.apply_use_case(with_value_weights(latest, weights), author=author,
+                                         reason=reason or "value model weights", timeout=timeout)
 
     async def get_use_case(self, use_case: str, version: int = 0, *,
                            timeout: float | None = None) -> dpb.UseCase:

@@ -55,11 +55,11 @@ def test_reading_commands_offer_json_and_every_command_is_listed() -> None:
               "operations list", "operations get", "operations watch", "operations cancel", "report hte",
               "report list", "report get", "report open", "scorecard", "evaluate-policy", "predict-effects",
               "suggest-parameters", "tokens create", "backup export", "backup import", "up", "down",
-              "status", "console", "demo"}
+              "status", "console", "demo", "weights"}
     assert wanted <= commands, wanted - commands
     reading = ["status", "use-cases", "use-case", "history", "stats", "decision get", "models", "model", "deployment show",
                "deployment audit", "rollout get", "operations list", "operations get", "report list",
-               "report get", "scorecard", "evaluate-policy", "predict-effects", "suggest-parameters"]
+               "report get", "scorecard", "evaluate-policy", "predict-effects", "suggest-parameters", "weights"]
     for command in reading:
         text = runner.invoke(app, [*command.split(), "--help"]).output
         assert "--output" in text and "json" in text, command

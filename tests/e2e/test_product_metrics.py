@@ -15,19 +15,23 @@ on mobile). A blueprint declares both, a value model and (first) a guardrail on 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from loopwise.client import Client, Outcome, operation_result
+from loopwise.cli import app
+from loopwise.client import Client, Outcome, metric_columns, operation_result
 from loopwise.clock import uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.launcher import Launcher
 from loopwise.settings import Settings
 from loopwise.simulator import CheckoutUpsell
-from loopwise.tensors import F32, I32, unpack_matrix, unpack_vector
+from loopwise.tensors import F32, I32, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
 USE_CASE = "metrics_loop"
@@ -100,11 +104,11 @@ def test_training_data_has_a_column_per_metric_and_the_weighted_reward(logged: L
     returns, actions = [], []
     for batch in batches:
         assert list(batch.metric_names) == ["purchase", "returns"]
-        metrics = unpack_matrix(batch.metric_values, batch.rows, 2, "metric_values", F32)
+        metrics = metric_columns(batch)
         rewards = unpack_vector(batch.rewards, F32)
-        np.testing.assert_allclose(rewards, metrics[:, 0], rtol=1e-6)  # returns weigh 0 in version 1
-        assert set(np.unique(metrics[:, 1]).tolist()) <= {0.0, 1.0}  # counted: at most one return each
-        returns.append(metrics[:, 1])
+        np.testing.assert_allclose(rewards, metrics["purchase"], rtol=1e-6)  # returns weigh 0 in version 1
+        assert set(np.unique(metrics["returns"]).tolist()) <= {0.0, 1.0}  # counted: at most one return each
+        returns.append(metrics["returns"])
         actions.append(unpack_vector(batch.action_indices, I32))
     r, a = np.concatenate(returns), np.concatenate(actions)
     # The offer raises returns by 0.1 + 0.4 × mobile (0.34 on average) from a base of 0.05.
@@ -113,7 +117,7 @@ def test_training_data_has_a_column_per_metric_and_the_weighted_reward(logged: L
 
 
 def test_a_guardrail_breach_blocks_blessing_then_weights_steer_decisions_without_retraining(
-        logged: Logged) -> None:
+        logged: Logged, stack: Launcher) -> None:
     world = logged.world
     with Client(settings=logged.settings, deadline_s=10) as client:
         # Version 1 guards returns (tolerance 0.02 per decision) while only purchases
@@ -143,8 +147,16 @@ def test_a_guardrail_breach_blocks_blessing_then_weights_steer_decisions_without
         best_before = world.best_actions(units, PURCHASES_ONLY)
         assert np.mean(before.action_indices == best_before) >= 0.8
 
-        # Version 3 charges 20 per return: decisions change at once, same model.
-        v3 = client.apply_use_case(_blueprint(world, RETURNS_COST, None)).use_case.version
+        # Version 3 charges 20 per return (set with the CLI): decisions change at once,
+        # same model.
+        env = {k: v for k, v in stack.env.items() if k.startswith("LOOPWISE_")}
+        changed_by_cli = CliRunner().invoke(app, ["weights", "-u", USE_CASE, "returns=-20", "--output", "json"],
+                                            prog_name="loopwise", env=env)
+        assert changed_by_cli.exit_code == 0, changed_by_cli.output
+        shown = json.loads(changed_by_cli.stdout)
+        v3 = shown["version"]
+        assert v3 == v2 + 1 and {m["metric"]: m["weight"] for m in shown["metrics"]} == RETURNS_COST
+        assert client.get_use_case(USE_CASE).blueprint == _blueprint(world, RETURNS_COST, None)
         after = client.decide_batch(USE_CASE, v3, list(world.feature_names), units.matrix)
         assert after.model_version == model_version and after.blueprint_version == v3
         best_after = world.best_actions(units, RETURNS_COST)

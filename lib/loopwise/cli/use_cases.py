@@ -22,6 +22,7 @@ from loopwise.cli.common import (
     console,
     enum_name,
     fail,
+    parse_pairs,
     table_or_json,
     when,
 )
@@ -160,3 +161,59 @@ def history(use_case: UseCaseOption, output: OutputOption = Output.table) -> Non
         console.print(table)
 
     table_or_json(output, changes, show)
+
+
+def _parse_weights(pairs: list[str]) -> dict[str, float]:
+    """``METRIC=WEIGHT`` arguments as a mapping (an error naming a bad one)."""
+    weights: dict[str, float] = {}
+    for name, value in parse_pairs(pairs, "weight"):
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise fail(f"weight {name}={value!r}: expected a number, e.g. returns=-20") from None
+    return weights
+
+
+@app.command()
+def weights(
+    use_case: UseCaseOption,
+    set_weights: Annotated[list[str] | None, typer.Argument(
+        metavar="METRIC=WEIGHT", help="New weights of the value model, repeatable (others keep theirs).")] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """The product metrics of a use case with their value-model weights and guardrails;
+    with METRIC=WEIGHT pairs, apply a new blueprint version with those weights, which
+    decisions follow at once with the deployed models (no retraining)."""
+    with connect() as client:
+        if set_weights:
+            reply = client.set_value_weights(use_case, _parse_weights(set_weights), author=author(),
+                                             reason=reason)
+            uc = reply.use_case
+        else:
+            uc = client.get_use_case(use_case)
+    blueprint = uc.blueprint
+    guardrails = {g.metric: g for g in blueprint.guardrails}
+    rows = [{"metric": m.name, "weight": blueprint.value_model.weights.get(m.name, 0.0),
+             "aggregation": enum_name(bp.RewardAggregation, m.aggregation or bp.REWARD_AGGREGATION_SUM,
+                                      "REWARD_AGGREGATION_"),
+             "outcomes": list(m.outcome_names) or [m.name],
+             "guardrail": ({"tolerance": guardrails[m.name].tolerance,
+                            "lower_is_better": guardrails[m.name].lower_is_better}
+                           if m.name in guardrails else None)} for m in blueprint.metrics]
+
+    def show() -> None:
+        if not rows:
+            console.print(f"{use_case}: no product metrics (one reward, docs/blueprints.md)")
+            return
+        table = Table("metric", "weight", "aggregation", "outcomes", "guardrail",
+                      title=f"{use_case} v{uc.version}: reward = Σ weight × metric")
+        for row in rows:
+            guard = row["guardrail"]
+            table.add_row(row["metric"], f"{row['weight']:g}", row["aggregation"], ",".join(row["outcomes"]),
+                          "-" if guard is None else
+                          f"{'lower' if guard['lower_is_better'] else 'higher'} is better, "
+                          f"tolerance {guard['tolerance']:g}")
+        console.print(table)
+
+    table_or_json(output, {"use_case": use_case, "version": uc.version, "metrics": rows}, show)
