@@ -13,7 +13,7 @@ import functools
 import math
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loopwise import __version__
@@ -47,11 +47,21 @@ from loopwise.services.trainer.data import (
     prepare,
     shadow_rows,
 )
+from loopwise.services.trainer.ensemble import (
+    MEMBER_OUTPUT,
+    BootstrapEnsemble,
+    comparable_output,
+    package_ensemble,
+    search_family,
+    wants_ensemble,
+)
 from loopwise.services.trainer.models import (
     ACTION_VALUE,
     FAMILIES,
+    CandidateFit,
     baseline_metrics,
     beats_baseline,
+    evaluate,
     score_output,
 )
 from loopwise.services.trainer.registry import Registry
@@ -215,6 +225,11 @@ class Trainer:
                 f"{p.searched.fit.family}: {p.error or _latency_text(p, job.blueprint)}" for p in packaged))
         winner = _winner(usable)
         result.candidates[packaged.index(winner)].chosen = True
+        members = wants_ensemble(job.blueprint, training.kind)
+        if members:
+            await progress.stage("exporting", 0.78, f"Thompson sampling: {members} bootstrap members")
+            winner = await self._ensemble(usable, winner, prepared, members)
+            laps.lap("ensemble")
 
         await progress.stage("blessing", 0.8, f"{winner.searched.fit.family} against what serves, "
                                               f"on {prepared.holdout_rows} holdout rows")
@@ -296,6 +311,31 @@ class Trainer:
         laps.lap("exporting")
         return packaged
 
+    async def _ensemble(self, usable: list[Packaged], winner: Packaged, prepared: PreparedData,
+                        members: int) -> Packaged:
+        """Thompson sampling: the winner refitted as a bootstrap ensemble of ``members``
+        (services/trainer/ensemble.py); when its ensemble fails the parity check, the
+        next best usable candidate's; FAILED_PRECONDITION when none passes."""
+        training = prepared.training
+        errors = []
+        for item in [winner] + sorted((p for p in usable if p is not winner),
+                                      key=lambda p: -p.searched.fit.score):
+            fit = item.searched.fit
+            ensemble, onnx, parity = await self.pool.run(
+                package_ensemble, training, search_family(training.kind, fit.family), item.searched.params,
+                members, self.seed)
+            if not parity.ok:
+                errors.append(f"{fit.family}: ONNX parity failed: {parity.reason}")
+                continue
+            metrics, metric, score = await self.pool.run(evaluate, ensemble, training)
+            latency = await self.latency_probe(fit.family, onnx, training.kind, training.input_width,
+                                               training.n_actions)
+            searched = replace(item.searched, fit=CandidateFit(fit.family, ensemble, metrics, metric, score,
+                                                               fit.fit_seconds))
+            return Packaged(searched, onnx, latency_ms=latency, max_abs_diff=parity.max_abs_diff)
+        raise FailedPrecondition(f"Thompson sampling needs a bootstrap ensemble of {members} members and none "
+                                 "passed the ONNX parity check: " + "; ".join(errors))
+
     async def _serving_model(self, job: TrainingJob, ref: tpb.ModelRef,
                              prepared: PreparedData) -> ServingModel | None:
         """The production model, ready to score this job's holdout (None if unreadable)."""
@@ -308,7 +348,7 @@ class Trainer:
         training = prepared.training
         holdout = training.holdout_features if training.kind == ACTION_VALUE else training.x_holdout
         assert holdout is not None
-        return ServingModel(f"model v{model.version}", onnx, model.score_output,
+        return ServingModel(f"model v{model.version}", onnx, comparable_output(model.score_output),
                             align_to(holdout, job.blueprint, own), tuple(m.name for m in own.metrics))
 
     async def _bless(self, job: TrainingJob, winner: Packaged, prepared: PreparedData,
@@ -334,12 +374,13 @@ class Trainer:
             metrics={k: v for k, v in fit.metrics.items() if math.isfinite(v)},
             baseline_metrics={k: v for k, v in baseline.items() if math.isfinite(v)},
             training_rows=prepared.training_rows, holdout_rows=prepared.holdout_rows, source="trainer",
-            input_width=training.input_width, score_output=score_output(training.kind),
+            input_width=training.input_width,
+            score_output=MEMBER_OUTPUT if isinstance(fit.estimator, BootstrapEnsemble) else score_output(training.kind),
             operation_id=operation_id, feature_profiles=profiles, code_version=code_version(),
             parent_version=serving_ref.version if serving_ref is not None else 0,
             labelled_rows=rows.read, blessing=blessing, latency_p99_ms=winner.latency_ms,
             prediction_profile=predictions,
-            description=f"{fit.family} ({params_text(winner.searched.params)}) trained on "
+            description=f"{fit.family} ({params_text(winner.searched.params)}{_members_text(fit.estimator)}) trained on "
                         f"{prepared.training_rows} rows; max |ONNX - sklearn| on the holdout "
                         f"{winner.max_abs_diff:.2g}",
         )
@@ -377,6 +418,13 @@ class Trainer:
         rollout = await self.rollouts.start(model, serving_ref, job.blueprint, model.blessing.reason,
                                             f"rollout:{operation_id}")
         return False, f"rollout started: {rollout.message}", rollout
+
+
+def _members_text(estimator: object) -> str:
+    """"; Thompson bootstrap ensemble of K members" for an ensemble, else nothing."""
+    if isinstance(estimator, BootstrapEnsemble):
+        return f"; Thompson bootstrap ensemble of {len(estimator.members)} members"
+    return ""
 
 
 def _latency_text(p: Packaged, blueprint: bp.Blueprint) -> str:

@@ -37,6 +37,7 @@ from loopwise.errors import InvalidArgument, LoopwiseError, NotFound, quote
 from loopwise.jobs import ProcessPool
 from loopwise.periodic import every
 from loopwise.services.trainer.data import align_to, collect_rows, kind_of
+from loopwise.services.trainer.ensemble import comparable_output
 from loopwise.services.trainer.models import (
     ACTION_VALUE,
     BINARY,
@@ -321,7 +322,7 @@ class RolloutController:
                             x: np.ndarray) -> tuple[bytes, str, np.ndarray]:
         model, onnx = await self._artifact(rollout.use_case, version)
         own = await self.use_cases.version(rollout.use_case, model.blueprint_version)
-        return onnx, model.score_output, align_to(x, blueprint, own)
+        return onnx, comparable_output(model.score_output), align_to(x, blueprint, own)
 
     async def _shadow(self, rollout: tpb.Rollout, blueprint: bp.Blueprint, limits: RolloutLimits) -> None:
         rows = await self._rows(rollout, blueprint, open_windows=True)
