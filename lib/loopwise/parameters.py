@@ -76,7 +76,10 @@ def parse(path: str, root: descriptor.Descriptor, field_name: str) -> ParameterP
 
 
 def _repeated(fd: descriptor.FieldDescriptor) -> bool:
-    return getattr(fd, "is_repeated", fd.label == fd.LABEL_REPEATED)
+    is_repeated = getattr(fd, "is_repeated", None)
+    if is_repeated is not None:
+        return bool(is_repeated() if callable(is_repeated) else is_repeated)
+    return fd.label == fd.LABEL_REPEATED
 
 
 def get(msg: message.Message, path: ParameterPath) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound
+from loopwise.services.decision.arm_parameters import check_arm_parameters
 from loopwise.services.decision.blueprints import (
     changed_fields,
     check_use_case_name,
@@ -134,6 +135,7 @@ class UseCases:
     ) -> ApplyResult:
         """Validate, then create a new version when the blueprint changed."""
         validate_blueprint(blueprint)
+        check_arm_parameters(blueprint)
         name = blueprint.use_case
         if self.archived(name) and not validate_only:
             raise FailedPrecondition(f"use case {name!r} is archived; restore it with ArchiveUseCase first")
