@@ -71,11 +71,16 @@ api-baseline:
 	bash scripts/api_baseline.sh
 
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-# One image per service (services/<name>/Dockerfile); needs a Docker engine.
+IMAGE_REPOSITORY ?= loopwise
+# The five images (four services and the console) from the one Dockerfile, whose SERVICE
+# build argument picks the extra and the command; needs a Docker engine with BuildKit.
 images:
 	@command -v docker >/dev/null || { echo "make images needs a Docker engine (docker not found)"; exit 1; }
-	for s in decision feedback trainer evaluator; do \
-	  docker build -f services/$$s/Dockerfile -t loopwise/$$s:$(IMAGE_TAG) . || exit 1; \
+	for s in decision feedback trainer evaluator console; do \
+	  DOCKER_BUILDKIT=1 docker build -f Dockerfile --build-arg SERVICE=$$s \
+	    --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	    --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+	    -t $(IMAGE_REPOSITORY)/$$s:$(IMAGE_TAG) . || exit 1; \
 	done
 
 lint: install

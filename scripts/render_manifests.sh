@@ -5,7 +5,9 @@
 #   loopwise-trial.yaml  ci/sqlite.yaml (one replica of each, SQLite, plaintext)
 # The `helm test` hook (templates/tests/) is left out: applied with kubectl it would run
 # at once, before the services are up; with plain manifests run `python -m loopwise.smoke`
-# from a client pod instead.
+# from a client pod instead. So is the migrations Job (a pre-install/pre-upgrade hook):
+# kubectl has no hooks, so the services of the plain manifests migrate when they start
+# (or run `loopwise migrate` first and set LOOPWISE_STORE_MIGRATE_ON_START=false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBE_VERSION=1.33.0
@@ -17,7 +19,7 @@ PATH="$(bash scripts/install_tools.sh helm | tr '\n' ':')$PATH"
 
 render() {  # values-file-or-empty output
   local args=(template loopwise "$CHART" --namespace loopwise --kube-version "$KUBE_VERSION"
-              --skip-tests)
+              --skip-tests --set migrations.job.enabled=false)
   [[ -n "$1" ]] && args+=(-f "$1")
   { echo "# Rendered from $CHART by 'make manifests' (scripts/render_manifests.sh); do not edit."
     helm "${args[@]}"; } > "$2"

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         "",
         description="Store of the evaluator service; empty: `sqlite:///<data_dir>/evaluator.db`; "
                     "same URL forms as `LOOPWISE_DECISION_STORE_URL`")
+    store_migrate_on_start: bool = Field(
+        True,
+        description="Each service applies its Cassandra schema migrations when it opens its "
+                    "store; false: it only checks that they were applied (by `loopwise migrate`, "
+                    "or the Helm chart's pre-install/pre-upgrade Job) and refuses to start "
+                    "otherwise. SQLite schemas are always applied at open")
 
     # Shared clock and randomness (docs/architecture.md §11).
     clock_anchor: float = Field(

@@ -1,15 +1,20 @@
-"""The Helm chart: lint, strict schema validation of several value sets, the rules it
-enforces (SQLite only with one replica and no autoscaling), its security posture and
-network policies, and the committed plain manifests."""
+"""The Helm chart: lint, strict schema validation of several value sets (built-in kinds
+with kubernetes-validate, the prometheus-operator and cert-manager kinds with their CRD
+schemas), the chart's own values schema, the rules it enforces (SQLite only with one
+replica and no autoscaling), its security posture, scheduling and network policies,
+monitoring, certificates, the migrations Job, and the committed plain manifests."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -27,6 +32,31 @@ from tests.deploy.tools import (
 )
 
 VALUE_SETS = {"default": [], **{p.stem: [p] for p in sorted(CI_VALUES.glob("*.yaml"))}}
+CRD_SCHEMAS = Path(__file__).parent / "crd_schemas"
+ALERTS = ROOT / "deploy" / "monitoring" / "alerts.yaml"
+
+
+def crd_validator(obj: dict[str, Any]) -> jsonschema.Draft7Validator | None:
+    """The strict validator of a custom resource's kind (tests/deploy/crd_schemas: the
+    CRDs' openAPIV3Schema with closed objects), or None for a built-in kind."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    if "." not in group or group.endswith(".k8s.io"):  # core, apps, batch, networking.k8s.io …
+        return None
+    path = CRD_SCHEMAS / f"{obj['kind'].lower()}-{group.split('.')[0]}-{version}.json"
+    assert path.exists(), f"no schema for {obj['kind']} {obj['apiVersion']}"
+    return jsonschema.Draft7Validator(json.loads(path.read_text()))
+
+
+def merged_values(files: list[Path]) -> dict[str, Any]:
+    """values.yaml with value files deep-merged over it (as helm does)."""
+    def merge(base: Any, over: Any) -> Any:
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
+        return over
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for path in files:
+        values = merge(values, yaml.safe_load(path.read_text()))
+    return values
 
 
 def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -40,8 +70,10 @@ def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_value_sets_cover_the_required_cases() -> None:
-    """default (TLS on), an explicit TLS set, an external Cassandra, >1 replica."""
-    assert {"default", "tls-on", "external-cassandra", "replicas"} <= set(VALUE_SETS)
+    """default (TLS on, the migrations Job), an explicit TLS set, an external Cassandra,
+    >1 replica, monitoring, cert-manager, image digests, scheduling options."""
+    assert {"default", "tls-on", "external-cassandra", "replicas", "monitoring", "cert-manager",
+            "digests", "scheduling", "in-cluster-cassandra", "sqlite", "console"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -55,15 +87,21 @@ def test_helm_lint(name: str) -> None:
 
 
 def test_every_value_set_validates_strictly(tmp_path: Path) -> None:
-    """helm template | kubernetes-validate --strict for every value set; a copy with an
-    unknown field must fail, so the check is known to bite."""
-    files = {}
+    """helm template | kubernetes-validate --strict for the built-in kinds of every value
+    set, the custom resources (ServiceMonitor, PrometheusRule, Certificate) against their
+    CRD schemas with closed objects; a copy with an unknown field must fail each, so the
+    checks are known to bite."""
+    files, custom = {}, {}
     for name, values in VALUE_SETS.items():
+        docs = [d for d in yaml.safe_load_all(render_text(values)) if d]
+        custom[name] = [d for d in docs if crd_validator(d)]
         files[name] = tmp_path / f"{name}.yaml"
-        files[name].write_text(render_text(values))
+        files[name].write_text(yaml.safe_dump_all([d for d in docs if not crd_validator(d)], sort_keys=False))
     bad = tmp_path / "misspelt.yaml"
-    bad.write_text(files["default"].read_text().replace(
-        "imagePullPolicy: IfNotPresent", "imagePullPolicy: IfNotPresent\n          imagePulPolicy: Always", 1))
+    misspelt = [d for d in yaml.safe_load_all(files["default"].read_text()) if d]
+    next(d for d in misspelt if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "imagePulPolicy"] = "Always"
+    bad.write_text(yaml.safe_dump_all(misspelt, sort_keys=False))
     done = kubernetes_validate(*files.values(), bad)
     lines = (done.stdout + done.stderr).splitlines()
     for name, path in files.items():
@@ -74,6 +112,77 @@ def test_every_value_set_validates_strictly(tmp_path: Path) -> None:
         assert len(passed) == len(objects), f"{name}: {len(passed)} of {len(objects)} validated"
     bad_lines = [line for line in lines if str(bad) in line and "did not validate" in line]
     assert len(bad_lines) == 1 and "imagePulPolicy" in bad_lines[0]
+
+    kinds = set()
+    for name, objects in custom.items():
+        for obj in objects:
+            errors = [e.message for e in crd_validator(obj).iter_errors(obj)]
+            assert not errors, f"{name}: {obj['kind']} {obj['metadata']['name']}: {errors}"
+            kinds.add(obj["kind"])
+    assert kinds == {"ServiceMonitor", "PrometheusRule", "Certificate"}
+    for obj in (custom["monitoring"][0], custom["cert-manager"][0]):
+        misspelt = {**obj, "spec": {**obj["spec"], "selectr": {}}}
+        assert any("selectr" in e.message for e in crd_validator(obj).iter_errors(misspelt))
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"decision.autoscalling.enabled": "true"}, "additional properties 'autoscalling' not allowed"),
+    ({"decision.replicas": "abc"}, "at '/decision/replicas': got string, want integer"),
+    ({"monitoring.serviceMonitor.enabeld": "true"}, "additional properties 'enabeld' not allowed"),
+    ({"decision.image.digest": "sha256:abc"}, "/decision/image/digest"),
+    ({"scheduling.podAntiAffinity": "sometimes"}, "/scheduling/podAntiAffinity"),
+    ({"tls.certManager.issuerRef.kind": "Vault"}, "/tls/certManager/issuerRef/kind"),
+])
+def test_values_schema_refuses_misspelt_keys_and_wrong_types(sets: dict[str, Any], message: str) -> None:
+    """values.schema.json closes every object and types every value: both helm template
+    and helm lint fail, naming the key."""
+    done = helm(*template_args(sets=sets), check=False)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    lint = ["lint", "--strict", str(CHART)]
+    for key, value in sets.items():
+        lint += ["--set", f"{key}={value}"]
+    done = helm(*lint, check=False)
+    assert done.returncode != 0 and message in done.stdout + done.stderr
+    assert "1 chart(s) failed" in done.stdout + done.stderr
+
+
+def _schema_paths(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        if sub.get("type") == "object" and sub.get("additionalProperties") is False and key != "resources":
+            assert "properties" in sub, path
+            yield from _schema_paths(sub, path)
+        else:
+            yield path
+
+
+def _value_paths(node: Any, schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else key
+        sub = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and sub.get("additionalProperties") is False and key != "resources":
+            yield from _value_paths(value, sub, path)
+        else:
+            yield path
+
+
+def test_values_schema_matches_values_yaml() -> None:
+    """Every object of the schema is closed, and the schema and values.yaml name the same
+    keys: a value added to one without the other fails here."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+
+    def closed(node: dict[str, Any], path: str) -> None:
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, path
+            for key, sub in node["properties"].items():
+                closed(sub, f"{path}.{key}")
+    closed(schema, "")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(_value_paths(values, schema)) == set(_schema_paths(schema))
+    jsonschema.Draft7Validator(schema).validate(values)
+    for path in CI_VALUES.glob("*.yaml"):
+        jsonschema.Draft7Validator(schema).validate(merged_values([path]))
 
 
 @pytest.mark.parametrize("sets, message", [
@@ -105,7 +214,7 @@ def test_sqlite_trial_renders_one_replica_each_on_volumes() -> None:
 
 def test_bad_store_type_is_refused() -> None:
     done = helm(*template_args(sets={"store.type": "postgres"}), check=False)
-    assert done.returncode != 0 and "store.type must be cassandra or sqlite" in done.stderr
+    assert done.returncode != 0 and "at '/store/type': value must be one of 'cassandra', 'sqlite'" in done.stderr
 
 
 def test_secure_mode_needs_its_secrets() -> None:
@@ -279,10 +388,7 @@ def test_helm_test_hook_runs_the_smoke_test_as_a_hardened_client(name: str) -> N
     removed when it passed; a hook NetworkPolicy lets it reach the four gRPC ports, and
     the services admit it as a client."""
     objects = render(VALUE_SETS[name])
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for path in VALUE_SETS[name]:
-        for key, value in yaml.safe_load(path.read_text()).items():
-            values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    values = merged_values(VALUE_SETS[name])
     tls = values["tls"]["enabled"]
     found = hooks(objects)
     assert set(found) == {"Pod", "NetworkPolicy"}, name
@@ -298,7 +404,9 @@ def test_helm_test_hook_runs_the_smoke_test_as_a_hardened_client(name: str) -> N
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
     (container,) = spec["containers"]
-    assert container["image"] == "loopwise/decision:0.1.0"
+    digest = values["decision"]["image"]["digest"]
+    assert container["image"] == (f"{values['image']['repository']}/decision@{digest}" if digest
+                                  else f"{values['image']['repository']}/decision:0.1.0")
     assert container["command"] == ["python", "-m", "loopwise.smoke", "--use-case", "loopwise_smoke",
                                     "--timeout", "10"]
     context = container["securityContext"]
@@ -359,13 +467,17 @@ def test_rendered_manifests_match_the_chart() -> None:
     # The helm test hook is left out: kubectl apply would run it before the services are up.
     for path in (ROOT / "deploy" / "k8s" / "manifests").glob("*.yaml"):
         assert "helm.sh/hook" not in path.read_text(), path
+    # Without the hook Job the services of the plain manifests migrate when they start.
+    default = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "manifests" / "loopwise.yaml").read_text())
+    config = next(d for d in default if d and d["kind"] == "ConfigMap")["data"]
+    assert "LOOPWISE_STORE_MIGRATE_ON_START" not in config
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
     """Key paths of values.yaml down to the documented level (maps the chart passes
     through whole — resources, security contexts, config — are one value)."""
     whole = {"resources", "podSecurityContext", "securityContext", "config", "podAnnotations",
-             "nodeSelector"}
+             "nodeSelector", "podLabels", "labels"}
     if isinstance(node, dict) and node and prefix.rsplit(".", 1)[-1] not in whole:
         for key, value in node.items():
             yield from _leaves(value, f"{prefix}.{key}" if prefix else key)
@@ -480,3 +592,235 @@ def test_console_options_and_what_it_refuses() -> None:
     pod = trial["Deployment"]["spec"]["template"]["spec"]
     assert "tls" not in {v["name"] for v in pod["volumes"]}
     assert "tls" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+
+
+def test_alert_rules_have_one_source_and_render_as_a_prometheus_rule() -> None:
+    """deploy/monitoring/alerts.yaml is a link to the chart's files/alerts.yaml (no second
+    copy); the PrometheusRule carries its groups, every alert with a description and an
+    absolute runbook_url (runbookBaseUrl + a docs/operations.md anchor that exists), and
+    the service-down rule selects targets by the pods' part-of label, not a job name."""
+    assert ALERTS.is_symlink()
+    assert ALERTS.resolve() == (CHART / "files" / "alerts.yaml").resolve()
+    assert os.readlink(ALERTS) == "../k8s/helm/loopwise/files/alerts.yaml"  # relative: survives a clone
+    source = yaml.safe_load(ALERTS.read_text())
+    values = yaml.safe_load((CI_VALUES / "monitoring.yaml").read_text())["monitoring"]
+    objects = render([CI_VALUES / "monitoring.yaml"])
+    rule = find(objects, "PrometheusRule", "lw-loopwise")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    groups = rule["spec"]["groups"]
+    assert [g["name"] for g in groups] == [g["name"] for g in source["groups"]]
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    base = values["prometheusRule"]["runbookBaseUrl"]
+    rendered = {r["alert"]: r for g in groups for r in g["rules"]}
+    for group in source["groups"]:
+        for alert in group["rules"]:
+            out = rendered[alert["alert"]]
+            assert out["expr"] == alert["expr"] and out["labels"] == alert["labels"]
+            assert out["annotations"]["summary"] == alert["annotations"]["summary"]
+            assert out["annotations"]["description"] == alert["annotations"]["description"]
+            url = out["annotations"]["runbook_url"]
+            assert url == base + alert["annotations"]["runbook_url"]
+            anchor = url.rpartition("#")[2]
+            assert url.startswith(base + "docs/operations.md#") and f'<a id="{anchor}"></a>' in operations
+            assert "job=" not in out["expr"], alert["alert"]
+    assert 'app_kubernetes_io_part_of="loopwise"' in rendered["LoopwiseServiceDown"]["expr"]
+    # Without runbookBaseUrl the link stays the repository path.
+    plain = find(render(sets={"monitoring.prometheusRule.enabled": "true"}), "PrometheusRule", "lw-loopwise")
+    assert plain["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"] == "docs/operations.md#service-down"
+
+
+def test_service_monitor_scrapes_the_metrics_ports_with_the_labels_the_rules_use() -> None:
+    objects = render([CI_VALUES / "monitoring.yaml"])
+    monitor = find(objects, "ServiceMonitor", "lw-loopwise")
+    spec = monitor["spec"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert spec["namespaceSelector"] == {"matchNames": ["loopwise"]}
+    assert spec["podTargetLabels"] == ["app.kubernetes.io/part-of", "app.kubernetes.io/component"]
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+    (expression,) = spec["selector"]["matchExpressions"]
+    assert expression["values"] == list(SERVICES)
+    # The Services it selects are the four services', each with a `metrics` port, and
+    # their pods carry the part-of label the service-down rule selects on.
+    selected = [o for o in objects if o["kind"] == "Service"
+                and spec["selector"]["matchLabels"].items() <= o["metadata"]["labels"].items()
+                and o["metadata"]["labels"].get("app.kubernetes.io/component") in expression["values"]]
+    with_metrics = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in selected
+                    if "metrics" in {p["name"] for p in o["spec"]["ports"]}}
+    assert with_metrics == set(SERVICES)
+    for name, workload in workloads(objects).items():
+        assert workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "loopwise", name
+    assert not [o for o in render() if o["kind"] in ("ServiceMonitor", "PrometheusRule")]  # off by default
+    done = helm(*template_args(sets={"monitoring.serviceMonitor.enabled": "true", "metrics.enabled": "false"}),
+                check=False)
+    assert done.returncode != 0 and "needs metrics.enabled" in done.stderr
+
+
+def test_pods_spread_and_avoid_each_other_by_default() -> None:
+    """Every service (and the console) gets soft anti-affinity on the host and
+    ScheduleAnyway spreads over zones and hosts, selecting its own pods."""
+    objects = render([CI_VALUES / "console.yaml"])
+    pods = {name: w["spec"]["template"]["spec"] for name, w in workloads(objects).items()}
+    pods["console"] = find(objects, "Deployment", "lw-loopwise-console")["spec"]["template"]["spec"]
+    for name, pod in pods.items():
+        selector = {"app.kubernetes.io/name": "loopwise", "app.kubernetes.io/instance": "lw",
+                    "app.kubernetes.io/component": name}
+        (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                           "labelSelector": {"matchLabels": selector}}, name
+        spread = pod["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" and c["maxSkew"] == 1
+                   and c["labelSelector"]["matchLabels"] == selector for c in spread), name
+        assert "priorityClassName" not in pod
+    off = render(sets={"scheduling.podAntiAffinity": "none", "scheduling.topologySpread.enabled": "false"})
+    for name, workload in workloads(off).items():
+        pod = workload["spec"]["template"]["spec"]
+        assert "affinity" not in pod and "topologySpreadConstraints" not in pod, name
+
+
+def test_scheduling_labels_and_per_service_overrides() -> None:
+    values = yaml.safe_load((CI_VALUES / "scheduling.yaml").read_text())
+    found = workloads(render([CI_VALUES / "scheduling.yaml"]))
+    for name, workload in found.items():
+        template = workload["spec"]["template"]
+        pod, labels = template["spec"], template["metadata"]["labels"]
+        assert labels["team"] == "decisioning" and labels["app.kubernetes.io/component"] == name
+        assert pod["priorityClassName"] == ("loopwise-serving" if name == "decision" else "loopwise-critical")
+        affinity = pod["affinity"]["podAntiAffinity"]
+        assert list(affinity) == ["requiredDuringSchedulingIgnoredDuringExecution"], name
+        (container,) = pod["containers"]
+        if name == "decision":
+            assert labels["tier"] == "serving"
+            assert pod["securityContext"]["runAsUser"] == 20001
+            assert pod["securityContext"]["runAsNonRoot"] is True  # the global keys stay
+            assert container["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["resources"] == values["decision"]["resources"]
+        else:
+            assert "tier" not in labels and pod["securityContext"]["runAsUser"] == 10001
+            assert "seccompProfile" not in container["securityContext"]
+    assert found["evaluator"]["spec"]["template"]["spec"]["topologySpreadConstraints"] == \
+        values["evaluator"]["topologySpreadConstraints"]
+    # The selectors never take the extra labels (they would orphan running pods).
+    for workload in found.values():
+        assert "team" not in workload["spec"]["selector"]["matchLabels"]
+
+
+def test_images_by_digest() -> None:
+    values = yaml.safe_load((CI_VALUES / "digests.yaml").read_text())
+    objects = render([CI_VALUES / "digests.yaml"])
+    repository = values["image"]["repository"]
+    for name, workload in workloads(objects).items():
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == f"{repository}/{name}@{values[name]['image']['digest']}", name
+    console = find(objects, "Deployment", "lw-loopwise-console")["spec"]["template"]["spec"]["containers"][0]
+    assert console["image"] == f"{repository}/console@{values['console']['image']['digest']}"
+    job = find(objects, "Job", "lw-loopwise-migrations")["spec"]["template"]["spec"]["containers"][0]
+    assert job["image"] == f"{repository}/decision@{values['decision']['image']['digest']}"
+    # Tags otherwise; one digest changes one image only.
+    mixed = workloads(render(sets={"trainer.image.digest": values["trainer"]["image"]["digest"]}))
+    assert mixed["trainer"]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(values["trainer"]["image"]["digest"])
+    assert mixed["decision"]["spec"]["template"]["spec"]["containers"][0]["image"] == "loopwise/decision:0.1.0"
+
+
+def test_cert_manager_issues_the_secrets_the_pods_mount() -> None:
+    """With tls.certManager one Certificate per service Secret (and the clients' one),
+    naming every host name the service is dialled by, for server and client auth, from
+    the configured issuer; without it, no Certificate (the operator's Secrets)."""
+    values = yaml.safe_load((CI_VALUES / "cert-manager.yaml").read_text())["tls"]
+    objects = render([CI_VALUES / "cert-manager.yaml"])
+    certificates = {o["spec"]["secretName"]: o["spec"] for o in objects if o["kind"] == "Certificate"}
+    assert set(certificates) == {f"loopwise-tls-{s}" for s in SERVICES} | {"loopwise-tls-client"}
+    for name, workload in workloads(objects).items():
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        spec = certificates[volumes["tls"]["secret"]["secretName"]]
+        assert spec["issuerRef"] == {"name": "loopwise-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["privateKey"]["algorithm"] == "RSA"
+        hosts = {f"lw-loopwise-{name}", f"lw-loopwise-{name}.loopwise.svc", values["serverName"],
+                 "loopwise.example.com"}
+        if name in ("decision", "feedback"):
+            hosts.add(f"lw-loopwise-{name}-headless.loopwise.svc")
+        assert hosts <= set(spec["dnsNames"]), name
+    smoke = hooks(objects)["Pod"]["spec"]["volumes"]
+    assert {v["name"]: v for v in smoke}["tls"]["secret"]["secretName"] == "loopwise-tls-client"
+    single = [o for o in render(sets={"tls.certManager.enabled": "true", "tls.certManager.issuerRef.name": "ca"})
+              if o["kind"] == "Certificate"]
+    assert [c["spec"]["secretName"] for c in single] == ["loopwise-tls"]
+    assert {"lw-loopwise-trainer", "lw-loopwise-decision-headless"} <= set(single[0]["spec"]["dnsNames"])
+    assert not [o for o in render() if o["kind"] == "Certificate"]
+    done = helm(*template_args(sets={"tls.certManager.enabled": "true"}), check=False)
+    assert done.returncode != 0 and "tls.certManager.issuerRef.name" in done.stderr
+    done = helm(*template_args([CI_VALUES / "sqlite.yaml"], {"tls.certManager.enabled": "true"}), check=False)
+    assert done.returncode != 0 and "needs tls.enabled" in done.stderr
+
+
+def test_in_cluster_cassandra_is_pinned_and_probed() -> None:
+    values = yaml.safe_load((CI_VALUES / "in-cluster-cassandra.yaml").read_text())
+    objects = render([CI_VALUES / "in-cluster-cassandra.yaml"])
+    (container,) = find(objects, "StatefulSet", "lw-loopwise-cassandra")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"cassandra@{values['store']['cassandra']['inCluster']['image']['digest']}"
+    assert container["readinessProbe"]["exec"]["command"][0] == "cqlsh"
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "cql"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 300
+    tagged = find(render(sets={"store.cassandra.inCluster.enabled": "true", "tls.enabled": "false"}),
+                  "StatefulSet", "lw-loopwise-cassandra")["spec"]["template"]["spec"]["containers"][0]
+    assert re.fullmatch(r"cassandra:\d+\.\d+\.\d+", tagged["image"])  # a patch release, not a floating tag
+
+
+def _migrations(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects
+            if o["metadata"]["labels"].get("app.kubernetes.io/component") == "migrations"}
+
+
+def test_migrations_run_in_a_pre_install_and_pre_upgrade_job() -> None:
+    """With an existing Cassandra the chart applies the schema migrations in a hook Job
+    (the decision image, python -m loopwise.store.migrate, every service's store URL) and
+    tells the services not to migrate; the Job reads a hook copy of the chart's store
+    Secret (the release's own objects do not exist yet) or the operator's Secret, and a
+    hook NetworkPolicy lets it reach DNS and the store only."""
+    objects = render()
+    found = _migrations(objects)
+    assert set(found) == {"Job", "Secret", "NetworkPolicy"}
+    for obj in found.values():
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    weights = {kind: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for kind, o in found.items()}
+    assert weights["Secret"] < weights["Job"] and weights["NetworkPolicy"] < weights["Job"]
+    assert find(objects, "ConfigMap", "lw-loopwise-config")["data"]["LOOPWISE_STORE_MIGRATE_ON_START"] == "false"
+    job = found["Job"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod  # the release's ServiceAccount comes later
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "loopwise.store.migrate"]
+    assert container["image"] == "loopwise/decision:0.1.0"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "envFrom" not in container  # the ConfigMap does not exist before install
+    env = {e["name"]: e for e in container["env"]}
+    url = find(objects, "Secret", "lw-loopwise-store")["stringData"]["url"]
+    assert found["Secret"]["stringData"]["url"] == url
+    for name in SERVICES:
+        assert env[f"LOOPWISE_{name.upper()}_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "lw-loopwise-migrations-store", "key": "url"}
+    policy = found["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "migrations"
+    assert "ingress" not in policy
+    assert sorted(r["ports"][0]["port"] for r in policy["egress"]) == [53, 9042]
+    # The operator's Secret: read directly; the narrowed CQL peers apply.
+    external = _migrations(render([CI_VALUES / "external-cassandra.yaml"]))
+    assert set(external) == {"Job", "NetworkPolicy"}
+    env = external["Job"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"loopwise-cassandra-url"}
+    cql = [r for r in external["NetworkPolicy"]["spec"]["egress"] if r["ports"][0]["port"] == 9142]
+    assert cql[0]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    # No Job where the store cannot exist before install, or when turned off: the
+    # services migrate on start.
+    for values, sets in (([CI_VALUES / "sqlite.yaml"], {}), ([CI_VALUES / "in-cluster-cassandra.yaml"], {}),
+                         ([], {"migrations.job.enabled": "false"})):
+        objects = render(values, sets)
+        assert not _migrations(objects), (values, sets)
+        assert "LOOPWISE_STORE_MIGRATE_ON_START" not in find(objects, "ConfigMap", "lw-loopwise-config")["data"]

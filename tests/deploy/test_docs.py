@@ -38,9 +38,10 @@ def test_every_alert_has_a_runbook_entry() -> None:
     for rule in rules:
         assert rule["alert"] in listed, f"{rule['alert']} missing from the alerts table"
         assert listed[rule["alert"]] in anchors, rule["alert"]
+        assert rule["annotations"].get("description") and rule["annotations"].get("summary"), rule["alert"]
         # The rule's own runbook link resolves too.
-        path, _, anchor = rule["annotations"]["runbook"].partition("#")
-        assert anchor in _anchors((ROOT / path).read_text()), rule["annotations"]["runbook"]
+        path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert anchor in _anchors((ROOT / path).read_text()), rule["annotations"]["runbook_url"]
     for target in re.findall(r"\]\(#([\w-]+)\)", text):
         assert target in anchors, target
 

@@ -1,11 +1,11 @@
 """The image checks, without a Docker engine: for each service, its extra installed
 non-editable into its own venv, started with the exact command and environment of the
 rendered manifest, answering Health; the decision service never loads scikit-learn,
-skl2onnx or EconML. The Dockerfiles are checked for the shape the images rely on."""
+skl2onnx or EconML. The one Dockerfile (its SERVICE build argument picks the extra and
+the command) is checked for the shape the images rely on."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,7 +24,16 @@ import yaml
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.launcher import free_port, health_status
-from tests.deploy.images import build_wheel, container_env, imported_modules, installed, venv_for
+from tests.deploy.images import (
+    DOCKERFILE,
+    build_wheel,
+    container_env,
+    dockerfile_stages,
+    image_config,
+    imported_modules,
+    installed,
+    venv_for,
+)
 from tests.deploy.tools import CI_VALUES, ROOT, SERVICES, find, render
 
 # The first run after a dependency change builds four venvs (minutes on a busy machine).
@@ -51,16 +60,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def image_env(name: str, venv: Path) -> dict[str, str]:
-    """The ENV of a service image's runtime stage (services/<name>/Dockerfile), with
+    """The ENV of a service image (the Dockerfile built with SERVICE=<name>), with
     /opt/venv standing for ``venv``."""
-    text = (ROOT / "services" / name / "Dockerfile").read_text()
-    runtime = text[text.rindex("\nFROM "):].replace("\\\n", " ")
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
-    for line in runtime.splitlines():
-        if line.startswith("ENV "):
-            for pair in line[4:].split():
-                key, _, value = pair.partition("=")
-                env[key] = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
+    for key, value in image_config(name).env.items():
+        env[key] = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
     return env
 
 
@@ -176,20 +180,79 @@ def test_decision_never_loads_training_libraries(services: dict[str, Started], r
                           capture_output=True).returncode == 0  # they were there to be loaded
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_dockerfile_builds_a_slim_non_root_image_of_one_extra(name: str) -> None:
-    text = (ROOT / "services" / name / "Dockerfile").read_text()
-    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?", text, flags=re.MULTILINE)
-    assert len(stages) == 2 and all(image.endswith("-slim") for image, _ in stages)
-    assert "COPY --from=build /opt/venv /opt/venv" in text
-    assert re.findall(r'pip install -c constraints.txt "\.\[(\w+)\]"', text) == [name]
-    (user,) = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
-    assert user.split(":")[0] not in ("0", "root")
-    (cmd,) = re.findall(r"^CMD (.+)$", text, flags=re.MULTILINE)
-    rendered_command = find(render([CI_VALUES / "sqlite.yaml"]),
-                            "StatefulSet" if name == "feedback" else "Deployment",
-                            f"lw-loopwise-{name}")["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert json.loads(cmd) == rendered_command
+IMAGES = (*SERVICES, "console")
+
+
+def _rendered_command(name: str) -> list[str]:
+    objects = render([CI_VALUES / "sqlite.yaml"], {"console.enabled": "true"})
+    kind = "StatefulSet" if name == "feedback" else "Deployment"
+    return find(objects, kind, f"lw-loopwise-{name}")["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def test_one_dockerfile_builds_every_image() -> None:
+    """The per-service Dockerfiles are gone; the base image is pinned by digest, and
+    the build stage installs one extra (the SERVICE build argument) into a venv without
+    pip using the base interpreter's pip."""
+    assert not list((ROOT / "services").glob("*/Dockerfile"))
+    assert not (ROOT / "lib" / "loopwise" / "console" / "Dockerfile").exists()
+    global_args, stages = dockerfile_stages(DOCKERFILE.read_text())
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", global_args["PYTHON_IMAGE"])
+    images = {s.name: s.base for s in stages if not s.base.startswith("${SERVICE")}
+    assert {name for name, base in images.items() if base == "${PYTHON_IMAGE}"} == {"build", "runtime-base"}
+    build = next(s for s in stages if s.name == "build")
+    runs = [rest for instruction, rest in build.instructions if instruction == "RUN"]
+    assert "python -m venv --without-pip /opt/venv" in runs
+    assert [r for r in runs if "pip" in r.split("venv")[0]] == [
+        'python -m pip --python /opt/venv/bin/python install -c constraints.txt ".[${SERVICE}]"']
+    copies = [rest.split()[0] for instruction, rest in build.instructions if instruction == "COPY"]
+    assert copies == ["pyproject.toml", "lib", "services"]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_image_is_slim_non_root_without_pip_and_labelled(name: str) -> None:
+    config = image_config(name, {"VERSION": "9.9.9", "REVISION": "abc123"})
+    assert config.base_image.startswith("python:3.11-slim-bookworm@sha256:")
+    assert [s.name for s in config.chain][0] == "runtime-base" and config.chain[-1].name == "runtime"
+    assert name in [s.name for s in config.chain]
+    instructions = [(i, rest) for stage in config.chain for i, rest in stage.instructions]
+    runs = " ".join(rest for i, rest in instructions if i == "RUN")
+    assert "pip install" not in runs and "python -m pip uninstall -y -q pip" in runs
+    copies = [rest for i, rest in instructions if i == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv"]
+    assert config.user.split(":")[0] not in ("0", "root")
+    assert config.env["PATH"].startswith("/opt/venv/bin:")
+    assert config.cmd == _rendered_command(name)
+    labels = config.labels
+    assert labels["org.opencontainers.image.title"] == f"loopwise-{name}"
+    assert labels["org.opencontainers.image.version"] == "9.9.9"
+    assert labels["org.opencontainers.image.revision"] == "abc123"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert labels["org.opencontainers.image.base.name"] == config.base_image
+    for key in ("created", "source", "description"):
+        assert f"org.opencontainers.image.{key}" in labels
+    if name in SERVICES:
+        port = {"decision": 50051, "feedback": 50052, "trainer": 50053, "evaluator": 50054}[name]
+        assert config.env[f"LOOPWISE_{name.upper()}_ADDRESS"] == f"0.0.0.0:{port}"
+        assert port in config.expose
+    openmp = "libgomp1" in runs
+    assert openmp == (name in ("trainer", "evaluator")), name
+
+
+def test_venvs_hold_no_pip(venvs: dict[str, Path]) -> None:
+    """The image's venv is made --without-pip and filled from outside: no pip in it."""
+    for name, venv in venvs.items():
+        assert "pip" not in installed(venv), name
+        assert not (venv / "bin" / "pip").exists(), name
+
+
+def test_make_images_builds_the_five_images_from_the_one_dockerfile() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile[makefile.index("\nimages:"):]
+    target = target[:target.index("\n\n")]
+    assert "for s in decision feedback trainer evaluator console" in target
+    assert "--build-arg SERVICE=$$s" in target and "-f Dockerfile" in target
+    for arg in ("VERSION", "REVISION", "CREATED"):
+        assert f"--build-arg {arg}=" in target
 
 
 def test_decision_in_secure_mode_from_the_default_manifest(venvs: dict[str, Path], tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def _check_monitoring_uses_only(exposed: set[str]) -> None:
     for rule in alerts:
         assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page == "docs/operations.md" and f'<a id="{anchor}"></a>' in runbook, rule["alert"]
         missing = _metric_names(rule["expr"]) - base
         assert not missing, f"{rule['alert']} uses unexposed metrics {missing}"

@@ -112,6 +112,37 @@ def status(output: OutputOption = Output.table) -> None:
     console.print(table)
 
 
+@app.command()
+def migrate(
+    service: Annotated[list[str] | None, typer.Option(
+        "--service", metavar="SERVICE",
+        help="A service whose store to migrate (repeatable; default: all four)")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Apply the pending schema migrations of the services' Cassandra stores (their
+    LOOPWISE_<SERVICE>_STORE_URL), as the Helm chart's migrations Job does before an
+    install or upgrade. Run it before starting services with
+    LOOPWISE_STORE_MIGRATE_ON_START=false. SQLite stores need nothing."""
+    from loopwise.store.migrate import migrate as apply_migrations
+
+    unknown = [name for name in service or [] if name not in SERVICES]
+    if unknown:
+        raise fail(f"--service must be one of {', '.join(SERVICES)}, not {', '.join(unknown)}")
+    try:
+        applied = apply_migrations(settings(), service or SERVICES)
+    except Exception as error:  # the driver's connection and query errors
+        raise fail(f"migrations failed: {error}") from None
+    if output == Output.json:
+        print_json({name: {"store": "sqlite" if v is None else "cassandra", "applied": v or []}
+                    for name, v in applied.items()})
+        return
+    for name, versions in applied.items():
+        if versions is None:
+            console.print(f"{name}: SQLite store, schema applied when the service opens it")
+        else:
+            console.print(f"{name}: {', '.join(versions) if versions else 'up to date'}")
+
+
 @app.command("console")
 def web_console(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (LOOPWISE_CONSOLE_HOST; "

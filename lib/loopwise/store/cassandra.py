@@ -155,6 +155,27 @@ class CassandraConnection:
             log.info("applied %s migrations: %s", owner, applied)
         return applied
 
+    def pending_migrations(self, owner: str, directory: Path) -> list[str]:
+        """Versions of ``owner``'s CQL files not yet applied to the keyspace (all of them
+        when the keyspace or its ``schema_migrations`` table does not exist yet)."""
+        versions = [path.stem for path in sorted(directory.glob("*.cql"))]
+        keyspace = self.cluster.metadata.keyspaces.get(self.url.keyspace)
+        if keyspace is None or "schema_migrations" not in keyspace.tables:
+            return versions
+        done = {r.version for r in self.session.execute(
+            f"SELECT version FROM {self.url.keyspace}.schema_migrations WHERE owner=%s", (owner,))}
+        return [v for v in versions if v not in done]
+
+    def require_migrations(self, owner: str, directory: Path) -> None:
+        """Use the keyspace as migrated by ``loopwise migrate`` (or the chart's migrations
+        Job); raise RuntimeError naming the versions still missing."""
+        pending = self.pending_migrations(owner, directory)
+        if pending:
+            raise RuntimeError(
+                f"the {owner} schema in keyspace {self.url.keyspace!r} lacks migrations {pending}: "
+                "run `loopwise migrate` (LOOPWISE_STORE_MIGRATE_ON_START is false)")
+        self.session.set_keyspace(self.url.keyspace)
+
     def prepare(self, cql: str) -> Any:
         """A prepared statement (cached by text)."""
         statement = self._prepared.get(cql)

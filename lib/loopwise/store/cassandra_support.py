@@ -19,12 +19,16 @@ CQL_DIR = Path(__file__).resolve().parent / "cql"
 CHUNK_BYTES = 1024 * 1024
 
 
-def open_connection(url: str, *owners: str) -> CassandraConnection:
-    """Connect to the keyspace of ``url`` and apply the CQL migrations of ``owners``."""
+def open_connection(url: str, *owners: str, migrate: bool = True) -> CassandraConnection:
+    """Connect to the keyspace of ``url`` and apply the CQL migrations of ``owners``; with
+    ``migrate`` false, only check that they were applied (``loopwise migrate``)."""
     conn = CassandraConnection(CassandraUrl.parse(url))
     try:
         for owner in owners:
-            conn.apply_migrations(owner, CQL_DIR / owner)
+            if migrate:
+                conn.apply_migrations(owner, CQL_DIR / owner)
+            else:
+                conn.require_migrations(owner, CQL_DIR / owner)
     except BaseException:
         conn.close()
         raise

@@ -279,6 +279,6 @@ def open_decision_store(settings: Settings) -> UseCaseStore:
         from loopwise.store.cassandra_support import open_connection
         from loopwise.store.decision_cassandra import CassandraUseCaseStore
 
-        return CassandraUseCaseStore(open_connection(url, "decision"))
+        return CassandraUseCaseStore(open_connection(url, "decision", migrate=settings.store_migrate_on_start))
     _, path = parse_store_url(url)
     return SqliteUseCaseStore(SqliteDatabase(path))

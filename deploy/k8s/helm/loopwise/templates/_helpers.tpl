@@ -89,6 +89,100 @@ app.kubernetes.io/component: {{ .service }}
 {{- end -}}
 
 {{/*
+The image of one loopwise component: (dict "root" $ "service" "decision"). Each service
+(and the console) is its own image, <image.repository>/<service>, referenced by
+<service>.image.digest when set (repo@sha256:…), else by image.tag (default: appVersion).
+*/}}
+{{- define "loopwise.image" -}}
+{{- $v := .root.Values -}}
+{{- $digest := dig "image" "digest" "" (index $v .service) -}}
+{{- if $digest -}}
+{{- printf "%s/%s@%s" $v.image.repository .service $digest -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $v.image.repository .service ($v.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart runs the schema migrations in a pre-install/pre-upgrade Job: only
+against an existing Cassandra (the in-cluster one and SQLite do not exist before install). */}}
+{{- define "loopwise.migrationsJob" -}}
+{{- $v := .Values -}}
+{{- if and $v.migrations.job.enabled (eq $v.store.type "cassandra") (not $v.store.cassandra.inCluster.enabled) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+Scheduling of one component's pods: (dict "root" $ "service" "decision"). Its own
+`affinity` and `topologySpreadConstraints` replace the chart's defaults (scheduling.*):
+soft (or hard) anti-affinity between pods of the same component on one node, and
+ScheduleAnyway spreads over zones and nodes. Also the priority class.
+*/}}
+{{- define "loopwise.scheduling" -}}
+{{- $v := .root.Values -}}
+{{- $svc := index $v .service -}}
+{{- $selector := fromYaml (include "loopwise.componentSelector" .) -}}
+{{- $priority := $svc.priorityClassName | default $v.priorityClassName -}}
+{{- with $priority }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $svc.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $svc.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $svc.affinity }}
+affinity:
+  {{- toYaml $svc.affinity | nindent 2 }}
+{{- else if eq $v.scheduling.podAntiAffinity "soft" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: {{ $v.scheduling.hostKey }}
+          labelSelector:
+            matchLabels:
+              {{- toYaml $selector | nindent 14 }}
+{{- else if eq $v.scheduling.podAntiAffinity "hard" }}
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: {{ $v.scheduling.hostKey }}
+        labelSelector:
+          matchLabels:
+            {{- toYaml $selector | nindent 12 }}
+{{- end }}
+{{- if $svc.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $svc.topologySpreadConstraints | nindent 2 }}
+{{- else if $v.scheduling.topologySpread.enabled }}
+topologySpreadConstraints:
+  {{- range $key := list $v.scheduling.zoneKey $v.scheduling.hostKey }}
+  - maxSkew: {{ $v.scheduling.topologySpread.maxSkew }}
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- toYaml $selector | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A component's pod security context: the global one with its own keys over it. */}}
+{{- define "loopwise.podSecurityContext" -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.podSecurityContext) ((index .root.Values .service).podSecurityContext | default dict)) -}}
+{{- end -}}
+
+{{/* A component's container security context: the global one with its own keys over it. */}}
+{{- define "loopwise.securityContext" -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.securityContext) ((index .root.Values .service).securityContext | default dict)) -}}
+{{- end -}}
+
+{{/*
 Refuse value sets that cannot work (rendered from the ConfigMap template, so every
 install, upgrade and `helm template` runs it).
 */}}
@@ -120,6 +214,15 @@ install, upgrade and `helm template` runs it).
 {{- if and $v.tls.enabled (not (and $v.tls.secretName $v.auth.tokensSecret $v.auth.serviceTokenSecret)) -}}
 {{- fail "tls.enabled (secure mode) needs tls.secretName, auth.tokensSecret and auth.serviceTokenSecret" -}}
 {{- end -}}
+{{- if and $v.monitoring.serviceMonitor.enabled (not $v.metrics.enabled) -}}
+{{- fail "monitoring.serviceMonitor.enabled needs metrics.enabled (the services serve no metrics port)" -}}
+{{- end -}}
+{{- if and $v.tls.certManager.enabled (not $v.tls.enabled) -}}
+{{- fail "tls.certManager.enabled needs tls.enabled (there is no TLS to issue certificates for)" -}}
+{{- end -}}
+{{- if and $v.tls.enabled $v.tls.certManager.enabled (not $v.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name (a cert-manager Issuer or ClusterIssuer that signs with a CA)" -}}
+{{- end -}}
 {{- if and $v.tls.enabled $v.helmTest.enabled (not $v.helmTest.tokenSecret) -}}
 {{- fail "helmTest.enabled with tls.enabled needs helmTest.tokenSecret (a Secret with the test's token under `token`), or helmTest.enabled=false" -}}
 {{- end -}}
@@ -138,6 +241,9 @@ The pod template of one service: (dict "root" $ "service" "decision" "volumes" l
 metadata:
   labels:
     {{- include "loopwise.componentLabels" . | nindent 4 }}
+    {{- with (merge (dict) ($svc.podLabels | default dict) $v.podLabels) }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
     {{- if $v.metrics.enabled }}
@@ -153,14 +259,15 @@ spec:
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: {{ $svc.terminationGracePeriodSeconds }}
   securityContext:
-    {{- toYaml $v.podSecurityContext | nindent 4 }}
+    {{- include "loopwise.podSecurityContext" . | nindent 4 }}
   {{- with $v.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- include "loopwise.scheduling" . | nindent 2 }}
   containers:
     - name: {{ $name }}
-      image: "{{ $v.image.repository }}/{{ $name }}:{{ $v.image.tag | default $root.Chart.AppVersion }}"
+      image: {{ include "loopwise.image" . | quote }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
       command: ["python", "-m", "loopwise.services.{{ $name }}"]
       envFrom:
@@ -235,7 +342,7 @@ spec:
       resources:
         {{- toYaml $svc.resources | nindent 8 }}
       securityContext:
-        {{- toYaml $v.securityContext | nindent 8 }}
+        {{- include "loopwise.securityContext" . | nindent 8 }}
       volumeMounts:
         - name: data
           mountPath: {{ $v.dataDir }}
@@ -270,18 +377,6 @@ spec:
     {{- with .volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $svc.nodeSelector }}
-  nodeSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with $svc.tolerations }}
-  tolerations:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with $svc.affinity }}
-  affinity:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
 {{- end -}}
 
 {{/*
