@@ -116,7 +116,7 @@ def open_evaluator_store(settings: Settings) -> EvaluatorStore:
         from loopwise.store.evaluator_cassandra import CassandraReportStore
         from loopwise.store.operations_cassandra import CassandraOperationStore
 
-        conn = open_connection(url, "evaluator")
+        conn = open_connection(url, "evaluator", migrate=settings.store_migrate_on_start)
         return EvaluatorStore(CassandraReportStore(conn), CassandraOperationStore(conn, "evaluation"), conn.close)
     _, path = parse_store_url(url)
     db = SqliteDatabase(path)

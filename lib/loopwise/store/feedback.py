@@ -690,7 +690,7 @@ def open_feedback_store(settings: Settings) -> FeedbackStore:
     if url.startswith("cassandra://"):
         from loopwise.store.feedback_cassandra import CassandraFeedbackStore
 
-        return CassandraFeedbackStore.open(url)
+        return CassandraFeedbackStore.open(url, migrate=settings.store_migrate_on_start)
     scheme, path = parse_store_url(settings.store_url("feedback"))
     if scheme != "sqlite":  # pragma: no cover - parse_store_url accepts only sqlite today
         raise ValueError(f"unsupported feedback store {scheme!r}")

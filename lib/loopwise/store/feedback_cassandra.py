@@ -130,15 +130,19 @@ class CassandraFeedbackStore(FeedbackStore):
         self.conn = conn
 
     @classmethod
-    def open(cls, url: str) -> CassandraFeedbackStore:
-        """Connect, create the keyspace and apply the feedback migrations."""
+    def open(cls, url: str, migrate: bool = True) -> CassandraFeedbackStore:
+        """Connect, create the keyspace and apply the feedback migrations (with
+        ``migrate`` false, only check that ``loopwise migrate`` applied them)."""
         from cassandra.policies import ExponentialReconnectionPolicy
 
         conn = CassandraConnection(CassandraUrl.parse(url))
         # Find a restarted node within seconds (the default backs off to 10 minutes).
         conn.cluster.reconnection_policy = ExponentialReconnectionPolicy(0.5, 5.0)
         try:
-            conn.apply_migrations("feedback", MIGRATIONS)
+            if migrate:
+                conn.apply_migrations("feedback", MIGRATIONS)
+            else:
+                conn.require_migrations("feedback", MIGRATIONS)
         except BaseException:
             conn.close()
             raise

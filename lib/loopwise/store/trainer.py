@@ -270,7 +270,7 @@ def open_trainer_store(settings: Settings) -> TrainerStore:
         from loopwise.store.operations_cassandra import CassandraOperationStore
         from loopwise.store.trainer_cassandra import CassandraRegistryStore
 
-        conn = open_connection(url, "trainer")
+        conn = open_connection(url, "trainer", migrate=settings.store_migrate_on_start)
         return TrainerStore(CassandraRegistryStore(conn), CassandraOperationStore(conn, "training"), conn.close)
     _, path = parse_store_url(url)
     db = SqliteDatabase(path)
