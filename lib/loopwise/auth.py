@@ -201,6 +201,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "EstimateEffects": ("report",), "GetReport": ("report",), "ListReports": ("report",),
     "PredictEffects": ("report",), "EvaluatePolicy": ("report",),
     "SuggestParameters": ("report",), "GetScorecard": ("report",),
+    # StartTuning applies blueprint versions (through the decision service), as ApplyUseCase does.
+    "StartTuning": ("admin",),
 }
 
 # Services that never need a token (Kubernetes probes, tooling discovery).

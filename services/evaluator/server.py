@@ -12,6 +12,7 @@ from loopwise.server import Registration, ServiceHost
 from loopwise.services.evaluator.core import KIND, Evaluator
 from loopwise.services.evaluator.registry import TrainerDeployments, TrainerRegistry
 from loopwise.services.evaluator.servicer import EvaluatorServicer
+from loopwise.services.evaluator.tuning_requests import TUNING_KIND, DecisionBlueprints, Tuning
 from loopwise.settings import Settings
 from loopwise.store.evaluator import open_evaluator_store
 from loopwise.upstream import DecisionUseCases, FeedbackStats, FeedbackTrainingData
@@ -33,13 +34,17 @@ async def start_server(settings: Settings) -> ServiceHost:
         FeedbackTrainingData(channels), clock, process_seed(settings, "evaluator"), max_rows=settings.max_batch_rows,
         threads=settings.max_workers_processes, deployments=TrainerDeployments(channels), stats=FeedbackStats(channels),
     )
-    servicer = EvaluatorServicer(evaluator)
+    # Tuning jobs are operations of their own kind in the same store.
+    tuning_runner = OperationRunner(store.operations, clock, TUNING_KIND)
+    tuning = Tuning(evaluator, tuning_runner, DecisionBlueprints(channels), clock)
+    servicer = EvaluatorServicer(evaluator, tuning)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)
     observe_jobs(runner, host.registry)  # job durations and spans
     servicer.stopping = host.stopping
     host.add([Registration(egrpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)])
 
     async def close() -> None:
+        await tuning_runner.close()
         await runner.close()
         await channels.close()
         store.close()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from loopwise.errors import servicer
+from collections.abc import AsyncIterator
+
+from loopwise.common.v1 import operation_pb2 as op_pb
+from loopwise.errors import FailedPrecondition, servicer
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.evaluator.v1 import evaluator_service_pb2_grpc as egrpc
 from loopwise.operations import OperationsServicer
 from loopwise.services.evaluator.core import Evaluator
+from loopwise.services.evaluator.tuning_requests import TUNING_KIND, Tuning
 from loopwise.tensors import F64, pack
 
 
@@ -15,9 +19,34 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
     """Effect estimation, reports, predictions, off-policy values, tuning and scorecards; the four
     operation RPCs come from :class:`OperationsServicer`."""
 
-    def __init__(self, evaluator: Evaluator) -> None:
+    def __init__(self, evaluator: Evaluator, tuning: Tuning | None = None) -> None:
         self.evaluator = evaluator
         self.operations = evaluator.operations
+        self.tuning = tuning
+
+    async def _runner_of(self, operation_id: str, use_case: str):
+        """The runner that runs an operation (tuning jobs have their own)."""
+        operation = await self.operations.get(operation_id, use_case)
+        if self.tuning is not None and operation.kind == TUNING_KIND:
+            return self.tuning.operations
+        return self.operations
+
+    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:  # noqa: N802
+        """Cancel an operation (estimation or tuning)."""
+        runner = await self._runner_of(request.id, request.use_case)
+        return op_pb.CancelOperationResponse(operation=await runner.cancel(request.id, request.use_case))
+
+    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:  # noqa: N802
+        """Stream an operation's updates (estimation or tuning) until it is final."""
+        runner = await self._runner_of(request.id, request.use_case)
+        async for operation in runner.watch(request.id, request.use_case):
+            yield op_pb.WatchOperationResponse(operation=operation)
+
+    async def StartTuning(self, request: epb.StartTuningRequest, context) -> epb.StartTuningResponse:  # noqa: N802
+        """Validate and start online tuning; returns its operation."""
+        if self.tuning is None:
+            raise FailedPrecondition("this evaluator runs no tuning")
+        return epb.StartTuningResponse(operation=await self.tuning.start(request))
 
     async def EstimateEffects(self, request: epb.EstimateEffectsRequest, context) -> epb.EstimateEffectsResponse:  # noqa: N802
         """Validate and start an effect estimation; returns its operation."""
