@@ -4,7 +4,8 @@ Core code raises these exceptions and never touches gRPC; servicers are wrapped 
 :func:`map_errors`, which turns them into a status with google.rpc details
 (``BadRequest`` field violations for bad input, AIP-193). A store that cannot answer
 right now (cassandra-driver's NoHostAvailable, timeouts, unavailable replicas; SQLite
-busy or locked) is UNAVAILABLE, so that callers retry; any other exception is INTERNAL.
+busy or locked: loopwise.store.failures classifies store errors) is UNAVAILABLE, so
+that callers retry; any other exception is INTERNAL.
 
 Errors are bounded (docs/architecture.md §3): a status travels in response metadata,
 and a default gRPC client refuses metadata over 16 KiB (8 KiB soft) with
@@ -19,7 +20,6 @@ import functools
 import inspect
 import logging
 import re
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -198,50 +198,14 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     return out
 
 
-@functools.cache
-def _cassandra_unavailable_types() -> tuple[type[BaseException], ...]:
-    """cassandra-driver errors meaning "the store cannot answer now" (imported on first use)."""
-    from cassandra import CoordinationFailure, OperationTimedOut, Timeout
-    from cassandra import Unavailable as ReplicasUnavailable
-    from cassandra.cluster import NoHostAvailable
-    from cassandra.connection import ConnectionBusy, ConnectionException
-    from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
-
-    return (NoHostAvailable, OperationTimedOut, ReplicasUnavailable, Timeout, CoordinationFailure,
-            ConnectionException, ConnectionBusy, OverloadedErrorMessage, IsBootstrappingErrorMessage)
-
-
-# SQLite primary result codes of a database held by another connection.
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-
-
-def store_unavailable(exc: BaseException) -> Unavailable | None:
-    """The UNAVAILABLE error for a store that cannot answer right now, else None.
-
-    Covers cassandra-driver's no host / timeout / unavailable replicas / connection
-    errors and SQLite's busy or locked database (also when raised as the explicit
-    cause of another exception): the call may succeed when retried later."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, sqlite3.OperationalError):
-            code = getattr(seen, "sqlite_errorcode", None)
-            text = str(seen).lower()
-            if (code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)) or \
-                    "locked" in text or "busy" in text:
-                return Unavailable(f"the store is busy; retry later ({type(seen).__name__}: {seen})")
-        module = type(seen).__module__ or ""
-        if (module == "cassandra" or module.startswith("cassandra.")) and \
-                isinstance(seen, _cassandra_unavailable_types()):
-            return Unavailable(f"the store cannot be reached; retry later ({type(seen).__name__})")
-        seen = seen.__cause__
-    return None
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if not isinstance(exc, LoopwiseError):
+        # Imported here: the store package imports this module.
+        from loopwise.store.failures import store_unavailable
+
         unavailable = store_unavailable(exc)
         if unavailable is not None:
             log.warning("store unavailable: %s: %s", type(exc).__name__, exc)

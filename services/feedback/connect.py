@@ -22,8 +22,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-from loopwise.errors import Unavailable, store_unavailable
-from loopwise.services.feedback.spool import store_failure
+from loopwise.errors import Unavailable
+from loopwise.store.failures import store_failure
 from loopwise.store.feedback import (
     CountingRule,
     FeedbackStore,
@@ -45,7 +45,7 @@ class StoreNotConnected(Unavailable):
 
 def retryable(exc: BaseException) -> bool:
     """Whether opening the store failed in a way that retrying may cure."""
-    return store_failure(exc) or store_unavailable(exc) is not None
+    return store_failure(exc)
 
 
 class UnconnectedStore(FeedbackStore):

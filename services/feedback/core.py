@@ -33,7 +33,7 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.services.feedback.rewards import RewardRule
-from loopwise.services.feedback.spool import DurableWrites, Entry, store_failure
+from loopwise.services.feedback.spool import DurableWrites, Entry
 from loopwise.services.feedback.training import build_batch, join_decisions
 from loopwise.services.feedback.validation import (
     UNCHECKED,
@@ -44,6 +44,7 @@ from loopwise.services.feedback.validation import (
     check_resolved,
     unavailable,
 )
+from loopwise.store.failures import store_failure
 from loopwise.store.feedback import (
     CountingRule,
     DecisionColumns,

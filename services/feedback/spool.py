@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,8 +38,8 @@ from pathlib import Path
 
 from loopwise.clock import uuid7_time_ms
 from loopwise.durable import sync_directory, write_file_durably
-from loopwise.errors import Unavailable
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.store.failures import store_failure
 from loopwise.store.feedback import FeedbackStore, OutcomeRow, StoredDecision, wall_time_us
 
 log = logging.getLogger("loopwise.feedback.spool")
@@ -62,19 +61,6 @@ REPLAY_GROUP, REPLAY_GROUP_RECORDS = 32, 1000
 
 class DamagedEntry(Exception):
     """A spool file whose header or checksum does not match."""
-
-
-def store_failure(exc: BaseException) -> bool:
-    """Whether an exception means "the store did not answer" (worth spooling and
-    retrying), as opposed to a request the store will never accept."""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, OSError, sqlite3.OperationalError, Unavailable)):
-        return True
-    module = type(exc).__module__ or ""
-    if module == "cassandra" or module.startswith("cassandra."):
-        from cassandra import RequestValidationException
-
-        return not isinstance(exc, RequestValidationException)
-    return False
 
 
 @dataclass

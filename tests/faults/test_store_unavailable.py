@@ -18,11 +18,11 @@ from cassandra import OperationTimedOut, ReadTimeout, Unavailable
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionShutdown
 
-from loopwise.errors import store_unavailable
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import Registration, ServiceHost
 from loopwise.services.feedback.servicer import FeedbackServicer
+from loopwise.store.failures import store_unavailable
 
 
 def _sqlite_locked(tmp_path: Path) -> sqlite3.OperationalError:
