@@ -396,6 +396,58 @@ class _MethodTable(grpc.GenericRpcHandler):
         return None
 
 
+class Stopping(asyncio.Event):
+    """The one signal that a server is stopping, handed to its servicers.
+
+    Set once by :meth:`ServiceHost.stop`. A servicer checks it (:meth:`check`: a long
+    stream ends with UNAVAILABLE so that the client reconnects), waits on it
+    (``await stopping.wait()``), or awaits something until it is set (:meth:`until`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        # Tasks awaiting in until() -> True once set() cancelled them.
+        self._waiting: dict[asyncio.Task[Any], bool] = {}
+
+    def set(self) -> None:
+        """Mark the server stopping and end every wait in :meth:`until` (UNAVAILABLE)."""
+        if self.is_set():
+            return
+        super().set()
+        for task in list(self._waiting):  # streams waiting for their next message
+            self._waiting[task] = True
+            task.cancel()
+
+    def check(self) -> None:
+        """Raise UNAVAILABLE when the server is stopping (for long streams)."""
+        if self.is_set():
+            raise Unavailable(f"{self.name} is shutting down; reconnect")
+
+    async def until(self, awaitable: Awaitable[Any]) -> Any:
+        """Await ``awaitable`` unless the server starts stopping first (then UNAVAILABLE).
+
+        No task is created per call: the calling task is noted while it waits, and
+        :meth:`set` cancels it (a stream waiting for its next message ends with
+        UNAVAILABLE; a cancellation from anywhere else stays a cancellation)."""
+        if self.is_set():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            self.check()
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cancel
+            return await awaitable
+        self._waiting[task] = False
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._waiting.get(task):
+                task.uncancel()
+                self.check()
+            raise
+        finally:
+            self._waiting.pop(task, None)
+
+
 @dataclass
 class ServiceHost:
     """A running gRPC server for one loopwise service, with health and graceful stop."""
@@ -405,7 +457,8 @@ class ServiceHost:
     address: str
     server: grpc.aio.Server = field(init=False)
     health: health.aio.HealthServicer = field(init=False)
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when stop() begins; servicers are handed it (see Stopping).
+    stopping: Stopping = field(init=False)
     port: int = 0
     # Share the port with sibling processes (SO_REUSEPORT). Only the decision service's
     # explicit multi-worker mode sets it; every other server keeps it off (docs/architecture.md §6).
@@ -422,10 +475,9 @@ class ServiceHost:
     _hooks: list[ShutdownHook] = field(default_factory=list)
     _services: list[str] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    # Tasks awaiting in until_stopping → cancelled by stop().
-    _waiting: dict[asyncio.Task[Any], bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.stopping = Stopping(self.name)
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings),
                    *Admission.server_options(self.settings)]
         options += connection_options(self.settings, self.max_connection_age)
@@ -501,10 +553,7 @@ class ServiceHost:
         if self.stopping.is_set():
             await self._stopped.wait()
             return
-        self.stopping.set()
-        for task in list(self._waiting):  # streams waiting for their next message
-            self._waiting[task] = True
-            task.cancel()
+        self.stopping.set()  # streams waiting for their next message end (UNAVAILABLE)
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         await self.server.stop(grace)
@@ -534,36 +583,6 @@ class ServiceHost:
         await self.stop()
         stopped.cancel()
         signalled.cancel()
-
-    def check_stopping(self) -> None:
-        """Raise UNAVAILABLE when the server is shutting down (for long streams)."""
-        if self.stopping.is_set():
-            raise Unavailable(f"{self.name} is shutting down; reconnect")
-
-
-async def until_stopping(host: ServiceHost, awaitable: Awaitable[Any]) -> Any:
-    """Await ``awaitable`` unless the host starts stopping first (then UNAVAILABLE).
-
-    No task is created per call: the calling task is noted while it waits, and
-    ``ServiceHost.stop`` cancels it (a stream waiting for its next message ends with
-    UNAVAILABLE; a cancellation from anywhere else stays a cancellation)."""
-    if host.stopping.is_set():
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()
-        host.check_stopping()
-    task = asyncio.current_task()
-    if task is None:  # not in a task: nothing to cancel
-        return await awaitable
-    host._waiting[task] = False
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if host._waiting.get(task):
-            task.uncancel()
-            host.check_stopping()
-        raise
-    finally:
-        host._waiting.pop(task, None)
 
 
 def configure_logging(settings: Settings, service: str = "") -> None:

@@ -61,11 +61,10 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     core = DecisionCore(use_cases, clock, process_seed(settings, "decision", worker), decision_log, watcher.scorers,
                         settings.max_batch_rows, settings.max_candidates,
                         pii_key=settings.pii_hash_key.get_secret_value())
-    servicer = DecisionServicer(core, use_cases)
     # A worker's metrics are served by its supervisor (merged), not by the worker.
     host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None,
                        serve_metrics=worker is None, max_connection_age=True)
-    servicer.host = host
+    servicer = DecisionServicer(core, use_cases, host.stopping)
     metrics = DecisionMetrics(host.registry)
     metrics.watch_decision_log(decision_log)
     metrics.watch_models(watcher.scorers)

@@ -21,7 +21,7 @@ from loopwise import tracing
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import DeadlineExceeded, InvalidArgument, servicer
-from loopwise.server import ServiceHost, until_stopping
+from loopwise.server import Stopping
 from loopwise.services.decision.core import DecisionCore, Delivery
 from loopwise.services.decision.decision_log import DURABLE
 from loopwise.services.decision.use_cases import ApplyResult, UseCases
@@ -64,13 +64,13 @@ def use_case_message(uc_version, latest_version: int, kill_switch: bool, archive
 
 @servicer
 class DecisionServicer(dgrpc.DecisionServiceServicer):
-    """Decisions and use cases. ``host`` is set once the ServiceHost exists (streams
-    end with UNAVAILABLE when it stops)."""
+    """Decisions and use cases. ``stopping``: the server's stopping signal (streams end
+    with UNAVAILABLE when it is set)."""
 
-    def __init__(self, core: DecisionCore, use_cases: UseCases) -> None:
+    def __init__(self, core: DecisionCore, use_cases: UseCases, stopping: Stopping | None = None) -> None:
         self.core = core
         self.use_cases = use_cases
-        self.host: ServiceHost | None = None
+        self.stopping = stopping if stopping is not None else Stopping("decision")
 
     async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:
         """One decision from named features (or a ranking of candidates)."""
@@ -127,17 +127,11 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         with UNAVAILABLE so that the client reconnects elsewhere."""
         iterator = request_iterator.__aiter__()
         while True:
-            if self.host is not None:
-                self.host.check_stopping()
-                try:
-                    request = await until_stopping(self.host, iterator.__anext__())
-                except StopAsyncIteration:
-                    return
-            else:
-                try:
-                    request = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
+            self.stopping.check()
+            try:
+                request = await self.stopping.until(iterator.__anext__())
+            except StopAsyncIteration:
+                return
             delivery = self.core.delivery()
             try:
                 decision = self.core.decide(request, time.perf_counter(), delivery)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from loopwise import tracing
 from loopwise.errors import Unavailable, servicer
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.server import Stopping
 from loopwise.services.feedback.core import Feedback
 from loopwise.services.feedback.monitoring import FeedbackMonitor
 from loopwise.services.feedback.privacy import delete_unit
@@ -18,10 +18,11 @@ from loopwise.services.feedback.privacy import delete_unit
 class FeedbackServicer(fgrpc.FeedbackServiceServicer):
     """Decision and outcome logging, joined reads and statistics."""
 
-    def __init__(self, feedback: Feedback, stopping: asyncio.Event | None = None,
+    def __init__(self, feedback: Feedback, stopping: Stopping | None = None,
                  monitor: FeedbackMonitor | None = None, pii_key: str = "") -> None:
         self.feedback = feedback
-        self.stopping = stopping or asyncio.Event()
+        # The server's stopping signal (long reads end with UNAVAILABLE once it is set).
+        self.stopping = stopping if stopping is not None else Stopping("feedback")
         self.monitor = monitor
         self.pii_key = pii_key
 

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loopwise.errors import InvalidArgument, field_violations, map_errors
 from loopwise.launcher import free_port
-from loopwise.server import Registration, ServiceHost, until_stopping
+from loopwise.server import Registration, ServiceHost
 
 SERVICE = "loopwise.test.v1.SlowService"
 
@@ -34,7 +34,7 @@ class Slow:
     async def forever(self, request: bytes, context):
         yield b"first"
         self.started.set()
-        await until_stopping(self.host, asyncio.sleep(3600))
+        await self.host.stopping.until(asyncio.sleep(3600))
 
     @map_errors
     async def check(self, request: bytes, context) -> bytes:
