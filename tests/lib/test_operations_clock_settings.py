@@ -10,8 +10,9 @@ import pytest
 from loopwise.clock import Clock, plausible_decision_time_ms, uuid7_time_ms
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition, NotFound
-from loopwise.operations import OperationRunner, Progress, SqliteOperationStore
+from loopwise.operations import OperationRunner, Progress
 from loopwise.settings import Settings
+from loopwise.store.operations import SqliteOperationStore
 from loopwise.store.sqlite import SqliteDatabase, parse_store_url
 
 State = op_pb.OperationState

@@ -13,7 +13,8 @@ from loopwise.clock import Clock
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition
 from loopwise.metrics import Registry, observe_jobs, parse_text, render
-from loopwise.operations import OperationRunner, SqliteOperationStore
+from loopwise.operations import OperationRunner
+from loopwise.store.operations import SqliteOperationStore
 from loopwise.store.sqlite import SqliteDatabase
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 

@@ -1,7 +1,7 @@
 """The evaluator's store: effect reports (result, HTML, fitted estimator) and operations.
 
 Backend-neutral interface (:class:`ReportStore`) with the embedded SQLite backend;
-the operations live in the same database (:class:`loopwise.operations.SqliteOperationStore`).
+the operations live in the same database (:class:`loopwise.store.operations.SqliteOperationStore`).
 The Cassandra backend is in :mod:`loopwise.store.evaluator_cassandra`.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
-from loopwise.operations import OperationStore, SqliteOperationStore
 from loopwise.settings import Settings
+from loopwise.store.operations import OperationStore, SqliteOperationStore
 from loopwise.store.sqlite import SqliteDatabase, parse_store_url
 
 

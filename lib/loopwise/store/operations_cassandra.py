@@ -18,9 +18,9 @@ from __future__ import annotations
 import heapq
 
 from loopwise.common.v1 import operation_pb2 as op_pb
-from loopwise.operations import OperationStore
 from loopwise.store.cassandra import CassandraConnection
 from loopwise.store.cassandra_support import fetch_all, lwt
+from loopwise.store.operations import OperationStore
 
 PREFIXES = ("training", "evaluation")
 

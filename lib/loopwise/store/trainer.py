@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from loopwise.operations import OperationStore, SqliteOperationStore
 from loopwise.settings import Settings
+from loopwise.store.operations import OperationStore, SqliteOperationStore
 from loopwise.store.sqlite import SqliteDatabase, parse_store_url
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
