@@ -13,9 +13,12 @@ belongs to the model version that decided it. Fallbacks have no model and are le
 start time, rows start at the deployment revision's time.
 
 Metrics: ``reward`` (after the reward spec), ``outcome_count`` (outcomes that counted
-in the reward window) and ``serving_latency_ms`` (where measured). ReadTrainingData
-carries one reward per row, not each outcome's value, so per-outcome metrics are not
-on the scorecard (docs/scorecards.md).
+in the reward window) and ``serving_latency_ms`` (where measured); for a blueprint with
+product metrics (``Blueprint.metrics``) also every metric of the latest version under
+its own name (``metric:<name>`` when the name is one of those three), from
+ReadTrainingData's metric columns; rows of a version without that metric leave it out.
+ReadTrainingData carries one reward per row, not each outcome's value, so per-outcome
+metrics are not on the scorecard (docs/scorecards.md).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from loopwise.services.evaluator import scorecard as S
 from loopwise.services.evaluator.data import rows_of
 from loopwise.services.evaluator.isolation import run_isolated
 from loopwise.services.evaluator.policy_check import time_range
-from loopwise.tensors import F32, I64, unpack_vector
+from loopwise.tensors import F32, I64, unpack_matrix, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
 MAX_COVARIATES = 16
@@ -46,24 +49,37 @@ METRICS = ("reward", "outcome_count", "serving_latency_ms")
 class _Rows:
     """The compared rows of several batches, concatenated at the end."""
 
-    def __init__(self, groups: int, covariates: int) -> None:
+    def __init__(self, groups: int, covariates: int, metric_names: tuple[str, ...] = ()) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.expected = np.zeros(groups)
         self.covariates = covariates
+        self.metric_names = metric_names
         self.rows_read = 0
 
     def add(self, group: np.ndarray, times: np.ndarray, reward: np.ndarray, outcomes: np.ndarray,
-            latency: np.ndarray, x: np.ndarray) -> None:
+            latency: np.ndarray, x: np.ndarray, product: np.ndarray) -> None:
         keep = group >= 0
         if keep.any():
             self.parts.append((group[keep], times[keep], reward[keep], outcomes[keep].astype(np.float64),
-                               latency[keep], x[keep]))
+                               latency[keep], x[keep], product[keep]))
 
     def build(self) -> tuple[np.ndarray, ...]:
         if not self.parts:
             return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
-                    np.zeros((0, self.covariates)))
+                    np.zeros((0, self.covariates)), np.zeros((0, len(self.metric_names))))
         return tuple(np.concatenate(column) for column in zip(*self.parts, strict=True))
+
+    def product_metrics(self, batch) -> np.ndarray:
+        """The batch's product metric columns in ``metric_names`` order, NaN (absent)
+        where the batch's version lacks the metric."""
+        out = np.full((batch.rows, len(self.metric_names)), np.nan)
+        names = list(batch.metric_names)
+        if names and self.metric_names:
+            values = unpack_matrix(batch.metric_values, batch.rows, len(names), "metric_values", F32)
+            for j, name in enumerate(self.metric_names):
+                if name in names:
+                    out[:, j] = values[:, names.index(name)]
+        return out
 
 
 def _latency(batch, n: int) -> np.ndarray:
@@ -167,7 +183,7 @@ class ScorecardRequests:
 
         rows = await self._scorecard_rows(use_case, blueprint, groups, covariates, categorical, canary, deployment,
                                           share, start_ms, end_ms)
-        group, times, reward, outcomes, latency, x = rows.build()
+        group, times, reward, outcomes, latency, x, product = rows.build()
         if group.size == 0:
             what = "the canary or production model" if canary else f"the arms {groups}"
             raise FailedPrecondition(f"no decisions of {what} with a closed reward window in the time range "
@@ -175,6 +191,9 @@ class ScorecardRequests:
         metrics = {"reward": reward, "outcome_count": outcomes}
         if np.isfinite(latency).any():
             metrics["serving_latency_ms"] = latency
+        for j, name in enumerate(rows.metric_names):
+            if np.isfinite(product[:, j]).any():
+                metrics[f"metric:{name}" if name in METRICS else name] = product[:, j]
         data = S.ScorecardInput(
             groups=groups, expected_shares=rows.expected, group=group, times_ms=times, metrics=metrics,
             covariates=x, covariate_names=covariates, categorical=categorical, look_interval_ms=interval_ms,
@@ -195,7 +214,7 @@ class ScorecardRequests:
                               categorical: list[bool], canary: bool, deployment: tpb.Deployment | None,
                               share: float, start_ms: int | None, end_ms: int | None) -> _Rows:
         """Read the rows of the compared groups with their configured shares."""
-        rows = _Rows(len(groups), len(covariates))
+        rows = _Rows(len(groups), len(covariates), tuple(m.name for m in latest.metrics))
         index = {name: i for i, name in enumerate(groups)}
         shadows: set[int] = set()
         if deployment is not None:
@@ -237,7 +256,8 @@ class ScorecardRequests:
                 kept = int((group >= 0).sum())
                 if kept and weights.sum() > 0:
                     rows.expected += kept * weights / weights.sum()
-            rows.add(group, times.astype(np.int64), rewards, counts, _latency(batch, n), x)
+            rows.add(group, times.astype(np.int64), rewards, counts, _latency(batch, n), x,
+                     rows.product_metrics(batch))
         return rows
 
     @staticmethod

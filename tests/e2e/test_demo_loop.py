@@ -57,3 +57,9 @@ def _check_loop(tmp_path, seed: int, **env: str) -> None:
     assert math.isfinite(summary.ate) and lo < summary.ate < hi
     html = summary.report_path.read_text()
     assert "<img" in html and "data:image/png;base64," in html
+    # The experiment's scorecard compares the arms on the reward and both product metrics.
+    card = {metric: (model, random) for metric, model, random, _ in summary.scorecard}
+    assert {"reward", "purchase", "returns"} <= set(card), summary.scorecard
+    assert all(math.isfinite(v) for pair in card.values() for v in pair)
+    assert card["reward"] == pytest.approx(card["purchase"])  # the value model weighs purchases 1, returns 0
+    assert 0.0 <= card["returns"][1] <= 1.0

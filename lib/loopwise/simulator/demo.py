@@ -3,8 +3,12 @@
 ``run_demo`` applies the use case, explores at random (no model yet), waits until
 every reward window has closed, trains (the first model is deployed), waits until
 decisions come from the model, serves the model-driven policy with its exploration
-floor, asks the evaluator for the heterogeneous effects report, writes the HTML, and
-returns a :class:`DemoSummary`. It talks to loopwise only through the SDK, so it runs
+floor, asks the evaluator for the heterogeneous effects report, writes the HTML, runs
+an experiment of the model against random offers (two arms) and asks for its
+scorecard, and returns a :class:`DemoSummary`. The use case has two product metrics,
+purchases and returns (docs/blueprints.md, "Product metrics"): the value model
+maximizes purchases (weight 1) and tracks returns (weight 0), so the scorecard shows
+what the model's offers do to both. It talks to loopwise only through the SDK, so it runs
 against any stack the settings reach (mutual TLS and tokens included).
 """
 
@@ -28,7 +32,9 @@ from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 # progress(stage, fraction of the stage done in [0, 1], detail)
 Progress = Callable[[str, float, str], None]
 
-STAGES = ("apply", "explore", "windows", "training", "rollout", "exploit", "effects", "report")
+STAGES = ("apply", "explore", "windows", "training", "rollout", "exploit", "effects", "report", "scorecard")
+# The demo's value model: purchases count, returns are tracked only.
+DEMO_WEIGHTS = {"purchase": 1.0, "returns": 0.0}
 
 
 def _quiet(stage: str, fraction: float, detail: str) -> None:
@@ -46,6 +52,7 @@ class DemoConfig:
     epsilon: float = 0.1
     chunk_rows: int = 500
     timeout_s: float = 240.0  # for each wait (windows, training, rollout, effects)
+    n_scorecard: int = 1000  # decisions of the model-vs-random experiment (0: no scorecard)
 
 
 @dataclass
@@ -70,6 +77,9 @@ class DemoSummary:
     report_id: str
     seconds: float
     extras: dict[str, float] = field(default_factory=dict)
+    # The experiment's scorecard: (metric, "model" arm mean, "random" arm mean,
+    # difference with its 95% CI as text), one per metric.
+    scorecard: list[tuple[str, float, float, str]] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, str]]:
         """The summary as (label, value) rows, for printing."""
@@ -88,6 +98,8 @@ class DemoSummary:
             ("true ATE (analysed units)", f"{self.true_ate:.3f}"),
             ("rows analysed", f"{self.analysed_rows}"),
             ("report", str(self.report_path)),
+            *[(f"scorecard {metric}: model vs random arm", f"{model:.3f} vs {random:.3f}, difference {diff}")
+              for metric, model, random, diff in self.scorecard],
             ("took", f"{self.seconds:.0f} s"),
         ]
 
@@ -147,6 +159,7 @@ class _Product:
         return units, decision.action_index, decision.model_version
 
     def _queue_purchases(self, units: Units, actions: np.ndarray, decision_ids: list[str]) -> None:
+        """Queue the purchases and returns of decided units, delivered when due."""
         times = np.array([uuid7_time_ms(d) or 0 for d in decision_ids], dtype=np.int64)
         rows, values, event_ms = self.world.sample_outcomes(units, actions, times)
         for row, value, at in zip(rows, values, event_ms, strict=True):
@@ -154,6 +167,12 @@ class _Product:
             self._pending.append((int(at), Outcome(
                 self.world.use_case, decision_id, f"purchase-{decision_id}", "purchase",
                 float(value), event_time=int(at) / 1000.0)))
+        returned, return_ms = self.world.sample_returns(units, actions, times)
+        for row, at in zip(returned, return_ms, strict=True):
+            decision_id = decision_ids[row]
+            self._pending.append((int(at), Outcome(
+                self.world.use_case, decision_id, f"return-{decision_id}", "return", 1.0,
+                event_time=int(at) / 1000.0)))
 
     def deliver_due(self, everything: bool = False) -> None:
         """Log the purchases whose event time has come on the shared clock."""
@@ -216,7 +235,7 @@ class Played:
 
     def __str__(self) -> str:
         source = f"model v{self.model_version}" if self.model_version else "no model yet"
-        return (f"{self.decisions} decisions ({source}), {self.outcomes} purchases logged, "
+        return (f"{self.decisions} decisions ({source}), {self.outcomes} outcomes (purchases and returns) logged, "
                 f"value per decision {self.value_per_decision:.2f}; every reward window closed")
 
 
@@ -253,8 +272,8 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
         product = _Product(settings, world, client, config)
 
         # a. the use case
-        applied = client.apply_use_case(world.blueprint(config.epsilon), author="demo",
-                                        reason="checkout upsell demo")
+        blueprint = world.metrics_blueprint(DEMO_WEIGHTS, config.epsilon)
+        applied = client.apply_use_case(blueprint, author="demo", reason="checkout upsell demo")
         product.version = applied.use_case.version
         progress("apply", 1.0, f"{world.use_case} v{product.version}")
 
@@ -292,7 +311,10 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
         report_path.write_bytes(report.html)
         progress("report", 1.0, str(report_path))
 
-        # g. the summary
+        # g. an experiment: the model against random offers, on both metrics
+        scorecard = _experiment(client, product, blueprint, config, progress) if config.n_scorecard else []
+
+        # h. the summary
         stats = client.get_stats(world.use_case)
         all_units = Units(np.vstack([explore_units.matrix, exploit_units.matrix,
                                      *[p[None, :] for p in product.probes]]))
@@ -313,4 +335,35 @@ def run_demo(settings: Settings, config: DemoConfig | None = None,
             seconds=time.monotonic() - started,
             extras={"explore_offer_share": float(np.mean(explore_actions)),
                     "exploit_offer_share": float(np.mean(exploit_actions))},
+            scorecard=scorecard,
         )
+
+
+def _experiment(client: Client, product: _Product, blueprint, config: DemoConfig,
+                progress: Progress) -> list[tuple[str, float, float, str]]:
+    """Split units into a "model" arm and a "random" arm (uniform offers), serve
+    ``n_scorecard`` decisions, wait for their windows and return the scorecard's
+    comparison of the arms on every metric (reward, outcome count and the product
+    metrics purchase and returns)."""
+    experiment = type(blueprint)()
+    experiment.CopyFrom(blueprint)
+    experiment.arms.add(name="model", traffic_share=0.5)
+    experiment.arms.add(name="random", traffic_share=0.5, epsilon=1.0)
+    applied = client.apply_use_case(experiment, author="demo", reason="model against random offers")
+    product.version = applied.use_case.version
+    progress("scorecard", 0.1, f"arms model and random in v{product.version}")
+    product.serve(config.n_scorecard, "scorecard", lambda stage, fraction, detail: progress(
+        stage, 0.1 + 0.6 * fraction, detail))
+    product.wait_windows_closed("windows", progress)
+    card = client.get_scorecard(product.world.use_case, control_arm="random",
+                                start_time=None).scorecard
+    means = {(m.group, m.metric): m.mean for m in card.group_metrics}
+    rows = []
+    for c in card.comparisons:
+        if c.metric == "serving_latency_ms":
+            continue
+        rows.append((c.metric, means.get(("model", c.metric), float("nan")),
+                     means.get(("random", c.metric), float("nan")),
+                     f"{c.difference:+.3f} (95% CI {c.difference_ci_lower:+.3f} .. {c.difference_ci_upper:+.3f})"))
+    progress("scorecard", 1.0, f"{card.rows} decisions compared")
+    return rows
