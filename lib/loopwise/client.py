@@ -137,7 +137,7 @@ _PREDICT_BATCH_ROWS = 50_000
 FINAL_STATES = frozenset({op_pb.OPERATION_STATE_SUCCEEDED, op_pb.OPERATION_STATE_FAILED,
                           op_pb.OPERATION_STATE_CANCELLED})
 # Which service runs the operations of each kind.
-_SERVICE_OF_KIND = {"training": "trainer", "estimate_effects": "evaluator"}
+_SERVICE_OF_KIND = {"training": "trainer", "estimate_effects": "evaluator", "tuning": "evaluator"}
 
 Service: TypeAlias = Literal["trainer", "evaluator"]
 # A time bound of a request: a datetime (naive means UTC), epoch seconds, a Timestamp,
@@ -398,9 +398,10 @@ def with_value_weights(blueprint: blueprint_pb2.Blueprint,
     return changed
 
 
-def operation_result(operation: op_pb.Operation) -> tpb.TrainingResult | epb.EstimateEffectsResult:
-    """The result of a succeeded operation: a ``TrainingResult`` (training) or an
-    ``EstimateEffectsResult`` (effect estimation).
+def operation_result(operation: op_pb.Operation
+                     ) -> tpb.TrainingResult | epb.EstimateEffectsResult | epb.TuningResult:
+    """The result of a succeeded operation: a ``TrainingResult`` (training), an
+    ``EstimateEffectsResult`` (effect estimation) or a ``TuningResult`` (tuning).
 
     Raises :class:`OperationFailed` for a failed or cancelled operation and
     ``ValueError`` when the operation has no result yet.
@@ -409,7 +410,7 @@ def operation_result(operation: op_pb.Operation) -> tpb.TrainingResult | epb.Est
         raise OperationCancelled(operation)
     if operation.state == op_pb.OPERATION_STATE_FAILED:
         raise OperationFailed(operation)
-    for message_type in (tpb.TrainingResult, epb.EstimateEffectsResult):
+    for message_type in (tpb.TrainingResult, epb.EstimateEffectsResult, epb.TuningResult):
         if operation.result.Is(message_type.DESCRIPTOR):
             result = message_type()
             operation.result.Unpack(result)
@@ -598,6 +599,41 @@ def _suggest_parameters_request(
         iterations=iterations, seed=seed, net_of_costs=net_of_costs,
     )
     _set_times(request, start_time, end_time)
+    return request
+
+
+def _tuned_parameter(path: str, value: epb.TunedParameter | epb.ParameterRange | Sequence[float]
+                     | Mapping[str, float]) -> epb.TunedParameter:
+    if isinstance(value, epb.TunedParameter):
+        return value
+    bounds = _parameter_range(value)
+    return epb.TunedParameter(path=path, low=bounds.low, high=bounds.high)
+
+
+def _start_tuning_request(
+    use_case: str, request_id: str,
+    parameters: Mapping[str, epb.ParameterRange | Sequence[float] | Mapping[str, float]]
+    | Sequence[epb.TunedParameter],
+    objective: str, constraints: Sequence[epb.Constraint | Mapping[str, Any]], rounds: int, batch_size: int,
+    min_rows_per_arm: int, round_timeout: float | timedelta | duration_pb2.Duration | None, apply: bool,
+    acquisition: int | str, seed: int, seed_from_offline: bool, suggest_model_version: int,
+    suggest_report_id: ReportArg, author: str,
+) -> epb.StartTuningRequest:
+    if isinstance(parameters, Mapping):
+        tuned = [_tuned_parameter(path, value) for path, value in parameters.items()]
+    else:
+        tuned = [p if isinstance(p, epb.TunedParameter) else epb.TunedParameter(**p) for p in parameters]
+    acquisition = _enum(epb.Acquisition, "ACQUISITION_", acquisition, "acquisition")
+    request = epb.StartTuningRequest(
+        request_id=request_id, use_case=use_case, parameters=tuned, objective=objective,
+        constraints=[_constraint(c) for c in constraints], rounds=rounds, batch_size=batch_size,
+        min_rows_per_arm=min_rows_per_arm, apply=apply, acquisition=acquisition, seed=seed,
+        seed_from_offline=seed_from_offline, suggest_model_version=suggest_model_version,
+        suggest_report_id=_report_id(suggest_report_id) if suggest_report_id else "", author=author,
+    )
+    duration = _duration(round_timeout, "round_timeout")
+    if duration is not None:
+        request.round_timeout.CopyFrom(duration)
     return request
 
 
@@ -1771,6 +1807,54 @@ class Client(_ClientBase):
         return self._call("evaluator", "EstimateEffects", request,
                           _deadline(timeout, self._bulk_deadline_s)).operation
 
+    def start_tuning(
+        self, use_case: str,
+        parameters: Mapping[str, epb.ParameterRange | Sequence[float] | Mapping[str, float]]
+        | Sequence[epb.TunedParameter], *,
+        objective: str = "reward", constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (),
+        rounds: int = 0, batch_size: int = 0, min_rows_per_arm: int = 0,
+        round_timeout: float | timedelta | duration_pb2.Duration | None = None, apply: bool = False,
+        acquisition: int | str = 0, seed: int = 0, seed_from_offline: bool = False,
+        suggest_model_version: int = 0, suggest_report_id: ReportArg = "", author: str = "",
+        request_id: str = "", timeout: float | None = None,
+    ) -> op_pb.Operation:
+        """Start tuning blueprint parameters online (``StartTuning``, docs/tuning.md); returns
+        the operation at once. Follow it with :meth:`wait_operation`; its ``details`` (while
+        it runs) and its result are a ``TuningResult``.
+
+        Args:
+            use_case: the use case whose blueprint is tuned.
+            parameters: parameter path → (low, high), e.g.
+                ``{"policy.action_costs[discount]": (0, 1), "value_model.weights[revenue]": (0, 2)}``,
+                or ``TunedParameter`` messages.
+            objective: the scorecard metric to maximise (per-arm mean).
+            constraints: ``Constraint`` messages or dicts such as
+                ``{"metric": "outcome_count", "max": 0.5}``.
+            rounds: rounds of arms (0: 5).
+            batch_size: arms per round (0: 4).
+            min_rows_per_arm: decisions with a closed reward window per arm before a round
+                is measured (0: 1000).
+            round_timeout: how long a round may wait for its rows (seconds, timedelta or
+                Duration, on the service clock; None: 7 days).
+            apply: apply the best setting at the end (otherwise it is only proposed and the
+                starting blueprint is applied again).
+            acquisition: ``Acquisition`` value or name ("expected_improvement",
+                "upper_confidence_bound").
+            seed: random seed (0: the service's setting).
+            seed_from_offline: open the first round with SuggestParameters' suggestion for
+                ``suggest_model_version`` or ``suggest_report_id``.
+            suggest_model_version: the registered model of the offline suggestion.
+            suggest_report_id: the effect report of the offline suggestion.
+            author: who tunes, recorded with every applied blueprint version.
+            request_id: idempotency key (default: a new UUIDv7).
+            timeout: deadline of the call that starts the job.
+        """
+        request = _start_tuning_request(
+            use_case, request_id or self.clock.new_id(), parameters, objective, constraints, rounds, batch_size,
+            min_rows_per_arm, round_timeout, apply, acquisition, seed, seed_from_offline, suggest_model_version,
+            suggest_report_id, author)
+        return self._call("evaluator", "StartTuning", request, _deadline(timeout, self._bulk_deadline_s)).operation
+
     def get_report(self, report: ReportArg, use_case: str = "", *,
                    timeout: float | None = None) -> epb.GetReportResponse:
         """A report (``GetReport``): ``.result`` (the ``EstimateEffectsResult``: ATE, CATE
@@ -2421,6 +2505,25 @@ class AsyncClient(_ClientBase):
             segment_features, treatment_cost, register_cate_model, forest_trees, job_timeout)
         reply = await self._call("evaluator", "EstimateEffects", request,
                                  _deadline(timeout, self._bulk_deadline_s))
+        return reply.operation
+
+    async def start_tuning(
+        self, use_case: str,
+        parameters: Mapping[str, epb.ParameterRange | Sequence[float] | Mapping[str, float]]
+        | Sequence[epb.TunedParameter], *,
+        objective: str = "reward", constraints: Sequence[epb.Constraint | Mapping[str, Any]] = (),
+        rounds: int = 0, batch_size: int = 0, min_rows_per_arm: int = 0,
+        round_timeout: float | timedelta | duration_pb2.Duration | None = None, apply: bool = False,
+        acquisition: int | str = 0, seed: int = 0, seed_from_offline: bool = False,
+        suggest_model_version: int = 0, suggest_report_id: ReportArg = "", author: str = "",
+        request_id: str = "", timeout: float | None = None,
+    ) -> op_pb.Operation:
+        """See :meth:`Client.start_tuning`."""
+        request = _start_tuning_request(
+            use_case, request_id or self.clock.new_id(), parameters, objective, constraints, rounds, batch_size,
+            min_rows_per_arm, round_timeout, apply, acquisition, seed, seed_from_offline, suggest_model_version,
+            suggest_report_id, author)
+        reply = await self._call("evaluator", "StartTuning", request, _deadline(timeout, self._bulk_deadline_s))
         return reply.operation
 
     async def get_report(self, report: ReportArg, use_case: str = "", *,

@@ -1,12 +1,15 @@
-"""StartTuning end to end through the gRPC API of the four real services (the session
-``stack``): the product of :mod:`tests.evaluator.tuning_world` (action costs of
-``discount`` and ``gift``, reward and treated share known exactly) decides through the
-decision service and reports outcomes to feedback while the evaluator runs rounds of
-arms, reads their scorecards and applies the best setting."""
+"""StartTuning end to end on the four real services (the session ``stack``): the product
+of :mod:`tests.evaluator.tuning_world` (action costs of ``discount`` and ``gift``, reward
+and treated share known exactly) decides through the decision service and reports
+outcomes to feedback while the evaluator runs rounds of arms, reads their scorecards and
+applies the best setting. The tuning is started and followed through the SDK; the CLI
+refuses a bad path and starts a second tuning, which is cancelled and puts the blueprint
+back."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 
@@ -14,7 +17,10 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import duration_pb2
+from typer.testing import CliRunner
 
+from loopwise.cli import app
+from loopwise.client import Client, operation_result
 from loopwise.clock import Clock, uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
@@ -91,7 +97,9 @@ class Product(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.is_set():
+            # Paced at most one batch per 0.1 s: rounds need thousands of rows, not
+            # the tens of thousands an unpaced loop makes the services store and read.
+            while not self.stop.wait(0.1):
                 self.batch()
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -145,32 +153,31 @@ def test_start_tuning_runs_rounds_of_arms_and_applies_the_best_feasible_setting(
         assert field in refused.value.details()
 
     product.start()
-    request = epb.StartTuningRequest(
-        request_id="tune-1", use_case=USE_CASE, objective="reward",
-        parameters=[epb.TunedParameter(path=p, low=0.0, high=1.0) for p in W.PATHS],
-        constraints=[epb.Constraint(metric="outcome_count", max=W.SHARE_MAX)], rounds=ROUNDS, batch_size=BATCH,
-        min_rows_per_arm=MIN_ROWS, apply=True, seed=3, author="tuning test",
-        round_timeout=duration_pb2.Duration(seconds=86_400))
+    seen_rounds: list[int] = []
+
+    def follow(update: op_pb.Operation) -> None:
+        if update.HasField("details"):
+            running = epb.TuningResult()
+            assert update.details.Unpack(running)
+            if running.rounds and (not seen_rounds or seen_rounds[-1] != len(running.rounds)):
+                seen_rounds.append(len(running.rounds))
+
+    client = Client(settings=stack_settings)
     try:
-        started = evaluator.StartTuning(request, timeout=60).operation
+        arguments = dict(objective="reward", constraints=[{"metric": "outcome_count", "max": W.SHARE_MAX}],
+                         rounds=ROUNDS, batch_size=BATCH, min_rows_per_arm=MIN_ROWS, apply=True, seed=3,
+                         author="tuning test", round_timeout=86_400, request_id="tune-1")
+        started = client.start_tuning(USE_CASE, {p: (0.0, 1.0) for p in W.PATHS}, **arguments)
         assert started.kind == "tuning"
-        assert evaluator.StartTuning(request, timeout=60).operation.id == started.id  # idempotent
-        seen_rounds: list[int] = []
-        final = None
-        for update in evaluator.WatchOperation(op_pb.WatchOperationRequest(id=started.id), timeout=800):
-            final = update.operation
-            if final.HasField("details"):
-                running = epb.TuningResult()
-                assert final.details.Unpack(running)
-                if running.rounds and (not seen_rounds or seen_rounds[-1] != len(running.rounds)):
-                    seen_rounds.append(len(running.rounds))
+        again = client.start_tuning(USE_CASE, {p: (0.0, 1.0) for p in W.PATHS}, **arguments)
+        assert again.id == started.id  # idempotent
+        final = client.wait_operation(started, timeout=800, on_progress=follow)
     finally:
         product.stop.set()
         product.join(timeout=60)
     assert product.error is None, product.error
-    assert final is not None and final.state == op_pb.OPERATION_STATE_SUCCEEDED, final.error_message
-    result = epb.TuningResult()
-    assert final.result.Unpack(result)
+    result = operation_result(final)
+    assert isinstance(result, epb.TuningResult)
     # The history grew round by round while the job ran.
     assert seen_rounds == list(range(1, ROUNDS + 1))
     assert len(result.rounds) == ROUNDS
@@ -207,3 +214,31 @@ def test_start_tuning_runs_rounds_of_arms_and_applies_the_best_feasible_setting(
     assert len(tuned) == ROUNDS + 1
     assert all("tuning test" in c.author for c in tuned)
     assert any("best setting" in c.reason for c in tuned)
+
+    # The CLI: a bad path is refused naming the field; a second tuning started without
+    # waiting is cancelled (no traffic: it waits for rows) and the blueprint comes back.
+    env = {f"LOOPWISE_{s.upper()}_ADDRESS": stack_settings_address(stack_settings, s)
+           for s in ("decision", "feedback", "trainer", "evaluator")}
+    env |= {"LOOPWISE_ALLOW_PLAINTEXT": "true"}
+    refused = CliRunner().invoke(app, ["tune", "-u", USE_CASE, "--parameter", "policy.nope=0:1"], env=env)
+    assert refused.exit_code != 0 and "parameters[0].path" in refused.output
+    started_cli = CliRunner().invoke(app, ["tune", "-u", USE_CASE, "--parameter", f"{W.PATHS[0]}=0:1",
+                                           "--min-rows", "100000", "--no-wait", "--output", "json"], env=env)
+    assert started_cli.exit_code == 0, started_cli.output
+    operation_id = json.loads(started_cli.output)["id"]
+    deadline = time.monotonic() + 120
+    while client.get_operation(operation_id, service="evaluator").stage != "round_1_waiting":
+        assert time.monotonic() < deadline, "the second tuning never applied its first round"
+        time.sleep(0.2)
+    assert len(decision.GetUseCase(dpb.GetUseCaseRequest(use_case=USE_CASE), timeout=30).use_case.blueprint.arms) == 4
+    cancelled = client.cancel_operation(operation_id, service="evaluator")
+    assert cancelled.state == op_pb.OPERATION_STATE_CANCELLED
+    back = decision.GetUseCase(dpb.GetUseCaseRequest(use_case=USE_CASE), timeout=30).use_case
+    assert not back.blueprint.arms and back.version > latest.version
+    assert back.blueprint.policy.action_costs["discount"] == pytest.approx(chosen[0])
+    client.close()
+
+
+def stack_settings_address(settings: Settings, service: str) -> str:
+    """The address of a service of the stack."""
+    return getattr(settings, f"{service}_address")

@@ -1,5 +1,5 @@
 """Analyses of logged decisions: effect reports, experiment scorecards, off-policy values,
-effects of given rows, parameter suggestions."""
+effects of given rows, parameter suggestions, online tuning."""
 
 from __future__ import annotations
 
@@ -358,3 +358,71 @@ def suggest_parameters(
             console.print(f"warning: {escape(warning)}")
 
     table_or_json(output, reply, show)
+
+
+def _print_tuning(result: epb.TuningResult) -> None:
+    for round_ in result.rounds:
+        table = Table("arm", "setting", "source", "metrics", "feasible",
+                      title=f"{result.use_case} round {round_.round} (blueprint v{round_.blueprint_version})")
+        for arm in round_.arms:
+            setting = ", ".join(f"{k}={v:.4g}" for k, v in sorted(arm.parameters.items()))
+            metrics = "; ".join(f"{m.metric} {m.mean:.4g} [{m.ci_lower:.4g}, {m.ci_upper:.4g}]" for m in arm.metrics)
+            table.add_row(arm.arm, escape(setting), escape(arm.source), escape(metrics), "yes" if arm.feasible else "no")
+        console.print(table)
+    if result.best:
+        console.print(f"best setting (round {result.best_round}, arm {result.best_arm}): "
+                      + escape(", ".join(f"{k}={v:.4g}" for k, v in sorted(result.best.items())))
+                      + (" — applied" if result.applied else " — proposed, not applied"))
+    console.print(f"blueprint version in force: {result.final_blueprint_version}")
+    for warning in result.warnings:
+        console.print(f"warning: {escape(warning)}")
+
+
+@app.command("tune")
+def tune(
+    use_case: UseCaseOption,
+    parameter: Annotated[list[str], typer.Option("--parameter", help="PATH=LOW:HIGH, a blueprint parameter and "
+                                                 "its search range, e.g. policy.action_costs[discount]=0:1 or "
+                                                 "value_model.weights[revenue]=0:2 (repeatable).")],
+    objective: Annotated[str, typer.Option(help="Scorecard metric to maximise (default reward).")] = "reward",
+    constraint: Annotated[list[str] | None, typer.Option(
+        "--constraint", help="METRIC<=MAX or METRIC>=MIN on a scorecard metric, e.g. outcome_count<=0.5 "
+                             "(repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of arms (0: 5).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Arms per round (0: 4).")] = 0,
+    min_rows: Annotated[int, typer.Option("--min-rows", help="Closed decisions per arm before a round is "
+                                                             "measured (0: 1000).")] = 0,
+    round_timeout: Annotated[float, typer.Option("--round-timeout", help="Seconds a round may wait for its "
+                                                                         "rows (0: 7 days).")] = 0.0,
+    apply: Annotated[bool, typer.Option("--apply", help="Apply the best setting at the end (default: only "
+                                                        "propose it).")] = False,
+    acquisition: Annotated[str, typer.Option(help="expected_improvement or upper_confidence_bound.")
+                           ] = "expected_improvement",
+    seed: Annotated[int, typer.Option(help="Random seed (0: the service's).")] = 0,
+    offline_model: Annotated[int, typer.Option("--offline-model", help="Open the first round with "
+                                               "suggest-parameters' suggestion for this model version.")] = 0,
+    offline_report: Annotated[str, typer.Option("--offline-report", help="...or for this effect report.")] = "",
+    author: Annotated[str, typer.Option(help="Who tunes (recorded with every applied version).")] = "",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it ends.")] = True,
+    output: OutputOption = Output.table,
+) -> None:
+    """Tune blueprint parameters online: rounds of experiment arms proposed by Gaussian
+    processes and measured on their scorecards; the best setting that meets every
+    constraint is proposed, or applied with --apply (docs/tuning.md)."""
+    ranges = dict(_range(item) for item in parameter)
+    constraints = [_constraint(item) for item in constraint or []]
+    with connect() as client:
+        try:
+            operation = client.start_tuning(
+                use_case, ranges, objective=objective, constraints=constraints, rounds=rounds,
+                batch_size=batch_size, min_rows_per_arm=min_rows, round_timeout=round_timeout or None, apply=apply,
+                acquisition=acquisition, seed=seed, seed_from_offline=bool(offline_model or offline_report),
+                suggest_model_version=offline_model, suggest_report_id=offline_report, author=author)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        if not wait:
+            table_or_json(output, operation, lambda: console.print(f"tuning started: operation {operation.id}"))
+            return
+        operation = follow(client, operation, f"tuning {use_case}")
+    result = operation_result(operation)
+    table_or_json(output, result, lambda: _print_tuning(result))  # type: ignore[arg-type]
