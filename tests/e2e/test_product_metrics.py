@@ -9,12 +9,14 @@ on mobile). A blueprint declares both, a value model and (first) a guardrail on 
   the reason names the guardrail;
 - without the guardrail, the trained per-metric models are deployed and the policy
   picks the action that maximizes the weighted value;
-- a new blueprint version with other weights changes decisions at once, with the same
-  model (no retraining), towards the action best under the new weights.
+- a new blueprint version with other weights (set with the CLI) changes decisions at
+  once, with the same model (no retraining), towards the action best under the new
+  weights; setting them back (asyncio client) restores the earlier decisions exactly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loopwise.cli import app
-from loopwise.client import Client, Outcome, metric_columns, operation_result
+from loopwise.client import AsyncClient, Client, Outcome, metric_columns, operation_result
 from loopwise.clock import uuid7_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.common.v1 import operation_pb2 as op_pb
@@ -170,3 +172,15 @@ def test_a_guardrail_breach_blocks_blessing_then_weights_steer_decisions_without
         oracle = world.expected_value(units, best_after, RETURNS_COST).mean()
         assert value > old_policy and (oracle - value) < 0.5 * (oracle - old_policy)
         assert [m.version for m in client.list_models(USE_CASE)] == [model_version]  # nothing retrained
+
+    # Back to purchases only through the asyncio client: version 4 decides exactly as
+    # version 2 did (same model, same weights, no exploration).
+    async def restore() -> int:
+        async with AsyncClient(settings=logged.settings) as aclient:
+            return (await aclient.set_value_weights(USE_CASE, {"returns": 0.0})).use_case.version
+
+    v4 = asyncio.run(restore())
+    with Client(settings=logged.settings, deadline_s=10) as client:
+        again = client.decide_batch(USE_CASE, v4, list(world.feature_names), units.matrix)
+    assert v4 == v3 + 1 and again.model_version == model_version
+    np.testing.assert_array_equal(again.action_indices, before.action_indices)
