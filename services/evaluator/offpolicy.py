@@ -19,6 +19,8 @@ from loopwise.errors import InvalidArgument, quote
 from loopwise.policy import Policy, action_costs, base_epsilon
 from loopwise.services.evaluator import policy_eval, tuning
 
+# The member output of an ensemble model (services/trainer/ensemble.py writes it).
+MEMBER_OUTPUT = "member_values"
 TUNABLE = ("policy.epsilon", "policy.threshold", "policy.temperature")
 COST_PREFIX = "action_costs."
 SHARE_PREFIX = "share:"
@@ -64,7 +66,9 @@ def merged_policy(base: bp.Policy, variant: bp.Policy) -> bp.Policy:
 
 def action_values(candidate: Candidate, rows: LoggedRows) -> np.ndarray | None:
     """Values [n, A] of every action (None for a constant action); binary kinds give
-    [n, 1] scores P(positive)."""
+    [n, 1] scores P(positive). An action-value ensemble gives its members, [n, A, K]
+    (read from ``member_values`` when the model has that output, as the decision
+    service serves it), so a Thompson policy is evaluated with its member shares."""
     n, n_actions = rows.x.shape[0], len(rows.action_names)
     if candidate.constant_action >= 0:
         return None
@@ -85,8 +89,10 @@ def action_values(candidate: Candidate, rows: LoggedRows) -> np.ndarray | None:
     if candidate.kind == bp.DECISION_KIND_ACTION_VALUE:
         onehot = np.tile(np.eye(n_actions, dtype=np.float32), (n, 1))
         x = np.hstack([np.repeat(x, n_actions, axis=0), onehot])
-        out = np.asarray(sess.run(None, {inputs: x})[-1], dtype=np.float64)
-        return out.reshape(n, n_actions, -1).mean(axis=2)
+        names = [o.name for o in sess.get_outputs()]
+        output = MEMBER_OUTPUT if MEMBER_OUTPUT in names else names[-1]
+        out = np.asarray(sess.run([output], {inputs: x})[0], dtype=np.float64).reshape(n, n_actions, -1)
+        return out if out.shape[2] > 1 else out[:, :, 0]
     out = np.asarray(sess.run(None, {inputs: x})[-1], dtype=np.float64)
     return (out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(n)).reshape(n, 1)
 
@@ -103,7 +109,8 @@ def target_probabilities(candidate: Candidate, values: np.ndarray | None, policy
         greedy = (values[:, 0] >= (policy.threshold or 0.5)).astype(int)
         return rule.threshold_probabilities(greedy, eps, n_actions, False)
     costs = action_costs(policy, action_names)
-    target, _ = rule.probabilities((values - costs)[:, :, None], eps, False)
+    members = values if values.ndim == 3 else values[:, :, None]
+    target, _ = rule.probabilities(members - costs[None, :, None], eps, False)
     return target
 
 

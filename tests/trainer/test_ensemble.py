@@ -1,6 +1,7 @@
 """Thompson sampling's bootstrap ensembles: one ONNX graph with K member outputs whose
 values match scikit-learn member by member, member shares as the served propensities,
-and a Thompson use case trained through the trainer service."""
+a Thompson use case trained through the trainer service, and off-policy evaluation
+of a Thompson ensemble with its member shares."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import pytest
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.policy import Policy
+from loopwise.services.evaluator.offpolicy import (
+    Candidate,
+    LoggedRows,
+    action_values,
+    target_probabilities,
+)
 from loopwise.services.trainer.ensemble import (
     MEMBER_OUTPUT,
     VALUE_OUTPUT,
@@ -132,3 +139,28 @@ async def test_a_thompson_use_case_is_trained_as_an_ensemble(world: World, train
     members, mean = session.run([MEMBER_OUTPUT, VALUE_OUTPUT], {"features": action_value_inputs(x, 2)})
     np.testing.assert_allclose(mean[:, 0], members.mean(axis=1), atol=1e-5)
     assert result.deployed
+
+
+def test_off_policy_evaluation_uses_the_member_shares_of_a_thompson_ensemble() -> None:
+    data = action_value_set()
+    _, onnx, _ = package_ensemble(data, "linear", {}, 8, seed=6)
+    features = data.holdout_features.astype(np.float64)
+    n = features.shape[0]
+    rows = LoggedRows(features, np.zeros(n, dtype=np.int64), np.full(n, 1 / N_ACTIONS), np.zeros(n),
+                      ["a0", "a1", "a2"], ["f0", "f1", "f2"])
+    thompson = bp.Policy(type=bp.POLICY_TYPE_THOMPSON)
+    candidate = Candidate(bp.DECISION_KIND_ACTION_VALUE, thompson.SerializeToString(), onnx=onnx,
+                          onnx_columns=[0, 1, 2])
+    values = action_values(candidate, rows)
+    assert values is not None and values.shape == (n, N_ACTIONS, 8)
+    target = target_probabilities(candidate, values, thompson, rows.action_names, n)
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    (members,) = session.run([MEMBER_OUTPUT], {"features": action_value_inputs(data.holdout_features, N_ACTIONS)})
+    best = members.reshape(n, N_ACTIONS, 8).argmax(axis=1)
+    shares = np.stack([np.bincount(b, minlength=N_ACTIONS) / 8 for b in best])
+    np.testing.assert_allclose(target, shares)
+    # Greedy on the same ensemble is the argmax of the members' mean.
+    greedy = bp.Policy(type=bp.POLICY_TYPE_GREEDY)
+    greedy_target = target_probabilities(candidate, values, greedy, rows.action_names, n)
+    np.testing.assert_array_equal(greedy_target.argmax(axis=1), values.mean(axis=2).argmax(axis=1))
+    assert (greedy_target.max(axis=1) == 1.0).all()
