@@ -140,6 +140,13 @@ async def test_a_thompson_use_case_is_trained_as_an_ensemble(world: World, train
     np.testing.assert_allclose(mean[:, 0], members.mean(axis=1), atol=1e-5)
     assert result.deployed
 
+    # The next job compares its ensemble's mean with the served ensemble's mean.
+    second = result_of(await train(trainer, "uplift_thompson"))
+    assert second.blessing.compared_with == f"model v{model.version}"
+    overall = second.blessing.slices[0]
+    assert np.isfinite(overall.candidate) and np.isfinite(overall.serving)
+    assert abs(overall.candidate - overall.serving) < 0.2 * abs(overall.serving)
+
 
 def test_off_policy_evaluation_uses_the_member_shares_of_a_thompson_ensemble() -> None:
     data = action_value_set()
