@@ -105,6 +105,7 @@ __all__ = [
     "OperationFailed",
     "OperationTimeout",
     "Outcome",
+    "Ranking",
     "UseCaseDefault",
     "metric_columns",
     "operation_result",
@@ -177,6 +178,35 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """One ranking, as returned by ``rank``.
+
+    ``ranked_ids`` are every candidate id, best first; the first ``len(propensities)``
+    are the shown items, each drawn with ``propensities[j]`` (its probability at that
+    position given the items above); ``probability`` is the shown prefix's probability.
+    ``fallback`` is set when the request order was kept (no model, kill switch, or
+    loopwise could not be reached: then ``decision_id`` is empty and nothing is logged).
+    """
+
+    decision_id: str
+    use_case: str
+    ranked_ids: list[str]
+    propensities: list[float]
+    probability: float
+    model_version: int
+    blueprint_version: int
+    arm: str
+    explored: bool
+    fallback: bool
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shown(self) -> list[str]:
+        """The shown items, top first."""
+        return self.ranked_ids[: len(self.propensities)]
+
+
+@dataclass(frozen=True)
 class BatchDecisions:
     """Columnar result of ``decide_batch``: entry i of every column is row i."""
 
@@ -211,12 +241,14 @@ class Outcome:
     value: float = 1.0
     label: str = ""
     event_time: datetime | float | None = None
+    # Rankings: the shown item this outcome belongs to (e.g. the clicked item's id).
+    item_id: str = ""
 
     def to_proto(self) -> fpb.Outcome:
         """The wire message."""
         message = fpb.Outcome(use_case=self.use_case, decision_id=self.decision_id,
                               outcome_id=self.outcome_id, name=self.name,
-                              value=float(self.value), label=self.label)
+                              value=float(self.value), label=self.label, item_id=self.item_id)
         if isinstance(self.event_time, datetime):
             message.event_time.FromDatetime(self.event_time)
         elif self.event_time is not None:
@@ -262,6 +294,38 @@ def _decide_request(use_case: str, features: Mapping[str, Any], unit_id: str,
         use_case=use_case, unit_id=unit_id, disable_exploration=disable_exploration,
         features={name: _feature_value(v) for name, v in features.items()},
     )
+
+
+Candidates: TypeAlias = Mapping[str, Mapping[str, Any]] | Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def _rank_request(use_case: str, features: Mapping[str, Any], candidates: Candidates, unit_id: str,
+                  top_k: int, disable_exploration: bool) -> dpb.DecideRequest:
+    request = _decide_request(use_case, features, unit_id, disable_exploration)
+    request.top_k = top_k
+    pairs = candidates.items() if isinstance(candidates, Mapping) else candidates
+    for item_id, own in pairs:
+        request.candidates.add(id=item_id, features={n: _feature_value(v) for n, v in own.items()})
+    return request
+
+
+def _ranking_from_proto(d: dpb.Decision, request: dpb.DecideRequest) -> Ranking:
+    ids = [c.id for c in request.candidates]  # action_scores follow the request's order
+    return Ranking(
+        decision_id=d.decision_id, use_case=d.use_case, ranked_ids=list(d.ranked_candidate_ids),
+        propensities=list(d.position_propensities), probability=d.ranking_probability,
+        model_version=d.model_version, blueprint_version=d.blueprint_version, arm=d.arm,
+        explored=d.explored, fallback=d.fallback,
+        scores=dict(zip(ids, map(float, d.action_scores), strict=False)),
+    )
+
+
+def _local_ranking(request: dpb.DecideRequest) -> Ranking:
+    """The request order, when loopwise cannot be reached (nothing is logged)."""
+    ids = [c.id for c in request.candidates]
+    shown = min(request.top_k or len(ids), len(ids))
+    return Ranking(decision_id="", use_case=request.use_case, ranked_ids=ids, propensities=[1.0] * shown,
+                   probability=1.0, model_version=0, blueprint_version=0, arm="", explored=False, fallback=True)
 
 
 def _decision_from_proto(d: dpb.Decision, actions: Sequence[str]) -> Decision:
@@ -1307,6 +1371,25 @@ class Client(_ClientBase):
         self._remember(use_case)
         return _decision_for_reply(reply, self._actions_of(use_case))
 
+    def rank(self, use_case: str, features: Mapping[str, Any], candidates: Candidates, unit_id: str = "",
+             top_k: int = 0, disable_exploration: bool = False, *, timeout: float | None = None) -> Ranking:
+        """Rank candidates for a ranking use case (docs/ranking.md).
+
+        ``features`` are the request's (context) features; ``candidates`` map each
+        candidate id to its own features (a mapping, or (id, features) pairs in
+        request order). ``top_k`` positions are drawn by the policy and logged (0: the
+        blueprint's ``policy.ranking_top_k``, else every candidate). Keeps the request
+        order (``fallback``) when loopwise cannot be reached.
+        """
+        request = _rank_request(use_case, features, candidates, unit_id, top_k, disable_exploration)
+        try:
+            reply = self._call("decision", "Decide", request, _deadline(timeout, self.deadline_s))
+        except LoopwiseError as error:
+            if _unreachable(error):
+                return _local_ranking(request)
+            raise
+        return _ranking_from_proto(reply.decision, request)
+
     def decide_batch(self, use_case: str, blueprint_version: int, feature_names: Sequence[str],
                      matrix: np.ndarray, unit_ids: Sequence[str] | None = None,
                      disable_exploration: bool = False, *,
@@ -2114,6 +2197,19 @@ class AsyncClient(_ClientBase):
             raise
         await self._remember(use_case)
         return _decision_for_reply(reply, self._actions_of(use_case))
+
+    async def rank(self, use_case: str, features: Mapping[str, Any], candidates: Candidates,
+                   unit_id: str = "", top_k: int = 0, disable_exploration: bool = False, *,
+                   timeout: float | None = None) -> Ranking:
+        """See :meth:`Client.rank`."""
+        request = _rank_request(use_case, features, candidates, unit_id, top_k, disable_exploration)
+        try:
+            reply = await self._call("decision", "Decide", request, _deadline(timeout, self.deadline_s))
+        except LoopwiseError as error:
+            if _unreachable(error):
+                return _local_ranking(request)
+            raise
+        return _ranking_from_proto(reply.decision, request)
 
     async def decide_batch(self, use_case: str, blueprint_version: int,
                            feature_names: Sequence[str], matrix: np.ndarray,

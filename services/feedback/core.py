@@ -32,6 +32,7 @@ from loopwise.clock import Clock, plausible_decision_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.services.feedback.ranking import is_ranking, ranking_batches
 from loopwise.services.feedback.rewards import RewardRule
 from loopwise.services.feedback.spool import DurableWrites, Entry
 from loopwise.services.feedback.training import build_batch, join_decisions
@@ -185,10 +186,10 @@ class Feedback:
             decision_ms = plausible_decision_time_ms(o.decision_id, now_ms)
             if decision_ms is None:
                 orphans.append(OutcomeRow(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label,
-                                          event_ms, 0))
+                                          event_ms, 0, o.item_id))
             else:
                 rows.append(OutcomeRow(o.use_case, normalize_id(o.decision_id), o.outcome_id, o.name, o.value,
-                                       o.label, event_ms, decision_ms))
+                                       o.label, event_ms, decision_ms, o.item_id))
         exists = await self.validator.use_cases(o.use_case for o in outcomes if o.use_case)
         for i, o in enumerate(outcomes):
             if exists.get(o.use_case, True) is False:
@@ -302,7 +303,8 @@ class Feedback:
             decision=found.record,
             outcomes=[
                 fpb.Outcome(use_case=o.use_case, decision_id=o.decision_id, outcome_id=o.outcome_id, name=o.name,
-                            value=o.value, label=o.label, event_time=_timestamp(o.event_time_ms))
+                            value=o.value, label=o.label, event_time=_timestamp(o.event_time_ms),
+                            item_id=o.item_id)
                 for o in outcomes
             ],
         )
@@ -421,6 +423,11 @@ class Feedback:
         if not request.include_open_windows and rules:
             # No decision later than now - (shortest window) can have a closed window.
             end_ms = min(end_ms, now_ms - min(rule.window_ms for _, rule in rules.values()) + 1)
+        if is_ranking(rules):  # one row per shown item (services/feedback/ranking.py)
+            async for batch in ranking_batches(self.store, use_case, start_ms, end_ms, request.include_fallback,
+                                               request.include_open_windows, now_ms, batch_rows, rules):
+                yield batch
+            return
 
         pending = _Pending()
         unknown: set[int] = set()  # versions the decision service does not know

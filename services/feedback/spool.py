@@ -140,7 +140,7 @@ class Entry:
 
 def _outcome_proto(o: OutcomeRow) -> fpb.Outcome:
     out = fpb.Outcome(use_case=o.use_case, decision_id=o.decision_id, outcome_id=o.outcome_id, name=o.name,
-                      value=o.value, label=o.label)
+                      value=o.value, label=o.label, item_id=o.item_id)
     out.event_time.FromMilliseconds(o.event_time_ms)
     return out
 
@@ -148,7 +148,7 @@ def _outcome_proto(o: OutcomeRow) -> fpb.Outcome:
 def _outcome_row(o: fpb.Outcome, joinable: bool) -> OutcomeRow:
     decision_ms = (uuid7_time_ms(o.decision_id) or 0) if joinable else 0
     return OutcomeRow(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label,
-                      o.event_time.ToMilliseconds(), decision_ms)
+                      o.event_time.ToMilliseconds(), decision_ms, o.item_id)
 
 
 class SpoolDir:

@@ -364,7 +364,7 @@ async def test_a_replayed_decision_write_lists_its_rows_again(store) -> None:
         await conn.write(_INSERT_DECISION, (
             uc, t // DAY, bucket_of(r.decision_id), t, r.decision_id, r.blueprint_version, r.unit_id, r.features,
             r.action_index, r.action, r.score, np.asarray(r.action_probabilities, "<f8").tobytes(), r.model_version,
-            r.arm, r.explored, r.fallback, r.shadow, b"", 0.0, False, ts))
+            r.arm, r.explored, r.fallback, r.shadow, b"", 0.0, False, b"", ts))
         assert await store.blueprint_versions(uc) == []
         assert [p async for p in store.scan_decisions(uc, t, t + 1, True, 10)] == []
     assert await store.put_decisions([d], write_time_us=ts) == 1  # this request's row: stored by it
@@ -376,7 +376,8 @@ async def test_a_replayed_decision_write_lists_its_rows_again(store) -> None:
 async def test_an_older_sqlite_file_gains_the_undelivered_and_write_time_columns(tmp_path) -> None:
     path = tmp_path / "old.db"
     old_schema = SCHEMA.replace("    undelivered INTEGER NOT NULL DEFAULT 0,\n", "").replace(
-        "    write_time_us INTEGER NOT NULL DEFAULT 0,\n", "")
+        "    write_time_us INTEGER NOT NULL DEFAULT 0,\n", "").replace(  # and the later ranking columns
+        "    item_id TEXT NOT NULL DEFAULT '',\n", "").replace("    ranking BLOB NOT NULL DEFAULT x'',\n", "")
     assert "undelivered" not in old_schema and "write_time_us" not in old_schema
     uc, t = unique(), now_ms() - 60_000
     old = decision(uc, t)

@@ -209,3 +209,25 @@ async def test_top_k_from_the_request(served) -> None:
         await d.stub.Decide(_request([0.1, 0.2], top_k=-1))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(err.value)[0][0] == "top_k"
+
+
+async def test_sdk_rank(served) -> None:
+    """AsyncClient.rank sends context and per-candidate features and returns the order
+    with the shown items' propensities; the item scores map back to candidate ids."""
+    from loopwise.client import AsyncClient
+
+    d, trainer, _ = served
+    await d.apply(ranking_blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=0.5))
+    await _deploy(d, trainer)
+    client = AsyncClient(settings=d.settings, deadline_s=30)
+    try:
+        ranking = await client.rank("offer", {"x": 1.0, "country": "de"},
+                                    {"a": {"y": 0.3}, "b": {"y": 2.0}, "c": {"y": -1.0}}, unit_id="u1", top_k=2)
+    finally:
+        await client.close()
+    assert sorted(ranking.ranked_ids) == ["a", "b", "c"] and len(ranking.shown) == 2
+    assert ranking.scores == pytest.approx({"a": 0.3, "b": 2.0, "c": -1.0})
+    order = [{"a": 0, "b": 1, "c": 2}[i] for i in ranking.ranked_ids]
+    assert ranking.propensities == pytest.approx(_plackett_luce([0.3, 2.0, -1.0], order[:2], 0.5), rel=1e-6)
+    assert ranking.probability == pytest.approx(float(np.prod(ranking.propensities)))
+    assert ranking.decision_id and not ranking.fallback and ranking.model_version == 1

@@ -75,3 +75,59 @@ def test_positions_and_propensities_must_fit() -> None:
     record.action = other.item_id
     assert "decisions[0].action_index" in [f for f, _ in violations(record)]
     assert top.item_id != other.item_id
+
+
+async def test_ranking_decisions_become_item_rows(env) -> None:
+    """Two logged rankings (5 candidates, 3 shown) with clicks naming their items:
+    ReadTrainingData returns one row per shown item with its row, position, propensity,
+    prefix propensity and its own reward; GetDecision returns the items and the
+    outcomes' item ids."""
+    from loopwise.common.v1 import blueprint_pb2 as bp
+    from loopwise.tensors import F32, I32
+    from tests.feedback.helpers import blueprint, outcome
+
+    ranking = blueprint("feed", features=("x", "y"), kind=bp.DECISION_KIND_RANKING, outcome_names=("click",))
+    ranking.ClearField("actions")
+    ranking.default_decision.action = ""
+    env.decision.apply(ranking)
+    t = env.past_ms(30)
+    records = []
+    for n in range(2):
+        r = ranking_record(seed=n)
+        r.decision_id = id_at(t + n * 1000)
+        for i, item in enumerate(r.ranked_items):
+            item.features = np.array([float(n), float(i)], dtype="<f4").tobytes()
+        r.features = r.ranked_items[r.action_index].features
+        records.append(r)
+    assert (await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=records))).accepted == 2
+    first = records[0]
+    shown = sorted((i for i in first.ranked_items if i.position), key=lambda i: i.position)
+    clicks = [outcome("feed", first.decision_id, "o1", name="click", event_ms=t + 100),
+              outcome("feed", first.decision_id, "o2", name="click", event_ms=t + 200),
+              outcome("feed", first.decision_id, "o3", name="click", event_ms=t + 300)]
+    clicks[0].item_id = shown[1].item_id
+    clicks[1].item_id = shown[1].item_id
+    clicks[2].item_id = ""  # about the whole ranking: no item row counts it
+    assert (await env.stub.LogOutcomes(fpb.LogOutcomesRequest(outcomes=clicks))).accepted == 3
+
+    batches = [b async for b in env.stub.ReadTrainingData(fpb.ReadTrainingDataRequest(use_case="feed"))]
+    assert sum(b.rows for b in batches) == 6
+    b = batches[0]
+    positions = np.frombuffer(b.positions, I32).tolist()
+    assert positions == [1, 2, 3, 1, 2, 3]
+    assert list(b.item_ids[:3]) == [i.item_id for i in shown]
+    propensities = np.frombuffer(b.propensities, F32)
+    assert propensities[:3] == pytest.approx([i.propensity for i in shown], rel=1e-6)
+    prefix = np.frombuffer(b.prefix_propensities, F32)
+    assert prefix[:3] == pytest.approx(np.cumprod([i.propensity for i in shown]), rel=1e-6)
+    rewards = np.frombuffer(b.rewards, F32).tolist()
+    assert rewards == [0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+    features = np.frombuffer(b.features, F32).reshape(6, 2)
+    index = list(first.ranked_items).index(shown[0])
+    assert features[0].tolist() == [0.0, float(index)]
+    assert np.frombuffer(b.action_indices, I32)[0] == index
+
+    got = await env.stub.GetDecision(fpb.GetDecisionRequest(use_case="feed", decision_id=first.decision_id))
+    assert list(got.decision.ranked_items) == list(first.ranked_items)
+    assert got.decision.ranking_probability == pytest.approx(first.ranking_probability)
+    assert sorted(o.item_id for o in got.outcomes) == sorted(["", shown[1].item_id, shown[1].item_id])

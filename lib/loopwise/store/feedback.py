@@ -131,6 +131,8 @@ class OutcomeRow:
     event_time_ms: int
     # Derived from the decision id (UUIDv7), or 0 for an orphan.
     decision_time_ms: int
+    # Ranking: the shown item the outcome belongs to (Outcome.item_id); "" otherwise.
+    item_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     action_scores BLOB NOT NULL,
     serving_latency_ms REAL NOT NULL DEFAULT 0,
     undelivered INTEGER NOT NULL DEFAULT 0,
+    ranking BLOB NOT NULL DEFAULT x'',
     PRIMARY KEY (use_case, decision_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (use_case, decision_time_ms, decision_id);
@@ -339,6 +342,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     event_time_ms INTEGER NOT NULL,
     decision_time_ms INTEGER NOT NULL,
     write_time_us INTEGER NOT NULL DEFAULT 0,
+    item_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (use_case, decision_id, outcome_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outcomes_by_decision_time ON outcomes (use_case, decision_time_ms);
@@ -351,6 +355,7 @@ CREATE TABLE IF NOT EXISTS orphan_outcomes (
     label TEXT NOT NULL,
     event_time_ms INTEGER NOT NULL,
     write_time_us INTEGER NOT NULL DEFAULT 0,
+    item_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (use_case, decision_id, outcome_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unit_deletions (
@@ -364,7 +369,7 @@ CREATE TABLE IF NOT EXISTS unit_deletions (
 _DECISION_COLUMNS = (
     "decision_id, use_case, decision_time_ms, blueprint_version, unit_id, features, action_index, "
     "action, score, action_probabilities, model_version, arm, explored, fallback, shadow, action_scores, "
-    "serving_latency_ms, undelivered"
+    "serving_latency_ms, undelivered, ranking"
 )
 _DECISION_MARKS = ",".join("?" * len(_DECISION_COLUMNS.split(",")))
 # Columns added after the first release: (table, column, definition), added to older files on open.
@@ -374,12 +379,26 @@ _ADDED_COLUMNS = (
     # The accept time (µs) of the request that stored the row: its write identity.
     ("outcomes", "write_time_us", "INTEGER NOT NULL DEFAULT 0"),
     ("orphan_outcomes", "write_time_us", "INTEGER NOT NULL DEFAULT 0"),
+    # Rankings: the ranked items of a decision (ranking_blob) and the item of an outcome.
+    ("decisions", "ranking", "BLOB NOT NULL DEFAULT x''"),
+    ("outcomes", "item_id", "TEXT NOT NULL DEFAULT ''"),
+    ("orphan_outcomes", "item_id", "TEXT NOT NULL DEFAULT ''"),
 )
 _TRAINING_COLUMNS = (
     "decision_id, decision_time_ms, blueprint_version, features, action_index, action_probabilities, "
     "model_version, arm, explored, serving_latency_ms"
 )
-_OUTCOME_COLUMNS = "use_case, decision_id, outcome_id, name, value, label, event_time_ms, decision_time_ms"
+_OUTCOME_COLUMNS = ("use_case, decision_id, outcome_id, name, value, label, event_time_ms, decision_time_ms, "
+                    "item_id")
+
+
+def ranking_blob(r: fpb.DecisionRecord) -> bytes:
+    """A ranking's fields of a record (ranked_items, ranking_probability) as one blob
+    (a DecisionRecord holding only them); empty for other kinds."""
+    if not r.ranked_items:
+        return b""
+    return fpb.DecisionRecord(ranked_items=r.ranked_items, ranking_probability=r.ranking_probability
+                              ).SerializeToString()
 
 
 def _decision_row(d: StoredDecision) -> tuple:
@@ -388,7 +407,7 @@ def _decision_row(d: StoredDecision) -> tuple:
         r.decision_id, r.use_case, d.decision_time_ms, r.blueprint_version, r.unit_id, r.features,
         r.action_index, r.action, r.score, np.asarray(r.action_probabilities, _F64).tobytes(),
         r.model_version, r.arm, int(r.explored), int(r.fallback), int(r.shadow),
-        np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, int(r.undelivered),
+        np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, int(r.undelivered), ranking_blob(r),
     )
 
 
@@ -401,11 +420,14 @@ def _decision_from_row(row: Sequence) -> StoredDecision:
         action_scores=np.frombuffer(row[15] or b"", _F64).tolist(), serving_latency_ms=row[16] or 0.0,
         undelivered=bool(row[17]) if len(row) > 17 else False,
     )
+    if len(row) > 18 and row[18]:
+        record.MergeFromString(bytes(row[18]))
     return StoredDecision(record, row[2])
 
 
 def _outcome_row(o: OutcomeRow) -> tuple:
-    return (o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, o.event_time_ms, o.decision_time_ms)
+    return (o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, o.event_time_ms, o.decision_time_ms,
+            o.item_id)
 
 
 def _outcome_from_row(row: Sequence) -> OutcomeRow:
@@ -482,7 +504,7 @@ class SqliteFeedbackStore(FeedbackStore):
                            write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
         ts = write_time_us or wall_time_us()
         rows = [(*_outcome_row(o), ts) for o in outcomes]
-        orphan_rows = [(*_outcome_row(o)[:-1], ts) for o in orphans]
+        orphan_rows = [(*_outcome_row(o)[:7], o.item_id, ts) for o in orphans]
 
         def stored(conn: sqlite3.Connection, table: str, row: tuple) -> bool:
             """Whether the row's key is stored with this write's time (the same request)."""
@@ -491,9 +513,9 @@ class SqliteFeedbackStore(FeedbackStore):
             return found is not None and found[0] == ts
 
         def write(conn: sqlite3.Connection) -> tuple[list[bool], list[bool]]:
-            insert = f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLUMNS}, write_time_us) VALUES (?,?,?,?,?,?,?,?,?)"
+            insert = f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLUMNS}, write_time_us) VALUES (?,?,?,?,?,?,?,?,?,?)"
             insert_orphan = ("INSERT OR IGNORE INTO orphan_outcomes (use_case, decision_id, outcome_id, name, value, "
-                             "label, event_time_ms, write_time_us) VALUES (?,?,?,?,?,?,?,?)")
+                             "label, event_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?)")
             results: list[list[bool]] = []
             for table, sql, batch in (("outcomes", insert, rows), ("orphan_outcomes", insert_orphan, orphan_rows)):
                 seen: set[tuple] = set()

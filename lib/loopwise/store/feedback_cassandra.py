@@ -43,6 +43,7 @@ from loopwise.store.feedback import (
     StoredDecision,
     StoredStats,
     _decision_from_row,
+    ranking_blob,
     unit_digest,
     wall_time_us,
 )
@@ -58,18 +59,18 @@ MIGRATIONS = Path(__file__).resolve().parent / "cql" / "feedback"
 _INSERT_DECISION = (
     "INSERT INTO decisions (use_case, day, bucket, decision_time_ms, decision_id, blueprint_version, unit_id, "
     "features, action_index, action, score, action_probabilities, model_version, arm, explored, fallback, shadow, "
-    "action_scores, serving_latency_ms, undelivered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "action_scores, serving_latency_ms, undelivered, ranking) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "USING TIMESTAMP ?"
 )
 # Column positions in _DECISION_COLUMNS rows.
 _FALLBACK, _UNDELIVERED = 13, 17
 _INSERT_OUTCOME = (
     "INSERT INTO outcomes (use_case, day, bucket, decision_id, outcome_name, outcome_id, value, label, "
-    "event_time_ms, decision_time_ms) VALUES (?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
+    "event_time_ms, decision_time_ms, item_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
 )
 _INSERT_ORPHAN = (
     "INSERT INTO orphan_outcomes (use_case, day, decision_id, outcome_id, outcome_name, value, label, "
-    "event_time_ms) VALUES (?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
+    "event_time_ms, item_id) VALUES (?,?,?,?,?,?,?,?,?) USING TIMESTAMP ?"
 )
 _INSERT_BY_UNIT = (
     "INSERT INTO decisions_by_unit (use_case, unit_id, decision_id, decision_time_ms) VALUES (?,?,?,?) "
@@ -78,8 +79,8 @@ _INSERT_BY_UNIT = (
 _INSERT_DAY = "INSERT INTO feedback_days (use_case, kind, day) VALUES (?,?,?) USING TIMESTAMP ?"
 _INSERT_VERSION = "INSERT INTO decision_versions (use_case, blueprint_version) VALUES (?,?) USING TIMESTAMP ?"
 _OUTCOME_SELECT = (
-    "SELECT use_case, decision_id, outcome_id, outcome_name, value, label, event_time_ms, decision_time_ms "
-    "FROM outcomes WHERE use_case = ? AND day = ? AND bucket = ?"
+    "SELECT use_case, decision_id, outcome_id, outcome_name, value, label, event_time_ms, decision_time_ms, "
+    "item_id FROM outcomes WHERE use_case = ? AND day = ? AND bucket = ?"
 )
 
 
@@ -101,7 +102,8 @@ def id_prefix(ms: int) -> str:
 
 
 def _outcome(row: Sequence[Any]) -> OutcomeRow:
-    return OutcomeRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+    return OutcomeRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                      (row[8] or "") if len(row) > 8 else "")
 
 
 def _digest_bucket(digest: str) -> int:
@@ -231,7 +233,8 @@ class CassandraFeedbackStore(FeedbackStore):
                     *key, t, decision_id, r.blueprint_version, r.unit_id, r.features, r.action_index, r.action,
                     r.score, np.asarray(r.action_probabilities, _F64).tobytes(), r.model_version, r.arm,
                     bool(r.explored), bool(r.fallback), bool(r.shadow),
-                    np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, bool(r.undelivered), ts)))
+                    np.asarray(r.action_scores, _F64).tobytes(), r.serving_latency_ms, bool(r.undelivered),
+                    ranking_blob(r), ts)))
                 new += 1
                 if r.unit_id:
                     writes.append((_INSERT_BY_UNIT, (key[0], r.unit_id, decision_id, t, ts)))
@@ -288,7 +291,7 @@ class CassandraFeedbackStore(FeedbackStore):
                 present.add(row_key)  # type: ignore[arg-type]
                 new[i] = True
                 writes.append((_INSERT_OUTCOME, (*key, o.decision_id, o.name, o.outcome_id, o.value, o.label,
-                                                 o.event_time_ms, o.decision_time_ms, ts)))
+                                                 o.event_time_ms, o.decision_time_ms, o.item_id, ts)))
         new_orphans = [False] * len(orphans)
         for key, present in zip(pkeys, found[len(okeys):], strict=True):
             for i in orphan_partitions[key]:
@@ -299,7 +302,7 @@ class CassandraFeedbackStore(FeedbackStore):
                 present.add((o.decision_id, o.outcome_id))  # type: ignore[arg-type]
                 new_orphans[i] = True
                 writes.append((_INSERT_ORPHAN, (*key, o.decision_id, o.outcome_id, o.name, o.value, o.label,
-                                                o.event_time_ms, ts)))
+                                                o.event_time_ms, o.item_id, ts)))
         writes += [(_INSERT_DAY, (uc, kind, day, ts)) for uc, kind, day in days]
         await self.conn.write_many(writes)
         return new, new_orphans
@@ -410,11 +413,11 @@ class CassandraFeedbackStore(FeedbackStore):
 
     async def orphans(self, use_case: str) -> list[OutcomeRow]:
         parts = await asyncio.gather(*(
-            self._all("SELECT use_case, decision_id, outcome_id, outcome_name, value, label, event_time_ms "
-                      "FROM orphan_outcomes WHERE use_case = ? AND day = ?", (use_case, day))
+            self._all("SELECT use_case, decision_id, outcome_id, outcome_name, value, label, event_time_ms, "
+                      "item_id FROM orphan_outcomes WHERE use_case = ? AND day = ?", (use_case, day))
             for day in await self._days(use_case, "orphans")
         ))
-        rows = [OutcomeRow(*r, 0) for part in parts for r in part]
+        rows = [OutcomeRow(*r[:7], 0, r[7] or "") for part in parts for r in part]
         return sorted(rows, key=lambda o: (o.event_time_ms, o.outcome_id))
 
     async def stats(self, use_case: str, rules: Mapping[int, CountingRule], now_ms: int,
