@@ -21,9 +21,10 @@ from loopwise.errors import InvalidArgument, quote
 from loopwise.services.decision.encoding import UseCaseVersion
 from loopwise.services.decision.policy import Choices, decide_rows, merge
 
-# Views of versions whose arms override parameters, by (use case, version); versions
-# are immutable, so a view is built once.
-_VIEWS: dict[tuple[str, int], dict[str, UseCaseVersion]] = {}
+# Views of versions whose arms override parameters, by (use case, version), kept with
+# the blueprint they were made from (a version is immutable, so its views are built
+# once; another store's version of the same number is told apart by its blueprint).
+_VIEWS: dict[tuple[str, int], tuple[bp.Blueprint, dict[str, UseCaseVersion]]] = {}
 MAX_CACHED_VERSIONS = 4096
 
 
@@ -71,16 +72,16 @@ def arm_views(uc: UseCaseVersion) -> dict[str, UseCaseVersion]:
     if not any(arm.parameters for arm in blueprint.arms):
         return {}
     key = (uc.use_case, uc.version)
-    views = _VIEWS.get(key)
-    if views is None:
+    entry = _VIEWS.get(key)
+    if entry is None or entry[0] is not blueprint:
         views = {}
         for arm in blueprint.arms:
             if arm.parameters:
                 views[arm.name] = UseCaseVersion(dataclasses.replace(uc.stored, blueprint=overridden(blueprint, arm)))
         if len(_VIEWS) >= MAX_CACHED_VERSIONS:
             _VIEWS.clear()
-        _VIEWS[key] = views
-    return views
+        entry = _VIEWS[key] = (blueprint, views)
+    return entry[1]
 
 
 def decide_by_arm(uc: UseCaseVersion, rows: np.ndarray, arms: list[str], eps: np.ndarray, scorer, rng,

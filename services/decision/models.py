@@ -61,17 +61,24 @@ class OnnxScorer:
     # With metrics: the metric names of the model's METRIC_OUTPUT columns; its action
     # values are those columns weighted by the value model of the version in force.
     metric_names: tuple[str, ...] = ()
-    _weights: dict[int, np.ndarray] = field(default_factory=dict)
+    # By (version, id of the blueprint): an experiment arm that overrides the weights
+    # decides with its own view of the version (services/decision/arm_parameters.py).
+    # The blueprint is kept with its weights, so a reused id is never mistaken for it.
+    _weights: dict[tuple[int, int], tuple[bp.Blueprint, np.ndarray]] = field(default_factory=dict)
 
     def metric_weights(self, uc: UseCaseVersion) -> np.ndarray:
         """The value model's weight of each of the model's metrics under ``uc`` (a
         version without metrics: the weights the model was trained with)."""
-        if uc.version not in self._weights:
-            source = uc.blueprint if uc.blueprint.metrics or self.model_uc is None else self.model_uc.blueprint
+        blueprint = uc.blueprint
+        key = (uc.version, id(blueprint))
+        entry = self._weights.get(key)
+        if entry is None or entry[0] is not blueprint:
+            source = blueprint if blueprint.metrics or self.model_uc is None else self.model_uc.blueprint
             weights = source.value_model.weights
-            self._weights[uc.version] = np.array([float(weights.get(m, 0.0)) for m in self.metric_names],
-                                                 dtype=np.float32).reshape(-1, 1)
-        return self._weights[uc.version]
+            entry = (blueprint, np.array([float(weights.get(m, 0.0)) for m in self.metric_names],
+                                         dtype=np.float32).reshape(-1, 1))
+            self._weights[key] = entry
+        return entry[1]
 
     def _model_rows(self, uc: UseCaseVersion, rows: np.ndarray) -> np.ndarray:
         if self.model_uc is None or uc.version == self.model_uc.version:

@@ -4,6 +4,8 @@ and ApplyUseCase refuses overrides that are not numbers of the blueprint, naming
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
 import numpy as np
 import pytest
@@ -12,6 +14,10 @@ import pytest_asyncio
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import field_violations
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.services.decision.arm_parameters import arm_views
+from loopwise.services.decision.encoding import UseCaseVersion
+from loopwise.services.decision.models import OnnxScorer
+from loopwise.store.decision import BlueprintVersion
 from loopwise.tensors import I32, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 from tests.decision.helpers import (
@@ -87,3 +93,35 @@ async def test_apply_refuses_overrides_that_are_not_numbers_of_the_blueprint(sta
         await d.apply(b)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(refused.value)] == [field]
+
+
+async def test_value_model_weights_per_arm(stack) -> None:
+    """An arm that overrides ``value_model.weights[m]`` is accepted, and a metric model
+    weighs its metric columns with the arm's weights, the other arm with the version's."""
+    d, _ = stack
+    b = blueprint(kind="action_value")
+    b.metrics.add(name="purchase")
+    b.metrics.add(name="returns")
+    b.value_model.weights["purchase"] = 1.0
+    b.value_model.weights["returns"] = -1.0
+    b.arms.add(name="plain", traffic_share=0.5)
+    b.arms.add(name="lenient", traffic_share=0.5).parameters["value_model.weights[returns]"] = -0.25
+    await d.apply(b)
+    bad = blueprint(kind="action_value")
+    bad.metrics.add(name="purchase")
+    bad.value_model.weights["purchase"] = 1.0
+    bad.arms.add(name="a", traffic_share=0.5)
+    bad.arms.add(name="b", traffic_share=0.5).parameters["value_model.weights[nope]"] = 1.0
+    with pytest.raises(grpc.RpcError) as refused:
+        await d.apply(bad)
+    assert [f for f, _ in field_violations(refused.value)] == ["blueprint.arms[1].parameters"]
+    assert "value_model.weights[nope]" in refused.value.details()
+
+    uc = UseCaseVersion(BlueprintVersion("offer", 1, b, 0))
+    views = arm_views(uc)
+    assert set(views) == {"lenient"} and views["lenient"].version == 1
+    scorer = SimpleNamespace(metric_names=("purchase", "returns"), model_uc=None, _weights={})
+    plain = OnnxScorer.metric_weights(scorer, uc)  # type: ignore[arg-type]
+    lenient = OnnxScorer.metric_weights(scorer, views["lenient"])  # type: ignore[arg-type]
+    assert plain.ravel().tolist() == [1.0, -1.0] and lenient.ravel().tolist() == [1.0, -0.25]
+    assert OnnxScorer.metric_weights(scorer, uc).ravel().tolist() == [1.0, -1.0]  # type: ignore[arg-type]
