@@ -3,6 +3,8 @@ servicer on one ServiceHost."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 from loopwise import security, tracing
@@ -37,9 +39,26 @@ def peer_channel(settings: Settings, address: str) -> grpc.aio.Channel:
                                 tracing.client_interceptors())
 
 
+@dataclass
+class DecisionProcess:
+    """One decision process as :func:`start_process` wired it: the started host and the
+    parts that the worker loop and in-process tests reach."""
+
+    host: ServiceHost
+    core: DecisionCore
+    watcher: ModelWatcher
+    metrics: DecisionMetrics
+
+
 async def start_server(settings: Settings, worker: int | None = None) -> ServiceHost:
-    """Build and start the decision service; returns the started host (shutdown hooks
-    registered: stop the model watcher, drain the decision log, close the store).
+    """Build and start the decision service; returns the started host (see
+    :func:`start_process`)."""
+    return (await start_process(settings, worker)).host
+
+
+async def start_process(settings: Settings, worker: int | None = None) -> DecisionProcess:
+    """Build and start the decision service (shutdown hooks registered on its host: stop
+    the model watcher, drain the decision log, close the store).
     ``worker``: the index of a multi-worker process (SO_REUSEPORT on, own spool)."""
     clock = Clock.from_settings(settings)
     store = open_decision_store(settings)
@@ -73,9 +92,6 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     answering = spooled_answers(servicer, decision_log)
     host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(answering, metrics),
                            SERVICE_NAME)])
-    host.metrics = metrics  # type: ignore[attr-defined]
-    host.core = core  # type: ignore[attr-defined]  # for in-process tests and metrics
-    host.watcher = watcher  # type: ignore[attr-defined]
 
     async def close() -> None:
         await watcher.stop()
@@ -91,7 +107,7 @@ async def start_server(settings: Settings, worker: int | None = None) -> Service
     await host.start_or_close(close, before=load)
     decision_log.start()
     watcher.start()
-    return host
+    return DecisionProcess(host, core, watcher, metrics)
 
 
 async def main(settings: Settings) -> None:

@@ -180,10 +180,11 @@ def worker_process(settings: Settings, index: int, metrics_dir: str) -> None:
 
 
 async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> None:
-    from loopwise.services.decision.server import start_server
+    from loopwise.services.decision.server import start_process
 
     parent = os.getppid()
-    host = await start_server(settings, worker=index)
+    process = await start_process(settings, worker=index)
+    host = process.host
 
     async def orphaned() -> None:
         while os.getppid() == parent:
@@ -192,9 +193,8 @@ async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> Non
         await host.stop()
 
     tasks = [
-        asyncio.ensure_future(write_snapshots_forever(host.registry, metrics_dir, index,  # type: ignore[attr-defined]
-                                                      SNAPSHOT_INTERVAL_S)),
-        asyncio.ensure_future(every(SYNC_INTERVAL_S, host.core.use_cases.refresh,  # type: ignore[attr-defined]
+        asyncio.ensure_future(write_snapshots_forever(host.registry, metrics_dir, index, SNAPSHOT_INTERVAL_S)),
+        asyncio.ensure_future(every(SYNC_INTERVAL_S, process.core.use_cases.refresh,
                                     "re-reading use cases from the store", log)),
         asyncio.ensure_future(orphaned()),
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2
 
@@ -36,8 +37,26 @@ READS_HEALTH_NAME = SERVICE_NAME + READS_HEALTH_SUFFIX
 log = logging.getLogger("loopwise.feedback")
 
 
+@dataclass
+class FeedbackProcess:
+    """One feedback process as :func:`start_process` wired it: the started host and the
+    parts that in-process tests reach."""
+
+    host: ServiceHost
+    feedback: Feedback
+    monitor: FeedbackMonitor
+    retention: RetentionSweeper
+    connector: StoreConnector
+
+
 async def start_server(settings: Settings) -> ServiceHost:
-    """Build and start the feedback service; returns the started host (shutdown hooks registered)."""
+    """Build and start the feedback service; returns the started host (see
+    :func:`start_process`)."""
+    return (await start_process(settings)).host
+
+
+async def start_process(settings: Settings) -> FeedbackProcess:
+    """Build and start the feedback service (shutdown hooks registered on its host)."""
     store: FeedbackStore
     try:
         store = await asyncio.to_thread(open_feedback_store, settings)  # may connect to Cassandra
@@ -56,12 +75,9 @@ async def start_server(settings: Settings) -> ServiceHost:
     monitor = FeedbackMonitor(host.registry, feedback, settings)
     servicer = FeedbackServicer(feedback, host.stopping, monitor,
                                 pii_key=settings.pii_hash_key.get_secret_value())
-    host.monitor = monitor  # type: ignore[attr-defined]  # for in-process tests
-    host.feedback = feedback  # type: ignore[attr-defined]  # for in-process tests
     host.add([Registration(fgrpc.add_FeedbackServiceServicer_to_server, servicer, SERVICE_NAME)])
     sweeper = RetentionSweeper(store, feedback.blueprints, feedback.clock,
                                settings.retention_sweep_interval_s)
-    host.retention = sweeper  # type: ignore[attr-defined]  # for in-process tests
 
     def set_reads(serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -74,7 +90,6 @@ async def start_server(settings: Settings) -> ServiceHost:
         set_reads(True)
 
     connector = StoreConnector(lambda: open_feedback_store(settings), connected)
-    host.connector = connector  # type: ignore[attr-defined]  # for in-process tests
     feedback.durable.on_store_state = set_reads
 
     async def close() -> None:
@@ -92,7 +107,7 @@ async def start_server(settings: Settings) -> ServiceHost:
     feedback.durable.start()
     monitor.start()
     sweeper.start()
-    return host
+    return FeedbackProcess(host, feedback, monitor, sweeper, connector)
 
 
 async def main(settings: Settings) -> None:

@@ -19,7 +19,9 @@ from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import ServiceHost
-from loopwise.services.decision.server import start_server
+from loopwise.services.decision.core import DecisionCore
+from loopwise.services.decision.models import ModelWatcher
+from loopwise.services.decision.server import DecisionProcess, start_process
 from loopwise.settings import Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -67,20 +69,25 @@ def features(x: float | None = 1.0, y: float | None = 2.0, country: str | None =
 class Decider:
     """A running in-process decision service and a client stub."""
 
-    host: ServiceHost
+    process: DecisionProcess
     stub: dgrpc.DecisionServiceStub
     channel: grpc.aio.Channel
     settings: Settings
 
     @property
-    def core(self):
-        """The service's DecisionCore."""
-        return self.host.core  # type: ignore[attr-defined]
+    def host(self) -> ServiceHost:
+        """The service's host."""
+        return self.process.host
 
     @property
-    def watcher(self):
+    def core(self) -> DecisionCore:
+        """The service's DecisionCore."""
+        return self.process.core
+
+    @property
+    def watcher(self) -> ModelWatcher:
         """The service's ModelWatcher."""
-        return self.host.watcher  # type: ignore[attr-defined]
+        return self.process.watcher
 
     async def apply(self, b: bp.Blueprint) -> dpb.ApplyUseCaseResponse:
         """ApplyUseCase."""
@@ -99,9 +106,9 @@ class Decider:
 
 async def start_decider(settings: Settings) -> Decider:
     """Start a decision service in-process and connect to it."""
-    host = await start_server(settings)
+    process = await start_process(settings)
     channel = grpc.aio.insecure_channel(settings.decision_address)
-    return Decider(host, dgrpc.DecisionServiceStub(channel), channel, settings)
+    return Decider(process, dgrpc.DecisionServiceStub(channel), channel, settings)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -11,7 +11,7 @@ import pytest_asyncio
 from loopwise.clock import Clock
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.services.feedback.server import start_server
+from loopwise.services.feedback.server import start_process
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 from tests.feedback.helpers import FeedbackEnv, ScriptedDecision, ScriptedTrainer, serve
 
@@ -23,14 +23,14 @@ async def env(make_settings) -> AsyncIterator[FeedbackEnv]:
     decision, trainer = ScriptedDecision(), ScriptedTrainer()
     decision_server = await serve(settings.decision_address, dgrpc.add_DecisionServiceServicer_to_server, decision)
     trainer_server = await serve(settings.trainer_address, tgrpc.add_TrainerServiceServicer_to_server, trainer)
-    host = await start_server(settings)
+    process = await start_process(settings)
     channel = grpc.aio.insecure_channel(settings.feedback_address)
     try:
-        yield FeedbackEnv(settings, host, fgrpc.FeedbackServiceStub(channel), decision, trainer, decision_server,
+        yield FeedbackEnv(settings, process, fgrpc.FeedbackServiceStub(channel), decision, trainer, decision_server,
                           trainer_server, Clock.from_settings(settings), [channel])
     finally:
         await channel.close()
-        await host.stop(0)
+        await process.host.stop(0)
         await decision_server.stop(0)
         await trainer_server.stop(0)
 

@@ -19,6 +19,7 @@ from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import ServiceHost
+from loopwise.services.feedback.server import FeedbackProcess
 from loopwise.settings import Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -122,7 +123,7 @@ class FeedbackEnv:
     """A running feedback service with its test dependencies and a client stub."""
 
     settings: Settings
-    host: ServiceHost
+    process: FeedbackProcess
     stub: fgrpc.FeedbackServiceStub
     decision: ScriptedDecision
     trainer: ScriptedTrainer
@@ -130,6 +131,11 @@ class FeedbackEnv:
     trainer_server: grpc.aio.Server
     clock: Clock
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @property
+    def host(self) -> ServiceHost:
+        """The feedback service's host."""
+        return self.process.host
 
     def now_ms(self) -> int:
         """Now on the shared clock."""

@@ -48,7 +48,7 @@ async def test_undelivered_decisions_are_counted_apart_and_never_read(env: Feedb
     assert await _read(env) == delivered[:5]
     stored = await env.stub.GetDecision(fpb.GetDecisionRequest(use_case=UC, decision_id=undelivered[0]))
     assert stored.decision.undelivered and [o.outcome_id for o in stored.outcomes] == ["u0"]
-    monitor = env.host.monitor  # type: ignore[attr-defined]
+    monitor = env.process.monitor
     assert monitor.undelivered.values == {(UC,): 4.0}
     assert len(monitor.drift._buffer[UC]) == 6  # drift sees delivered decisions only
     await monitor.refresh_stats()
@@ -80,7 +80,7 @@ async def test_a_replay_of_the_same_request_is_not_a_duplicate(env: FeedbackEnv)
     t = env.past_ms()
     ids = [id_at(t + i) for i in range(50)]
     await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=[record(UC, d) for d in ids]))
-    durable = env.host.feedback.durable  # type: ignore[attr-defined]
+    durable = env.process.feedback.durable
     durable.store = AckLostStore(durable.store, fail=1)
     outcomes = [outcome(UC, d, f"o{i}", event_ms=t + i + 10) for i, d in enumerate(ids)]
     outcomes += [outcome(UC, "not-a-uuid", "x1"), outcome(UC, "not-a-uuid", "x2")]
@@ -139,7 +139,7 @@ async def test_uninterpretable_records_are_skipped_by_every_read(env: FeedbackEn
     await env.stub.LogDecisions(fpb.LogDecisionsRequest(decisions=[record(UC, d) for d in good]))
     bad = [record(UC, id_at(t + 10), version=99), record(UC, id_at(t + 11), features=(1.0, 2.0, 3.0)),
            record(UC, id_at(t + 12), action_index=3, action="x", probabilities=(0.5, 0.5))]
-    store = env.host.feedback.store  # type: ignore[attr-defined]
+    store = env.process.feedback.store
     assert await store.put_decisions([StoredDecision(r, t + 10 + i) for i, r in enumerate(bad)]) == 3
     await env.stub.LogOutcomes(fpb.LogOutcomesRequest(outcomes=[
         outcome(UC, r.decision_id, f"o{i}", event_ms=t + 100) for i, r in enumerate(bad)]))
@@ -148,7 +148,7 @@ async def test_uninterpretable_records_are_skipped_by_every_read(env: FeedbackEn
             stats.unmatched_outcomes) == (4, 3, 3, 0, 0)
     assert await _read(env) == good
     assert await _read(env, include_open_windows=True, include_fallback=True) == good
-    monitor = env.host.monitor  # type: ignore[attr-defined]
+    monitor = env.process.monitor
     assert monitor.skipped.values == {(UC,): 6.0}  # 3 records skipped by each of the two reads
     got = await env.stub.GetDecision(fpb.GetDecisionRequest(use_case=UC, decision_id=bad[0].decision_id))
     assert got.decision.blueprint_version == 99 and [o.outcome_id for o in got.outcomes] == ["o0"]

@@ -16,7 +16,7 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.services.feedback.server import start_server
+from loopwise.services.feedback.server import start_process
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
 from tests.decision.helpers import (
     LoopbackTrainer,
@@ -55,7 +55,7 @@ async def test_every_kind_of_decision_record_is_accepted(make_settings) -> None:
     settings = make_settings(decision_log_flush_interval_s=0.05, decision_log_batch_size=100)
     trainer = LoopbackTrainer()
     trainer_server = await serve(trainer, tgrpc.add_TrainerServiceServicer_to_server, settings.trainer_address)
-    feedback = await start_server(settings)
+    feedback = await start_process(settings)
     d = await start_decider(settings)
     channel = grpc.aio.insecure_channel(settings.feedback_address)
     stub = fgrpc.FeedbackServiceStub(channel)
@@ -99,7 +99,7 @@ async def test_every_kind_of_decision_record_is_accepted(make_settings) -> None:
             await asyncio.sleep(0.1)
             counts = {name: (await stub.GetStats(fpb.GetStatsRequest(use_case=name))).decisions for name in expected}
         log = d.core.log.counters
-        durable = feedback.feedback.durable.counters  # type: ignore[attr-defined]
+        durable = feedback.feedback.durable.counters
         print(f"\nstored per use case {counts}; decision log acked={log.acked} send_failures={log.send_failures} "
               f"rejected={log.rejected}; feedback spool invalid={durable.invalid}")
         assert (log.acked, log.send_failures, log.rejected, log.dropped) == (sum(expected.values()), 0, 0, 0)
@@ -107,5 +107,5 @@ async def test_every_kind_of_decision_record_is_accepted(make_settings) -> None:
     finally:
         await channel.close()
         await d.stop()
-        await feedback.stop(0)
+        await feedback.host.stop(0)
         await trainer_server.stop(0)

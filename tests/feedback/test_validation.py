@@ -137,7 +137,7 @@ async def test_decision_service_down_spools_then_validates_on_replay(env: Feedba
     env.decision.apply(blueprint(UC))
     t = env.past_ms()
     await env.decision_server.stop(0)
-    durable = env.host.feedback.durable  # type: ignore[attr-defined]
+    durable = env.process.feedback.durable
     valid = [record(UC, id_at(t + i)) for i in range(4)]
     wrong_name = record(UC, id_at(t + 10), action="offer")  # checkable only with the blueprint
     unknown = record("no_such_use_case", id_at(t + 11))

@@ -47,17 +47,17 @@ RUNNER = """
 import asyncio, sys
 from loopwise.server import configure_process
 from loopwise.settings import Settings
-from loopwise.services.decision.server import start_server
+from loopwise.services.decision.server import start_process
 from tests.decision.helpers import blueprint
 
 async def main(settings, worker, prefix):
-    host = await start_server(settings, worker=None if worker < 0 else worker)
+    process = await start_process(settings, worker=None if worker < 0 else worker)
     b = blueprint(name="spread", kind="action_value", explore_without_model=True)
     b.actions[:] = [f"{prefix}{i}" for i in range(3)]
     b.default_decision.action = f"{prefix}0"
-    await host.core.use_cases.apply(b)
+    await process.core.use_cases.apply(b)
     print("ready", flush=True)
-    await host.serve_until_signal()
+    await process.host.serve_until_signal()
 
 settings = Settings()
 configure_process(settings, "decision")
