@@ -68,6 +68,7 @@ class Run:
 
     name: str
     regret: float = 0.0
+    model_regret: float = 0.0  # the part after the first model (the uniform first round left out)
     features: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     propensities: list[np.ndarray] = field(default_factory=list)
@@ -142,7 +143,10 @@ async def run_policy(d, trainer: LoopbackTrainer, bandit: Bandit, name: str, pol
         probabilities = np.frombuffer(reply.action_probabilities, "<f4").reshape(size, N_ACTIONS).astype(np.float64)
         assert reply.model_version == round_index and not np.frombuffer(reply.fallback, np.uint8).any()
         means = bandit.means(rows)
-        run.regret += float(np.sum(means.max(axis=1) - means[np.arange(size), actions]))
+        regret = float(np.sum(means.max(axis=1) - means[np.arange(size), actions]))
+        run.regret += regret
+        if round_index > 0:
+            run.model_regret += regret
         run.features.append(bandit.x[rows])
         run.actions.append(actions)
         run.propensities.append(probabilities[np.arange(size), actions])
@@ -160,6 +164,10 @@ async def run_policy(d, trainer: LoopbackTrainer, bandit: Bandit, name: str, pol
                                production=model_ref(version, onnx, N_FEATURES + N_ACTIONS, score_output=output))
         await wait_until(lambda v=version: use_case in d.watcher.scorers and d.watcher.scorers[use_case].version == v,
                          timeout=30)
+        scorer = d.watcher.scorers[use_case].production
+        # One session run per request scores every member: the served output is [N, K].
+        assert (scorer.score_output, scorer.members) == ((MEMBER_OUTPUT, MEMBERS) if output == MEMBER_OUTPUT
+                                                         else ("variable", 1))
     return run
 
 
@@ -199,7 +207,8 @@ async def test_thompson_explores_logs_true_propensities_and_beats_epsilon_greedy
         results.append((seed, thompson, greedy))
         print(f"seed {seed}: cumulative regret over {FIRST_ROWS + ROUNDS * ROUND_ROWS} decisions: "
               f"Thompson (K={MEMBERS}) {thompson.regret:.1f}, epsilon-greedy (epsilon={EPSILON}) "
-              f"{greedy.regret:.1f}; Thompson explored share first model round "
+              f"{greedy.regret:.1f} (after the first model: {thompson.model_regret:.1f} and "
+              f"{greedy.model_regret:.1f}); Thompson explored share first model round "
               f"{thompson.explored_share[0]:.3f}, last {thompson.explored_share[-1]:.3f}")
         # Thompson keeps exploring after its first model, in every round.
         assert min(thompson.explored_share) > 0, thompson.explored_share
