@@ -228,7 +228,7 @@ class Trainer:
         members = wants_ensemble(job.blueprint, training.kind)
         if members:
             await progress.stage("exporting", 0.78, f"Thompson sampling: {members} bootstrap members")
-            winner = await self._ensemble(usable, winner, prepared, members)
+            winner = await self._ensemble(usable, winner, prepared, members, job.blueprint.latency_budget_ms)
             laps.lap("ensemble")
 
         await progress.stage("blessing", 0.8, f"{winner.searched.fit.family} against what serves, "
@@ -312,10 +312,11 @@ class Trainer:
         return packaged
 
     async def _ensemble(self, usable: list[Packaged], winner: Packaged, prepared: PreparedData,
-                        members: int) -> Packaged:
+                        members: int, latency_budget_ms: float) -> Packaged:
         """Thompson sampling: the winner refitted as a bootstrap ensemble of ``members``
-        (services/trainer/ensemble.py); when its ensemble fails the parity check, the
-        next best usable candidate's; FAILED_PRECONDITION when none passes."""
+        (services/trainer/ensemble.py); when its ensemble fails the parity check or the
+        latency budget, the next best usable candidate's; FAILED_PRECONDITION when none
+        passes."""
         training = prepared.training
         errors = []
         for item in [winner] + sorted((p for p in usable if p is not winner),
@@ -327,14 +328,18 @@ class Trainer:
             if not parity.ok:
                 errors.append(f"{fit.family}: ONNX parity failed: {parity.reason}")
                 continue
-            metrics, metric, score = await self.pool.run(evaluate, ensemble, training)
             latency = await self.latency_probe(fit.family, onnx, training.kind, training.input_width,
                                                training.n_actions)
+            if 0 < latency_budget_ms < latency:
+                errors.append(f"{fit.family}: the ensemble's single-row p99 {latency:.3f} ms is over the "
+                              f"latency budget {latency_budget_ms:g} ms")
+                continue
+            metrics, metric, score = await self.pool.run(evaluate, ensemble, training)
             searched = replace(item.searched, fit=CandidateFit(fit.family, ensemble, metrics, metric, score,
                                                                fit.fit_seconds))
             return Packaged(searched, onnx, latency_ms=latency, max_abs_diff=parity.max_abs_diff)
         raise FailedPrecondition(f"Thompson sampling needs a bootstrap ensemble of {members} members and none "
-                                 "passed the ONNX parity check: " + "; ".join(errors))
+                                 "passed the ONNX parity check and the latency budget: " + "; ".join(errors))
 
     async def _serving_model(self, job: TrainingJob, ref: tpb.ModelRef,
                              prepared: PreparedData) -> ServingModel | None:

@@ -42,10 +42,10 @@ from loopwise.services.trainer.models import (
     make_estimator,
     run_onnx,
 )
+from loopwise.services.trainer.value_model import INPUT, prefixed_graph
 
 MEMBER_OUTPUT = "member_values"
 VALUE_OUTPUT = "variable"
-INPUT = "features"
 
 
 @dataclass
@@ -96,33 +96,6 @@ def fit_ensemble(data: TrainingSet, family: str, params: dict[str, Any], members
     return BootstrapEnsemble(fitted)
 
 
-def _prefixed(graph: Any, prefix: str) -> tuple[list, list, str]:
-    """The graph's nodes and initializers with every name but the shared input
-    prefixed, and its (renamed) first output."""
-    keep = {INPUT, ""}
-
-    def name(value: str) -> str:
-        return value if value in keep else prefix + value
-
-    nodes = []
-    for node in graph.node:
-        copy = type(node)()
-        copy.CopyFrom(node)
-        copy.name = prefix + (node.name or node.op_type)
-        del copy.input[:]
-        copy.input.extend(name(v) for v in node.input)
-        del copy.output[:]
-        copy.output.extend(name(v) for v in node.output)
-        nodes.append(copy)
-    initializers = []
-    for tensor in graph.initializer:
-        copy = type(tensor)()
-        copy.CopyFrom(tensor)
-        copy.name = prefix + tensor.name
-        initializers.append(copy)
-    return nodes, initializers, name(graph.output[0].name)
-
-
 def merge_members(models: list[bytes], input_width: int) -> bytes:
     """One ONNX graph from K single-output member graphs (input ``features``, output
     ``[N, 1]``): outputs ``member_values`` ``[N, K]`` and their mean ``variable`` ``[N, 1]``."""
@@ -137,7 +110,7 @@ def merge_members(models: list[bytes], input_width: int) -> bytes:
         model = onnx.load_from_string(data)
         for opset in model.opset_import:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-        own_nodes, own_initializers, output = _prefixed(model.graph, f"member{k}_")
+        own_nodes, own_initializers, output = prefixed_graph(model.graph, f"member{k}_")
         nodes += own_nodes
         initializers += own_initializers
         column = f"member{k}_column"

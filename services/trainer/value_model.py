@@ -58,9 +58,10 @@ def fit_metric_models(make: Any, x: np.ndarray, targets: np.ndarray, sample_weig
     return MetricValueModel(tuple(names), estimators, np.asarray(weights, dtype=np.float64))
 
 
-def _renamed(graph, prefix: str) -> tuple[list, list, str]:
+def prefixed_graph(graph, prefix: str) -> tuple[list, list, str]:
     """The graph's nodes and initializers with every name but the shared input
-    prefixed, and its (renamed) first output."""
+    prefixed, and its (renamed) first output (also used for ensemble members,
+    services/trainer/ensemble.py)."""
     keep = {INPUT, ""}
 
     def name(value: str) -> str:
@@ -99,7 +100,7 @@ def combine_onnx(models: list[bytes], weights: np.ndarray, input_width: int) -> 
         model = onnx.load_from_string(data)
         for opset in model.opset_import:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-        own_nodes, own_initializers, output = _renamed(model.graph, f"metric{j}_")
+        own_nodes, own_initializers, output = prefixed_graph(model.graph, f"metric{j}_")
         nodes += own_nodes
         initializers += own_initializers
         column = f"metric{j}_column"
