@@ -50,6 +50,12 @@ class Progress:
         self._operation.message = message
         await self._runner._update(self._operation)
 
+    async def details(self, found: message.Message) -> None:
+        """Publish what the job has found so far as the operation's ``details`` (e.g. a
+        tuning's rounds); watchers see it at once."""
+        self._operation.details.Pack(found)
+        await self._runner._update(self._operation)
+
 
 Job = Callable[[Progress], Awaitable[message.Message]]
 

@@ -17,6 +17,7 @@ puts the starting blueprint back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 import grpc
@@ -45,6 +46,8 @@ from loopwise.services.evaluator.online_tuning import (
 from loopwise.services.evaluator.scorecard_requests import METRICS
 from loopwise.services.evaluator.tuning import Bound
 from loopwise.upstream import translate_rpc_error
+
+log = logging.getLogger("loopwise.evaluator.tuning")
 
 TUNING_KIND = "tuning"
 DEFAULT_ROUNDS, MAX_ROUNDS = 5, 20
@@ -190,7 +193,7 @@ class Tuning:
 
             async def on_round(number: int, trials: list[Trial], evidence: RoundEvidence) -> None:
                 result.rounds.append(_round_message(number, trials, evidence, plan))
-                _publish(progress, result)
+                await progress.details(result)
                 await progress.stage(f"round_{number}_measured", number / (plan.rounds + 1),
                                      "; ".join(f"{t.arm} {_fmt(plan.names, t.proposal.point)}: "
                                                + ", ".join(_metric_text(k, v) for k, v in t.metrics.items())
@@ -202,7 +205,11 @@ class Tuning:
             return result
         finally:
             if not finished:
-                await asyncio.shield(self._restore(request, base, progress.operation_id, author))
+                try:
+                    await asyncio.shield(self._restore(request, base, progress.operation_id, author))
+                except Exception:  # the job's own error is what the operation reports
+                    log.warning("tuning %s: the starting blueprint of %s could not be applied again",
+                                progress.operation_id, request.use_case, exc_info=True)
 
     async def _seeded(self, request: epb.StartTuningRequest, plan: TuningPlan) -> TuningPlan:
         names = [_offline_name(n) for n in plan.names]
@@ -229,7 +236,7 @@ class Tuning:
             evidence = ", ".join(_metric_text(k, v) for k, v in best.metrics.items())
             reason = (f"tuning {progress.operation_id}: best setting {_fmt(plan.names, best.proposal.point)} "
                       f"from round {best.round} arm {best.arm} ({evidence}; predicted {plan.objective} "
-                      f"{choice.predicted_mean:.4g}) applied")
+                      f"{choice.predicted_mean:.4g}) applied" + _evidence(result))
             await progress.stage("applying", 0.99, reason)
             applied = await self.blueprints.apply(chosen, f"{progress.operation_id}-apply", author, reason)
             result.applied = True
@@ -237,15 +244,16 @@ class Tuning:
         else:
             if request.apply:
                 result.warnings.append("nothing applied: no setting met every constraint")
-            result.final_blueprint_version = await self._restore(request, base, progress.operation_id, author)
-        _publish(progress, result)
+            result.final_blueprint_version = await self._restore(request, base, progress.operation_id, author,
+                                                                 _evidence(result))
+        await progress.details(result)
 
     async def _restore(self, request: epb.StartTuningRequest, base: bp.Blueprint, operation_id: str,
-                       author: str) -> int:
+                       author: str, evidence: str = "") -> int:
         """Apply the starting blueprint again (the tuning's arms end); its version."""
         restored = await self.blueprints.apply(base, f"{operation_id}-restore", author,
                                                f"tuning {operation_id} ended: the blueprint it started from "
-                                               "is applied again")
+                                               f"is applied again{evidence}")
         return restored.version
 
 
@@ -280,13 +288,9 @@ class LiveExperiment:
                     arm.epsilon = float(value)
                 else:
                     arm.parameters[name] = float(value)
-        previous = self.result.rounds[-1] if self.result.rounds else None
         reason = (f"tuning {op} round {round_number}/{self.plan.rounds}: "
-                  + "; ".join(f"{a} {_fmt(self.plan.names, p)}" for a, p in zip(arms, settings, strict=True)))
-        if previous is not None:
-            reason += f" (after round {previous.round}: " + "; ".join(
-                f"{a.arm} " + ", ".join(_metric_text(m.metric, MetricValue(m.mean, m.ci_lower, m.ci_upper, m.rows))
-                                        for m in a.metrics) for a in previous.arms) + ")"
+                  + "; ".join(f"{a} {_fmt(self.plan.names, p)}" for a, p in zip(arms, settings, strict=True))
+                  + _evidence(self.result))
         fraction = (round_number - 0.5) / (self.plan.rounds + 1)
         await self.progress.stage(f"round_{round_number}_applying", fraction, reason)
         start_ms = self.tuning.clock.now_ms()
@@ -327,6 +331,16 @@ class LiveExperiment:
         return np.bincount(group, minlength=len(arms))[:len(arms)].astype(int).tolist()
 
 
+def _evidence(result: epb.TuningResult) -> str:
+    """The last measured round's per-arm means and CIs, for an audit reason."""
+    if not result.rounds:
+        return ""
+    last = result.rounds[-1]
+    return f" (round {last.round} measured: " + "; ".join(
+        f"{a.arm} " + ", ".join(_metric_text(m.metric, MetricValue(m.mean, m.ci_lower, m.ci_upper, m.rows))
+                                for m in a.metrics) for a in last.arms) + ")"
+
+
 def _offline_name(path: str) -> str:
     """SuggestParameters' name of a path ("action_costs.<a>" for policy.action_costs[<a>])."""
     if path.startswith("policy.action_costs[") and path.endswith("]"):
@@ -357,8 +371,3 @@ def _round_message(number: int, trials: list[Trial], evidence: RoundEvidence, pl
                      acquisition=p.acquisition, feasibility_probability=p.feasibility,
                      metrics=_metrics(t.metrics), feasible=t.feasible)
     return out
-
-
-def _publish(progress: Progress, result: epb.TuningResult) -> None:
-    """Put the rounds so far in the operation's ``details`` (sent with its next update)."""
-    progress._operation.details.Pack(result)  # noqa: SLF001 - Progress has no public setter yet

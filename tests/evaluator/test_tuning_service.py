@@ -41,7 +41,7 @@ from tests.evaluator import tuning_world as W
 pytestmark = pytest.mark.timeout(900)
 USE_CASE = "tune_costs"
 FEATURES = ["x0", "x1"]
-ROUNDS, BATCH, MIN_ROWS = 4, 4, 1500
+ROUNDS, BATCH, MIN_ROWS = 5, 5, 3000
 BATCH_ROWS = 250
 
 
@@ -97,9 +97,9 @@ class Product(threading.Thread):
 
     def run(self) -> None:
         try:
-            # Paced at most one batch per 0.1 s: rounds need thousands of rows, not
+            # Paced at most one batch per 0.05 s: rounds need thousands of rows, not
             # the tens of thousands an unpaced loop makes the services store and read.
-            while not self.stop.wait(0.1):
+            while not self.stop.wait(0.05):
                 self.batch()
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -201,7 +201,7 @@ def test_start_tuning_runs_rounds_of_arms_and_applies_the_best_feasible_setting(
           f"{result.best_round}, true reward {value:.4f} = {value / optimum:.1%} of the optimum {optimum:.4f} at "
           f"({c_d:.3f}, {c_g:.3f}), true share {share:.3f}")
     assert share <= W.SHARE_MAX
-    assert value >= 0.9 * optimum
+    assert value >= 0.95 * optimum
     # Applied: the latest version has the chosen costs and the starting arms (none).
     latest = decision.GetUseCase(dpb.GetUseCaseRequest(use_case=USE_CASE), timeout=30).use_case
     assert result.applied and latest.version == result.final_blueprint_version
