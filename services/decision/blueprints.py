@@ -198,6 +198,8 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
     if policy.thompson_members != 0 and not MIN_THOMPSON_MEMBERS <= policy.thompson_members <= MAX_THOMPSON_MEMBERS:
         bad("policy.thompson_members", f"must be 0 (the default, {DEFAULT_THOMPSON_MEMBERS}) or in "
                                        f"[{MIN_THOMPSON_MEMBERS}, {MAX_THOMPSON_MEMBERS}]")
+    if policy.ranking_top_k < 0:
+        bad("policy.ranking_top_k", "must be >= 0 (0: every candidate)")
     n_actions = max(len(actions), 1)
     if not 0.0 <= policy.exploration_floor <= 1.0 / n_actions:
         bad("policy.exploration_floor", f"must be in [0, 1/{n_actions}]")
