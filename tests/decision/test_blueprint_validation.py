@@ -423,3 +423,16 @@ def test_candidate_families_are_the_trainers() -> None:
     from loopwise.services.trainer.models import FAMILIES
 
     assert tuple(FAMILIES) == CANDIDATE_FAMILIES
+
+
+async def test_the_metrics_example_is_valid(server: Decider) -> None:
+    from pathlib import Path
+
+    from loopwise.cli import load_blueprint
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "checkout_upsell_metrics.yaml"
+    b = load_blueprint(path)
+    assert [m.name for m in b.metrics] == ["purchase", "returns"]
+    assert dict(b.value_model.weights) == {"purchase": 1.0, "returns": -10.0}
+    reply = await server.stub.ApplyUseCase(dpb.ApplyUseCaseRequest(blueprint=b, validate_only=True), timeout=10)
+    assert not reply.created
