@@ -73,20 +73,26 @@ def fit_ranking(family: str, x: np.ndarray, positions: np.ndarray, labels: np.nd
     """Fit the per-item model of ``family`` ("linear", "hist_gradient_boosting",
     "random_forest") on shown items: features ``x`` [N, F], ``positions`` [N] (1 = top),
     ``labels`` [N] (clicks or rewards). Returns (estimator on [x, position], kind)."""
+    from threadpoolctl import threadpool_limits
+
     kind = target_kind(labels)
     estimator = make_estimator(kind, family, seed)
     y = np.asarray(labels)
-    fit_weighted(estimator, with_position(x, positions), y.astype(np.int64) if kind == BINARY else y, weights)
+    with threadpool_limits(1):  # one thread: the caller's cores are shared with the services
+        fit_weighted(estimator, with_position(x, positions), y.astype(np.int64) if kind == BINARY else y, weights)
     return estimator, kind
 
 
 def item_scores(estimator: Any, kind: str, x: np.ndarray, position: float = SERVING_POSITION) -> np.ndarray:
     """The serving score of candidate rows ``x`` [N, F] (P(click) at ``position`` for
     click models, the predicted reward otherwise)."""
+    from threadpoolctl import threadpool_limits
+
     at = AtPosition(estimator, position)
-    if kind == BINARY:
-        return np.asarray(at.predict_proba(x), dtype=np.float64)[:, 1]
-    return np.asarray(at.predict(x), dtype=np.float64).reshape(-1)
+    with threadpool_limits(1):
+        if kind == BINARY:
+            return np.asarray(at.predict_proba(x), dtype=np.float64)[:, 1]
+        return np.asarray(at.predict(x), dtype=np.float64).reshape(-1)
 
 
 def export_ranking_onnx(estimator: Any, kind: str, width: int, position: float = SERVING_POSITION) -> bytes:

@@ -207,12 +207,18 @@ def demo(
     store: Annotated[str, typer.Option(help="Store backend: sqlite or cassandra.")] = "sqlite",
     speed: Annotated[float, typer.Option(help="Clock speed (simulated s per real s).")] = 120.0,
     data_dir: Annotated[Path, typer.Option(help="Fresh data dir (cleaned first).")] = Path("var/demo"),
+    kind: Annotated[str, typer.Option(help="Which product: checkout (an offer, effects report) or ranking "
+                                           "(the product feed: rankings, clicks per item).")] = "checkout",
 ) -> None:
-    """Run the simulated checkout product through the whole loop and print a summary."""
+    """Run a simulated product through the whole loop and print a summary."""
     from loopwise.simulator.demo import STAGES, DemoConfig, run_demo
+    from loopwise.simulator.ranking_demo import STAGES as RANKING_STAGES
+    from loopwise.simulator.ranking_demo import RankingDemoConfig, run_ranking_demo
 
     if store not in ("sqlite", "cassandra"):
         raise fail(f"unknown store {store!r}: use sqlite or cassandra")
+    if kind not in ("checkout", "ranking"):
+        raise fail(f"unknown kind {kind!r}: use checkout or ranking")
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
@@ -250,9 +256,14 @@ def demo(
                         tasks[stage] = progress.add_task(stage, total=1.0, detail="")
                     progress.update(tasks[stage], completed=min(1.0, max(0.0, fraction)), detail=escape(detail))
 
-                summary = run_demo(demo_settings, DemoConfig(n_explore=explore, n_exploit=exploit,
-                                                             seed=seed), progress=report)
-                assert set(tasks) <= set(STAGES)
+                if kind == "ranking":
+                    summary = run_ranking_demo(demo_settings, RankingDemoConfig(
+                        n_explore=explore, n_exploit=exploit, seed=seed), progress=report)
+                    assert set(tasks) <= set(RANKING_STAGES)
+                else:
+                    summary = run_demo(demo_settings, DemoConfig(n_explore=explore, n_exploit=exploit,
+                                                                 seed=seed), progress=report)
+                    assert set(tasks) <= set(STAGES)
     except (RuntimeError, TimeoutError) as error:
         errors.print(f"demo failed: {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -261,10 +272,13 @@ def demo(
             launcher.stop_all()
         if stop_cassandra is not None:
             stop_cassandra()
-    table = Table(Column("", no_wrap=True), "", title="loopwise demo: checkout_upsell", show_header=False)
+    title = "loopwise demo: product_feed (ranking)" if kind == "ranking" else "loopwise demo: checkout_upsell"
+    table = Table(Column("", no_wrap=True), "", title=title, show_header=False)
     for label, value in summary.rows():
         if label != "report":
             table.add_row(label, escape(value))
     console.print(table)
+    if kind == "ranking":
+        return
     # on its own line, so that a narrow terminal never truncates the path
     console.print(f"HTML report: {escape(str(summary.report_path))}", soft_wrap=True)
