@@ -6,11 +6,13 @@ World ``promo_guardrail`` with two metrics: ``gain`` (weight 1) and ``complaints
 "treat when x0 > 0" (phase A); model v2 learns "treat when x1 > 0" (phase B, where no
 complaint is ever made, so it is blessed against v1 and starts its rollout). Live
 traffic then pays the phase-B gain, so the canary's reward is *better* than
-production's, but treated units with x1 > 0 now always complain. With epsilon 0.5
-production treats such a unit with probability 0.25 and the canary with 0.375: the
-canary is worse on complaints by 0.125 per decision, far beyond the tolerance (the
-standard error of the difference with 300 canary outcomes is about 0.035), so it is
-rolled back with a reason naming the guardrail although its reward is higher.
+production's, but treated units with x1 > 0 now always complain. With epsilon 0.2
+production treats and hears a complaint from 0.25 of the units (it treats half of
+them, by x0) and the canary from 0.45 (0.9 of the half with x1 > 0): the canary is
+worse on complaints by 0.2 per decision, far beyond the tolerance (the standard
+error of the difference with 300 canary outcomes is about 0.04), so it is rolled back
+with a reason naming the guardrail although its reward is higher. The latency check
+is off (a loaded machine must not decide this test).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def metric_blueprint() -> bp.Blueprint:
     b.value_model.weights["gain"] = 1.0
     b.guardrails.add(metric="complaints", tolerance=0.02, lower_is_better=True)
     b.reward.window.CopyFrom(Duration(seconds=30))
+    b.policy.epsilon = 0.2
+    b.rollout.canary_max_latency_ratio = -1  # judged elsewhere; load on a shared machine is not the point
     return b
 
 
@@ -106,4 +110,4 @@ def test_a_canary_worse_on_a_guardrail_metric_is_rolled_back_naming_it(services)
     assert checks["canary_reward"].passed  # the value alone would have promoted it
     assert rollout.canary_reward > rollout.production_reward
     breached = checks["guardrail:complaints"]
-    assert not breached.passed and breached.value > 0.05 and breached.threshold == 0.02
+    assert not breached.passed and breached.value > 0.1 and breached.threshold == 0.02
