@@ -43,6 +43,9 @@ def check_arm_parameters(blueprint: bp.Blueprint) -> None:
 
     actions = list(blueprint.actions)
     for i, arm in enumerate(blueprint.arms):
+        if arm.parameters and blueprint.kind == bp.DECISION_KIND_RANKING:
+            raise InvalidArgument(f"blueprint.arms[{i}].parameters", "arms of a ranking use case cannot override "
+                                  "parameters yet (rankings are drawn with the version's own settings)")
         for path, value in sorted(arm.parameters.items()):
             field = f"blueprint.arms[{i}].parameters[{path}]"
             parsed = P.parse(path, bp.Blueprint.DESCRIPTOR, field)

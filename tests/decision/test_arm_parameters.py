@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import field_violations
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
@@ -93,6 +94,20 @@ async def test_apply_refuses_overrides_that_are_not_numbers_of_the_blueprint(sta
         await d.apply(b)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(refused.value)] == [field]
+
+
+async def test_arms_of_a_ranking_use_case_cannot_override_parameters(stack) -> None:
+    d, _ = stack
+    b = blueprint(name="feed", kind="action_value")
+    b.kind = bp.DECISION_KIND_RANKING
+    del b.actions[:]
+    b.default_decision.action = ""
+    b.arms.add(name="a", traffic_share=0.5)
+    b.arms.add(name="b", traffic_share=0.5).parameters["policy.temperature"] = 2.0
+    with pytest.raises(grpc.RpcError) as refused:
+        await d.apply(b)
+    assert [f for f, _ in field_violations(refused.value)] == ["blueprint.arms[1].parameters"]
+    assert "ranking" in refused.value.details()
 
 
 async def test_value_model_weights_per_arm(stack) -> None:
