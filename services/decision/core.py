@@ -263,8 +263,9 @@ class DecisionCore:
         if request.blueprint_version <= 0:
             raise InvalidArgument("blueprint_version", "required: the version whose feature order the tensor uses")
         uc = self._version(request.use_case, request.blueprint_version)
-        if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
-            raise InvalidArgument("use_case", "a ranking use case decides through Decide with candidates")
+        ranking = uc.blueprint.kind == bp.DECISION_KIND_RANKING
+        if not ranking and (request.candidate_counts or request.candidate_ids):
+            raise InvalidArgument("candidate_counts", "only ranking use cases take candidate groups")
         if tuple(request.feature_names) != uc.feature_names:
             raise InvalidArgument(
                 "feature_names", f"must equal blueprint v{uc.version}'s features in order: {list(uc.feature_names)}"
@@ -273,10 +274,12 @@ class DecisionCore:
             raise InvalidArgument("rows", "must be >= 0")
         if request.rows > self.max_batch_rows:
             raise InvalidArgument("rows", f"{request.rows} rows exceed the limit of {self.max_batch_rows}")
-        if request.unit_ids and len(request.unit_ids) != request.rows:
+        if request.unit_ids and len(request.unit_ids) != request.rows and not ranking:
             raise InvalidArgument("unit_ids", f"has {len(request.unit_ids)} ids for {request.rows} rows")
         matrix = unpack_matrix(request.features, request.rows, len(uc.feature_names), "features")
         rows = check_batch(uc, matrix)
+        if ranking:
+            return self._rank_batch(uc, request, rows, started, delivery)
         unit_ids = list(request.unit_ids)
         serving = self.scorers.get(uc.use_case)
         choices = self._choose(uc, rows, unit_ids, request.disable_exploration, "", started, serving)
@@ -295,6 +298,73 @@ class DecisionCore:
             arms=choices.arms,
             deployment_roles=choices.roles,
             model_versions=choices.model_version.astype("<i8").tobytes(),
+        )
+
+    def _rank_batch(self, uc: UseCaseVersion, request: dpb.DecideBatchRequest, rows: np.ndarray,
+                    started: float | None, delivery: Delivery | None) -> dpb.DecideBatchResponse:
+        """Rankings of consecutive candidate groups of a batch (``candidate_counts``): each
+        group is ranked and logged as one ``Decide`` with candidates would be (one scoring
+        run per group)."""
+        counts = list(request.candidate_counts)
+        if not counts:
+            raise InvalidArgument("candidate_counts", "required for a ranking use case: candidates per ranking")
+        if any(c < 1 for c in counts):
+            raise InvalidArgument("candidate_counts", "every ranking needs at least one candidate")
+        if sum(counts) != request.rows:
+            raise InvalidArgument("candidate_counts", f"sum to {sum(counts)} for {request.rows} rows")
+        if max(counts) > self.max_candidates:
+            raise InvalidArgument("candidate_counts", f"{max(counts)} candidates exceed the limit of "
+                                                      f"{self.max_candidates}")
+        if request.unit_ids and len(request.unit_ids) != len(counts):
+            raise InvalidArgument("unit_ids", f"has {len(request.unit_ids)} ids for {len(counts)} rankings")
+        if request.candidate_ids and len(request.candidate_ids) != request.rows:
+            raise InvalidArgument("candidate_ids", f"has {len(request.candidate_ids)} ids for {request.rows} rows")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+        groups = []
+        for g, (a, c) in enumerate(zip(starts, counts, strict=True)):
+            ids = list(request.candidate_ids[a:a + c]) if request.candidate_ids else [str(i) for i in range(c)]
+            if len(set(ids)) != c or not all(ids):
+                raise InvalidArgument("candidate_ids", f"ranking {g}: candidate ids must be non-empty and unique")
+            groups.append(ids)
+        began = time.perf_counter() if started is None else started
+        unit_ids = list(request.unit_ids)
+        arms, eps = assign_arms(uc, unit_ids, len(counts), self.rng)
+        serving = self.scorers.get(uc.use_case)
+        force = self._force_default(uc, started)
+        canary = canary_mask(uc.use_case, unit_ids, len(counts), serving.canary_share, self.rng) \
+            if serving is not None and serving.canary is not None else np.zeros(len(counts), dtype=bool)
+        rankings: list[Ranking] = []
+        for g, (a, c) in enumerate(zip(starts, counts, strict=True)):
+            scorer, role = None, ROLE_PRODUCTION
+            if serving is not None and not force:
+                scorer, role = (serving.canary, ROLE_CANARY) if canary[g] else (serving.production, ROLE_PRODUCTION)
+            rankings.append(rank_candidates(uc, rows[a:a + c], shown_count(uc, request.top_k, c), arms[g],
+                                            float(eps[g]), scorer, self.rng, request.disable_exploration, force, role))
+        latency_ms = (time.perf_counter() - began) * 1000.0
+        ids = self._ids(len(counts))
+        build = None
+        if self.log.enabled:
+            def build() -> list[fpb.DecisionRecord]:
+                return [self._ranking_record(uc, rows[a:a + c], unit_ids[g] if g < len(unit_ids) else "", r,
+                                             ids[g], groups[g], latency_ms)
+                        for g, (a, c, r) in enumerate(zip(starts, counts, rankings, strict=True))]
+        self._hand(delivery, uc.use_case, len(ids), len(ids), build)
+        ranked = np.concatenate([r.order for r in rankings]).astype(np.int32)
+        propensities = np.concatenate([np.pad(r.propensities, (0, len(r.order) - r.shown)) for r in rankings])
+        top = np.array([int(r.order[0]) for r in rankings], dtype=np.int32)
+        scores = np.array([float(r.scores[t]) if r.scores is not None else uc.blueprint.default_decision.score
+                           for r, t in zip(rankings, top, strict=True)])
+        models = np.array([r.model_version for r in rankings], dtype=np.int64)
+        return dpb.DecideBatchResponse(
+            decision_ids=ids, action_indices=pack(top, I32), scores=pack(scores, F32),
+            action_probabilities=pack(np.concatenate([r.top_probabilities for r in rankings]), F32),
+            explored=np.array([r.explored for r in rankings], dtype=np.uint8).tobytes(),
+            fallback=np.array([r.fallback for r in rankings], dtype=np.uint8).tobytes(),
+            model_version=int(models.max(initial=0)), blueprint_version=uc.version,
+            arms=[r.arm for r in rankings], deployment_roles=[r.role for r in rankings],
+            model_versions=models.astype("<i8").tobytes(), ranked_indices=pack(ranked, I32),
+            position_propensities=pack(propensities, F32),
+            shown_counts=pack(np.array([r.shown for r in rankings], dtype=np.int32), I32),
         )
 
     # -- helpers ------------------------------------------------------------------

@@ -120,7 +120,7 @@ async def test_bad_ranking_input(served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await d.stub.DecideBatch(dpb.DecideBatchRequest(use_case="offer", blueprint_version=1, rows=0,
                                                         feature_names=["x", "y", "country"]))
-    assert field_violations(err.value)[0][0] == "use_case"
+    assert field_violations(err.value)[0][0] == "candidate_counts"
     await d.apply(blueprint("plain"))
     plain = _request([1.0])
     plain.use_case = "plain"
@@ -231,3 +231,58 @@ async def test_sdk_rank(served) -> None:
     assert ranking.propensities == pytest.approx(_plackett_luce([0.3, 2.0, -1.0], order[:2], 0.5), rel=1e-6)
     assert ranking.probability == pytest.approx(float(np.prod(ranking.propensities)))
     assert ranking.decision_id and not ranking.fallback and ranking.model_version == 1
+
+
+async def test_decide_batch_and_stream_rank(served) -> None:
+    """DecideBatch ranks consecutive candidate groups (one ranking and one logged record
+    per group, Plackett-Luce propensities per position); DecideStream ranks each
+    message's candidates; bad groups are INVALID_ARGUMENT naming the field."""
+    from loopwise.tensors import F32, I32, pack, unpack_vector
+
+    d, trainer, feedback = served
+    await d.apply(ranking_blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=0.5, ranking_top_k=2))
+    await _deploy(d, trainer)
+    groups = [[0.2, 1.0, -0.3], [0.5, 0.1], [2.0, 0.0, 1.0, 0.4]]
+    matrix = np.array([[1.0, y, 1.0] for g in groups for y in g], dtype=np.float32)
+    request = dpb.DecideBatchRequest(
+        use_case="offer", blueprint_version=1, rows=matrix.shape[0], feature_names=["x", "y", "country"],
+        features=pack(matrix, F32), candidate_counts=[len(g) for g in groups], unit_ids=["u1", "u2", "u3"],
+        candidate_ids=[f"g{i}c{j}" for i, g in enumerate(groups) for j in range(len(g))])
+    reply = await d.stub.DecideBatch(request)
+    assert len(reply.decision_ids) == 3
+    ranked = unpack_vector(reply.ranked_indices, I32).tolist()
+    propensities = unpack_vector(reply.position_propensities, F32)
+    assert unpack_vector(reply.shown_counts, I32).tolist() == [2, 2, 2]
+    at = 0
+    for g, ys in enumerate(groups):
+        order = ranked[at:at + len(ys)]
+        assert sorted(order) == list(range(len(ys)))
+        assert propensities[at:at + 2] == pytest.approx(_plackett_luce(ys, order[:2], 0.5), rel=1e-5)
+        assert all(p == 0 for p in propensities[at + 2:at + len(ys)])
+        assert unpack_vector(reply.action_indices, I32)[g] == order[0]
+        at += len(ys)
+    await wait_until(lambda: set(reply.decision_ids) <= set(feedback.ids))
+    records = {r.decision_id: r for r in feedback.records}
+    last = records[reply.decision_ids[2]]
+    assert [i.item_id for i in last.ranked_items] == ["g2c0", "g2c1", "g2c2", "g2c3"]
+    assert last.unit_id == "u3" and sorted(i.position for i in last.ranked_items) == [0, 0, 1, 2]
+
+    bad = dpb.DecideBatchRequest()
+    bad.CopyFrom(request)
+    bad.candidate_counts[:] = [3, 2, 3]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.stub.DecideBatch(bad)
+    assert field_violations(err.value)[0][0] == "candidate_counts"
+    bad.candidate_counts[:] = [3, 2, 4]
+    bad.candidate_ids[1] = "g0c0"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await d.stub.DecideBatch(bad)
+    assert field_violations(err.value)[0][0] == "candidate_ids"
+
+    async def messages():
+        for ys in groups:
+            yield _request(ys)
+
+    streamed = [r.decision async for r in d.stub.DecideStream(messages())]
+    assert [len(r.position_propensities) for r in streamed] == [2, 2, 2]
+    assert [len(r.ranked_candidate_ids) for r in streamed] == [3, 2, 4]

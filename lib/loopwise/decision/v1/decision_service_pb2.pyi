@@ -105,7 +105,7 @@ class DecideResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ...) -> None: ...
 
 class DecideBatchRequest(_message.Message):
-    __slots__ = ("use_case", "blueprint_version", "rows", "feature_names", "features", "unit_ids", "disable_exploration")
+    __slots__ = ("use_case", "blueprint_version", "rows", "feature_names", "features", "unit_ids", "disable_exploration", "candidate_counts", "candidate_ids", "top_k")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     BLUEPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,9 @@ class DecideBatchRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
     DISABLE_EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     blueprint_version: int
     rows: int
@@ -120,10 +123,13 @@ class DecideBatchRequest(_message.Message):
     features: bytes
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
     disable_exploration: bool
-    def __init__(self, use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., rows: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., features: _Optional[bytes] = ..., unit_ids: _Optional[_Iterable[str]] = ..., disable_exploration: bool = ...) -> None: ...
+    candidate_counts: _containers.RepeatedScalarFieldContainer[int]
+    candidate_ids: _containers.RepeatedScalarFieldContainer[str]
+    top_k: int
+    def __init__(self, use_case: _Optional[str] = ..., blueprint_version: _Optional[int] = ..., rows: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., features: _Optional[bytes] = ..., unit_ids: _Optional[_Iterable[str]] = ..., disable_exploration: bool = ..., candidate_counts: _Optional[_Iterable[int]] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class DecideBatchResponse(_message.Message):
-    __slots__ = ("decision_ids", "action_indices", "scores", "action_probabilities", "explored", "fallback", "actions", "model_version", "blueprint_version", "arms", "deployment_roles", "model_versions")
+    __slots__ = ("decision_ids", "action_indices", "scores", "action_probabilities", "explored", "fallback", "actions", "model_version", "blueprint_version", "arms", "deployment_roles", "model_versions", "ranked_indices", "position_propensities", "shown_counts")
     DECISION_IDS_FIELD_NUMBER: _ClassVar[int]
     ACTION_INDICES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +142,9 @@ class DecideBatchResponse(_message.Message):
     ARMS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ROLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RANKED_INDICES_FIELD_NUMBER: _ClassVar[int]
+    POSITION_PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     decision_ids: _containers.RepeatedScalarFieldContainer[str]
     action_indices: bytes
     scores: bytes
@@ -148,7 +157,10 @@ class DecideBatchResponse(_message.Message):
     arms: _containers.RepeatedScalarFieldContainer[str]
     deployment_roles: _containers.RepeatedScalarFieldContainer[str]
     model_versions: bytes
-    def __init__(self, decision_ids: _Optional[_Iterable[str]] = ..., action_indices: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., explored: _Optional[bytes] = ..., fallback: _Optional[bytes] = ..., actions: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ..., blueprint_version: _Optional[int] = ..., arms: _Optional[_Iterable[str]] = ..., deployment_roles: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ...) -> None: ...
+    ranked_indices: bytes
+    position_propensities: bytes
+    shown_counts: bytes
+    def __init__(self, decision_ids: _Optional[_Iterable[str]] = ..., action_indices: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., action_probabilities: _Optional[bytes] = ..., explored: _Optional[bytes] = ..., fallback: _Optional[bytes] = ..., actions: _Optional[_Iterable[str]] = ..., model_version: _Optional[int] = ..., blueprint_version: _Optional[int] = ..., arms: _Optional[_Iterable[str]] = ..., deployment_roles: _Optional[_Iterable[str]] = ..., model_versions: _Optional[bytes] = ..., ranked_indices: _Optional[bytes] = ..., position_propensities: _Optional[bytes] = ..., shown_counts: _Optional[bytes] = ...) -> None: ...
 
 class UseCase(_message.Message):
     __slots__ = ("blueprint", "version", "create_time", "author", "reason", "kill_switch", "latest_version", "archived")

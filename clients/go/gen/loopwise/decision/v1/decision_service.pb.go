@@ -547,8 +547,17 @@ type DecideBatchRequest struct {
 	UnitIds []string `protobuf:"bytes,6,rep,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty"`
 	// Switch exploration off for this batch.
 	DisableExploration bool `protobuf:"varint,7,opt,name=disable_exploration,json=disableExploration,proto3" json:"disable_exploration,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Ranking use cases: the rows are candidates, in groups of consecutive rows, one
+	// group per ranking; the number of candidates of each group, in order (each >= 1,
+	// summing to rows). unit_ids then has one id per ranking (or none).
+	CandidateCounts []int32 `protobuf:"varint,30,rep,packed,name=candidate_counts,json=candidateCounts,proto3" json:"candidate_counts,omitempty"`
+	// Ranking: the candidate id of every row (unique within its group); empty: the
+	// row's index within its group.
+	CandidateIds []string `protobuf:"bytes,31,rep,name=candidate_ids,json=candidateIds,proto3" json:"candidate_ids,omitempty"`
+	// Ranking: positions drawn and logged per ranking (see DecideRequest.top_k).
+	TopK          int32 `protobuf:"varint,32,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecideBatchRequest) Reset() {
@@ -630,6 +639,27 @@ func (x *DecideBatchRequest) GetDisableExploration() bool {
 	return false
 }
 
+func (x *DecideBatchRequest) GetCandidateCounts() []int32 {
+	if x != nil {
+		return x.CandidateCounts
+	}
+	return nil
+}
+
+func (x *DecideBatchRequest) GetCandidateIds() []string {
+	if x != nil {
+		return x.CandidateIds
+	}
+	return nil
+}
+
+func (x *DecideBatchRequest) GetTopK() int32 {
+	if x != nil {
+		return x.TopK
+	}
+	return 0
+}
+
 // Response of DecideBatch, columnar: entry i of every field is row i.
 type DecideBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -658,6 +688,19 @@ type DecideBatchResponse struct {
 	DeploymentRoles []string `protobuf:"bytes,11,rep,name=deployment_roles,json=deploymentRoles,proto3" json:"deployment_roles,omitempty"`
 	// Model version per row, int64 little-endian, rows × 8 bytes (0: none).
 	ModelVersions []byte `protobuf:"bytes,12,opt,name=model_versions,json=modelVersions,proto3" json:"model_versions,omitempty"`
+	// Ranking batches: decision_ids, arms, deployment_roles, explored, fallback,
+	// scores (the top item's), model_versions and action_indices (the top item's index
+	// within its group) have one entry per ranking; action_probabilities holds every
+	// candidate's probability of the first position, per row. The ranking of each
+	// group: for every row, the index within its group of the candidate at that
+	// position (the group's rows in ranked order), int32 little-endian, rows × 4 bytes.
+	RankedIndices []byte `protobuf:"bytes,30,opt,name=ranked_indices,json=rankedIndices,proto3" json:"ranked_indices,omitempty"`
+	// Ranking: for every row in ranked order, the propensity of that position given
+	// the items above (0 beyond the group's shown positions), float32 little-endian.
+	PositionPropensities []byte `protobuf:"bytes,31,opt,name=position_propensities,json=positionPropensities,proto3" json:"position_propensities,omitempty"`
+	// Ranking: the number of shown (drawn and logged) positions of each ranking, int32
+	// little-endian.
+	ShownCounts   []byte `protobuf:"bytes,32,opt,name=shown_counts,json=shownCounts,proto3" json:"shown_counts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,6 +815,27 @@ func (x *DecideBatchResponse) GetDeploymentRoles() []string {
 func (x *DecideBatchResponse) GetModelVersions() []byte {
 	if x != nil {
 		return x.ModelVersions
+	}
+	return nil
+}
+
+func (x *DecideBatchResponse) GetRankedIndices() []byte {
+	if x != nil {
+		return x.RankedIndices
+	}
+	return nil
+}
+
+func (x *DecideBatchResponse) GetPositionPropensities() []byte {
+	if x != nil {
+		return x.PositionPropensities
+	}
+	return nil
+}
+
+func (x *DecideBatchResponse) GetShownCounts() []byte {
+	if x != nil {
+		return x.ShownCounts
 	}
 	return nil
 }
@@ -1952,7 +2016,7 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\x15position_propensities\x18\x1e \x03(\x01R\x14positionPropensities\x12/\n" +
 	"\x13ranking_probability\x18\x1f \x01(\x01R\x12rankingProbability\"L\n" +
 	"\x0eDecideResponse\x12:\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1e.loopwise.decision.v1.DecisionR\bdecision\"\xfd\x01\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1e.loopwise.decision.v1.DecisionR\bdecision\"\xe2\x02\n" +
 	"\x12DecideBatchRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x12+\n" +
 	"\x11blueprint_version\x18\x02 \x01(\x03R\x10blueprintVersion\x12\x12\n" +
@@ -1960,7 +2024,10 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\rfeature_names\x18\x04 \x03(\tR\ffeatureNames\x12\x1a\n" +
 	"\bfeatures\x18\x05 \x01(\fR\bfeatures\x12\x19\n" +
 	"\bunit_ids\x18\x06 \x03(\tR\aunitIds\x12/\n" +
-	"\x13disable_exploration\x18\a \x01(\bR\x12disableExploration\"\xb4\x03\n" +
+	"\x13disable_exploration\x18\a \x01(\bR\x12disableExploration\x12)\n" +
+	"\x10candidate_counts\x18\x1e \x03(\x05R\x0fcandidateCounts\x12#\n" +
+	"\rcandidate_ids\x18\x1f \x03(\tR\fcandidateIds\x12\x13\n" +
+	"\x05top_k\x18  \x01(\x05R\x04topK\"\xb3\x04\n" +
 	"\x13DecideBatchResponse\x12!\n" +
 	"\fdecision_ids\x18\x01 \x03(\tR\vdecisionIds\x12%\n" +
 	"\x0eaction_indices\x18\x02 \x01(\fR\ractionIndices\x12\x16\n" +
@@ -1974,7 +2041,10 @@ const file_loopwise_decision_v1_decision_service_proto_rawDesc = "" +
 	"\x04arms\x18\n" +
 	" \x03(\tR\x04arms\x12)\n" +
 	"\x10deployment_roles\x18\v \x03(\tR\x0fdeploymentRoles\x12%\n" +
-	"\x0emodel_versions\x18\f \x01(\fR\rmodelVersions\"\xb1\x02\n" +
+	"\x0emodel_versions\x18\f \x01(\fR\rmodelVersions\x12%\n" +
+	"\x0eranked_indices\x18\x1e \x01(\fR\rrankedIndices\x123\n" +
+	"\x15position_propensities\x18\x1f \x01(\fR\x14positionPropensities\x12!\n" +
+	"\fshown_counts\x18  \x01(\fR\vshownCounts\"\xb1\x02\n" +
 	"\aUseCase\x12;\n" +
 	"\tblueprint\x18\x01 \x01(\v2\x1d.loopwise.common.v1.BlueprintR\tblueprint\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12;\n" +

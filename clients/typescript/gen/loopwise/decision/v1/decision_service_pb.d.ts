@@ -370,6 +370,30 @@ export declare type DecideBatchRequest = Message<"loopwise.decision.v1.DecideBat
    * @generated from field: bool disable_exploration = 7;
    */
   disableExploration: boolean;
+
+  /**
+   * Ranking use cases: the rows are candidates, in groups of consecutive rows, one
+   * group per ranking; the number of candidates of each group, in order (each >= 1,
+   * summing to rows). unit_ids then has one id per ranking (or none).
+   *
+   * @generated from field: repeated int32 candidate_counts = 30;
+   */
+  candidateCounts: number[];
+
+  /**
+   * Ranking: the candidate id of every row (unique within its group); empty: the
+   * row's index within its group.
+   *
+   * @generated from field: repeated string candidate_ids = 31;
+   */
+  candidateIds: string[];
+
+  /**
+   * Ranking: positions drawn and logged per ranking (see DecideRequest.top_k).
+   *
+   * @generated from field: int32 top_k = 32;
+   */
+  topK: number;
 };
 
 /**
@@ -468,6 +492,34 @@ export declare type DecideBatchResponse = Message<"loopwise.decision.v1.DecideBa
    * @generated from field: bytes model_versions = 12;
    */
   modelVersions: Uint8Array;
+
+  /**
+   * Ranking batches: decision_ids, arms, deployment_roles, explored, fallback,
+   * scores (the top item's), model_versions and action_indices (the top item's index
+   * within its group) have one entry per ranking; action_probabilities holds every
+   * candidate's probability of the first position, per row. The ranking of each
+   * group: for every row, the index within its group of the candidate at that
+   * position (the group's rows in ranked order), int32 little-endian, rows × 4 bytes.
+   *
+   * @generated from field: bytes ranked_indices = 30;
+   */
+  rankedIndices: Uint8Array;
+
+  /**
+   * Ranking: for every row in ranked order, the propensity of that position given
+   * the items above (0 beyond the group's shown positions), float32 little-endian.
+   *
+   * @generated from field: bytes position_propensities = 31;
+   */
+  positionPropensities: Uint8Array;
+
+  /**
+   * Ranking: the number of shown (drawn and logged) positions of each ranking, int32
+   * little-endian.
+   *
+   * @generated from field: bytes shown_counts = 32;
+   */
+  shownCounts: Uint8Array;
 };
 
 /**
