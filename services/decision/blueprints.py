@@ -178,6 +178,8 @@ def _check_actions_and_policy(blueprint: bp.Blueprint, bad) -> None:
     _check_enum(bad, "policy.type", bp.PolicyType, policy.type)
     if not 0.0 <= policy.epsilon <= 1.0:
         bad("policy.epsilon", "must be in [0, 1]")
+    if policy.ranking_top_k > 0 and kind != bp.DECISION_KIND_RANKING:
+        bad("policy.ranking_top_k", "only ranking use cases show a top k")
     if policy.type in (bp.POLICY_TYPE_SOFTMAX, bp.POLICY_TYPE_THOMPSON) and kind in (
         bp.DECISION_KIND_BINARY, bp.DECISION_KIND_REGRESSION
     ):

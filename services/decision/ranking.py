@@ -69,7 +69,7 @@ def shown_count(uc: UseCaseVersion, top_k: int, n_candidates: int) -> int:
     every candidate; never more than the candidates. INVALID_ARGUMENT ``top_k`` < 0."""
     if top_k < 0:
         raise InvalidArgument("top_k", "must be >= 0")
-    k = top_k or uc.blueprint.policy.ranking_top_k or n_candidates
+    k = top_k or max(uc.blueprint.policy.ranking_top_k, 0) or n_candidates
     return min(k, n_candidates)
 
 

@@ -136,6 +136,11 @@ async def test_ranking_blueprint_rules(served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await d.apply(b)
     assert field_violations(err.value)[0][0] == "blueprint.actions"
+    for bad_k, kind in ((-1, "ranking"), (3, "binary")):
+        b = ranking_blueprint(ranking_top_k=bad_k) if kind == "ranking" else blueprint(ranking_top_k=bad_k)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await d.apply(b)
+        assert field_violations(err.value)[0][0] == "blueprint.policy.ranking_top_k"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await d.apply(blueprint(type=bp.POLICY_TYPE_SOFTMAX, temperature=1.0))  # binary
     assert field_violations(err.value)[0][0] == "blueprint.policy.type"
