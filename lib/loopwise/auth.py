@@ -268,6 +268,16 @@ def bearer_secret(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     return None
 
 
+def caller_authorization(metadata: Iterable[tuple[str, Any]] | None) -> tuple[tuple[str, str], ...]:
+    """The call's ``authorization`` entry as outgoing metadata (empty when it has none),
+    for a job that acts on the caller's behalf with the caller's rights, e.g. online
+    tuning applying blueprint versions; kept in memory only."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            return (("authorization", value.decode() if isinstance(value, bytes) else str(value)),)
+    return ()
+
+
 def authenticate(store: TokenStore, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
     """The principal of a call's metadata, or Unauthenticated."""
     secret = bearer_secret(metadata)

@@ -357,14 +357,22 @@ def _bearer(settings: Settings) -> _Bearer | None:
     return _Bearer("authorization", f"Bearer {secret}") if secret else None
 
 
+def _authorized(metadata: Any) -> bool:
+    """Whether a call carries its own ``authorization`` entry (a caller's token that a
+    service acts for, see :func:`loopwise.auth.caller_authorization`): it is kept."""
+    return any(key.lower() == "authorization" for key, _ in (metadata or ()))
+
+
 class _AioBearerInterceptor:
-    """Adds the bearer token to every call of an aio channel (filed under each call
-    type by :func:`for_every_call_type`)."""
+    """Adds the bearer token to every call of an aio channel that has none (filed under
+    each call type by :func:`for_every_call_type`)."""
 
     def __init__(self, bearer: _Bearer) -> None:
         self._entry = (bearer.key, bearer.value)
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        if _authorized(details.metadata):
+            return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()), self._entry)
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata,
                                           details.credentials, details.wait_for_ready)
@@ -393,14 +401,15 @@ class _CallDetails(NamedTuple):
 
 class _SyncBearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
                              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds the bearer token to every call of a blocking channel."""
+    """Adds the bearer token to every call of a blocking channel that has none."""
 
     def __init__(self, bearer: _Bearer) -> None:
         self._entry = (bearer.key, bearer.value)
 
     def _details(self, details: Any) -> _CallDetails:
+        entries = list(details.metadata or ())
         return _CallDetails(details.method, details.timeout,
-                            [*(details.metadata or ()), self._entry], details.credentials,
+                            entries if _authorized(entries) else [*entries, self._entry], details.credentials,
                             getattr(details, "wait_for_ready", None),
                             getattr(details, "compression", None))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from loopwise.auth import caller_authorization
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition, servicer
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
@@ -46,7 +47,10 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
         """Validate and start online tuning; returns its operation."""
         if self.tuning is None:
             raise FailedPrecondition("this evaluator runs no tuning")
-        return epb.StartTuningResponse(operation=await self.tuning.start(request))
+        # The tuning applies blueprint versions with the caller's rights (StartTuning
+        # needs ``admin`` on the use case, as ApplyUseCase does).
+        authorization = caller_authorization(context.invocation_metadata())
+        return epb.StartTuningResponse(operation=await self.tuning.start(request, authorization))
 
     async def EstimateEffects(self, request: epb.EstimateEffectsRequest, context) -> epb.EstimateEffectsResponse:  # noqa: N802
         """Validate and start an effect estimation; returns its operation."""

@@ -64,17 +64,25 @@ EPSILON = "policy.epsilon"
 
 
 class DecisionBlueprints:
-    """Applies blueprint versions through the decision service's ``ApplyUseCase``."""
+    """Applies blueprint versions through the decision service's ``ApplyUseCase``, with
+    the rights of the caller of StartTuning when its ``authorization`` is given (the
+    evaluator's own token has no ``admin`` scope)."""
 
-    def __init__(self, channels: ServiceChannels) -> None:
+    def __init__(self, channels: ServiceChannels, authorization: tuple[tuple[str, str], ...] = ()) -> None:
         self.channels = channels
+        self.authorization = authorization
+
+    def acting_for(self, authorization: tuple[tuple[str, str], ...]) -> DecisionBlueprints:
+        """The same, applying with the caller's ``authorization`` metadata."""
+        return DecisionBlueprints(self.channels, authorization)
 
     async def apply(self, blueprint: bp.Blueprint, request_id: str, author: str, reason: str) -> dpb.UseCase:
         """Apply ``blueprint``; the resulting use case version."""
         request = dpb.ApplyUseCaseRequest(request_id=request_id, blueprint=blueprint, author=author,
                                           reason=reason[:MAX_REASON_CHARS])
         try:
-            return (await self.channels.decision().ApplyUseCase(request, timeout=APPLY_TIMEOUT_S)).use_case
+            return (await self.channels.decision().ApplyUseCase(request, timeout=APPLY_TIMEOUT_S,
+                                                                metadata=self.authorization or None)).use_case
         except grpc.aio.AioRpcError as exc:
             raise translate_rpc_error("decision", exc) from exc
 
@@ -172,16 +180,19 @@ class Tuning:
         )
         return plan, blueprint, version
 
-    async def start(self, request: epb.StartTuningRequest) -> op_pb.Operation:
-        """Validate, then start the tuning as an operation (one per use case at a time)."""
+    async def start(self, request: epb.StartTuningRequest,
+                    authorization: tuple[tuple[str, str], ...] = ()) -> op_pb.Operation:
+        """Validate, then start the tuning as an operation (one per use case at a time);
+        its blueprint versions are applied with the caller's ``authorization``."""
         plan, blueprint, version = await self.validate(request)
+        blueprints = self.blueprints.acting_for(authorization)
         return await self.operations.start(
             request.use_case, request.request_id,
-            lambda progress: self._run(request, plan, blueprint, version, progress), exclusive=True)
+            lambda progress: self._run(request, plan, blueprint, version, progress, blueprints), exclusive=True)
 
     # -- the job --------------------------------------------------------------------
     async def _run(self, request: epb.StartTuningRequest, plan: TuningPlan, base: bp.Blueprint, base_version: int,
-                   progress: Progress) -> epb.TuningResult:
+                   progress: Progress, blueprints: DecisionBlueprints) -> epb.TuningResult:
         result = epb.TuningResult(use_case=request.use_case)
         author = f"{request.author or 'loopwise'} (tuning {progress.operation_id})"
         finished = False
@@ -189,7 +200,7 @@ class Tuning:
             if request.seed_from_offline:
                 await progress.stage("seeding", 0.01, "asking SuggestParameters for the first round's first setting")
                 plan = await self._seeded(request, plan)
-            experiment = LiveExperiment(self, request, plan, base, progress, author, result)
+            experiment = LiveExperiment(self, request, plan, base, progress, author, result, blueprints)
 
             async def on_round(number: int, trials: list[Trial], evidence: RoundEvidence) -> None:
                 result.rounds.append(_round_message(number, trials, evidence, plan))
@@ -200,13 +211,13 @@ class Tuning:
                                                for t in trials))
 
             trials, choice = await run_tuning(plan, experiment, on_round)
-            await self._finish(request, plan, base, choice, trials, result, progress, author)
+            await self._finish(request, plan, base, choice, trials, result, progress, author, blueprints)
             finished = True
             return result
         finally:
             if not finished:
                 try:
-                    await asyncio.shield(self._restore(request, base, progress.operation_id, author))
+                    await asyncio.shield(self._restore(blueprints, base, progress.operation_id, author))
                 except Exception:  # the job's own error is what the operation reports
                     log.warning("tuning %s: the starting blueprint of %s could not be applied again",
                                 progress.operation_id, request.use_case, exc_info=True)
@@ -222,7 +233,8 @@ class Tuning:
         return TuningPlan(**{**plan.__dict__, "initial": (point,)})
 
     async def _finish(self, request: epb.StartTuningRequest, plan: TuningPlan, base: bp.Blueprint, choice: Choice,
-                      trials: list[Trial], result: epb.TuningResult, progress: Progress, author: str) -> None:
+                      trials: list[Trial], result: epb.TuningResult, progress: Progress, author: str,
+                      blueprints: DecisionBlueprints) -> None:
         await progress.stage("choosing", 0.97, "choosing the best setting that meets every constraint")
         result.warnings.extend(choice.warnings)
         best = choice.trial
@@ -238,20 +250,21 @@ class Tuning:
                       f"from round {best.round} arm {best.arm} ({evidence}; predicted {plan.objective} "
                       f"{choice.predicted_mean:.4g}) applied" + _evidence(result))
             await progress.stage("applying", 0.99, reason)
-            applied = await self.blueprints.apply(chosen, f"{progress.operation_id}-apply", author, reason)
+            applied = await blueprints.apply(chosen, f"{progress.operation_id}-apply", author, reason)
             result.applied = True
             result.final_blueprint_version = applied.version
         else:
             if request.apply:
                 result.warnings.append("nothing applied: no setting met every constraint")
-            result.final_blueprint_version = await self._restore(request, base, progress.operation_id, author,
+            result.final_blueprint_version = await self._restore(blueprints, base, progress.operation_id, author,
                                                                  _evidence(result))
         await progress.details(result)
 
-    async def _restore(self, request: epb.StartTuningRequest, base: bp.Blueprint, operation_id: str,
+    @staticmethod
+    async def _restore(blueprints: DecisionBlueprints, base: bp.Blueprint, operation_id: str,
                        author: str, evidence: str = "") -> int:
         """Apply the starting blueprint again (the tuning's arms end); its version."""
-        restored = await self.blueprints.apply(base, f"{operation_id}-restore", author,
+        restored = await blueprints.apply(base, f"{operation_id}-restore", author,
                                                f"tuning {operation_id} ended: the blueprint it started from "
                                                f"is applied again{evidence}")
         return restored.version
@@ -261,8 +274,9 @@ class LiveExperiment:
     """Runs a round as arms of the use case and measures them with the scorecard."""
 
     def __init__(self, tuning: Tuning, request: epb.StartTuningRequest, plan: TuningPlan, base: bp.Blueprint,
-                 progress: Progress, author: str, result: epb.TuningResult) -> None:
+                 progress: Progress, author: str, result: epb.TuningResult, blueprints: DecisionBlueprints) -> None:
         self.tuning = tuning
+        self.blueprints = blueprints
         self.request = request
         self.plan = plan
         self.base = base
@@ -294,7 +308,7 @@ class LiveExperiment:
         fraction = (round_number - 0.5) / (self.plan.rounds + 1)
         await self.progress.stage(f"round_{round_number}_applying", fraction, reason)
         start_ms = self.tuning.clock.now_ms()
-        applied = await self.tuning.blueprints.apply(blueprint, f"{op}-round-{round_number}", self.author, reason)
+        applied = await self.blueprints.apply(blueprint, f"{op}-round-{round_number}", self.author, reason)
         latest, _ = await self.tuning.evaluator.use_cases.latest(self.request.use_case)
         start_ms = min(start_ms, applied.create_time.ToMilliseconds() or start_ms)
         deadline_ms = start_ms + self.timeout_s * 1000.0
