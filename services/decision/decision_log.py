@@ -27,8 +27,8 @@ Crash guarantee, by ``durability`` (``LOOPWISE_DECISION_LOG_DURABILITY``):
   request. A commit that fails answers UNAVAILABLE (the decisions are still sent from
   memory).
 
-Spool files (``<seq>.req``, oldest first) are sequences of frames: payload length,
-crc32 and record count (``<III``), then a serialized ``LogDecisionsRequest`` with its
+Spool files (``<seq>.req``, oldest first, in a loopwise.spool directory) are sequences
+of frames: payload length, crc32 and record count (``<III``), then a serialized ``LogDecisionsRequest`` with its
 own request id (feedback stores decisions idempotently by id, so a frame sent twice, e
 .g. after a crash between its acknowledgement and the file's removal, is stored once).
 Frames are sent as they were written, byte for byte: several frames concatenated are
@@ -61,10 +61,11 @@ import grpc
 
 from loopwise import tracing
 from loopwise.clock import Clock
-from loopwise.durable import sync_directory, write_file_durably
+from loopwise.durable import write_file_durably
 from loopwise.errors import Unavailable, to_status
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.spool import SpoolDirectory
 
 log = logging.getLogger("loopwise.decision.log")
 
@@ -109,39 +110,12 @@ class SpoolScan:
     damaged: bool = False  # a complete frame whose checksum fails
 
 
-class DecisionSpool:
-    """A directory of spool segments (``<seq>.req``, frames appended and fdatasync'd)."""
+class DecisionSpool(SpoolDirectory):
+    """The decision log's spool (loopwise.spool): segments ``<seq>.req`` (20 digits) of
+    frames appended and fdatasync'd; leftovers of a crash mid-write are deleted."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob("*.tmp"):  # a crash mid-write: never acknowledged
-            tmp.unlink()
-        self._seq = max((int(p.stem) for p in self.files()), default=0)
-
-    def files(self) -> list[Path]:
-        """Spool segments in order."""
-        return sorted(self.dir.glob("*.req"))
-
-    def create(self) -> tuple[Path, int]:
-        """A new, empty segment (its directory entry fsync'd): path and open descriptor."""
-        self._seq += 1
-        path = self.dir / f"{self._seq:020d}.req"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            sync_directory(self.dir)
-        except BaseException:
-            os.close(fd)
-            raise
-        return path, fd
-
-    @staticmethod
-    def append(fd: int, data: bytes) -> None:
-        """Append framed bytes to an open segment and fdatasync it."""
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fdatasync(fd)
+        super().__init__(directory, ".req", 20, discard_temporary=True)
 
     @staticmethod
     def frame(payload: bytes, count: int) -> bytes:
@@ -534,13 +508,13 @@ class DecisionLog:
             return
         self.counters.spool_files -= 1
         scan = segment.scan
+        assert self.spool is not None
         try:
             if scan is not None and scan.damaged:
-                damaged = segment.path.with_suffix(".damaged")
-                await asyncio.to_thread(segment.path.rename, damaged)
+                damaged = await asyncio.to_thread(self.spool.set_aside, segment.path, ".damaged", False)
                 log.error("damaged decision spool file: its frames after the damage are kept in %s", damaged)
             else:
-                await asyncio.to_thread(segment.path.unlink, missing_ok=True)
+                await asyncio.to_thread(self.spool.remove, [segment.path], False)
         except OSError:
             log.exception("cannot remove the sent spool file %s", segment.path)
 

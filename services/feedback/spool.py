@@ -4,7 +4,7 @@
 in the store, or appended to the spool in ``<data_dir>/feedback/spool``: one file per
 request, ``<sequence>.spool``, holding a header (magic, kind, payload length, crc32,
 accept time in µs, record count) and the serialized rows; written to a temporary
-name, fsync'd, renamed into place, directory fsync'd. A write goes to the spool when
+name, fsync'd, renamed into place, directory fsync'd (loopwise.spool). A write goes to the spool when
 the store fails or times out, and also while the spool is not empty (so that the
 store sees requests in acceptance order). The last group of a backlog is replayed
 while new requests wait to join the spool; they then go to the store, so the spool
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopwise.clock import uuid7_time_ms
-from loopwise.durable import sync_directory, write_file_durably
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.spool import SpoolDirectory
 from loopwise.store.failures import store_failure
 from loopwise.store.feedback import FeedbackStore, OutcomeRow, StoredDecision, wall_time_us
 
@@ -151,47 +150,6 @@ def _outcome_row(o: fpb.Outcome, joinable: bool) -> OutcomeRow:
                       o.event_time.ToMilliseconds(), decision_ms, o.item_id)
 
 
-class SpoolDir:
-    """The spool directory: ``<sequence>.spool`` files, oldest first (blocking I/O;
-    call from a worker thread)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        files = self.files()
-        self.next_seq = int(files[-1].stem) + 1 if files else 1
-
-    def files(self) -> list[Path]:
-        """Spool files, oldest first."""
-        return sorted(self.dir.glob("*.spool"))
-
-    def append(self, data: bytes, seq: int) -> Path:
-        """Write one entry durably (fsync'd file and directory)."""
-        path = self.dir / f"{seq:016d}.spool"
-        write_file_durably(path, data)
-        return path
-
-    def remove(self, paths: Sequence[Path]) -> None:
-        """Delete entries that the store acknowledged (one directory sync)."""
-        for path in paths:
-            path.unlink(missing_ok=True)
-        self._sync_dir()
-
-    def keep_invalid(self, path: Path, data: bytes) -> Path:
-        """Keep the invalid records of a spooled request beside it (``*.invalid``)."""
-        kept = path.with_suffix(".invalid")
-        write_file_durably(kept, data)
-        return kept
-
-    def set_aside(self, path: Path) -> None:
-        """Keep a damaged entry out of the way (renamed ``*.damaged``)."""
-        os.replace(path, path.with_suffix(".damaged"))
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        sync_directory(self.dir)
-
-
 @dataclass
 class SpoolCounters:
     """Spool activity: totals since start (records) and the current depth."""
@@ -226,7 +184,7 @@ class DurableWrites:
                  on_replayed: Callable[[Entry, object], None] | None = None, validate: Validate | None = None,
                  on_store_state: Callable[[bool], None] | None = None) -> None:
         self.store = store
-        self.spool = SpoolDir(directory)
+        self.spool = SpoolDirectory(directory, ".spool", 16)
         self.timeout_s = timeout_s
         self.on_replayed = on_replayed
         self.validate = validate
@@ -328,10 +286,9 @@ class DurableWrites:
             if behind_spool_only and self.counters.depth == 0:
                 return False
             self.counters.depth += entry.records
-            seq = self.spool.next_seq
-            self.spool.next_seq += 1
+            seq = self.spool.take_seq()
             try:
-                await asyncio.to_thread(self.spool.append, data, seq)
+                await asyncio.to_thread(self.spool.write, data, seq)
             except BaseException:
                 self.counters.depth -= entry.records
                 raise
@@ -434,7 +391,7 @@ class DurableWrites:
         self._store_state(True)
         for item in group:
             if item.invalid is not None and item.invalid.records:
-                await asyncio.to_thread(self.spool.keep_invalid, item.path, item.invalid.encode())
+                await asyncio.to_thread(self.spool.keep_beside, item.path, ".invalid", item.invalid.encode())
         await asyncio.to_thread(self.spool.remove, [item.path for item in group])
         for item, result in zip(group, results, strict=True):
             self.counters.depth -= item.records
