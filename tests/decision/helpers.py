@@ -21,7 +21,7 @@ from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.server import ServiceHost
 from loopwise.services.decision.core import DecisionCore
 from loopwise.services.decision.models import ModelWatcher
-from loopwise.services.decision.server import DecisionProcess, start_process
+from loopwise.services.decision.server import start_process
 from loopwise.settings import Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -69,25 +69,12 @@ def features(x: float | None = 1.0, y: float | None = 2.0, country: str | None =
 class Decider:
     """A running in-process decision service and a client stub."""
 
-    process: DecisionProcess
+    host: ServiceHost
+    core: DecisionCore
+    watcher: ModelWatcher
     stub: dgrpc.DecisionServiceStub
     channel: grpc.aio.Channel
     settings: Settings
-
-    @property
-    def host(self) -> ServiceHost:
-        """The service's host."""
-        return self.process.host
-
-    @property
-    def core(self) -> DecisionCore:
-        """The service's DecisionCore."""
-        return self.process.core
-
-    @property
-    def watcher(self) -> ModelWatcher:
-        """The service's ModelWatcher."""
-        return self.process.watcher
 
     async def apply(self, b: bp.Blueprint) -> dpb.ApplyUseCaseResponse:
         """ApplyUseCase."""
@@ -108,7 +95,8 @@ async def start_decider(settings: Settings) -> Decider:
     """Start a decision service in-process and connect to it."""
     process = await start_process(settings)
     channel = grpc.aio.insecure_channel(settings.decision_address)
-    return Decider(process, dgrpc.DecisionServiceStub(channel), channel, settings)
+    return Decider(process.host, process.core, process.watcher, dgrpc.DecisionServiceStub(channel), channel,
+                   settings)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
