@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -138,6 +139,10 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 120.0, in
         await asyncio.sleep(interval)
 
 
+if TYPE_CHECKING:  # the decision service (onnxruntime) is imported when a loop starts
+    from loopwise.services.decision.models import ModelWatcher
+
+
 @dataclass
 class Loop:
     """Decision, feedback and trainer (optionally evaluator) running in this process."""
@@ -145,6 +150,8 @@ class Loop:
     settings: Settings
     hosts: dict[str, ServiceHost]
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+    # The decision service's models, once it started.
+    decision_watcher: ModelWatcher | None = None
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = grpc.aio.insecure_channel(address)
@@ -185,7 +192,8 @@ class Loop:
             model=model, onnx=onnx, sha256=hashlib.sha256(onnx).hexdigest()), timeout=60)).model
         await trainer.SetDeployment(tpb.SetDeploymentRequest(
             use_case=use_case, production_version=registered.version, reason="test"), timeout=30)
-        scorers = self.hosts["decision"].watcher.scorers  # type: ignore[attr-defined]
+        assert self.decision_watcher is not None
+        scorers = self.decision_watcher.scorers
         await wait_until(lambda: use_case in scorers and scorers[use_case].version == registered.version)
         return registered
 
@@ -212,7 +220,7 @@ class Loop:
 
 async def start_loop(settings: Settings, evaluator: bool = False) -> Loop:
     """Start trainer, feedback, (evaluator,) decision in this process."""
-    from loopwise.services.decision.server import start_server as start_decision
+    from loopwise.services.decision.server import start_process as start_decision
     from loopwise.services.feedback.server import start_server as start_feedback
     from loopwise.services.trainer.server import start_server as start_trainer
 
@@ -225,7 +233,8 @@ async def start_loop(settings: Settings, evaluator: bool = False) -> Loop:
             from loopwise.services.evaluator.server import start_server as start_evaluator
 
             hosts["evaluator"] = await start_evaluator(settings)
-        hosts["decision"] = await start_decision(settings)
+        decision = await start_decision(settings)
+        hosts["decision"], loop.decision_watcher = decision.host, decision.watcher
     except BaseException:
         await loop.stop()
         raise
