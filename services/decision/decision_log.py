@@ -65,6 +65,7 @@ from loopwise.durable import write_file_durably
 from loopwise.errors import Unavailable, to_status
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.services.decision.proxy import DECIDING, ServicerProxy
 from loopwise.spool import SpoolDirectory
 
 log = logging.getLogger("loopwise.decision.log")
@@ -743,33 +744,14 @@ def _ids(frames: list[_Frame]) -> list[str]:
     return ids
 
 
-_DECIDING = ("Decide", "DecideBatch", "DecideStream")
-
-
-class _SpooledAnswers:
-    """A servicer proxy whose deciding methods answer only once ``DecisionLog.spooled``
-    allows; everything else delegates."""
-
-    def __init__(self, servicer: Any) -> None:
-        object.__setattr__(self, "_target", servicer)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._target, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._target, name, value)
-
-
 def spooled_answers(servicer: Any, decision_log: DecisionLog) -> Any:
     """Wrap ``servicer``'s Decide, DecideBatch and DecideStream so that each answer
     leaves only after what :meth:`DecisionLog.spooled` asks for (the commit of its
     decisions in the ``durable`` mode; nothing, below ``max_unspooled``, in the
     ``interval`` mode). A failed commit answers UNAVAILABLE."""
-    proxy = _SpooledAnswers(servicer)
-    for rpc in _DECIDING:
-        fn = getattr(servicer, rpc)
-        object.__setattr__(proxy, rpc, _stream(fn, decision_log) if rpc == "DecideStream" else _unary(fn, decision_log))
-    return proxy
+    wrap = {"DecideStream": _stream}
+    return ServicerProxy(servicer, {rpc: wrap.get(rpc, _unary)(getattr(servicer, rpc), decision_log)
+                                    for rpc in DECIDING})
 
 
 async def _settle(waiting: Awaitable[None], context: Any) -> None:

@@ -36,6 +36,7 @@ from loopwise.metrics import (
     write_snapshots_forever,
 )
 from loopwise.periodic import every
+from loopwise.services.decision.proxy import DECIDING, ServicerProxy
 from loopwise.settings import Settings
 
 log = logging.getLogger("loopwise.decision.workers")
@@ -123,31 +124,14 @@ class DecisionMetrics:
             self.explored.inc(labels, 1.0 if decision.explored else 0.0)
 
 
-_COUNTED = ("Decide", "DecideBatch", "DecideStream")
-
-
-class _Instrumented:
-    """A servicer proxy whose deciding methods count decisions; everything else delegates."""
-
-    def __init__(self, servicer: Any) -> None:
-        object.__setattr__(self, "_target", servicer)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._target, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._target, name, value)
-
-
 def instrument(servicer: Any, metrics: DecisionMetrics) -> Any:
     """Wrap ``servicer``'s Decide, DecideBatch and DecideStream with decision counting.
     The proxy is what gets registered on the server."""
-    proxy = _Instrumented(servicer)
-    for rpc in _COUNTED:
+    overrides = {}
+    for rpc in DECIDING:
         fn = getattr(servicer, rpc)
-        wrapped = _wrap_stream(rpc, fn, metrics) if inspect.isasyncgenfunction(fn) else _wrap_unary(rpc, fn, metrics)
-        object.__setattr__(proxy, rpc, wrapped)
-    return proxy
+        overrides[rpc] = _wrap_stream(rpc, fn, metrics) if inspect.isasyncgenfunction(fn) else _wrap_unary(rpc, fn, metrics)
+    return ServicerProxy(servicer, overrides)
 
 
 def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
