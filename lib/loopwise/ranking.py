@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loopwise.common.v1 import blueprint_pb2 as bp
+
 _NEG = -np.inf
 
 
@@ -53,6 +55,18 @@ class RankingPolicy:
         if self.epsilon > 0:
             p = (1.0 - self.epsilon) * p + np.where(remaining, self.epsilon / n_left, 0.0)
         return p
+
+
+def ranking_rule(policy: bp.Policy, eps: float, n_candidates: int, disable: bool) -> RankingPolicy:
+    """The ranking rule of a blueprint ``policy`` for one ranking of ``n_candidates``:
+    Plackett-Luce at the temperature for softmax, else greedy; ``eps`` (the policy's or
+    the arm's) raised by the exploration floor as for actions; ``disable``: greedy."""
+    from loopwise.policy import Policy
+
+    rule = Policy(policy.type, policy.temperature or 1.0, policy.exploration_floor)
+    epsilon = rule.effective_epsilon_of(eps, n_candidates, disable)
+    softmax = policy.type == bp.POLICY_TYPE_SOFTMAX and not disable
+    return RankingPolicy(softmax=softmax, temperature=policy.temperature or 1.0, epsilon=epsilon)
 
 
 @dataclass

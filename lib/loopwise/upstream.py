@@ -133,12 +133,15 @@ class FeedbackTrainingData:
 
     async def read(self, use_case: str, start_ms: int | None, end_ms: int | None,
                    include_open_windows: bool = False,
-                   include_fallback: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+                   include_fallback: bool = False,
+                   include_unshown_items: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
         """Stream the use case's rows whose reward window has closed (no fallbacks),
-        or also those still open / the fallbacks when asked (rollout guardrails)."""
+        or also those still open / the fallbacks when asked (rollout guardrails);
+        ``include_unshown_items``: a ranking's candidates that were not shown too."""
         request = fpb.ReadTrainingDataRequest(use_case=use_case, batch_rows=self.batch_rows,
                                               include_open_windows=include_open_windows,
-                                              include_fallback=include_fallback)
+                                              include_fallback=include_fallback,
+                                              include_unshown_items=include_unshown_items)
         if start_ms is not None:
             request.start_time.FromMilliseconds(start_ms)
         if end_ms is not None:

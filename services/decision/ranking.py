@@ -19,9 +19,9 @@ import numpy as np
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument
-from loopwise.ranking import RankingDraw, RankingPolicy, sample_ranking
+from loopwise.ranking import RankingDraw, RankingPolicy, ranking_rule, sample_ranking
 from loopwise.services.decision.encoding import UseCaseVersion
-from loopwise.services.decision.policy import ROLE_DEFAULT, Policy, Scorer, _score
+from loopwise.services.decision.policy import ROLE_DEFAULT, Scorer, _score
 
 
 @dataclass
@@ -75,10 +75,7 @@ def shown_count(uc: UseCaseVersion, top_k: int, n_candidates: int) -> int:
 
 def ranking_policy(policy: bp.Policy, eps: float, n_candidates: int, disable: bool) -> RankingPolicy:
     """The ranking rule of a blueprint policy for one request (see the module docstring)."""
-    rule = Policy(policy.type, policy.temperature or 1.0, policy.exploration_floor)
-    epsilon = rule.effective_epsilon_of(eps, n_candidates, disable)
-    softmax = policy.type == bp.POLICY_TYPE_SOFTMAX and not disable
-    return RankingPolicy(softmax=softmax, temperature=policy.temperature or 1.0, epsilon=epsilon)
+    return ranking_rule(policy, eps, n_candidates, disable)
 
 
 def rank_candidates(uc: UseCaseVersion, rows: np.ndarray, k: int, arm: str, eps: float,

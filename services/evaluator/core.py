@@ -65,7 +65,8 @@ class TrainingData(Protocol):
     """Joined decision rows of a use case."""
 
     def read(self, use_case: str, start_ms: int | None, end_ms: int | None,
-             include_fallback: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]: ...
+             include_fallback: bool = False,
+             include_unshown_items: bool = False) -> AsyncIterator[fpb.ReadTrainingDataResponse]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from loopwise.services.evaluator.data import rows_of
 from loopwise.services.evaluator.estimation import MIN_ROWS
 from loopwise.services.evaluator.isolation import run_isolated
 from loopwise.services.evaluator.policy_eval import DEFAULT_MAX_WEIGHT
+from loopwise.services.evaluator.ranking_eval import evaluate_ranking
 
 DEFAULT_ITERATIONS = 20
 MAX_ITERATIONS = 100
@@ -118,6 +119,8 @@ class PolicyRequests:
             raise InvalidArgument("max_weight", "must be >= 0")
         start_ms, end_ms = time_range(request)
         blueprint, _ = await self.use_cases.latest(request.use_case)
+        if blueprint.kind == bp.DECISION_KIND_RANKING:  # prefix IPS over logged rankings
+            return await evaluate_ranking(self, request, blueprint, start_ms, end_ms)
         candidate = await self.candidate(request.use_case, blueprint, request.model_version, request.report_id,
                                          request.constant_action, request.policy_variant)
         rows = await self.logged_rows(request.use_case, start_ms, end_ms, blueprint)

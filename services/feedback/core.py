@@ -425,7 +425,8 @@ class Feedback:
             end_ms = min(end_ms, now_ms - min(rule.window_ms for _, rule in rules.values()) + 1)
         if is_ranking(rules):  # one row per shown item (services/feedback/ranking.py)
             async for batch in ranking_batches(self.store, use_case, start_ms, end_ms, request.include_fallback,
-                                               request.include_open_windows, now_ms, batch_rows, rules):
+                                               request.include_open_windows, now_ms, batch_rows, rules,
+                                               request.include_unshown_items):
                 yield batch
             return
 

@@ -35,14 +35,18 @@ def is_ranking(rules: dict[int, tuple[bp.Blueprint, RewardRule]]) -> bool:
     return bool(rules) and rules[max(rules)][0].kind == bp.DECISION_KIND_RANKING
 
 
-def item_rows(decision: StoredDecision) -> list[tuple[int, fpb.RankedItem, float]]:
-    """The shown items of a decision by position: (candidate index, item, prefix propensity)."""
-    shown = sorted(((i, item) for i, item in enumerate(decision.record.ranked_items) if item.position > 0),
+def item_rows(decision: StoredDecision, unshown: bool = False) -> list[tuple[int, fpb.RankedItem, float]]:
+    """The shown items of a decision by position: (candidate index, item, prefix
+    propensity); with ``unshown``, then the other candidates in request order (prefix 0)."""
+    items = decision.record.ranked_items
+    shown = sorted(((i, item) for i, item in enumerate(items) if item.position > 0),
                    key=lambda pair: pair[1].position)
     out, prefix = [], 1.0
     for index, item in shown:
         prefix *= item.propensity
         out.append((index, item, prefix))
+    if unshown:
+        out += [(i, item, 0.0) for i, item in enumerate(items) if item.position <= 0]
     return out
 
 
@@ -81,9 +85,13 @@ class _ItemBatch:
 
 async def ranking_batches(store: FeedbackStore, use_case: str, start_ms: int, end_ms: int,
                           include_fallback: bool, include_open_windows: bool, now_ms: int, batch_rows: int,
-                          rules: dict[int, tuple[bp.Blueprint, RewardRule]]) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
+                          rules: dict[int, tuple[bp.Blueprint, RewardRule]], include_unshown: bool = False,
+                          ) -> AsyncIterator[fpb.ReadTrainingDataResponse]:
     """Per-item batches of a ranking use case in decision-time order, each of one
-    blueprint version (versions in ``rules`` only; others are skipped)."""
+    blueprint version (versions in ``rules`` only; others are skipped); a decision's
+    rows are never split across batches (a decision with more rows than
+    ``batch_rows`` makes a batch of its own). ``include_unshown``: also the candidates not
+    shown (position 0)."""
     after: tuple[int, str] | None = None
     pending: _ItemBatch | None = None
     while True:
@@ -101,10 +109,12 @@ async def ranking_batches(store: FeedbackStore, use_case: str, start_ms: int, en
                 continue
             if not include_open_windows and decision.decision_time_ms + rules[version][1].window_ms > now_ms:
                 continue
-            for index, item, prefix in item_rows(decision):
-                if pending is not None and (pending.version != version or len(pending.rows) >= batch_rows):
-                    yield pending.build(*rules[pending.version])
-                    pending = None
+            rows = item_rows(decision, include_unshown)
+            if pending is not None and pending.rows and (
+                    pending.version != version or len(pending.rows) + len(rows) > batch_rows):
+                yield pending.build(*rules[pending.version])
+                pending = None
+            for index, item, prefix in rows:
                 if pending is None:
                     pending = _ItemBatch(version)
                 pending.rows.append((decision, index, item, prefix,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import time
 
+from loopwise.client import Client
+from loopwise.simulator.ranking import USE_CASE
 from loopwise.simulator.ranking_demo import RankingDemoConfig, run_ranking_demo
 from tests.support import launcher_settings, new_launcher
 
@@ -27,6 +29,8 @@ def test_ranking_demo_closes_the_gap(tmp_path) -> None:
     try:
         launcher.start_all()
         summary = run_ranking_demo(settings, RankingDemoConfig(n_explore=800, n_exploit=200, seed=5), progress)
+        with Client(settings=settings) as client:  # EvaluatePolicy on the logged rankings
+            evaluated = client.evaluate_policy(USE_CASE, model_version=summary.model_version)
     finally:
         launcher.stop_all()
     for label, value in summary.rows():
@@ -35,3 +39,8 @@ def test_ranking_demo_closes_the_gap(tmp_path) -> None:
     assert summary.clicks_random < summary.clicks_oracle
     assert summary.gap_closed >= 0.5, summary
     assert math.isfinite(summary.ips_estimate)
+    print(f"EvaluatePolicy (model v{summary.model_version}, blueprint policy): prefix IPS {evaluated.ips_value:.3f} "
+          f"[{evaluated.ips_ci_lower:.3f}, {evaluated.ips_ci_upper:.3f}] over {evaluated.rows} rankings, logged "
+          f"{evaluated.logged_value:.3f}, ESS {evaluated.effective_sample_size:.1f}, warnings {list(evaluated.warnings)}")
+    assert evaluated.rows >= 800 and evaluated.ips_ci_lower <= evaluated.ips_value <= evaluated.ips_ci_upper
+    assert math.isfinite(evaluated.ips_value) and evaluated.logged_value > 0

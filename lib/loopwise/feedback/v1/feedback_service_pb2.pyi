@@ -120,20 +120,22 @@ class LogOutcomesResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., orphans: _Optional[int] = ...) -> None: ...
 
 class ReadTrainingDataRequest(_message.Message):
-    __slots__ = ("use_case", "start_time", "end_time", "batch_rows", "include_open_windows", "include_fallback")
+    __slots__ = ("use_case", "start_time", "end_time", "batch_rows", "include_open_windows", "include_fallback", "include_unshown_items")
     USE_CASE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OPEN_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNSHOWN_ITEMS_FIELD_NUMBER: _ClassVar[int]
     use_case: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     batch_rows: int
     include_open_windows: bool
     include_fallback: bool
-    def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ...) -> None: ...
+    include_unshown_items: bool
+    def __init__(self, use_case: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., batch_rows: _Optional[int] = ..., include_open_windows: bool = ..., include_fallback: bool = ..., include_unshown_items: bool = ...) -> None: ...
 
 class ReadTrainingDataResponse(_message.Message):
     __slots__ = ("blueprint_version", "feature_names", "rows", "features", "decision_ids", "decision_times_ms", "action_indices", "propensities", "action_probabilities", "n_actions", "rewards", "outcome_counts", "labels", "model_versions", "arms", "explored", "serving_latencies_ms", "metric_names", "metric_values", "positions", "item_ids", "prefix_propensities")

@@ -690,8 +690,12 @@ type ReadTrainingDataRequest struct {
 	IncludeOpenWindows bool `protobuf:"varint,5,opt,name=include_open_windows,json=includeOpenWindows,proto3" json:"include_open_windows,omitempty"`
 	// Include fallback decisions (excluded by default).
 	IncludeFallback bool `protobuf:"varint,6,opt,name=include_fallback,json=includeFallback,proto3" json:"include_fallback,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Ranking use cases: also return the candidates that were not shown (position 0,
+	// propensity 0, the default reward), so that every candidate of a ranking can be
+	// scored again (off-policy evaluation). Ignored for other kinds.
+	IncludeUnshownItems bool `protobuf:"varint,30,opt,name=include_unshown_items,json=includeUnshownItems,proto3" json:"include_unshown_items,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ReadTrainingDataRequest) Reset() {
@@ -762,6 +766,13 @@ func (x *ReadTrainingDataRequest) GetIncludeOpenWindows() bool {
 func (x *ReadTrainingDataRequest) GetIncludeFallback() bool {
 	if x != nil {
 		return x.IncludeFallback
+	}
+	return false
+}
+
+func (x *ReadTrainingDataRequest) GetIncludeUnshownItems() bool {
+	if x != nil {
+		return x.IncludeUnshownItems
 	}
 	return false
 }
@@ -1850,7 +1861,7 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x05R\n" +
 	"duplicates\x12\x18\n" +
-	"\aorphans\x18\x03 \x01(\x05R\aorphans\"\xa2\x02\n" +
+	"\aorphans\x18\x03 \x01(\x05R\aorphans\"\xd6\x02\n" +
 	"\x17ReadTrainingDataRequest\x12\x19\n" +
 	"\buse_case\x18\x01 \x01(\tR\auseCase\x129\n" +
 	"\n" +
@@ -1859,7 +1870,8 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\n" +
 	"batch_rows\x18\x04 \x01(\x05R\tbatchRows\x120\n" +
 	"\x14include_open_windows\x18\x05 \x01(\bR\x12includeOpenWindows\x12)\n" +
-	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\"\x9a\x06\n" +
+	"\x10include_fallback\x18\x06 \x01(\bR\x0fincludeFallback\x122\n" +
+	"\x15include_unshown_items\x18\x1e \x01(\bR\x13includeUnshownItems\"\x9a\x06\n" +
 	"\x18ReadTrainingDataResponse\x12+\n" +
 	"\x11blueprint_version\x18\x01 \x01(\x03R\x10blueprintVersion\x12#\n" +
 	"\rfeature_names\x18\x02 \x03(\tR\ffeatureNames\x12\x12\n" +

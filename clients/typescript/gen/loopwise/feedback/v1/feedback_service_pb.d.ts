@@ -461,6 +461,15 @@ export declare type ReadTrainingDataRequest = Message<"loopwise.feedback.v1.Read
    * @generated from field: bool include_fallback = 6;
    */
   includeFallback: boolean;
+
+  /**
+   * Ranking use cases: also return the candidates that were not shown (position 0,
+   * propensity 0, the default reward), so that every candidate of a ranking can be
+   * scored again (off-policy evaluation). Ignored for other kinds.
+   *
+   * @generated from field: bool include_unshown_items = 30;
+   */
+  includeUnshownItems: boolean;
 };
 
 /**
