@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
+
 from loopwise.client import Client
+from loopwise.client_errors import InvalidArgument
 from loopwise.simulator.ranking import USE_CASE
 from loopwise.simulator.ranking_demo import RankingDemoConfig, run_ranking_demo
 from tests.support import launcher_settings, new_launcher
@@ -31,6 +34,8 @@ def test_ranking_demo_closes_the_gap(tmp_path) -> None:
         summary = run_ranking_demo(settings, RankingDemoConfig(n_explore=800, n_exploit=200, seed=5), progress)
         with Client(settings=settings) as client:  # EvaluatePolicy on the logged rankings
             evaluated = client.evaluate_policy(USE_CASE, model_version=summary.model_version)
+            with pytest.raises(InvalidArgument) as refused:  # a ranking needs a model to evaluate
+                client.evaluate_policy(USE_CASE, constant_action="x")
     finally:
         launcher.stop_all()
     for label, value in summary.rows():
@@ -44,3 +49,4 @@ def test_ranking_demo_closes_the_gap(tmp_path) -> None:
           f"{evaluated.logged_value:.3f}, ESS {evaluated.effective_sample_size:.1f}, warnings {list(evaluated.warnings)}")
     assert evaluated.rows >= 800 and evaluated.ips_ci_lower <= evaluated.ips_value <= evaluated.ips_ci_upper
     assert math.isfinite(evaluated.ips_value) and evaluated.logged_value > 0
+    assert "model_version" in str(refused.value)
