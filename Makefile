@@ -33,6 +33,13 @@ bench: install
 bench-tracing: install
 	$(PY) -m bench.tracing --out docs/benchmarks.md
 
+# Decide with own metrics and tracing vs prometheus_client (multiprocess) and
+# opentelemetry-instrumentation-grpc, interleaved rounds in the same run with ghz (about
+# 5 minutes); replaces the libraries section of docs/benchmarks.md.
+.PHONY: bench-libraries
+bench-libraries: install
+	$(PY) -m bench.libraries --out docs/benchmarks.md
+
 # Decide offered open loop at 1x, 2x and 3x its measured capacity with ghz (3 rounds), and 3x
 # with the admission bounds off (about 8 minutes; scripts/install_tools.sh builds ghz);
 # replaces the overload section of docs/benchmarks.md.

@@ -21,7 +21,7 @@ import inspect
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -472,6 +472,12 @@ class ServiceHost:
     metrics_endpoint: MetricsEndpoint | None = None
     # The plaintext Health-only server and its port (``health_port``), when on.
     health_server: tuple[grpc.aio.Server, int] | None = None
+    # Per-call observation, swappable for measurement only (bench/libraries.py compares
+    # library instrumentation against the own): what records each call's count and
+    # latency, and grpc server interceptors run before the call pipeline (none by
+    # default; any interceptor takes the server off grpc's interceptor-free path).
+    rpc_metrics_factory: Callable[[Registry, str], RpcMetrics] = RpcMetrics
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     _hooks: list[ShutdownHook] = field(default_factory=list)
     _services: list[str] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -481,7 +487,7 @@ class ServiceHost:
         options = [("grpc.so_reuseport", 1 if self.reuse_port else 0), *channel_options(self.settings),
                    *Admission.server_options(self.settings)]
         options += connection_options(self.settings, self.max_connection_age)
-        self.rpc_metrics = RpcMetrics(self.registry, self.name)
+        self.rpc_metrics = self.rpc_metrics_factory(self.registry, self.name)
         # Admission control (bounded work, the rest shed at once: docs/architecture.md §6).
         self.admission = Admission.from_settings(self.settings, self.registry, self.name)
         # No grpc interceptors: each method's handler is wrapped once, when it is added,
@@ -490,7 +496,7 @@ class ServiceHost:
         # guard; the use case of the parsed request names the call).
         self.pipeline = CallPipeline(self.rpc_metrics, self.admission, security.CallGuard(self.settings))
         self._methods = _MethodTable(self.pipeline)
-        self.server = grpc.aio.server(options=options)
+        self.server = grpc.aio.server(options=options, interceptors=list(self.interceptors) or None)
         self.server.add_generic_rpc_handlers((self._methods,))
         self.health = health.aio.HealthServicer()
         self._register(lambda target: health_pb2_grpc.add_HealthServicer_to_server(self.health, target))

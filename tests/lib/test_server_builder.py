@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loopwise.errors import InvalidArgument, field_violations, map_errors
 from loopwise.launcher import free_port
+from loopwise.metrics import Registry, RpcMetrics
 from loopwise.server import Registration, ServiceHost
 
 SERVICE = "loopwise.test.v1.SlowService"
@@ -115,3 +116,46 @@ async def test_graceful_stop_finishes_unary_and_ends_streams_unavailable(make_se
         health = health_pb2_grpc.HealthStub(channel)
         with pytest.raises(grpc.aio.AioRpcError):
             await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+
+
+class _ListedMetrics(RpcMetrics):
+    """RpcMetrics that also lists every recorded call (rpc, code name)."""
+
+    def __init__(self, registry: Registry, service: str) -> None:
+        super().__init__(registry, service)
+        self.calls: list[tuple[str, str]] = []
+
+    def record(self, rpc: str, use_case: str, code, seconds: float) -> None:
+        super().record(rpc, use_case, code, seconds)
+        self.calls.append((rpc, code.name))
+
+
+class _MethodNames(grpc.aio.ServerInterceptor):
+    """A server interceptor that notes the methods it sees."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_service(self, continuation, details):
+        self.methods.append(details.method)
+        return await continuation(details)
+
+
+async def test_instrumentation_can_be_swapped(make_settings) -> None:
+    """The measurement seam (bench/libraries.py): another RpcMetrics and extra server
+    interceptors, both seeing every call, the refused one included."""
+    names = _MethodNames()
+    host = ServiceHost("slow", make_settings(), f"127.0.0.1:{free_port()}", rpc_metrics_factory=_ListedMetrics,
+                       interceptors=(names,))
+    host.add([Registration(_add, Slow(host), SERVICE)])
+    address = f"127.0.0.1:{await host.start()}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            with pytest.raises(grpc.aio.AioRpcError):
+                await channel.unary_unary(f"/{SERVICE}/Check")(b"x")
+    finally:
+        await host.stop(0)
+    assert isinstance(host.rpc_metrics, _ListedMetrics)
+    assert host.rpc_metrics.calls == [("Check", "OK"), ("Check", "INVALID_ARGUMENT")]
+    assert names.methods == ["/grpc.health.v1.Health/Check", f"/{SERVICE}/Check"]
