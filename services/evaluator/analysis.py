@@ -175,7 +175,7 @@ class _WithoutLastColumn:
     def __init__(self, est) -> None:
         self.est = est
 
-    def effect(self, X, T0=0, T1=1):  # noqa: N803
+    def effect(self, X, T0=0, T1=1):
         return self.est.effect(np.asarray(X)[:, :-1], T0=T0, T1=T1)
 
 
@@ -189,7 +189,7 @@ def _held_out_tester(regression, propensity_model, cate):
     from econml.validate import DRTester
 
     class HeldOutTester(DRTester):
-        def fit_nuisance(self, Xval, Dval, yval, Xtrain, Dtrain, ytrain):  # noqa: N803
+        def fit_nuisance(self, Xval, Dval, yval, Xtrain, Dtrain, ytrain):
             self.Dval = np.asarray(Dval)
             self.treatments = np.sort(np.unique(self.Dval))
             self.n_treat = len(self.treatments) - 1

@@ -33,17 +33,17 @@ class LoggedPropensityClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, column: int = -1) -> None:
         self.column = column
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):  # noqa: N803
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
         """Record the classes; nothing is learned."""
         self.classes_ = np.unique(np.asarray(y))
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """[n, 2]: probability of control and of treatment, read from the propensity column."""
         e = np.asarray(X, dtype=np.float64)[:, self.column]
         return np.column_stack([1.0 - e, e])
 
-    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """The more likely class per row."""
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 

@@ -56,7 +56,7 @@ def _entry(conn, fn: Callable[..., Any], args: tuple, threads: int, parent_pid: 
         result = fn(*args, report)
     except LoopwiseError as exc:
         conn.send(("error", exc))
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
+    except BaseException as exc:  # everything goes back to the caller
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     else:
         conn.send(("ok", result))

@@ -32,18 +32,18 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
             return self.tuning.operations
         return self.operations
 
-    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:  # noqa: N802
+    async def CancelOperation(self, request: op_pb.CancelOperationRequest, context) -> op_pb.CancelOperationResponse:
         """Cancel an operation (estimation or tuning)."""
         runner = await self._runner_of(request.id, request.use_case)
         return op_pb.CancelOperationResponse(operation=await runner.cancel(request.id, request.use_case))
 
-    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:  # noqa: N802
+    async def WatchOperation(self, request: op_pb.WatchOperationRequest, context) -> AsyncIterator[op_pb.WatchOperationResponse]:
         """Stream an operation's updates (estimation or tuning) until it is final."""
         runner = await self._runner_of(request.id, request.use_case)
         async for operation in runner.watch(request.id, request.use_case):
             yield op_pb.WatchOperationResponse(operation=operation)
 
-    async def StartTuning(self, request: epb.StartTuningRequest, context) -> epb.StartTuningResponse:  # noqa: N802
+    async def StartTuning(self, request: epb.StartTuningRequest, context) -> epb.StartTuningResponse:
         """Validate and start online tuning; returns its operation."""
         if self.tuning is None:
             raise FailedPrecondition("this evaluator runs no tuning")
@@ -52,37 +52,37 @@ class EvaluatorServicer(OperationsServicer, egrpc.EvaluatorServiceServicer):
         authorization = caller_authorization(context.invocation_metadata())
         return epb.StartTuningResponse(operation=await self.tuning.start(request, authorization))
 
-    async def EstimateEffects(self, request: epb.EstimateEffectsRequest, context) -> epb.EstimateEffectsResponse:  # noqa: N802
+    async def EstimateEffects(self, request: epb.EstimateEffectsRequest, context) -> epb.EstimateEffectsResponse:
         """Validate and start an effect estimation; returns its operation."""
         return epb.EstimateEffectsResponse(operation=await self.evaluator.estimate_effects(request))
 
-    async def GetReport(self, request: epb.GetReportRequest, context) -> epb.GetReportResponse:  # noqa: N802
+    async def GetReport(self, request: epb.GetReportRequest, context) -> epb.GetReportResponse:
         """The structured result and the HTML page of a report."""
         report = await self.evaluator.get_report(request.report_id, request.use_case)
         return epb.GetReportResponse(result=report.result, html=report.html)
 
-    async def ListReports(self, request: epb.ListReportsRequest, context) -> epb.ListReportsResponse:  # noqa: N802
+    async def ListReports(self, request: epb.ListReportsRequest, context) -> epb.ListReportsResponse:
         """Report results, newest first."""
         return epb.ListReportsResponse(reports=await self.evaluator.list_reports(request.use_case))
 
-    async def PredictEffects(self, request: epb.PredictEffectsRequest, context) -> epb.PredictEffectsResponse:  # noqa: N802
+    async def PredictEffects(self, request: epb.PredictEffectsRequest, context) -> epb.PredictEffectsResponse:
         """CATE with 95% intervals for given rows, as float64 little-endian bytes."""
         effects, lower, upper = await self.evaluator.predict_effects(request)
         return epb.PredictEffectsResponse(
             effects=pack(effects, F64), effects_lower=pack(lower, F64), effects_upper=pack(upper, F64)
         )
 
-    async def EvaluatePolicy(self, request: epb.EvaluatePolicyRequest, context) -> epb.EvaluatePolicyResponse:  # noqa: N802
+    async def EvaluatePolicy(self, request: epb.EvaluatePolicyRequest, context) -> epb.EvaluatePolicyResponse:
         """Off-policy value (IPS, SNIPS, DR with 95% CIs) of a candidate policy; the work
         stops when the client's deadline passes."""
         return await self.evaluator.evaluate_policy(request)
 
-    async def SuggestParameters(self, request: epb.SuggestParametersRequest, context) -> epb.SuggestParametersResponse:  # noqa: N802
+    async def SuggestParameters(self, request: epb.SuggestParametersRequest, context) -> epb.SuggestParametersResponse:
         """Bayesian optimisation of blueprint parameters; the work stops when the
         client's deadline passes."""
         return await self.evaluator.suggest_parameters(request)
 
-    async def GetScorecard(self, request: epb.GetScorecardRequest, context) -> epb.GetScorecardResponse:  # noqa: N802
+    async def GetScorecard(self, request: epb.GetScorecardRequest, context) -> epb.GetScorecardResponse:
         """An experiment scorecard (arms, or the canary against production); the work
         stops when the client's deadline passes."""
         return await self.evaluator.get_scorecard(request)

@@ -234,7 +234,7 @@ def bless(candidate_onnx: bytes, data: TrainingSet, serving: ServingModel | None
             reference = row_utilities(data, scores)
             reference_scores = scores
             compared_with = serving.label
-        except Exception as exc:  # noqa: BLE001 - an incomparable serving model: judge against the default
+        except Exception as exc:  # an incomparable serving model: judge against the default
             note = f" ({serving.label} cannot score this holdout: {str(exc)[:200]})"
     kind = data.kind
     everything = np.ones(candidate.size, dtype=bool)

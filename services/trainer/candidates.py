@@ -153,7 +153,7 @@ def package_candidate(estimator: Any, data: TrainingSet) -> tuple[bytes, ParityR
     with threadpool_limits(1):
         try:
             onnx = export_onnx(estimator, data.kind, data.input_width)
-        except Exception as exc:  # noqa: BLE001 - any converter failure disqualifies the candidate
+        except Exception as exc:  # any converter failure disqualifies the candidate
             return b"", ParityReport(False, math.inf, 0, 0.0, f"ONNX export failed: {type(exc).__name__}: {exc}")
         return onnx, check_parity(onnx, estimator, data)
 

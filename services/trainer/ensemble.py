@@ -233,7 +233,7 @@ def check_ensemble_parity(onnx: bytes, ensemble: BootstrapEnsemble, data: Traini
     try:
         got = run_onnx(onnx, MEMBER_OUTPUT, x)
         mean = run_onnx(onnx, VALUE_OUTPUT, x)
-    except Exception as exc:  # noqa: BLE001 - any runtime failure is a parity failure
+    except Exception as exc:  # any runtime failure is a parity failure
         return ParityReport(False, math.inf, x.shape[0], 0.0, f"ONNX Runtime failed: {exc}")
     if got.shape != expected.shape:
         return ParityReport(False, math.inf, x.shape[0], 0.0,
@@ -270,7 +270,7 @@ def package_ensemble(data: TrainingSet, family: str, params: dict[str, Any], mem
         ensemble = fit_ensemble(data, family, params, members, seed)
         try:
             onnx = export_ensemble(ensemble, data.kind, data.input_width)
-        except Exception as exc:  # noqa: BLE001 - any converter failure disqualifies the ensemble
+        except Exception as exc:  # any converter failure disqualifies the ensemble
             return ensemble, b"", ParityReport(False, math.inf, 0, 0.0,
                                                f"ONNX export failed: {type(exc).__name__}: {exc}")
         return ensemble, onnx, check_ensemble_parity(onnx, ensemble, data)

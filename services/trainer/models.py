@@ -333,7 +333,7 @@ def check_parity(onnx: bytes, estimator: Any, data: TrainingSet) -> ParityReport
     expected = predict_scores(estimator, data.kind, x.astype(np.float64))
     try:
         got = run_onnx(onnx, score_output(data.kind), x)
-    except Exception as exc:  # noqa: BLE001 - any runtime failure is a parity failure
+    except Exception as exc:  # any runtime failure is a parity failure
         return ParityReport(False, float("inf"), x.shape[0], 0.0, f"ONNX Runtime failed: {exc}")
     if got.shape != expected.shape:
         return ParityReport(False, float("inf"), x.shape[0], 0.0,

@@ -123,7 +123,7 @@ class Registry:
             raise InvalidArgument("model.input_width", "must be >= 0")
         try:
             inputs, outputs = await self.pool.run(check_loads, onnx)
-        except Exception as exc:  # noqa: BLE001 - whatever ONNX Runtime rejects
+        except Exception as exc:  # whatever ONNX Runtime rejects
             raise InvalidArgument("onnx", f"ONNX Runtime cannot load it: {str(exc)[:300]}") from exc
         if inputs != ["features"]:
             raise InvalidArgument("onnx", f"must have one input named 'features', has {inputs}")

@@ -23,19 +23,19 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
         self.registry = registry
         self.operations = trainer.operations
 
-    async def StartTraining(self, request: tpb.StartTrainingRequest, context) -> tpb.StartTrainingResponse:  # noqa: N802
+    async def StartTraining(self, request: tpb.StartTrainingRequest, context) -> tpb.StartTrainingResponse:
         """Validate and start a training job; returns its operation."""
         return tpb.StartTrainingResponse(operation=await self.trainer.start_training(request))
 
-    async def ListModels(self, request: tpb.ListModelsRequest, context) -> tpb.ListModelsResponse:  # noqa: N802
+    async def ListModels(self, request: tpb.ListModelsRequest, context) -> tpb.ListModelsResponse:
         """The models of a use case, newest first."""
         return tpb.ListModelsResponse(models=await self.registry.list_models(request.use_case))
 
-    async def GetModel(self, request: tpb.GetModelRequest, context) -> tpb.GetModelResponse:  # noqa: N802
+    async def GetModel(self, request: tpb.GetModelRequest, context) -> tpb.GetModelResponse:
         """One model version (0: the latest)."""
         return tpb.GetModelResponse(model=await self.registry.get_model(request.use_case, request.version))
 
-    async def DownloadModel(self, request: tpb.DownloadModelRequest, context) -> AsyncIterator[tpb.DownloadModelResponse]:  # noqa: N802
+    async def DownloadModel(self, request: tpb.DownloadModelRequest, context) -> AsyncIterator[tpb.DownloadModelResponse]:
         """The ONNX artifact in chunks; every chunk carries sha256 and size, the first the model."""
         model, chunks = await self.registry.download(request.use_case, request.version)
         first = True
@@ -47,21 +47,21 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
                 first = False
             yield chunk
 
-    async def RegisterModel(self, request: tpb.RegisterModelRequest, context) -> tpb.RegisterModelResponse:  # noqa: N802
+    async def RegisterModel(self, request: tpb.RegisterModelRequest, context) -> tpb.RegisterModelResponse:
         """Register a model made elsewhere after checking its bytes."""
         model = await self.registry.register_model(request.model, request.onnx, request.sha256, request.request_id)
         return tpb.RegisterModelResponse(model=model)
 
-    async def SetDeployment(self, request: tpb.SetDeploymentRequest, context) -> tpb.SetDeploymentResponse:  # noqa: N802
+    async def SetDeployment(self, request: tpb.SetDeploymentRequest, context) -> tpb.SetDeploymentResponse:
         """Make a new deployment revision."""
         return tpb.SetDeploymentResponse(deployment=await self.registry.set_deployment(request))
 
-    async def Rollback(self, request: tpb.RollbackRequest, context) -> tpb.RollbackResponse:  # noqa: N802
+    async def Rollback(self, request: tpb.RollbackRequest, context) -> tpb.RollbackResponse:
         """Restore the previous deployment as a new revision."""
         deployment = await self.registry.rollback(request.use_case, request.reason, request.request_id)
         return tpb.RollbackResponse(deployment=deployment)
 
-    async def WatchDeployments(self, request: tpb.WatchDeploymentsRequest, context) -> AsyncIterator[tpb.WatchDeploymentsResponse]:  # noqa: N802
+    async def WatchDeployments(self, request: tpb.WatchDeploymentsRequest, context) -> AsyncIterator[tpb.WatchDeploymentsResponse]:
         """Current deployments, then every change; UNAVAILABLE when the server stops.
         Every use case named must be a valid use case name (INVALID_ARGUMENT naming
         ``use_cases[i]``); none named means all."""
@@ -72,7 +72,7 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
         async for deployment in self.registry.watch(list(request.use_cases), self.stopping):
             yield tpb.WatchDeploymentsResponse(deployment=deployment)
 
-    async def ListDeploymentAudit(self, request: tpb.ListDeploymentAuditRequest, context) -> tpb.ListDeploymentAuditResponse:  # noqa: N802
+    async def ListDeploymentAudit(self, request: tpb.ListDeploymentAuditRequest, context) -> tpb.ListDeploymentAuditResponse:
         """Every deployment change of a use case with its reason, oldest first."""
         if not request.use_case:
             raise InvalidArgument("use_case", "required")
@@ -83,7 +83,7 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
             item.time.FromMilliseconds(entry.time_ms)
         return response
 
-    async def GetRollout(self, request: tpb.GetRolloutRequest, context) -> tpb.GetRolloutResponse:  # noqa: N802
+    async def GetRollout(self, request: tpb.GetRolloutRequest, context) -> tpb.GetRolloutResponse:
         """The latest automatic rollout of a use case."""
         if self.trainer.rollouts is None:
             raise NotFound(f"use case {quote(request.use_case)} has no rollout")
