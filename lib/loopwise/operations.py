@@ -326,7 +326,6 @@ class OperationsServicer:
     :func:`loopwise.errors.servicer` to the final class)."""
 
     operations: OperationRunner
-    stopping: asyncio.Event | None = None
 
     async def GetOperation(self, request: op_pb.GetOperationRequest, context) -> op_pb.GetOperationResponse:
         """Read one operation."""

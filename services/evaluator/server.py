@@ -40,7 +40,6 @@ async def start_server(settings: Settings) -> ServiceHost:
     servicer = EvaluatorServicer(evaluator, tuning)
     host = ServiceHost("evaluator", settings, settings.evaluator_address)
     observe_jobs(runner, host.registry)  # job durations and spans
-    servicer.stopping = host.stopping
     host.add([Registration(egrpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)])
 
     async def close() -> None:

@@ -44,10 +44,9 @@ async def start_server(settings: Settings, latency_probe: LatencyProbe | None = 
                       rollouts=rollouts, stats=FeedbackStats(channels), latency_probe=latency_probe)
     scheduler = Scheduler(trainer.start_training, runner, use_cases, FeedbackStats(channels), clock,
                           settings.trainer_schedule_interval_s)
-    servicer = TrainerServicer(trainer, registry)
     host = ServiceHost("trainer", settings, settings.trainer_address)
+    servicer = TrainerServicer(trainer, registry, host.stopping)
     observe_jobs(runner, host.registry)  # job durations and spans
-    servicer.stopping = host.stopping
     host.add([Registration(tgrpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME)])
     loops = [asyncio.create_task(rollouts.run(), name="trainer-rollouts")]
     if settings.trainer_schedule_interval_s > 0:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from loopwise.errors import InvalidArgument, NotFound, quote, servicer
 from loopwise.names import use_case_name_problem
 from loopwise.operations import OperationsServicer
+from loopwise.server import Stopping
 from loopwise.services.trainer.core import Trainer
 from loopwise.services.trainer.registry import Registry
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -18,10 +19,11 @@ class TrainerServicer(OperationsServicer, tgrpc.TrainerServiceServicer):
     """Training, models and deployments; the four operation RPCs come from
     :class:`OperationsServicer`."""
 
-    def __init__(self, trainer: Trainer, registry: Registry) -> None:
+    def __init__(self, trainer: Trainer, registry: Registry, stopping: Stopping) -> None:
         self.trainer = trainer
         self.registry = registry
         self.operations = trainer.operations
+        self.stopping = stopping  # deployment watches end when the server stops
 
     async def StartTraining(self, request: tpb.StartTrainingRequest, context) -> tpb.StartTrainingResponse:
         """Validate and start a training job; returns its operation."""
