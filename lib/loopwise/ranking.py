@@ -188,3 +188,64 @@ def dcg_at_k(gains: np.ndarray, k: int) -> float:
     """Discounted cumulative gain of gains in shown order, cut at ``k``."""
     g = np.asarray(gains, dtype=np.float64)[:k]
     return float((g / np.log2(np.arange(2, g.shape[0] + 2))).sum())
+
+
+@dataclass
+class LoggedRanking:
+    """One logged ranking with all its candidates: ``features`` [C, F] in candidate
+    order, ``shown`` [k] the candidate indices shown (top first), ``logged`` [k] the
+    logging policy's probability of each shown item given the items above, ``rewards``
+    [k] each shown item's reward (clicks), ``time_ms`` when it was decided."""
+
+    decision_id: str
+    features: np.ndarray
+    shown: np.ndarray
+    logged: np.ndarray
+    rewards: np.ndarray
+    time_ms: int = 0
+
+    @property
+    def logged_clicks(self) -> float:
+        """The rewards of the shown items summed (what the logging policy got)."""
+        return float(np.nansum(self.rewards))
+
+
+def group_rankings(decision_ids: list[str], candidate_indices: np.ndarray, positions: np.ndarray,
+                   propensities: np.ndarray, rewards: np.ndarray, features: np.ndarray,
+                   times_ms: np.ndarray | None = None) -> list[LoggedRanking]:
+    """Per-item rows (ReadTrainingData of a ranking use case with its unshown items:
+    position 0) grouped into rankings in first-seen order; rankings with no shown item
+    are left out."""
+    grouped: dict[str, list[int]] = {}
+    for row, decision_id in enumerate(decision_ids):
+        grouped.setdefault(decision_id, []).append(row)
+    out = []
+    for decision_id, rows in grouped.items():
+        by_candidate = sorted(rows, key=lambda r: int(candidate_indices[r]))
+        shown_rows = sorted((r for r in by_candidate if positions[r] > 0), key=lambda r: int(positions[r]))
+        if not shown_rows:
+            continue
+        slot = {r: j for j, r in enumerate(by_candidate)}
+        out.append(LoggedRanking(
+            decision_id, np.asarray(features[by_candidate]), np.array([slot[r] for r in shown_rows], dtype=np.int64),
+            np.array([float(propensities[r]) for r in shown_rows]), np.array([float(rewards[r]) for r in shown_rows]),
+            int(times_ms[rows[0]]) if times_ms is not None else 0))
+    return out
+
+
+def ranking_policy_value(rankings: list[LoggedRanking], scores: list[np.ndarray], policy: RankingPolicy,
+                         max_weight: float = 0.0) -> tuple[Estimate, np.ndarray]:
+    """The prefix-IPS expected clicks per ranking of ``policy`` ranking each logged
+    ranking's candidates by ``scores`` (one array [C] per ranking), from the logged
+    rankings; also the final prefix weights [n] (for the effective sample size)."""
+    k = max((r.shown.shape[0] for r in rankings), default=0)
+    logged = np.ones((len(rankings), k))
+    target = np.ones((len(rankings), k))
+    clicks = np.full((len(rankings), k), np.nan)
+    for n, (ranking, own) in enumerate(zip(rankings, scores, strict=True)):
+        j = ranking.shown.shape[0]
+        target[n, :j] = ranking_propensities(policy, np.asarray(own, dtype=np.float64), ranking.shown)
+        logged[n, :j] = ranking.logged
+        clicks[n, :j] = ranking.rewards
+    weights = np.cumprod(target, axis=1) / np.where(np.cumprod(logged, axis=1) > 0, np.cumprod(logged, axis=1), 1.0)
+    return prefix_ips(clicks, logged, target, max_weight), weights[:, -1] if k else np.zeros(0)

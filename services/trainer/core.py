@@ -168,7 +168,8 @@ class Trainer:
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("end_time", "must be after start_time")
         blueprint, version = await self.use_cases.latest(request.use_case)
-        kind_of(blueprint)
+        if blueprint.kind != bp.DECISION_KIND_RANKING:  # rankings: services/trainer/ranking_job.py
+            kind_of(blueprint)
         if not blueprint.features:
             raise FailedPrecondition(f"use case {quote(request.use_case)} has no features to learn from")
         unknown = [f for f in blueprint.training.candidate_families if f not in FAMILIES]
@@ -193,6 +194,10 @@ class Trainer:
     # -- the job ----------------------------------------------------------------------
 
     async def _run(self, job: TrainingJob, progress: Progress) -> tpb.TrainingResult:
+        if job.blueprint.kind == bp.DECISION_KIND_RANKING:
+            from loopwise.services.trainer.ranking_job import run_ranking_job
+
+            return await run_ranking_job(self, job, progress)
         laps = StageClock()
         result = tpb.TrainingResult(trigger=job.trigger)
         if self.stats is not None:

@@ -3,18 +3,21 @@
 ``run_ranking_demo`` applies the ranking use case, ranks candidates with uniform
 exploration (no model yet), logs a click per clicked item (``Outcome.item_id``), waits
 until every reward window has closed, reads the per-item training rows
-(``ReadTrainingData``), fits the per-item click model with the position as a feature
-(services/trainer/ranking.py), exports it to ONNX (position fixed at the top) and
-checks parity, registers and deploys it, waits until rankings come from it, and then
-serves greedy model-driven rankings. The summary compares the expected clicks per
-request of a random ordering, of the rankings served by the model and of the oracle
-(exact, from the simulator), and the prefix-IPS estimate of the model's greedy ranking
-from the exploration logs. It talks to loopwise only through the SDK.
+(``ReadTrainingData``), trains with ``StartTraining`` (the trainer fits the per-item
+click model with the position as a feature, exports it to ONNX with the position fixed
+at the top, checks parity, blesses it by its prefix-IPS expected clicks on the newest
+rankings and deploys it), waits until rankings come from it, and then serves greedy
+model-driven rankings. The summary compares the expected clicks per request of a
+random ordering, of the rankings served by the model and of the oracle (exact, from
+the simulator), and the prefix-IPS estimate (``EvaluatePolicy``) of the model's greedy
+ranking on the exploration rankings the training job held out. It talks to loopwise
+only through the SDK.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,10 +25,9 @@ import numpy as np
 
 from loopwise.client import Client, Outcome, Ranking
 from loopwise.clock import uuid7_time_ms
-from loopwise.ranking import RankingPolicy, prefix_ips, ranking_propensities
+from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.settings import Settings
 from loopwise.simulator.ranking import SHOWN, USE_CASE, ProductFeed, Request
-from loopwise.tensors import F32, I32, unpack_matrix, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 
 Progress = Callable[[str, float, str], None]
@@ -65,6 +67,7 @@ class RankingDemoSummary:
     ips_estimate: float
     ips_interval: tuple[float, float]
     seconds: float
+    blessing: str = ""
 
     def rows(self) -> list[tuple[str, str]]:
         """The summary as (label, value) rows, for printing."""
@@ -80,6 +83,7 @@ class RankingDemoSummary:
             ("gap closed (model − random)/(oracle − random)", f"{self.gap_closed:.1%}"),
             ("off-policy estimate of the model's ranking on held-out exploration (prefix IPS, 95% CI)",
              f"{self.ips_estimate:.3f} [{lo:.3f}, {hi:.3f}]"),
+            ("blessing (StartTraining)", self.blessing),
             ("took", f"{self.seconds:.0f} s"),
         ]
 
@@ -131,42 +135,24 @@ class _Feed:
             self._pending = []
 
 
-def _item_rows(client: Client) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """Per-item rows: features, positions, rewards, decision ids, propensities, candidate indices."""
-    x, positions, rewards, ids, propensities, indices = [], [], [], [], [], []
-    for batch in client.read_training_data(USE_CASE):
-        if not batch.rows:
-            continue
-        x.append(unpack_matrix(batch.features, batch.rows, len(batch.feature_names), "features"))
-        positions.append(unpack_vector(batch.positions, I32))
-        rewards.append(unpack_vector(batch.rewards, F32))
-        propensities.append(unpack_vector(batch.propensities, F32))
-        indices.append(unpack_vector(batch.action_indices, I32))
-        ids += list(batch.decision_ids)
-    if not ids:
-        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), [], np.zeros(0), np.zeros(0)
-    return (np.vstack(x), np.concatenate(positions), np.concatenate(rewards), ids, np.concatenate(propensities),
-            np.concatenate(indices))
+def _following(stage: str, progress: Progress) -> Callable[[op_pb.Operation], None]:
+    def report(operation: op_pb.Operation) -> None:
+        progress(stage, operation.progress, operation.stage + (f": {operation.message}" if operation.message else ""))
+
+    return report
 
 
 def run_ranking_demo(settings: Settings, config: RankingDemoConfig = RankingDemoConfig(),
                      progress: Progress = _quiet) -> RankingDemoSummary:
     """Run the product feed through the loop (see the module docstring)."""
-    from loopwise.services.trainer.ranking import (
-        export_ranking_onnx,
-        fit_ranking,
-        item_scores,
-        ranking_parity,
-    )
-
     started = time.monotonic()
     world = ProductFeed(config.seed, config.n_candidates)
     with Client(settings=settings) as client:
         progress("apply", 0.0, USE_CASE)
-        applied = client.apply_use_case(world.blueprint(config.temperature, SHOWN, config.window_s),
-                                        reason="ranking demo")
-        version = applied.use_case.version
-        progress("apply", 1.0, f"v{version}")
+        blueprint = world.blueprint(config.temperature, SHOWN, config.window_s)
+        blueprint.training.candidate_families[:] = [config.family]
+        applied = client.apply_use_case(blueprint, reason="ranking demo")
+        progress("apply", 1.0, f"v{applied.use_case.version}")
         feed = _Feed(client, world)
         explored: list[tuple[Request, Ranking]] = []
         for n in range(config.n_explore):
@@ -180,54 +166,37 @@ def run_ranking_demo(settings: Settings, config: RankingDemoConfig = RankingDemo
         progress("explore", 1.0, f"{config.n_explore} rankings, {feed.clicks} clicks")
 
         expected = config.n_explore * SHOWN
-        rows: list = []
+        item_rows = [0]
 
         def closed() -> bool:
-            rows[:] = [_item_rows(client)]
-            progress("windows", len(rows[0][3]) / expected, f"{len(rows[0][3])} of {expected} item rows")
-            return len(rows[0][3]) >= expected
+            item_rows[0] = sum(batch.rows for batch in client.read_training_data(USE_CASE))
+            progress("windows", item_rows[0] / expected, f"{item_rows[0]} of {expected} item rows")
+            return item_rows[0] >= expected
 
         _wait(closed, config.timeout_s, "every reward window to close")
-        x, positions, rewards, row_ids, _, _ = rows[0]
-        # The last quarter of the exploration is held out: the off-policy estimate of the
-        # model's ranking is made on rankings the model was not trained on.
-        held_out = {r.decision_id for _, r in explored[len(explored) * 3 // 4:]}
-        train = np.array([i not in held_out for i in row_ids])
 
-        progress("training", 0.0, f"{int(train.sum())} item rows")
-        estimator, kind = fit_ranking(config.family, x[train], positions[train], rewards[train], config.seed)
-        onnx = export_ranking_onnx(estimator, kind, x.shape[1])
-        parity = ranking_parity(onnx, estimator, kind, x[-min(500, x.shape[0]):])
-        if not parity.ok:
-            raise RuntimeError(f"the ranking model failed its parity check: {parity.reason}")
-        model = client.register_model(tpb.Model(use_case=USE_CASE, family=f"ranking_{config.family}",
-                                                blueprint_version=version, input_width=x.shape[1],
-                                                score_output="probabilities",
-                                                description="per-item click model, position fixed at 1"), onnx)
-        progress("training", 1.0, f"model v{model.version}")
+        # StartTraining: the per-item model, blessed by its prefix-IPS expected clicks on
+        # the newest rankings (the holdout) against the logged policy, deployed.
+        operation = client.start_training(USE_CASE, deploy=True, request_id=f"ranking-demo-{uuid.uuid4().hex}")
+        operation = client.wait_operation(operation, config.timeout_s, _following("training", progress))
+        result = tpb.TrainingResult()
+        operation.result.Unpack(result)
+        if not result.deployed:
+            raise RuntimeError(f"the trained ranking model was not deployed: {result.deployment_reason}")
+        model = result.model
+        progress("training", 1.0, f"model v{model.version}: {result.blessing.reason}")
 
-        client.set_deployment(USE_CASE, production_version=model.version, reason="ranking demo")
         probe = world.sample_request()
         _wait(lambda: client.rank(USE_CASE, *probe.named(), top_k=SHOWN).model_version == model.version,
               config.timeout_s, f"rankings from model v{model.version}")
         progress("rollout", 1.0, f"v{model.version} serves")
 
-        # The model's greedy ranking, estimated off-policy from the held-out exploration.
-        greedy = RankingPolicy(softmax=False)
-        evaluated = [(request, r) for request, r in explored if r.decision_id in held_out]
-        logged = np.array([r.propensities for _, r in evaluated])
-        scores = item_scores(estimator, kind, np.vstack([request.rows() for request, _ in evaluated]))
-        scores = scores.reshape(len(evaluated), config.n_candidates)
-        target = np.array([ranking_propensities(greedy, s, np.array([request.item_ids.index(i) for i in r.shown]))
-                           for s, (request, r) in zip(scores, evaluated, strict=True)])
-        clicks = np.zeros_like(logged)
-        # Clicks per shown position of the exploration rankings, from the item rows read.
-        by_decision: dict[str, list[float]] = {}
-        for decision_id, reward in zip(row_ids, rewards, strict=True):
-            by_decision.setdefault(decision_id, []).append(float(reward))
-        for n, (_, r) in enumerate(evaluated):
-            clicks[n] = by_decision.get(r.decision_id, [0.0] * SHOWN)[:SHOWN]
-        estimate = prefix_ips(clicks, logged, target)
+        # The model's greedy ranking, estimated off-policy (EvaluatePolicy) from the
+        # exploration rankings the training job held out (its newest fifth).
+        held_out = explored[len(explored) - max(1, round(len(explored) * blueprint.training.holdout_fraction)):]
+        first_ms = min(uuid7_time_ms(r.decision_id) or 0 for _, r in held_out)
+        estimate = client.evaluate_policy(USE_CASE, model_version=model.version, start_time=first_ms / 1000.0,
+                                          policy_variant={"type": "POLICY_TYPE_GREEDY"})
 
         values_model: list[float] = []
         values_random: list[float] = []
@@ -247,10 +216,11 @@ def run_ranking_demo(settings: Settings, config: RankingDemoConfig = RankingDemo
     model_value, random_value, oracle_value = (float(np.mean(v)) for v in (values_model, values_random,
                                                                           values_oracle))
     return RankingDemoSummary(
-        rankings_served=feed.served, clicks_logged=feed.clicks, item_rows=int(x.shape[0]),
+        rankings_served=feed.served, clicks_logged=feed.clicks, item_rows=item_rows[0],
         model_version=model.version, clicks_random=random_value, clicks_model=model_value,
         clicks_oracle=oracle_value,
         gap_closed=(model_value - random_value) / (oracle_value - random_value) if oracle_value > random_value else 0.0,
-        ips_estimate=estimate.value, ips_interval=(estimate.low, estimate.high),
+        ips_estimate=estimate.ips_value, ips_interval=(estimate.ips_ci_lower, estimate.ips_ci_upper),
+        blessing=result.blessing.reason,
         seconds=time.monotonic() - started,
     )
