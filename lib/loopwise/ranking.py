@@ -233,19 +233,23 @@ def group_rankings(decision_ids: list[str], candidate_indices: np.ndarray, posit
     return out
 
 
-def ranking_policy_value(rankings: list[LoggedRanking], scores: list[np.ndarray], policy: RankingPolicy,
-                         max_weight: float = 0.0) -> tuple[Estimate, np.ndarray]:
-    """The prefix-IPS expected clicks per ranking of ``policy`` ranking each logged
-    ranking's candidates by ``scores`` (one array [C] per ranking), from the logged
-    rankings; also the final prefix weights [n] (for the effective sample size)."""
+def ranking_policy_value(rankings: list[LoggedRanking], scores: list[np.ndarray],
+                         policy: RankingPolicy | list[RankingPolicy], max_weight: float = 0.0,
+                         ) -> tuple[Estimate, np.ndarray]:
+    """The prefix-IPS expected clicks per ranking of ``policy`` (one for all, or one per
+    ranking) ranking each logged ranking's candidates by ``scores`` (one array [C] per
+    ranking), from the logged rankings; also the prefix weights [n, k] (unclipped;
+    positions past a ranking's shown ones repeat its last weight)."""
+    rules = policy if isinstance(policy, list) else [policy] * len(rankings)
     k = max((r.shown.shape[0] for r in rankings), default=0)
     logged = np.ones((len(rankings), k))
     target = np.ones((len(rankings), k))
     clicks = np.full((len(rankings), k), np.nan)
-    for n, (ranking, own) in enumerate(zip(rankings, scores, strict=True)):
+    for n, (ranking, own, rule) in enumerate(zip(rankings, scores, rules, strict=True)):
         j = ranking.shown.shape[0]
-        target[n, :j] = ranking_propensities(policy, np.asarray(own, dtype=np.float64), ranking.shown)
+        target[n, :j] = ranking_propensities(rule, np.asarray(own, dtype=np.float64), ranking.shown)
         logged[n, :j] = ranking.logged
         clicks[n, :j] = ranking.rewards
-    weights = np.cumprod(target, axis=1) / np.where(np.cumprod(logged, axis=1) > 0, np.cumprod(logged, axis=1), 1.0)
-    return prefix_ips(clicks, logged, target, max_weight), weights[:, -1] if k else np.zeros(0)
+    logged_prefix = np.cumprod(logged, axis=1)
+    weights = np.cumprod(target, axis=1) / np.where(logged_prefix > 0, logged_prefix, 1.0)
+    return prefix_ips(clicks, logged, target, max_weight), weights

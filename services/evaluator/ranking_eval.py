@@ -5,8 +5,9 @@ request's ``policy_variant``): Plackett–Luce at the temperature for softmax, e
 greedy, with the policy's epsilon. Every logged ranking is read with all its
 candidates (``include_unshown_items``), the model scores every candidate, and the
 target's probability of each logged prefix is compared with the logged one
-(:func:`loopwise.ranking.prefix_ips`): the value is the expected clicks (rewards of
-the shown items) per ranking, with a 95% interval (docs/ranking.md). ``max_weight`` >
+(:func:`loopwise.ranking.ranking_policy_value`, shared with the trainer's blessing):
+the value is the expected clicks (rewards of the shown items) per ranking, with a 95%
+interval (docs/ranking.md). ``max_weight`` >
 0 clips the prefix weights. SNIPS and doubly robust values are not computed for
 rankings (left unset).
 """
@@ -14,7 +15,6 @@ rankings (left unset).
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import FailedPrecondition, InvalidArgument
 from loopwise.evaluator.v1 import evaluator_service_pb2 as epb
 from loopwise.policy import base_epsilon
-from loopwise.ranking import prefix_ips, ranking_propensities, ranking_rule
+from loopwise.ranking import LoggedRanking, group_rankings, ranking_policy_value, ranking_rule
 from loopwise.services.evaluator.estimation import MIN_ROWS
 from loopwise.tensors import F32, I32, unpack_matrix, unpack_vector
 
@@ -51,7 +51,7 @@ async def evaluate_ranking(evaluator, request: epb.EvaluatePolicyRequest, bluepr
     policy.CopyFrom(blueprint.policy)
     policy.MergeFrom(request.policy_variant)
 
-    rows: dict[str, list[tuple[int, int, float, float, np.ndarray]]] = defaultdict(list)
+    rankings: list[LoggedRanking] = []
     async for batch in evaluator.training_data.read(use_case, start_ms, end_ms, include_unshown_items=True):
         if batch.rows == 0:
             continue
@@ -61,40 +61,23 @@ async def evaluate_ranking(evaluator, request: epb.EvaluatePolicyRequest, bluepr
         for j, name in enumerate(model_names):
             if name in batch_names:
                 aligned[:, j] = x[:, batch_names.index(name)]
-        positions = unpack_vector(batch.positions, I32)
-        propensities = unpack_vector(batch.propensities, F32)
-        rewards = unpack_vector(batch.rewards, F32)
-        indices = unpack_vector(batch.action_indices, I32)
-        for i, decision_id in enumerate(batch.decision_ids):
-            rows[decision_id].append((int(indices[i]), int(positions[i]), float(propensities[i]),
-                                      float(rewards[i]), aligned[i]))
-    rankings = [r for r in rows.values() if any(pos > 0 for _, pos, *_ in r)]
+        rankings += group_rankings(list(batch.decision_ids), unpack_vector(batch.action_indices, I32),
+                                   unpack_vector(batch.positions, I32), unpack_vector(batch.propensities, F32),
+                                   unpack_vector(batch.rewards, F32), aligned)
     if len(rankings) < MIN_ROWS:
         raise FailedPrecondition(f"too few rows: {len(rankings)} logged rankings, need at least {MIN_ROWS}")
 
     def estimate() -> tuple:
-        k = max(sum(pos > 0 for _, pos, *_ in r) for r in rankings)
-        logged = np.ones((len(rankings), k))
-        target = np.ones((len(rankings), k))
-        clicks = np.full((len(rankings), k), np.nan)
-        matrix = np.vstack([row[4] for r in rankings for row in sorted(r)])
-        scores = _score(onnx, model.score_output or "probabilities", matrix)
-        at = 0
-        for n, r in enumerate(rankings):
-            ordered = sorted(r)  # by candidate index
-            own = scores[at:at + len(ordered)]
-            at += len(ordered)
-            shown = sorted((pos, j) for j, (_, pos, *_rest) in enumerate(ordered) if pos > 0)
-            order = np.array([j for _, j in shown])
-            rule = ranking_rule(policy, base_epsilon(policy), len(ordered), False)
-            target[n, :len(order)] = ranking_propensities(rule, own, order)
-            logged[n, :len(order)] = [ordered[j][2] for j in order]
-            clicks[n, :len(order)] = [ordered[j][3] for j in order]
-        value = prefix_ips(clicks, logged, target, request.max_weight)
-        weights = np.cumprod(target, axis=1) / np.cumprod(logged, axis=1)
+        flat = _score(onnx, model.score_output or "probabilities", np.vstack([r.features for r in rankings]))
+        scores, at = [], 0
+        for r in rankings:
+            scores.append(flat[at:at + r.features.shape[0]])
+            at += r.features.shape[0]
+        rules = [ranking_rule(policy, base_epsilon(policy), r.features.shape[0], False) for r in rankings]
+        value, weights = ranking_policy_value(rankings, scores, rules, request.max_weight)
         final = weights[:, -1]
         ess = float(final.sum() ** 2 / (final ** 2).sum()) if (final ** 2).sum() > 0 else 0.0
-        return value, float(np.nanmean(np.nansum(clicks, axis=1))), ess, float(weights.max())
+        return value, float(np.mean([r.logged_clicks for r in rankings])), ess, float(weights.max())
 
     value, logged_value, ess, max_weight = await asyncio.to_thread(estimate)
     warnings = []

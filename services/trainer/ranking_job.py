@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from loopwise.errors import FailedPrecondition, LoopwiseError
 from loopwise.operations import Progress
 from loopwise.policy import base_epsilon
 from loopwise.ranking import LoggedRanking, group_rankings, ranking_policy_value, ranking_rule
+from loopwise.services.trainer.core import Trainer, TrainingJob, code_version
 from loopwise.services.trainer.data import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_MIN_ROWS,
@@ -43,9 +43,6 @@ from loopwise.services.trainer.models import FAMILIES, score_output
 from loopwise.services.trainer.ranking import export_ranking_onnx, fit_ranking, ranking_parity
 from loopwise.tensors import F32, I32, I64, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
-
-if TYPE_CHECKING:
-    from loopwise.services.trainer.core import Trainer, TrainingJob
 
 METRIC = "expected_clicks_prefix_ips"
 # Candidate rows the parity check compares (the newest holdout candidates).
@@ -108,15 +105,8 @@ def holdout_value(onnx: bytes, output: str, rankings: list[LoggedRanking], polic
         scores.append(flat[at:at + r.shape[0]])
         at += r.shape[0]
     rules = [ranking_rule(policy, base_epsilon(policy), r.features.shape[0], False) for r in rankings]
-    if len({(rule.softmax, rule.temperature, rule.epsilon) for rule in rules}) == 1:
-        estimate, _ = ranking_policy_value(rankings, scores, rules[0])
-        return estimate.value, estimate.low, estimate.high
-    # Rankings of different sizes may get different epsilons (the exploration floor):
-    # estimate per ranking and pool (prefix IPS is a mean over rankings).
-    per = [ranking_policy_value([r], [s], rule)[0].value for r, s, rule in zip(rankings, scores, rules, strict=True)]
-    value = float(np.mean(per))
-    stderr = float(np.std(per, ddof=1) / math.sqrt(len(per))) if len(per) > 1 else float("inf")
-    return value, value - 1.96 * stderr, value + 1.96 * stderr
+    estimate, _ = ranking_policy_value(rankings, scores, rules)
+    return estimate.value, estimate.low, estimate.high
 
 
 async def read_rankings(trainer: Trainer, job: TrainingJob) -> list[LoggedRanking]:
@@ -210,7 +200,7 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
         metrics={METRIC: winner.value}, baseline_metrics={METRIC: serving_value},
         training_rows=int(x.shape[0]), holdout_rows=sum(r.shown.shape[0] for r in holdout), source="trainer",
         input_width=len(blueprint.features), score_output=score_output(winner.kind),
-        operation_id=progress.operation_id, code_version=_code_version(),
+        operation_id=progress.operation_id, code_version=code_version(),
         parent_version=serving_ref.version if serving_ref is not None else 0, labelled_rows=shown_total,
         blessing=blessing, latency_p99_ms=winner.latency_ms,
         description=f"per-item {winner.family} click model with the position as a feature (fixed at the top when "
@@ -225,12 +215,6 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
     result.deployed, result.deployment_reason = await _deploy(trainer, job, model, serving_ref,
                                                               progress.operation_id)
     return result
-
-
-def _code_version() -> str:
-    from loopwise.services.trainer.core import code_version
-
-    return code_version()
 
 
 async def _serving_value(trainer: Trainer, job: TrainingJob, ref: tpb.ModelRef,
