@@ -12,8 +12,9 @@ import time
 import uuid
 
 import numpy as np
+import pytest
 
-from loopwise.client import Client
+from loopwise.client import Client, OperationFailed
 from loopwise.simulator.ranking import SHOWN, USE_CASE, ProductFeed
 from loopwise.simulator.ranking_demo import _Feed
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
@@ -47,6 +48,8 @@ def test_start_training_blesses_a_ranking_model_that_beats_random(tmp_path) -> N
             blueprint = world.blueprint(0.5, SHOWN, 60.0)
             blueprint.training.candidate_families[:] = ["linear", "hist_gradient_boosting"]
             client.apply_use_case(blueprint, reason="ranking training test")
+            with pytest.raises(OperationFailed) as empty:  # no ranking logged yet
+                _train(client, deploy=False)
             feed = _Feed(client, world)
             for _ in range(N_EXPLORE):
                 request = world.sample_request()
@@ -79,6 +82,7 @@ def test_start_training_blesses_a_ranking_model_that_beats_random(tmp_path) -> N
     print(f"greedy rankings of v{version}: expected clicks {np.mean(model_clicks):.3f} vs random "
           f"{np.mean(random_clicks):.3f} over {N_EXPLOIT} requests")
     print(f"second job: {second.blessing.reason}; {second.deployment_reason}")
+    assert "too few rows" in empty.value.error_message and "0 rankings" in empty.value.error_message
     assert first.blessing.blessed and first.blessing.compared_with == "logged policy"
     assert first.blessing.metric == "expected_clicks_prefix_ips" and first.deployed and version >= 1
     candidate, logged = _values(first.blessing.reason)
