@@ -194,10 +194,6 @@ class Trainer:
     # -- the job ----------------------------------------------------------------------
 
     async def _run(self, job: TrainingJob, progress: Progress) -> tpb.TrainingResult:
-        if job.blueprint.kind == bp.DECISION_KIND_RANKING:
-            from loopwise.services.trainer.ranking_job import run_ranking_job
-
-            return await run_ranking_job(self, job, progress)
         laps = StageClock()
         result = tpb.TrainingResult(trigger=job.trigger)
         if self.stats is not None:
@@ -205,6 +201,12 @@ class Trainer:
                 result.closed_windows_at_start = (await self.stats.get(job.use_case)).closed_windows
             except LoopwiseError:
                 pass  # only the count schedule needs it
+        if job.blueprint.kind == bp.DECISION_KIND_RANKING:
+            from loopwise.services.trainer.ranking_job import run_ranking_job
+
+            await run_ranking_job(self, job, progress, result, laps)
+            result.stage_seconds.update(laps.seconds)
+            return result
         await progress.stage("reading_data", 0.02, "reading joined decisions from feedback")
         rows = await collect_rows(
             self.training_data.read(job.use_case, job.start_ms, job.end_ms),

@@ -32,7 +32,7 @@ from loopwise.errors import FailedPrecondition, LoopwiseError
 from loopwise.operations import Progress
 from loopwise.policy import base_epsilon
 from loopwise.ranking import LoggedRanking, group_rankings, ranking_policy_value, ranking_rule
-from loopwise.services.trainer.core import Trainer, TrainingJob, code_version
+from loopwise.services.trainer.core import StageClock, Trainer, TrainingJob, code_version
 from loopwise.services.trainer.data import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_MIN_ROWS,
@@ -137,14 +137,16 @@ def shown_rows(rankings: list[LoggedRanking]) -> tuple[np.ndarray, np.ndarray, n
     return x, positions, np.nan_to_num(rewards, nan=0.0)
 
 
-async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress) -> tpb.TrainingResult:
-    """The training job of a ranking use case (see the module docstring)."""
-    result = tpb.TrainingResult(trigger=job.trigger)
+async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress, result: tpb.TrainingResult,
+                          laps: StageClock) -> None:
+    """The training job of a ranking use case (see the module docstring): fills
+    ``result`` and charges the stages to ``laps``."""
     blueprint = job.blueprint
     await progress.stage("reading_data", 0.02, "reading logged rankings with all their candidates from feedback")
     rankings = await read_rankings(trainer, job)
     shown_total = sum(r.shown.shape[0] for r in rankings)
     result.rows = shown_total
+    laps.lap("reading")
     fraction = blueprint.training.holdout_fraction or DEFAULT_HOLDOUT_FRACTION
     min_rows = blueprint.training.min_rows or DEFAULT_MIN_ROWS
     n_holdout = max(1, int(round(len(rankings) * fraction)))
@@ -156,6 +158,7 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
     if np.unique(rewards).size < 2:
         raise FailedPrecondition("the shown items' rewards are all equal: nothing to learn (no clicks logged?)")
     x_parity = np.vstack([r.features for r in holdout])[-PARITY_ROWS:]
+    laps.lap("validating")
 
     families = list(blueprint.training.candidate_families) or list(FAMILIES)
     candidates: list[RankingCandidate] = []
@@ -173,6 +176,7 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
                 candidate.error = (f"single-row p99 {candidate.latency_ms:.3f} ms is over the latency budget "
                                    f"{blueprint.latency_budget_ms:g} ms")
         candidates.append(candidate)
+    laps.lap("fitting")
     result.candidates.extend(tpb.Candidate(
         family=c.family, score=c.value if math.isfinite(c.value) else 0.0, metric=METRIC,
         fit_seconds=c.fit_seconds, latency_p99_ms=c.latency_ms, within_budget=not c.error.startswith("single-row"),
@@ -189,9 +193,10 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
     serving_ref = current.production if current is not None and current.HasField("production") else None
     blessing = await _bless(trainer, job, winner, holdout, serving_ref)
     result.blessing.CopyFrom(blessing)
+    laps.lap("blessing")
     if not blessing.blessed:
         result.deployment_reason = f"nothing registered: {blessing.reason}"
-        return result
+        return
 
     await progress.stage("registering", 0.88, f"registering per-item {winner.family}")
     serving_value = blessing.slices[0].serving
@@ -214,7 +219,7 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
     await progress.stage("rollout", 0.94, f"version {model.version} registered; deciding how it serves")
     result.deployed, result.deployment_reason = await _deploy(trainer, job, model, serving_ref,
                                                               progress.operation_id)
-    return result
+    laps.lap("registering")
 
 
 async def _serving_value(trainer: Trainer, job: TrainingJob, ref: tpb.ModelRef,

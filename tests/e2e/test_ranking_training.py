@@ -78,6 +78,7 @@ def test_start_training_blesses_a_ranking_model_that_beats_random(tmp_path) -> N
     finally:
         launcher.stop_all()
     print(f"first job: {first.blessing.reason}; {first.deployment_reason}")
+    print(f"stages: {dict(first.stage_seconds)}; closed windows at start {first.closed_windows_at_start}")
     print(f"candidates: {[(c.family, round(c.score, 4), c.chosen) for c in first.candidates]}")
     print(f"greedy rankings of v{version}: expected clicks {np.mean(model_clicks):.3f} vs random "
           f"{np.mean(random_clicks):.3f} over {N_EXPLOIT} requests")
@@ -90,6 +91,7 @@ def test_start_training_blesses_a_ranking_model_that_beats_random(tmp_path) -> N
     assert abs(first.model.metrics["expected_clicks_prefix_ips"] - candidate) < 1e-3
     assert abs(first.model.baseline_metrics["expected_clicks_prefix_ips"] - logged) < 1e-3
     assert first.rows == N_EXPLORE * SHOWN and sum(c.chosen for c in first.candidates) == 1
+    assert {"reading", "fitting", "blessing", "registering"} <= set(first.stage_seconds)
     assert np.mean(model_clicks) > np.mean(random_clicks)
     assert second.blessing.compared_with == f"model v{version}" and len(_values(second.blessing.reason)) == 2
     assert not second.deployed
