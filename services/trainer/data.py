@@ -115,8 +115,11 @@ def _code_map(old: bp.Feature, new: bp.Feature) -> np.ndarray | None:
     return np.array([position.get(v, -1) for v in old.vocabulary], dtype=np.float32)
 
 
-def _align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprint,
-                    current: bp.Blueprint) -> np.ndarray:
+def align_features(batch: fpb.ReadTrainingDataResponse, version_bp: bp.Blueprint,
+                   current: bp.Blueprint) -> np.ndarray:
+    """A batch's feature columns (logged under ``version_bp``) in ``current``'s feature
+    order, by name: a feature the batch lacks is missing (NaN); categorical codes are
+    translated through the vocabularies (an unknown value is -1)."""
     names = list(batch.feature_names)
     x = unpack_matrix(batch.features, batch.rows, len(names), "features", F32)
     old = {f.name: f for f in version_bp.features}
@@ -162,7 +165,7 @@ async def collect_rows(batches: AsyncIterator[fpb.ReadTrainingDataResponse],
         read += batch.rows
         version = batch.blueprint_version or current_version
         version_bp = current if version == current_version else await blueprint_of(version)
-        parts["x"].append(_align_features(batch, version_bp, current))
+        parts["x"].append(align_features(batch, version_bp, current))
         parts["t"].append(unpack_vector(batch.decision_times_ms, I64).astype(np.int64))
         logged = unpack_vector(batch.action_indices, I32).astype(np.int64)
         version_actions = list(version_bp.actions)
@@ -200,7 +203,7 @@ def align_to(x: np.ndarray, current: bp.Blueprint, target: bp.Blueprint) -> np.n
         return x
     batch = fpb.ReadTrainingDataResponse(
         feature_names=[f.name for f in current.features], rows=x.shape[0], features=pack(x, F32))
-    return _align_features(batch, current, target)
+    return align_features(batch, current, target)
 
 
 def _targets(rows: Rows, kind: str, actions: list[str]) -> tuple[np.ndarray, np.ndarray]:

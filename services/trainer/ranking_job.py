@@ -36,7 +36,7 @@ from loopwise.services.trainer.core import StageClock, Trainer, TrainingJob, cod
 from loopwise.services.trainer.data import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_MIN_ROWS,
-    _align_features,
+    align_features,
     align_to,
 )
 from loopwise.services.trainer.models import FAMILIES, score_output
@@ -120,7 +120,7 @@ async def read_rankings(trainer: Trainer, job: TrainingJob) -> list[LoggedRankin
         version = batch.blueprint_version or job.blueprint_version
         own = job.blueprint if version == job.blueprint_version else await trainer.use_cases.version(
             job.use_case, version)
-        x = _align_features(batch, own, job.blueprint)
+        x = align_features(batch, own, job.blueprint)
         rankings += group_rankings(
             list(batch.decision_ids), unpack_vector(batch.action_indices, I32), unpack_vector(batch.positions, I32),
             unpack_vector(batch.propensities, F32), unpack_vector(batch.rewards, F32), x,
