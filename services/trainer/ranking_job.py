@@ -14,9 +14,10 @@ temperature for softmax, else greedy, with the policy's epsilon), on the holdout
 rankings. The best candidate is blessed when its value beats the production model's
 (scored the same way) or, when no model serves, the logged policy's (the clicks the
 holdout rankings got). The first blessed model is deployed (unless
-``rollout.hold_first_model``); a later one is deployed only when the request asks for
-it (``deploy``); otherwise it is registered for SetDeployment (the shadow/canary
-rollout does not handle rankings).
+``rollout.hold_first_model``); a later one starts a rollout at the canary step (the
+decision service does not score rankings with shadows; services/trainer/rollout.py
+compares clicks per ranking of the canary with production's), or, with
+``rollout.manual``, is deployed only when the request asks for it (``deploy``).
 """
 
 from __future__ import annotations
@@ -217,8 +218,10 @@ async def run_ranking_job(trainer: Trainer, job: TrainingJob, progress: Progress
     model = await trainer.registry.add_model(model, winner.onnx, f"training:{progress.operation_id}")
     result.model.CopyFrom(model)
     await progress.stage("rollout", 0.94, f"version {model.version} registered; deciding how it serves")
-    result.deployed, result.deployment_reason = await _deploy(trainer, job, model, serving_ref,
-                                                              progress.operation_id)
+    result.deployed, result.deployment_reason, rollout = await _deploy(trainer, job, model, serving_ref,
+                                                                       progress.operation_id)
+    if rollout is not None:
+        result.rollout.CopyFrom(rollout)
     laps.lap("registering")
 
 
@@ -267,18 +270,24 @@ async def _bless(trainer: Trainer, job: TrainingJob, winner: RankingCandidate, h
 
 
 async def _deploy(trainer: Trainer, job: TrainingJob, model: tpb.Model, serving_ref: tpb.ModelRef | None,
-                  operation_id: str) -> tuple[bool, str]:
-    """The first blessed model goes to production (unless held); a later one only when
-    the request asks for it (rankings have no shadow/canary rollout)."""
+                  operation_id: str) -> tuple[bool, str, tpb.Rollout | None]:
+    """The first blessed model goes to production (unless held); a later one starts a
+    rollout straight at the canary step (rankings have no shadow step), or, with a
+    manual rollout, is deployed only when the request asks for it."""
     if serving_ref is None and job.blueprint.rollout.hold_first_model:
-        return False, f"not deployed: rollout.hold_first_model is set ({model.blessing.reason})"
-    if serving_ref is not None and not job.deploy:
-        return False, (f"registered only: version {serving_ref.version} serves production and rankings have no "
-                       "automatic rollout; deploy with SetDeployment or StartTraining(deploy=true)")
-    what = "first model" if serving_ref is None else "deploy requested"
+        return False, f"not deployed: rollout.hold_first_model is set ({model.blessing.reason})", None
+    if serving_ref is not None and (job.blueprint.rollout.manual or trainer.rollouts is None):
+        if not job.deploy:
+            return False, (f"registered only: rollout.manual is set and version {serving_ref.version} serves "
+                           "production"), None
+    elif serving_ref is not None:
+        rollout = await trainer.rollouts.start(model, serving_ref, job.blueprint, model.blessing.reason,
+                                               f"rollout:{operation_id}")
+        return False, f"rollout started: {rollout.message}", rollout
+    what = "first model" if serving_ref is None else "deploy requested and the rollout is manual"
     reason = f"{what}: {model.blessing.reason}"
     await trainer.registry.set_deployment(tpb.SetDeploymentRequest(
         request_id=f"training-deploy:{operation_id}", use_case=job.use_case,
         production_version=model.version, reason=reason,
     ), action="training")
-    return True, reason
+    return True, reason, None

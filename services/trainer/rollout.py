@@ -16,6 +16,11 @@ decisions logged since its step began through the feedback service:
   production's (``canary_max_latency_ratio``, from the latency each decision
   record carries) are checked on every look.
 
+Ranking use cases start at the canary step (the decision service does not score
+rankings with shadows); their canary compares clicks per ranking (the rewards of a
+ranking's shown items summed) of the canary's rankings with production's; guardrail
+metrics are not checked for them.
+
 Every change is a deployment revision with an audit entry and its reason; a manual
 SetDeployment or Rollback in between supersedes the rollout. The rollout state is in
 the store, so a restarted trainer carries on. All times come from the settings clock.
@@ -36,7 +41,7 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, LoopwiseError, NotFound, quote
 from loopwise.jobs import ProcessPool
 from loopwise.periodic import every
-from loopwise.services.trainer.data import align_to, collect_rows, kind_of
+from loopwise.services.trainer.data import Rows, align_to, collect_rows, kind_of
 from loopwise.services.trainer.ensemble import comparable_output
 from loopwise.services.trainer.models import (
     ACTION_VALUE,
@@ -47,6 +52,7 @@ from loopwise.services.trainer.models import (
 )
 from loopwise.services.trainer.registry import Registry
 from loopwise.store.trainer import RegistryStore
+from loopwise.tensors import F32, I64, unpack_vector
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.upstream import DecisionUseCases, FeedbackTrainingData
 
@@ -233,14 +239,25 @@ class RolloutController:
                 previous.step = tpb.ROLLOUT_STEP_SUPERSEDED
                 previous.message = f"superseded by the rollout of model v{model.version}"
                 await self._save(previous)
-            reason = f"rollout of model v{model.version}: shadow next to production v{production.version}; {why}"
-            await self.registry.set_deployment(tpb.SetDeploymentRequest(
-                request_id=f"{request_id}:shadow", use_case=model.use_case,
-                production_version=production.version, shadow_versions=[model.version], reason=reason,
-            ), action="rollout_shadow")
+            if blueprint.kind == bp.DECISION_KIND_RANKING:  # rankings are not scored by shadows
+                share = RolloutLimits.of(blueprint.rollout).canary_share
+                reason = (f"rollout of model v{model.version}: canary at {share:.0%} next to production "
+                          f"v{production.version} (rankings have no shadow step); {why}")
+                await self.registry.set_deployment(tpb.SetDeploymentRequest(
+                    request_id=f"{request_id}:canary", use_case=model.use_case,
+                    production_version=production.version, canary_version=model.version, canary_share=share,
+                    reason=reason,
+                ), action="rollout_canary")
+                step = tpb.ROLLOUT_STEP_CANARY
+            else:
+                reason = f"rollout of model v{model.version}: shadow next to production v{production.version}; {why}"
+                await self.registry.set_deployment(tpb.SetDeploymentRequest(
+                    request_id=f"{request_id}:shadow", use_case=model.use_case,
+                    production_version=production.version, shadow_versions=[model.version], reason=reason,
+                ), action="rollout_shadow")
+                step = tpb.ROLLOUT_STEP_SHADOW
             rollout = tpb.Rollout(use_case=model.use_case, model_version=model.version,
-                                  production_version=production.version, step=tpb.ROLLOUT_STEP_SHADOW,
-                                  message=reason)
+                                  production_version=production.version, step=step, message=reason)
             rollout.step_start_time.FromMilliseconds(self.clock.now_ms())
             await self._save(rollout)
         return rollout
@@ -305,11 +322,45 @@ class RolloutController:
         return deployment.canary.version == rollout.model_version and deployment.canary_share > 0
 
     async def _rows(self, rollout: tpb.Rollout, blueprint: bp.Blueprint, open_windows: bool):
+        if blueprint.kind == bp.DECISION_KIND_RANKING:
+            return await self._ranking_rows(rollout, open_windows)
         version = await self.use_cases.latest_version(rollout.use_case)
         return await collect_rows(
             self.training_data.read(rollout.use_case, rollout.step_start_time.ToMilliseconds(), None,
                                     include_open_windows=open_windows, include_fallback=not open_windows),
             blueprint, version, lambda v: self.use_cases.version(rollout.use_case, v))
+
+    async def _ranking_rows(self, rollout: tpb.Rollout, open_windows: bool) -> Rows:
+        """One row per ranking decided since the step began: its reward is the sum of
+        its shown items' rewards (clicks per ranking), with its model version and
+        serving latency (no features, no metrics: guardrail metrics are not checked)."""
+        rewards: dict[str, float] = {}
+        versions: dict[str, int] = {}
+        latencies: dict[str, float] = {}
+        times: dict[str, int] = {}
+        async for batch in self.training_data.read(rollout.use_case, rollout.step_start_time.ToMilliseconds(), None,
+                                                   include_open_windows=open_windows,
+                                                   include_fallback=not open_windows):
+            if batch.rows == 0:
+                continue
+            item_rewards = unpack_vector(batch.rewards, F32)
+            model_versions = unpack_vector(batch.model_versions, I64) if batch.model_versions \
+                else np.zeros(batch.rows, np.int64)
+            latency = unpack_vector(batch.serving_latencies_ms, F32) if batch.serving_latencies_ms \
+                else np.zeros(batch.rows)
+            decided = unpack_vector(batch.decision_times_ms, I64)
+            for i, decision_id in enumerate(batch.decision_ids):
+                reward = float(item_rewards[i])
+                rewards[decision_id] = rewards.get(decision_id, 0.0) + (reward if math.isfinite(reward) else 0.0)
+                versions[decision_id] = int(model_versions[i])
+                latencies[decision_id] = float(latency[i])
+                times[decision_id] = int(decided[i])
+        ids = list(rewards)
+        n = len(ids)
+        return Rows(np.zeros((n, 0), np.float32), np.array([times[i] for i in ids], dtype=np.int64),
+                    np.full(n, -1, np.int64), np.ones(n), np.array([rewards[i] for i in ids]), [""] * n, n,
+                    model_versions=np.array([versions[i] for i in ids], dtype=np.int64),
+                    latencies_ms=np.array([latencies[i] for i in ids]), metrics=np.zeros((n, 0)))
 
     async def _artifact(self, use_case: str, version: int) -> tuple[tpb.Model, bytes]:
         model, chunks = await self.registry.download(use_case, version)
