@@ -42,7 +42,7 @@ from loopwise.services.trainer.models import (
     make_estimator,
     run_onnx,
 )
-from loopwise.services.trainer.value_model import INPUT, prefixed_graph
+from loopwise.services.trainer.value_model import INPUT, stacked_graph
 
 MEMBER_OUTPUT = "member_values"
 VALUE_OUTPUT = "variable"
@@ -99,39 +99,11 @@ def fit_ensemble(data: TrainingSet, family: str, params: dict[str, Any], members
 def merge_members(models: list[bytes], input_width: int) -> bytes:
     """One ONNX graph from K single-output member graphs (input ``features``, output
     ``[N, 1]``): outputs ``member_values`` ``[N, K]`` and their mean ``variable`` ``[N, 1]``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    nodes: list = []
-    initializers: list = []
-    columns: list[str] = []
-    opsets: dict[str, int] = {}
-    for k, data in enumerate(models):
-        model = onnx.load_from_string(data)
-        for opset in model.opset_import:
-            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-        own_nodes, own_initializers, output = prefixed_graph(model.graph, f"member{k}_")
-        nodes += own_nodes
-        initializers += own_initializers
-        column = f"member{k}_column"
-        nodes.append(helper.make_node("Reshape", [output, "member_column_shape"], [column],
-                                      name=f"member{k}_as_column"))
-        columns.append(column)
-    initializers.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), "member_column_shape"))
-    nodes.append(helper.make_node("Concat", columns, [MEMBER_OUTPUT], axis=1, name="members_concat"))
-    nodes.append(helper.make_node("ReduceMean", [MEMBER_OUTPUT], [VALUE_OUTPUT], axes=[1], keepdims=1,
-                                  name="members_mean"))
-    graph = helper.make_graph(
-        nodes, "bootstrap_ensemble",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, input_width])],
-        [helper.make_tensor_value_info(MEMBER_OUTPUT, TensorProto.FLOAT, [None, len(models)]),
-         helper.make_tensor_value_info(VALUE_OUTPUT, TensorProto.FLOAT, [None, 1])],
-        initializers,
-    )
-    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
-    merged.ir_version = onnx.load_from_string(models[0]).ir_version
-    onnx.checker.check_model(merged)
-    return merged.SerializeToString()
+    head = [helper.make_node("ReduceMean", [MEMBER_OUTPUT], [VALUE_OUTPUT], axes=[1], keepdims=1,
+                             name="members_mean")]
+    return stacked_graph(models, "member", MEMBER_OUTPUT, head, [], "bootstrap_ensemble", input_width)
 
 
 def _linear_terms(member: Any, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:

@@ -86,9 +86,12 @@ def prefixed_graph(graph, prefix: str) -> tuple[list, list, str]:
     return nodes, initializers, name(graph.output[0].name)
 
 
-def combine_onnx(models: list[bytes], weights: np.ndarray, input_width: int) -> bytes:
-    """One ONNX graph from per-metric regressors (each with input ``features`` and one
-    ``[N, 1]`` output): outputs ``metric_values`` ``[N, M]`` and ``variable`` ``[N, 1]``."""
+def stacked_graph(models: list[bytes], prefix: str, stacked_output: str, head_nodes: list,
+                  head_initializers: list, name: str, input_width: int) -> bytes:
+    """One ONNX graph from single-output graphs (each with input ``features`` and an
+    ``[N, 1]`` output): their outputs side by side as ``stacked_output`` ``[N, len(models)]``,
+    then ``head_nodes`` (with ``head_initializers``) computing ``variable`` ``[N, 1]``
+    from it. Each graph's names get the prefix ``<prefix><index>_``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -96,31 +99,39 @@ def combine_onnx(models: list[bytes], weights: np.ndarray, input_width: int) -> 
     initializers: list = []
     columns: list[str] = []
     opsets: dict[str, int] = {}
+    shape = f"{prefix}_column_shape"
     for j, data in enumerate(models):
         model = onnx.load_from_string(data)
         for opset in model.opset_import:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-        own_nodes, own_initializers, output = prefixed_graph(model.graph, f"metric{j}_")
+        own_nodes, own_initializers, output = prefixed_graph(model.graph, f"{prefix}{j}_")
         nodes += own_nodes
         initializers += own_initializers
-        column = f"metric{j}_column"
-        nodes.append(helper.make_node("Reshape", [output, "metric_column_shape"], [column],
-                                      name=f"metric{j}_as_column"))
+        column = f"{prefix}{j}_column"
+        nodes.append(helper.make_node("Reshape", [output, shape], [column], name=f"{prefix}{j}_as_column"))
         columns.append(column)
-    initializers.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), "metric_column_shape"))
-    initializers.append(numpy_helper.from_array(np.asarray(weights, dtype=np.float32).reshape(-1, 1),
-                                                "value_model_weights"))
-    nodes.append(helper.make_node("Concat", columns, [METRIC_OUTPUT], axis=1, name="metric_values_concat"))
-    nodes.append(helper.make_node("MatMul", [METRIC_OUTPUT, "value_model_weights"], [VALUE_OUTPUT],
-                                  name="value_model"))
+    initializers.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), shape))
+    nodes.append(helper.make_node("Concat", columns, [stacked_output], axis=1, name=f"{stacked_output}_concat"))
     graph = helper.make_graph(
-        nodes, "metric_value_model",
+        nodes + head_nodes, name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, input_width])],
-        [helper.make_tensor_value_info(METRIC_OUTPUT, TensorProto.FLOAT, [None, len(models)]),
+        [helper.make_tensor_value_info(stacked_output, TensorProto.FLOAT, [None, len(models)]),
          helper.make_tensor_value_info(VALUE_OUTPUT, TensorProto.FLOAT, [None, 1])],
-        initializers,
+        initializers + head_initializers,
     )
     combined = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
     combined.ir_version = onnx.load_from_string(models[0]).ir_version
     onnx.checker.check_model(combined)
     return combined.SerializeToString()
+
+
+def combine_onnx(models: list[bytes], weights: np.ndarray, input_width: int) -> bytes:
+    """One ONNX graph from per-metric regressors (each with input ``features`` and one
+    ``[N, 1]`` output): outputs ``metric_values`` ``[N, M]`` and ``variable`` ``[N, 1]``,
+    their weighted sum."""
+    from onnx import helper, numpy_helper
+
+    weights_init = numpy_helper.from_array(np.asarray(weights, dtype=np.float32).reshape(-1, 1),
+                                           "value_model_weights")
+    head = [helper.make_node("MatMul", [METRIC_OUTPUT, "value_model_weights"], [VALUE_OUTPUT], name="value_model")]
+    return stacked_graph(models, "metric", METRIC_OUTPUT, head, [weights_init], "metric_value_model", input_width)
