@@ -75,7 +75,7 @@ def fit_candidate(family: str, x: np.ndarray, positions: np.ndarray, labels: np.
     seconds = time.perf_counter() - started
     try:
         onnx = export_ranking_onnx(estimator, kind, x.shape[1])
-    except Exception as exc:  # noqa: BLE001 - an export failure disqualifies the candidate only
+    except Exception as exc:  # an export failure disqualifies the candidate only
         return RankingCandidate(family, kind, b"", seconds, False, float("nan"), f"ONNX export failed: {exc}")
     parity = ranking_parity(onnx, estimator, kind, x_parity)
     return RankingCandidate(family, kind, onnx, seconds, parity.ok, parity.max_abs_diff,
@@ -238,7 +238,7 @@ async def _serving_value(trainer: Trainer, job: TrainingJob, ref: tpb.ModelRef,
     try:
         return await trainer.pool.run(holdout_value, onnx, model.score_output or "probabilities", holdout,
                                       job.blueprint.policy, features)
-    except Exception:  # noqa: BLE001 - a model that cannot score the holdout is compared as absent
+    except Exception:  # a model that cannot score the holdout is compared as absent
         return None
 
 
