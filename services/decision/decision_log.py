@@ -283,6 +283,17 @@ class DecisionLog:
         assert self.spool is not None
         for path in self.spool.files():
             scan = DecisionSpool.scan(path, payloads=False)
+            if not scan.frames:
+                # Nothing readable: the run crashed between the segment's creation and
+                # the end of its first frame, so nothing of it was acknowledged. (A
+                # segment is otherwise removed once its frames are acknowledged, which
+                # an empty one never is.)
+                if scan.damaged:
+                    aside = self.spool.set_aside(path, ".damaged")
+                    log.error("damaged decision spool file without a readable frame: kept as %s", aside)
+                else:
+                    self.spool.remove([path])
+                continue
             segment = _Segment(path)
             segment.frames = None
             segment.total = len(scan.frames)

@@ -117,6 +117,30 @@ async def test_shutdown_spools_and_restart_replays(make_settings) -> None:
         await server.stop(0)
 
 
+async def test_segments_a_crash_left_without_a_whole_frame_leave_the_spool(make_settings) -> None:
+    # A SIGKILL between a segment's creation and the end of its first frame leaves an
+    # empty (or torn) file: nothing of it was acknowledged; it must not stay forever.
+    settings = _settings(make_settings, decision_log_flush_interval_s=5.0, decision_log_batch_size=10_000)
+    d = await start_decider(settings)
+    await d.apply(blueprint())
+    served = await _batch(d, 30)
+    await wait_until(lambda: d.core.log.queued == 0 and d.core.log.counters.spooled == 30)
+    await d.stop()
+    spool = settings.data_dir / "decision" / "spool"
+    (spool / f"{98:020d}.req").write_bytes(b"")
+    (spool / f"{99:020d}.req").write_bytes(b"\x01\x02\x03")  # a torn first frame
+    feedback = RecordingFeedback()
+    server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)
+    d = await start_decider(settings)
+    try:
+        await wait_until(lambda: d.core.log.counters.spool_depth == 0 and not list(spool.glob("*.req")))
+        assert sorted(feedback.ids) == sorted(served)
+        assert d.core.log.counters.spool_files == 0
+    finally:
+        await d.stop()
+        await server.stop(0)
+
+
 async def test_shutdown_sends_when_feedback_answers(make_settings) -> None:
     settings = _settings(make_settings, decision_log_flush_interval_s=5.0, decision_log_batch_size=10_000)
     feedback = RecordingFeedback()
