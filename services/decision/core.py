@@ -71,12 +71,15 @@ class Delivery:
             return
         self.held.append((use_case, decisions, records, build))
 
-    def settle(self, delivered: bool) -> None:
-        """Log what is held, as delivered or not (only the first call counts)."""
+    def settle(self, delivered: bool, sent: bool = True) -> None:
+        """Log what is held, as delivered or not (only the first call counts);
+        ``sent=False``: the answer was not even sent (counted in ``DecisionCore.unsent``)."""
         if self.settled:
             return
         self.settled = True
         for use_case, decisions, records, build in self.held:
+            if not sent:
+                self.core.unsent[use_case] = self.core.unsent.get(use_case, 0) + decisions
             self.core._submit(use_case, decisions, records, build, delivered)
         self.held.clear()
 
@@ -125,6 +128,9 @@ class DecisionCore:
         self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
         # Decisions made whose answer could not reach the caller, by use case.
         self.undelivered: dict[str, int] = {}
+        # Of those, the ones whose answer was not sent at all (ready too close to the
+        # call's deadline): not in the served-decision metrics, which count answers.
+        self.unsent: dict[str, int] = {}
 
     # -- shared steps -------------------------------------------------------------
     def _version(self, use_case: str, version: int) -> UseCaseVersion:

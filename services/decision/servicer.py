@@ -109,7 +109,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         deadline passed first); refuse to send what is ready after the deadline."""
         remaining = context.time_remaining()
         if remaining is not None and remaining < SEND_MARGIN_S:
-            delivery.settle(delivered=False)
+            delivery.settle(delivered=False, sent=False)
             raise DeadlineExceeded("the decision was ready too close to the call's deadline to reach the "
                                    "caller; it was not sent")
         if _log_before_answer(self.core):

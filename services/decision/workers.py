@@ -70,6 +70,10 @@ class DecisionMetrics:
         self.undelivered = r.counter("loopwise_decisions_undelivered_total",
                                      "Decisions made whose answer could not reach the caller (the call's "
                                      "deadline passed first); logged with undelivered set", ["use_case"])
+        self.unsent = r.counter("loopwise_decisions_unsent_total",
+                                "Undelivered decisions whose answer was not sent at all (ready too close to the "
+                                "call's deadline; not in loopwise_decisions_total, which counts answers)",
+                                ["use_case"])
 
     def watch_decision_log(self, decision_log: Any) -> None:
         """Expose the decision log's counters at every snapshot."""
@@ -86,11 +90,13 @@ class DecisionMetrics:
         self.registry.on_collect(collect)
 
     def watch_undelivered(self, core: Any) -> None:
-        """Expose the core's count of undelivered decisions at every snapshot."""
+        """Expose the core's counts of undelivered (and unsent) decisions at every snapshot."""
 
         def collect() -> None:
             for use_case, count in list(core.undelivered.items()):
                 self.undelivered.values[(use_case,)] = float(count)
+            for use_case, count in list(core.unsent.items()):
+                self.unsent.values[(use_case,)] = float(count)
 
         self.registry.on_collect(collect)
 
