@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,18 +26,22 @@ from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import FailedPrecondition, InvalidArgument, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.policy import Policy, base_epsilon
 from loopwise.privacy import PiiRules
 from loopwise.services.decision.arm_parameters import decide_by_arm
 from loopwise.services.decision.decision_log import DecisionLog
 from loopwise.services.decision.encoding import UseCaseVersion, check_batch, encode_named
 from loopwise.services.decision.models import Serving
 from loopwise.services.decision.policy import (
+    DEFAULT_ARM,
     ROLE_CANARY,
+    ROLE_DEFAULT,
     ROLE_PRODUCTION,
     ROLE_SHADOW,
     Choices,
     assign_arms,
     canary_mask,
+    choose_one,
     merge,
 )
 from loopwise.services.decision.ranking import Ranking, rank_candidates, shown_count
@@ -99,6 +104,32 @@ def _undelivered(build: Callable[[], list[fpb.DecisionRecord]]) -> Callable[[], 
     return marked
 
 
+@dataclass(frozen=True)
+class OneRowPlan:
+    """What a one-row Decide of a binary or regression use case version without arms
+    needs, worked out once per version (:meth:`DecisionCore._plan`): the policy, its
+    parameters as Python values, and the answer's constant fields as a template."""
+
+    uc: UseCaseVersion
+    binary: bool
+    threshold: float
+    epsilon: float
+    policy: Policy
+    template: dpb.DecideResponse  # use case, blueprint version, arm, production role
+
+    @staticmethod
+    def of(uc: UseCaseVersion) -> OneRowPlan | None:
+        """The plan of ``uc``, or None when its Decide takes the general path."""
+        b = uc.blueprint
+        if b.kind not in (bp.DECISION_KIND_BINARY, bp.DECISION_KIND_REGRESSION) or b.arms:
+            return None
+        template = dpb.DecideResponse()
+        d = template.decision
+        d.use_case, d.blueprint_version, d.arm, d.deployment_role = uc.use_case, uc.version, DEFAULT_ARM, ROLE_PRODUCTION
+        return OneRowPlan(uc, b.kind == bp.DECISION_KIND_BINARY, b.policy.threshold or 0.5, base_epsilon(b.policy),
+                          Policy.of_blueprint(b.policy), template)
+
+
 class DecisionCore:
     """Decide, DecideBatch and DecideStream logic for every use case."""
 
@@ -126,6 +157,8 @@ class DecisionCore:
         self._pii: dict[tuple[str, int], PiiRules] = {}
         self.served = 0
         self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
+        # One-row plans by (use case, version); checked against the version object.
+        self._plans: dict[tuple[str, int], OneRowPlan | None] = {}
         # Decisions made whose answer could not reach the caller, by use case.
         self.undelivered: dict[str, int] = {}
         # Of those, the ones whose answer was not sent at all (ready too close to the
@@ -152,13 +185,14 @@ class DecisionCore:
 
     def _choose(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str],
                 disable_exploration: bool, forced_arm: str, started: float | None,
-                serving: Serving | None) -> Choices:
+                serving: Serving | None, force: bool | None = None) -> Choices:
         """Choices with their serving latency: the time from ``started`` (the request's
         arrival; now when None) to the end of the row's own model's scoring."""
         began = time.perf_counter() if started is None else started
         n = rows.shape[0]
         arms, eps = assign_arms(uc, unit_ids, n, self.rng, forced_arm)
-        force = self._force_default(uc, started)
+        if force is None:
+            force = self._force_default(uc, started)
         if serving is None or force:
             return _timed(decide_by_arm(uc, rows, arms, eps, None, self.rng, disable_exploration, force), began)
         if serving.canary is None or serving.canary_share <= 0:
@@ -205,18 +239,98 @@ class DecisionCore:
                delivery: Delivery | None = None) -> dpb.Decision:
         """One decision from named features (or a ranking of candidates). With
         ``delivery``, its record waits there until the call's fate is known."""
+        return self.decide_response(request, started, delivery).decision
+
+    def decide_response(self, request: dpb.DecideRequest, started: float | None = None,
+                        delivery: Delivery | None = None) -> dpb.DecideResponse:
+        """:meth:`decide`, answered as the ``DecideResponse`` it goes out in.
+
+        The common call, one row of a binary or regression use case without arms served
+        by its production model, takes a lean path (:meth:`_decide_one_row`): plain
+        Python values after the model's one session run, the answer filled into a
+        template of the version, the log record's arrays built later by the decision
+        log's committer. Everything else takes the general, vectorised path. Both give
+        the same decision, probabilities and logged record from the same random draws
+        (tests/decision/test_lean_path.py)."""
         uc = self._version(request.use_case, request.blueprint_version)
         serving = self.scorers.get(uc.use_case)  # read once: a swap cannot split a request
         if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
-            return self._rank(uc, request, started, serving, delivery)
+            return dpb.DecideResponse(decision=self._rank(uc, request, started, serving, delivery))
         if request.candidates:
             raise InvalidArgument("candidates", "only ranking use cases take candidates")
         row = encode_named(uc, request.features)[None, :]
+        force = None
+        if serving is not None and serving.production is not None and not request.arm \
+                and (serving.canary is None or serving.canary_share <= 0):
+            plan = self._plan(uc)
+            if plan is not None:
+                force = self._force_default(uc, started)
+                if not force:
+                    answer = self._decide_one_row(plan, request, row, started, serving, delivery)
+                    if answer is not None:
+                        return answer
         unit_ids = [request.unit_id]
-        choices = self._choose(uc, row, unit_ids, request.disable_exploration, request.arm, started, serving)
+        choices = self._choose(uc, row, unit_ids, request.disable_exploration, request.arm, started, serving, force)
         ids = self._ids(1)
         self._log(uc, row, unit_ids, choices, ids, serving, request.disable_exploration, delivery)
-        return self._decision(uc, choices, 0, ids[0])
+        return dpb.DecideResponse(decision=self._decision(uc, choices, 0, ids[0]))
+
+    def _plan(self, uc: UseCaseVersion) -> OneRowPlan | None:
+        key = (uc.use_case, uc.version)
+        plan = self._plans.get(key, self)
+        if plan is self or (plan is not None and plan.uc is not uc):  # type: ignore[union-attr]
+            plan = self._plans[key] = OneRowPlan.of(uc)
+        return plan  # type: ignore[return-value]
+
+    def _decide_one_row(self, plan: OneRowPlan, request: dpb.DecideRequest, row: np.ndarray,
+                        started: float | None, serving: Serving, delivery: Delivery | None) -> dpb.DecideResponse | None:
+        """The lean path of :meth:`decide_response`; None when the model cannot score
+        the row (the general path then scores it again, logs why and falls back)."""
+        uc = plan.uc
+        scorer = serving.production
+        assert scorer is not None
+        began = time.perf_counter() if started is None else started
+        try:
+            score = scorer.score_one(uc, row)
+        except Exception:
+            return None
+        n_actions = len(uc.actions)
+        chosen, probabilities, explored, ok = choose_one(plan.binary, plan.threshold, n_actions, score, plan.epsilon,
+                                                         plan.policy, request.disable_exploration, self.rng)
+        latency_ms = (time.perf_counter() - began) * 1000.0
+        model_version, role = scorer.version, ROLE_PRODUCTION
+        if not ok:  # the default decision, as policy._apply_fallback makes it
+            chosen, score, explored, model_version, role = uc.default_index, uc.blueprint.default_decision.score, \
+                False, 0, ROLE_DEFAULT
+            probabilities = [0.0] * n_actions
+            probabilities[chosen] = 1.0
+        self.served += 1
+        decision_id = self.clock.new_id()
+        response = dpb.DecideResponse()
+        response.CopyFrom(plan.template)
+        d = response.decision
+        d.decision_id = decision_id
+        d.action = uc.actions[chosen]
+        d.action_index = chosen
+        d.score = score
+        d.action_probabilities[:] = probabilities
+        d.model_version = model_version
+        d.explored = explored
+        if not ok:
+            d.fallback = True
+            d.deployment_role = role
+        d.decision_time.FromMilliseconds(uuid7_time_ms(decision_id) or self.clock.now_ms())
+
+        def choices() -> Choices:
+            c = Choices(action_index=np.array([chosen], dtype=np.int32), score=np.array([score]), action_scores=None,
+                        probabilities=np.array([probabilities]), explored=np.array([explored]),
+                        fallback=np.array([not ok]), model_version=np.array([model_version], dtype=np.int64),
+                        arms=[DEFAULT_ARM], roles=[role])
+            c.latency_ms = np.array([latency_ms])
+            return c
+
+        self._log(uc, row, [request.unit_id], choices, [decision_id], serving, request.disable_exploration, delivery)
+        return response
 
     def _rank(self, uc: UseCaseVersion, request: dpb.DecideRequest, started: float | None,
               serving: Serving | None, delivery: Delivery | None = None) -> dpb.Decision:
@@ -393,10 +507,11 @@ class DecisionCore:
         decision.decision_time.FromMilliseconds(uuid7_time_ms(decision_id) or self.clock.now_ms())
         return decision
 
-    def _log(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str], c: Choices,
-             ids: list[str], serving: Serving | None, disable_exploration: bool,
-             delivery: Delivery | None = None) -> None:
-        """Enqueue a compact tuple; the shipper calls the builder (protos, shadows)."""
+    def _log(self, uc: UseCaseVersion, rows: np.ndarray, unit_ids: Sequence[str],
+             choices: Choices | Callable[[], Choices], ids: list[str], serving: Serving | None,
+             disable_exploration: bool, delivery: Delivery | None = None) -> None:
+        """Enqueue a compact tuple; the shipper calls the builder (protos, shadows).
+        ``choices``: the decisions, or a function that builds them then."""
         if not self.log.enabled:
             self._hand(delivery, uc.use_case, len(ids), 0, None)
             return
@@ -404,6 +519,7 @@ class DecisionCore:
         unit_ids = list(unit_ids)
 
         def build() -> list[fpb.DecisionRecord]:
+            c = choices if isinstance(choices, Choices) else choices()
             records = self._records(uc, rows, unit_ids, c, ids)
             for shadow in shadows:
                 sc = decide_by_arm(uc, rows, c.arms, np.zeros(len(ids)), shadow, self.shadow_rng,

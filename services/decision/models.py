@@ -88,6 +88,18 @@ class OnnxScorer:
         mapping = self._maps[uc.version]
         return rows if mapping is None else remap(rows, mapping)  # type: ignore[arg-type]
 
+    def score_one(self, uc: UseCaseVersion, row: np.ndarray) -> float:
+        """:meth:`score` of one [1, F] float32 row of a binary or regression use case, as
+        a float (the same value; one session run, nothing else vectorised)."""
+        x = row if self.model_uc is None or uc.version == self.model_uc.version \
+            else np.ascontiguousarray(self._model_rows(uc, row), dtype=np.float32)
+        if x.shape[1] != self.input_width:
+            raise ModelError(f"model v{self.version} takes {self.input_width} columns, got {x.shape[1]}")
+        out = self.session.run([self.score_output], {INPUT_NAME: x})[0]
+        if uc.blueprint.kind == bp.DECISION_KIND_BINARY and out.ndim == 2 and out.shape[1] == 2:
+            return float(out[0, 1])
+        return float(out.reshape(1)[0])
+
     def score(self, uc: UseCaseVersion, rows: np.ndarray) -> np.ndarray:
         """Scores by kind (see policy.Scorer); one session run per call."""
         x = np.ascontiguousarray(self._model_rows(uc, rows), dtype=np.float32)

@@ -215,30 +215,40 @@ def decide_rows(
 
 def _decide_one(uc: UseCaseVersion, scores: np.ndarray, arms: list[str], eps: float, scorer: Scorer,
                 rng: np.random.Generator, policy: Policy, disable_exploration: bool, role: str) -> Choices:
-    """:func:`decide_rows` for one row of a binary or regression use case (every Decide
-    call), in Python floats: the same arithmetic and the same single uniform draw from
-    ``rng`` as the vectorised path, so the same choice and probabilities."""
-    n_actions = len(uc.actions)
+    """:func:`decide_rows` for one row of a binary or regression use case, in Python
+    floats (:func:`choose_one`): the same arithmetic and the same single uniform draw
+    from ``rng`` as the vectorised path, so the same choice and probabilities."""
     score = float(scores.reshape(-1).mean()) if scores.ndim > 1 else float(scores[0])
-    ok = math.isfinite(score)
-    greedy = int(score >= (uc.blueprint.policy.threshold or 0.5)) \
-        if uc.blueprint.kind == bp.DECISION_KIND_BINARY else 0
-    e = policy.effective_epsilon_of(eps, n_actions, disable_exploration)
-    probabilities = [e / n_actions] * n_actions
-    probabilities[greedy] += 1.0 - e
-    # Policy.sample for one row: how many cumulative probabilities are <= u × their total.
-    cumulative = list(itertools.accumulate(probabilities))
-    threshold = rng.random() * cumulative[-1]
-    chosen = min(sum(c <= threshold for c in cumulative), n_actions - 1)
+    binary = uc.blueprint.kind == bp.DECISION_KIND_BINARY
+    chosen, probabilities, explored, ok = choose_one(binary, uc.blueprint.policy.threshold or 0.5, len(uc.actions),
+                                                     score, eps, policy, disable_exploration, rng)
     choices = Choices(
         action_index=np.array([chosen], dtype=np.int32), score=np.array([score if ok else 0.0]),
         action_scores=None, probabilities=np.array([probabilities]),
-        explored=np.array([chosen != greedy and n_actions > 1]), fallback=np.zeros(1, dtype=bool),
+        explored=np.array([explored]), fallback=np.zeros(1, dtype=bool),
         model_version=np.array([scorer.version], dtype=np.int64), arms=arms, roles=[role],
     )
     if not ok:
         _apply_fallback(uc, choices, np.ones(1, dtype=bool))
     return choices
+
+
+def choose_one(binary: bool, threshold: float, n_actions: int, score: float, eps: float, policy: Policy,
+               disable_exploration: bool, rng: np.random.Generator) -> tuple[int, list[float], bool, bool]:
+    """The policy on one row's score (binary: P(positive) against ``threshold``;
+    regression: one action value), with one uniform draw from ``rng`` whatever the
+    score: (chosen action, probabilities, explored, score finite). A non-finite score
+    must then become the default decision (the caller's part)."""
+    ok = math.isfinite(score)
+    greedy = int(score >= threshold) if binary else 0
+    e = policy.effective_epsilon_of(eps, n_actions, disable_exploration)
+    probabilities = [e / n_actions] * n_actions
+    probabilities[greedy] += 1.0 - e
+    # Policy.sample for one row: how many cumulative probabilities are <= u × their total.
+    cumulative = list(itertools.accumulate(probabilities))
+    threshold_u = rng.random() * cumulative[-1]
+    chosen = min(sum(c <= threshold_u for c in cumulative), n_actions - 1)
+    return chosen, probabilities, chosen != greedy and n_actions > 1, ok
 
 
 def rank(

@@ -78,9 +78,8 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         _check_deadline(context)
         delivery = self.core.delivery()
         try:
-            decision = self.core.decide(request, started, delivery)
-            observe_decision(decision)
-            response = dpb.DecideResponse(decision=decision)
+            response = self.core.decide_response(request, started, delivery)
+            observe_decision(response.decision)
         except BaseException:
             delivery.settle(delivered=False)
             raise
@@ -134,20 +133,20 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                 return
             delivery = self.core.delivery()
             try:
-                decision = self.core.decide(request, time.perf_counter(), delivery)
+                response = self.core.decide_response(request, time.perf_counter(), delivery)
             except BaseException:
                 delivery.settle(delivered=False)
                 raise
-            observe_decision(decision, in_stream=True)
+            observe_decision(response.decision, in_stream=True)
             remaining = context.time_remaining()
             if remaining is not None and remaining < SEND_MARGIN_S:
-                delivery.settle(delivered=False)
+                delivery.settle(delivered=False, sent=False)
                 raise DeadlineExceeded("the decision was ready too close to the stream's deadline to reach "
                                        "the caller; it was not sent")
             if _log_before_answer(self.core):
                 delivery.settle(delivered=True)
             try:
-                yield dpb.DecideResponse(decision=decision)
+                yield response
             except BaseException:  # the stream ended before this answer was written
                 delivery.settle(delivered=False)
                 raise

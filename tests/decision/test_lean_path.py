@@ -6,12 +6,16 @@ answers, probabilities, status codes and logged records must be equal."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
 
 from loopwise import security
 from loopwise.admission import Admission
+from loopwise.clock import Clock
+from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.grpc_options import channel_options
@@ -22,10 +26,18 @@ from loopwise.server import (
     _Capture,
     connection_options,
 )
+from loopwise.services.decision.core import DecisionCore
+from loopwise.services.decision.decision_log import DecisionLog
+from loopwise.services.decision.models import Serving, build_scorer
+from loopwise.services.decision.use_cases import UseCases
+from loopwise.store.decision import open_decision_store
 from tests.decision.helpers import (
     RecordingFeedback,
     blueprint,
     features,
+    linear_onnx,
+    model_ref,
+    onnx_model,
     serve,
     start_decider,
     wait_until,
@@ -152,3 +164,73 @@ async def test_the_call_pipeline_decides_and_logs_as_the_interceptor_chain(make_
     assert len(new_records) == ROWS + 10 + 20
     assert all(r.get("action_probabilities") and r.get("features") for r in new_records)
     assert new_records == old_records
+
+
+# -- the one-row path of Decide against the general path ------------------------------
+def _scorer(tmp_path, uc, onnx: bytes, score_output: str, version: int = 1):
+    path = tmp_path / f"{uc.use_case}-{version}.onnx"
+    path.write_bytes(onnx)
+    return build_scorer(uc.use_case, model_ref(version, onnx, 3, score_output), path, uc)
+
+
+async def _cores(tmp_path, make_settings, seed: int):
+    """Two decision cores with the same seed, use cases and models; the second never
+    takes the one-row path. Each logs into its own decision log (never started: the
+    records are built by ``_materialize`` as its committer would)."""
+    from sklearn.linear_model import LogisticRegression
+
+    cores = []
+    for name in ("lean", "general"):
+        settings = make_settings(data_dir=tmp_path / name)
+        clock = Clock.from_settings(settings)
+        use_cases = UseCases(open_decision_store(settings), clock)
+        await use_cases.load()
+        await use_cases.apply(blueprint("lr", kind="binary", type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.3,
+                                        exploration_floor=0.05))
+        await use_cases.apply(blueprint("lin", kind="binary", threshold=0.2))
+        await use_cases.apply(blueprint("reg", kind="regression", type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.1))
+        data = np.random.default_rng(5)
+        x = data.normal(size=(400, 3)).astype(np.float32)
+        lr = LogisticRegression().fit(x, (x[:, 0] + x[:, 1] > 0).astype(int))
+        scorers = {
+            "lr": _scorer(tmp_path / name, use_cases.get("lr"), onnx_model(lr, 3), "probabilities"),
+            "lin": _scorer(tmp_path / name, use_cases.get("lin"),
+                           linear_onnx([np.array([10.0, 0.5, 0.0])], [np.zeros(1)]), "variable"),
+            "reg": _scorer(tmp_path / name, use_cases.get("reg"),
+                           linear_onnx([np.array([1.0, -2.0, 0.3])], [np.ones(1)]), "variable"),
+        }
+        (tmp_path / name).mkdir(exist_ok=True)
+        # A channel that is never used: the log is not started.
+        log = DecisionLog(grpc.aio.insecure_channel("127.0.0.1:9"), tmp_path / name / "spool", clock, enabled=True)
+        core = DecisionCore(use_cases, clock, seed, log, {k: Serving(production=s) for k, s in scorers.items()}, 1024)
+        if name == "general":
+            core._plan = lambda uc: None  # type: ignore[method-assign]
+        cores.append(core)
+    return cores
+
+
+async def test_the_one_row_path_decides_and_logs_what_the_general_path_does(tmp_path, make_settings) -> None:
+    lean, general = await _cores(tmp_path, make_settings, seed=23)
+    draw = np.random.default_rng(29)
+    taken = 0
+    for i in range(600):
+        use_case = ["lr", "lin", "reg"][int(draw.integers(3))]
+        x = float(draw.normal()) if draw.random() > 0.05 else 3.0e38  # 10 x 3e38 overflows: a non-finite score
+        y = None if draw.random() < 0.2 else float(draw.normal())
+        request = dpb.DecideRequest(use_case=use_case, unit_id=f"u{draw.integers(50)}" if draw.random() < 0.8 else "",
+                                    features=features(x=x, y=y, country=["fr", "de", "it"][int(draw.integers(3))]),
+                                    disable_exploration=bool(draw.random() < 0.2),
+                                    blueprint_version=int(draw.integers(2)))
+        plans = len(lean._plans)
+        a = lean.decide_response(request, time.perf_counter())
+        b = general.decide_response(request, time.perf_counter())
+        taken += len(lean._plans) > plans or lean._plans.get((use_case, 1)) is not None
+        assert _plain(a) == _plain(b), (i, request)
+        assert a.decision.decision_time.ToMilliseconds() > 0
+    records = [[_plain(r) for r in core.log._materialize()] for core in (lean, general)]
+    assert len(records[0]) == 600
+    assert records[0] == records[1]
+    assert taken == 600  # every request was eligible for the one-row path
+    fallbacks = sum(r.get("fallback", False) for r in records[0])
+    explored = sum(r.get("explored", False) for r in records[0])
+    assert fallbacks > 0 and explored > 0, (fallbacks, explored)

@@ -38,7 +38,7 @@ def _settings(make_settings, **kw):
 
 def _slow_down(d, monkeypatch, unit_prefix: str = "late") -> None:
     """Decisions for units named ``late…`` take LATE_S (blocking, as heavy scoring would)."""
-    decide, decide_batch = d.core.decide, d.core.decide_batch
+    decide, decide_batch = d.core.decide_response, d.core.decide_batch
 
     def slow_decide(request, *args, **kwargs):
         if request.unit_id.startswith(unit_prefix):
@@ -50,7 +50,7 @@ def _slow_down(d, monkeypatch, unit_prefix: str = "late") -> None:
             time.sleep(LATE_S)
         return decide_batch(request, *args, **kwargs)
 
-    monkeypatch.setattr(d.core, "decide", slow_decide)
+    monkeypatch.setattr(d.core, "decide_response", slow_decide)
     monkeypatch.setattr(d.core, "decide_batch", slow_batch)
 
 
