@@ -6,6 +6,7 @@ windows close in seconds in the demo and in tests; in production ``speed = 1``.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from loopwise.settings import Settings
 # Ids older than this, or more than a day in the future, are not plausible decisions.
 _PLAUSIBLE_START_MS = 1_577_836_800_000  # 2020-01-01
 _DAY_MS = 86_400_000
+# A UUIDv7 in canonical form (lower case, hyphenated, RFC 4122 variant): what ids made
+# here look like, read without building a uuid.UUID.
+_CANONICAL_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ def uuid7_at(when: datetime | float | int) -> str:
 
 def uuid7_time_ms(value: str) -> int | None:
     """The millisecond timestamp of a UUIDv7 string, or None if it is not a UUIDv7."""
+    if _CANONICAL_UUID7.fullmatch(value) if isinstance(value, str) else False:
+        return int(value[:8] + value[9:13], 16)
     try:
         parsed = uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
@@ -92,3 +98,11 @@ def plausible_decision_time_ms(value: str, now_ms: int) -> int | None:
     if ms is None or ms < _PLAUSIBLE_START_MS or ms > now_ms + _DAY_MS:
         return None
     return ms
+
+
+def canonical_uuid(value: str) -> str:
+    """The canonical (lower-case, hyphenated) form of a UUID string (ValueError if it is
+    not one); a canonical UUIDv7 is returned as it is."""
+    if _CANONICAL_UUID7.fullmatch(value):
+        return value
+    return str(uuid.UUID(value))

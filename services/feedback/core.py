@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 
 from loopwise import tracing
-from loopwise.clock import Clock, plausible_decision_time_ms
+from loopwise.clock import Clock, canonical_uuid, plausible_decision_time_ms
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -85,7 +84,7 @@ class OutcomeCounts:
 
 def normalize_id(value: str) -> str:
     """The canonical (lower-case, hyphenated) form of a UUID string."""
-    return str(uuid.UUID(value))
+    return canonical_uuid(value)
 
 
 def _ms(ts: timestamp_pb2.Timestamp) -> int:

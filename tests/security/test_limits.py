@@ -159,3 +159,20 @@ def test_out_of_range_timestamps_and_durations_are_invalid_arguments() -> None:
     fine = fpb.LogOutcomesRequest(outcomes=[fpb.Outcome(use_case="uc")])
     fine.outcomes[0].event_time.FromMilliseconds(1_700_000_000_000)
     limits.check(fine)
+
+
+def test_a_large_batch_is_checked_entry_by_entry() -> None:
+    """Entries too small to break a size limit are only looked at for their times and
+    row counts: a bad time deep in a large batch is still found, and so is an
+    oversized string in one large entry."""
+    limits = InputLimits(max_string_bytes=200, max_batch_rows=5000, max_features=100, max_candidates=100,
+                         max_blueprint_bytes=10_000)
+    request = fpb.LogOutcomesRequest(outcomes=[fpb.Outcome(use_case="uc", decision_id=f"d{i}", outcome_id="o",
+                                                           name="buy") for i in range(1000)])
+    assert request.ByteSize() > limits.small_bytes
+    limits.check(request)
+    request.outcomes[700].event_time.seconds = 2**62
+    request.outcomes[900].label = "x" * 300
+    with pytest.raises(InvalidArgument) as err:
+        limits.check(request)
+    assert [field for field, _ in err.value.violations] == ["outcomes[700].event_time", "outcomes[900].label"]

@@ -518,15 +518,19 @@ class SqliteFeedbackStore(FeedbackStore):
                              "label, event_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?)")
             results: list[list[bool]] = []
             for table, sql, batch in (("outcomes", insert, rows), ("orphan_outcomes", insert_orphan, orphan_rows)):
+                before = conn.total_changes
+                conn.executemany(sql, batch)
+                if conn.total_changes - before == len(batch):  # every row new (no key twice in the batch)
+                    results.append([True] * len(batch))
+                    continue
+                # A row is new when its key is stored with this write's time (inserted now,
+                # or by this same request before: a replay) and it is the first of its key
+                # in the batch (a key repeated within the batch is a duplicate).
                 seen: set[tuple] = set()
                 out = []
                 for row in batch:
-                    fresh = conn.execute(sql, row).rowcount == 1
-                    # A key repeated within the batch is a duplicate, even though it now
-                    # carries this write's time.
-                    fresh = fresh or (row[:3] not in seen and stored(conn, table, row))
+                    out.append(row[:3] not in seen and stored(conn, table, row))
                     seen.add(row[:3])
-                    out.append(fresh)
                 results.append(out)
             return results[0], results[1]
 

@@ -1,0 +1,127 @@
+"""LogOutcomes into the feedback service on its embedded SQLite store, against a raw
+``sqlite3`` ``executemany`` of the same rows into the same schema with the same pragmas.
+
+    .venv/bin/python -m bench.sqlite_ingest [--rows 50000] [--batch 1000] [--rounds 3]
+
+Starts decision (for the use case) and feedback as processes on loopback. Each round
+sends ``--rows`` new outcomes (distinct decision ids of the last minute) through one
+gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight; then the raw
+baseline inserts as many new rows, one transaction per ``--batch`` rows, in this
+process. Rounds alternate the two. Prints a markdown table (rows/s min / median / max
+and the ratio of medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.store.feedback import SCHEMA
+from tests.feedback.helpers import blueprint, id_at
+from tests.support import new_launcher
+
+USE_CASE = "ingest"
+IN_FLIGHT = 4
+INSERT = ("INSERT OR IGNORE INTO outcomes (use_case, decision_id, outcome_id, name, value, label, event_time_ms, "
+          "decision_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?,?)")
+
+
+def outcomes(n: int, offset: int) -> list[fpb.Outcome]:
+    """``n`` outcomes of distinct decisions made in the last minute."""
+    now = int(time.time() * 1000)
+    return [fpb.Outcome(use_case=USE_CASE, decision_id=id_at(now - 60_000 + (offset + i) % 50_000),
+                        outcome_id=f"o{offset + i}", name="purchase", value=1.0) for i in range(n)]
+
+
+async def grpc_round(address: str, rows: list[fpb.Outcome], batch: int) -> float:
+    """Rows per second through LogOutcomes."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = fgrpc.FeedbackServiceStub(channel)
+        requests = [fpb.LogOutcomesRequest(outcomes=rows[i:i + batch]) for i in range(0, len(rows), batch)]
+        queue = list(reversed(requests))
+        started = time.perf_counter()
+
+        async def sender() -> None:
+            while queue:
+                reply = await stub.LogOutcomes(queue.pop(), timeout=60)
+                assert reply.accepted + reply.duplicates + reply.orphans > 0
+
+        await asyncio.gather(*(sender() for _ in range(IN_FLIGHT)))
+        return len(rows) / (time.perf_counter() - started)
+
+
+def raw_round(conn: sqlite3.Connection, rows: list[fpb.Outcome], batch: int) -> float:
+    """Rows per second with executemany (the tuples built beforehand, as a bare client would have them)."""
+    now_us = int(time.time() * 1e6)
+    tuples = [(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, now_us // 1000, now_us // 1000,
+               o.item_id, now_us) for o in rows]
+    started = time.perf_counter()
+    for i in range(0, len(tuples), batch):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, tuples[i:i + batch])
+        conn.execute("COMMIT")
+    return len(rows) / (time.perf_counter() - started)
+
+
+async def run(rows: int, batch: int, rounds: int) -> str:
+    """The comparison; returns a markdown table."""
+    work = Path(tempfile.mkdtemp(prefix="lw-sqlite-ingest-"))
+    launcher = new_launcher(work / "stack", LOOPWISE_LOG_LEVEL="WARNING")
+    conn = sqlite3.connect(str(work / "raw.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    ours: list[float] = []
+    raw: list[float] = []
+    try:
+        launcher.start_all(["decision", "feedback"])
+        with grpc.insecure_channel(launcher.address("decision")) as channel:
+            dgrpc.DecisionServiceStub(channel).ApplyUseCase(
+                dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
+        await grpc_round(launcher.address("feedback"), outcomes(2000, 10**9), batch)  # warm-up
+        for r in range(rounds):
+            ours.append(await grpc_round(launcher.address("feedback"), outcomes(rows, 2 * r * rows), batch))
+            raw.append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
+            print(f"round {r + 1}: LogOutcomes {ours[-1]:,.0f} rows/s, executemany {raw[-1]:,.0f} rows/s", flush=True)
+    finally:
+        launcher.stop_all()
+        conn.close()
+    ratio = statistics.median(ours) / statistics.median(raw)
+    lines = [
+        f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
+        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight.",
+        "",
+        "| path | rows/s min / median / max |",
+        "|---|---|",
+        f"| LogOutcomes (gRPC, feedback service, SQLite) | {min(ours):,.0f} / {statistics.median(ours):,.0f} / "
+        f"{max(ours):,.0f} |",
+        f"| raw sqlite3 executemany | {min(raw):,.0f} / {statistics.median(raw):,.0f} / {max(raw):,.0f} |",
+        "",
+        f"LogOutcomes / executemany (medians): {ratio:.2f}× (target ≥ 0.5×: {'met' if ratio >= 0.5 else 'NOT met'})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command line entry."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(asyncio.run(run(args.rows, args.batch, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
