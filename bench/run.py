@@ -516,26 +516,40 @@ def report(bench: Bench, sizes: Sizes, command: str, loads: list[float], waited:
 
 
 FLOOR_HEADING = "## Unary Decide against the floor (bench/floor.py)"
+# The sections `make bench` adds after the suite's table: (heading, module, arguments).
+SECTIONS = (
+    (FLOOR_HEADING, "bench.floor", ()),
+    ("## DecideStream against unary Decide (bench/stream.py)", "bench.stream", ()),
+    ("## LogOutcomes on SQLite against raw executemany (bench/sqlite_ingest.py)", "bench.sqlite_ingest", ()),
+)
 
 
-def with_floor(text: str, out: Path | None) -> str:
-    """Run bench/floor.py (its own stack, pinned servers, ghz) and put its section after
-    the suite's table (and before the analysis in ``out``)."""
-    say("unary Decide against the bare grpc.aio floor (ghz)")
-    section_file = ROOT / "bench" / "var" / "floor.md"
-    done = subprocess.run([sys.executable, "-m", "bench.floor", "--out", str(section_file)], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, timeout=1800)
-    section = section_file.read_text() if done.returncode == 0 and section_file.exists() \
-        else f"bench/floor.py failed (exit {done.returncode})\n"
-    block = f"\n{FLOOR_HEADING}\n\n{section}"
-    if out is not None and out.exists():
-        existing = out.read_text()
-        marker = "\n## Analysis"
-        head, tail = (existing.split(marker, 1) + [""])[:2] if marker in existing else (existing, None)
-        if FLOOR_HEADING in head:
-            head = head[:head.index("\n" + FLOOR_HEADING)]
-        out.write_text(head.rstrip("\n") + "\n" + block + (marker + tail if tail is not None else ""))
-    return text + block
+def with_sections(text: str, out: Path | None) -> str:
+    """Run each of :data:`SECTIONS` (each starts its own servers) and put its markdown
+    after the suite's table (and before the analysis in ``out``), replacing what an
+    earlier run wrote there."""
+    for heading, module, arguments in SECTIONS:
+        say(f"{module}: {heading[3:]}")
+        name = module.split(".")[-1]
+        section_file = ROOT / "bench" / "var" / f"{name}.md"
+        section_file.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, "-m", module, *arguments, "--out", str(section_file)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, timeout=1800)
+        section = section_file.read_text() if done.returncode == 0 and section_file.exists() \
+            else f"{module} failed (exit {done.returncode})\n"
+        command = f"Command: `.venv/bin/python -m {' '.join([module, *arguments])}` (part of `make bench`).\n\n"
+        block = f"\n{heading}\n\n{command}{section}"
+        if out is not None and out.exists():
+            existing = out.read_text()
+            marker = "\n## Analysis"
+            head, tail = (existing.split(marker, 1) + [""])[:2] if marker in existing else (existing, None)
+            if heading in head:
+                start = head.index("\n" + heading)
+                following = head.find("\n## ", start + 1)
+                head = head[:start] + (head[following:] if following >= 0 else "")
+            out.write_text(head.rstrip("\n") + "\n" + block + (marker + tail if tail is not None else ""))
+        text += block
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -555,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "make bench" if from_make else " ".join([".venv/bin/python -m bench", *given])
     text = asyncio.run(run_suite(sizes, args.out, command))
     if not args.quick:
-        text = with_floor(text, args.out)
+        text = with_sections(text, args.out)
     print(text)
     if not args.keep:
         # Older runs only: another run in progress (its directory is recent) keeps its files.

@@ -1,7 +1,7 @@
 """LogOutcomes into the feedback service on its embedded SQLite store, against a raw
 ``sqlite3`` ``executemany`` of the same rows into the same schema with the same pragmas.
 
-    .venv/bin/python -m bench.sqlite_ingest [--rows 50000] [--batch 1000] [--rounds 3]
+    .venv/bin/python -m bench.sqlite_ingest [--rows 50000] [--batch 1000] [--rounds 3] [--quick] [--out FILE]
 
 Starts decision (for the use case) and feedback as processes on loopback. Each round
 sends ``--rows`` new outcomes (distinct decision ids of the last minute) through one
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -84,6 +85,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     conn.executescript(SCHEMA)
     ours: list[float] = []
     raw: list[float] = []
+    load = [os.getloadavg()[0], 0.0]
     try:
         launcher.start_all(["decision", "feedback"])
         with grpc.insecure_channel(launcher.address("decision")) as channel:
@@ -97,10 +99,12 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     finally:
         launcher.stop_all()
         conn.close()
+    load[1] = os.getloadavg()[0]
     ratio = statistics.median(ours) / statistics.median(raw)
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
-        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight.",
+        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; load average {load[0]:.2f} → "
+        f"{load[1]:.2f}.",
         "",
         "| path | rows/s min / median / max |",
         "|---|---|",
@@ -119,8 +123,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (2,000 rows, one round)")
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
     args = parser.parse_args()
-    print(asyncio.run(run(args.rows, args.batch, args.rounds)))
+    if args.quick:
+        args.rows, args.rounds = 2000, 1
+    text = asyncio.run(run(args.rows, args.batch, args.rounds))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

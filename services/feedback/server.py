@@ -27,7 +27,8 @@ from loopwise.services.feedback.monitoring import FeedbackMonitor
 from loopwise.services.feedback.privacy import RetentionSweeper
 from loopwise.services.feedback.servicer import FeedbackServicer
 from loopwise.settings import Settings
-from loopwise.store.feedback import FeedbackStore, open_feedback_store
+from loopwise.store.feedback import FeedbackStore, SqliteFeedbackStore, open_feedback_store
+from loopwise.store.sqlite import favour_database_thread
 from loopwise.upstream import DecisionUseCases, TrainerModels
 
 SERVICE_NAME = "loopwise.feedback.v1.FeedbackService"
@@ -60,6 +61,8 @@ async def start_process(settings: Settings) -> FeedbackProcess:
     store: FeedbackStore
     try:
         store = await asyncio.to_thread(open_feedback_store, settings)  # may connect to Cassandra
+        if isinstance(store, SqliteFeedbackStore):
+            favour_database_thread()  # outcomes and decisions are written in bulk on its thread
     except Exception as exc:
         if not retryable(exc):
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,18 @@ def parse_store_url(url: str) -> tuple[str, str]:
             raise ValueError(f"store URL {url!r} names no file")
         return "sqlite", path
     raise ValueError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}")
+
+
+# The interpreter's switch interval in a process that writes SQLite in bulk: sqlite3
+# releases the GIL around every row's step, and the event loop thread, busy parsing and
+# validating the next requests, would keep it for the default 5 ms each time (a GIL
+# convoy: 57k outcomes/s through LogOutcomes with 5 ms, 83k with 0.5 ms; bench/sqlite_ingest.py).
+BULK_WRITE_SWITCH_INTERVAL_S = 0.0005
+
+
+def favour_database_thread() -> None:
+    """Shorten the switch interval for bulk writes (:data:`BULK_WRITE_SWITCH_INTERVAL_S`)."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), BULK_WRITE_SWITCH_INTERVAL_S))
 
 
 class SqliteDatabase:
