@@ -408,7 +408,8 @@ async def _suite(bench: Bench, sizes: Sizes, workdir: Path, out: Path | None, co
         rows_s = d.med("req_per_s") * BATCH_ROWS
         ratio = rows_s / raw
         bench.row("DecideBatch 1,024 rows (HGB)", "rows/s vs raw onnxruntime", level, fmt_rate(d, BATCH_ROWS),
-                  f"{raw:,.0f} rows/s (1 thread, in-process)", ratio, "≥ 0.7×", ratio >= 0.7)
+                  f"{raw:,.0f} rows/s (1 thread, in-process)", ratio,
+                  "reported (the target is judged in the DecideBatch section: same core, interleaved)", None)
         er = d.med("req_per_s") / e.med("req_per_s")
         bench.row("DecideBatch 1,024 rows (HGB)", "batches/s vs echo of the same bytes", level, fmt_rate(d),
                   fmt_rate(e), er, "reported", None)
@@ -520,6 +521,7 @@ FLOOR_HEADING = "## Unary Decide against the floor (bench/floor.py)"
 SECTIONS = (
     (FLOOR_HEADING, "bench.floor", ()),
     ("## DecideStream against unary Decide (bench/stream.py)", "bench.stream", ()),
+    ("## DecideBatch against raw onnxruntime (bench/batch.py)", "bench.batch", ()),
     ("## LogOutcomes on SQLite against raw executemany (bench/sqlite_ingest.py)", "bench.sqlite_ingest", ()),
 )
 

@@ -19,6 +19,7 @@ RATE = re.compile(r"\| [\d,]+ / [\d,]+ / [\d,]+ \|")
 @pytest.mark.parametrize("module, paths", [
     ("bench.sqlite_ingest", ("LogOutcomes (gRPC, feedback service, SQLite)", "raw sqlite3 executemany")),
     ("bench.stream", ("| unary |", "| stream |")),
+    ("bench.batch", ("| DecideBatch |", "| raw onnxruntime |")),
 ])
 def test_section_runs_both_sides_and_states_its_verdict(tmp_path: Path, module: str, paths: tuple[str, str]) -> None:
     out = tmp_path / "section.md"
