@@ -3,7 +3,8 @@
 A decision is logged as served only if its answer could reach the caller
 (docs/architecture.md §6): each call's decisions wait in a ``Delivery`` until the call
 has ended, and are logged with ``DecisionRecord.undelivered`` set when the call's
-deadline had passed by then. A decision ready after (or within ``SEND_MARGIN_S`` of)
+deadline had passed by then (an answer handed over with ``SURE_DELIVERY_S`` or more
+left, or without a deadline, is logged as delivered at once). A decision ready after (or within ``SEND_MARGIN_S`` of)
 the deadline is not sent at all (DEADLINE_EXCEEDED, logged as undelivered); in
 ``DecideStream`` a decision counts as delivered once the stream's write of it
 completed, and as undelivered when the stream ended before. When the decision log must hold a decision before its answer leaves (its
@@ -33,6 +34,11 @@ log = logging.getLogger("loopwise.decision")
 # event loop's other work before it is written, transit, and the caller's deadline
 # running a little ahead of the one the server computed when the request arrived).
 SEND_MARGIN_S = 0.005
+# An answer handed over with at least this long left before the call's deadline (or
+# with no deadline) is logged as delivered at once: the rest of the call (writing ~100
+# bytes to the transport) takes microseconds, and admission control bounds how long the
+# event loop can be behind. Closer to the deadline, the end of the call's task decides.
+SURE_DELIVERY_S = 0.25
 
 
 def observe_decision(decision: dpb.Decision, in_stream: bool = False) -> None:
@@ -111,13 +117,13 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             delivery.settle(delivered=False, sent=False)
             raise DeadlineExceeded("the decision was ready too close to the call's deadline to reach the "
                                    "caller; it was not sent")
-        if _log_before_answer(self.core):
+        if remaining is None or remaining >= SURE_DELIVERY_S or _log_before_answer(self.core):
             delivery.settle(delivered=True)
             return
         # The call's task ends once grpc has handed the answer to the transport (or
         # failed to). Its done callback, not the context's: a context callback would
         # keep the call (and its HTTP/2 stream) alive until the garbage collector runs.
-        delivery.deadline = None if remaining is None else time.monotonic() + remaining
+        delivery.deadline = time.monotonic() + remaining
         asyncio.current_task().add_done_callback(delivery.on_done)
 
     async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:
