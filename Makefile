@@ -23,7 +23,8 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-# Decision service vs baselines in the same run (about 6 minutes); writes docs/benchmarks.md.
+# Decision service vs baselines in the same run, then the floor, DecideStream, DecideBatch and
+# SQLite ingest sections (about 15 minutes); writes docs/benchmarks.md.
 bench: install
 	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench --out docs/benchmarks.md
 
