@@ -24,9 +24,10 @@ test: install
 	$(PY) -m pytest
 
 # Decision service vs baselines in the same run, then the floor, DecideStream, DecideBatch and
-# SQLite ingest sections (about 15 minutes); writes docs/benchmarks.md.
+# SQLite ingest sections, then the overload section (about 20 minutes); writes docs/benchmarks.md.
 bench: install
 	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench --out docs/benchmarks.md
+	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench.overload --out docs/benchmarks.md
 
 # Decide with tracing off, on and 10% sampled, in the same run (about 4 minutes);
 # replaces the tracing section of docs/benchmarks.md.

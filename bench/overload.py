@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
 
     seconds = args.seconds or (3.0 if args.quick else 30.0)
     given = list(argv if argv is not None else sys.argv[1:])
-    command = "make bench-overload" if os.environ.get("LOOPWISE_BENCH_FROM_MAKE") and given == [
+    command = "make bench-overload (also the last step of make bench)" if os.environ.get("LOOPWISE_BENCH_FROM_MAKE") and given == [
         "--out", "docs/benchmarks.md"] else " ".join([".venv/bin/python -m bench.overload", *given])
     defaults = Settings()
     settings_text = ", ".join(f"{name} {getattr(defaults, name):g}" for name in BOUNDS) + " (the defaults)"
