@@ -68,7 +68,7 @@ from bench.overload import (
 )
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.launcher import free_port
+from loopwise.launcher import Launcher, free_port
 from tests.decision.helpers import blueprint, features
 from tests.support import new_launcher
 
@@ -91,6 +91,24 @@ def _metrics_port() -> int:
             return port
 
 
+def _launcher(tmp_path: Path) -> tuple[Launcher, int]:
+    """A launcher for decision and feedback, and the metrics port they will serve on."""
+    launcher = new_launcher(tmp_path / "stack", LOOPWISE_LOG_LEVEL="WARNING")
+    metrics = _metrics_port()  # after the service ports
+    launcher.env["LOOPWISE_METRICS_PORT"] = str(metrics)
+    return launcher, metrics
+
+
+def _start_pinned(launcher: Launcher) -> int:
+    """Start feedback and decision, the decision process alone on the server core; its pid."""
+    launcher.start_all(["feedback", "decision"])
+    decision_pid, feedback_pid = launcher.pid("decision"), launcher.pid("feedback")
+    assert decision_pid and feedback_pid
+    pin_process(decision_pid, SERVER_CORE)
+    pin_process(feedback_pid, GHZ_CORE)
+    return decision_pid
+
+
 @pytest.mark.timeout(240)
 def test_three_times_capacity_is_shed_at_once_and_logged_as_delivered(tmp_path: Path) -> None:
     try:
@@ -98,15 +116,9 @@ def test_three_times_capacity_is_shed_at_once_and_logged_as_delivered(tmp_path: 
     except RuntimeError as error:
         pytest.fail(str(error))
     started = time.monotonic()
-    launcher = new_launcher(tmp_path / "stack", LOOPWISE_LOG_LEVEL="WARNING")
-    metrics = _metrics_port()  # after the service ports
-    launcher.env["LOOPWISE_METRICS_PORT"] = str(metrics)
+    launcher, metrics = _launcher(tmp_path)
     try:
-        launcher.start_all(["feedback", "decision"])
-        decision_pid, feedback_pid = launcher.pid("decision"), launcher.pid("feedback")
-        assert decision_pid and feedback_pid
-        pin_process(decision_pid, SERVER_CORE)
-        pin_process(feedback_pid, GHZ_CORE)
+        decision_pid = _start_pinned(launcher)
         apply(launcher.address("decision"), blueprint(USE_CASE))
         request = tmp_path / "decide.bin"
         request.write_bytes(dpb.DecideRequest(use_case=USE_CASE, unit_id="unit-1", features=features())
@@ -188,15 +200,9 @@ def test_clients_on_grpc_core_get_exactly_the_decisions_logged_as_served(tmp_pat
     to spare; a client that is itself starved reads answers late and counts as missed
     what reached it in time."""
     use_case = "overload_exact"
-    launcher = new_launcher(tmp_path / "stack", LOOPWISE_LOG_LEVEL="WARNING")
-    metrics = _metrics_port()
-    launcher.env["LOOPWISE_METRICS_PORT"] = str(metrics)
+    launcher, metrics = _launcher(tmp_path)
     try:
-        launcher.start_all(["feedback", "decision"])
-        decision_pid, feedback_pid = launcher.pid("decision"), launcher.pid("feedback")
-        assert decision_pid and feedback_pid
-        pin_process(decision_pid, SERVER_CORE)
-        pin_process(feedback_pid, GHZ_CORE)
+        decision_pid = _start_pinned(launcher)
         address = launcher.address("decision")
         apply(address, _ranking_blueprint(use_case))
         request = tmp_path / "rank.bin"
