@@ -39,9 +39,13 @@ class Logged:
 def _blueprint(world: CheckoutUpsell) -> bp.Blueprint:
     blueprint = world.blueprint(epsilon=0.2)
     blueprint.use_case = USE_CASE
-    # One fast candidate family keeps training short on small machines.
+    # One fast candidate family keeps training short on small machines. These tests are
+    # about the client's calls, not the blessing's strictness: the session stack's
+    # exploration draws depend on every earlier test, and on 480 holdout rows a
+    # candidate that beats the default policy (23.8 against 20.9 here) can still fall
+    # inside the default 1% tolerance's noise; 10% keeps it blessable.
     blueprint.training.CopyFrom(bp.TrainingSpec(min_rows=200, candidate_families=["linear"],
-                                                candidate_budget_seconds=20))
+                                                candidate_budget_seconds=20, blessing_tolerance=0.10))
     return blueprint
 
 
