@@ -158,7 +158,7 @@ class DecisionCore:
         self.served = 0
         self.budget_fallbacks = 0  # decisions defaulted because the latency budget was spent
         # One-row plans by (use case, version); checked against the version object.
-        self._plans: dict[tuple[str, int], OneRowPlan | None] = {}
+        self._plans: dict[tuple[str, int], tuple[UseCaseVersion, OneRowPlan | None]] = {}
         # Decisions made whose answer could not reach the caller, by use case.
         self.undelivered: dict[str, int] = {}
         # Of those, the ones whose answer was not sent at all (ready too close to the
@@ -277,10 +277,10 @@ class DecisionCore:
 
     def _plan(self, uc: UseCaseVersion) -> OneRowPlan | None:
         key = (uc.use_case, uc.version)
-        plan = self._plans.get(key, self)
-        if plan is self or (plan is not None and plan.uc is not uc):  # type: ignore[union-attr]
-            plan = self._plans[key] = OneRowPlan.of(uc)
-        return plan  # type: ignore[return-value]
+        entry = self._plans.get(key)
+        if entry is None or entry[0] is not uc:
+            entry = self._plans[key] = (uc, OneRowPlan.of(uc))
+        return entry[1]
 
     def _decide_one_row(self, plan: OneRowPlan, request: dpb.DecideRequest, row: np.ndarray,
                         started: float | None, serving: Serving, delivery: Delivery | None) -> dpb.DecideResponse | None:
