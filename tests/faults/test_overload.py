@@ -22,8 +22,10 @@ What is asserted:
 - every decision made is logged exactly once, as served or as undelivered
   (``GetStats``), and the undelivered ones are what the decision service counted
   (``loopwise_decisions_undelivered_total``);
-- every OK answer ghz got was logged as served, and the decisions logged as served
-  that ghz did not count as OK are at most 15% of its DEADLINE_EXCEEDED (plus 5).
+- the OK answers ghz got that were logged as undelivered (an answer written in time
+  whose completion the server noticed after the deadline) are at most 1% of OK (plus 5),
+  and the decisions logged as served that ghz did not count as OK are at most 15% of its
+  DEADLINE_EXCEEDED (plus 5).
 
 The residual, and why it is not zero. The server logs an answer as served when grpc
 handed it to the transport at least 5 ms before the call's deadline as the server
@@ -153,7 +155,7 @@ def test_three_times_capacity_is_shed_at_once_and_logged_as_delivered(tmp_path: 
         # Every answer ghz got was logged as served; the surplus of served over OK comes
         # out of ghz's DEADLINE_EXCEEDED (see the module docstring).
         deadline_exceeded = finals.get("DeadlineExceeded", 0)
-        assert served >= level.ok - 5, (served, level.ok)
+        assert level.ok - served <= 0.01 * level.ok + 5, (served, level.ok)
         assert served - level.ok <= 0.15 * deadline_exceeded + 5, (served, level.ok, deadline_exceeded)
     finally:
         for name in ("decision", "feedback"):
@@ -185,15 +187,18 @@ def _client(target: str, request: Path, seconds: float, *args: str) -> dict:
 
 
 @pytest.mark.timeout(240)
-def test_clients_on_grpc_core_get_exactly_the_decisions_logged_as_served(tmp_path: Path) -> None:
+def test_clients_on_grpc_core_get_the_decisions_logged_as_served(tmp_path: Path) -> None:
     """The same overload through clients on grpc's core (the SDK's channels), which tell
     the server how long they will still wait when they write a request: at 3x capacity
-    for 30 s every OK answer the clients counted is logged as served, every other
-    decision made is logged and counted as undelivered, and what is logged as served
-    beyond the OK answers is the race in transit only (docs/architecture.md §6): an
-    answer handed over just before the server's deadline, which runs behind the
-    client's by the time between the client writing the request and the server's core
-    reading it. Seen here: 0, 14 and 16 of about 5,800 OK; asserted: at most 1% of OK.
+    for 30 s every decision made is logged once, as served or as undelivered (counted),
+    and the decisions logged as served differ from the OK answers the clients counted
+    only by the race in transit (docs/architecture.md §6): an answer handed over just
+    before the server's deadline, which runs behind the client's by the time between
+    the client writing the request and the server's core reading it (logged as served,
+    missed by the client); and the reverse, an answer written in time whose completion
+    the server noticed after the deadline (logged as undelivered, read as OK). Served
+    minus OK seen here: 0, 14, 16 and -4 of about 5,100-5,800 OK; asserted: at most 1%
+    of OK either way (plus 2).
 
     Why a ranking use case with 400 candidates: its Decide costs milliseconds (encoding
     400 rows), so 3x its capacity is a rate a Python client sends on one core with room
@@ -239,8 +244,7 @@ def test_clients_on_grpc_core_get_exactly_the_decisions_logged_as_served(tmp_pat
         assert served + undelivered == made
         assert undelivered == counted
         ok = codes.get("OK", 0)
-        assert served >= ok - 2, (served, codes)  # an answer written in time, noticed late
-        assert served - ok <= 0.01 * ok + 2, (served, codes)
+        assert abs(served - ok) <= 0.01 * ok + 2, (served, codes)
     finally:
         for name in ("decision", "feedback"):
             if launcher.pid(name):

@@ -99,14 +99,19 @@ def test_training_models_and_deployments_through_the_client(logged: Logged) -> N
         assert model.family and model.blueprint_version == logged.blueprint_version
         assert client.get_model(USE_CASE).version == models[0].version  # 0: the latest
 
+        # Production set by hand whether or not the trainer blessed the model, so that
+        # the rollback below has a revision to return to.
+        serving = client.set_deployment(USE_CASE, version, reason="sdk test: production")
+        assert serving.production.version == version and not serving.shadows
         deployment = client.set_deployment(USE_CASE, 0, shadow_versions=[version],
                                            reason="sdk test: shadow only")
+        assert deployment.revision == serving.revision + 1
         assert deployment.production.version == 0 and [s.version for s in deployment.shadows] == [version]
         rolled_back = client.rollback_model(USE_CASE, reason="sdk test: undo")
         assert rolled_back.revision == deployment.revision + 1
-        assert rolled_back.HasField("production") == result.deployed
+        assert rolled_back.production.version == version and not rolled_back.shadows
         audit = client.list_deployment_audit(USE_CASE)
-        assert [e.action for e in audit][-2:] == ["set", "rollback"]
+        assert [e.action for e in audit][-3:] == ["set", "set", "rollback"]
         current = client.get_deployment(USE_CASE)
         assert current is not None and current.revision == rolled_back.revision
         first = next(iter(client.watch_deployments([USE_CASE], timeout=10)))
