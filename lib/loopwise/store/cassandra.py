@@ -9,7 +9,7 @@ Store URL (documented in docs/storage.md)::
 ``replication`` is ``SimpleStrategy:<rf>`` (one node, development) or
 ``NetworkTopologyStrategy:dc1=3,dc2=3`` (production). Sessions use token-aware,
 DC-aware routing and prepared statements; writes are async with a bounded in-flight
-window.
+window, handed to the driver in chunks (one asyncio wake-up per chunk, not per write).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 log = logging.getLogger("loopwise.store.cassandra")
+
+# Writes handed to the driver together: each chunk takes one place of the in-flight
+# window (``max_in_flight`` / WRITE_CHUNK places) and wakes the event loop once.
+WRITE_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ class CassandraConnection:
         )
         self.session = self.cluster.connect()
         self._prepared: dict[str, Any] = {}
-        self._window = asyncio.Semaphore(url.max_in_flight)
+        self._window = asyncio.Semaphore(max(1, url.max_in_flight // WRITE_CHUNK))
 
     def ensure_keyspace(self) -> None:
         """Create the keyspace if missing (idempotent)."""
@@ -190,19 +195,25 @@ class CassandraConnection:
 
     async def write(self, cql: str, params: Sequence[Any]) -> None:
         """One write, within the bounded in-flight window."""
-        async with self._window:
-            await _bridge(self.session.execute_async(self.prepare(cql), params))
+        await self.write_many([(cql, params)])
 
     async def write_many(self, items: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Many writes concurrently, never more than ``max_in_flight`` at a time.
+        """Many writes concurrently, never more than ``max_in_flight`` at a time (in
+        chunks of WRITE_CHUNK). Returns only once every write is answered; raises the
+        first error."""
+        statements = [(self.prepare(cql), params) for cql, params in items]
+        chunks = [statements[i:i + WRITE_CHUNK] for i in range(0, len(statements), WRITE_CHUNK)]
+        if len(chunks) == 1:
+            await self._write_chunk(chunks[0])
+            return
+        results = await asyncio.gather(*(self._write_chunk(chunk) for chunk in chunks), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
-        Returns only once every write is acknowledged; raises the first error."""
-        tasks = [asyncio.ensure_future(self.write(cql, params)) for cql, params in items]
-        if tasks:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
+    async def _write_chunk(self, statements: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        async with self._window:
+            await _bridge_all([self.session.execute_async(statement, params) for statement, params in statements])
 
     def close(self) -> None:
         """Shut the driver down."""
@@ -227,3 +238,33 @@ async def _bridge(response_future: Any) -> list[Any]:
 
     response_future.add_callbacks(ok, fail)
     return await done
+
+
+async def _bridge_all(response_futures: Sequence[Any]) -> None:
+    """Await every one of many driver ResponseFutures from asyncio with one wake-up of
+    the event loop, once all are answered; raises the first error."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+    lock = threading.Lock()
+    state: dict[str, Any] = {"left": len(response_futures), "error": None}
+
+    def settle() -> None:
+        if not done.done():
+            if state["error"] is not None:
+                done.set_exception(state["error"])
+            else:
+                done.set_result(None)
+
+    def answered(error: BaseException | None) -> None:
+        with lock:  # callbacks run on the driver's threads
+            if error is not None and state["error"] is None:
+                state["error"] = error
+            state["left"] -= 1
+            last = state["left"] == 0
+        if last:
+            loop.call_soon_threadsafe(settle)
+
+    for response_future in response_futures:
+        response_future.add_callbacks(lambda _rows: answered(None), answered)
+    if response_futures:
+        await done
