@@ -6,23 +6,16 @@ windows close in seconds in the demo and in tests; in production ``speed = 1``.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import uuid_utils
 
 from loopwise.settings import Settings
 
-# Where the hex digits of a canonical UUID go (the rest are its four hyphens).
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_HEX_AT = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
-# Fewer ids than this are made one by one (new_id).
-_BULK_FROM = 8
 # Ids older than this, or more than a day in the future, are not plausible decisions.
 _PLAUSIBLE_START_MS = 1_577_836_800_000  # 2020-01-01
 _DAY_MS = 86_400_000
@@ -63,24 +56,6 @@ class Clock:
         if self.speed == 1.0:
             return str(uuid_utils.uuid7())
         return uuid7_at(self.now())
-
-    def new_ids(self, n: int) -> list[str]:
-        """``n`` UUIDv7s whose timestamp is now on this clock, made together for a batch
-        of decisions: each has its own 74 random bits, as from :meth:`new_id`, and the
-        text of all of them is built at once."""
-        if n < _BULK_FROM:
-            return [self.new_id() for _ in range(n)]
-        raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-        raw[:, :6] = np.frombuffer(self.now_ms().to_bytes(6, "big"), dtype=np.uint8)
-        raw[:, 6] = 0x70 | (raw[:, 6] & 0x0F)  # version 7
-        raw[:, 8] = 0x80 | (raw[:, 8] & 0x3F)  # RFC 9562 variant
-        nibbles = np.empty((n, 32), dtype=np.uint8)
-        nibbles[:, 0::2] = raw >> 4
-        nibbles[:, 1::2] = raw & 0x0F
-        text = np.full((n, 36), ord("-"), dtype=np.uint8)
-        text[:, _HEX_AT] = _HEX_DIGITS[nibbles]
-        joined = text.tobytes().decode("ascii")
-        return [joined[i:i + 36] for i in range(0, 36 * n, 36)]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
