@@ -123,7 +123,8 @@ class CassandraConnection:
         )
         self.session = self.cluster.connect()
         self._prepared: dict[str, Any] = {}
-        self._window = asyncio.Semaphore(max(1, url.max_in_flight // WRITE_CHUNK))
+        self._chunk = max(1, min(WRITE_CHUNK, url.max_in_flight))
+        self._window = asyncio.Semaphore(max(1, url.max_in_flight // self._chunk))
 
     def ensure_keyspace(self) -> None:
         """Create the keyspace if missing (idempotent)."""
@@ -199,10 +200,10 @@ class CassandraConnection:
 
     async def write_many(self, items: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Many writes concurrently, never more than ``max_in_flight`` at a time (in
-        chunks of WRITE_CHUNK). Returns only once every write is answered; raises the
-        first error."""
+        chunks of WRITE_CHUNK, or of ``max_in_flight`` when that is smaller). Returns
+        only once every write is answered; raises the first error."""
         statements = [(self.prepare(cql), params) for cql, params in items]
-        chunks = [statements[i:i + WRITE_CHUNK] for i in range(0, len(statements), WRITE_CHUNK)]
+        chunks = [statements[i:i + self._chunk] for i in range(0, len(statements), self._chunk)]
         if len(chunks) == 1:
             await self._write_chunk(chunks[0])
             return
