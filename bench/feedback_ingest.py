@@ -74,7 +74,7 @@ def raw_ingest(session, n: int, concurrency: int) -> float:
     params = []
     for i, d in enumerate(_ids(n, t0)):
         ms = t0 + i
-        params.append(("bench_raw", fc.day_of(ms), fc.bucket_of(d), d, "purchase", f"o{i}", 1.0, "", ms + 5, ms, ts))
+        params.append(("bench_raw", fc.day_of(ms), fc.bucket_of(d), d, "purchase", f"o{i}", 1.0, "", ms + 5, ms, "", ts))
     start = time.perf_counter()
     results = execute_concurrent_with_args(session, insert, params, concurrency=concurrency, raise_on_first_error=True)
     elapsed = time.perf_counter() - start
@@ -130,8 +130,8 @@ def load_joined(session, n: int, concurrency: int) -> float:
             day, b = fc.day_of(ms), fc.bucket_of(d)
             days.add(day)
             dparams.append((READ_UC, day, b, ms, d, 1, "u", feats, j % 2, f"a{j % 2}", 0.0, probs, 0, "", False,
-                            False, False, b"", ts))
-            oparams.append((READ_UC, day, b, d, "purchase", f"o{lo + j}", 1.0, "", ms + 5, ms, ts))
+                            False, False, b"", 0.0, False, b"", ts))
+            oparams.append((READ_UC, day, b, d, "purchase", f"o{lo + j}", 1.0, "", ms + 5, ms, "", ts))
         for statement, params in ((insert_d, dparams), (insert_o, oparams)):
             results = execute_concurrent_with_args(session, statement, params, concurrency=concurrency)
             assert all(ok for ok, _ in results)
