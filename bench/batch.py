@@ -42,6 +42,11 @@ USE_CASE = "bench_hgb"
 IN_FLIGHT = (1, 2)
 
 
+def _cell(in_flight: int) -> str:
+    """The table row of DecideBatch with ``in_flight`` calls in flight."""
+    return f"DecideBatch, {in_flight} in flight"
+
+
 
 def batch_request(seed: int = 11) -> dpb.DecideBatchRequest:
     """1,024 random rows of the bench use case."""
@@ -104,7 +109,7 @@ async def run(quick: bool) -> dict:
                         use_cases=1, mlserver=False), workdir)
     server_core, client_core = cores()
     load_start = load_average()
-    cells: dict[str, list[dict]] = {f"DecideBatch, {n} in flight": [] for n in IN_FLIGHT}
+    cells: dict[str, list[dict]] = {_cell(n): [] for n in IN_FLIGHT}
     cells["raw onnxruntime"] = []
     try:
         say("fitting models; starting the stack")
@@ -124,7 +129,7 @@ async def run(quick: bool) -> dict:
                 out = _child(["--client", target, "--seconds", str(seconds), "--in-flight", str(n)], client_core)
                 cpu = cpu_seconds([pid]) - before
                 rows = (out["batches"] + 1) * BATCH_ROWS  # and the warm-up call
-                cells[f"DecideBatch, {n} in flight"].append({
+                cells[_cell(n)].append({
                     "rows_per_s": out["batches"] * BATCH_ROWS / out["seconds"], "cpu_us_per_row": cpu * 1e6 / rows})
             out = _child(["--raw", str(onnx_path), "--seconds", str(seconds)], server_core)
             cells["raw onnxruntime"].append({"rows_per_s": out["batches"] * BATCH_ROWS / out["seconds"],
@@ -141,7 +146,7 @@ def markdown(result: dict) -> str:
     cells = result["cells"]
     med = {k: statistics.median(c["rows_per_s"] for c in v) for k, v in cells.items()}
     cpu = {k: statistics.median(c["cpu_us_per_row"] for c in v) for k, v in cells.items()}
-    saturated = f"DecideBatch, {IN_FLIGHT[-1]} in flight"
+    saturated = _cell(IN_FLIGHT[-1])
     ratio = med[saturated] / med["raw onnxruntime"]
     cpu_ratio = cpu["raw onnxruntime"] / cpu[saturated]
     server, client_core = result["placement"]
@@ -154,7 +159,7 @@ def markdown(result: dict) -> str:
         rates = [c["rows_per_s"] for c in v]
         lines.append(f"| {k} | {min(rates):,.0f} / {med[k]:,.0f} / {max(rates):,.0f} | {cpu[k]:.2f} |")
     lines += ["", f"With one batch in flight the server's core waits for each round trip: "
-                  f"{med[f'DecideBatch, {IN_FLIGHT[0]} in flight'] / med['raw onnxruntime']:.2f}× raw onnxruntime. "
+                  f"{med[_cell(IN_FLIGHT[0])] / med['raw onnxruntime']:.2f}× raw onnxruntime. "
                   f"Saturated ({IN_FLIGHT[-1]} in flight), CPU per row raw / DecideBatch: {cpu_ratio:.2f}×.", "",
               f"DecideBatch ({IN_FLIGHT[-1]} in flight) / raw onnxruntime (medians): {ratio:.2f}× (target ≥ 0.7×: "
               f"{'met' if ratio >= 0.7 else 'NOT met'})."]

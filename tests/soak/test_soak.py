@@ -74,26 +74,21 @@ MIN_REPLAYED_UNDER_LOAD = 2000
 TRANSIENT_READ_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=lambda: ""):
-    """Poll ``predicate`` until it returns something true (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what} {detail()}"
-        time.sleep(interval)
-
-
 def _wait_or_none(predicate, timeout: float, interval: float = 0.5):
     """Poll ``predicate`` until it returns something true; None after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
-        if value:
-            return value
+        if value or time.monotonic() >= deadline:
+            return value or None
         time.sleep(interval)
-    return None
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5, detail=lambda: ""):
+    """Poll ``predicate`` until it returns something true (bounded by ``timeout``)."""
+    value = _wait_or_none(predicate, timeout, interval)
+    assert value, f"timed out after {timeout:.0f}s waiting for {what} {detail()}"
+    return value
 
 
 def _spool_log(launcher: Launcher, lines: int = 15) -> str:
