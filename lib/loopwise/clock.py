@@ -100,6 +100,17 @@ def plausible_decision_time_ms(value: str, now_ms: int) -> int | None:
     return ms
 
 
+def plausible_decision_key(value: str, now_ms: int) -> tuple[str, int] | None:
+    """A decision id's canonical form and timestamp, if it is a UUIDv7 in a plausible
+    range (:func:`plausible_decision_time_ms`); None otherwise. An id already in
+    canonical form (every id made here) is matched once and returned as it is."""
+    if _CANONICAL_UUID7.fullmatch(value):
+        ms = int(value[:8] + value[9:13], 16)
+        return (value, ms) if _PLAUSIBLE_START_MS <= ms <= now_ms + _DAY_MS else None
+    ms = plausible_decision_time_ms(value, now_ms)
+    return None if ms is None else (canonical_uuid(value), ms)
+
+
 def canonical_uuid(value: str) -> str:
     """The canonical (lower-case, hyphenated) form of a UUID string (ValueError if it is
     not one); a canonical UUIDv7 is returned as it is."""

@@ -182,11 +182,15 @@ class InputLimits:
                 # An entry too small to break a size limit needs only its time and row
                 # count fields looked at (a LogOutcomes of 1,000 outcomes: 1,000 HasField).
                 small_plan = self._small_plan(sub.message_type)
+                small = self.small_bytes
                 for index, item in enumerate(value):
-                    if item.ByteSize() > self.small_bytes:
+                    if item.ByteSize() > small:
                         self._walk(item, f"{path}[{index}].", out)
                     elif small_plan:
-                        self._walk_small(item, f"{path}[{index}].", out)
+                        found = len(out)
+                        self._walk_small(item, "", out, small_plan)
+                        if len(out) > found:  # the entry's path is built only when it broke a limit
+                            out[found:] = [(f"{path}[{index}].{at}", problem) for at, problem in out[found:]]
             else:
                 for index, item in enumerate(value):
                     self._check_value(sub, item, f"{path}[{index}]", out)
@@ -208,10 +212,12 @@ class InputLimits:
         self._small_plans[descriptor.full_name] = plan
         return plan
 
-    def _walk_small(self, message: Message, prefix: str, out: list[tuple[str, str]]) -> None:
+    def _walk_small(self, message: Message, prefix: str, out: list[tuple[str, str]],
+                    plan: list[tuple[str, str, int, str, Any]] | None = None) -> None:
         """:meth:`_walk` of a message of at most ``small_bytes``: its time and row count
-        fields only (nothing in it can break a string, repeated-field or size limit)."""
-        for name, kind, limit, unit, _ in self._small_plan(message.DESCRIPTOR):
+        fields only (nothing in it can break a string, repeated-field or size limit).
+        ``plan``: the message type's :meth:`_small_plan`, when the caller has it."""
+        for name, kind, limit, unit, _ in plan if plan is not None else self._small_plan(message.DESCRIPTOR):
             path = prefix + name
             if kind == "time":
                 if message.HasField(name):

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import timestamp_pb2
 
 from loopwise import tracing
-from loopwise.clock import Clock, canonical_uuid, plausible_decision_time_ms
+from loopwise.clock import Clock, canonical_uuid, plausible_decision_key
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -80,6 +81,8 @@ class OutcomeCounts:
     accepted: int
     duplicates: int
     orphans: int
+    # Outcomes received, by use case (all of the batch's, whatever became of them).
+    received: dict[str, int] = field(default_factory=dict)
 
 
 def normalize_id(value: str) -> str:
@@ -179,20 +182,26 @@ class Feedback:
         bad = Violations()
         rows: list[OutcomeRow] = []
         orphans: list[OutcomeRow] = []
-        for i, o in enumerate(outcomes):
-            check_outcome(f"outcomes[{i}]", o, bad)
+        received: dict[str, int] = {}
+        finite = math.isfinite
+        for i, o in enumerate(outcomes):  # one pass, each field read once: this runs per outcome
+            use_case, decision_id, outcome_id, name, value = o.use_case, o.decision_id, o.outcome_id, o.name, o.value
+            received[use_case] = received.get(use_case, 0) + 1
+            if not (use_case and outcome_id and name and finite(value)):
+                check_outcome(f"outcomes[{i}]", o, bad)
             event_ms = _ms(o.event_time) if o.HasField("event_time") else now_ms
-            decision_ms = plausible_decision_time_ms(o.decision_id, now_ms)
-            if decision_ms is None:
-                orphans.append(OutcomeRow(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label,
-                                          event_ms, 0, o.item_id))
+            key = plausible_decision_key(decision_id, now_ms)
+            if key is None:
+                orphans.append(OutcomeRow(use_case, decision_id, outcome_id, name, value, o.label, event_ms, 0,
+                                          o.item_id))
             else:
-                rows.append(OutcomeRow(o.use_case, normalize_id(o.decision_id), o.outcome_id, o.name, o.value,
-                                       o.label, event_ms, decision_ms, o.item_id))
-        exists = await self.validator.use_cases(o.use_case for o in outcomes if o.use_case)
-        for i, o in enumerate(outcomes):
-            if exists.get(o.use_case, True) is False:
-                bad.add(f"outcomes[{i}].use_case", f"use case {quote(o.use_case)} does not exist")
+                rows.append(OutcomeRow(use_case, key[0], outcome_id, name, value, o.label, event_ms, key[1],
+                                       o.item_id))
+        exists = await self.validator.use_cases(name for name in received if name)
+        if any(found is False for found in exists.values()):
+            for i, o in enumerate(outcomes):
+                if exists.get(o.use_case, True) is False:
+                    bad.add(f"outcomes[{i}].use_case", f"use case {quote(o.use_case)} does not exist")
         bad.raise_if_any()
         unchecked = any(v is UNCHECKED for v in exists.values())
         if unchecked:
@@ -201,14 +210,15 @@ class Feedback:
         # In the store, or fsync'd in the spool.
         result = await self.durable.outcomes(rows, orphans, unchecked=unchecked)
         if result is None:  # spooled: whether rows were new is unknown until replayed
-            return OutcomeCounts(accepted=len(rows), duplicates=0, orphans=len(orphans))
+            return OutcomeCounts(accepted=len(rows), duplicates=0, orphans=len(orphans), received=received)
         new, new_orphans = result
-        for row, fresh in [*zip(rows, new, strict=True), *zip(orphans, new_orphans, strict=True)]:
-            if not fresh:
-                self.duplicate_outcomes[row.use_case] += 1
         accepted, orphan_count = sum(new), sum(new_orphans)
         duplicates = len(outcomes) - accepted - orphan_count
-        return OutcomeCounts(accepted=accepted, duplicates=duplicates, orphans=orphan_count)
+        if duplicates:
+            for row, fresh in [*zip(rows, new, strict=True), *zip(orphans, new_orphans, strict=True)]:
+                if not fresh:
+                    self.duplicate_outcomes[row.use_case] += 1
+        return OutcomeCounts(accepted=accepted, duplicates=duplicates, orphans=orphan_count, received=received)
 
     async def _validate_spooled(self, entry: Entry) -> tuple[Entry, Entry, list[str]]:
         """Validate a request spooled unchecked: (valid part, invalid part, reasons);

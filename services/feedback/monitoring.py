@@ -21,6 +21,7 @@ from loopwise import tracing
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.metrics import Registry
 from loopwise.periodic import every
+from loopwise.services.feedback.core import OutcomeCounts
 from loopwise.services.feedback.drift import DriftMonitor
 from loopwise.settings import Settings
 
@@ -100,11 +101,12 @@ class FeedbackMonitor:
             tracing.set_attributes(decision_ids=ids, decision_count=len(ids))
             log.debug("decisions stored", extra={"decision_ids": ids})
 
-    def outcomes_logged(self, outcomes: Sequence[fpb.Outcome], accepted: int, duplicates: int, orphans: int) -> None:
+    def outcomes_logged(self, outcomes: Sequence[fpb.Outcome], counts: OutcomeCounts) -> None:
         """Count received outcomes and what happened to them; ids on the span."""
-        for use_case, n in Tally(o.use_case for o in outcomes).items():
+        for use_case, n in counts.received.items():
             self.outcomes.inc((use_case,), n)
             self.use_cases.add(use_case)
+        accepted, duplicates, orphans = counts.accepted, counts.duplicates, counts.orphans
         for result, n in (("accepted", accepted), ("duplicate", duplicates), ("orphan", orphans)):
             if n:
                 self.results.inc((result,), n)

@@ -44,7 +44,7 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
         """Store outcomes; answers only once they are committed."""
         counts = await self.feedback.log_outcomes(request.outcomes)
         if self.monitor is not None:
-            self.monitor.outcomes_logged(request.outcomes, counts.accepted, counts.duplicates, counts.orphans)
+            self.monitor.outcomes_logged(request.outcomes, counts)
         return fpb.LogOutcomesResponse(accepted=counts.accepted, duplicates=counts.duplicates, orphans=counts.orphans)
 
     async def ReadTrainingData(

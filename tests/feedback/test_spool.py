@@ -4,7 +4,6 @@ the original write time, restart with a non-empty spool, damaged files set aside
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 
@@ -152,7 +151,7 @@ async def test_entries_replay_in_groups_and_a_repeated_outcome_keeps_the_first(t
         assert await durable.decisions([d]) is None
     assert await durable.outcomes(outcomes[:70], []) is None
     # The same outcomes again (a retried request) with other values: the first stay.
-    again = [dataclasses.replace(o, value=2.0) for o in outcomes[:5]]
+    again = [o._replace(value=2.0) for o in outcomes[:5]]
     assert await durable.outcomes(again, []) is None
     for d in decisions[70:]:
         assert await durable.decisions([d]) is None

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from loopwise.clock import Clock, plausible_decision_time_ms, uuid7_time_ms
+from loopwise.clock import (
+    Clock,
+    canonical_uuid,
+    plausible_decision_key,
+    plausible_decision_time_ms,
+    uuid7_time_ms,
+)
 from loopwise.common.v1 import operation_pb2 as op_pb
 from loopwise.errors import FailedPrecondition, NotFound
 from loopwise.operations import OperationRunner, Progress
@@ -112,6 +118,23 @@ def test_sped_up_clock_and_uuid7_ids() -> None:
     assert uuid7_time_ms("not-a-uuid") is None
     assert uuid7_time_ms("6ba7b810-9dad-11d1-80b4-00c04fd430c8") is None  # v1
     assert plausible_decision_time_ms("00000000-0000-7000-8000-000000000000", clock.now_ms()) is None
+
+
+def test_plausible_decision_key_agrees_with_the_time_and_the_canonical_form() -> None:
+    """LogOutcomes reads an id once (plausible_decision_key); it must say what the two
+    functions it replaces say, for canonical ids, other spellings and non-ids."""
+    clock = Clock()
+    now = clock.now_ms()
+    made = [clock.new_id() for _ in range(50)]
+    spellings = [*made, *(i.upper() for i in made[:10]), *("{" + i + "}" for i in made[:5]),
+                 *(i.replace("-", "") for i in made[:5]), "not-a-uuid", "", "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+                 "00000000-0000-7000-8000-000000000000", "ffffffff-ffff-7fff-bfff-ffffffffffff"]
+    for value in spellings:
+        ms = plausible_decision_time_ms(value, now)
+        expected = None if ms is None else (canonical_uuid(value), ms)
+        assert plausible_decision_key(value, now) == expected, value
+    assert plausible_decision_key(made[0].upper(), now) == (made[0], uuid7_time_ms(made[0]))
+    assert plausible_decision_key("ffffffff-ffff-7fff-bfff-ffffffffffff", now) is None  # far in the future
 
 
 def test_settings_from_environment(monkeypatch, tmp_path) -> None:

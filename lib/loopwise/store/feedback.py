@@ -34,6 +34,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,9 +119,9 @@ class DecisionColumns:
         )
 
 
-@dataclass(frozen=True)
-class OutcomeRow:
-    """One outcome as stored."""
+class OutcomeRow(NamedTuple):
+    """One outcome as stored: a tuple of the ``outcomes`` table's columns in order
+    (without the write time), so that a store binds it without copying its fields."""
 
     use_case: str
     decision_id: str
@@ -425,11 +426,6 @@ def _decision_from_row(row: Sequence) -> StoredDecision:
     return StoredDecision(record, row[2])
 
 
-def _outcome_row(o: OutcomeRow) -> tuple:
-    return (o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, o.event_time_ms, o.decision_time_ms,
-            o.item_id)
-
-
 def _outcome_from_row(row: Sequence) -> OutcomeRow:
     return OutcomeRow(*row)
 
@@ -503,8 +499,8 @@ class SqliteFeedbackStore(FeedbackStore):
     async def put_outcomes(self, outcomes: Sequence[OutcomeRow], orphans: Sequence[OutcomeRow],
                            write_time_us: int | None = None) -> tuple[list[bool], list[bool]]:
         ts = write_time_us or wall_time_us()
-        rows = [(*_outcome_row(o), ts) for o in outcomes]
-        orphan_rows = [(*_outcome_row(o)[:7], o.item_id, ts) for o in orphans]
+        rows = [(*o, ts) for o in outcomes]
+        orphan_rows = [(*o[:7], o.item_id, ts) for o in orphans]
 
         def stored(conn: sqlite3.Connection, table: str, row: tuple) -> bool:
             """Whether the row's key is stored with this write's time (the same request)."""
