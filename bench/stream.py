@@ -1,11 +1,12 @@
 """DecideStream against unary Decide on one server core, from a Python client.
 
-The decision service (one process, logging off, the bench use case without a model:
-its default decision, the same work for both paths) runs alone on core 1, the client
-(grpc.aio, its own process) on core 0. Unary: N tasks each keep one Decide in flight.
-Stream: N DecideStream calls, each writes a request and reads its answer in turn. Cells
-of DURATION_S, kinds interleaved for ROUNDS rounds; decisions/s and the server's CPU µs
-per decision from /proc/<pid>/stat.
+The decision service (one worker, logging off) serves the bench use case with its
+logistic model, deployed through the trainer as in bench.floor: both paths make the
+same decisions a production caller gets. It runs alone on core 1, the client (grpc.aio,
+its own process) on core 0. Unary: N tasks each keep one Decide in flight. Stream: N
+DecideStream calls, each writes a request and reads its answer in turn. Cells of
+DURATION_S, kinds interleaved for ROUNDS rounds; decisions/s and the server's CPU µs per
+decision from /proc/<pid>/stat.
 
 ``python -m bench.stream [--quick]`` prints a markdown table and one JSON line.
 """
@@ -18,36 +19,23 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
-from bench.blueprints import blueprint, decide_request
+from bench.blueprints import decide_request
 from bench.floor import cores, pin
-from bench.run import ROOT, cpu_seconds, load_average
-from loopwise.decision.v1 import decision_service_pb2 as dpb
+from bench.models import fit_models
+from bench.run import ROOT, Bench, Sizes, cpu_seconds, load_average, say
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
-from loopwise.launcher import free_port
 
-
-async def serve(port: int, data_dir: str) -> None:
-    """The decision service in this process until SIGTERM."""
-    from loopwise.services.decision.server import start_server
-    from loopwise.settings import Settings
-
-    settings = Settings(decision_address=f"127.0.0.1:{port}", feedback_address=f"127.0.0.1:{free_port()}",
-                        trainer_address=f"127.0.0.1:{free_port()}", evaluator_address=f"127.0.0.1:{free_port()}",
-                        allow_plaintext=True, decision_log_enabled=False, data_dir=Path(data_dir), seed=7,
-                        log_level="WARNING")
-    host = await start_server(settings)
-    await host.serve_until_signal()
+USE_CASE = "bench_lr"
 
 
 async def client(target: str, kind: str, concurrency: int, seconds: float, warmup_s: float) -> dict:
     """Drive one kind of load; counts decisions after the warm-up."""
-    request = decide_request("bench_lr")
+    request = decide_request(USE_CASE)
     state = {"count": 0, "record": False, "stop": False}
     async with grpc.aio.insecure_channel(target) as ch:
         stub = dgrpc.DecisionServiceStub(ch)
@@ -81,23 +69,25 @@ async def client(target: str, kind: str, concurrency: int, seconds: float, warmu
     return {"count": count, "per_s": count / elapsed}
 
 
-def run(quick: bool) -> dict:
+async def run(quick: bool) -> dict:
     """The comparison; returns its cells."""
     rounds, seconds, warmup, concurrency = (1, 1.0, 0.3, 8) if quick else (3, 10.0, 1.0, 8)
     server_core, client_core = cores()
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    data = tempfile.mkdtemp(prefix="lw-stream-")
-    server = subprocess.Popen([sys.executable, "-m", "bench.stream", "--serve", str(port), data], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workdir = ROOT / "bench" / "var" / time.strftime("stream-%Y%m%d-%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(Sizes(levels=[1], batch_levels=[1], rounds=rounds, duration_s=seconds, warmup_s=warmup,
+                        use_cases=1, mlserver=False), workdir)
     cells: dict[str, list[dict]] = {"unary": [], "stream": []}
     load_start = load_average()
     try:
-        with grpc.insecure_channel(target) as ch:
-            grpc.channel_ready_future(ch).result(timeout=60)
-            stub = dgrpc.DecisionServiceStub(ch)
-            stub.ApplyUseCase(dpb.ApplyUseCaseRequest(blueprint=blueprint("bench_lr")), timeout=30)
-        pin(server.pid, server_core)
+        say("fitting models; starting the stack")
+        models = fit_models(workdir / "models")
+        launcher = bench.start_stack()
+        await bench.deploy(models, {USE_CASE: "lr"})
+        pid = launcher.pid("decision")
+        assert pid is not None
+        pin(pid, server_core)
+        target = launcher.address("decision")
         for _ in range(rounds):
             for kind in ("unary", "stream"):
                 spec = json.dumps({"target": target, "kind": kind, "concurrency": concurrency, "seconds": seconds,
@@ -105,22 +95,16 @@ def run(quick: bool) -> dict:
                 args = [sys.executable, "-m", "bench.stream", "--client", spec]
                 if client_core:
                     args = ["taskset", "-c", client_core, *args]
-                before = cpu_seconds([server.pid])
+                before = cpu_seconds([pid])
                 out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
                 if out.returncode:
                     raise RuntimeError(out.stderr[-2000:])
                 cell = json.loads(out.stdout.strip().splitlines()[-1])
-                cell["cpu_us"] = (cpu_seconds([server.pid]) - before) * 1e6 / max(1, cell["count"])
+                cell["cpu_us"] = (cpu_seconds([pid]) - before) * 1e6 / max(1, cell["count"])
                 cells[kind].append(cell)
-                print(f"{kind:>6}: {cell['per_s']:8.0f} decisions/s, server CPU {cell['cpu_us']:.0f} us per decision",
-                      file=sys.stderr, flush=True)
+                say(f"{kind:>6}: {cell['per_s']:8.0f} decisions/s, server CPU {cell['cpu_us']:.0f} us per decision")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        bench.stop_all()
     return {"cells": cells, "rounds": rounds, "seconds": seconds, "concurrency": concurrency,
             "placement": [server_core, client_core], "load": [load_start, load_average()]}
 
@@ -151,19 +135,15 @@ def main() -> None:
     """Command line entry."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"))
     parser.add_argument("--client")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(int(args.serve[0]), args.serve[1]))
-        return
     if args.client:
         spec = json.loads(args.client)
         print(json.dumps(asyncio.run(client(spec["target"], spec["kind"], spec["concurrency"], spec["seconds"],
                                             spec["warmup_s"]))))
         return
-    result = run(args.quick)
+    result = asyncio.run(run(args.quick))
     text = markdown(result)
     print(text)
     print(json.dumps(result))

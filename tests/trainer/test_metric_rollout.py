@@ -6,15 +6,17 @@ World ``promo_guardrail`` with two metrics: ``gain`` (weight 1) and ``complaints
 "treat when x0 > 0" (phase A); model v2 learns "treat when x1 > 0" (phase B, where no
 complaint is ever made, so it is blessed against v1 and starts its rollout). Live
 traffic then pays the phase-B gain, so the canary's reward is *better* than
-production's, but treated units with x1 > 0 now always complain. With epsilon 0.2
-production treats and hears a complaint from 0.25 of the units (it treats half of
-them, by x0) and the canary from 0.45 (0.9 of the half with x1 > 0): the canary is
-worse on complaints by 0.2 per decision, far beyond the tolerance (the standard
-error of the difference with 300 canary outcomes is about 0.04), so it is rolled back
-with a reason naming the guardrail although its reward is higher. The latency check
-is off (a loaded machine must not decide this test).
+production's, but treated units with x1 > 0 and x0 <= 0 now always complain. With
+epsilon 0.2 production (treating by x0) hears a complaint from 0.5 × 0.1 × 0.5 = 0.025
+of the units and the canary (treating by x1) from 0.5 × 0.9 × 0.5 = 0.225: the canary
+is worse on complaints by 0.2 per decision, far beyond the tolerance (the standard
+error of the difference with 190 canary and 310 production outcomes is about 0.032).
+The complaint rate near zero on production keeps that error small, so a v2 that learned
+its rule less sharply than designed (treating units with x1 > 0 two times in three
+instead of nine in ten: 0.15 against 0.025) is still rolled back with a reason naming
+the guardrail although its reward is higher. The latency check is off (a loaded
+machine must not decide this test).
 """
-
 from __future__ import annotations
 
 import time
@@ -49,7 +51,7 @@ def metric_blueprint() -> bp.Blueprint:
 
 class GuardedPromo(Promo):
     """The promo driver on the metric blueprint: gains by the sign of one feature, and
-    complaints of treated units with x1 > 0 when the world makes them."""
+    complaints of treated units with x1 > 0 and x0 <= 0 when the world makes them."""
 
     def __init__(self, settings: Settings, seed: int) -> None:
         super().__init__(settings, USE_CASE, seed)
@@ -58,7 +60,8 @@ class GuardedPromo(Promo):
         self.complaints = False
 
     def serve(self, n: int, flipped: bool = False) -> None:
-        """Decide for ``n`` new units and log their gains (and complaints) at once."""
+        """Decide for ``n`` new units and log their gains (and, once the world makes
+        them, the complaints of treated units with x1 > 0 and x0 <= 0) at once."""
         x = self.rng.normal(size=(n, 2)).astype(np.float32)
         ids = [f"{self.use_case}-u{self.units + i}" for i in range(n)]
         self.units += n
@@ -72,7 +75,7 @@ class GuardedPromo(Promo):
                     for i, d in enumerate(batch.decision_ids) if treated[i]]
         if self.complaints:
             outcomes += [Outcome(self.use_case, d, f"complaint-{d}", "complaint", 1.0)
-                         for i, d in enumerate(batch.decision_ids) if treated[i] and x[i, 1] > 0]
+                         for i, d in enumerate(batch.decision_ids) if treated[i] and x[i, 1] > 0 >= x[i, 0]]
         self.client.log_outcomes(outcomes)
 
 
@@ -96,7 +99,7 @@ def test_a_canary_worse_on_a_guardrail_metric_is_rolled_back_naming_it(services)
         assert [g.name for g in second.blessing.guardrails] == ["guardrail:complaints"]
         assert second.rollout.step == tpb.ROLLOUT_STEP_SHADOW
 
-        promo.complaints = True  # the world changes: treated units with x1 > 0 complain
+        promo.complaints = True  # the world changes: treated units with x1 > 0 >= x0 complain
         deadline = time.monotonic() + TIMEOUT_S
         while (rollout := promo.rollout()).step not in FINAL:
             assert time.monotonic() < deadline, f"rollout stuck: {rollout}"
@@ -110,4 +113,4 @@ def test_a_canary_worse_on_a_guardrail_metric_is_rolled_back_naming_it(services)
     assert checks["canary_reward"].passed  # the value alone would have promoted it
     assert rollout.canary_reward > rollout.production_reward
     breached = checks["guardrail:complaints"]
-    assert not breached.passed and breached.value > 0.1 and breached.threshold == 0.02
+    assert not breached.passed and breached.value > 0.1 and breached.threshold == 0.02, breached
