@@ -150,7 +150,12 @@ def markdown(result: dict) -> str:
     ratio = med[saturated] / med["raw onnxruntime"]
     cpu_ratio = cpu["raw onnxruntime"] / cpu[saturated]
     server, client_core = result["placement"]
-    lines = [f"DecideBatch of {BATCH_ROWS:,} rows (HistGradientBoosting, 100 trees) against raw onnxruntime on the "
+    lines = ["The client keeps one, then two, DecideBatch calls in flight. With one, the server's core waits "
+             "while each answer travels back and the client parses it and sends the next request; with two, the "
+             "next request is already there and the core is saturated, as raw onnxruntime's is, so the verdict is "
+             "on that cell. CPU per row is the server's (from /proc) and, for the baseline, its own process time.",
+             "",
+             f"DecideBatch of {BATCH_ROWS:,} rows (HistGradientBoosting, 100 trees) against raw onnxruntime on the "
              f"same core {server or '(any)'} (client on core {client_core or '(any)'}); "
              f"{result['rounds']} interleaved rounds × {result['seconds']:.0f} s; load average "
              f"{result['load'][0]:.2f} → {result['load'][1]:.2f}.", "",

@@ -116,7 +116,8 @@ def markdown(result: dict) -> str:
     cpu = {k: statistics.median(c["cpu_us"] for c in v) for k, v in cells.items()}
     per_core = {k: 1e6 / cpu[k] for k in cpu}
     ratio = per_core["stream"] / per_core["unary"]
-    lines = [f"DecideStream vs unary Decide, Python grpc.aio client ({result['concurrency']} streams / "
+    lines = [f"DecideStream vs unary Decide on the bench use case served by its logistic model (logging off), "
+             f"Python grpc.aio client ({result['concurrency']} streams / "
              f"{result['concurrency']} unary calls in flight) on core {result['placement'][1] or '(any)'}, server "
              f"alone on core {result['placement'][0] or '(any)'}; {result['rounds']} interleaved rounds × "
              f"{result['seconds']:.0f} s; load average {result['load'][0]:.2f} → {result['load'][1]:.2f}.", "",
