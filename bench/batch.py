@@ -116,12 +116,8 @@ async def run(quick: bool) -> dict:
         models = fit_models(workdir / "models")
         onnx_path = workdir / "hgb.onnx"
         onnx_path.write_bytes(models["hgb"].onnx)
-        launcher = bench.start_stack()
-        await bench.deploy(models, {USE_CASE: "hgb"})
-        pid = launcher.pid("decision")
-        assert pid is not None
+        pid, target = await bench.serve_model(models, USE_CASE, "hgb")
         pin(pid, server_core)
-        target = launcher.address("decision")
         _child(["--client", target, "--seconds", "1"], client_core)  # warm-up
         for r in range(rounds):
             for n in IN_FLIGHT:

@@ -189,6 +189,15 @@ class Bench:
         self.launcher.start_all(["feedback", "trainer", "decision"])
         return self.launcher
 
+    async def serve_model(self, models: dict[str, object], use_case: str, model: str) -> tuple[int, str]:
+        """Start the stack and deploy ``model`` (a key of ``models``) for ``use_case``;
+        the decision process's pid and address."""
+        launcher = self.start_stack()
+        await self.deploy(models, {use_case: model})
+        pid = launcher.pid("decision")
+        assert pid is not None
+        return pid, launcher.address("decision")
+
     def restart_decision(self, **env: str) -> int:
         """Restart the decision service with other settings; returns its pid."""
         assert self.launcher is not None

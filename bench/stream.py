@@ -82,12 +82,8 @@ async def run(quick: bool) -> dict:
     try:
         say("fitting models; starting the stack")
         models = fit_models(workdir / "models")
-        launcher = bench.start_stack()
-        await bench.deploy(models, {USE_CASE: "lr"})
-        pid = launcher.pid("decision")
-        assert pid is not None
+        pid, target = await bench.serve_model(models, USE_CASE, "lr")
         pin(pid, server_core)
-        target = launcher.address("decision")
         for _ in range(rounds):
             for kind in ("unary", "stream"):
                 spec = json.dumps({"target": target, "kind": kind, "concurrency": concurrency, "seconds": seconds,
