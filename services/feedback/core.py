@@ -197,7 +197,7 @@ class Feedback:
             else:
                 rows.append(OutcomeRow(use_case, key[0], outcome_id, name, value, o.label, event_ms, key[1],
                                        o.item_id))
-        exists = await self.validator.use_cases(name for name in received if name)
+        exists = await self.validator.use_cases(use_case for use_case in received if use_case)
         if any(found is False for found in exists.values()):
             for i, o in enumerate(outcomes):
                 if exists.get(o.use_case, True) is False:
