@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         1,
         description="Worker processes of the trainer for CPU-heavy jobs; in the evaluator, the "
                     "native threads (OpenMP, BLAS) of each job")
+    decide_queue_turns: int = Field(
+        8, ge=0, le=64,
+        description="Turns of the event loop a `Decide` call (or `DecideStream` message) may let "
+                    "the loop's other ready work go first, so that the calls arriving meanwhile "
+                    "are decided with it in one pass (only while other work is ready: a lone "
+                    "call is not held; 0: each call is decided at its first turn)")
     decision_workers: int = Field(
         1, ge=1, le=64,
         description="Decision service worker processes sharing its port with SO_REUSEPORT "

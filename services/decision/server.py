@@ -48,6 +48,7 @@ class DecisionProcess:
     core: DecisionCore
     watcher: ModelWatcher
     metrics: DecisionMetrics
+    servicer: DecisionServicer
 
 
 async def start_server(settings: Settings, worker: int | None = None) -> ServiceHost:
@@ -83,11 +84,12 @@ async def start_process(settings: Settings, worker: int | None = None) -> Decisi
     # A worker's metrics are served by its supervisor (merged), not by the worker.
     host = ServiceHost("decision", settings, settings.decision_address, reuse_port=worker is not None,
                        serve_metrics=worker is None, max_connection_age=True)
-    servicer = DecisionServicer(core, use_cases, host.stopping)
+    servicer = DecisionServicer(core, use_cases, host.stopping, settings.decide_queue_turns)
     metrics = DecisionMetrics(host.registry)
     metrics.watch_decision_log(decision_log)
     metrics.watch_models(watcher.scorers)
     metrics.watch_undelivered(core)
+    metrics.watch_decide_queue(servicer.queue)
     # Answers leave once the decision log allows it (durable mode: once spooled).
     answering = spooled_answers(servicer, decision_log)
     host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(answering, metrics),
@@ -107,7 +109,7 @@ async def start_process(settings: Settings, worker: int | None = None) -> Decisi
     await host.start_or_close(close, before=load)
     decision_log.start()
     watcher.start()
-    return DecisionProcess(host, core, watcher, metrics)
+    return DecisionProcess(host, core, watcher, metrics, servicer)
 
 
 async def main(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.errors import DeadlineExceeded, InvalidArgument, servicer
 from loopwise.server import Stopping
 from loopwise.services.decision.core import DecisionCore, Delivery
+from loopwise.services.decision.decide_queue import DecideQueue
 from loopwise.services.decision.decision_log import DURABLE
 from loopwise.services.decision.use_cases import ApplyResult, UseCases
 
@@ -71,12 +72,14 @@ def use_case_message(uc_version, latest_version: int, kill_switch: bool, archive
 @servicer
 class DecisionServicer(dgrpc.DecisionServiceServicer):
     """Decisions and use cases. ``stopping``: the server's stopping signal (streams end
-    with UNAVAILABLE when it is set)."""
+    with UNAVAILABLE when it is set); ``queue_turns``: see :class:`DecideQueue`."""
 
-    def __init__(self, core: DecisionCore, use_cases: UseCases, stopping: Stopping | None = None) -> None:
+    def __init__(self, core: DecisionCore, use_cases: UseCases, stopping: Stopping | None = None,
+                 queue_turns: int = 8) -> None:
         self.core = core
         self.use_cases = use_cases
         self.stopping = stopping if stopping is not None else Stopping("decision")
+        self.queue = DecideQueue(core, queue_turns)
 
     async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:
         """One decision from named features (or a ranking of candidates)."""
@@ -84,7 +87,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         _check_deadline(context)
         delivery = self.core.delivery()
         try:
-            response = self.core.decide_response(request, started, delivery)
+            response = await self.queue.decide(request, started, delivery)
             observe_decision(response.decision)
         except BaseException:
             delivery.settle(delivered=False)
@@ -139,7 +142,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                 return
             delivery = self.core.delivery()
             try:
-                response = self.core.decide_response(request, time.perf_counter(), delivery)
+                response = await self.queue.decide(request, time.perf_counter(), delivery)
             except BaseException:
                 delivery.settle(delivered=False)
                 raise

@@ -74,6 +74,20 @@ class DecisionMetrics:
                                 "Undelivered decisions whose answer was not sent at all (ready too close to the "
                                 "call's deadline; not in loopwise_decisions_total, which counts answers)",
                                 ["use_case"])
+        self.queue_passes = r.counter("loopwise_decide_passes_total",
+                                      "Passes of the Decide queue (calls that arrived together, decided at once)")
+        self.queue_calls = r.counter("loopwise_decide_pass_calls_total",
+                                     "Decide calls and DecideStream messages decided by the Decide queue's passes")
+
+    def watch_decide_queue(self, queue: Any) -> None:
+        """Expose the Decide queue's passes and the calls decided in them at every
+        snapshot (their ratio: calls decided together per pass)."""
+
+        def collect() -> None:
+            self.queue_passes.values[()] = float(queue.passes)
+            self.queue_calls.values[()] = float(queue.decided)
+
+        self.registry.on_collect(collect)
 
     def watch_decision_log(self, decision_log: Any) -> None:
         """Expose the decision log's counters at every snapshot."""

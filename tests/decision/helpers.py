@@ -22,6 +22,7 @@ from loopwise.server import ServiceHost
 from loopwise.services.decision.core import DecisionCore
 from loopwise.services.decision.models import ModelWatcher
 from loopwise.services.decision.server import start_process
+from loopwise.services.decision.servicer import DecisionServicer
 from loopwise.settings import Settings
 from loopwise.trainer.v1 import trainer_service_pb2 as tpb
 from loopwise.trainer.v1 import trainer_service_pb2_grpc as tgrpc
@@ -75,6 +76,7 @@ class Decider:
     stub: dgrpc.DecisionServiceStub
     channel: grpc.aio.Channel
     settings: Settings
+    servicer: DecisionServicer
 
     async def apply(self, b: bp.Blueprint) -> dpb.ApplyUseCaseResponse:
         """ApplyUseCase."""
@@ -96,7 +98,7 @@ async def start_decider(settings: Settings) -> Decider:
     process = await start_process(settings)
     channel = grpc.aio.insecure_channel(settings.decision_address)
     return Decider(process.host, process.core, process.watcher, dgrpc.DecisionServiceStub(channel), channel,
-                   settings)
+                   settings, process.servicer)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

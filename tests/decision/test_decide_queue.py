@@ -1,0 +1,159 @@
+"""Decide calls decided together (``DecisionCore.decide_many`` and the servicer's
+``DecideQueue``) answer and log exactly what the same calls decided one after another
+would, and a call's error or cancellation touches no other call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.errors import LoopwiseError
+from loopwise.services.decision.decide_queue import DecideQueue
+from loopwise.services.decision.models import Serving
+from tests.decision.helpers import blueprint, features, linear_onnx, start_decider
+from tests.decision.test_lean_path import _cores, _plain, _scorer
+
+
+def _random_request(draw: np.random.Generator) -> dpb.DecideRequest:
+    """A request of one of the three use cases of ``_cores`` (now and then a bad one:
+    an unknown use case, a wrong feature type, candidates for a binary use case)."""
+    use_case = ["lr", "lin", "reg"][int(draw.integers(3))]
+    x = float(draw.normal()) if draw.random() > 0.05 else 3.0e38  # non-finite score: the default decision
+    request = dpb.DecideRequest(use_case=use_case, unit_id=f"u{draw.integers(50)}" if draw.random() < 0.8 else "",
+                                features=features(x=x, y=None if draw.random() < 0.2 else float(draw.normal()),
+                                                  country=["fr", "de", "it"][int(draw.integers(3))]),
+                                disable_exploration=bool(draw.random() < 0.2),
+                                blueprint_version=int(draw.integers(2)))
+    bad = draw.random()
+    if bad < 0.03:
+        request.use_case = "missing"
+    elif bad < 0.06:
+        request.features["x"].category = "not a number"
+    elif bad < 0.08:
+        request.candidates.add(id="c1")
+    return request
+
+
+def _outcome(result) -> object:
+    """An answer without its ids and times, or an error's type and message."""
+    if isinstance(result, Exception):
+        return type(result).__name__, str(result)
+    return _plain(result)
+
+
+async def test_decide_many_answers_and_logs_what_one_call_after_another_does(tmp_path, make_settings) -> None:
+    together, _ = await _cores(tmp_path / "together", make_settings, seed=41)
+    alone, _ = await _cores(tmp_path / "alone", make_settings, seed=41)
+    draw = np.random.default_rng(43)
+    sizes, errors, batches = [], 0, 0
+    while sum(sizes) < 600:
+        sizes.append(int(draw.integers(1, 17)))
+    for size in sizes:
+        requests = [_random_request(draw) for _ in range(size)]
+        started = time.perf_counter()
+        results = together.decide_many([(r, started, None) for r in requests])
+        expected = []
+        for r in requests:
+            try:
+                expected.append(alone.decide_response(r, started))
+            except LoopwiseError as error:
+                expected.append(error)
+        assert [_outcome(r) for r in results] == [_outcome(e) for e in expected], requests
+        errors += sum(isinstance(r, Exception) for r in results)
+        batches += size > 1
+    records = [[_plain(r) for r in core.log._materialize()] for core in (together, alone)]
+    assert len(records[0]) == sum(sizes) - errors
+    assert records[0] == records[1]
+    assert errors > 0 and batches > 20, (errors, batches)
+    fallbacks = sum(r.get("fallback", False) for r in records[0])
+    explored = sum(r.get("explored", False) for r in records[0])
+    assert fallbacks > 0 and explored > 0, (fallbacks, explored)
+
+
+async def test_the_queue_decides_calls_of_one_turn_together_and_skips_cancelled_ones(tmp_path, make_settings) -> None:
+    core, _ = await _cores(tmp_path, make_settings, seed=3)
+    queue = DecideQueue(core, turns=8)
+    requests = [dpb.DecideRequest(use_case="lr", unit_id=f"u{i}", features=features(x=i - 2.0, y=0.5))
+                for i in range(5)]
+    deliveries = [core.delivery() for _ in requests]
+    futures = [queue.decide(r, time.perf_counter(), d) for r, d in zip(requests, deliveries, strict=True)]
+    futures[2].cancel()  # its caller went away before the pass
+    done = await asyncio.gather(*futures, return_exceptions=True)
+    assert queue.passes == 1 and queue.decided == 4
+    assert isinstance(done[2], asyncio.CancelledError) and not deliveries[2].held
+    for i in (0, 1, 3, 4):
+        assert done[i].decision.model_version == 1 and len(deliveries[i].held) == 1
+
+
+@pytest.mark.parametrize("turns", [0, 1, 8])
+async def test_the_queue_lets_other_ready_work_go_first_at_most_turns_times(tmp_path, make_settings, turns) -> None:
+    core, _ = await _cores(tmp_path, make_settings, seed=3)
+    queue = DecideQueue(core, turns=turns)
+    request = dpb.DecideRequest(use_case="lr", unit_id="u1", features=features(x=1.0, y=0.5))
+    # Idle loop: the call is decided at the queue's first turn.
+    assert (await queue.decide(request, time.perf_counter(), core.delivery())).decision.model_version == 1
+    # A task always ready: the queue lets it run `turns` times, then decides.
+    answer = queue.decide(request, time.perf_counter(), core.delivery())
+    spins = 0
+    while not answer.done():
+        spins += 1
+        await asyncio.sleep(0)
+    assert spins == turns + 1 and queue.passes == 2 and queue.decided == 2
+
+
+
+async def test_concurrent_calls_over_grpc_get_their_own_answers(tmp_path, make_settings) -> None:
+    """48 Decide calls and 8 streams in flight at once on a real server: the queue
+    decides many of them per pass, and each caller gets the answer to its own request
+    (the model's score is 10 × the request's x, a value no other request has)."""
+    decider = await start_decider(make_settings())
+    try:
+        await decider.apply(blueprint("lin", kind="binary", threshold=0.2))
+        model = linear_onnx([np.array([10.0, 0.0, 0.0])], [np.zeros(1)])
+        decider.watcher.scorers["lin"] = Serving(production=_scorer(tmp_path, decider.core.use_cases.get("lin"),
+                                                                    model, "variable"))
+        queue = decider.servicer.queue
+
+        def request(i: int) -> dpb.DecideRequest:
+            return dpb.DecideRequest(use_case="lin" if i % 5 else "missing", unit_id=f"u{i}",
+                                     features=features(x=i / 1000.0, y=0.0), disable_exploration=True)
+
+        def check(i: int, decision: dpb.Decision) -> None:
+            assert decision.model_version == 1 and not decision.fallback, (i, decision)
+            assert decision.score == pytest.approx(i / 100.0, abs=1e-5), (i, decision)
+            assert decision.action_index == int(decision.score >= 0.2), (i, decision)
+
+        async def unary(i: int) -> None:
+            try:
+                check(i, (await decider.stub.Decide(request(i), timeout=30)).decision)
+            except grpc.aio.AioRpcError as error:
+                assert i % 5 == 0 and error.code() == grpc.StatusCode.NOT_FOUND, (i, error)
+
+        async def stream(first: int) -> int:
+            call = decider.stub.DecideStream(timeout=30)
+            numbers = [i for i in range(first, first + 25) if i % 5]  # an unknown use case would end the stream
+            for i in numbers:
+                await call.write(request(i))
+                check(i, (await call.read()).decision)
+            await call.done_writing()
+            return len(numbers)
+
+        results = await asyncio.gather(*(unary(i) for i in range(48)), *(stream(1000 + 100 * s) for s in range(8)))
+        assert queue.decided == 48 + sum(results[48:]) == 208
+        assert queue.passes < queue.decided, (queue.passes, queue.decided)
+    finally:
+        await decider.stop()
+
+
+@pytest.mark.parametrize("turns", [0, 8])
+async def test_the_queue_setting_reaches_the_servicer(make_settings, turns) -> None:
+    decider = await start_decider(make_settings(decide_queue_turns=turns))
+    try:
+        assert decider.servicer.queue.turns == turns
+    finally:
+        await decider.stop()
