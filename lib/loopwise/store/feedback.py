@@ -40,7 +40,7 @@ import numpy as np
 
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.settings import Settings
-from loopwise.store.sqlite import SqliteDatabase, parse_store_url
+from loopwise.store.sqlite import SqliteDatabase, insert_rows, parse_store_url
 
 _F64 = np.dtype("<f8")
 
@@ -490,8 +490,8 @@ class SqliteFeedbackStore(FeedbackStore):
 
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            conn.executemany(f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES ({_DECISION_MARKS})",
-                             rows)
+            insert_rows(conn, f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES ({_DECISION_MARKS})",
+                        rows)
             return conn.total_changes - before
 
         return await self.db.transaction(write)
@@ -515,7 +515,7 @@ class SqliteFeedbackStore(FeedbackStore):
             results: list[list[bool]] = []
             for table, sql, batch in (("outcomes", insert, rows), ("orphan_outcomes", insert_orphan, orphan_rows)):
                 before = conn.total_changes
-                conn.executemany(sql, batch)
+                insert_rows(conn, sql, batch)
                 if conn.total_changes - before == len(batch):  # every row new (no key twice in the batch)
                     results.append([True] * len(batch))
                     continue

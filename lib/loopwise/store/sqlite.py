@@ -9,6 +9,7 @@ crash (SIGKILL), which is what "acknowledged" means for the embedded store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,38 @@ BULK_WRITE_SWITCH_INTERVAL_S = 0.0005
 def favour_database_thread() -> None:
     """Shorten the switch interval for bulk writes (:data:`BULK_WRITE_SWITCH_INTERVAL_S`)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), BULK_WRITE_SWITCH_INTERVAL_S))
+
+
+# Most rows in one multi-row INSERT of :func:`insert_rows` (fewer when the library's
+# limit on a statement's parameters is lower).
+MAX_ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row(insert: str, rows: int) -> str:
+    """``insert`` (``INSERT ... VALUES (?, ..., ?)``) with its values group ``rows`` times."""
+    head, marks = insert.rsplit("VALUES", 1)
+    return f"{head}VALUES {','.join([marks.strip()] * rows)}"
+
+
+def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``conn.executemany(insert, rows)``, as multi-row statements of up to
+    :data:`MAX_ROWS_PER_INSERT` rows (the rest by ``executemany``): the same rows stored
+    in the same order, one statement step per statement instead of one per row. Each
+    step releases the GIL, and a thread that wants it back must wait for the event loop
+    thread to give it up: with a step per row, a bulk write waits that long per row.
+    ``insert`` ends with its one ``VALUES (?, ..., ?)`` group."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, min(MAX_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    full = len(rows) - len(rows) % per if per > 1 else 0
+    if full:
+        sql = _multi_row(insert, per)
+        for start in range(0, full, per):
+            conn.execute(sql, [value for row in rows[start:start + per] for value in row])
+    if full < len(rows):
+        conn.executemany(insert, rows[full:])
 
 
 class SqliteDatabase:
