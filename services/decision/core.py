@@ -275,20 +275,6 @@ class DecisionCore:
         self._log(uc, row, unit_ids, choices, ids, serving, request.disable_exploration, delivery)
         return dpb.DecideResponse(decision=self._decision(uc, choices, 0, ids[0]))
 
-    def decide_many(self, calls: Sequence[tuple[dpb.DecideRequest, float | None, Delivery | None]]
-                    ) -> list[dpb.DecideResponse | Exception]:
-        """:meth:`decide_response` of each ``(request, started, delivery)``, one after
-        another in order; a call's error is its result and does not stop the others.
-        Each row is scored by its own session run, as a lone call's is: a model scoring
-        a batch may round its scores differently in the last bits."""
-        results: list[dpb.DecideResponse | Exception] = []
-        for request, started, delivery in calls:
-            try:
-                results.append(self.decide_response(request, started, delivery))
-            except Exception as error:
-                results.append(error)
-        return results
-
     def _plan(self, uc: UseCaseVersion) -> OneRowPlan | None:
         key = (uc.use_case, uc.version)
         entry = self._plans.get(key)

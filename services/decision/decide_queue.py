@@ -3,16 +3,18 @@
 Each unary ``Decide`` call and each ``DecideStream`` message puts its request in the
 :class:`DecideQueue` and waits. The queue's turn comes in the event loop's next
 iteration; while the loop has other work ready then (other calls being received,
-answered or accepted by grpc), the queue lets it go first, up to ``turns`` times, so
-that the calls arriving meanwhile join. :meth:`DecisionCore.decide_many` then decides
-them one after another in arrival order, and their answers reach grpc in the same
-iteration of the loop. The decision code and its data are brought into the CPU caches
-once for all of them rather than once per call (between two calls grpc's C core and the
-kernel evict them), and grpc writes the answers to the transport together. The
-decisions are those the calls would get alone: each row is still scored by its own
-session run.
+answered or accepted by grpc), the queue lets it go first, up to ``turns`` times and
+only while its calls would not fill a pass (from the recent time per decision), so that
+the calls arriving meanwhile join. A pass then decides them one after another in
+arrival order with :meth:`DecisionCore.decide_response`, for up to ``PASS_BUDGET_S``,
+and their calls resume together in the loop's next iteration. The decision code and
+its data are brought into the CPU caches once per pass rather than once per call
+(between two calls grpc's C core and the kernel evict them), and the event loop makes
+fewer iterations per call. Each call gets the decision it would get alone.
 
-A lone call is not held: with nothing else ready, its turn is the next iteration.
+A lone call is not held: with nothing else ready, its turn is the next iteration. Nor is
+a slow one: a decision that takes milliseconds (a ranking of hundreds of candidates)
+fills a pass alone, and gains nothing from company.
 The figures are in docs/benchmarks.md.
 
 Whether other work is ready is read from the loop's queue of ready callbacks
@@ -24,12 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.services.decision.core import DecisionCore, Delivery
 
-# Most calls decided in one pass: bounds how long the first of them waits for the rest.
+# Most calls waiting before a pass starts, whatever the turns left.
 MAX_CALLS = 64
+# A pass stops deciding after this long and leaves the rest to the next turn, so that
+# the answers already decided go out first (slow decisions, e.g. rankings of hundreds
+# of candidates, are then decided one per pass, as without the queue).
+PASS_BUDGET_S = 0.002
+# Weight of the last pass in the moving average of a decision's time.
+DECISION_TIME_WEIGHT = 0.1
 
 
 class DecideQueue:
@@ -39,12 +48,15 @@ class DecideQueue:
     def __init__(self, core: DecisionCore, turns: int = 8) -> None:
         self.core = core
         self.turns = turns
-        self._waiting: list[tuple[dpb.DecideRequest, float, Delivery, asyncio.Future]] = []
+        self._waiting: list[tuple[dpb.DecideRequest, float, Delivery | None, asyncio.Future]] = []
+        # Recent seconds per decision (a moving average over passes): the queue stops
+        # waiting for company once its calls would fill a pass.
+        self.decision_s = 0.0
         # Passes made and calls decided in them (their ratio: calls per pass).
         self.passes = 0
         self.decided = 0
 
-    def decide(self, request: dpb.DecideRequest, started: float, delivery: Delivery) -> asyncio.Future:
+    def decide(self, request: dpb.DecideRequest, started: float, delivery: Delivery | None) -> asyncio.Future:
         """A future of the request's ``DecideResponse`` (or its error); its records wait
         in ``delivery`` as with :meth:`DecisionCore.decide_response`."""
         loop = asyncio.get_running_loop()
@@ -57,22 +69,30 @@ class DecideQueue:
 
     def _turn(self, deferred: int) -> None:
         loop = asyncio.get_running_loop()
-        if deferred < self.turns and len(self._waiting) < MAX_CALLS and getattr(loop, "_ready", None):
+        if deferred < self.turns and len(self._waiting) < MAX_CALLS \
+                and len(self._waiting) * self.decision_s < PASS_BUDGET_S and getattr(loop, "_ready", None):
             loop.call_soon(self._turn, deferred + 1, context=contextvars.Context())
             return
         waiting, self._waiting = self._waiting, []
-        # A call cancelled while it waited (its client went away) is not decided.
-        live = [w for w in waiting if not w[3].done()]
-        if not live:
-            return
-        self.passes += 1
-        self.decided += len(live)
-        try:
-            results = self.core.decide_many([(request, started, delivery) for request, started, delivery, _ in live])
-        except Exception as error:  # a fault of decide_many itself: every call gets it
-            results = [error] * len(live)
-        for (_, _, _, future), result in zip(live, results, strict=True):
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        began = time.perf_counter()
+        ends = began + PASS_BUDGET_S
+        decided = 0
+        for i, (request, started, delivery, future) in enumerate(waiting):
+            if decided and time.perf_counter() > ends:
+                # The rest at the next turn: the answers decided so far leave first.
+                if not self._waiting:
+                    loop.call_soon(self._turn, self.turns, context=contextvars.Context())
+                self._waiting[:0] = waiting[i:]
+                break
+            if future.done():  # cancelled while it waited (its client went away): not decided
+                continue
+            decided += 1
+            try:
+                future.set_result(self.core.decide_response(request, started, delivery))
+            except Exception as error:  # the call's own error: it does not stop the others
+                future.set_exception(error)
+        if decided:
+            self.passes += 1
+            self.decided += decided
+            took = (time.perf_counter() - began) / decided
+            self.decision_s += DECISION_TIME_WEIGHT * (took - self.decision_s)

@@ -90,7 +90,9 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             response = await self.queue.decide(request, started, delivery)
             observe_decision(response.decision)
         except BaseException:
-            delivery.settle(delivered=False)
+            # E.g. the call cancelled (its deadline passed) after its pass decided it:
+            # the decision was made and its answer will not be sent.
+            delivery.settle(delivered=False, sent=False)
             raise
         self._hand_over(context, delivery)
         return response
@@ -144,7 +146,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             try:
                 response = await self.queue.decide(request, time.perf_counter(), delivery)
             except BaseException:
-                delivery.settle(delivered=False)
+                delivery.settle(delivered=False, sent=False)
                 raise
             observe_decision(response.decision, in_stream=True)
             remaining = context.time_remaining()

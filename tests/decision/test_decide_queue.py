@@ -1,6 +1,6 @@
-"""Decide calls decided together (``DecisionCore.decide_many`` and the servicer's
-``DecideQueue``) answer and log exactly what the same calls decided one after another
-would, and a call's error or cancellation touches no other call."""
+"""Decide calls decided together (the servicer's ``DecideQueue``) answer and log exactly
+what the same calls decided one after another would, and a call's error or cancellation
+touches no other call."""
 
 from __future__ import annotations
 
@@ -46,17 +46,21 @@ def _outcome(result) -> object:
     return _plain(result)
 
 
-async def test_decide_many_answers_and_logs_what_one_call_after_another_does(tmp_path, make_settings) -> None:
+async def test_calls_decided_together_answer_and_log_what_one_call_after_another_does(tmp_path, make_settings
+                                                                                        ) -> None:
     together, _ = await _cores(tmp_path / "together", make_settings, seed=41)
     alone, _ = await _cores(tmp_path / "alone", make_settings, seed=41)
+    queue = DecideQueue(together, turns=8)
     draw = np.random.default_rng(43)
-    sizes, errors, batches = [], 0, 0
+    sizes, errors = [], 0
     while sum(sizes) < 600:
         sizes.append(int(draw.integers(1, 17)))
     for size in sizes:
         requests = [_random_request(draw) for _ in range(size)]
         started = time.perf_counter()
-        results = together.decide_many([(r, started, None) for r in requests])
+        passes = queue.passes
+        results = await asyncio.gather(*(queue.decide(r, started, None) for r in requests), return_exceptions=True)
+        assert queue.passes == passes + 1  # one pass for the calls of one turn
         expected = []
         for r in requests:
             try:
@@ -65,11 +69,10 @@ async def test_decide_many_answers_and_logs_what_one_call_after_another_does(tmp
                 expected.append(error)
         assert [_outcome(r) for r in results] == [_outcome(e) for e in expected], requests
         errors += sum(isinstance(r, Exception) for r in results)
-        batches += size > 1
     records = [[_plain(r) for r in core.log._materialize()] for core in (together, alone)]
     assert len(records[0]) == sum(sizes) - errors
     assert records[0] == records[1]
-    assert errors > 0 and batches > 20, (errors, batches)
+    assert errors > 0 and max(sizes) > 8, (errors, sizes)
     fallbacks = sum(r.get("fallback", False) for r in records[0])
     explored = sum(r.get("explored", False) for r in records[0])
     assert fallbacks > 0 and explored > 0, (fallbacks, explored)
@@ -88,6 +91,18 @@ async def test_the_queue_decides_calls_of_one_turn_together_and_skips_cancelled_
     assert isinstance(done[2], asyncio.CancelledError) and not deliveries[2].held
     for i in (0, 1, 3, 4):
         assert done[i].decision.model_version == 1 and len(deliveries[i].held) == 1
+
+
+async def test_a_pass_over_its_time_budget_leaves_the_rest_to_the_next_turn(tmp_path, make_settings,
+                                                                            monkeypatch) -> None:
+    core, _ = await _cores(tmp_path, make_settings, seed=3)
+    monkeypatch.setattr("loopwise.services.decision.decide_queue.PASS_BUDGET_S", 0.0)
+    queue = DecideQueue(core, turns=8)
+    requests = [dpb.DecideRequest(use_case="lr", unit_id=f"u{i}", features=features(x=float(i), y=0.5),
+                                  disable_exploration=True) for i in range(6)]
+    answers = await asyncio.gather(*(queue.decide(r, time.perf_counter(), None) for r in requests))
+    assert queue.passes == 6 and queue.decided == 6  # one decision per pass, none lost
+    assert [a.decision.score for a in answers] == sorted(a.decision.score for a in answers)  # each its own
 
 
 @pytest.mark.parametrize("turns", [0, 1, 8])
