@@ -7,8 +7,10 @@ Starts decision (for the use case) and feedback as processes on loopback. Each r
 sends ``--rows`` new outcomes (distinct decision ids of the last minute) through one
 gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight; then the raw
 baseline inserts as many new rows, one transaction per ``--batch`` rows, in this
-process. Rounds alternate the two. Prints a markdown table (rows/s min / median / max
-and the ratio of medians).
+process. Rounds alternate the two. Placement, with two or more cores: the feedback
+service (all its threads) and the raw baseline on the server core, this process's
+client on the other one. Prints a markdown table (rows/s min / median / max and the
+ratio of medians).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.floor import cores, pin
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -86,25 +89,36 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     ours: list[float] = []
     raw: list[float] = []
     load = [os.getloadavg()[0], 0.0]
+    server_core, client_core = cores()
+    allowed = os.sched_getaffinity(0)
     try:
         launcher.start_all(["decision", "feedback"])
+        feedback_pid = launcher.pid("feedback")
+        assert feedback_pid is not None
+        pin(feedback_pid, server_core)
         with grpc.insecure_channel(launcher.address("decision")) as channel:
             dgrpc.DecisionServiceStub(channel).ApplyUseCase(
                 dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
         await grpc_round(launcher.address("feedback"), outcomes(2000, 10**9), batch)  # warm-up
         for r in range(rounds):
+            pin(os.getpid(), client_core)
             ours.append(await grpc_round(launcher.address("feedback"), outcomes(rows, 2 * r * rows), batch))
+            pin(os.getpid(), server_core)
             raw.append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
             print(f"round {r + 1}: LogOutcomes {ours[-1]:,.0f} rows/s, executemany {raw[-1]:,.0f} rows/s", flush=True)
     finally:
+        if server_core:
+            os.sched_setaffinity(0, allowed)
+            pin(os.getpid(), ",".join(map(str, sorted(allowed))))
         launcher.stop_all()
         conn.close()
     load[1] = os.getloadavg()[0]
     ratio = statistics.median(ours) / statistics.median(raw)
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
-        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; load average {load[0]:.2f} → "
-        f"{load[1]:.2f}.",
+        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the feedback service (all its "
+        f"threads) and the raw baseline on core {server_core or '(any)'}, the client on core "
+        f"{client_core or '(any)'}; load average {load[0]:.2f} → {load[1]:.2f}.",
         "",
         "| path | rows/s min / median / max |",
         "|---|---|",
