@@ -19,6 +19,13 @@ from tests.decision.helpers import blueprint, features, linear_onnx, start_decid
 from tests.decision.test_lean_path import _cores, _plain, _scorer
 
 
+@pytest.fixture(autouse=True)
+def _unhurried_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes never run out of time here, however slow the machine: which calls share a
+    pass then depends only on the turns (the budget has its own test)."""
+    monkeypatch.setattr("loopwise.services.decision.decide_queue.PASS_BUDGET_S", 60.0)
+
+
 def _random_request(draw: np.random.Generator) -> dpb.DecideRequest:
     """A request of one of the three use cases of ``_cores`` (now and then a bad one:
     an unknown use case, a wrong feature type, candidates for a binary use case)."""
