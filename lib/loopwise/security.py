@@ -230,8 +230,12 @@ class CallGuard(grpc.aio.ServerInterceptor):
 # writing makes grpcio's asyncio client report "INTERNAL: Internal error from Core" in
 # place of the server's status (its failed write overwrites the status already
 # received; grpc/grpc#36066); blocking clients and other languages are not affected.
-REFUSAL_QUIET_S = 0.25
-REFUSAL_DRAIN_S = 2.0
+# The quiet period is what a writing client may stall (a garbage collection, a busy
+# machine) without being misread as done: at 0.25 s a client stalled for 0.3 s got
+# INTERNAL on every stream. It is also how long a client that writes one message and
+# waits for an answer without half-closing waits for its refusal.
+REFUSAL_QUIET_S = 1.0
+REFUSAL_DRAIN_S = 5.0
 REFUSAL_DRAIN_MESSAGES = 1000
 
 

@@ -10,6 +10,7 @@ scope on every use case, so a token scoped to one use case is refused there too.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -73,12 +74,15 @@ async def test_scope_boundaries(auth_stack, rpc) -> None:
             assert got not in REFUSED, (label, got)
 
 
-async def test_refused_streams_end_with_their_status_while_clients_write(auth_stack) -> None:
+@pytest.mark.parametrize("client_stall_s", [0.0, 0.5], ids=["steady", "client-stalls"])
+async def test_refused_streams_end_with_their_status_while_clients_write(auth_stack, client_stall_s) -> None:
     """Streams refused by the guard while their clients are still writing (many
     requests each, many at once; and lockstep clients that never half-close) end
     with the guard's status, never INTERNAL: the server reads what the client still
     sends before it answers (grpcio's asyncio client otherwise reports its failed
-    write as INTERNAL in place of the status)."""
+    write as INTERNAL in place of the status). With ``client-stalls`` the client
+    process freezes mid-flood (as in a long garbage collection), which must not be
+    taken for the end of its writing."""
     rpc = next(r for r in RPCS if r.name == "DecideStream")
     channel = auth_stack.channel(rpc.area)
     request = minimal_request(rpc, "team_a")
@@ -109,8 +113,14 @@ async def test_refused_streams_end_with_their_status_while_clients_write(auth_st
     other_team = bearer(auth_stack.secret("admin-team-b"))
     # 15 + 15 + 2 streams, within LOOPWISE_MAX_STREAMS_PER_CONNECTION: more calls at once on
     # one connection are refused by grpc's core before the guard sees them.
+    async def stall() -> None:
+        if client_stall_s:
+            await asyncio.sleep(0.01)
+            time.sleep(client_stall_s)  # blocks the client's event loop, writers included
+
     codes = await asyncio.gather(*(flood(()) for _ in range(15)), *(flood(other_team) for _ in range(15)),
-                                 lockstep(()), lockstep(other_team))
+                                 lockstep(()), lockstep(other_team), stall())
+    codes = codes[:32]
     assert codes[:15] == [grpc.StatusCode.UNAUTHENTICATED] * 15, codes[:15]
     assert codes[15:30] == [grpc.StatusCode.PERMISSION_DENIED] * 15, codes[15:30]
     assert codes[30:] == [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED]
