@@ -1186,7 +1186,7 @@ class _ClientBase:
         probabilities = np.zeros((rows, len(actions)), np.float32)
         probabilities[:, index] = 1.0
         return BatchDecisions(
-            decision_ids=[self.clock.new_id() for _ in range(rows)], actions=actions,
+            decision_ids=self.clock.new_ids(rows), actions=actions,
             action_indices=np.full(rows, index, np.int32),
             scores=np.full(rows, default.score, np.float32), probabilities=probabilities,
             explored=np.zeros(rows, bool), fallback=np.ones(rows, bool), arms=[""] * rows,

@@ -6,12 +6,14 @@ windows close in seconds in the demo and in tests; in production ``speed = 1``.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import uuid_utils
 
 from loopwise.settings import Settings
@@ -57,6 +59,12 @@ class Clock:
             return str(uuid_utils.uuid7())
         return uuid7_at(self.now())
 
+    def new_ids(self, n: int) -> list[str]:
+        """``n`` UUIDv7s whose timestamp is now on this clock, in ascending order (one
+        run, see :func:`uuid7_run`: a batch's ids at a fraction of :meth:`new_id`'s cost
+        each)."""
+        return uuid7_run(int(self.now() * 1000), n)
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -77,6 +85,30 @@ def uuid7_at(when: datetime | float | int) -> str:
     if nanoseconds < 0:
         raise ValueError(f"{when!r} is before 1970: a UUIDv7 cannot hold it")
     return str(uuid_utils.uuid7(nanoseconds=nanoseconds))
+
+
+def uuid7_run(time_ms: int, n: int) -> list[str]:
+    """``n`` distinct UUIDv7s in canonical form with the millisecond timestamp
+    ``time_ms``, ascending. They share a random 12-bit ``rand_a``; ``rand_b`` counts up
+    from a random 61-bit start (RFC 9562 §6.2's monotonic random), so 73 random bits
+    tell one run from another. Built as one array of characters, not one UUID object
+    per id."""
+    if n <= 0:
+        return []
+    if not 0 <= time_ms < 1 << 48:
+        raise ValueError(f"{time_ms} ms does not fit a UUIDv7's 48-bit timestamp")
+    seed = int.from_bytes(os.urandom(10), "big")
+    rand_a, start = seed >> 68, seed & ((1 << 61) - 1)
+    high = f"{time_ms:012x}{0x7000 | rand_a:04x}"
+    low = (np.uint64(0x8000000000000000) | (np.uint64(start) + np.arange(n, dtype=np.uint64))).astype(">u8")
+    digits = np.frombuffer(low.tobytes().hex().encode("ascii"), dtype=np.uint8).reshape(n, 16)
+    chars = np.empty((n, 37), dtype=np.uint8)
+    chars[:, :19] = np.frombuffer(f"{high[:8]}-{high[8:12]}-{high[12:]}-".encode("ascii"), dtype=np.uint8)
+    chars[:, 19:23] = digits[:, :4]
+    chars[:, 23] = ord("-")
+    chars[:, 24:36] = digits[:, 4:]
+    chars[:, 36] = ord(" ")
+    return chars.tobytes().decode("ascii").split()
 
 
 def uuid7_time_ms(value: str) -> int | None:

@@ -490,7 +490,7 @@ class DecisionCore:
     # -- helpers ------------------------------------------------------------------
     def _ids(self, n: int) -> list[str]:
         self.served += n
-        return [self.clock.new_id() for _ in range(n)]
+        return [self.clock.new_id()] if n == 1 else self.clock.new_ids(n)
 
     def _decision(self, uc: UseCaseVersion, c: Choices, i: int, decision_id: str,
                   candidate_ids: Sequence[str] | None = None) -> dpb.Decision:
@@ -524,7 +524,7 @@ class DecisionCore:
             for shadow in shadows:
                 sc = decide_by_arm(uc, rows, c.arms, np.zeros(len(ids)), shadow, self.shadow_rng,
                                  disable_exploration, role=ROLE_SHADOW)
-                shadow_ids = [self.clock.new_id() for _ in ids]
+                shadow_ids = self.clock.new_ids(len(ids))
                 for record in self._records(uc, rows, unit_ids, sc, shadow_ids):
                     record.shadow = True
                     records.append(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 
@@ -12,6 +13,7 @@ from loopwise.clock import (
     canonical_uuid,
     plausible_decision_key,
     plausible_decision_time_ms,
+    uuid7_run,
     uuid7_time_ms,
 )
 from loopwise.common.v1 import operation_pb2 as op_pb
@@ -118,6 +120,34 @@ def test_sped_up_clock_and_uuid7_ids() -> None:
     assert uuid7_time_ms("not-a-uuid") is None
     assert uuid7_time_ms("6ba7b810-9dad-11d1-80b4-00c04fd430c8") is None  # v1
     assert plausible_decision_time_ms("00000000-0000-7000-8000-000000000000", clock.now_ms()) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1024, 5000])
+def test_a_run_of_ids_is_canonical_distinct_ascending_and_of_its_millisecond(n) -> None:
+    """DecideBatch's ids (uuid7_run): each a UUIDv7 in canonical form (what uuid.UUID
+    prints) with the given timestamp, all distinct, ascending, and two runs of the same
+    millisecond share no id."""
+    time_ms = Clock().now_ms()
+    ids = uuid7_run(time_ms, n)
+    again = uuid7_run(time_ms, n)
+    assert len(ids) == n and len(set(ids) | set(again)) == 2 * n
+    assert ids == sorted(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert uuid7_time_ms(value) == time_ms
+        assert plausible_decision_key(value, time_ms) == (value, time_ms)
+    assert [uuid7_time_ms(i) for i in uuid7_run(0, 2) + uuid7_run((1 << 48) - 1, 2)] == [0, 0, (1 << 48) - 1, (1 << 48) - 1]
+    with pytest.raises(ValueError, match="48-bit"):
+        uuid7_run(1 << 48, 1)
+
+
+def test_sped_up_clock_ids_come_in_runs_of_its_time() -> None:
+    """``Clock.new_ids`` on a sped-up clock stamps its ids with that clock's now."""
+    clock = Clock(anchor=time.time() - 3600, speed=60.0)
+    before, ids, after = clock.now_ms(), clock.new_ids(3), clock.now_ms()
+    assert all(before <= uuid7_time_ms(i) <= after for i in ids)
+    assert clock.new_ids(0) == []
 
 
 def test_plausible_decision_key_agrees_with_the_time_and_the_canonical_form() -> None:
