@@ -1,10 +1,11 @@
 """The floor a gRPC service in Python can reach here: a bare ``grpc.aio`` server (the same
 grpcio and channel options as loopwise's servers, no interceptors, no health, no
-reflection) serving ``/loopwise.decision.v1.DecisionService/Decide``.
+reflection) serving ``/loopwise.decision.v1.DecisionService/Decide`` and ``DecideStream``.
 
-``python -m bench.bare --port P --reply-bytes N [--raw]``: by default each request is
-parsed as a ``DecideRequest`` and a ``DecideResponse`` of N bytes is serialized per
-call; with ``--raw`` the bytes are neither parsed nor built (a fixed reply of N bytes).
+``python -m bench.bare --port P --reply-bytes N [--raw]``: by default each request (each
+message of a stream) is parsed as a ``DecideRequest`` and a ``DecideResponse`` of N
+bytes is serialized per answer; with ``--raw`` the bytes are neither parsed nor built (a
+fixed reply of N bytes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from loopwise.grpc_options import channel_options
 from loopwise.settings import Settings
 
 DECIDE = "/loopwise.decision.v1.DecisionService/Decide"
+DECIDE_STREAM = "/loopwise.decision.v1.DecisionService/DecideStream"
 
 
 def reply_of(size: int) -> dpb.DecideResponse:
@@ -35,7 +37,7 @@ def reply_of(size: int) -> dpb.DecideResponse:
 
 
 class Bare(grpc.GenericRpcHandler):
-    """Decide only, parsed (or raw bytes)."""
+    """Decide and DecideStream only, parsed (or raw bytes): one answer per request."""
 
     def __init__(self, size: int, raw: bool) -> None:
         if raw:
@@ -44,22 +46,35 @@ class Bare(grpc.GenericRpcHandler):
             async def decide_raw(request: bytes, context) -> bytes:
                 return blob
 
-            self.handler = grpc.unary_unary_rpc_method_handler(decide_raw)
+            async def stream_raw(requests, context):
+                async for _ in requests:
+                    yield blob
+
+            self.handlers = {DECIDE: grpc.unary_unary_rpc_method_handler(decide_raw),
+                             DECIDE_STREAM: grpc.stream_stream_rpc_method_handler(stream_raw)}
         else:
             template = reply_of(size)
 
-            async def decide(request: dpb.DecideRequest, context) -> dpb.DecideResponse:
+            def answer() -> dpb.DecideResponse:
                 reply = dpb.DecideResponse()
                 reply.CopyFrom(template)
                 return reply
 
-            self.handler = grpc.unary_unary_rpc_method_handler(
-                decide, request_deserializer=dpb.DecideRequest.FromString,
-                response_serializer=dpb.DecideResponse.SerializeToString)
+            async def decide(request: dpb.DecideRequest, context) -> dpb.DecideResponse:
+                return answer()
+
+            async def stream(requests, context):
+                async for _ in requests:
+                    yield answer()
+
+            codec = {"request_deserializer": dpb.DecideRequest.FromString,
+                     "response_serializer": dpb.DecideResponse.SerializeToString}
+            self.handlers = {DECIDE: grpc.unary_unary_rpc_method_handler(decide, **codec),
+                             DECIDE_STREAM: grpc.stream_stream_rpc_method_handler(stream, **codec)}
 
     def service(self, handler_call_details):
-        """The handler of Decide, or None."""
-        return self.handler if handler_call_details.method == DECIDE else None
+        """The handler of Decide or DecideStream, or None."""
+        return self.handlers.get(handler_call_details.method)
 
 
 async def serve(port: int, size: int, raw: bool) -> None:

@@ -4,9 +4,12 @@ The decision service (one worker, logging off) serves the bench use case with it
 logistic model, deployed through the trainer as in bench.floor: both paths make the
 same decisions a production caller gets. It runs alone on core 1, the client (grpc.aio,
 its own process) on core 0. Unary: N tasks each keep one Decide in flight. Stream: N
-DecideStream calls, each writes a request and reads its answer in turn. Cells of
-DURATION_S, kinds interleaved for ROUNDS rounds; decisions/s and the server's CPU µs per
-decision from /proc/<pid>/stat.
+DecideStream calls, each writes a request and reads its answer in turn. The same two
+loads also run against the bare floor (bench/bare.py: a grpc.aio server that parses
+each request and answers a reply of Decide's size, unary and streaming), on the same
+core: its stream/unary ratio is what a Python gRPC server gives with no work per
+message. Cells of DURATION_S, the four interleaved for ROUNDS rounds; decisions/s and
+the server's CPU µs per decision from /proc/<pid>/stat.
 
 ``python -m bench.stream [--quick]`` prints a markdown table and one JSON line.
 """
@@ -25,9 +28,10 @@ from pathlib import Path
 import grpc
 
 from bench.blueprints import decide_request
-from bench.floor import cores, pin
+from bench.floor import cores, pin, start_bare
 from bench.models import fit_models
 from bench.run import ROOT, Bench, Sizes, cpu_seconds, load_average, say
+from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 
 USE_CASE = "bench_lr"
@@ -77,15 +81,24 @@ async def run(quick: bool) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     bench = Bench(Sizes(levels=[1], batch_levels=[1], rounds=rounds, duration_s=seconds, warmup_s=warmup,
                         use_cases=1, mlserver=False), workdir)
-    cells: dict[str, list[dict]] = {"unary": [], "stream": []}
+    # cell name: (server, load kind)
+    kinds = {"unary": ("decision", "unary"), "stream": ("decision", "stream"),
+             "bare unary": ("bare", "unary"), "bare stream": ("bare", "stream")}
+    cells: dict[str, list[dict]] = {name: [] for name in kinds}
     load_start = load_average()
     try:
         say("fitting models; starting the stack")
         models = fit_models(workdir / "models")
         pid, target = await bench.serve_model(models, USE_CASE, "lr")
         pin(pid, server_core)
+        with grpc.insecure_channel(target) as ch:
+            reply = dgrpc.DecisionServiceStub(ch).Decide(decide_request(USE_CASE), timeout=10)
+        servers = {"decision": (target, pid),
+                   "bare": start_bare(bench, dpb.DecideResponse(decision=reply.decision).ByteSize(), False,
+                                      server_core)}
         for _ in range(rounds):
-            for kind in ("unary", "stream"):
+            for name, (server, kind) in kinds.items():
+                target, pid = servers[server]
                 spec = json.dumps({"target": target, "kind": kind, "concurrency": concurrency, "seconds": seconds,
                                    "warmup_s": warmup})
                 args = [sys.executable, "-m", "bench.stream", "--client", spec]
@@ -97,8 +110,8 @@ async def run(quick: bool) -> dict:
                     raise RuntimeError(out.stderr[-2000:])
                 cell = json.loads(out.stdout.strip().splitlines()[-1])
                 cell["cpu_us"] = (cpu_seconds([pid]) - before) * 1e6 / max(1, cell["count"])
-                cells[kind].append(cell)
-                say(f"{kind:>6}: {cell['per_s']:8.0f} decisions/s, server CPU {cell['cpu_us']:.0f} us per decision")
+                cells[name].append(cell)
+                say(f"{name:>11}: {cell['per_s']:8.0f} decisions/s, server CPU {cell['cpu_us']:.0f} us per decision")
     finally:
         bench.stop_all()
     return {"cells": cells, "rounds": rounds, "seconds": seconds, "concurrency": concurrency,
@@ -113,18 +126,27 @@ def markdown(result: dict) -> str:
     per_core = {k: 1e6 / cpu[k] for k in cpu}
     ratio = per_core["stream"] / per_core["unary"]
     lines = [f"DecideStream vs unary Decide on the bench use case served by its logistic model (logging off), "
-             f"Python grpc.aio client ({result['concurrency']} streams / "
-             f"{result['concurrency']} unary calls in flight) on core {result['placement'][1] or '(any)'}, server "
-             f"alone on core {result['placement'][0] or '(any)'}; {result['rounds']} interleaved rounds × "
-             f"{result['seconds']:.0f} s; load average {result['load'][0]:.2f} → {result['load'][1]:.2f}.", "",
-             "| path | decisions/s min / median / max | server CPU µs per decision | decisions/s per server core |",
+             f"and the same two loads on the bare floor; Python grpc.aio client ({result['concurrency']} streams / "
+             f"{result['concurrency']} unary calls in flight) on core {result['placement'][1] or '(any)'}, the "
+             f"server measured alone on core {result['placement'][0] or '(any)'}; {result['rounds']} interleaved "
+             f"rounds × {result['seconds']:.0f} s; load average {result['load'][0]:.2f} → {result['load'][1]:.2f}.",
+             "", "| path | decisions/s min / median / max | server CPU µs per decision | decisions/s per server core |",
              "|---|---|---|---|"]
     for k, v in cells.items():
         rates = [c["per_s"] for c in v]
-        lines.append(f"| {k} | {min(rates):,.0f} / {med[k]:,.0f} / {max(rates):,.0f} | {cpu[k]:.0f} | "
+        label = {"unary": "Decide (unary)", "stream": "DecideStream"}.get(k, k)
+        lines.append(f"| {label} | {min(rates):,.0f} / {med[k]:,.0f} / {max(rates):,.0f} | {cpu[k]:.0f} | "
                      f"{per_core[k]:,.0f} |")
     lines += ["", f"DecideStream per core / unary per core: {ratio:.2f}× (target ≥ 2×: "
                   f"{'met' if ratio >= 2 else 'NOT met'})."]
+    if "bare stream" in cpu:
+        floor_ratio = cpu["bare unary"] / cpu["bare stream"]
+        # With U = Ub + u and S = Sb + s (floor + our work per decision), U / S >= 2 needs s <= U/2 - Sb.
+        allowed = cpu["unary"] / 2 - cpu["bare stream"]
+        lines += [f"The bare floor's stream per core / unary per core: {floor_ratio:.2f}×. Over the floor, a "
+                  f"stream decision costs {cpu['stream'] - cpu['bare stream']:.0f} µs of our work (the decision "
+                  f"included) and a unary one {cpu['unary'] - cpu['bare unary']:.0f} µs; for 2× at this unary "
+                  f"cost, a stream decision could take at most {allowed:.0f} µs over the floor."]
     return "\n".join(lines) + "\n"
 
 

@@ -170,12 +170,16 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 self.check(principal, method, request, context)
             return principal, request
         except LoopwiseError as error:
-            log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
-                     error.code.name, error.message)
-            if pending is not None:
-                await _drain_before_refusal(pending)
-            await context.abort_with_status(to_status(error))
+            await self._refuse_after_drain(context, method, error, principal, pending)
             raise  # abort_with_status raises; this keeps type checkers honest
+
+    async def _refuse_after_drain(self, context: grpc.aio.ServicerContext, method: str, error: LoopwiseError,
+                                  principal: Principal | None, pending: AsyncIterator[Any] | None) -> None:
+        """:meth:`refuse`, after reading what a client-streaming caller still sends
+        (``pending``; see :func:`_drain_before_refusal`)."""
+        if pending is not None:
+            await _drain_before_refusal(pending)
+        await self.refuse(context, method, error, principal)
 
     def _unary_unary(self, behavior: Callable[..., Any], method: str,
                      parse: Callable[[bytes], Any] | None) -> Callable[..., Any]:
@@ -202,8 +206,14 @@ class CallGuard(grpc.aio.ServerInterceptor):
                    parse: Callable[[bytes], Any] | None, streaming_out: bool) -> Callable[..., Any]:
         async def checked(requests: AsyncIterator[Any], principal: Principal,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-            async for raw in requests:
-                _, request = await self._guard(context, method, raw, parse, principal, pending=requests)
+            check = self.check
+            async for raw in requests:  # each message checked in line: no coroutine per message
+                try:
+                    request = _parse(raw, parse)
+                    check(principal, method, request, context)
+                except LoopwiseError as error:
+                    await self._refuse_after_drain(context, method, error, principal, requests)
+                    raise
                 yield request
 
         async def call_unary(requests: AsyncIterator[Any],
