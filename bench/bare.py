@@ -1,6 +1,8 @@
 """The floor a gRPC service in Python can reach here: a bare ``grpc.aio`` server (the same
 grpcio and channel options as loopwise's servers, no interceptors, no health, no
-reflection) serving ``/loopwise.decision.v1.DecisionService/Decide`` and ``DecideStream``.
+reflection) serving ``/loopwise.decision.v1.DecisionService/Decide`` and ``DecideStream``,
+and ``/loopwise.feedback.v1.FeedbackService/LogOutcomes`` (each request parsed, its
+outcomes counted, nothing stored: the transport floor of an ingest).
 
 ``python -m bench.bare --port P --reply-bytes N [--raw]``: by default each request (each
 message of a stream) is parsed as a ``DecideRequest`` and a ``DecideResponse`` of N
@@ -16,11 +18,13 @@ import asyncio
 import grpc
 
 from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.grpc_options import channel_options
 from loopwise.settings import Settings
 
 DECIDE = "/loopwise.decision.v1.DecisionService/Decide"
 DECIDE_STREAM = "/loopwise.decision.v1.DecisionService/DecideStream"
+LOG_OUTCOMES = "/loopwise.feedback.v1.FeedbackService/LogOutcomes"
 
 
 def reply_of(size: int) -> dpb.DecideResponse:
@@ -37,7 +41,8 @@ def reply_of(size: int) -> dpb.DecideResponse:
 
 
 class Bare(grpc.GenericRpcHandler):
-    """Decide and DecideStream only, parsed (or raw bytes): one answer per request."""
+    """Decide and DecideStream, parsed (or raw bytes): one answer per request; and
+    LogOutcomes, parsed and counted."""
 
     def __init__(self, size: int, raw: bool) -> None:
         if raw:
@@ -72,8 +77,16 @@ class Bare(grpc.GenericRpcHandler):
             self.handlers = {DECIDE: grpc.unary_unary_rpc_method_handler(decide, **codec),
                              DECIDE_STREAM: grpc.stream_stream_rpc_method_handler(stream, **codec)}
 
+
+        async def log_outcomes(request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:
+            return fpb.LogOutcomesResponse(accepted=len(request.outcomes))
+
+        self.handlers[LOG_OUTCOMES] = grpc.unary_unary_rpc_method_handler(
+            log_outcomes, request_deserializer=fpb.LogOutcomesRequest.FromString,
+            response_serializer=fpb.LogOutcomesResponse.SerializeToString)
+
     def service(self, handler_call_details):
-        """The handler of Decide or DecideStream, or None."""
+        """The handler of Decide, DecideStream or LogOutcomes, or None."""
         return self.handlers.get(handler_call_details.method)
 
 

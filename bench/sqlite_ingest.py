@@ -5,12 +5,14 @@
 
 Starts decision (for the use case) and feedback as processes on loopback. Each round
 sends ``--rows`` new outcomes (distinct decision ids of the last minute) through one
-gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight; then the raw
-baseline inserts as many new rows, one transaction per ``--batch`` rows, in this
-process. Rounds alternate the two. Placement, with two or more cores: the feedback
-service (all its threads) and the raw baseline on the server core, this process's
-client on the other one. Prints a markdown table (rows/s min / median / max and the
-ratio of medians).
+gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight; the same load
+to the bare floor (bench/bare.py: a grpc.aio server that parses each request and
+stores nothing, the transport's share); then the raw baseline inserts as many new
+rows, one transaction per ``--batch`` rows, in this process. Rounds alternate the
+three. Placement, with two or more cores: the feedback service (all its threads), the
+bare server and the raw baseline on the server core, this process's client on the
+other one. Prints a markdown table (rows/s min / median / max, CPU µs per row of the
+serving process, and the ratio of medians).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import asyncio
 import os
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,15 +31,21 @@ from pathlib import Path
 import grpc
 
 from bench.floor import cores, pin
+from bench.run import ROOT, cpu_seconds
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
+from loopwise.launcher import free_port
 from loopwise.store.feedback import SCHEMA
 from tests.feedback.helpers import blueprint, id_at
 from tests.support import new_launcher
 
 USE_CASE = "ingest"
+# The table's rows.
+OURS = "LogOutcomes (gRPC, feedback service, SQLite)"
+BARE = "bare grpc.aio LogOutcomes (parsed, not stored)"
+RAW = "raw sqlite3 executemany"
 IN_FLIGHT = 4
 INSERT = ("INSERT OR IGNORE INTO outcomes (use_case, decision_id, outcome_id, name, value, label, event_time_ms, "
           "decision_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?,?)")
@@ -65,17 +75,37 @@ async def grpc_round(address: str, rows: list[fpb.Outcome], batch: int) -> float
         return len(rows) / (time.perf_counter() - started)
 
 
-def raw_round(conn: sqlite3.Connection, rows: list[fpb.Outcome], batch: int) -> float:
-    """Rows per second with executemany (the tuples built beforehand, as a bare client would have them)."""
+def raw_round(conn: sqlite3.Connection, rows: list[fpb.Outcome], batch: int) -> tuple[float, float]:
+    """Rows per second with executemany (the tuples built beforehand, as a bare client
+    would have them), and this process's CPU µs per row meanwhile."""
     now_us = int(time.time() * 1e6)
     tuples = [(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, now_us // 1000, now_us // 1000,
                o.item_id, now_us) for o in rows]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(tuples), batch):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT, tuples[i:i + batch])
         conn.execute("COMMIT")
-    return len(rows) / (time.perf_counter() - started)
+    return len(rows) / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / len(rows)
+
+
+async def served_round(address: str, pid: int, rows: list[fpb.Outcome], batch: int) -> tuple[float, float]:
+    """:func:`grpc_round` against a server process: rows per second and its CPU µs per row."""
+    before = cpu_seconds([pid])
+    rate = await grpc_round(address, rows, batch)
+    return rate, (cpu_seconds([pid]) - before) * 1e6 / len(rows)
+
+
+def start_bare(core: str) -> tuple[subprocess.Popen, str]:
+    """The bare floor's server (bench/bare.py) pinned to ``core``; (process, address)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bare", "--port", str(port), "--reply-bytes", "100"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+    pin(proc.pid, core)
+    return proc, address
 
 
 async def run(rows: int, batch: int, rounds: int) -> str:
@@ -86,47 +116,62 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
-    ours: list[float] = []
-    raw: list[float] = []
+    cells: dict[str, list[tuple[float, float]]] = {OURS: [], BARE: [], RAW: []}
     load = [os.getloadavg()[0], 0.0]
     server_core, client_core = cores()
     allowed = os.sched_getaffinity(0)
+    bare = None
     try:
         launcher.start_all(["decision", "feedback"])
         feedback_pid = launcher.pid("feedback")
         assert feedback_pid is not None
         pin(feedback_pid, server_core)
+        bare, bare_address = start_bare(server_core)
         with grpc.insecure_channel(launcher.address("decision")) as channel:
             dgrpc.DecisionServiceStub(channel).ApplyUseCase(
                 dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
-        await grpc_round(launcher.address("feedback"), outcomes(2000, 10**9), batch)  # warm-up
+        for address in (launcher.address("feedback"), bare_address):  # warm-up
+            await grpc_round(address, outcomes(2000, 10**9), batch)
         for r in range(rounds):
             pin(os.getpid(), client_core)
-            ours.append(await grpc_round(launcher.address("feedback"), outcomes(rows, 2 * r * rows), batch))
+            cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid,
+                                                  outcomes(rows, 2 * r * rows), batch))
+            cells[BARE].append(await served_round(bare_address, bare.pid, outcomes(rows, 2 * r * rows), batch))
             pin(os.getpid(), server_core)
-            raw.append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
-            print(f"round {r + 1}: LogOutcomes {ours[-1]:,.0f} rows/s, executemany {raw[-1]:,.0f} rows/s", flush=True)
+            cells[RAW].append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
+            print(f"round {r + 1}: " + ", ".join(f"{name} {cell[-1][0]:,.0f} rows/s" for name, cell in cells.items()),
+                  flush=True)
     finally:
         if server_core:
             os.sched_setaffinity(0, allowed)
             pin(os.getpid(), ",".join(map(str, sorted(allowed))))
+        if bare is not None:
+            bare.terminate()
+            bare.wait(timeout=30)
         launcher.stop_all()
         conn.close()
     load[1] = os.getloadavg()[0]
-    ratio = statistics.median(ours) / statistics.median(raw)
+    rate = {name: statistics.median(r for r, _ in cell) for name, cell in cells.items()}
+    cpu = {name: statistics.median(c for _, c in cell) for name, cell in cells.items()}
+    ratio = rate[OURS] / rate[RAW]
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
         f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the feedback service (all its "
-        f"threads) and the raw baseline on core {server_core or '(any)'}, the client on core "
+        f"threads), the bare floor and the raw baseline on core {server_core or '(any)'}, the client on core "
         f"{client_core or '(any)'}; load average {load[0]:.2f} → {load[1]:.2f}.",
         "",
-        "| path | rows/s min / median / max |",
-        "|---|---|",
-        f"| LogOutcomes (gRPC, feedback service, SQLite) | {min(ours):,.0f} / {statistics.median(ours):,.0f} / "
-        f"{max(ours):,.0f} |",
-        f"| raw sqlite3 executemany | {min(raw):,.0f} / {statistics.median(raw):,.0f} / {max(raw):,.0f} |",
+        "| path | rows/s min / median / max | CPU µs per row (median) |",
+        "|---|---|---|",
+    ]
+    for name, cell in cells.items():
+        rates = [r for r, _ in cell]
+        lines.append(f"| {name} | {min(rates):,.0f} / {rate[name]:,.0f} / {max(rates):,.0f} | {cpu[name]:.2f} |")
+    lines += [
         "",
         f"LogOutcomes / executemany (medians): {ratio:.2f}× (target ≥ 0.5×: {'met' if ratio >= 0.5 else 'NOT met'})",
+        "",
+        f"Per row, the service spends {cpu[OURS]:.2f} µs of CPU: the transport and parse floor {cpu[BARE]:.2f}, "
+        f"the raw insert {cpu[RAW]:.2f}, and {cpu[OURS] - cpu[BARE] - cpu[RAW]:.2f} µs more.",
     ]
     return "\n".join(lines) + "\n"
 
