@@ -23,8 +23,9 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-# Decision service vs baselines in the same run, then the floor, DecideStream, DecideBatch and
-# SQLite ingest sections, then the overload section (about 20 minutes); writes docs/benchmarks.md.
+# Decision service vs baselines in the same run, then the floor, DecideStream, DecideBatch,
+# SQLite ingest and Cassandra ingest sections (the last starts its own Cassandra node), then
+# the overload section (about 25 minutes); writes docs/benchmarks.md.
 bench: install
 	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench --out docs/benchmarks.md
 	LOOPWISE_BENCH_FROM_MAKE=1 $(PY) -m bench.overload --out docs/benchmarks.md

@@ -2,15 +2,24 @@
 ``execute_concurrent`` of the same prepared insert, ReadTrainingData rows/s over joined
 decisions, and the feedback service's resident memory under that load.
 
-    .venv/bin/python -m bench.feedback_ingest [--ingest-rows 100000] [--read-rows 1000000]
+    .venv/bin/python -m bench.feedback_ingest [--ingest-rows 100000] [--rounds 3]
+        [--read-rows 1000000] [--out FILE]
 
 Starts its own Cassandra (deploy/cassandra/cassandra.sh, free ports, a temporary
-directory) and the feedback service as a process; prints a markdown table.
+directory) and the feedback service as a process. Each round inserts ``--ingest-rows``
+new outcomes with the raw driver, then sends as many through LogOutcomes; rounds
+alternate the two, after a warm-up of each. Cassandra, the feedback service and this
+client share the machine's cores (not pinned: Cassandra's JVM uses them all). Then,
+unless ``--read-rows 0``, it loads that many joined decisions and reads them back with
+ReadTrainingData. Prints a markdown table (rows/s min / median / max, the ratio of
+medians and its verdict).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -65,7 +74,8 @@ def _ids(n: int, t0: int, step: int = 1) -> list[str]:
 
 
 def raw_ingest(session, n: int, concurrency: int) -> float:
-    """Rows/s of execute_concurrent_with_args with the store's prepared outcome insert."""
+    """Rows/s of execute_concurrent_with_args with the store's prepared outcome insert
+    (new decision ids on every call)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     insert = session.prepare(fc._INSERT_OUTCOME)
@@ -83,7 +93,8 @@ def raw_ingest(session, n: int, concurrency: int) -> float:
 
 
 def service_ingest(address: str, n: int, batch: int, channels: int) -> float:
-    """Rows/s of LogOutcomes in batches over several client channels (threads)."""
+    """Rows/s of LogOutcomes in batches over several client channels (threads), new
+    decision ids on every call."""
     t0 = int(time.time() * 1000) - 7_000_000
     ids = _ids(n, t0)
     requests = []
@@ -158,18 +169,30 @@ def read_training(address: str, expected: int) -> float:
     return rows / elapsed
 
 
+def spread(rates: list[float]) -> str:
+    """``min / median / max`` of rows/s."""
+    return f"{min(rates):,.0f} / {statistics.median(rates):,.0f} / {max(rates):,.0f}"
+
+
 def main() -> None:
+    """Command line entry."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ingest-rows", type=int, default=100_000)
-    parser.add_argument("--read-rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the ingest comparison")
+    parser.add_argument("--read-rows", type=int, default=1_000_000, help="0: no ReadTrainingData part")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=512, help="raw execute_concurrent concurrency")
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
     args = parser.parse_args()
 
     from cassandra.cluster import Cluster
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
+    raw: list[float] = []
+    svc: list[float] = []
+    read = load_s = read_rss = 0.0
+    load = [os.getloadavg()[0], 0.0]
     with tempfile.TemporaryDirectory(prefix="loopwise-bench-") as tmp:
         root = Path(tmp)
         cassandra = CassandraInstance(root / "cassandra")
@@ -194,16 +217,18 @@ def main() -> None:
             raw_ingest(session, min(5000, args.ingest_rows), args.concurrency)  # warm-up
             service_ingest(address, min(5000, args.ingest_rows), args.batch, args.channels)
             sampler.take()
-            print("raw ...", file=sys.stderr, flush=True)
-            raw = raw_ingest(session, args.ingest_rows, args.concurrency)
-            print("svc ...", file=sys.stderr, flush=True)
-            svc = service_ingest(address, args.ingest_rows, args.batch, args.channels)
+            for r in range(args.rounds):
+                raw.append(raw_ingest(session, args.ingest_rows, args.concurrency))
+                svc.append(service_ingest(address, args.ingest_rows, args.batch, args.channels))
+                print(f"round {r + 1}: execute_concurrent {raw[-1]:,.0f} rows/s, LogOutcomes {svc[-1]:,.0f} rows/s",
+                      file=sys.stderr, flush=True)
             ingest_rss = sampler.take()
-            print("load_s ...", file=sys.stderr, flush=True)
-            load_s = load_joined(session, args.read_rows, args.concurrency)
-            print("read ...", file=sys.stderr, flush=True)
-            read = read_training(address, args.read_rows)
-            read_rss = sampler.take()
+            if args.read_rows:
+                print("loading joined decisions ...", file=sys.stderr, flush=True)
+                load_s = load_joined(session, args.read_rows, args.concurrency)
+                print("ReadTrainingData ...", file=sys.stderr, flush=True)
+                read = read_training(address, args.read_rows)
+                read_rss = sampler.take()
             sampler.stop.set()
         finally:
             if cluster is not None:
@@ -211,20 +236,38 @@ def main() -> None:
             launcher.stop("feedback")
             server.stop(0)
             cassandra.kill()
+    load[1] = os.getloadavg()[0]
 
-    print(f"\nFeedback on one Cassandra 5.0 node (same machine, same run); "
-          f"`python -m bench.feedback_ingest --ingest-rows {args.ingest_rows} --read-rows {args.read_rows}`\n")
-    print("| measure | value |")
-    print("|---|---|")
-    print(f"| raw cassandra-driver execute_concurrent (prepared outcome insert, concurrency {args.concurrency}) "
-          f"| {raw:,.0f} rows/s |")
-    print(f"| LogOutcomes, batches of {args.batch}, {args.channels} channels "
-          f"| {svc:,.0f} rows/s |")
-    print(f"| ratio LogOutcomes / raw (target >= 0.5) | {svc / raw:.2f} |")
-    print(f"| ReadTrainingData, {args.read_rows:,} joined decisions over 29 days | {read:,.0f} rows/s |")
-    print(f"| loading them (raw execute_concurrent, decisions + outcomes) | {load_s:,.0f} s |")
-    print(f"| feedback RSS: idle / peak during ingestion / peak during the read "
-          f"| {idle_rss:,.0f} / {ingest_rss:,.0f} / {read_rss:,.0f} MiB |")
+    ratio = statistics.median(svc) / statistics.median(raw)
+    lines = [
+        f"LogOutcomes into feedback on one Cassandra 5.0 node against the raw cassandra-driver's "
+        f"`execute_concurrent` of the same prepared insert (concurrency {args.concurrency}); {args.rounds} "
+        f"interleaved rounds of {args.ingest_rows:,} new rows after a warm-up; LogOutcomes in batches of "
+        f"{args.batch} over {args.channels} channels; Cassandra, the feedback service and the client share the "
+        f"machine's cores (not pinned); load average {load[0]:.2f} → {load[1]:.2f}.",
+        "",
+        "| path | rows/s min / median / max |",
+        "|---|---|",
+        f"| LogOutcomes (gRPC, feedback service, Cassandra) | {spread(svc)} |",
+        f"| raw cassandra-driver execute_concurrent | {spread(raw)} |",
+        "",
+        f"LogOutcomes / execute_concurrent (medians): {ratio:.2f}× (target ≥ 0.5×: "
+        f"{'met' if ratio >= 0.5 else 'NOT met'})",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    if args.read_rows:
+        lines += [f"| ReadTrainingData, {args.read_rows:,} joined decisions over 29 days | {read:,.0f} rows/s |",
+                  f"| loading them (raw execute_concurrent, decisions + outcomes) | {load_s:,.0f} s |",
+                  f"| feedback RSS: idle / peak during ingestion / peak during the read "
+                  f"| {idle_rss:,.0f} / {ingest_rss:,.0f} / {read_rss:,.0f} MiB |"]
+    else:
+        lines += [f"| feedback RSS: idle / peak during ingestion | {idle_rss:,.0f} / {ingest_rss:,.0f} MiB |"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

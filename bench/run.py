@@ -532,6 +532,8 @@ SECTIONS = (
     ("## DecideStream against unary Decide (bench/stream.py)", "bench.stream", ()),
     ("## DecideBatch against raw onnxruntime (bench/batch.py)", "bench.batch", ()),
     ("## LogOutcomes on SQLite against raw executemany (bench/sqlite_ingest.py)", "bench.sqlite_ingest", ()),
+    ("## LogOutcomes on Cassandra against raw execute_concurrent (bench/feedback_ingest.py)",
+     "bench.feedback_ingest", ("--ingest-rows", "50000", "--read-rows", "0")),
 )
 
 
