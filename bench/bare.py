@@ -77,7 +77,6 @@ class Bare(grpc.GenericRpcHandler):
             self.handlers = {DECIDE: grpc.unary_unary_rpc_method_handler(decide, **codec),
                              DECIDE_STREAM: grpc.stream_stream_rpc_method_handler(stream, **codec)}
 
-
         async def log_outcomes(request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:
             return fpb.LogOutcomesResponse(accepted=len(request.outcomes))
 

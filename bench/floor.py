@@ -83,16 +83,16 @@ def pin(pid: int, core: str) -> None:
         subprocess.run(["taskset", "-a", "-c", "-p", core, str(pid)], check=True, capture_output=True)
 
 
-def start_bare(bench: Bench, reply_bytes: int, raw: bool, core: str) -> tuple[str, int]:
-    """A bare server process (bench/bare.py) pinned to ``core``, stopped with the
-    bench's other processes; (target, pid)."""
+def start_bare(started: list[subprocess.Popen], reply_bytes: int, raw: bool, core: str) -> tuple[str, int]:
+    """A bare server process (bench/bare.py) pinned to ``core``, added to ``started``
+    (the processes its caller stops); (target, pid)."""
     port = free_port()
     args = [sys.executable, "-m", "bench.bare", "--port", str(port), "--reply-bytes", str(reply_bytes)]
     if raw:
         args.append("--raw")
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    bench.started.append(proc)
+    started.append(proc)
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as ch:
         grpc.channel_ready_future(ch).result(timeout=30)
@@ -114,7 +114,7 @@ class Floor:
 
     def start_bare(self, reply_bytes: int, raw: bool) -> tuple[str, int]:
         """A bare server process pinned to the server core; (target, pid)."""
-        return start_bare(self.bench, reply_bytes, raw, self.server_core)
+        return start_bare(self.bench.started, reply_bytes, raw, self.server_core)
 
     def ghz_run(self, target: str, payload: str, concurrency: int, seconds: float) -> dict:
         """One ghz run (one connection per 8 in flight); its JSON summary."""

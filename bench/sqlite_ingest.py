@@ -23,20 +23,18 @@ import os
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
-from bench.floor import cores, pin
-from bench.run import ROOT, cpu_seconds
+from bench.floor import cores, pin, start_bare
+from bench.run import cpu_seconds
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.launcher import free_port
 from loopwise.store.feedback import SCHEMA
 from tests.feedback.helpers import blueprint, id_at
 from tests.support import new_launcher
@@ -96,18 +94,6 @@ async def served_round(address: str, pid: int, rows: list[fpb.Outcome], batch: i
     return rate, (cpu_seconds([pid]) - before) * 1e6 / len(rows)
 
 
-def start_bare(core: str) -> tuple[subprocess.Popen, str]:
-    """The bare floor's server (bench/bare.py) pinned to ``core``; (process, address)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.bare", "--port", str(port), "--reply-bytes", "100"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-    pin(proc.pid, core)
-    return proc, address
-
-
 async def run(rows: int, batch: int, rounds: int) -> str:
     """The comparison; returns a markdown table."""
     work = Path(tempfile.mkdtemp(prefix="lw-sqlite-ingest-"))
@@ -120,13 +106,13 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     load = [os.getloadavg()[0], 0.0]
     server_core, client_core = cores()
     allowed = os.sched_getaffinity(0)
-    bare = None
+    started: list[subprocess.Popen] = []
     try:
         launcher.start_all(["decision", "feedback"])
         feedback_pid = launcher.pid("feedback")
         assert feedback_pid is not None
         pin(feedback_pid, server_core)
-        bare, bare_address = start_bare(server_core)
+        bare_address, bare_pid = start_bare(started, 100, False, server_core)
         with grpc.insecure_channel(launcher.address("decision")) as channel:
             dgrpc.DecisionServiceStub(channel).ApplyUseCase(
                 dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
@@ -136,7 +122,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
             pin(os.getpid(), client_core)
             cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid,
                                                   outcomes(rows, 2 * r * rows), batch))
-            cells[BARE].append(await served_round(bare_address, bare.pid, outcomes(rows, 2 * r * rows), batch))
+            cells[BARE].append(await served_round(bare_address, bare_pid, outcomes(rows, 2 * r * rows), batch))
             pin(os.getpid(), server_core)
             cells[RAW].append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
             print(f"round {r + 1}: " + ", ".join(f"{name} {cell[-1][0]:,.0f} rows/s" for name, cell in cells.items()),
@@ -145,9 +131,9 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         if server_core:
             os.sched_setaffinity(0, allowed)
             pin(os.getpid(), ",".join(map(str, sorted(allowed))))
-        if bare is not None:
-            bare.terminate()
-            bare.wait(timeout=30)
+        for proc in started:
+            proc.terminate()
+            proc.wait(timeout=30)
         launcher.stop_all()
         conn.close()
     load[1] = os.getloadavg()[0]

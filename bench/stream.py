@@ -94,7 +94,7 @@ async def run(quick: bool) -> dict:
         with grpc.insecure_channel(target) as ch:
             reply = dgrpc.DecisionServiceStub(ch).Decide(decide_request(USE_CASE), timeout=10)
         servers = {"decision": (target, pid),
-                   "bare": start_bare(bench, dpb.DecideResponse(decision=reply.decision).ByteSize(), False,
+                   "bare": start_bare(bench.started, dpb.DecideResponse(decision=reply.decision).ByteSize(), False,
                                       server_core)}
         for _ in range(rounds):
             for name, (server, kind) in kinds.items():
