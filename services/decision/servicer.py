@@ -14,6 +14,7 @@ completed, and as undelivered when the stream ended before. When the decision lo
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,8 @@ SEND_MARGIN_S = 0.005
 # bytes to the transport) takes microseconds, and admission control bounds how long the
 # event loop can be behind. Closer to the deadline, the end of the call's task decides.
 SURE_DELIVERY_S = 0.25
+# Most requests of one DecideStream read and not yet answered (StreamReader).
+READ_AHEAD = 16
 
 
 def observe_decision(decision: dpb.Decision, in_stream: bool = False) -> None:
@@ -132,36 +135,38 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         asyncio.current_task().add_done_callback(delivery.on_done)
 
     async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:
-        """A bidi stream of Decide calls, answered in order. A bad request ends the
-        stream with its error (INVALID_ARGUMENT / NOT_FOUND); a stopping server ends it
-        with UNAVAILABLE so that the client reconnects elsewhere."""
-        iterator = request_iterator.__aiter__()
-        while True:
-            self.stopping.check()
-            try:
-                request = await self.stopping.until(iterator.__anext__())
-            except StopAsyncIteration:
-                return
-            delivery = self.core.delivery()
-            try:
-                response = await self.queue.decide(request, time.perf_counter(), delivery)
-            except BaseException:
-                delivery.settle(delivered=False, sent=False)
-                raise
-            observe_decision(response.decision, in_stream=True)
-            remaining = context.time_remaining()
-            if remaining is not None and remaining < SEND_MARGIN_S:
-                delivery.settle(delivered=False, sent=False)
-                raise DeadlineExceeded("the decision was ready too close to the stream's deadline to reach "
-                                       "the caller; it was not sent")
-            if _log_before_answer(self.core):
-                delivery.settle(delivered=True)
-            try:
-                yield response
-            except BaseException:  # the stream ended before this answer was written
-                delivery.settle(delivered=False)
-                raise
-            delivery.settle(delivered=True)  # resumed: grpc wrote the answer
+        """A bidi stream of Decide calls, answered in order. Requests are read ahead of
+        their answers (:class:`StreamReader`). A bad request ends the stream with its
+        error (INVALID_ARGUMENT / NOT_FOUND) after the answers before it; a stopping
+        server ends it with UNAVAILABLE so that the client reconnects elsewhere."""
+        reader = StreamReader(self, request_iterator)
+        try:
+            while True:
+                item = await reader.next()
+                if item is None:
+                    return
+                future, delivery = item
+                try:
+                    response = await future
+                except BaseException:
+                    delivery.settle(delivered=False, sent=False)
+                    raise
+                observe_decision(response.decision, in_stream=True)
+                remaining = context.time_remaining()
+                if remaining is not None and remaining < SEND_MARGIN_S:
+                    delivery.settle(delivered=False, sent=False)
+                    raise DeadlineExceeded("the decision was ready too close to the stream's deadline to reach "
+                                           "the caller; it was not sent")
+                if _log_before_answer(self.core):
+                    delivery.settle(delivered=True)
+                try:
+                    yield response
+                except BaseException:  # the stream ended before this answer was written
+                    delivery.settle(delivered=False)
+                    raise
+                delivery.settle(delivered=True)  # resumed: grpc wrote the answer
+        finally:
+            reader.close()
 
     async def ApplyUseCase(self, request: dpb.ApplyUseCaseRequest, context) -> dpb.ApplyUseCaseResponse:
         """Create a use case or a new blueprint version (or only validate)."""
@@ -220,6 +225,86 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
             message.change_time.FromMilliseconds(c.time_ms)
             changes.append(message)
         return dpb.ListUseCaseChangesResponse(changes=changes)
+
+
+class StreamReader:
+    """Reads a DecideStream's requests ahead of its answers, each handed to the
+    :class:`DecideQueue` as it arrives: a caller that sends requests without waiting
+    for each answer (as loopwise's client does) has them decided together in one pass,
+    while the answers before them are written. At most ``READ_AHEAD`` requests are
+    read and not yet answered; the reader then waits (and grpc's flow control holds
+    the caller). A caller that waits for each answer gets the same work as without it.
+
+    The reading runs in one task per stream; the stream's own task takes the answers
+    in order with :meth:`next`. The reader's end (the caller's half-close, a bad
+    request, the server stopping) reaches :meth:`next` after the answers read before
+    it. :meth:`close` stops the reader and logs the decisions read ahead but not
+    answered as undelivered."""
+
+    def __init__(self, servicer: DecisionServicer, request_iterator) -> None:
+        self._servicer = servicer
+        self._pending: collections.deque[tuple[asyncio.Future, Delivery]] = collections.deque()
+        self._wakeup: asyncio.Future | None = None  # the side waiting for the other, if any
+        self._end: BaseException | None = None
+        self._ended = False
+        self._task = asyncio.ensure_future(self._read(request_iterator.__aiter__()))
+
+    async def _read(self, iterator) -> None:
+        stopping = self._servicer.stopping
+        try:
+            stopping.check()
+            # The whole reading waits under until(): a stopping server cancels it wherever
+            # it waits (for the next request, or for room), with UNAVAILABLE.
+            await stopping.until(self._read_all(iterator))
+        except StopAsyncIteration:
+            pass
+        except BaseException as error:  # the stream's end: the caller's error, UNAVAILABLE, ...
+            self._end = error
+        finally:
+            self._ended = True
+            self._wake()
+
+    async def _read_all(self, iterator) -> None:
+        queue, core, pending = self._servicer.queue, self._servicer.core, self._pending
+        perf_counter = time.perf_counter
+        while True:
+            request = await iterator.__anext__()
+            delivery = core.delivery()
+            pending.append((queue.decide(request, perf_counter(), delivery), delivery))
+            self._wake()
+            if len(pending) >= READ_AHEAD:
+                self._wakeup = asyncio.get_running_loop().create_future()
+                await self._wakeup
+
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def next(self) -> tuple[asyncio.Future, Delivery] | None:
+        """The next request's decision (a future of its ``DecideResponse``) and its
+        delivery; None when the caller half-closed; the reader's error after the last
+        answer before it."""
+        while not self._pending:
+            if self._ended:
+                if self._end is not None:
+                    raise self._end
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        item = self._pending.popleft()
+        if len(self._pending) == READ_AHEAD - 1:
+            self._wake()  # the reader waits for room
+        return item
+
+    def close(self) -> None:
+        """Stop reading; the decisions read and not answered are logged as undelivered
+        (and never sent)."""
+        self._task.cancel()
+        while self._pending:
+            future, delivery = self._pending.popleft()
+            future.cancel()  # not decided yet: the queue skips it
+            delivery.settle(delivered=False, sent=False)
 
 
 def _log_before_answer(core: DecisionCore) -> bool:

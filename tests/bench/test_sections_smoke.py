@@ -21,7 +21,8 @@ RATE = re.compile(r"\| [\d,]+ / [\d,]+ / [\d,]+ \|")
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("module, paths", [
     ("bench.sqlite_ingest", ("LogOutcomes (gRPC, feedback service, SQLite)", "raw sqlite3 executemany")),
-    ("bench.stream", ("| Decide (unary) |", "| DecideStream |", "| bare unary |", "| bare stream |")),
+    ("bench.stream", ("| Decide (unary) |", "| DecideStream, answer awaited |", "| DecideStream, sent ahead |",
+                      "| bare unary |", "| bare stream, answer awaited |", "| bare stream, sent ahead |")),
     ("bench.batch", ("| DecideBatch, 1 in flight |", "| DecideBatch, 2 in flight |", "| raw onnxruntime |")),
 ])
 def test_section_runs_both_sides_and_states_its_verdict(tmp_path: Path, module: str, paths: tuple[str, ...]) -> None:

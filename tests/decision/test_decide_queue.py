@@ -15,6 +15,7 @@ from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.errors import LoopwiseError
 from loopwise.services.decision.decide_queue import DecideQueue
 from loopwise.services.decision.models import Serving
+from loopwise.services.decision.servicer import READ_AHEAD, StreamReader
 from tests.decision.helpers import blueprint, features, linear_onnx, start_decider
 from tests.decision.test_lean_path import _cores, _plain, _scorer
 
@@ -177,5 +178,58 @@ async def test_the_queue_setting_reaches_the_servicer(make_settings, turns) -> N
     decider = await start_decider(make_settings(decide_queue_turns=turns))
     try:
         assert decider.servicer.queue.turns == turns
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_sent_ahead_is_answered_in_order_and_decided_together(tmp_path, make_settings) -> None:
+    """A caller that writes 200 requests on one stream before reading any answer (as
+    loopwise's client streams an iterable) gets each answer in its request's place,
+    and the requests read ahead are decided several per pass."""
+    decider = await start_decider(make_settings())
+    try:
+        await decider.apply(blueprint("lin", kind="binary", threshold=0.2))
+        model = linear_onnx([np.array([10.0, 0.0, 0.0])], [np.zeros(1)])
+        decider.watcher.scorers["lin"] = Serving(production=_scorer(tmp_path, decider.core.use_cases.get("lin"),
+                                                                    model, "variable"))
+        queue = decider.servicer.queue
+        requests = [dpb.DecideRequest(use_case="lin", unit_id=f"u{i}", features=features(x=i / 1000.0, y=0.0),
+                                      disable_exploration=True) for i in range(200)]
+        answers = [reply.decision async for reply in decider.stub.DecideStream(iter(requests), timeout=30)]
+        assert [round(a.score * 100) for a in answers] == list(range(200))
+        assert all(a.action_index == int(a.score >= 0.2) and not a.fallback for a in answers)
+        assert queue.decided == 200 and queue.passes < 100, queue.passes
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_reads_at_most_read_ahead_requests_before_their_answers(make_settings) -> None:
+    """The reader stops READ_AHEAD requests ahead of the answers taken (grpc's flow
+    control then holds the caller), reads one more per answer taken, and when the
+    stream ends the decisions read ahead are logged as never sent."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+        sent = 0
+
+        async def requests():
+            nonlocal sent
+            for _ in range(100):
+                sent += 1
+                yield dpb.DecideRequest(use_case="offer", features=features())
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        reader = StreamReader(decider.servicer, requests())
+        await settle()
+        assert sent == READ_AHEAD
+        future, _ = await reader.next()
+        assert (await future).decision.decision_id
+        await settle()
+        assert sent == READ_AHEAD + 1
+        reader.close()
+        assert decider.core.unsent == {"offer": READ_AHEAD}
     finally:
         await decider.stop()

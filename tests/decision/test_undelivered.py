@@ -127,6 +127,26 @@ async def test_decide_stream_logs_what_was_written_and_what_was_not(logged) -> N
     assert _undelivered_metric(d) == {("offer",): 2.0}
 
 
+async def test_a_bad_request_ends_a_stream_sent_ahead_after_the_answers_before_it(logged) -> None:
+    """30 requests written before any answer is read, the 11th of an unknown use case:
+    the 10 answers before it arrive, then NOT_FOUND. Every decision made is logged
+    once: the 10 written as delivered, any read ahead past the bad request as
+    undelivered (never sent)."""
+    d, feedback = logged
+    requests = [dpb.DecideRequest(use_case="missing" if i == 10 else "offer", unit_id=f"ahead-{i}",
+                                  features=features()) for i in range(30)]
+    # A blocking client: grpcio's asyncio client reports INTERNAL in place of the status
+    # when it arrives while the client is still writing (grpc/grpc#36066).
+    answers, code = await asyncio.to_thread(_stream_all, d.settings.decision_address, requests)
+    assert code == grpc.StatusCode.NOT_FOUND and len(answers) == 10
+    await wait_until(lambda: len(feedback.records) == d.core.served)
+    logged_units = _by_unit(feedback)
+    assert {f"ahead-{i}" for i in range(10)} <= set(logged_units)
+    assert all(logged_units[unit] == (int(unit.split("-")[1]) > 10) for unit in logged_units)
+    unsent = d.core.served - 10
+    assert _undelivered_metric(d) == ({("offer",): float(unsent)} if unsent else {})
+
+
 async def test_durable_log_marks_decisions_when_they_are_ready(make_settings, monkeypatch) -> None:
     """With the log's ``durable`` mode a decision is logged before its answer leaves,
     so it is marked when it is ready: late ones are still never sent."""
@@ -149,6 +169,20 @@ async def test_durable_log_marks_decisions_when_they_are_ready(make_settings, mo
     finally:
         await d.stop()
         await server.stop(0)
+
+
+def _stream_all(address: str, requests: list[dpb.DecideRequest]) -> tuple[list[dpb.DecideResponse],
+                                                                            grpc.StatusCode | None]:
+    """All of ``requests`` on one DecideStream from a blocking client: the answers
+    read, and the status code the stream ended with (None: OK)."""
+    answers = []
+    with grpc.insecure_channel(address) as channel:
+        try:
+            for reply in dgrpc.DecisionServiceStub(channel).DecideStream(iter(requests), timeout=30):
+                answers.append(reply)
+        except grpc.RpcError as error:
+            return answers, error.code()
+    return answers, None
 
 
 def _cancel_while_deciding(address: str) -> None:
