@@ -8,7 +8,7 @@ its own process) on core 0. Three loads:
 - unary: N tasks each keep one Decide in flight;
 - stream, answer awaited: N DecideStream calls, each writes a request and reads its
   answer in turn (one request in flight per stream);
-- stream, sent ahead: AHEAD_STREAMS DecideStream calls, each keeps up to AHEAD_WINDOW
+- stream, sent ahead: AHEAD_STREAMS DecideStream call(s), each keeping up to AHEAD_WINDOW
   requests written and not yet answered, as loopwise's client does when it streams an
   iterable of requests (the same N in flight in all).
 
@@ -44,8 +44,8 @@ from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 USE_CASE = "bench_lr"
 IN_FLIGHT = 8
 # The sent-ahead load: streams × requests ahead per stream = IN_FLIGHT.
-AHEAD_STREAMS = 2
-AHEAD_WINDOW = 4
+AHEAD_STREAMS = 1
+AHEAD_WINDOW = 8
 # cell name: (server, load, streams or calls, requests in flight per stream)
 CELLS = {
     "unary": ("decision", "unary", IN_FLIGHT, 1),
