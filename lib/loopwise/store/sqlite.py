@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -71,7 +72,7 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
     if full:
         sql = _multi_row(insert, per)
         for start in range(0, full, per):
-            conn.execute(sql, [value for row in rows[start:start + per] for value in row])
+            conn.execute(sql, list(chain.from_iterable(rows[start:start + per])))
     if full < len(rows):
         conn.executemany(insert, rows[full:])
 
