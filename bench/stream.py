@@ -170,7 +170,7 @@ def markdown(result: dict) -> str:
              f"{result['placement'][1] or '(any)'}, the server measured alone on core "
              f"{result['placement'][0] or '(any)'}; {IN_FLIGHT} requests in flight in every load: {IN_FLIGHT} "
              f"unary calls, {IN_FLIGHT} streams that await each answer before the next request, or "
-             f"{AHEAD_STREAMS} streams with up to {AHEAD_WINDOW} requests sent ahead of their answers (as "
+             f"{AHEAD_STREAMS} stream{'s' if AHEAD_STREAMS > 1 else ''} with up to {AHEAD_WINDOW} requests sent ahead of their answers (as "
              f"loopwise's client streams an iterable); {result['rounds']} interleaved rounds × "
              f"{result['seconds']:.0f} s; load average {result['load'][0]:.2f} → {result['load'][1]:.2f}.",
              "", "| path | decisions/s min / median / max | server CPU µs per decision | decisions/s per server core |",
