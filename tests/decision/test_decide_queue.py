@@ -130,16 +130,23 @@ async def test_the_queue_lets_other_ready_work_go_first_at_most_turns_times(tmp_
 
 
 
+async def _linear_decider(tmp_path, make_settings):
+    """A decision service whose use case ``lin`` scores 10 × the request's x (a binary
+    use case, threshold 0.2)."""
+    decider = await start_decider(make_settings())
+    await decider.apply(blueprint("lin", kind="binary", threshold=0.2))
+    model = linear_onnx([np.array([10.0, 0.0, 0.0])], [np.zeros(1)])
+    decider.watcher.scorers["lin"] = Serving(production=_scorer(tmp_path, decider.core.use_cases.get("lin"),
+                                                                model, "variable"))
+    return decider
+
+
 async def test_concurrent_calls_over_grpc_get_their_own_answers(tmp_path, make_settings) -> None:
     """48 Decide calls and 8 streams in flight at once on a real server: the queue
     decides many of them per pass, and each caller gets the answer to its own request
     (the model's score is 10 × the request's x, a value no other request has)."""
-    decider = await start_decider(make_settings())
+    decider = await _linear_decider(tmp_path, make_settings)
     try:
-        await decider.apply(blueprint("lin", kind="binary", threshold=0.2))
-        model = linear_onnx([np.array([10.0, 0.0, 0.0])], [np.zeros(1)])
-        decider.watcher.scorers["lin"] = Serving(production=_scorer(tmp_path, decider.core.use_cases.get("lin"),
-                                                                    model, "variable"))
         queue = decider.servicer.queue
 
         def request(i: int) -> dpb.DecideRequest:
@@ -186,12 +193,8 @@ async def test_a_stream_sent_ahead_is_answered_in_order_and_decided_together(tmp
     """A caller that writes 200 requests on one stream before reading any answer (as
     loopwise's client streams an iterable) gets each answer in its request's place,
     and the requests read ahead are decided several per pass."""
-    decider = await start_decider(make_settings())
+    decider = await _linear_decider(tmp_path, make_settings)
     try:
-        await decider.apply(blueprint("lin", kind="binary", threshold=0.2))
-        model = linear_onnx([np.array([10.0, 0.0, 0.0])], [np.zeros(1)])
-        decider.watcher.scorers["lin"] = Serving(production=_scorer(tmp_path, decider.core.use_cases.get("lin"),
-                                                                    model, "variable"))
         queue = decider.servicer.queue
         requests = [dpb.DecideRequest(use_case="lin", unit_id=f"u{i}", features=features(x=i / 1000.0, y=0.0),
                                       disable_exploration=True) for i in range(200)]
