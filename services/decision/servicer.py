@@ -303,7 +303,10 @@ class StreamReader:
         self._task.cancel()
         while self._pending:
             future, delivery = self._pending.popleft()
-            future.cancel()  # not decided yet: the queue skips it
+            if not future.done():
+                future.cancel()  # not decided yet: the queue skips it
+            elif not future.cancelled():
+                future.exception()  # a request's error that no one will await is not reported as lost
             delivery.settle(delivered=False, sent=False)
 
 

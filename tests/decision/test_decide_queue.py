@@ -5,6 +5,7 @@ touches no other call."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import grpc
@@ -234,5 +235,32 @@ async def test_a_stream_reads_at_most_read_ahead_requests_before_their_answers(m
         assert sent == READ_AHEAD + 1
         reader.close()
         assert decider.core.unsent == {"offer": READ_AHEAD}
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_ended_early_leaves_no_unretrieved_errors(make_settings, caplog) -> None:
+    """Requests read ahead and failed (an unknown use case) that the stream never
+    answers, because it ended first, are not reported by asyncio as lost errors."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+
+        async def requests():
+            yield dpb.DecideRequest(use_case="offer", features=features())
+            for _ in range(3):
+                yield dpb.DecideRequest(use_case="missing", features=features())
+
+        reader = StreamReader(decider.servicer, requests())
+        future, _ = await reader.next()
+        assert (await future).decision.decision_id
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(reader._pending) == 3 and all(f.done() for f, _ in reader._pending)  # decided: failed
+        reader.close()
+        del reader
+        gc.collect()
+        await asyncio.sleep(0)
+        assert "never retrieved" not in caplog.text
     finally:
         await decider.stop()
