@@ -109,8 +109,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
     async def refuse(self, context: grpc.aio.ServicerContext, method: str, error: LoopwiseError,
                      principal: Principal | None = None) -> None:
         """End the call with ``error``'s status (raises grpc's abort)."""
-        log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
-                 error.code.name, error.message)
+        _log_refusal(method, error, principal)
         await context.abort_with_status(to_status(error))
 
     def admit(self, context: grpc.aio.ServicerContext) -> Principal:
@@ -170,16 +169,10 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 self.check(principal, method, request, context)
             return principal, request
         except LoopwiseError as error:
-            await self._refuse_after_drain(context, method, error, principal, pending)
+            if pending is not None:
+                await _drain_before_refusal(pending)
+            await self.refuse(context, method, error, principal)
             raise  # abort_with_status raises; this keeps type checkers honest
-
-    async def _refuse_after_drain(self, context: grpc.aio.ServicerContext, method: str, error: LoopwiseError,
-                                  principal: Principal | None, pending: AsyncIterator[Any] | None) -> None:
-        """:meth:`refuse`, after reading what a client-streaming caller still sends
-        (``pending``; see :func:`_drain_before_refusal`)."""
-        if pending is not None:
-            await _drain_before_refusal(pending)
-        await self.refuse(context, method, error, principal)
 
     def _unary_unary(self, behavior: Callable[..., Any], method: str,
                      parse: Callable[[bytes], Any] | None) -> Callable[..., Any]:
@@ -212,24 +205,36 @@ class CallGuard(grpc.aio.ServerInterceptor):
                     request = _parse(raw, parse)
                     check(principal, method, request, context)
                 except LoopwiseError as error:
-                    await self._refuse_after_drain(context, method, error, principal, requests)
+                    # Raised to the behaviour, not aborted here: it may read its requests
+                    # in a task of its own while it still answers earlier ones
+                    # (DecideStream reads ahead). The call's own task ends the call with
+                    # the error's status after those answers (the servicer's error mapping,
+                    # or the wrappers below).
+                    await _drain_before_refusal(requests)
+                    _log_refusal(method, error, principal)
                     raise
                 yield request
 
         async def call_unary(requests: AsyncIterator[Any],
                              context: grpc.aio.ServicerContext) -> Any:
             principal, _ = await self._guard(context, method, None, parse, pending=requests)
-            return await behavior(checked(requests, principal, context), context)
+            try:
+                return await behavior(checked(requests, principal, context), context)
+            except LoopwiseError as error:
+                await context.abort_with_status(to_status(error))
 
         async def call_stream(requests: AsyncIterator[Any],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             principal, _ = await self._guard(context, method, None, parse, pending=requests)
             result = behavior(checked(requests, principal, context), context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            else:
-                await result
+            try:
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+            except LoopwiseError as error:
+                await context.abort_with_status(to_status(error))
 
         return call_stream if streaming_out else call_unary
 
@@ -247,6 +252,11 @@ class CallGuard(grpc.aio.ServerInterceptor):
 REFUSAL_QUIET_S = 1.0
 REFUSAL_DRAIN_S = 5.0
 REFUSAL_DRAIN_MESSAGES = 1000
+
+
+def _log_refusal(method: str, error: LoopwiseError, principal: Principal | None) -> None:
+    log.info("%s refused for %s: %s %s", method, principal.name if principal else "?",
+             error.code.name, error.message)
 
 
 async def _drain_before_refusal(requests: AsyncIterator[Any]) -> int:

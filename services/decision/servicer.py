@@ -140,6 +140,9 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         error (INVALID_ARGUMENT / NOT_FOUND) after the answers before it; a stopping
         server ends it with UNAVAILABLE so that the client reconnects elsewhere."""
         reader = StreamReader(self, request_iterator)
+        # Also when the call ends while grpc writes an answer (a cancellation, a passed
+        # deadline): this generator is then only closed when it is garbage collected.
+        asyncio.current_task().add_done_callback(lambda _task: reader.close())
         try:
             while True:
                 item = await reader.next()
@@ -299,7 +302,7 @@ class StreamReader:
 
     def close(self) -> None:
         """Stop reading; the decisions read and not answered are logged as undelivered
-        (and never sent)."""
+        (and never sent). Closing again does nothing more."""
         self._task.cancel()
         while self._pending:
             future, delivery = self._pending.popleft()

@@ -15,6 +15,7 @@ import pytest
 
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
+from loopwise.errors import field_violations
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
 from loopwise.services.decision.core import DecisionCore, Delivery
@@ -137,14 +138,34 @@ async def test_a_bad_request_ends_a_stream_sent_ahead_after_the_answers_before_i
                                   features=features()) for i in range(30)]
     # A blocking client: grpcio's asyncio client reports INTERNAL in place of the status
     # when it arrives while the client is still writing (grpc/grpc#36066).
-    answers, code = await asyncio.to_thread(_stream_all, d.settings.decision_address, requests)
-    assert code == grpc.StatusCode.NOT_FOUND and len(answers) == 10
+    answers, error = await asyncio.to_thread(_stream_all, d.settings.decision_address, requests)
+    assert error is not None and error.code() == grpc.StatusCode.NOT_FOUND and len(answers) == 10
     await wait_until(lambda: len(feedback.records) == d.core.served)
     logged_units = _by_unit(feedback)
     assert {f"ahead-{i}" for i in range(10)} <= set(logged_units)
     assert all(logged_units[unit] == (int(unit.split("-")[1]) > 10) for unit in logged_units)
     unsent = d.core.served - 10
     assert _undelivered_metric(d) == ({("offer",): float(unsent)} if unsent else {})
+
+
+async def test_a_request_refused_by_the_limits_ends_a_stream_sent_ahead_after_the_answers_before_it(
+        make_settings) -> None:
+    """11 requests written before any answer is read, the last with a category over the
+    string limit: the call guard refuses it while the 10 before it are still being
+    answered, and the stream ends with INVALID_ARGUMENT naming the field only after
+    those 10 answers."""
+    d = await start_decider(make_settings(max_string_bytes=64, decision_log_enabled=False))
+    try:
+        await d.apply(blueprint())
+        requests = [dpb.DecideRequest(use_case="offer", unit_id=f"ahead-{i}", features=features())
+                    for i in range(10)]
+        requests.append(dpb.DecideRequest(use_case="offer", features=features(country="x" * 100)))
+        answers, error = await asyncio.to_thread(_stream_all, d.settings.decision_address, requests)
+        assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert field_violations(error)[0][0] == "features[country].category", field_violations(error)
+        assert len(answers) == 10 and all(a.decision.decision_id for a in answers)
+    finally:
+        await d.stop()
 
 
 async def test_durable_log_marks_decisions_when_they_are_ready(make_settings, monkeypatch) -> None:
@@ -172,16 +193,16 @@ async def test_durable_log_marks_decisions_when_they_are_ready(make_settings, mo
 
 
 def _stream_all(address: str, requests: list[dpb.DecideRequest]) -> tuple[list[dpb.DecideResponse],
-                                                                            grpc.StatusCode | None]:
+                                                                            grpc.RpcError | None]:
     """All of ``requests`` on one DecideStream from a blocking client: the answers
-    read, and the status code the stream ended with (None: OK)."""
+    read, and the error the stream ended with (None: OK)."""
     answers = []
     with grpc.insecure_channel(address) as channel:
         try:
             for reply in dgrpc.DecisionServiceStub(channel).DecideStream(iter(requests), timeout=30):
                 answers.append(reply)
         except grpc.RpcError as error:
-            return answers, error.code()
+            return answers, error
     return answers, None
 
 
