@@ -50,10 +50,10 @@ AHEAD_WINDOW = 8
 CELLS = {
     "unary": ("decision", "unary", IN_FLIGHT, 1),
     "stream": ("decision", "stream", IN_FLIGHT, 1),
-    "stream ahead": ("decision", "pipelined", AHEAD_STREAMS, AHEAD_WINDOW),
+    "stream ahead": ("decision", "ahead", AHEAD_STREAMS, AHEAD_WINDOW),
     "bare unary": ("bare", "unary", IN_FLIGHT, 1),
     "bare stream": ("bare", "stream", IN_FLIGHT, 1),
-    "bare stream ahead": ("bare", "pipelined", AHEAD_STREAMS, AHEAD_WINDOW),
+    "bare stream ahead": ("bare", "ahead", AHEAD_STREAMS, AHEAD_WINDOW),
 }
 LABELS = {"unary": "Decide (unary)", "stream": "DecideStream, answer awaited",
           "stream ahead": "DecideStream, sent ahead", "bare unary": "bare unary",
@@ -85,7 +85,7 @@ async def client(target: str, kind: str, concurrency: int, seconds: float, warmu
             async for _ in call:
                 pass
 
-        async def pipelined() -> None:
+        async def ahead() -> None:
             # As loopwise's client streams an iterable of requests: the writes run ahead of
             # the answers, up to ``window`` unanswered on the stream.
             call = stub.DecideStream()
@@ -104,7 +104,7 @@ async def client(target: str, kind: str, concurrency: int, seconds: float, warmu
                     state["count"] += 1
             await writer
 
-        load = {"unary": unary, "stream": stream, "pipelined": pipelined}[kind]
+        load = {"unary": unary, "stream": stream, "ahead": ahead}[kind]
         tasks = [asyncio.ensure_future(load()) for _ in range(concurrency)]
         await asyncio.sleep(warmup_s)
         state["record"] = True
