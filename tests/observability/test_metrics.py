@@ -96,8 +96,11 @@ async def test_every_service_exposes_the_named_metrics_after_traffic(make_settin
 
         # feedback ----------------------------------------------------------------
         async def joined() -> dict[str, float] | None:
+            # The join rate and the drift report come from two periodic tasks: both must have run.
             s = await scrape(ports["feedback"])
-            return s if (sample(s, "loopwise_join_rate", use_case=USE_CASE) or 0) > 0 else None
+            ready = (sample(s, "loopwise_join_rate", use_case=USE_CASE) or 0) > 0 \
+                and sample(s, "loopwise_feature_drift_psi", use_case=USE_CASE, feature="x") is not None
+            return s if ready else None
 
         f = await wait_until(joined)
         assert sample(f, "loopwise_rpc_requests_total", service="feedback", rpc="LogDecisions", code="OK") >= 1
