@@ -3,6 +3,7 @@ servicer on one ServiceHost."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -95,7 +96,12 @@ async def start_process(settings: Settings, worker: int | None = None) -> Decisi
     host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, instrument(answering, metrics),
                            SERVICE_NAME)])
 
+    syncing: list[asyncio.Task] = []  # the store's periodic re-read, once started
+
     async def close() -> None:
+        for task in syncing:
+            task.cancel()
+        await asyncio.gather(*syncing, return_exceptions=True)
         await watcher.stop()
         await decision_log.stop()
         await feedback.close()
@@ -109,6 +115,8 @@ async def start_process(settings: Settings, worker: int | None = None) -> Decisi
     await host.start_or_close(close, before=load)
     decision_log.start()
     watcher.start()
+    # Other pods and workers write use cases, kill switches and archive flags too.
+    syncing.append(asyncio.ensure_future(use_cases.sync_forever()))
     return DecisionProcess(host, core, watcher, metrics, servicer)
 
 

@@ -88,6 +88,8 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         """One decision from named features (or a ranking of candidates)."""
         started = time.perf_counter()
         _check_deadline(context)
+        if self.use_cases.find(request.use_case, request.blueprint_version) is None:
+            await self.use_cases.catch_up(request.use_case, request.blueprint_version)
         delivery = self.core.delivery()
         try:
             response = await self.queue.decide(request, started, delivery)
@@ -104,6 +106,8 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         """Many decisions from one packed float32 tensor."""
         started = time.perf_counter()
         _check_deadline(context)
+        if self.use_cases.find(request.use_case, request.blueprint_version) is None:
+            await self.use_cases.catch_up(request.use_case, request.blueprint_version)
         delivery = self.core.delivery()
         try:
             response = self.core.decide_batch(request, started, delivery)
@@ -188,6 +192,7 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
     async def GetUseCase(self, request: dpb.GetUseCaseRequest, context) -> dpb.GetUseCaseResponse:
         """One use case at its latest or a given blueprint version."""
         UseCases.check_name(request.use_case)
+        await self.use_cases.catch_up(request.use_case, request.version)
         version = self.use_cases.get(request.use_case, request.version)
         return dpb.GetUseCaseResponse(use_case=self._message(version))
 
@@ -269,9 +274,12 @@ class StreamReader:
 
     async def _read_all(self, iterator) -> None:
         queue, core, pending = self._servicer.queue, self._servicer.core, self._pending
+        use_cases = self._servicer.use_cases
         perf_counter = time.perf_counter
         while True:
             request = await iterator.__anext__()
+            if use_cases.find(request.use_case, request.blueprint_version) is None:
+                await use_cases.catch_up(request.use_case, request.blueprint_version)
             delivery = core.delivery()
             pending.append((queue.decide(request, perf_counter(), delivery), delivery))
             self._wake()

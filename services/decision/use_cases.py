@@ -1,18 +1,31 @@
 """Use cases: apply (validate, version, audit), read and list blueprint versions.
 
 Versions are immutable, so all of them live in memory after :meth:`UseCases.load`;
-decisions never touch the store.
+decisions never touch the store. Every decision process (each pod, each worker)
+re-reads the store every ``SYNC_INTERVAL_S`` (:meth:`UseCases.sync_forever`), so a
+version, kill switch or archive flag written through another one is served within
+that interval. A name or version not held yet is looked up in the store before it is
+refused (:meth:`UseCases.catch_up`): a use case applied through one replica is known
+to the others at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
-from loopwise.errors import FailedPrecondition, InvalidArgument, NotFound
+from loopwise.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LoopwiseError,
+    NotFound,
+    Unavailable,
+)
+from loopwise.periodic import every
 from loopwise.services.decision.arm_parameters import check_arm_parameters
 from loopwise.services.decision.blueprints import (
     changed_fields,
@@ -21,12 +34,25 @@ from loopwise.services.decision.blueprints import (
     validate_blueprint,
 )
 from loopwise.services.decision.encoding import UseCaseVersion
-from loopwise.store.decision import AppliedRequest, BlueprintVersion, UseCaseChange, UseCaseStore
+from loopwise.store.decision import (
+    AppliedRequest,
+    BlueprintVersion,
+    UseCaseChange,
+    UseCaseStore,
+    VersionConflict,
+)
 
 log = logging.getLogger("loopwise.decision.use_cases")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Seconds between two re-reads of the store by every decision process.
+SYNC_INTERVAL_S = 1.0
+# Least seconds between two look-ups caused by unknown names (a flood of unknown names
+# costs the store at most one read per interval).
+CATCH_UP_INTERVAL_S = 0.05
+# Tries of an apply whose version another process wrote first (re-read, then again).
+APPLY_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -54,10 +80,44 @@ class UseCases:
         self._done: dict[str, object] = {}  # request ids of rollback / switch / archive calls
         self._requests: dict[str, AppliedRequest] = {}
         self._lock = asyncio.Lock()
+        self._catch_up_lock = asyncio.Lock()
+        self._reads_started = 0  # store reads begun by refresh()
+        self._read_done = 0  # the number (in that count) of the last read merged
+        self._catch_up_at = -CATCH_UP_INTERVAL_S  # monotonic time of the last catch-up read
 
     async def load(self) -> None:
         """Read every stored version into memory."""
         await self.refresh()
+
+    async def sync_forever(self, interval_s: float = SYNC_INTERVAL_S) -> None:
+        """Re-read the store every ``interval_s`` until cancelled (a failed read is
+        logged and retried at the next interval)."""
+        await every(interval_s, self.refresh, "re-reading use cases from the store", log)
+
+    async def catch_up(self, use_case: str, version: int = 0) -> None:
+        """Make sure a use case (at ``version``; 0: any) not held yet was looked for in
+        the store after this call began: it may have been written through another
+        process. Held ones, and malformed names, return at once. Concurrent callers
+        share one read, and such reads are at least ``CATCH_UP_INTERVAL_S`` apart. A
+        failed read is logged: the caller answers from what is held."""
+        if self.find(use_case, version) is not None or version < 0:
+            return
+        try:
+            self.check_name(use_case)
+        except LoopwiseError:
+            return  # refused as malformed by the caller's own check
+        missed = self._reads_started
+        async with self._catch_up_lock:
+            if self._read_done > missed or self.find(use_case, version) is not None:
+                return  # a read begun after the miss has been merged meanwhile
+            wait = self._catch_up_at + CATCH_UP_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._catch_up_at = time.monotonic()
+            try:
+                await self.refresh()
+            except Exception as exc:  # the caller answers from what is held (NOT_FOUND)
+                log.warning("looking up %r in the store failed: %s: %s", use_case, type(exc).__name__, exc)
 
     async def refresh(self) -> bool:
         """Merge what the store holds (e.g. written by another worker); True if anything changed.
@@ -65,6 +125,8 @@ class UseCases:
         Versions are immutable and numbered, so merging appends the ones not held yet;
         kill switches and archive flags are replaced by the stored ones."""
         async with self._lock:  # an apply in this process is not half-merged
+            self._reads_started += 1
+            read = self._reads_started
             stored = await self.store.load()
             changed = False
             by_case: dict[str, list] = {}
@@ -81,6 +143,7 @@ class UseCases:
                 changed = True
             for r in stored.requests:
                 self._requests.setdefault(r.request_id, r)
+            self._read_done = read
             return changed
 
     # -- reads (no I/O) -----------------------------------------------------------
@@ -133,9 +196,22 @@ class UseCases:
         self, blueprint: bp.Blueprint, *, request_id: str = "", validate_only: bool = False,
         author: str = "", reason: str = "",
     ) -> ApplyResult:
-        """Validate, then create a new version when the blueprint changed."""
+        """Validate, then create a new version when the blueprint changed. A version
+        written first through another process is read, and the apply tried again on
+        top of it (UNAVAILABLE after ``APPLY_TRIES`` such races)."""
         validate_blueprint(blueprint)
         check_arm_parameters(blueprint)
+        for _ in range(APPLY_TRIES):
+            try:
+                return await self._apply_once(blueprint, request_id, validate_only, author, reason)
+            except VersionConflict as conflict:
+                log.info("%s: %s; re-reading the store and applying again", blueprint.use_case, conflict)
+                await self.refresh()
+        raise Unavailable(f"use case {blueprint.use_case!r} kept changing through other replicas while "
+                          "this apply was written; apply again")
+
+    async def _apply_once(self, blueprint: bp.Blueprint, request_id: str, validate_only: bool,
+                          author: str, reason: str) -> ApplyResult:
         name = blueprint.use_case
         if self.archived(name) and not validate_only:
             raise FailedPrecondition(f"use case {name!r} is archived; restore it with ArchiveUseCase first")
@@ -182,6 +258,7 @@ class UseCases:
         self.check_name(use_case)
         if to_version <= 0:
             raise InvalidArgument("to_version", "must be a version >= 1")
+        await self.catch_up(use_case, to_version)
         target = self.get(use_case, to_version, "to_version")
         if self.archived(use_case):
             raise FailedPrecondition(f"use case {use_case!r} is archived; restore it with ArchiveUseCase first")
@@ -207,6 +284,7 @@ class UseCases:
     async def set_kill_switch(self, use_case: str, enabled: bool, *, author: str = "", reason: str = "") -> None:
         """Force (or stop forcing) the default decision; effective for the next request."""
         self.check_name(use_case)
+        await self.catch_up(use_case)
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_kill_switch(use_case, enabled, self.clock.now_ms(), author, reason):
@@ -217,6 +295,7 @@ class UseCases:
     async def set_archived(self, use_case: str, archived: bool, *, author: str = "", reason: str = "") -> None:
         """Archive (or restore) a use case."""
         self.check_name(use_case)
+        await self.catch_up(use_case)
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_archived(use_case, archived, self.clock.now_ms(), author, reason):
@@ -227,6 +306,7 @@ class UseCases:
     async def changes(self, use_case: str) -> list[UseCaseChange]:
         """The audit trail of a use case, oldest first."""
         self.check_name(use_case)
+        await self.catch_up(use_case)
         self.get(use_case)
         return await self.store.audit(use_case)
 

@@ -11,8 +11,7 @@ with a ``worker`` label. A worker stops by itself when its supervisor is gone.
 
 Workers keep their own state: a decision-log spool each (worker 0 uses the service's
 usual spool directory), a shared model cache, and the shared use-case store, which
-each worker re-reads every ``SYNC_INTERVAL_S`` so that a use case applied through one
-worker is served by all of them within that interval.
+each worker re-reads like any decision process (use_cases.py).
 """
 
 from __future__ import annotations
@@ -35,13 +34,11 @@ from loopwise.metrics import (
     read_snapshots,
     write_snapshots_forever,
 )
-from loopwise.periodic import every
 from loopwise.services.decision.proxy import DECIDING, ServicerProxy
 from loopwise.settings import Settings
 
 log = logging.getLogger("loopwise.decision.workers")
 
-SYNC_INTERVAL_S = 1.0
 RESTART_BACKOFF_S = 1.0
 SNAPSHOT_INTERVAL_S = 0.5
 
@@ -198,8 +195,6 @@ async def _worker_main(settings: Settings, index: int, metrics_dir: Path) -> Non
 
     tasks = [
         asyncio.ensure_future(write_snapshots_forever(host.registry, metrics_dir, index, SNAPSHOT_INTERVAL_S)),
-        asyncio.ensure_future(every(SYNC_INTERVAL_S, process.core.use_cases.refresh,
-                                    "re-reading use cases from the store", log)),
         asyncio.ensure_future(orphaned()),
     ]
     try:

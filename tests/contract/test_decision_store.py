@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import numpy as np
 import pytest
 
 from loopwise.common.v1 import blueprint_pb2 as bp
@@ -252,3 +253,53 @@ async def test_decision_service_lifecycle_on_cassandra(make_settings, cassandra_
         assert [c.change for c in changes][-2:] == ["unarchive", "kill_switch_off"]
     finally:
         await d.stop()
+
+
+async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settings, tmp_path) -> None:
+    """Two decision services on one store, as two pods (each a single process): what is
+    applied through one is read, decided on (Decide, DecideBatch, DecideStream) and
+    changed through the other at once; kill switches and archive flags set through one
+    reach the other through its periodic re-read of the store."""
+    a = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False))
+    b = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False,
+                                          data_dir=tmp_path / "b"))
+    try:
+        read, decided, streamed, batched, changed = (unique("replica") for _ in range(5))
+        for uc in (read, decided, streamed, batched, changed):
+            await a.apply(helpers.blueprint(uc, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=1.0))
+
+        # Right after the apply through A, before B's periodic re-read could run.
+        got = await b.stub.GetUseCase(dpb.GetUseCaseRequest(use_case=read, version=1))
+        assert got.use_case.version == 1 and got.use_case.blueprint.use_case == read
+        assert (await b.decide(decided)).blueprint_version == 1
+
+        async def requests():
+            for _ in range(3):
+                yield dpb.DecideRequest(use_case=streamed, features=helpers.features())
+        assert [r.decision.blueprint_version async for r in b.stub.DecideStream(requests())] == [1, 1, 1]
+        batch = await b.stub.DecideBatch(dpb.DecideBatchRequest(
+            use_case=batched, blueprint_version=1, rows=2, feature_names=["x", "y", "country"],
+            features=np.zeros((2, 3), "<f4").tobytes()))
+        assert len(batch.decision_ids) == 2
+
+        # B applies on top of a version it has not read: the store's version check
+        # refuses the stale write, B reads the store and applies again.
+        applied = await b.apply(helpers.blueprint(changed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.5))
+        assert applied.created and applied.use_case.version == 2
+        await helpers.wait_until(lambda: a.core.use_cases.latest_version(changed) == 2, timeout=10.0)
+
+        # A kill switch and an archive flag set through A reach B: B shows the switch,
+        # and refuses decisions of the archived use case.
+        await a.stub.SetKillSwitch(dpb.SetKillSwitchRequest(use_case=read, enabled=True, reason="incident"))
+        await a.stub.ArchiveUseCase(dpb.ArchiveUseCaseRequest(use_case=decided, archived=True, reason="retired"))
+        await helpers.wait_until(lambda: b.core.use_cases.archived(decided), timeout=10.0)
+        assert (await b.stub.GetUseCase(dpb.GetUseCaseRequest(use_case=read))).use_case.kill_switch
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await b.decide(decided)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        missing = await asyncio.gather(*(b.decide(unique("never")) for _ in range(2)), return_exceptions=True)
+        assert [e.code() for e in missing] == [grpc.StatusCode.NOT_FOUND] * 2
+    finally:
+        await a.stop()
+        await b.stop()

@@ -1,13 +1,20 @@
-"""ApplyUseCase, GetUseCase and ListUseCases against a real in-process server."""
+"""ApplyUseCase, GetUseCase and ListUseCases against a real in-process server; and how a
+process looks up a use case written through another one."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 import pytest
 
+from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.errors import field_violations
+from loopwise.errors import NotFound, field_violations
+from loopwise.services.decision.use_cases import UseCases
+from loopwise.settings import Settings
+from loopwise.store.decision import open_decision_store
 from tests.decision.helpers import blueprint, start_decider
 
 
@@ -140,3 +147,53 @@ async def test_get_and_list(decider) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await decider.stub.GetUseCase(dpb.GetUseCaseRequest(use_case="a_case", version=-1))
     assert field_violations(err.value)[0][0] == "version"
+
+
+class CountedStore:
+    """A use-case store that counts its full reads and can be made to fail them."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.loads = 0
+        self.failing = False
+
+    async def load(self):
+        self.loads += 1
+        if self.failing:
+            raise OSError("the store cannot be read")
+        return await self.store.load()
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+async def test_a_name_not_held_is_looked_up_in_the_store_once_for_concurrent_callers(tmp_path) -> None:
+    """Two processes' views of one store: what one applies, the other finds by looking
+    in the store when asked for it; concurrent misses share one read, held and malformed
+    names cost none, and a failed read leaves the answer to what is held."""
+    store = open_decision_store(Settings(decision_store_url=f"sqlite:///{tmp_path / 'decision.db'}"))
+    try:
+        writer, reader = UseCases(store, Clock()), UseCases(counted := CountedStore(store), Clock())
+        await writer.load()
+        await reader.load()
+        await writer.apply(blueprint("offer"))
+        assert reader.find("offer", 1) is None and counted.loads == 1
+
+        await asyncio.gather(*(reader.catch_up("offer") for _ in range(20)))
+        assert reader.get("offer").version == 1 and counted.loads == 2
+        await reader.catch_up("offer", 1)  # held: no read
+        await reader.catch_up("not a name!")  # malformed: the caller's check refuses it
+        await reader.catch_up("offer", -1)
+        assert counted.loads == 2
+
+        await writer.apply(blueprint("other"))
+        counted.failing = True
+        await reader.catch_up("other")  # logged, not raised
+        assert counted.loads == 3
+        with pytest.raises(NotFound):
+            reader.get("other")
+        counted.failing = False
+        await reader.catch_up("other", 1)
+        assert reader.get("other", 1).use_case == "other" and counted.loads == 4
+    finally:
+        store.close()
