@@ -78,7 +78,8 @@ class Bare(grpc.GenericRpcHandler):
                              DECIDE_STREAM: grpc.stream_stream_rpc_method_handler(stream, **codec)}
 
         async def log_outcomes(request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:
-            return fpb.LogOutcomesResponse(accepted=len(request.outcomes))
+            return fpb.LogOutcomesResponse(
+                accepted=len(request.outcomes) + sum(len(c.decision_ids) for c in request.columns))
 
         self.handlers[LOG_OUTCOMES] = grpc.unary_unary_rpc_method_handler(
             log_outcomes, request_deserializer=fpb.LogOutcomesRequest.FromString,

@@ -5,14 +5,15 @@
 
 Starts decision (for the use case) and feedback as processes on loopback. Each round
 sends ``--rows`` new outcomes (distinct decision ids of the last minute) through one
-gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight; the same load
-to the bare floor (bench/bare.py: a grpc.aio server that parses each request and
-stores nothing, the transport's share); then the raw baseline inserts as many new
-rows, one transaction per ``--batch`` rows, in this process. Rounds alternate the
-three. Placement, with two or more cores: the feedback service (all its threads), the
-bare server and the raw baseline on the server core, this process's client on the
-other one. Prints a markdown table (rows/s min / median / max, CPU µs per row of the
-serving process, and the ratio of medians).
+gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight, once as Outcome
+messages and once as OutcomeColumns; the same loads to the bare floor (bench/bare.py:
+a grpc.aio server that parses each request and stores nothing, the transport's
+share); then the raw baseline inserts as many new rows, one transaction per
+``--batch`` rows, in this process. Rounds alternate the five. Placement, with two or
+more cores: the feedback service (all its threads), the bare server and the raw
+baseline on the server core, this process's client on the other one. Prints a
+markdown table (rows/s min / median / max, CPU µs per row of the serving process, and
+the ratios of medians).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from tests.support import new_launcher
 USE_CASE = "ingest"
 # The table's rows.
 OURS = "LogOutcomes (gRPC, feedback service, SQLite)"
+OURS_COLUMNS = "LogOutcomes as OutcomeColumns (gRPC, feedback service, SQLite)"
 BARE = "bare grpc.aio LogOutcomes (parsed, not stored)"
+BARE_COLUMNS = "bare grpc.aio LogOutcomes as OutcomeColumns (parsed, not stored)"
 RAW = "raw sqlite3 executemany"
 IN_FLIGHT = 4
 INSERT = ("INSERT OR IGNORE INTO outcomes (use_case, decision_id, outcome_id, name, value, label, event_time_ms, "
@@ -56,11 +59,19 @@ def outcomes(n: int, offset: int) -> list[fpb.Outcome]:
                         outcome_id=f"o{offset + i}", name="purchase", value=1.0) for i in range(n)]
 
 
-async def grpc_round(address: str, rows: list[fpb.Outcome], batch: int) -> float:
-    """Rows per second through LogOutcomes."""
+def as_columns(rows: list[fpb.Outcome]) -> fpb.OutcomeColumns:
+    """The outcomes (of one use case, no labels, times or items) as columns."""
+    return fpb.OutcomeColumns(use_case=USE_CASE, decision_ids=[o.decision_id for o in rows],
+                              outcome_ids=[o.outcome_id for o in rows], names=[o.name for o in rows],
+                              values=[o.value for o in rows])
+
+
+async def grpc_round(address: str, rows: list[fpb.Outcome], batch: int, columns: bool = False) -> float:
+    """Rows per second through LogOutcomes (``columns``: sent as OutcomeColumns)."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = fgrpc.FeedbackServiceStub(channel)
-        requests = [fpb.LogOutcomesRequest(outcomes=rows[i:i + batch]) for i in range(0, len(rows), batch)]
+        requests = [fpb.LogOutcomesRequest(columns=[as_columns(rows[i:i + batch])]) if columns else
+                    fpb.LogOutcomesRequest(outcomes=rows[i:i + batch]) for i in range(0, len(rows), batch)]
         queue = list(reversed(requests))
         started = time.perf_counter()
 
@@ -87,10 +98,11 @@ def raw_round(conn: sqlite3.Connection, rows: list[fpb.Outcome], batch: int) -> 
     return len(rows) / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / len(rows)
 
 
-async def served_round(address: str, pid: int, rows: list[fpb.Outcome], batch: int) -> tuple[float, float]:
+async def served_round(address: str, pid: int, rows: list[fpb.Outcome], batch: int,
+                       columns: bool = False) -> tuple[float, float]:
     """:func:`grpc_round` against a server process: rows per second and its CPU µs per row."""
     before = cpu_seconds([pid])
-    rate = await grpc_round(address, rows, batch)
+    rate = await grpc_round(address, rows, batch, columns)
     return rate, (cpu_seconds([pid]) - before) * 1e6 / len(rows)
 
 
@@ -102,7 +114,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
-    cells: dict[str, list[tuple[float, float]]] = {OURS: [], BARE: [], RAW: []}
+    cells: dict[str, list[tuple[float, float]]] = {OURS: [], OURS_COLUMNS: [], BARE: [], BARE_COLUMNS: [], RAW: []}
     load = [os.getloadavg()[0], 0.0]
     server_core, client_core = cores()
     allowed = os.sched_getaffinity(0)
@@ -117,14 +129,18 @@ async def run(rows: int, batch: int, rounds: int) -> str:
             dgrpc.DecisionServiceStub(channel).ApplyUseCase(
                 dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
         for address in (launcher.address("feedback"), bare_address):  # warm-up
-            await grpc_round(address, outcomes(2000, 10**9), batch)
+            for columns in (False, True):
+                await grpc_round(address, outcomes(2000, 10**9 + columns * 2000), batch, columns)
         for r in range(rounds):
             pin(os.getpid(), client_core)
-            cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid,
-                                                  outcomes(rows, 2 * r * rows), batch))
-            cells[BARE].append(await served_round(bare_address, bare_pid, outcomes(rows, 2 * r * rows), batch))
+            fresh = outcomes(rows, 3 * r * rows), outcomes(rows, (3 * r + 1) * rows)  # new rows for each form
+            cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[0], batch))
+            cells[OURS_COLUMNS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[1],
+                                                          batch, columns=True))
+            cells[BARE].append(await served_round(bare_address, bare_pid, fresh[0], batch))
+            cells[BARE_COLUMNS].append(await served_round(bare_address, bare_pid, fresh[1], batch, columns=True))
             pin(os.getpid(), server_core)
-            cells[RAW].append(raw_round(conn, outcomes(rows, (2 * r + 1) * rows), batch))
+            cells[RAW].append(raw_round(conn, outcomes(rows, (3 * r + 2) * rows), batch))
             print(f"round {r + 1}: " + ", ".join(f"{name} {cell[-1][0]:,.0f} rows/s" for name, cell in cells.items()),
                   flush=True)
     finally:
@@ -139,7 +155,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     load[1] = os.getloadavg()[0]
     rate = {name: statistics.median(r for r, _ in cell) for name, cell in cells.items()}
     cpu = {name: statistics.median(c for _, c in cell) for name, cell in cells.items()}
-    ratio = rate[OURS] / rate[RAW]
+    ratio, column_ratio = rate[OURS] / rate[RAW], rate[OURS_COLUMNS] / rate[RAW]
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
         f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the feedback service (all its "
@@ -154,11 +170,15 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         lines.append(f"| {name} | {min(rates):,.0f} / {rate[name]:,.0f} / {max(rates):,.0f} | {cpu[name]:.2f} |")
     lines += [
         "",
-        f"LogOutcomes / executemany (medians): {ratio:.2f}× (target ≥ 0.5×: {'met' if ratio >= 0.5 else 'NOT met'})",
+        f"LogOutcomes / executemany (medians): as Outcome messages {ratio:.2f}× "
+        f"(target ≥ 0.5×: {'met' if ratio >= 0.5 else 'NOT met'}), as OutcomeColumns {column_ratio:.2f}× "
+        f"(target ≥ 0.5×: {'met' if column_ratio >= 0.5 else 'NOT met'})",
         "",
-        f"Per row, the service spends {cpu[OURS]:.2f} µs of CPU: the transport and parse floor {cpu[BARE]:.2f}, "
-        f"the raw insert {cpu[RAW]:.2f}, and {cpu[OURS] - cpu[BARE] - cpu[RAW]:.2f} µs more.",
     ]
+    for ours, bare, form in ((OURS, BARE, "as messages"), (OURS_COLUMNS, BARE_COLUMNS, "as columns")):
+        lines.append(f"Per row {form}, the service spends {cpu[ours]:.2f} µs of CPU: the transport and parse floor "
+                     f"{cpu[bare]:.2f}, the raw insert {cpu[RAW]:.2f}, and {cpu[ours] - cpu[bare] - cpu[RAW]:.2f} "
+                     "µs more.")
     return "\n".join(lines) + "\n"
 
 

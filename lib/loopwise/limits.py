@@ -191,9 +191,12 @@ class InputLimits:
                         self._walk_small(item, "", out, small_plan)
                         if len(out) > found:  # the entry's path is built only when it broke a limit
                             out[found:] = [(f"{path}[{index}].{at}", problem) for at, problem in out[found:]]
-            else:
-                for index, item in enumerate(value):
-                    self._check_value(sub, item, f"{path}[{index}]", out)
+            elif sub.type == FieldDescriptor.TYPE_STRING:
+                # Only a string longer than a quarter of the limit in characters can be
+                # over it in bytes: look at each one only when the longest is.
+                if value and max(map(len, value)) > self.max_string_bytes // 4:
+                    for index, item in enumerate(value):
+                        self._check_string(item, f"{path}[{index}]", out)
 
     def _small_plan(self, descriptor: Descriptor) -> list[tuple[str, str, int, str, Any]]:
         """The fields that a message of this type too small to break a size limit can

@@ -22,13 +22,15 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import timestamp_pb2
 
 from loopwise import tracing
-from loopwise.clock import Clock, canonical_uuid, plausible_decision_key
+from loopwise.clock import Clock, canonical_uuid, plausible_decision_key, plausible_decision_keys
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -88,6 +90,60 @@ class OutcomeCounts:
 def normalize_id(value: str) -> str:
     """The canonical (lower-case, hyphenated) form of a UUID string."""
     return canonical_uuid(value)
+
+
+def column_outcomes(at: str, columns: fpb.OutcomeColumns, now_ms: int, bad: Violations,
+                    rows: list[OutcomeRow], orphans: list[OutcomeRow]) -> None:
+    """Check one ``OutcomeColumns`` (violations named ``at``.column[i]) and add its
+    outcomes to ``rows``, or to ``orphans`` when the decision id is not a plausible
+    UUIDv7: the rows :meth:`Feedback.log_outcomes` makes of the same outcomes as
+    messages. Valid columns are read and checked a column at a time."""
+    use_case = columns.use_case
+    decision_ids = list(columns.decision_ids)
+    n = len(decision_ids)
+    outcome_ids, names, values = list(columns.outcome_ids), list(columns.names), list(columns.values)
+    labels, times, items = list(columns.labels), list(columns.event_times_ms), list(columns.item_ids)
+    found = len(bad.items)
+    if n and not use_case:
+        bad.add(f"{at}.use_case", "required")
+    for name, column in (("outcome_ids", outcome_ids), ("names", names), ("values", values)):
+        if len(column) != n:
+            bad.add(f"{at}.{name}", f"{len(column)} entries; decision_ids has {n} (one per outcome)")
+    for name, column in (("labels", labels), ("event_times_ms", times), ("item_ids", items)):
+        if column and len(column) != n:
+            bad.add(f"{at}.{name}", f"{len(column)} entries; decision_ids has {n} (none, or one per outcome)")
+    if len(bad.items) > found:
+        return
+    if not all(outcome_ids):
+        for i in (i for i, v in enumerate(outcome_ids) if not v):
+            bad.add(f"{at}.outcome_ids[{i}]", "required (it is the idempotency key)")
+    if not all(names):
+        for i in (i for i, v in enumerate(names) if not v):
+            bad.add(f"{at}.names[{i}]", "required")
+    if not all(map(math.isfinite, values)):
+        for i in (i for i, v in enumerate(values) if not math.isfinite(v)):
+            bad.add(f"{at}.values[{i}]", "must be finite")
+    lo, hi = _EVENT_MS_RANGE
+    if times and (min(times) < lo or max(times) > hi):
+        for i in (i for i, t in enumerate(times) if not lo <= t <= hi):
+            bad.add(f"{at}.event_times_ms[{i}]", f"{times[i]} is out of range (years 1 to 9999)")
+    if len(bad.items) > found or not n:
+        return
+    event_ms = [t or now_ms for t in times] if times and 0 in times else times or repeat(now_ms, n)
+    ids, decision_ms = plausible_decision_keys(decision_ids, now_ms)
+    outcomes = zip(repeat(use_case, n), ids, outcome_ids, names, values, labels or repeat("", n), event_ms,
+                   decision_ms, items or repeat("", n), strict=True)
+    if 0 not in decision_ms:
+        rows.extend(map(_outcome_row, outcomes))
+        return
+    for outcome in map(_outcome_row, outcomes):
+        (rows if outcome.decision_time_ms else orphans).append(outcome)
+
+
+# An OutcomeRow from a tuple of its fields, without a Python call per row.
+_outcome_row = partial(tuple.__new__, OutcomeRow)
+# Timestamp's range (years 1 to 9999) in milliseconds.
+_EVENT_MS_RANGE = (-62_135_596_800_000, 253_402_300_799_999)
 
 
 def _ms(ts: timestamp_pb2.Timestamp) -> int:
@@ -169,15 +225,18 @@ class Feedback:
         await self.durable.decisions(stored, unchecked=unchecked)  # in the store, or fsync'd in the spool
         return len(stored)
 
-    async def log_outcomes(self, outcomes: Sequence[fpb.Outcome]) -> OutcomeCounts:
-        """Validate and store outcomes (idempotent on use case, decision id, outcome id).
+    async def log_outcomes(self, outcomes: Sequence[fpb.Outcome],
+                           columns: Sequence[fpb.OutcomeColumns] = ()) -> OutcomeCounts:
+        """Validate and store outcomes (idempotent on use case, decision id, outcome id),
+        given as messages, as columns, or both.
 
         A decision id that is not a plausible UUIDv7 makes an orphan (stored, counted);
         an unknown but valid id is stored normally and counted at join time. An outcome
         of a use case that does not exist refuses the batch.
         """
-        if len(outcomes) > self.max_batch_rows:
-            raise ResourceExhausted(f"{len(outcomes)} outcomes in one request; at most {self.max_batch_rows}")
+        total = len(outcomes) + sum(len(c.decision_ids) for c in columns)
+        if total > self.max_batch_rows:
+            raise ResourceExhausted(f"{total} outcomes in one request; at most {self.max_batch_rows}")
         now_ms = self.clock.now_ms()
         bad = Violations()
         rows: list[OutcomeRow] = []
@@ -197,23 +256,28 @@ class Feedback:
             else:
                 rows.append(OutcomeRow(use_case, key[0], outcome_id, name, value, o.label, event_ms, key[1],
                                        o.item_id))
+        for c, block in enumerate(columns):
+            if block.decision_ids:
+                received[block.use_case] = received.get(block.use_case, 0) + len(block.decision_ids)
+            column_outcomes(f"columns[{c}]", block, now_ms, bad, rows, orphans)
         exists = await self.validator.use_cases(use_case for use_case in received if use_case)
         if any(found is False for found in exists.values()):
-            for i, o in enumerate(outcomes):
-                if exists.get(o.use_case, True) is False:
-                    bad.add(f"outcomes[{i}].use_case", f"use case {quote(o.use_case)} does not exist")
+            for at, use_case in [*((f"outcomes[{i}]", o.use_case) for i, o in enumerate(outcomes)),
+                                 *((f"columns[{c}]", b.use_case) for c, b in enumerate(columns))]:
+                if exists.get(use_case, True) is False:
+                    bad.add(f"{at}.use_case", f"use case {quote(use_case)} does not exist")
         bad.raise_if_any()
         unchecked = any(v is UNCHECKED for v in exists.values())
         if unchecked:
             log.warning("LogOutcomes: the decision service cannot be reached; %d outcomes spooled unchecked",
-                        len(outcomes))
+                        total)
         # In the store, or fsync'd in the spool.
         result = await self.durable.outcomes(rows, orphans, unchecked=unchecked)
         if result is None:  # spooled: whether rows were new is unknown until replayed
             return OutcomeCounts(accepted=len(rows), duplicates=0, orphans=len(orphans), received=received)
         new, new_orphans = result
         accepted, orphan_count = sum(new), sum(new_orphans)
-        duplicates = len(outcomes) - accepted - orphan_count
+        duplicates = total - accepted - orphan_count
         if duplicates:
             for row, fresh in [*zip(rows, new, strict=True), *zip(orphans, new_orphans, strict=True)]:
                 if not fresh:

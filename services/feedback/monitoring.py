@@ -101,7 +101,7 @@ class FeedbackMonitor:
             tracing.set_attributes(decision_ids=ids, decision_count=len(ids))
             log.debug("decisions stored", extra={"decision_ids": ids})
 
-    def outcomes_logged(self, outcomes: Sequence[fpb.Outcome], counts: OutcomeCounts) -> None:
+    def outcomes_logged(self, request: fpb.LogOutcomesRequest, counts: OutcomeCounts) -> None:
         """Count received outcomes and what happened to them; ids on the span."""
         for use_case, n in counts.received.items():
             self.outcomes.inc((use_case,), n)
@@ -111,10 +111,15 @@ class FeedbackMonitor:
             if n:
                 self.results.inc((result,), n)
         if tracing.enabled() or log.isEnabledFor(logging.DEBUG):
-            ids = sorted({o.decision_id for o in outcomes})
-            tracing.set_attributes(decision_ids=ids, outcome_count=len(outcomes), accepted=accepted,
+            decision_ids = [o.decision_id for o in request.outcomes]
+            outcome_ids = [o.outcome_id for o in request.outcomes]
+            for block in request.columns:
+                decision_ids += block.decision_ids
+                outcome_ids += block.outcome_ids
+            ids = sorted(set(decision_ids))
+            tracing.set_attributes(decision_ids=ids, outcome_count=len(outcome_ids), accepted=accepted,
                                    duplicates=duplicates, orphans=orphans)
-            log.debug("outcomes stored", extra={"decision_ids": ids, "outcome_ids": [o.outcome_id for o in outcomes]})
+            log.debug("outcomes stored", extra={"decision_ids": ids, "outcome_ids": outcome_ids})
 
     def fill_stats(self, use_case: str, response: fpb.GetStatsResponse) -> None:
         """Add the use case's last drift report to a GetStats response."""

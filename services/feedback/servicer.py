@@ -42,9 +42,9 @@ class FeedbackServicer(fgrpc.FeedbackServiceServicer):
 
     async def LogOutcomes(self, request: fpb.LogOutcomesRequest, context) -> fpb.LogOutcomesResponse:
         """Store outcomes; answers only once they are committed."""
-        counts = await self.feedback.log_outcomes(request.outcomes)
+        counts = await self.feedback.log_outcomes(request.outcomes, request.columns)
         if self.monitor is not None:
-            self.monitor.outcomes_logged(request.outcomes, counts)
+            self.monitor.outcomes_logged(request, counts)
         return fpb.LogOutcomesResponse(accepted=counts.accepted, duplicates=counts.duplicates, orphans=counts.orphans)
 
     async def ReadTrainingData(

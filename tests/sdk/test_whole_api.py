@@ -5,6 +5,7 @@ deleted; DecideStream; typed errors and per-call timeouts; both clients."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -14,6 +15,7 @@ import pytest
 import loopwise
 from loopwise.client import AsyncClient, Client, Outcome
 from loopwise.clock import Clock, uuid7_time_ms
+from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.settings import Settings
 from loopwise.simulator import CheckoutUpsell
 from loopwise.tensors import F32, I32, unpack_matrix, unpack_vector
@@ -144,6 +146,39 @@ async def test_the_async_client_streams_and_imports(api) -> None:
             await client.get_decision(USE_CASE, records[1]["decision_id"])
         with pytest.raises(loopwise.InvalidArgument):
             await client.get_decision(USE_CASE, "not-a-uuid")
+
+
+def test_outcome_columns_are_logged_in_batches_by_both_clients(api) -> None:
+    """A table's columns (a list, a numpy array, one name for all) go out as
+    OutcomeColumns in batches; the outcomes join their decisions; a retry is all
+    duplicates; columns of different lengths never leave the client; a bad entry is
+    named by the service."""
+    world, settings, _ = api
+    records = _imported(world, settings, 5, "columns")
+    ids = [r["decision_id"] for r in records]
+    times = [uuid7_time_ms(d) / 1000 + 5 for d in ids]
+    with Client(settings=settings) as client:
+        client.log_decisions(records)
+        logged = client.log_outcome_columns(USE_CASE, ids, [f"col-{i}" for i in range(5)], "purchase",
+                                            np.array([1.0, 2.0, 3.0, 4.0, 5.0]), event_times=times, batch_size=2)
+        assert (logged.accepted, logged.duplicates, logged.orphans) == (5, 0, 0)
+        again = client.log_outcome_columns(USE_CASE, ids, [f"col-{i}" for i in range(5)], "purchase",
+                                           [1.0, 2.0, 3.0, 4.0, 5.0], event_times=times)
+        assert (again.accepted, again.duplicates) == (0, 5)
+        one = client.get_decision(USE_CASE, ids[3])
+        assert [(o.outcome_id, o.value) for o in one.outcomes] == [("col-3", 4.0)]
+        assert one.outcomes[0].event_time.ToMilliseconds() == round(times[3] * 1000)
+        with pytest.raises(ValueError, match="outcome_ids has 4 entries"):
+            client.log_outcome_columns(USE_CASE, ids, ["a", "b", "c", "d"], "purchase")
+        with pytest.raises(loopwise.InvalidArgument) as bad:
+            client.log_outcome_columns(USE_CASE, ids[:2], ["x0", "x1"], "purchase", [1.0, float("inf")])
+        assert [field for field, _ in bad.value.field_violations] == ["columns[0].values[1]"]
+
+    async def log_async() -> fpb.LogOutcomesResponse:
+        async with AsyncClient(settings=settings) as client:
+            return await client.log_outcome_columns(USE_CASE, ids, [f"acol-{i}" for i in range(5)], "return",
+                                                    labels=[""] * 5, item_ids=[""] * 5)
+    assert asyncio.run(log_async()).accepted == 5
 
 
 def test_uuid7_at_carries_the_time() -> None:

@@ -78,6 +78,25 @@ def test_limits_cover_feedback_batches() -> None:
     limits.check(fpb.LogOutcomesRequest(outcomes=[fpb.Outcome(use_case="uc")] * 2))
 
 
+def test_limits_cover_outcome_columns() -> None:
+    """Columns are limited like messages: entries per column, and each string, wherever
+    it is in its column (a long string in a column of short ones, multi-byte text)."""
+    limits = InputLimits(max_string_bytes=64, max_batch_rows=3, max_features=5, max_candidates=3,
+                         max_blueprint_bytes=1024)
+    names = ["buy", "buy", "é" * 33]  # 33 characters, 66 bytes
+    columns = fpb.OutcomeColumns(use_case="uc", decision_ids=["d"] * 3, outcome_ids=["o1", "o2", "o3"],
+                                 names=names, values=[1.0, 2.0, 3.0], event_times_ms=[1, 2, 3])
+    with pytest.raises(InvalidArgument) as err:
+        limits.check(fpb.LogOutcomesRequest(columns=[columns]))
+    assert [field for field, _ in err.value.violations] == ["columns[0].names[2]"]
+    columns.names[2] = "é" * 32  # 64 bytes: at the limit
+    limits.check(fpb.LogOutcomesRequest(columns=[columns]))
+    columns.values.append(4.0)
+    with pytest.raises(InvalidArgument) as err:
+        limits.check(fpb.LogOutcomesRequest(columns=[columns]))
+    assert [field for field, _ in err.value.violations] == ["columns[0].values"]
+
+
 def _retry_delay(error: grpc.aio.AioRpcError) -> float:
     status = rpc_status.from_call(error)
     for detail in status.details:

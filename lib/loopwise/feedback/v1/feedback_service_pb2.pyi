@@ -101,13 +101,35 @@ class Outcome(_message.Message):
     item_id: str
     def __init__(self, use_case: _Optional[str] = ..., decision_id: _Optional[str] = ..., outcome_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_id: _Optional[str] = ...) -> None: ...
 
+class OutcomeColumns(_message.Message):
+    __slots__ = ("use_case", "decision_ids", "outcome_ids", "names", "values", "labels", "event_times_ms", "item_ids")
+    USE_CASE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_IDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_IDS_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIMES_MS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    use_case: str
+    decision_ids: _containers.RepeatedScalarFieldContainer[str]
+    outcome_ids: _containers.RepeatedScalarFieldContainer[str]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    event_times_ms: _containers.RepeatedScalarFieldContainer[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, use_case: _Optional[str] = ..., decision_ids: _Optional[_Iterable[str]] = ..., outcome_ids: _Optional[_Iterable[str]] = ..., names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ..., event_times_ms: _Optional[_Iterable[int]] = ..., item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class LogOutcomesRequest(_message.Message):
-    __slots__ = ("request_id", "outcomes")
+    __slots__ = ("request_id", "outcomes", "columns")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
-    def __init__(self, request_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[OutcomeColumns]
+    def __init__(self, request_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[OutcomeColumns, _Mapping]]] = ...) -> None: ...
 
 class LogOutcomesResponse(_message.Message):
     __slots__ = ("accepted", "duplicates", "orphans")

@@ -86,10 +86,12 @@ class FeedbackServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def LogOutcomes(self, request, context):
-        """Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
-        of a use case that does not exist (or without outcome_id or name, or with a
-        value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
-        outcomes[i] and the field.
+        """Store outcomes, given as messages (outcomes) or as columns (columns: cheaper
+        to send and to check, for many outcomes at once), or both. Idempotent on
+        (use_case, decision_id, outcome_id). An outcome of a use case that does not
+        exist (or without outcome_id or name, or with a value that is not finite)
+        refuses the batch whole with INVALID_ARGUMENT naming the outcome and field
+        (outcomes[i].name, columns[c].names[i]).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -554,20 +554,138 @@ func (x *Outcome) GetItemId() string {
 	return ""
 }
 
+// Outcomes of one use case as columns: entry i of every column belongs to
+// outcome i. The same outcomes as Outcome messages, stored the same way; columns
+// are cheaper to send and to check when there are many.
+type OutcomeColumns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The use case of every outcome.
+	UseCase string `protobuf:"bytes,1,opt,name=use_case,json=useCase,proto3" json:"use_case,omitempty"`
+	// The decision each outcome follows (Outcome.decision_id), one per outcome.
+	DecisionIds []string `protobuf:"bytes,2,rep,name=decision_ids,json=decisionIds,proto3" json:"decision_ids,omitempty"`
+	// Client idempotency keys (Outcome.outcome_id), one per outcome.
+	OutcomeIds []string `protobuf:"bytes,3,rep,name=outcome_ids,json=outcomeIds,proto3" json:"outcome_ids,omitempty"`
+	// Outcome names (Outcome.name), one per outcome.
+	Names []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	// Outcome values (Outcome.value), one per outcome.
+	Values []float64 `protobuf:"fixed64,5,rep,packed,name=values,proto3" json:"values,omitempty"`
+	// Observed classes of a multiclass use case (Outcome.label): none, or one per
+	// outcome.
+	Labels []string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty"`
+	// When each outcome happened, in milliseconds since the Unix epoch (years 1 to
+	// 9999; 0: the server's now): none (the server's now for all), or one per
+	// outcome.
+	EventTimesMs []int64 `protobuf:"varint,7,rep,packed,name=event_times_ms,json=eventTimesMs,proto3" json:"event_times_ms,omitempty"`
+	// Ranking: the shown item each outcome belongs to (Outcome.item_id): none, or
+	// one per outcome.
+	ItemIds       []string `protobuf:"bytes,8,rep,name=item_ids,json=itemIds,proto3" json:"item_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutcomeColumns) Reset() {
+	*x = OutcomeColumns{}
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutcomeColumns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutcomeColumns) ProtoMessage() {}
+
+func (x *OutcomeColumns) ProtoReflect() protoreflect.Message {
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutcomeColumns.ProtoReflect.Descriptor instead.
+func (*OutcomeColumns) Descriptor() ([]byte, []int) {
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *OutcomeColumns) GetUseCase() string {
+	if x != nil {
+		return x.UseCase
+	}
+	return ""
+}
+
+func (x *OutcomeColumns) GetDecisionIds() []string {
+	if x != nil {
+		return x.DecisionIds
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetOutcomeIds() []string {
+	if x != nil {
+		return x.OutcomeIds
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetEventTimesMs() []int64 {
+	if x != nil {
+		return x.EventTimesMs
+	}
+	return nil
+}
+
+func (x *OutcomeColumns) GetItemIds() []string {
+	if x != nil {
+		return x.ItemIds
+	}
+	return nil
+}
+
 // Request for LogOutcomes.
 type LogOutcomesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Idempotency key for the batch.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// The outcomes.
-	Outcomes      []*Outcome `protobuf:"bytes,2,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	// The outcomes, one message each.
+	Outcomes []*Outcome `protobuf:"bytes,2,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	// More outcomes, as columns (one entry per use case); stored after `outcomes`.
+	// Together with `outcomes`, at most the server's batch row limit.
+	Columns       []*OutcomeColumns `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LogOutcomesRequest) Reset() {
 	*x = LogOutcomesRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +697,7 @@ func (x *LogOutcomesRequest) String() string {
 func (*LogOutcomesRequest) ProtoMessage() {}
 
 func (x *LogOutcomesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[5]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +710,7 @@ func (x *LogOutcomesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOutcomesRequest.ProtoReflect.Descriptor instead.
 func (*LogOutcomesRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{5}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LogOutcomesRequest) GetRequestId() string {
@@ -605,6 +723,13 @@ func (x *LogOutcomesRequest) GetRequestId() string {
 func (x *LogOutcomesRequest) GetOutcomes() []*Outcome {
 	if x != nil {
 		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *LogOutcomesRequest) GetColumns() []*OutcomeColumns {
+	if x != nil {
+		return x.Columns
 	}
 	return nil
 }
@@ -626,7 +751,7 @@ type LogOutcomesResponse struct {
 
 func (x *LogOutcomesResponse) Reset() {
 	*x = LogOutcomesResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +763,7 @@ func (x *LogOutcomesResponse) String() string {
 func (*LogOutcomesResponse) ProtoMessage() {}
 
 func (x *LogOutcomesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[6]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +776,7 @@ func (x *LogOutcomesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOutcomesResponse.ProtoReflect.Descriptor instead.
 func (*LogOutcomesResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{6}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LogOutcomesResponse) GetAccepted() int32 {
@@ -700,7 +825,7 @@ type ReadTrainingDataRequest struct {
 
 func (x *ReadTrainingDataRequest) Reset() {
 	*x = ReadTrainingDataRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +837,7 @@ func (x *ReadTrainingDataRequest) String() string {
 func (*ReadTrainingDataRequest) ProtoMessage() {}
 
 func (x *ReadTrainingDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[7]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +850,7 @@ func (x *ReadTrainingDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTrainingDataRequest.ProtoReflect.Descriptor instead.
 func (*ReadTrainingDataRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{7}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadTrainingDataRequest) GetUseCase() string {
@@ -840,7 +965,7 @@ type ReadTrainingDataResponse struct {
 
 func (x *ReadTrainingDataResponse) Reset() {
 	*x = ReadTrainingDataResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +977,7 @@ func (x *ReadTrainingDataResponse) String() string {
 func (*ReadTrainingDataResponse) ProtoMessage() {}
 
 func (x *ReadTrainingDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[8]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +990,7 @@ func (x *ReadTrainingDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTrainingDataResponse.ProtoReflect.Descriptor instead.
 func (*ReadTrainingDataResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{8}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadTrainingDataResponse) GetBlueprintVersion() int64 {
@@ -1035,7 +1160,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1172,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[9]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1185,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{9}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDecisionRequest) GetUseCase() string {
@@ -1103,7 +1228,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1240,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[10]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1253,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{10}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDecisionResponse) GetDecision() *DecisionRecord {
@@ -1184,7 +1309,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1321,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[11]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1334,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{11}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStatsRequest) GetUseCase() string {
@@ -1284,7 +1409,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1421,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[12]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1434,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{12}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStatsResponse) GetDecisions() int64 {
@@ -1482,7 +1607,7 @@ type DriftReport struct {
 
 func (x *DriftReport) Reset() {
 	*x = DriftReport{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1619,7 @@ func (x *DriftReport) String() string {
 func (*DriftReport) ProtoMessage() {}
 
 func (x *DriftReport) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[13]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1632,7 @@ func (x *DriftReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftReport.ProtoReflect.Descriptor instead.
 func (*DriftReport) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{13}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DriftReport) GetStatus() string {
@@ -1614,7 +1739,7 @@ type FeatureDrift struct {
 
 func (x *FeatureDrift) Reset() {
 	*x = FeatureDrift{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1751,7 @@ func (x *FeatureDrift) String() string {
 func (*FeatureDrift) ProtoMessage() {}
 
 func (x *FeatureDrift) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[14]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1764,7 @@ func (x *FeatureDrift) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureDrift.ProtoReflect.Descriptor instead.
 func (*FeatureDrift) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{14}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FeatureDrift) GetName() string {
@@ -1693,7 +1818,7 @@ type DeleteUnitDataRequest struct {
 
 func (x *DeleteUnitDataRequest) Reset() {
 	*x = DeleteUnitDataRequest{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1830,7 @@ func (x *DeleteUnitDataRequest) String() string {
 func (*DeleteUnitDataRequest) ProtoMessage() {}
 
 func (x *DeleteUnitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[15]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1843,7 @@ func (x *DeleteUnitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUnitDataRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUnitDataRequest) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{15}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteUnitDataRequest) GetRequestId() string {
@@ -1755,7 +1880,7 @@ type DeleteUnitDataResponse struct {
 
 func (x *DeleteUnitDataResponse) Reset() {
 	*x = DeleteUnitDataResponse{}
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1892,7 @@ func (x *DeleteUnitDataResponse) String() string {
 func (*DeleteUnitDataResponse) ProtoMessage() {}
 
 func (x *DeleteUnitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[16]
+	mi := &file_loopwise_feedback_v1_feedback_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1905,7 @@ func (x *DeleteUnitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUnitDataResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUnitDataResponse) Descriptor() ([]byte, []int) {
-	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{16}
+	return file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteUnitDataResponse) GetDecisionsDeleted() int64 {
@@ -1851,11 +1976,22 @@ const file_loopwise_feedback_v1_feedback_service_proto_rawDesc = "" +
 	"\x05label\x18\x06 \x01(\tR\x05label\x129\n" +
 	"\n" +
 	"event_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12\x17\n" +
-	"\aitem_id\x18\x1e \x01(\tR\x06itemId\"n\n" +
+	"\aitem_id\x18\x1e \x01(\tR\x06itemId\"\xf6\x01\n" +
+	"\x0eOutcomeColumns\x12\x19\n" +
+	"\buse_case\x18\x01 \x01(\tR\auseCase\x12!\n" +
+	"\fdecision_ids\x18\x02 \x03(\tR\vdecisionIds\x12\x1f\n" +
+	"\voutcome_ids\x18\x03 \x03(\tR\n" +
+	"outcomeIds\x12\x14\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\x12\x16\n" +
+	"\x06values\x18\x05 \x03(\x01R\x06values\x12\x16\n" +
+	"\x06labels\x18\x06 \x03(\tR\x06labels\x12$\n" +
+	"\x0eevent_times_ms\x18\a \x03(\x03R\feventTimesMs\x12\x19\n" +
+	"\bitem_ids\x18\b \x03(\tR\aitemIds\"\xae\x01\n" +
 	"\x12LogOutcomesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x129\n" +
-	"\boutcomes\x18\x02 \x03(\v2\x1d.loopwise.feedback.v1.OutcomeR\boutcomes\"k\n" +
+	"\boutcomes\x18\x02 \x03(\v2\x1d.loopwise.feedback.v1.OutcomeR\boutcomes\x12>\n" +
+	"\acolumns\x18\x03 \x03(\v2$.loopwise.feedback.v1.OutcomeColumnsR\acolumns\"k\n" +
 	"\x13LogOutcomesResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x05R\baccepted\x12\x1e\n" +
 	"\n" +
@@ -1983,58 +2119,60 @@ func file_loopwise_feedback_v1_feedback_service_proto_rawDescGZIP() []byte {
 	return file_loopwise_feedback_v1_feedback_service_proto_rawDescData
 }
 
-var file_loopwise_feedback_v1_feedback_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_loopwise_feedback_v1_feedback_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_loopwise_feedback_v1_feedback_service_proto_goTypes = []any{
 	(*DecisionRecord)(nil),           // 0: loopwise.feedback.v1.DecisionRecord
 	(*RankedItem)(nil),               // 1: loopwise.feedback.v1.RankedItem
 	(*LogDecisionsRequest)(nil),      // 2: loopwise.feedback.v1.LogDecisionsRequest
 	(*LogDecisionsResponse)(nil),     // 3: loopwise.feedback.v1.LogDecisionsResponse
 	(*Outcome)(nil),                  // 4: loopwise.feedback.v1.Outcome
-	(*LogOutcomesRequest)(nil),       // 5: loopwise.feedback.v1.LogOutcomesRequest
-	(*LogOutcomesResponse)(nil),      // 6: loopwise.feedback.v1.LogOutcomesResponse
-	(*ReadTrainingDataRequest)(nil),  // 7: loopwise.feedback.v1.ReadTrainingDataRequest
-	(*ReadTrainingDataResponse)(nil), // 8: loopwise.feedback.v1.ReadTrainingDataResponse
-	(*GetDecisionRequest)(nil),       // 9: loopwise.feedback.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),      // 10: loopwise.feedback.v1.GetDecisionResponse
-	(*GetStatsRequest)(nil),          // 11: loopwise.feedback.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),         // 12: loopwise.feedback.v1.GetStatsResponse
-	(*DriftReport)(nil),              // 13: loopwise.feedback.v1.DriftReport
-	(*FeatureDrift)(nil),             // 14: loopwise.feedback.v1.FeatureDrift
-	(*DeleteUnitDataRequest)(nil),    // 15: loopwise.feedback.v1.DeleteUnitDataRequest
-	(*DeleteUnitDataResponse)(nil),   // 16: loopwise.feedback.v1.DeleteUnitDataResponse
-	nil,                              // 17: loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*OutcomeColumns)(nil),           // 5: loopwise.feedback.v1.OutcomeColumns
+	(*LogOutcomesRequest)(nil),       // 6: loopwise.feedback.v1.LogOutcomesRequest
+	(*LogOutcomesResponse)(nil),      // 7: loopwise.feedback.v1.LogOutcomesResponse
+	(*ReadTrainingDataRequest)(nil),  // 8: loopwise.feedback.v1.ReadTrainingDataRequest
+	(*ReadTrainingDataResponse)(nil), // 9: loopwise.feedback.v1.ReadTrainingDataResponse
+	(*GetDecisionRequest)(nil),       // 10: loopwise.feedback.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),      // 11: loopwise.feedback.v1.GetDecisionResponse
+	(*GetStatsRequest)(nil),          // 12: loopwise.feedback.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 13: loopwise.feedback.v1.GetStatsResponse
+	(*DriftReport)(nil),              // 14: loopwise.feedback.v1.DriftReport
+	(*FeatureDrift)(nil),             // 15: loopwise.feedback.v1.FeatureDrift
+	(*DeleteUnitDataRequest)(nil),    // 16: loopwise.feedback.v1.DeleteUnitDataRequest
+	(*DeleteUnitDataResponse)(nil),   // 17: loopwise.feedback.v1.DeleteUnitDataResponse
+	nil,                              // 18: loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
 }
 var file_loopwise_feedback_v1_feedback_service_proto_depIdxs = []int32{
 	1,  // 0: loopwise.feedback.v1.DecisionRecord.ranked_items:type_name -> loopwise.feedback.v1.RankedItem
 	0,  // 1: loopwise.feedback.v1.LogDecisionsRequest.decisions:type_name -> loopwise.feedback.v1.DecisionRecord
-	18, // 2: loopwise.feedback.v1.Outcome.event_time:type_name -> google.protobuf.Timestamp
+	19, // 2: loopwise.feedback.v1.Outcome.event_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: loopwise.feedback.v1.LogOutcomesRequest.outcomes:type_name -> loopwise.feedback.v1.Outcome
-	18, // 4: loopwise.feedback.v1.ReadTrainingDataRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 5: loopwise.feedback.v1.ReadTrainingDataRequest.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 6: loopwise.feedback.v1.GetDecisionResponse.decision:type_name -> loopwise.feedback.v1.DecisionRecord
-	4,  // 7: loopwise.feedback.v1.GetDecisionResponse.outcomes:type_name -> loopwise.feedback.v1.Outcome
-	17, // 8: loopwise.feedback.v1.GetDecisionResponse.model_lineage:type_name -> loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
-	13, // 9: loopwise.feedback.v1.GetStatsResponse.drift:type_name -> loopwise.feedback.v1.DriftReport
-	14, // 10: loopwise.feedback.v1.DriftReport.features:type_name -> loopwise.feedback.v1.FeatureDrift
-	18, // 11: loopwise.feedback.v1.DriftReport.compute_time:type_name -> google.protobuf.Timestamp
-	2,  // 12: loopwise.feedback.v1.FeedbackService.LogDecisions:input_type -> loopwise.feedback.v1.LogDecisionsRequest
-	5,  // 13: loopwise.feedback.v1.FeedbackService.LogOutcomes:input_type -> loopwise.feedback.v1.LogOutcomesRequest
-	7,  // 14: loopwise.feedback.v1.FeedbackService.ReadTrainingData:input_type -> loopwise.feedback.v1.ReadTrainingDataRequest
-	9,  // 15: loopwise.feedback.v1.FeedbackService.GetDecision:input_type -> loopwise.feedback.v1.GetDecisionRequest
-	11, // 16: loopwise.feedback.v1.FeedbackService.GetStats:input_type -> loopwise.feedback.v1.GetStatsRequest
-	15, // 17: loopwise.feedback.v1.FeedbackService.DeleteUnitData:input_type -> loopwise.feedback.v1.DeleteUnitDataRequest
-	3,  // 18: loopwise.feedback.v1.FeedbackService.LogDecisions:output_type -> loopwise.feedback.v1.LogDecisionsResponse
-	6,  // 19: loopwise.feedback.v1.FeedbackService.LogOutcomes:output_type -> loopwise.feedback.v1.LogOutcomesResponse
-	8,  // 20: loopwise.feedback.v1.FeedbackService.ReadTrainingData:output_type -> loopwise.feedback.v1.ReadTrainingDataResponse
-	10, // 21: loopwise.feedback.v1.FeedbackService.GetDecision:output_type -> loopwise.feedback.v1.GetDecisionResponse
-	12, // 22: loopwise.feedback.v1.FeedbackService.GetStats:output_type -> loopwise.feedback.v1.GetStatsResponse
-	16, // 23: loopwise.feedback.v1.FeedbackService.DeleteUnitData:output_type -> loopwise.feedback.v1.DeleteUnitDataResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 4: loopwise.feedback.v1.LogOutcomesRequest.columns:type_name -> loopwise.feedback.v1.OutcomeColumns
+	19, // 5: loopwise.feedback.v1.ReadTrainingDataRequest.start_time:type_name -> google.protobuf.Timestamp
+	19, // 6: loopwise.feedback.v1.ReadTrainingDataRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: loopwise.feedback.v1.GetDecisionResponse.decision:type_name -> loopwise.feedback.v1.DecisionRecord
+	4,  // 8: loopwise.feedback.v1.GetDecisionResponse.outcomes:type_name -> loopwise.feedback.v1.Outcome
+	18, // 9: loopwise.feedback.v1.GetDecisionResponse.model_lineage:type_name -> loopwise.feedback.v1.GetDecisionResponse.ModelLineageEntry
+	14, // 10: loopwise.feedback.v1.GetStatsResponse.drift:type_name -> loopwise.feedback.v1.DriftReport
+	15, // 11: loopwise.feedback.v1.DriftReport.features:type_name -> loopwise.feedback.v1.FeatureDrift
+	19, // 12: loopwise.feedback.v1.DriftReport.compute_time:type_name -> google.protobuf.Timestamp
+	2,  // 13: loopwise.feedback.v1.FeedbackService.LogDecisions:input_type -> loopwise.feedback.v1.LogDecisionsRequest
+	6,  // 14: loopwise.feedback.v1.FeedbackService.LogOutcomes:input_type -> loopwise.feedback.v1.LogOutcomesRequest
+	8,  // 15: loopwise.feedback.v1.FeedbackService.ReadTrainingData:input_type -> loopwise.feedback.v1.ReadTrainingDataRequest
+	10, // 16: loopwise.feedback.v1.FeedbackService.GetDecision:input_type -> loopwise.feedback.v1.GetDecisionRequest
+	12, // 17: loopwise.feedback.v1.FeedbackService.GetStats:input_type -> loopwise.feedback.v1.GetStatsRequest
+	16, // 18: loopwise.feedback.v1.FeedbackService.DeleteUnitData:input_type -> loopwise.feedback.v1.DeleteUnitDataRequest
+	3,  // 19: loopwise.feedback.v1.FeedbackService.LogDecisions:output_type -> loopwise.feedback.v1.LogDecisionsResponse
+	7,  // 20: loopwise.feedback.v1.FeedbackService.LogOutcomes:output_type -> loopwise.feedback.v1.LogOutcomesResponse
+	9,  // 21: loopwise.feedback.v1.FeedbackService.ReadTrainingData:output_type -> loopwise.feedback.v1.ReadTrainingDataResponse
+	11, // 22: loopwise.feedback.v1.FeedbackService.GetDecision:output_type -> loopwise.feedback.v1.GetDecisionResponse
+	13, // 23: loopwise.feedback.v1.FeedbackService.GetStats:output_type -> loopwise.feedback.v1.GetStatsResponse
+	17, // 24: loopwise.feedback.v1.FeedbackService.DeleteUnitData:output_type -> loopwise.feedback.v1.DeleteUnitDataResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_loopwise_feedback_v1_feedback_service_proto_init() }
@@ -2048,7 +2186,7 @@ func file_loopwise_feedback_v1_feedback_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loopwise_feedback_v1_feedback_service_proto_rawDesc), len(file_loopwise_feedback_v1_feedback_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

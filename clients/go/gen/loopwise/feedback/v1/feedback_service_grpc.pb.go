@@ -45,10 +45,12 @@ type FeedbackServiceClient interface {
 	// acknowledged into the spool and validated before it is stored; invalid records
 	// are then kept aside, not stored.
 	LogDecisions(ctx context.Context, in *LogDecisionsRequest, opts ...grpc.CallOption) (*LogDecisionsResponse, error)
-	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
-	// of a use case that does not exist (or without outcome_id or name, or with a
-	// value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
-	// outcomes[i] and the field.
+	// Store outcomes, given as messages (outcomes) or as columns (columns: cheaper
+	// to send and to check, for many outcomes at once), or both. Idempotent on
+	// (use_case, decision_id, outcome_id). An outcome of a use case that does not
+	// exist (or without outcome_id or name, or with a value that is not finite)
+	// refuses the batch whole with INVALID_ARGUMENT naming the outcome and field
+	// (outcomes[i].name, columns[c].names[i]).
 	LogOutcomes(ctx context.Context, in *LogOutcomesRequest, opts ...grpc.CallOption) (*LogOutcomesResponse, error)
 	// Stream joined training data for a use case and time range, in columnar
 	// batches, for decisions whose reward window has closed.
@@ -154,10 +156,12 @@ type FeedbackServiceServer interface {
 	// acknowledged into the spool and validated before it is stored; invalid records
 	// are then kept aside, not stored.
 	LogDecisions(context.Context, *LogDecisionsRequest) (*LogDecisionsResponse, error)
-	// Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
-	// of a use case that does not exist (or without outcome_id or name, or with a
-	// value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
-	// outcomes[i] and the field.
+	// Store outcomes, given as messages (outcomes) or as columns (columns: cheaper
+	// to send and to check, for many outcomes at once), or both. Idempotent on
+	// (use_case, decision_id, outcome_id). An outcome of a use case that does not
+	// exist (or without outcome_id or name, or with a value that is not finite)
+	// refuses the batch whole with INVALID_ARGUMENT naming the outcome and field
+	// (outcomes[i].name, columns[c].names[i]).
 	LogOutcomes(context.Context, *LogOutcomesRequest) (*LogOutcomesResponse, error)
 	// Stream joined training data for a use case and time range, in columnar
 	// batches, for decisions whose reward window has closed.

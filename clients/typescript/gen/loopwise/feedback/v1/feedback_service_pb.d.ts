@@ -352,6 +352,81 @@ export declare type Outcome = Message<"loopwise.feedback.v1.Outcome"> & {
 export declare const OutcomeSchema: GenMessage<Outcome>;
 
 /**
+ * Outcomes of one use case as columns: entry i of every column belongs to
+ * outcome i. The same outcomes as Outcome messages, stored the same way; columns
+ * are cheaper to send and to check when there are many.
+ *
+ * @generated from message loopwise.feedback.v1.OutcomeColumns
+ */
+export declare type OutcomeColumns = Message<"loopwise.feedback.v1.OutcomeColumns"> & {
+  /**
+   * The use case of every outcome.
+   *
+   * @generated from field: string use_case = 1;
+   */
+  useCase: string;
+
+  /**
+   * The decision each outcome follows (Outcome.decision_id), one per outcome.
+   *
+   * @generated from field: repeated string decision_ids = 2;
+   */
+  decisionIds: string[];
+
+  /**
+   * Client idempotency keys (Outcome.outcome_id), one per outcome.
+   *
+   * @generated from field: repeated string outcome_ids = 3;
+   */
+  outcomeIds: string[];
+
+  /**
+   * Outcome names (Outcome.name), one per outcome.
+   *
+   * @generated from field: repeated string names = 4;
+   */
+  names: string[];
+
+  /**
+   * Outcome values (Outcome.value), one per outcome.
+   *
+   * @generated from field: repeated double values = 5;
+   */
+  values: number[];
+
+  /**
+   * Observed classes of a multiclass use case (Outcome.label): none, or one per
+   * outcome.
+   *
+   * @generated from field: repeated string labels = 6;
+   */
+  labels: string[];
+
+  /**
+   * When each outcome happened, in milliseconds since the Unix epoch (years 1 to
+   * 9999; 0: the server's now): none (the server's now for all), or one per
+   * outcome.
+   *
+   * @generated from field: repeated int64 event_times_ms = 7;
+   */
+  eventTimesMs: bigint[];
+
+  /**
+   * Ranking: the shown item each outcome belongs to (Outcome.item_id): none, or
+   * one per outcome.
+   *
+   * @generated from field: repeated string item_ids = 8;
+   */
+  itemIds: string[];
+};
+
+/**
+ * Describes the message loopwise.feedback.v1.OutcomeColumns.
+ * Use `create(OutcomeColumnsSchema)` to create a new message.
+ */
+export declare const OutcomeColumnsSchema: GenMessage<OutcomeColumns>;
+
+/**
  * Request for LogOutcomes.
  *
  * @generated from message loopwise.feedback.v1.LogOutcomesRequest
@@ -365,11 +440,19 @@ export declare type LogOutcomesRequest = Message<"loopwise.feedback.v1.LogOutcom
   requestId: string;
 
   /**
-   * The outcomes.
+   * The outcomes, one message each.
    *
    * @generated from field: repeated loopwise.feedback.v1.Outcome outcomes = 2;
    */
   outcomes: Outcome[];
+
+  /**
+   * More outcomes, as columns (one entry per use case); stored after `outcomes`.
+   * Together with `outcomes`, at most the server's batch row limit.
+   *
+   * @generated from field: repeated loopwise.feedback.v1.OutcomeColumns columns = 3;
+   */
+  columns: OutcomeColumns[];
 };
 
 /**
@@ -1162,10 +1245,12 @@ export declare const FeedbackService: GenService<{
     output: typeof LogDecisionsResponseSchema;
   },
   /**
-   * Store outcomes. Idempotent on (use_case, decision_id, outcome_id). An outcome
-   * of a use case that does not exist (or without outcome_id or name, or with a
-   * value that is not finite) refuses the batch whole with INVALID_ARGUMENT naming
-   * outcomes[i] and the field.
+   * Store outcomes, given as messages (outcomes) or as columns (columns: cheaper
+   * to send and to check, for many outcomes at once), or both. Idempotent on
+   * (use_case, decision_id, outcome_id). An outcome of a use case that does not
+   * exist (or without outcome_id or name, or with a value that is not finite)
+   * refuses the batch whole with INVALID_ARGUMENT naming the outcome and field
+   * (outcomes[i].name, columns[c].names[i]).
    *
    * @generated from rpc loopwise.feedback.v1.FeedbackService.LogOutcomes
    */
