@@ -12,6 +12,7 @@ from loopwise.clock import (
     Clock,
     canonical_uuid,
     plausible_decision_key,
+    plausible_decision_keys,
     plausible_decision_time_ms,
     uuid7_run,
     uuid7_time_ms,
@@ -165,6 +166,14 @@ def test_plausible_decision_key_agrees_with_the_time_and_the_canonical_form() ->
         assert plausible_decision_key(value, now) == expected, value
     assert plausible_decision_key(made[0].upper(), now) == (made[0], uuid7_time_ms(made[0]))
     assert plausible_decision_key("ffffffff-ffff-7fff-bfff-ffffffffffff", now) is None  # far in the future
+
+    # Many at once: the same answers, whether every id is canonical (read together) or not.
+    canonical = [*made, "00000000-0000-7000-8000-000000000000", "ffffffff-ffff-7fff-bfff-ffffffffffff"]
+    for values in (canonical, spellings, made, []):
+        keys = [plausible_decision_key(value, now) for value in values]
+        assert plausible_decision_keys(values, now) == (
+            [value if key is None else key[0] for value, key in zip(values, keys, strict=True)],
+            [0 if key is None else key[1] for key in keys]), values
 
 
 def test_settings_from_environment(monkeypatch, tmp_path) -> None:
