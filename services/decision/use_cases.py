@@ -6,7 +6,8 @@ re-reads the store every ``SYNC_INTERVAL_S`` (:meth:`UseCases.sync_forever`), so
 version, kill switch or archive flag written through another one is served within
 that interval. A name or version not held yet is looked up in the store before it is
 refused (:meth:`UseCases.catch_up`): a use case applied through one replica is known
-to the others at once.
+to the others at once. Changes (apply, rollback, kill switch, archive) read the store
+first, and one that loses a race with another process's write reads it again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
@@ -43,6 +46,7 @@ from loopwise.store.decision import (
 )
 
 log = logging.getLogger("loopwise.decision.use_cases")
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -201,14 +205,22 @@ class UseCases:
         top of it (UNAVAILABLE after ``APPLY_TRIES`` such races)."""
         validate_blueprint(blueprint)
         check_arm_parameters(blueprint)
+        await self.refresh()  # compared with the latest version, wherever it was written
+        return await self._on_latest(
+            blueprint.use_case, lambda: self._apply_once(blueprint, request_id, validate_only, author, reason))
+
+    async def _on_latest(self, use_case: str, write: Callable[[], Awaitable[T]]) -> T:
+        """Run ``write``, which adds a version on top of the latest one held; when another
+        process added one first (the store refuses the write), re-read the store and run
+        it again: UNAVAILABLE after ``APPLY_TRIES`` such races."""
         for _ in range(APPLY_TRIES):
             try:
-                return await self._apply_once(blueprint, request_id, validate_only, author, reason)
+                return await write()
             except VersionConflict as conflict:
-                log.info("%s: %s; re-reading the store and applying again", blueprint.use_case, conflict)
+                log.info("%s: %s; re-reading the store and writing again", use_case, conflict)
                 await self.refresh()
-        raise Unavailable(f"use case {blueprint.use_case!r} kept changing through other replicas while "
-                          "this apply was written; apply again")
+        raise Unavailable(f"use case {use_case!r} kept changing through other replicas while this change was "
+                          "written; send it again")
 
     async def _apply_once(self, blueprint: bp.Blueprint, request_id: str, validate_only: bool,
                           author: str, reason: str) -> ApplyResult:
@@ -258,10 +270,15 @@ class UseCases:
         self.check_name(use_case)
         if to_version <= 0:
             raise InvalidArgument("to_version", "must be a version >= 1")
-        await self.catch_up(use_case, to_version)
+        await self.refresh()  # the latest version, wherever it was written
         target = self.get(use_case, to_version, "to_version")
         if self.archived(use_case):
             raise FailedPrecondition(f"use case {use_case!r} is archived; restore it with ArchiveUseCase first")
+        return await self._on_latest(
+            use_case, lambda: self._rollback_once(use_case, to_version, target, request_id, author, reason))
+
+    async def _rollback_once(self, use_case: str, to_version: int, target: UseCaseVersion, request_id: str,
+                             author: str, reason: str) -> UseCaseVersion:
         async with self._lock:
             key = f"rollback:{request_id}"
             if request_id and key in self._done:
@@ -284,7 +301,7 @@ class UseCases:
     async def set_kill_switch(self, use_case: str, enabled: bool, *, author: str = "", reason: str = "") -> None:
         """Force (or stop forcing) the default decision; effective for the next request."""
         self.check_name(use_case)
-        await self.catch_up(use_case)
+        await self.refresh()
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_kill_switch(use_case, enabled, self.clock.now_ms(), author, reason):
@@ -295,7 +312,7 @@ class UseCases:
     async def set_archived(self, use_case: str, archived: bool, *, author: str = "", reason: str = "") -> None:
         """Archive (or restore) a use case."""
         self.check_name(use_case)
-        await self.catch_up(use_case)
+        await self.refresh()
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_archived(use_case, archived, self.clock.now_ms(), author, reason):

@@ -258,8 +258,8 @@ async def test_decision_service_lifecycle_on_cassandra(make_settings, cassandra_
 async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settings, tmp_path) -> None:
     """Two decision services on one store, as two pods (each a single process): what is
     applied through one is read, decided on (Decide, DecideBatch, DecideStream) and
-    changed through the other at once; kill switches and archive flags set through one
-    reach the other through its periodic re-read of the store."""
+    changed (apply, rollback) through the other at once; kill switches and archive flags
+    set through one reach the other through its periodic re-read of the store."""
     a = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False))
     b = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False,
                                           data_dir=tmp_path / "b"))
@@ -287,6 +287,16 @@ async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settin
         applied = await b.apply(helpers.blueprint(changed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.5))
         assert applied.created and applied.use_case.version == 2
         await helpers.wait_until(lambda: a.core.use_cases.latest_version(changed) == 2, timeout=10.0)
+
+        # Changes through B start from the latest version, though A wrote it: the v1
+        # blueprint again is a new version (not "unchanged"), and a rollback to v1 is
+        # one (not "already current").
+        await a.apply(helpers.blueprint(streamed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.25))
+        again = await b.apply(helpers.blueprint(streamed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=1.0))
+        assert again.created and again.use_case.version == 3 and list(again.changed_fields) == ["policy"]
+        await a.apply(helpers.blueprint(batched, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.25))
+        back = await b.stub.RollbackUseCase(dpb.RollbackUseCaseRequest(use_case=batched, to_version=1))
+        assert back.use_case.version == 3 and back.use_case.blueprint.policy.epsilon == 1.0
 
         # A kill switch and an archive flag set through A reach B: B shows the switch,
         # and refuses decisions of the archived use case.

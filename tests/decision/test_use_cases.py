@@ -197,3 +197,44 @@ async def test_a_name_not_held_is_looked_up_in_the_store_once_for_concurrent_cal
         assert reader.get("other", 1).use_case == "other" and counted.loads == 4
     finally:
         store.close()
+
+
+class RacedStore(CountedStore):
+    """A store where another process's write lands just before this process's first
+    version write (after this process has read the store)."""
+
+    def __init__(self, store, other: UseCases, blueprint_of_other: bp.Blueprint) -> None:
+        super().__init__(store)
+        self.other, self.blueprint_of_other, self.raced = other, blueprint_of_other, False
+
+    async def add_version(self, *args, **kwargs):
+        if not self.raced:
+            self.raced = True
+            await self.other.apply(self.blueprint_of_other)
+        return await self.store.add_version(*args, **kwargs)
+
+
+async def test_a_change_that_loses_a_race_is_written_again_on_the_latest_version(tmp_path) -> None:
+    """Another process adds a version between this one's read and its write: the store
+    refuses the write, this process reads the store and writes on top of the new
+    version (an apply, then a rollback)."""
+    store = open_decision_store(Settings(decision_store_url=f"sqlite:///{tmp_path / 'decision.db'}"))
+    try:
+        other = UseCases(store, Clock())
+        await other.load()
+        await other.apply(blueprint("offer"))
+        mine = UseCases(raced := RacedStore(store, other, blueprint("offer", epsilon=0.3,
+                                                                      type=bp.POLICY_TYPE_EPSILON_GREEDY)),
+                        Clock())
+        await mine.load()
+        applied = await mine.apply(blueprint("offer", epsilon=0.6, type=bp.POLICY_TYPE_EPSILON_GREEDY))
+        assert raced.raced and applied.created and applied.version.version == 3
+        assert [mine.get("offer", v).blueprint.policy.epsilon for v in (1, 2, 3)] == pytest.approx([0.0, 0.3, 0.6])
+
+        raced.raced = False
+        raced.blueprint_of_other = blueprint("offer", epsilon=0.9, type=bp.POLICY_TYPE_EPSILON_GREEDY)
+        back = await mine.rollback("offer", to_version=1)
+        assert raced.raced and back.version == 5 and back.blueprint.policy.epsilon == 0.0
+        assert other.latest_version("offer") == 4  # its own write, before the rollback
+    finally:
+        store.close()
