@@ -45,6 +45,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import math
 import random
 import threading
 import time
@@ -299,23 +300,36 @@ def _outcome_column_requests(
     outcomes each (ValueError for a column of another length than ``decision_ids``)."""
     n = len(decision_ids)
     columns: dict[str, list] = {
-        "decision_ids": [str(v) for v in decision_ids],
-        "outcome_ids": [str(v) for v in outcome_ids],
-        "names": [names] * n if isinstance(names, str) else [str(v) for v in names],
-        "values": [float(values)] * n if isinstance(values, int | float) else np.asarray(values, float).tolist(),
+        "decision_ids": _strings("decision_ids", decision_ids),
+        "outcome_ids": _strings("outcome_ids", outcome_ids),
+        "names": [names] * n if isinstance(names, str) else _strings("names", names),
+        "values": [float(values)] * n if np.ndim(values) == 0 else np.asarray(values, float).tolist(),
     }
     if labels is not None:
-        columns["labels"] = [str(v) for v in labels]
+        columns["labels"] = _strings("labels", labels, missing="")
     if event_times is not None:
         columns["event_times_ms"] = [_event_ms(v) for v in event_times]
     if item_ids is not None:
-        columns["item_ids"] = [str(v) for v in item_ids]
+        columns["item_ids"] = _strings("item_ids", item_ids, missing="")
     for name, column in columns.items():
         if len(column) != n:
             raise ValueError(f"{name} has {len(column)} entries; decision_ids has {n} (one per outcome)")
     return [fpb.LogOutcomesRequest(request_id=new_id(), columns=[fpb.OutcomeColumns(
         use_case=use_case, **{name: column[start:start + batch_size] for name, column in columns.items()})])
         for start in range(0, n, batch_size)]
+
+
+def _strings(name: str, values: Iterable[Any], missing: str | None = None) -> list[str]:
+    """A column of strings; TypeError naming the column and entry for anything else
+    (None and NaN, a data frame's missing values, become ``missing`` when given)."""
+    out = []
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            if missing is None or not (value is None or (isinstance(value, float) and math.isnan(value))):
+                raise TypeError(f"{name}[{i}]: expected a string, got {value!r}")
+            value = missing
+        out.append(value)
+    return out
 
 
 def _add_counts(total: fpb.LogOutcomesResponse, reply: fpb.LogOutcomesResponse) -> None:
@@ -1501,10 +1515,13 @@ class Client(_ClientBase):
         frame's columns): entry i of each is outcome i. The same outcomes as
         :meth:`log_outcomes` takes, sent as ``OutcomeColumns``: cheaper to send and for
         the feedback service to check. ``names`` and ``values`` may be one value for
-        every outcome; ``event_times`` are datetimes or epoch seconds (None: the
-        server's now). Sent in batches of ``batch_size``; returns the summed counts.
-        ValueError for columns of different lengths; the service's INVALID_ARGUMENT
-        names ``columns[0].<column>[i]`` (i within the batch). ``timeout`` is per batch."""
+        every outcome; ids, names, labels and item ids must be strings (a missing label
+        or item id, None or NaN, is none); ``event_times`` are datetimes or epoch
+        seconds, None (or the epoch itself, which the column cannot tell from none)
+        meaning the server's now. Sent in batches of ``batch_size``; returns the summed
+        counts. ValueError for columns of different lengths, TypeError for a value that
+        is not a string; the service's INVALID_ARGUMENT names ``columns[0].<column>[i]``
+        (i within the batch). ``timeout`` is per batch."""
         total = fpb.LogOutcomesResponse()
         for request in _outcome_column_requests(use_case, decision_ids, outcome_ids, names, values, labels,
                                                 event_times, item_ids, batch_size, self.clock.new_id):

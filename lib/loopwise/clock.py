@@ -152,7 +152,10 @@ def plausible_decision_keys(values: list[str], now_ms: int) -> tuple[list[str], 
     timestamps, 0 for an id that is not plausible (the id then as given). When every
     id is already canonical (ids made here), they are matched and read together."""
     joined = "".join(values)
-    if len(joined) == 36 * len(values) and _CANONICAL_UUID7_RUN.fullmatch(joined):
+    # Every id 36 characters long (the shortest is, and they add up to 36 each), and
+    # together a run of canonical ids: then each one is.
+    if values and min(map(len, values)) == 36 and len(joined) == 36 * len(values) \
+            and _CANONICAL_UUID7_RUN.fullmatch(joined):
         chars = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(len(values), 36)[:, _TIME_DIGITS]
         digits = np.where(chars <= ord("9"), chars - ord("0"), chars - (ord("a") - 10)).astype(np.int64)
         ms = digits @ (np.int64(16) ** np.arange(11, -1, -1, dtype=np.int64))

@@ -80,11 +80,11 @@ class InputLimits:
     @property
     def small_bytes(self) -> int:
         """A message this small cannot break a string, repeated-field or blueprint
-        limit (every repeated entry takes at least two bytes on the wire), so only its
-        row counts need a look: the hot path (a Decide of a few hundred bytes) stays
-        a ByteSize() call."""
-        return min(self.max_string_bytes, 2 * self.max_features, 2 * self.max_candidates,
-                   2 * self.max_batch_rows, self.max_blueprint_bytes)
+        limit (every repeated entry takes at least one byte on the wire: a packed
+        varint), so only its row counts need a look: the hot path (a Decide of a few
+        hundred bytes) stays a ByteSize() call."""
+        return min(self.max_string_bytes, self.max_features, self.max_candidates,
+                   self.max_batch_rows, self.max_blueprint_bytes)
 
     def check(self, message: Message) -> None:
         """Raise InvalidArgument naming the first field of ``message`` over a limit."""

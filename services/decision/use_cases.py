@@ -6,14 +6,16 @@ re-reads the store every ``SYNC_INTERVAL_S`` (:meth:`UseCases.sync_forever`), so
 version, kill switch or archive flag written through another one is served within
 that interval. A name or version not held yet is looked up in the store before it is
 refused (:meth:`UseCases.catch_up`): a use case applied through one replica is known
-to the others at once. Changes (apply, rollback, kill switch, archive) read the store
-first, and one that loses a race with another process's write reads it again.
+to the others at once. An apply or rollback reads the store first (it writes on top
+of the latest version), and one that loses a race with another process's write reads
+it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,8 +57,11 @@ SYNC_INTERVAL_S = 1.0
 # Least seconds between two look-ups caused by unknown names (a flood of unknown names
 # costs the store at most one read per interval).
 CATCH_UP_INTERVAL_S = 0.05
-# Tries of an apply whose version another process wrote first (re-read, then again).
+# Tries of an apply or rollback whose version another process wrote first (re-read,
+# then again), and the pause before the n-th re-read: RETRY_PAUSE_S × (n + a random
+# fraction).
 APPLY_TRIES = 3
+RETRY_PAUSE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -86,24 +91,27 @@ class UseCases:
         self._lock = asyncio.Lock()
         self._catch_up_lock = asyncio.Lock()
         self._reads_started = 0  # store reads begun by refresh()
-        self._read_done = 0  # the number (in that count) of the last read merged
+        self._read_tried = 0  # the number (in that count) of the last read ended
+        self._read_failed = False  # whether that read failed
         self._catch_up_at = -CATCH_UP_INTERVAL_S  # monotonic time of the last catch-up read
 
     async def load(self) -> None:
         """Read every stored version into memory."""
         await self.refresh()
 
-    async def sync_forever(self, interval_s: float = SYNC_INTERVAL_S) -> None:
-        """Re-read the store every ``interval_s`` until cancelled (a failed read is
-        logged and retried at the next interval)."""
-        await every(interval_s, self.refresh, "re-reading use cases from the store", log)
+    async def sync_forever(self, interval_s: float | None = None) -> None:
+        """Re-read the store every ``interval_s`` (default ``SYNC_INTERVAL_S``) until
+        cancelled (a failed read is logged and retried at the next interval)."""
+        await every(SYNC_INTERVAL_S if interval_s is None else interval_s, self.refresh,
+                    "re-reading use cases from the store", log)
 
     async def catch_up(self, use_case: str, version: int = 0) -> None:
         """Make sure a use case (at ``version``; 0: any) not held yet was looked for in
         the store after this call began: it may have been written through another
         process. Held ones, and malformed names, return at once. Concurrent callers
-        share one read, and such reads are at least ``CATCH_UP_INTERVAL_S`` apart. A
-        failed read is logged: the caller answers from what is held."""
+        share one read (successful or not), and such reads are at least
+        ``CATCH_UP_INTERVAL_S`` apart. UNAVAILABLE when it is still not held and the
+        last read of the store failed: whether it exists cannot be known now."""
         if self.find(use_case, version) is not None or version < 0:
             return
         try:
@@ -112,16 +120,18 @@ class UseCases:
             return  # refused as malformed by the caller's own check
         missed = self._reads_started
         async with self._catch_up_lock:
-            if self._read_done > missed or self.find(use_case, version) is not None:
-                return  # a read begun after the miss has been merged meanwhile
-            wait = self._catch_up_at + CATCH_UP_INTERVAL_S - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._catch_up_at = time.monotonic()
-            try:
-                await self.refresh()
-            except Exception as exc:  # the caller answers from what is held (NOT_FOUND)
-                log.warning("looking up %r in the store failed: %s: %s", use_case, type(exc).__name__, exc)
+            if self._read_tried <= missed and self.find(use_case, version) is None:
+                wait = self._catch_up_at + CATCH_UP_INTERVAL_S - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._catch_up_at = time.monotonic()
+                try:
+                    await self.refresh()
+                except Exception as exc:  # noted in _read_failed, answered below
+                    log.warning("looking up %r in the store failed: %s: %s", use_case, type(exc).__name__, exc)
+        if self._read_failed and self.find(use_case, version) is None:
+            raise Unavailable(f"use case {use_case!r} is not known to this decision process and the store, "
+                              "where another one may have written it, cannot be read now")
 
     async def refresh(self) -> bool:
         """Merge what the store holds (e.g. written by another worker); True if anything changed.
@@ -131,7 +141,11 @@ class UseCases:
         async with self._lock:  # an apply in this process is not half-merged
             self._reads_started += 1
             read = self._reads_started
-            stored = await self.store.load()
+            try:
+                stored = await self.store.load()
+            except BaseException:
+                self._read_tried, self._read_failed = read, True
+                raise
             changed = False
             by_case: dict[str, list] = {}
             for v in stored.versions:
@@ -147,7 +161,7 @@ class UseCases:
                 changed = True
             for r in stored.requests:
                 self._requests.setdefault(r.request_id, r)
-            self._read_done = read
+            self._read_tried, self._read_failed = read, False
             return changed
 
     # -- reads (no I/O) -----------------------------------------------------------
@@ -205,7 +219,10 @@ class UseCases:
         top of it (UNAVAILABLE after ``APPLY_TRIES`` such races)."""
         validate_blueprint(blueprint)
         check_arm_parameters(blueprint)
-        await self.refresh()  # compared with the latest version, wherever it was written
+        if validate_only:
+            await self.catch_up(blueprint.use_case)
+        else:
+            await self.refresh()  # compared with the latest version, wherever it was written
         return await self._on_latest(
             blueprint.use_case, lambda: self._apply_once(blueprint, request_id, validate_only, author, reason))
 
@@ -213,11 +230,13 @@ class UseCases:
         """Run ``write``, which adds a version on top of the latest one held; when another
         process added one first (the store refuses the write), re-read the store and run
         it again: UNAVAILABLE after ``APPLY_TRIES`` such races."""
-        for _ in range(APPLY_TRIES):
+        for attempt in range(APPLY_TRIES):
             try:
                 return await write()
             except VersionConflict as conflict:
                 log.info("%s: %s; re-reading the store and writing again", use_case, conflict)
+                # The winner's write may take a moment to be read back (replicas).
+                await asyncio.sleep(RETRY_PAUSE_S * (attempt + random.random()))
                 await self.refresh()
         raise Unavailable(f"use case {use_case!r} kept changing through other replicas while this change was "
                           "written; send it again")
@@ -266,7 +285,9 @@ class UseCases:
     async def rollback(self, use_case: str, to_version: int, *, request_id: str = "", author: str = "",
                        reason: str = "") -> UseCaseVersion:
         """Make version ``to_version``'s blueprint current again, as a new version
-        (audited as ``rollback``). Retrying with the same ``request_id`` is a no-op."""
+        (audited as ``rollback``). Retrying with the same ``request_id`` is a no-op; so
+        is a rollback whose blueprint is already the current one (a retry through
+        another replica, which does not know the request id)."""
         self.check_name(use_case)
         if to_version <= 0:
             raise InvalidArgument("to_version", "must be a version >= 1")
@@ -286,6 +307,8 @@ class UseCases:
             latest = self.get(use_case)
             if to_version == latest.version:
                 raise FailedPrecondition(f"version {to_version} is already the current version")
+            if latest.blueprint == target.blueprint:
+                return latest
             number = latest.version + 1
             why = f"rollback to v{to_version}" + (f": {reason}" if reason else "")
             stored = BlueprintVersion(use_case, number, bp.Blueprint.FromString(target.blueprint.SerializeToString()),
@@ -301,7 +324,7 @@ class UseCases:
     async def set_kill_switch(self, use_case: str, enabled: bool, *, author: str = "", reason: str = "") -> None:
         """Force (or stop forcing) the default decision; effective for the next request."""
         self.check_name(use_case)
-        await self.refresh()
+        await self.catch_up(use_case)
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_kill_switch(use_case, enabled, self.clock.now_ms(), author, reason):
@@ -312,7 +335,7 @@ class UseCases:
     async def set_archived(self, use_case: str, archived: bool, *, author: str = "", reason: str = "") -> None:
         """Archive (or restore) a use case."""
         self.check_name(use_case)
-        await self.refresh()
+        await self.catch_up(use_case)
         self.get(use_case)
         async with self._lock:
             if not await self.store.set_archived(use_case, archived, self.clock.now_ms(), author, reason):

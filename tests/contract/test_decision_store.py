@@ -12,6 +12,7 @@ import pytest
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
+from loopwise.services.decision import use_cases as use_cases_module
 from loopwise.store.decision import (
     AppliedRequest,
     BlueprintVersion,
@@ -255,20 +256,26 @@ async def test_decision_service_lifecycle_on_cassandra(make_settings, cassandra_
         await d.stop()
 
 
-async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settings, tmp_path) -> None:
-    """Two decision services on one store, as two pods (each a single process): what is
-    applied through one is read, decided on (Decide, DecideBatch, DecideStream) and
-    changed (apply, rollback) through the other at once; kill switches and archive flags
-    set through one reach the other through its periodic re-read of the store."""
+async def _replicas(url, make_settings, tmp_path, monkeypatch, sync_s: float):
+    """Two decision services on one store, as two pods (each a single process), each
+    re-reading the store every ``sync_s``."""
+    monkeypatch.setattr(use_cases_module, "SYNC_INTERVAL_S", sync_s)
     a = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False))
     b = await start_decider(make_settings(decision_store_url=url, decision_log_enabled=False,
                                           data_dir=tmp_path / "b"))
+    return a, b
+
+
+async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settings, tmp_path, monkeypatch) -> None:
+    """What is applied through one replica is read, decided on (Decide, DecideBatch,
+    DecideStream) and changed (apply, rollback) through the other at once: with no
+    periodic re-read during the test, B finds what A wrote by looking in the store."""
+    a, b = await _replicas(url, make_settings, tmp_path, monkeypatch, sync_s=3600.0)
     try:
         read, decided, streamed, batched, changed = (unique("replica") for _ in range(5))
         for uc in (read, decided, streamed, batched, changed):
             await a.apply(helpers.blueprint(uc, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=1.0))
 
-        # Right after the apply through A, before B's periodic re-read could run.
         got = await b.stub.GetUseCase(dpb.GetUseCaseRequest(use_case=read, version=1))
         assert got.use_case.version == 1 and got.use_case.blueprint.use_case == read
         assert (await b.decide(decided)).blueprint_version == 1
@@ -282,34 +289,45 @@ async def test_replicas_on_one_store_serve_what_the_other_wrote(url, make_settin
             features=np.zeros((2, 3), "<f4").tobytes()))
         assert len(batch.decision_ids) == 2
 
-        # B applies on top of a version it has not read: the store's version check
-        # refuses the stale write, B reads the store and applies again.
+        # Changes through B start from the latest version, though A wrote it: a new
+        # blueprint is v2; the v1 blueprint again after A's v2 is a new version (not
+        # "unchanged"); a rollback to v1 after A's v2 is one (not "already current"),
+        # and the same rollback through A, which never saw it, changes nothing.
         applied = await b.apply(helpers.blueprint(changed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.5))
         assert applied.created and applied.use_case.version == 2
-        await helpers.wait_until(lambda: a.core.use_cases.latest_version(changed) == 2, timeout=10.0)
-
-        # Changes through B start from the latest version, though A wrote it: the v1
-        # blueprint again is a new version (not "unchanged"), and a rollback to v1 is
-        # one (not "already current").
         await a.apply(helpers.blueprint(streamed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.25))
         again = await b.apply(helpers.blueprint(streamed, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=1.0))
         assert again.created and again.use_case.version == 3 and list(again.changed_fields) == ["policy"]
         await a.apply(helpers.blueprint(batched, type=bp.POLICY_TYPE_EPSILON_GREEDY, epsilon=0.25))
         back = await b.stub.RollbackUseCase(dpb.RollbackUseCaseRequest(use_case=batched, to_version=1))
         assert back.use_case.version == 3 and back.use_case.blueprint.policy.epsilon == 1.0
-
-        # A kill switch and an archive flag set through A reach B: B shows the switch,
-        # and refuses decisions of the archived use case.
-        await a.stub.SetKillSwitch(dpb.SetKillSwitchRequest(use_case=read, enabled=True, reason="incident"))
-        await a.stub.ArchiveUseCase(dpb.ArchiveUseCaseRequest(use_case=decided, archived=True, reason="retired"))
-        await helpers.wait_until(lambda: b.core.use_cases.archived(decided), timeout=10.0)
-        assert (await b.stub.GetUseCase(dpb.GetUseCaseRequest(use_case=read))).use_case.kill_switch
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await b.decide(decided)
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        retried = await a.stub.RollbackUseCase(dpb.RollbackUseCaseRequest(use_case=batched, to_version=1))
+        assert retried.use_case.version == 3 and retried.use_case.latest_version == 3
 
         missing = await asyncio.gather(*(b.decide(unique("never")) for _ in range(2)), return_exceptions=True)
         assert [e.code() for e in missing] == [grpc.StatusCode.NOT_FOUND] * 2
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_kill_switches_and_archive_flags_reach_the_other_replica(url, make_settings, tmp_path,
+                                                                       monkeypatch) -> None:
+    """Flags set through one replica reach the other through its periodic re-read: it
+    shows the kill switch and refuses decisions of the archived use case."""
+    a, b = await _replicas(url, make_settings, tmp_path, monkeypatch, sync_s=0.1)
+    try:
+        switched, archived = unique("switched"), unique("archived")
+        for uc in (switched, archived):
+            await a.apply(helpers.blueprint(uc))
+            await b.decide(uc)  # B holds both
+        await a.stub.SetKillSwitch(dpb.SetKillSwitchRequest(use_case=switched, enabled=True, reason="incident"))
+        await a.stub.ArchiveUseCase(dpb.ArchiveUseCaseRequest(use_case=archived, archived=True, reason="retired"))
+        await helpers.wait_until(lambda: b.core.use_cases.archived(archived), timeout=10.0)
+        assert (await b.stub.GetUseCase(dpb.GetUseCaseRequest(use_case=switched))).use_case.kill_switch
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await b.decide(archived)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         await a.stop()
         await b.stop()

@@ -11,7 +11,7 @@ import pytest
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.errors import NotFound, field_violations
+from loopwise.errors import NotFound, Unavailable, field_violations
 from loopwise.services.decision.use_cases import UseCases
 from loopwise.settings import Settings
 from loopwise.store.decision import open_decision_store
@@ -170,7 +170,7 @@ class CountedStore:
 async def test_a_name_not_held_is_looked_up_in_the_store_once_for_concurrent_callers(tmp_path) -> None:
     """Two processes' views of one store: what one applies, the other finds by looking
     in the store when asked for it; concurrent misses share one read, held and malformed
-    names cost none, and a failed read leaves the answer to what is held."""
+    names cost none; when the read fails, every caller sharing it gets UNAVAILABLE."""
     store = open_decision_store(Settings(decision_store_url=f"sqlite:///{tmp_path / 'decision.db'}"))
     try:
         writer, reader = UseCases(store, Clock()), UseCases(counted := CountedStore(store), Clock())
@@ -187,9 +187,9 @@ async def test_a_name_not_held_is_looked_up_in_the_store_once_for_concurrent_cal
         assert counted.loads == 2
 
         await writer.apply(blueprint("other"))
-        counted.failing = True
-        await reader.catch_up("other")  # logged, not raised
-        assert counted.loads == 3
+        counted.failing = True  # one failed read, shared: whether "other" exists is not known
+        looked = await asyncio.gather(*(reader.catch_up("other") for _ in range(10)), return_exceptions=True)
+        assert all(isinstance(result, Unavailable) for result in looked) and counted.loads == 3
         with pytest.raises(NotFound):
             reader.get("other")
         counted.failing = False

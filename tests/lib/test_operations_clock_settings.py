@@ -169,7 +169,9 @@ def test_plausible_decision_key_agrees_with_the_time_and_the_canonical_form() ->
 
     # Many at once: the same answers, whether every id is canonical (read together) or not.
     canonical = [*made, "00000000-0000-7000-8000-000000000000", "ffffffff-ffff-7fff-bfff-ffffffffffff"]
-    for values in (canonical, spellings, made, []):
+    # Ids whose characters add up to a run of canonical ids without being ones each.
+    misaligned = ["", made[0] + made[1], made[2]], [made[0][:10], made[1][10:] + made[0][:10] + made[2][10:]]
+    for values in (canonical, spellings, made, [], *misaligned):
         keys = [plausible_decision_key(value, now) for value in values]
         assert plausible_decision_keys(values, now) == (
             [value if key is None else key[0] for value, key in zip(values, keys, strict=True)],

@@ -170,6 +170,8 @@ def test_outcome_columns_are_logged_in_batches_by_both_clients(api) -> None:
         assert one.outcomes[0].event_time.ToMilliseconds() == round(times[3] * 1000)
         with pytest.raises(ValueError, match="outcome_ids has 4 entries"):
             client.log_outcome_columns(USE_CASE, ids, ["a", "b", "c", "d"], "purchase")
+        with pytest.raises(TypeError, match=r"outcome_ids\[1\]"):
+            client.log_outcome_columns(USE_CASE, ids[:2], ["x0", 7], "purchase")
         with pytest.raises(loopwise.InvalidArgument) as bad:
             client.log_outcome_columns(USE_CASE, ids[:2], ["x0", "x1"], "purchase", [1.0, float("inf")])
         assert [field for field, _ in bad.value.field_violations] == ["columns[0].values[1]"]
@@ -177,8 +179,12 @@ def test_outcome_columns_are_logged_in_batches_by_both_clients(api) -> None:
     async def log_async() -> fpb.LogOutcomesResponse:
         async with AsyncClient(settings=settings) as client:
             return await client.log_outcome_columns(USE_CASE, ids, [f"acol-{i}" for i in range(5)], "return",
-                                                    labels=[""] * 5, item_ids=[""] * 5)
+                                                    np.float32(2.0), labels=[None, float("nan"), "", "", ""],
+                                                    item_ids=[""] * 5)
     assert asyncio.run(log_async()).accepted == 5
+    with Client(settings=settings) as client:
+        returned = client.get_decision(USE_CASE, ids[1]).outcomes
+        assert [(o.outcome_id, o.value, o.label) for o in returned if o.name == "return"] == [("acol-1", 2.0, "")]
 
 
 def test_uuid7_at_carries_the_time() -> None:

@@ -95,6 +95,14 @@ def test_limits_cover_outcome_columns() -> None:
     with pytest.raises(InvalidArgument) as err:
         limits.check(fpb.LogOutcomesRequest(columns=[columns]))
     assert [field for field, _ in err.value.violations] == ["columns[0].values"]
+    # A packed varint entry takes one byte: a small message can still hold too many.
+    wide = InputLimits(max_string_bytes=8192, max_batch_rows=100, max_features=1000, max_candidates=1000,
+                       max_blueprint_bytes=256 * 1024)
+    packed = fpb.LogOutcomesRequest(columns=[fpb.OutcomeColumns(event_times_ms=[0] * 180)])
+    assert packed.ByteSize() < 2 * wide.max_batch_rows
+    with pytest.raises(InvalidArgument) as err:
+        wide.check(packed)
+    assert [field for field, _ in err.value.violations] == ["columns[0].event_times_ms"]
 
 
 def _retry_delay(error: grpc.aio.AioRpcError) -> float:
