@@ -38,14 +38,14 @@ ROW_COUNT_FIELDS = frozenset({"rows", "batch_rows"})
 TIMESTAMP, DURATION = "google.protobuf.Timestamp", "google.protobuf.Duration"
 TIME_TYPES = frozenset({TIMESTAMP, DURATION})
 # The ranges protobuf's well-known types accept (0001-01-01 .. 9999-12-31; ±10,000 years).
-_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 _DURATION_SECONDS = 315_576_000_000
 
 
 def _time_problem(type_name: str, seconds: int, nanos: int) -> str:
     """Why a Timestamp or Duration value is invalid, or "" when it is valid."""
     if type_name == TIMESTAMP:
-        if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1]:
+        if not TIMESTAMP_SECONDS[0] <= seconds <= TIMESTAMP_SECONDS[1]:
             return f"timestamp seconds {seconds} out of range (years 1 to 9999)"
         if not 0 <= nanos <= 999_999_999:
             return f"timestamp nanos {nanos} out of range [0, 999999999]"

@@ -34,6 +34,7 @@ from loopwise.clock import Clock, canonical_uuid, plausible_decision_key, plausi
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.errors import InvalidArgument, NotFound, ResourceExhausted, quote
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
+from loopwise.limits import TIMESTAMP_SECONDS
 from loopwise.services.feedback.ranking import is_ranking, ranking_batches
 from loopwise.services.feedback.rewards import RewardRule
 from loopwise.services.feedback.spool import DurableWrites, Entry
@@ -143,7 +144,7 @@ def column_outcomes(at: str, columns: fpb.OutcomeColumns, now_ms: int, bad: Viol
 # An OutcomeRow from a tuple of its fields, without a Python call per row.
 _outcome_row = partial(tuple.__new__, OutcomeRow)
 # Timestamp's range (years 1 to 9999) in milliseconds.
-_EVENT_MS_RANGE = (-62_135_596_800_000, 253_402_300_799_999)
+_EVENT_MS_RANGE = (TIMESTAMP_SECONDS[0] * 1000, TIMESTAMP_SECONDS[1] * 1000 + 999)
 
 
 def _ms(ts: timestamp_pb2.Timestamp) -> int:
