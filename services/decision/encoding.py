@@ -105,38 +105,63 @@ def _refuse_unknown_names(uc: UseCaseVersion, features: Mapping[str, dpb.Feature
 
 def _named_values(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue],
                   prefix: str) -> tuple[list[float], int]:
-    """The row's values in column order, and how many of the names were features."""
+    """The row's values in column order, and how many of the names were features.
+
+    A non-zero finite number sent for a numeric feature, or a known category for a
+    categorical one, is taken as it is (oneof semantics: a non-default value of one
+    field is the field that is set); anything else (zero, NaN, a missing or empty
+    value, the wrong kind) goes through :func:`_column_value`."""
     values: list[float] = []
+    append = values.append
+    get = features.get
     found = 0
-    for name, vocab, impute, reject_missing, reject_unknown in uc.columns:
-        value = features.get(name)
-        kind = None
+    for column in uc.columns:
+        value = get(column[0])
         if value is not None:
             found += 1
-            kind = value.WhichOneof("value")
-        if kind == "category":
+            vocab = column[1]
             if vocab is None:
-                raise InvalidArgument(f"{prefix}.{name}", "numeric feature: send a number, not a category")
-            code = vocab.get(value.category)
-            if code is None:
-                if reject_unknown:
-                    raise InvalidArgument(f"{prefix}.{name}", f"{quote(value.category)} is not in the vocabulary")
-                code = -1
-            values.append(code)
-            continue
-        number = math.nan  # absent, or a FeatureValue with neither field set: missing
-        if kind == "number":
-            if vocab is not None:
-                raise InvalidArgument(f"{prefix}.{name}", "categorical feature: send a category, not a number")
-            number = value.number
-            if math.isinf(number):
-                raise InvalidArgument(f"{prefix}.{name}", "must be finite (NaN means missing)")
-        if number != number:  # missing (NaN)
-            if reject_missing:
-                raise InvalidArgument(f"{prefix}.{name}", "missing, and the blueprint rejects missing values")
-            number = impute
-        values.append(number)
+                number = value.number
+                if number and -math.inf < number < math.inf:
+                    append(number)
+                    continue
+            else:
+                category = value.category
+                code = vocab.get(category) if category else None
+                if code is not None:
+                    append(code)
+                    continue
+        append(_column_value(column, value, prefix))
     return values, found
+
+
+def _column_value(column: tuple[str, dict[str, int] | None, float, bool, bool], value: dpb.FeatureValue | None,
+                  prefix: str) -> float:
+    """One column's value by the blueprint's rules (the general case of
+    :func:`_named_values`)."""
+    name, vocab, impute, reject_missing, reject_unknown = column
+    kind = None if value is None else value.WhichOneof("value")
+    if kind == "category":
+        if vocab is None:
+            raise InvalidArgument(f"{prefix}.{name}", "numeric feature: send a number, not a category")
+        code = vocab.get(value.category)  # type: ignore[union-attr]
+        if code is None:
+            if reject_unknown:
+                raise InvalidArgument(f"{prefix}.{name}", f"{quote(value.category)} is not in the vocabulary")  # type: ignore[union-attr]
+            code = -1
+        return code
+    number = math.nan  # absent, or a FeatureValue with neither field set: missing
+    if kind == "number":
+        if vocab is not None:
+            raise InvalidArgument(f"{prefix}.{name}", "categorical feature: send a category, not a number")
+        number = value.number  # type: ignore[union-attr]
+        if math.isinf(number):
+            raise InvalidArgument(f"{prefix}.{name}", "must be finite (NaN means missing)")
+    if number != number:  # missing (NaN)
+        if reject_missing:
+            raise InvalidArgument(f"{prefix}.{name}", "missing, and the blueprint rejects missing values")
+        number = impute
+    return number
 
 
 def check_batch(uc: UseCaseVersion, matrix: np.ndarray) -> np.ndarray:
