@@ -271,8 +271,9 @@ class Admission(grpc.aio.ServerInterceptor):
             behavior = getattr(handler, kind)
             if behavior is None:
                 continue
-            if kind == "stream_unary" and inspect.iscoroutinefunction(behavior):
-                return factory(self._stream_unary(method, behavior), **kwargs)
+            if kind.startswith("stream") and inspect.iscoroutinefunction(behavior):
+                # A client-streaming call, or a bidi stream answered with context.write.
+                return factory(self._stream_in(method, behavior), **kwargs)
             if inspect.isasyncgenfunction(behavior):
                 return factory(self._streaming(method, behavior, kind.startswith("stream")), **kwargs)
             return None
@@ -352,7 +353,7 @@ class Admission(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _stream_unary(self, method: str, behavior: Any) -> Any:
+    def _stream_in(self, method: str, behavior: Any) -> Any:
         async def call(requests: Any, context: Any) -> Any:
             ticket = _TICKET.get()
             if ticket is not None:

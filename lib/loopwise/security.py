@@ -197,36 +197,18 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def _stream_in(self, behavior: Callable[..., Any], method: str,
                    parse: Callable[[bytes], Any] | None, streaming_out: bool) -> Callable[..., Any]:
-        async def checked(requests: AsyncIterator[Any], principal: Principal,
-                          context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-            check = self.check
-            async for raw in requests:  # each message checked in line: no coroutine per message
-                try:
-                    request = _parse(raw, parse)
-                    check(principal, method, request, context)
-                except LoopwiseError as error:
-                    # Raised to the behaviour, not aborted here: it may read its requests
-                    # in a task of its own while it still answers earlier ones
-                    # (DecideStream reads ahead). The call's own task ends the call with
-                    # the error's status after those answers (the servicer's error mapping,
-                    # or the wrappers below).
-                    await _drain_before_refusal(requests)
-                    _log_refusal(method, error, principal)
-                    raise
-                yield request
-
-        async def call_unary(requests: AsyncIterator[Any],
-                             context: grpc.aio.ServicerContext) -> Any:
+        async def call_coroutine(requests: AsyncIterator[Any],
+                                 context: grpc.aio.ServicerContext) -> Any:
             principal, _ = await self._guard(context, method, None, parse, pending=requests)
             try:
-                return await behavior(checked(requests, principal, context), context)
+                return await behavior(CheckedRequests(self, method, parse, principal, requests, context), context)
             except LoopwiseError as error:
                 await context.abort_with_status(to_status(error))
 
         async def call_stream(requests: AsyncIterator[Any],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             principal, _ = await self._guard(context, method, None, parse, pending=requests)
-            result = behavior(checked(requests, principal, context), context)
+            result = behavior(CheckedRequests(self, method, parse, principal, requests, context), context)
             try:
                 if inspect.isasyncgen(result):
                     async for item in result:
@@ -236,7 +218,48 @@ class CallGuard(grpc.aio.ServerInterceptor):
             except LoopwiseError as error:
                 await context.abort_with_status(to_status(error))
 
-        return call_stream if streaming_out else call_unary
+        # A bidi stream answered with context.write is a coroutine, as a client-streaming one.
+        return call_stream if streaming_out and inspect.isasyncgenfunction(behavior) else call_coroutine
+
+
+class CheckedRequests:
+    """The request messages of a client-streaming call as an async iterator, each
+    parsed and checked (limits, scope, rate) as it is read with ``context.read``: one
+    coroutine per message, no generator between the servicer and grpc.
+
+    A refused message is raised to the reader, not aborted here: the servicer may read
+    its requests in a task of its own while it still answers earlier ones (DecideStream
+    reads ahead). The call's own task ends the call with the error's status after those
+    answers (the servicer's error mapping, or CallGuard's wrappers). The rest of what
+    the client is sending is read and discarded first (:func:`_drain_before_refusal`)."""
+
+    __slots__ = ("_guard", "_method", "_parse", "_principal", "_requests", "_context", "_read")
+
+    def __init__(self, guard: CallGuard, method: str, parse: Callable[[bytes], Any] | None,
+                 principal: Principal, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        self._guard = guard
+        self._method = method
+        self._parse = parse
+        self._principal = principal
+        self._requests = requests  # grpc's iterator of the same messages: drained on a refusal
+        self._context = context
+        self._read = context.read
+
+    def __aiter__(self) -> CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        raw = await self._read()
+        if raw is grpc.aio.EOF:
+            raise StopAsyncIteration
+        try:
+            request = _parse(raw, self._parse)
+            self._guard.check(self._principal, self._method, request, self._context)
+        except LoopwiseError as error:
+            await _drain_before_refusal(self._requests)
+            _log_refusal(self._method, error, self._principal)
+            raise
+        return request
 
 
 # A refused client-streaming call first reads (and discards) what the client is still

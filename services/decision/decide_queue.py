@@ -56,11 +56,14 @@ class DecideQueue:
         self.passes = 0
         self.decided = 0
 
-    def decide(self, request: dpb.DecideRequest, started: float, delivery: Delivery | None) -> asyncio.Future:
-        """A future of the request's ``DecideResponse`` (or its error); its records wait
-        in ``delivery`` as with :meth:`DecisionCore.decide_response`."""
+    def decide(self, request: dpb.DecideRequest, started: float, delivery: Delivery | None,
+               future: asyncio.Future | None = None) -> asyncio.Future:
+        """A future of the request's ``DecideResponse`` (or its error): ``future`` when
+        given (someone's own wait), else a new one; its records wait in ``delivery`` as
+        with :meth:`DecisionCore.decide_response`."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        if future is None:
+            future = loop.create_future()
         if not self._waiting:
             # An empty context: the pass belongs to no one call (its trace, its deadline).
             loop.call_soon(self._turn, 0, context=contextvars.Context())

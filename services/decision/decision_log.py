@@ -65,7 +65,7 @@ from loopwise.durable import write_file_durably
 from loopwise.errors import Unavailable, to_status
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
 from loopwise.feedback.v1 import feedback_service_pb2_grpc as fgrpc
-from loopwise.services.decision.proxy import DECIDING, ServicerProxy
+from loopwise.services.decision.proxy import UNARY_DECIDING, ServicerProxy
 from loopwise.spool import SpoolDirectory
 
 log = logging.getLogger("loopwise.decision.log")
@@ -756,13 +756,12 @@ def _ids(frames: list[_Frame]) -> list[str]:
 
 
 def spooled_answers(servicer: Any, decision_log: DecisionLog) -> Any:
-    """Wrap ``servicer``'s Decide, DecideBatch and DecideStream so that each answer
-    leaves only after what :meth:`DecisionLog.spooled` asks for (the commit of its
-    decisions in the ``durable`` mode; nothing, below ``max_unspooled``, in the
-    ``interval`` mode). A failed commit answers UNAVAILABLE."""
-    wrap = {"DecideStream": _stream}
-    return ServicerProxy(servicer, {rpc: wrap.get(rpc, _unary)(getattr(servicer, rpc), decision_log)
-                                    for rpc in DECIDING})
+    """Wrap ``servicer``'s Decide and DecideBatch so that each answer leaves only after
+    what :meth:`DecisionLog.spooled` asks for (the commit of its decisions in the
+    ``durable`` mode; nothing, below ``max_unspooled``, in the ``interval`` mode). A
+    failed commit answers UNAVAILABLE. DecideStream waits the same way before each
+    answer it writes."""
+    return ServicerProxy(servicer, {rpc: _unary(getattr(servicer, rpc), decision_log) for rpc in UNARY_DECIDING})
 
 
 async def _settle(waiting: Awaitable[None], context: Any) -> None:
@@ -779,18 +778,6 @@ def _unary(fn: Callable[..., Any], decision_log: DecisionLog) -> Callable[..., A
         if waiting is not None:
             await _settle(waiting, context)
         return response
-
-    call.__name__ = fn.__name__
-    return call
-
-
-def _stream(fn: Callable[..., Any], decision_log: DecisionLog) -> Callable[..., Any]:
-    async def call(request_iterator: Any, context: Any) -> Any:
-        async for response in fn(request_iterator, context):
-            waiting = decision_log.spooled()
-            if waiting is not None:
-                await _settle(waiting, context)
-            yield response
 
     call.__name__ = fn.__name__
     return call

@@ -1,15 +1,15 @@
 """A servicer proxy: some RPC methods replaced by wrappers, everything else (other
 methods, attributes, assignments) delegated to the servicer it stands for. The
-decision log's answer gate and the decision counting both wrap Decide, DecideBatch and
-DecideStream this way, one around the other."""
+decision log's answer gate and the decision counting both wrap Decide and DecideBatch
+this way, one around the other (DecideStream does both for each answer it writes)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-# The RPCs that decide.
-DECIDING = ("Decide", "DecideBatch", "DecideStream")
+# The unary RPCs that decide.
+UNARY_DECIDING = ("Decide", "DecideBatch")
 
 
 class ServicerProxy:

@@ -17,7 +17,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 from loopwise import tracing
 from loopwise.decision.v1 import decision_service_pb2 as dpb
@@ -83,6 +83,8 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         self.use_cases = use_cases
         self.stopping = stopping if stopping is not None else Stopping("decision")
         self.queue = DecideQueue(core, queue_turns)
+        # Called with each DecideStream answer before it is written (decision metrics).
+        self.stream_answered: Callable[[dpb.DecideResponse], None] = _ignore
 
     async def Decide(self, request: dpb.DecideRequest, context) -> dpb.DecideResponse:
         """One decision from named features (or a ranking of candidates)."""
@@ -138,26 +140,22 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
         delivery.deadline = time.monotonic() + remaining
         asyncio.current_task().add_done_callback(delivery.on_done)
 
-    async def DecideStream(self, request_iterator, context) -> AsyncIterator[dpb.DecideResponse]:
-        """A bidi stream of Decide calls, answered in order. Requests are read ahead of
-        their answers (:class:`StreamReader`). A bad request ends the stream with its
-        error (INVALID_ARGUMENT / NOT_FOUND) after the answers before it; a stopping
-        server ends it with UNAVAILABLE so that the client reconnects elsewhere."""
+    async def DecideStream(self, request_iterator, context) -> None:
+        """A bidi stream of Decide calls, answered in order with ``context.write`` (no
+        generator between the stream and grpc). Requests are read ahead of their
+        answers (:class:`StreamReader`). A bad request ends the stream with its error
+        (INVALID_ARGUMENT / NOT_FOUND) after the answers before it; a stopping server
+        ends it with UNAVAILABLE so that the client reconnects elsewhere. Each answer
+        leaves once the decision log allows it (:meth:`DecisionLog.spooled`), and is
+        counted by ``stream_answered``."""
         reader = StreamReader(self, request_iterator)
-        # Also when the call ends while grpc writes an answer (a cancellation, a passed
-        # deadline): this generator is then only closed when it is garbage collected.
-        asyncio.current_task().add_done_callback(lambda _task: reader.close())
+        log, answered = self.core.log, self.stream_answered
         try:
             while True:
                 item = await reader.next()
                 if item is None:
                     return
-                future, delivery = item
-                try:
-                    response = await future
-                except BaseException:
-                    delivery.settle(delivered=False, sent=False)
-                    raise
+                response, delivery = item
                 observe_decision(response.decision, in_stream=True)
                 remaining = context.time_remaining()
                 if remaining is not None and remaining < SEND_MARGIN_S:
@@ -167,11 +165,15 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                 if _log_before_answer(self.core):
                     delivery.settle(delivered=True)
                 try:
-                    yield response
+                    waiting = log.spooled()
+                    if waiting is not None:
+                        await waiting
+                    answered(response)
+                    await context.write(response)
                 except BaseException:  # the stream ended before this answer was written
                     delivery.settle(delivered=False)
                     raise
-                delivery.settle(delivered=True)  # resumed: grpc wrote the answer
+                delivery.settle(delivered=True)
         finally:
             reader.close()
 
@@ -236,23 +238,29 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
 
 
 class StreamReader:
-    """Reads a DecideStream's requests ahead of its answers, each handed to the
+    """Reads a DecideStream's requests ahead of their answers, each handed to the
     :class:`DecideQueue` as it arrives: a caller that sends requests without waiting
     for each answer (as loopwise's client does) has them decided together in one pass,
     while the answers before them are written. At most ``READ_AHEAD`` requests are
     read and not yet answered; the reader then waits (and grpc's flow control holds
-    the caller). A caller that waits for each answer gets the same work as without it.
+    the caller).
 
     The reading runs in one task per stream; the stream's own task takes the answers
-    in order with :meth:`next`. The reader's end (the caller's half-close, a bad
-    request, the server stopping) reaches :meth:`next` after the answers read before
-    it. :meth:`close` stops the reader and logs the decisions read ahead but not
-    answered as undelivered."""
+    in order with :meth:`next`. When that task is already waiting for its next answer
+    and nothing else is read ahead (a caller that waits for each answer), the reader
+    hands it the request's decision directly: the task wakes once, with the answer.
+    The reader's end (the caller's half-close, a bad request, the server stopping)
+    reaches :meth:`next` after the answers read before it. :meth:`close` stops the
+    reader and logs the decisions read ahead but not answered as undelivered."""
 
     def __init__(self, servicer: DecisionServicer, request_iterator) -> None:
         self._servicer = servicer
         self._pending: collections.deque[tuple[asyncio.Future, Delivery]] = collections.deque()
-        self._wakeup: asyncio.Future | None = None  # the side waiting for the other, if any
+        # The stream's task waiting for its next answer (nothing read ahead), if it is:
+        # resolved with the answer (or its error) by the queue, or with None by the reader.
+        self._waiter: asyncio.Future | None = None
+        self._handed: Delivery | None = None  # the delivery of the decision handed to the waiter
+        self._room: asyncio.Future | None = None  # the reader waiting for room, if it is
         self._end: BaseException | None = None
         self._ended = False
         self._task = asyncio.ensure_future(self._read(request_iterator.__aiter__()))
@@ -270,7 +278,7 @@ class StreamReader:
             self._end = error
         finally:
             self._ended = True
-            self._wake()
+            self._wake_answers()
 
     async def _read_all(self, iterator) -> None:
         queue, core, pending = self._servicer.queue, self._servicer.core, self._pending
@@ -281,32 +289,56 @@ class StreamReader:
             if use_cases.find(request.use_case, request.blueprint_version) is None:
                 await use_cases.catch_up(request.use_case, request.blueprint_version)
             delivery = core.delivery()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():  # nothing read ahead: straight to the waiter
+                self._waiter, self._handed = None, delivery
+                queue.decide(request, perf_counter(), delivery, waiter)
+                continue
             pending.append((queue.decide(request, perf_counter(), delivery), delivery))
-            self._wake()
+            self._wake_answers()
             if len(pending) >= READ_AHEAD:
-                self._wakeup = asyncio.get_running_loop().create_future()
-                await self._wakeup
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
 
-    def _wake(self) -> None:
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+    def _wake_answers(self) -> None:
+        """Wake the stream's task waiting for its next answer, to look again."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def next(self) -> tuple[asyncio.Future, Delivery] | None:
-        """The next request's decision (a future of its ``DecideResponse``) and its
-        delivery; None when the caller half-closed; the reader's error after the last
-        answer before it."""
+    async def next(self) -> tuple[dpb.DecideResponse, Delivery] | None:
+        """The next request's answer and its delivery, in order; None when the caller
+        half-closed. A request's own error is raised (its delivery settled as not
+        sent), and so is the reader's error, after the answers before it."""
         while not self._pending:
             if self._ended:
                 if self._end is not None:
                     raise self._end
                 return None
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
-        item = self._pending.popleft()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._handed = None
+            try:
+                response = await waiter
+            except BaseException:
+                if self._handed is not None:  # the decision handed to this wait failed, or the call ended
+                    self._handed.settle(delivered=False, sent=False)
+                raise
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+            if response is not None:
+                assert self._handed is not None
+                return response, self._handed
+        future, delivery = self._pending.popleft()
         if len(self._pending) == READ_AHEAD - 1:
-            self._wake()  # the reader waits for room
-        return item
+            room, self._room = self._room, None  # the reader waits for room
+            if room is not None and not room.done():
+                room.set_result(None)
+        try:
+            return await future, delivery
+        except BaseException:
+            delivery.settle(delivered=False, sent=False)
+            raise
 
     def close(self) -> None:
         """Stop reading; the decisions read and not answered are logged as undelivered
@@ -319,6 +351,10 @@ class StreamReader:
             elif not future.cancelled():
                 future.exception()  # a request's error that no one will await is not reported as lost
             delivery.settle(delivered=False, sent=False)
+
+
+def _ignore(_response: dpb.DecideResponse) -> None:
+    """No one counts the answers."""
 
 
 def _log_before_answer(core: DecisionCore) -> bool:

@@ -17,7 +17,7 @@ each worker re-reads like any decision process (use_cases.py).
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import logging
 import multiprocessing
 import os
@@ -34,7 +34,7 @@ from loopwise.metrics import (
     read_snapshots,
     write_snapshots_forever,
 )
-from loopwise.services.decision.proxy import DECIDING, ServicerProxy
+from loopwise.services.decision.proxy import UNARY_DECIDING, ServicerProxy
 from loopwise.settings import Settings
 
 log = logging.getLogger("loopwise.decision.workers")
@@ -142,13 +142,10 @@ class DecisionMetrics:
 
 
 def instrument(servicer: Any, metrics: DecisionMetrics) -> Any:
-    """Wrap ``servicer``'s Decide, DecideBatch and DecideStream with decision counting.
-    The proxy is what gets registered on the server."""
-    overrides = {}
-    for rpc in DECIDING:
-        fn = getattr(servicer, rpc)
-        overrides[rpc] = _wrap_stream(rpc, fn, metrics) if inspect.isasyncgenfunction(fn) else _wrap_unary(rpc, fn, metrics)
-    return ServicerProxy(servicer, overrides)
+    """Count the decisions of Decide and DecideBatch (wrapped) and of DecideStream (its
+    ``stream_answered`` hook). The proxy is what gets registered on the server."""
+    servicer.stream_answered = functools.partial(metrics.count, "DecideStream", None)
+    return ServicerProxy(servicer, {rpc: _wrap_unary(rpc, getattr(servicer, rpc), metrics) for rpc in UNARY_DECIDING})
 
 
 def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
@@ -156,16 +153,6 @@ def _wrap_unary(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callabl
         response = await fn(request, context)
         m.count(rpc, request, response)
         return response
-
-    call.__name__ = rpc
-    return call
-
-
-def _wrap_stream(rpc: str, fn: Callable[..., Any], m: DecisionMetrics) -> Callable[..., Any]:
-    async def call(request: Any, context: Any) -> Any:
-        async for response in fn(request, context):
-            m.count(rpc, None, response)
-            yield response
 
     call.__name__ = rpc
     return call

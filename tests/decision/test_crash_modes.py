@@ -274,6 +274,47 @@ async def test_durable_answer_is_unavailable_when_the_spool_cannot_be_written(ma
         await server.stop(0)
 
 
+async def test_durable_stream_answers_leave_after_their_commit(make_settings) -> None:
+    settings = make_settings(decision_log_durability="durable", decision_log_commit_window_ms=2.0)
+    feedback = RecordingFeedback()
+    server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)
+    d = await start_decider(settings)
+    try:
+        await d.apply(blueprint())
+        log = d.core.log
+        requests = [dpb.DecideRequest(use_case="offer", unit_id=f"s{i}", features=features()) for i in range(20)]
+        answered: list[str] = []
+        async for reply in d.stub.DecideStream(iter(requests), timeout=30):
+            answered.append(reply.decision.decision_id)
+            assert log.counters.spooled >= len(answered)  # this answer left after its commit
+        assert len(answered) == 20
+        await wait_until(lambda: set(answered) <= set(feedback.ids))
+    finally:
+        await d.stop()
+        await server.stop(0)
+
+
+async def test_durable_stream_ends_unavailable_when_the_spool_cannot_be_written(make_settings, monkeypatch) -> None:
+    settings = make_settings(decision_log_durability="durable")
+    d = await start_decider(settings)
+    try:
+        await d.apply(blueprint())
+
+        def broken(fd: int, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(DecisionSpool, "append", staticmethod(broken))
+        call = d.stub.DecideStream(iter([dpb.DecideRequest(use_case="offer", unit_id="full", features=features())]),
+                                   timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            async for _ in call:
+                pass
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert d.core.log.counters.spool_failures == 1
+    finally:
+        await d.stop()
+
+
 async def test_interval_mode_answers_at_once_below_its_bound_and_commits_past_it(make_settings) -> None:
     settings = make_settings(decision_log_spool_interval_ms=60_000.0, decision_log_max_unspooled=5,
                              decision_log_batch_size=1000)

@@ -233,8 +233,8 @@ async def test_a_stream_reads_at_most_read_ahead_requests_before_their_answers(m
         await _settle()
         assert sent == READ_AHEAD
         assert queue.decided == READ_AHEAD and queue.passes == 1  # read together, decided together
-        future, _ = await reader.next()
-        assert (await future).decision.decision_id
+        answer, _ = await reader.next()
+        assert answer.decision.decision_id
         await _settle()
         assert sent == READ_AHEAD + 1
         reader.close()
@@ -256,8 +256,8 @@ async def test_a_stream_ended_early_leaves_no_unretrieved_errors(make_settings, 
                 yield dpb.DecideRequest(use_case="missing", features=features())
 
         reader = StreamReader(decider.servicer, requests())
-        future, _ = await reader.next()
-        assert (await future).decision.decision_id
+        answer, _ = await reader.next()
+        assert answer.decision.decision_id
         # each unknown name is looked up in the store before it is refused
         for _ in range(500):
             if len(reader._pending) == 3 and all(f.done() for f, _ in reader._pending):
@@ -269,5 +269,91 @@ async def test_a_stream_ended_early_leaves_no_unretrieved_errors(make_settings, 
         gc.collect()
         await asyncio.sleep(0)
         assert "never retrieved" not in caplog.text
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_settings) -> None:
+    """With nothing read ahead, the request read next is decided straight into the
+    stream's own wait (no future of its own, no second wake-up); a request's error
+    reaches the stream the same way, with its decision logged as never sent, and the
+    answers stay in order when more requests arrive meanwhile."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+        arrive: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (request := await arrive.get()) is not None:
+                yield request
+
+        queue = decider.servicer.queue
+        reader = StreamReader(decider.servicer, requests())
+        waiting = asyncio.ensure_future(reader.next())
+        await _settle()
+        assert reader._waiter is not None and not waiting.done()  # waits with nothing read
+        await arrive.put(dpb.DecideRequest(use_case="offer", unit_id="a", features=features(x=1.0)))
+        answer, delivery = await waiting
+        assert answer.decision.decision_id and not reader._pending and queue.decided == 1
+        delivery.settle(delivered=True)
+        # A bad request handed over: its error, its delivery not sent.
+        waiting = asyncio.ensure_future(reader.next())
+        await _settle()
+        await arrive.put(dpb.DecideRequest(use_case="offer", unit_id="b", features={"nope": features()["x"]}))
+        with pytest.raises(LoopwiseError, match="features.nope"):
+            await waiting
+        # One handed over, two read ahead behind it: answered in order.
+        waiting = asyncio.ensure_future(reader.next())
+        await _settle()
+        for unit in ("c", "d", "e"):
+            await arrive.put(dpb.DecideRequest(use_case="offer", unit_id=unit, features=features(x=2.0)))
+        await _settle()
+        units = []
+        for _ in range(3):
+            answer, delivery = await (waiting if not units else reader.next())
+            units.append(answer.decision.decision_id)
+            delivery.settle(delivered=True)
+        assert len(set(units)) == 3 and units == sorted(units)  # ids are UUIDv7s: made in order
+        await arrive.put(None)
+        assert await reader.next() is None  # the caller half-closed
+        reader.close()
+        assert decider.core.unsent == {}
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_cancelled_while_waiting_for_a_handed_decision_logs_it_unsent(make_settings) -> None:
+    """The call ends (cancelled) after its next request was handed to its wait and
+    before the queue's pass: the pass skips it, and nothing is logged as served."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+        arrive: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (request := await arrive.get()) is not None:
+                yield request
+
+        queue = decider.servicer.queue
+        reader = StreamReader(decider.servicer, requests())
+        waiting = asyncio.ensure_future(reader.next())
+        await _settle()
+        decide = queue.decide
+        handed = []
+
+        def decide_then_cancel(request, started, delivery, future=None):
+            result = decide(request, started, delivery, future)
+            handed.append(future is not None)
+            waiting.cancel()  # the call ends before the pass
+            return result
+
+        queue.decide = decide_then_cancel
+        await arrive.put(dpb.DecideRequest(use_case="offer", unit_id="a", features=features()))
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await _settle()
+        assert handed == [True] and queue.decided == 0  # handed over; its pass skipped it
+        reader.close()
+        assert decider.core.undelivered == {} and decider.servicer.core.served == 0
     finally:
         await decider.stop()

@@ -47,10 +47,20 @@ class Gate(dgrpc.DecisionServiceServicer):
             yield dpb.DecideResponse(decision=dpb.Decision(use_case=request.use_case))
 
 
-async def _host(make_settings, **settings) -> tuple[ServiceHost, Gate, str]:
+@servicer
+class WritingGate(Gate):
+    """Gate whose DecideStream is a coroutine that answers with ``context.write`` (as
+    the decision service's own)."""
+
+    async def DecideStream(self, request_iterator, context):
+        async for request in request_iterator:
+            await context.write(dpb.DecideResponse(decision=dpb.Decision(use_case=request.use_case)))
+
+
+async def _host(make_settings, gate_class: type[Gate] = Gate, **settings) -> tuple[ServiceHost, Gate, str]:
     address = f"127.0.0.1:{free_port()}"
     host = ServiceHost("decision", make_settings(**settings), address)
-    gate = Gate()
+    gate = gate_class()
     host.add([Registration(dgrpc.add_DecisionServiceServicer_to_server, gate, SERVICE)])
     await host.start()
     return host, gate, address
@@ -142,8 +152,9 @@ async def test_a_deadline_shorter_than_needed_is_refused_before_work(make_settin
         await host.stop(0)
 
 
-async def test_streams_have_a_bound_of_their_own(make_settings) -> None:
-    host, gate, address = await _host(make_settings, max_concurrent_rpcs=1, max_concurrent_streams=1,
+@pytest.mark.parametrize("gate_class", [Gate, WritingGate], ids=["generator", "writer"])
+async def test_streams_have_a_bound_of_their_own(make_settings, gate_class) -> None:
+    host, gate, address = await _host(make_settings, gate_class, max_concurrent_rpcs=1, max_concurrent_streams=1,
                                       admission_min_deadline_ms=0)
     gate.release.set()
     try:

@@ -27,7 +27,7 @@ from tests.observability.helpers import (
 )
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
-BATCH, SINGLE, JOINED = 300, 12, 60
+BATCH, SINGLE, STREAMED, JOINED = 300, 12, 7, 60
 
 
 async def test_every_service_exposes_the_named_metrics_after_traffic(make_settings):
@@ -47,11 +47,16 @@ async def test_every_service_exposes_the_named_metrics_after_traffic(make_settin
                 "x": dpb.FeatureValue(number=0.1 * i), "y": dpb.FeatureValue(number=0.0),
                 "country": dpb.FeatureValue(category="fr")}), timeout=30)
             ids.append(reply.decision.decision_id)
+        streamed = [dpb.DecideRequest(use_case=USE_CASE, unit_id=f"s{i}", features={
+            "x": dpb.FeatureValue(number=0.2 * i), "y": dpb.FeatureValue(number=1.0),
+            "country": dpb.FeatureValue(category="fr")}) for i in range(STREAMED)]
+        async for reply in decision.DecideStream(iter(streamed), timeout=30):
+            ids.append(reply.decision.decision_id)
         try:
             await decision.Decide(dpb.DecideRequest(use_case="nope"), timeout=30)
         except Exception as exc:  # NOT_FOUND, counted with its code
             assert "nope" in str(exc)
-        served = BATCH + SINGLE
+        served = BATCH + SINGLE + STREAMED
         decided = await scrape(ports["decision"])
 
         async def logged() -> bool:
@@ -82,6 +87,7 @@ async def test_every_service_exposes_the_named_metrics_after_traffic(make_settin
                       code="OK") == SINGLE
         assert sample(d, "loopwise_rpc_requests_total", rpc="Decide", use_case="nope", code="NOT_FOUND") == 1
         assert sample(d, "loopwise_rpc_requests_total", rpc="DecideBatch", use_case=USE_CASE, code="OK") == 1
+        assert sample(d, "loopwise_rpc_requests_total", rpc="DecideStream", code="OK") == 1
         assert sample(d, "loopwise_rpc_latency_seconds_count", rpc="Decide", use_case=USE_CASE) == SINGLE
         assert 0 < sample(d, "loopwise_rpc_latency_seconds_sum", rpc="Decide", use_case=USE_CASE) < 30 * SINGLE
         le = sample(d, "loopwise_rpc_latency_seconds_bucket", rpc="Decide", use_case=USE_CASE, le="+Inf")
