@@ -305,7 +305,7 @@ class DecisionCore:
             probabilities = [0.0] * n_actions
             probabilities[chosen] = 1.0
         self.served += 1
-        decision_id = self.clock.new_id()
+        decision_id, decision_ms = self.clock.new_id_ms()
         response = dpb.DecideResponse()
         response.CopyFrom(plan.template)
         d = response.decision
@@ -319,7 +319,8 @@ class DecisionCore:
         if not ok:
             d.fallback = True
             d.deployment_role = role
-        d.decision_time.FromMilliseconds(uuid7_time_ms(decision_id) or self.clock.now_ms())
+        when = d.decision_time
+        when.seconds, when.nanos = decision_ms // 1000, decision_ms % 1000 * 1_000_000
 
         def choices() -> Choices:
             c = Choices(action_index=np.array([chosen], dtype=np.int32), score=np.array([score]), action_scores=None,

@@ -245,9 +245,12 @@ def choose_one(binary: bool, threshold: float, n_actions: int, score: float, eps
     probabilities = [e / n_actions] * n_actions
     probabilities[greedy] += 1.0 - e
     # Policy.sample for one row: how many cumulative probabilities are <= u × their total.
-    cumulative = list(itertools.accumulate(probabilities))
-    threshold_u = rng.random() * cumulative[-1]
-    chosen = min(sum(c <= threshold_u for c in cumulative), n_actions - 1)
+    if n_actions == 2:  # the same sums, spelled out (p0 <= p0 + p1: the second never counts alone)
+        chosen = int(probabilities[0] <= rng.random() * (probabilities[0] + probabilities[1]))
+    else:
+        cumulative = list(itertools.accumulate(probabilities))
+        threshold_u = rng.random() * cumulative[-1]
+        chosen = min(sum(c <= threshold_u for c in cumulative), n_actions - 1)
     return chosen, probabilities, chosen != greedy and n_actions > 1, ok
 
 

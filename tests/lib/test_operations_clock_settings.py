@@ -151,6 +151,15 @@ def test_sped_up_clock_ids_come_in_runs_of_its_time() -> None:
     assert clock.new_ids(0) == []
 
 
+@pytest.mark.parametrize("speed", [1.0, 60.0])
+def test_an_id_comes_with_its_own_millisecond(speed) -> None:
+    clock = Clock(time.time() - 3600, speed)
+    for _ in range(200):
+        before = clock.now_ms()
+        decision_id, ms = clock.new_id_ms()
+        assert ms == uuid7_time_ms(decision_id) and before <= ms <= clock.now_ms()
+
+
 def test_plausible_decision_key_agrees_with_the_time_and_the_canonical_form() -> None:
     """LogOutcomes reads an id once (plausible_decision_key); it must say what the two
     functions it replaces say, for canonical ids, other spellings and non-ids."""
