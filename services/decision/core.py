@@ -167,8 +167,10 @@ class DecisionCore:
 
     # -- shared steps -------------------------------------------------------------
     def _version(self, use_case: str, version: int) -> UseCaseVersion:
-        UseCases.check_name(use_case)
-        uc = self.use_cases.get(use_case, version, "blueprint_version")
+        uc = self.use_cases.find(use_case, version)  # a name held is well formed
+        if uc is None:  # the name's or the version's error
+            UseCases.check_name(use_case)
+            uc = self.use_cases.get(use_case, version, "blueprint_version")
         if self.use_cases.archived(use_case):
             raise FailedPrecondition(f"use case {use_case!r} is archived")
         return uc
