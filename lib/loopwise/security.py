@@ -208,13 +208,9 @@ class CallGuard(grpc.aio.ServerInterceptor):
         async def call_stream(requests: AsyncIterator[Any],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             principal, _ = await self._guard(context, method, None, parse, pending=requests)
-            result = behavior(CheckedRequests(self, method, parse, principal, requests, context), context)
             try:
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in behavior(CheckedRequests(self, method, parse, principal, requests, context), context):
+                    yield item
             except LoopwiseError as error:
                 await context.abort_with_status(to_status(error))
 

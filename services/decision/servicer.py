@@ -19,6 +19,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import grpc
+
 from loopwise import tracing
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
@@ -170,8 +172,13 @@ class DecisionServicer(dgrpc.DecisionServiceServicer):
                         await waiting
                     answered(response)
                     await context.write(response)
-                except BaseException:  # the stream ended before this answer was written
+                except BaseException as error:  # the stream ended before this answer was written
                     delivery.settle(delivered=False)
+                    if isinstance(error, grpc.aio.InternalError):
+                        # grpc could not send it: the call ended under the write (the caller
+                        # went away, its deadline passed). A cancellation, as when grpc writes
+                        # a generator's answers itself; not an error of the service.
+                        raise asyncio.CancelledError from error
                     raise
                 delivery.settle(delivered=True)
         finally:

@@ -276,8 +276,8 @@ async def test_a_stream_ended_early_leaves_no_unretrieved_errors(make_settings, 
 async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_settings) -> None:
     """With nothing read ahead, the request read next is decided straight into the
     stream's own wait (no future of its own, no second wake-up); a request's error
-    reaches the stream the same way, with its decision logged as never sent, and the
-    answers stay in order when more requests arrive meanwhile."""
+    reaches the stream the same way, and the answers stay in order when more requests
+    arrive meanwhile (the first handed over, the others read ahead)."""
     decider = await start_decider(make_settings(decision_log_enabled=False))
     try:
         await decider.apply(blueprint())
@@ -288,6 +288,13 @@ async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_setti
                 yield request
 
         queue = decider.servicer.queue
+        decide, handed = queue.decide, []
+
+        def recording(request, started, delivery, future=None):
+            handed.append(future is not None)
+            return decide(request, started, delivery, future)
+
+        queue.decide = recording
         reader = StreamReader(decider.servicer, requests())
         waiting = asyncio.ensure_future(reader.next())
         await _settle()
@@ -314,6 +321,7 @@ async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_setti
             units.append(answer.decision.decision_id)
             delivery.settle(delivered=True)
         assert len(set(units)) == 3 and units == sorted(units)  # ids are UUIDv7s: made in order
+        assert handed == [True, True, True, False, False]  # a, the bad one, c handed over; d, e read ahead
         await arrive.put(None)
         assert await reader.next() is None  # the caller half-closed
         reader.close()
@@ -355,5 +363,74 @@ async def test_a_stream_cancelled_while_waiting_for_a_handed_decision_logs_it_un
         assert handed == [True] and queue.decided == 0  # handed over; its pass skipped it
         reader.close()
         assert decider.core.undelivered == {} and decider.servicer.core.served == 0
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_cancelled_after_its_handed_decision_was_made_logs_it_unsent(make_settings) -> None:
+    """The decision handed to the stream's wait is made, and the call ends (cancelled)
+    before the stream's task resumes: that decision is logged as never sent."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+        arrive: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (request := await arrive.get()) is not None:
+                yield request
+
+        queue = decider.servicer.queue
+        reader = StreamReader(decider.servicer, requests())
+        waiting = asyncio.ensure_future(reader.next())
+        await _settle()
+        turn = queue._turn
+
+        def turn_then_cancel(deferred: int) -> None:
+            decided = queue.decided
+            turn(deferred)
+            if queue.decided > decided:
+                waiting.cancel()  # the call ends before the stream's task resumes with its answer
+
+        queue._turn = turn_then_cancel
+        await arrive.put(dpb.DecideRequest(use_case="offer", unit_id="a", features=features()))
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert queue.decided == 1 and decider.core.unsent == {"offer": 1}
+        reader.close()
+    finally:
+        await decider.stop()
+
+
+async def test_a_stream_cancelled_while_its_answers_are_held_by_flow_control_ends_cancelled(make_settings,
+                                                                                             caplog) -> None:
+    """A caller that sends far ahead and reads nothing, then cancels: the server's
+    writes wait on HTTP/2 flow control when the call ends under them. The stream ends
+    as a cancellation (the RPC counted CANCELLED, no error logged), its unwritten
+    decisions logged as undelivered."""
+    decider = await start_decider(make_settings(decision_log_enabled=False))
+    try:
+        await decider.apply(blueprint())
+        request = dpb.DecideRequest(use_case="offer", features=features())
+
+        async def requests():
+            for _ in range(200_000):
+                yield request
+
+        call = decider.stub.DecideStream(requests())
+        queue = decider.servicer.queue
+        for _ in range(1000):  # until the answers stop leaving: flow control holds them
+            before = queue.decided
+            await asyncio.sleep(0.05)
+            if queue.decided > 1000 and queue.decided == before:
+                break
+        assert 1000 < queue.decided < 200_000
+        call.cancel()
+        await asyncio.sleep(0.5)
+        series = {tuple(labels): value for labels, value in
+                  decider.host.registry.snapshot()["loopwise_rpc_requests_total"]["series"]}
+        codes = {labels[-1] for labels in series if "DecideStream" in labels}
+        assert codes == {"CANCELLED"}, series
+        assert "unexpected error in RPC" not in caplog.text
+        assert sum(decider.core.undelivered.values()) > 0
     finally:
         await decider.stop()
