@@ -224,6 +224,8 @@ async def test_the_spool_replays_in_order_with_the_original_decisions(tmp_path: 
 
 
 async def test_durable_answers_share_commits(make_settings) -> None:
+    """Concurrent Decide calls share fsyncs; every answer, unary or streamed, leaves
+    after the commit of its decision."""
     settings = make_settings(decision_log_durability="durable", decision_log_commit_window_ms=2.0)
     feedback = RecordingFeedback()
     server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)
@@ -243,6 +245,12 @@ async def test_durable_answers_share_commits(make_settings) -> None:
         served = await asyncio.gather(*(decide(i) for i in range(24)))
         assert log.counters.spooled == 24
         assert log.counters.commits < 24  # concurrent requests shared fsyncs
+        # A stream's answers too, each after its own commit.
+        requests = [dpb.DecideRequest(use_case="offer", unit_id=f"s{i}", features=features()) for i in range(20)]
+        async for reply in d.stub.DecideStream(iter(requests), timeout=30):
+            served.append(reply.decision.decision_id)
+            assert log.counters.spooled >= len(served)  # this answer left after its commit
+        assert len(served) == 44
         await wait_until(lambda: set(served) <= set(feedback.ids))
     finally:
         await d.stop()
@@ -264,55 +272,21 @@ async def test_durable_answer_is_unavailable_when_the_spool_cannot_be_written(ma
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await d.decide(unit_id="full-disk")
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert d.core.log.counters.spool_failures == 1
-        monkeypatch.undo()
-        ok = await d.decide(unit_id="disk-back")
-        # The refused decision is still sent from memory; the next one went through the spool.
-        await wait_until(lambda: ok.decision_id in feedback.ids and len(feedback.ids) == 2)
-    finally:
-        await d.stop()
-        await server.stop(0)
-
-
-async def test_durable_stream_answers_leave_after_their_commit(make_settings) -> None:
-    settings = make_settings(decision_log_durability="durable", decision_log_commit_window_ms=2.0)
-    feedback = RecordingFeedback()
-    server = await serve(feedback, fgrpc.add_FeedbackServiceServicer_to_server, settings.feedback_address)
-    d = await start_decider(settings)
-    try:
-        await d.apply(blueprint())
-        log = d.core.log
-        requests = [dpb.DecideRequest(use_case="offer", unit_id=f"s{i}", features=features()) for i in range(20)]
-        answered: list[str] = []
-        async for reply in d.stub.DecideStream(iter(requests), timeout=30):
-            answered.append(reply.decision.decision_id)
-            assert log.counters.spooled >= len(answered)  # this answer left after its commit
-        assert len(answered) == 20
-        await wait_until(lambda: set(answered) <= set(feedback.ids))
-    finally:
-        await d.stop()
-        await server.stop(0)
-
-
-async def test_durable_stream_ends_unavailable_when_the_spool_cannot_be_written(make_settings, monkeypatch) -> None:
-    settings = make_settings(decision_log_durability="durable")
-    d = await start_decider(settings)
-    try:
-        await d.apply(blueprint())
-
-        def broken(fd: int, data: bytes) -> None:
-            raise OSError(28, "No space left on device")
-
-        monkeypatch.setattr(DecisionSpool, "append", staticmethod(broken))
-        call = d.stub.DecideStream(iter([dpb.DecideRequest(use_case="offer", unit_id="full", features=features())]),
-                                   timeout=30)
+        # A stream's answer the same way: the stream ends with UNAVAILABLE.
+        call = d.stub.DecideStream(iter([dpb.DecideRequest(use_case="offer", unit_id="full-disk-stream",
+                                                           features=features())]), timeout=30)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             async for _ in call:
                 pass
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert d.core.log.counters.spool_failures == 1
+        assert d.core.log.counters.spool_failures == 2
+        monkeypatch.undo()
+        ok = await d.decide(unit_id="disk-back")
+        # The refused decisions are still sent from memory; the next one went through the spool.
+        await wait_until(lambda: ok.decision_id in feedback.ids and len(feedback.ids) == 3)
     finally:
         await d.stop()
+        await server.stop(0)
 
 
 async def test_interval_mode_answers_at_once_below_its_bound_and_commits_past_it(make_settings) -> None:

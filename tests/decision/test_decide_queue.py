@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -273,6 +274,26 @@ async def test_a_stream_ended_early_leaves_no_unretrieved_errors(make_settings, 
         await decider.stop()
 
 
+def _fed() -> tuple[asyncio.Queue, Any]:
+    """A request stream fed by the test: put requests in the queue, None to end it."""
+    arrive: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (request := await arrive.get()) is not None:
+            yield request
+
+    return arrive, requests
+
+
+async def _waiting_stream(decider) -> tuple[asyncio.Queue, DecideQueue, StreamReader, asyncio.Future]:
+    """A stream fed by the test (:func:`_fed`) whose task waits for its first answer."""
+    arrive, requests = _fed()
+    reader = StreamReader(decider.servicer, requests())
+    waiting = asyncio.ensure_future(reader.next())
+    await _settle()
+    return arrive, decider.servicer.queue, reader, waiting
+
+
 async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_settings) -> None:
     """With nothing read ahead, the request read next is decided straight into the
     stream's own wait (no future of its own, no second wake-up); a request's error
@@ -281,12 +302,7 @@ async def test_a_stream_waiting_for_its_answer_is_handed_the_decision(make_setti
     decider = await start_decider(make_settings(decision_log_enabled=False))
     try:
         await decider.apply(blueprint())
-        arrive: asyncio.Queue = asyncio.Queue()
-
-        async def requests():
-            while (request := await arrive.get()) is not None:
-                yield request
-
+        arrive, requests = _fed()
         queue = decider.servicer.queue
         decide, handed = queue.decide, []
 
@@ -336,16 +352,7 @@ async def test_a_stream_cancelled_while_waiting_for_a_handed_decision_logs_it_un
     decider = await start_decider(make_settings(decision_log_enabled=False))
     try:
         await decider.apply(blueprint())
-        arrive: asyncio.Queue = asyncio.Queue()
-
-        async def requests():
-            while (request := await arrive.get()) is not None:
-                yield request
-
-        queue = decider.servicer.queue
-        reader = StreamReader(decider.servicer, requests())
-        waiting = asyncio.ensure_future(reader.next())
-        await _settle()
+        arrive, queue, reader, waiting = await _waiting_stream(decider)
         decide = queue.decide
         handed = []
 
@@ -373,16 +380,7 @@ async def test_a_stream_cancelled_after_its_handed_decision_was_made_logs_it_uns
     decider = await start_decider(make_settings(decision_log_enabled=False))
     try:
         await decider.apply(blueprint())
-        arrive: asyncio.Queue = asyncio.Queue()
-
-        async def requests():
-            while (request := await arrive.get()) is not None:
-                yield request
-
-        queue = decider.servicer.queue
-        reader = StreamReader(decider.servicer, requests())
-        waiting = asyncio.ensure_future(reader.next())
-        await _settle()
+        arrive, queue, reader, waiting = await _waiting_stream(decider)
         turn = queue._turn
 
         def turn_then_cancel(deferred: int) -> None:
