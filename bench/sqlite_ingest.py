@@ -8,8 +8,11 @@ sends ``--rows`` new outcomes (distinct decision ids of the last minute) through
 gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight, once as Outcome
 messages and once as OutcomeColumns; the same loads to the bare floor (bench/bare.py:
 a grpc.aio server that parses each request and stores nothing, the transport's
-share); then the raw baseline inserts as many new rows, one transaction per
-``--batch`` rows, in this process. Rounds alternate the five. Placement, with two or
+share); and the raw baseline inserts as many new rows, one transaction per
+``--batch`` rows, in this process, once per form. An insert's cost grows with the
+table, and the service's one table takes both forms' rows, so the raw baseline's table
+is kept as large: each form is compared with the raw insert made at the size its own
+round found (the warm-up rows included). Rounds alternate the six cells. Placement, with two or
 more cores: the feedback service (all its threads), the bare server and the raw
 baseline on the server core, this process's client on the other one. Prints a
 markdown table (rows/s min / median / max, CPU µs per row of the serving process, and
@@ -47,6 +50,7 @@ OURS_COLUMNS = "LogOutcomes as OutcomeColumns (gRPC, feedback service, SQLite)"
 BARE = "bare grpc.aio LogOutcomes (parsed, not stored)"
 BARE_COLUMNS = "bare grpc.aio LogOutcomes as OutcomeColumns (parsed, not stored)"
 RAW = "raw sqlite3 executemany"
+RAW_COLUMNS = "raw sqlite3 executemany, at the columns round's table size"
 IN_FLIGHT = 4
 INSERT = ("INSERT OR IGNORE INTO outcomes (use_case, decision_id, outcome_id, name, value, label, event_time_ms, "
           "decision_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?,?)")
@@ -114,7 +118,8 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
-    cells: dict[str, list[tuple[float, float]]] = {OURS: [], OURS_COLUMNS: [], BARE: [], BARE_COLUMNS: [], RAW: []}
+    cells: dict[str, list[tuple[float, float]]] = {OURS: [], OURS_COLUMNS: [], BARE: [], BARE_COLUMNS: [], RAW: [],
+                                                   RAW_COLUMNS: []}
     load = [os.getloadavg()[0], 0.0]
     server_core, client_core = cores()
     allowed = os.sched_getaffinity(0)
@@ -131,16 +136,18 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         for address in (launcher.address("feedback"), bare_address):  # warm-up
             for columns in (False, True):
                 await grpc_round(address, outcomes(2000, 10**9 + columns * 2000), batch, columns)
+        raw_round(conn, outcomes(4000, 10**9), batch)  # the service's warm-up rows
         for r in range(rounds):
             pin(os.getpid(), client_core)
-            fresh = outcomes(rows, 3 * r * rows), outcomes(rows, (3 * r + 1) * rows)  # new rows for each form
+            fresh = outcomes(rows, 4 * r * rows), outcomes(rows, (4 * r + 1) * rows)  # new rows for each form
             cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[0], batch))
             cells[OURS_COLUMNS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[1],
                                                           batch, columns=True))
             cells[BARE].append(await served_round(bare_address, bare_pid, fresh[0], batch))
             cells[BARE_COLUMNS].append(await served_round(bare_address, bare_pid, fresh[1], batch, columns=True))
             pin(os.getpid(), server_core)
-            cells[RAW].append(raw_round(conn, outcomes(rows, (3 * r + 2) * rows), batch))
+            cells[RAW].append(raw_round(conn, outcomes(rows, (4 * r + 2) * rows), batch))
+            cells[RAW_COLUMNS].append(raw_round(conn, outcomes(rows, (4 * r + 3) * rows), batch))
             print(f"round {r + 1}: " + ", ".join(f"{name} {cell[-1][0]:,.0f} rows/s" for name, cell in cells.items()),
                   flush=True)
     finally:
@@ -155,7 +162,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     load[1] = os.getloadavg()[0]
     rate = {name: statistics.median(r for r, _ in cell) for name, cell in cells.items()}
     cpu = {name: statistics.median(c for _, c in cell) for name, cell in cells.items()}
-    ratio, column_ratio = rate[OURS] / rate[RAW], rate[OURS_COLUMNS] / rate[RAW]
+    ratio, column_ratio = rate[OURS] / rate[RAW], rate[OURS_COLUMNS] / rate[RAW_COLUMNS]
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
         f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the feedback service (all its "
@@ -175,9 +182,10 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         f"(target ≥ 0.5×: {'met' if column_ratio >= 0.5 else 'NOT met'})",
         "",
     ]
-    for ours, bare, form in ((OURS, BARE, "as messages"), (OURS_COLUMNS, BARE_COLUMNS, "as columns")):
+    for ours, bare, raw, form in ((OURS, BARE, RAW, "as messages"), (OURS_COLUMNS, BARE_COLUMNS, RAW_COLUMNS,
+                                                                      "as columns")):
         lines.append(f"Per row {form}, the service spends {cpu[ours]:.2f} µs of CPU: the transport and parse floor "
-                     f"{cpu[bare]:.2f}, the raw insert {cpu[RAW]:.2f}, and {cpu[ours] - cpu[bare] - cpu[RAW]:.2f} "
+                     f"{cpu[bare]:.2f}, the raw insert {cpu[raw]:.2f}, and {cpu[ours] - cpu[bare] - cpu[raw]:.2f} "
                      "µs more.")
     return "\n".join(lines) + "\n"
 
