@@ -1,5 +1,6 @@
 """LogOutcomes into the feedback service on its embedded SQLite store, against a raw
-``sqlite3`` ``executemany`` of the same rows into the same schema with the same pragmas.
+``sqlite3`` ``executemany`` of the same rows into the same schema with the same pragmas
+(one statement step per row; the store's own insert uses multi-row statements).
 
     .venv/bin/python -m bench.sqlite_ingest [--rows 50000] [--batch 1000] [--rounds 3] [--quick] [--out FILE]
 
@@ -8,11 +9,12 @@ sends ``--rows`` new outcomes (distinct decision ids of the last minute) through
 gRPC channel, ``--batch`` per LogOutcomes call, four calls in flight, once as Outcome
 messages and once as OutcomeColumns; the same loads to the bare floor (bench/bare.py:
 a grpc.aio server that parses each request and stores nothing, the transport's
-share); and the raw baseline inserts as many new rows, one transaction per
-``--batch`` rows, in this process, once per form. An insert's cost grows with the
-table, and the service's one table takes both forms' rows, so the raw baseline's table
-is kept as large: each form is compared with the raw insert made at the size its own
-round found (the warm-up rows included). Rounds alternate the six cells. Placement, with two or
+share); and the raw baseline inserts the same rows, as the service stores them, one
+transaction per ``--batch`` rows, in this process, once per form. An insert's cost
+grows with the table, and the service's one table takes both forms' rows, so the raw
+baseline's table takes them too (the warm-up rows included): each form is compared with
+the raw insert of its own rows, made at the table size its round found. Every row is
+checked to be stored as new on both sides. Rounds alternate the six cells. Placement, with two or
 more cores: the feedback service (all its threads), the bare server and the raw
 baseline on the server core, this process's client on the other one. Prints a
 markdown table (rows/s min / median / max, CPU µs per row of the serving process, and
@@ -35,6 +37,7 @@ import grpc
 
 from bench.floor import cores, pin, start_bare
 from bench.run import cpu_seconds
+from loopwise.clock import uuid7_time_ms
 from loopwise.decision.v1 import decision_service_pb2 as dpb
 from loopwise.decision.v1 import decision_service_pb2_grpc as dgrpc
 from loopwise.feedback.v1 import feedback_service_pb2 as fpb
@@ -49,8 +52,8 @@ OURS = "LogOutcomes (gRPC, feedback service, SQLite)"
 OURS_COLUMNS = "LogOutcomes as OutcomeColumns (gRPC, feedback service, SQLite)"
 BARE = "bare grpc.aio LogOutcomes (parsed, not stored)"
 BARE_COLUMNS = "bare grpc.aio LogOutcomes as OutcomeColumns (parsed, not stored)"
-RAW = "raw sqlite3 executemany"
-RAW_COLUMNS = "raw sqlite3 executemany, at the columns round's table size"
+RAW = "raw sqlite3 executemany, the messages round's rows"
+RAW_COLUMNS = "raw sqlite3 executemany, the columns round's rows"
 IN_FLIGHT = 4
 INSERT = ("INSERT OR IGNORE INTO outcomes (use_case, decision_id, outcome_id, name, value, label, event_time_ms, "
           "decision_time_ms, item_id, write_time_us) VALUES (?,?,?,?,?,?,?,?,?,?)")
@@ -81,25 +84,33 @@ async def grpc_round(address: str, rows: list[fpb.Outcome], batch: int, columns:
 
         async def sender() -> None:
             while queue:
-                reply = await stub.LogOutcomes(queue.pop(), timeout=60)
-                assert reply.accepted + reply.duplicates + reply.orphans > 0
+                request = queue.pop()
+                reply = await stub.LogOutcomes(request, timeout=60)
+                sent = len(request.outcomes) + sum(len(c.decision_ids) for c in request.columns)
+                if reply.accepted != sent:  # every row new: none a duplicate or an orphan
+                    raise RuntimeError(f"{reply.accepted} of {sent} outcomes accepted as new")
 
         await asyncio.gather(*(sender() for _ in range(IN_FLIGHT)))
         return len(rows) / (time.perf_counter() - started)
 
 
 def raw_round(conn: sqlite3.Connection, rows: list[fpb.Outcome], batch: int) -> tuple[float, float]:
-    """Rows per second with executemany (the tuples built beforehand, as a bare client
-    would have them), and this process's CPU µs per row meanwhile."""
+    """Rows per second with executemany of the rows as the service stores them (the
+    decision time from the UUIDv7 id; the tuples built beforehand, as a bare client
+    would have them), and this thread's CPU µs per row meanwhile."""
     now_us = int(time.time() * 1e6)
-    tuples = [(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, now_us // 1000, now_us // 1000,
-               o.item_id, now_us) for o in rows]
-    started, cpu = time.perf_counter(), time.process_time()
+    tuples = [(o.use_case, o.decision_id, o.outcome_id, o.name, o.value, o.label, now_us // 1000,
+               uuid7_time_ms(o.decision_id), o.item_id, now_us) for o in rows]
+    before = conn.total_changes
+    started, cpu = time.perf_counter(), time.thread_time()
     for i in range(0, len(tuples), batch):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT, tuples[i:i + batch])
         conn.execute("COMMIT")
-    return len(rows) / (time.perf_counter() - started), (time.process_time() - cpu) * 1e6 / len(rows)
+    rate, cpu_us = len(rows) / (time.perf_counter() - started), (time.thread_time() - cpu) * 1e6 / len(rows)
+    if conn.total_changes - before != len(rows):
+        raise RuntimeError(f"{conn.total_changes - before} of {len(rows)} raw rows stored as new")
+    return rate, cpu_us
 
 
 async def served_round(address: str, pid: int, rows: list[fpb.Outcome], batch: int,
@@ -133,21 +144,22 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         with grpc.insecure_channel(launcher.address("decision")) as channel:
             dgrpc.DecisionServiceStub(channel).ApplyUseCase(
                 dpb.ApplyUseCaseRequest(blueprint=blueprint(USE_CASE)), timeout=30)
+        warm = outcomes(2000, 10**9), outcomes(2000, 10**9 + 2000)
         for address in (launcher.address("feedback"), bare_address):  # warm-up
             for columns in (False, True):
-                await grpc_round(address, outcomes(2000, 10**9 + columns * 2000), batch, columns)
-        raw_round(conn, outcomes(4000, 10**9), batch)  # the service's warm-up rows
+                await grpc_round(address, warm[columns], batch, columns)
+        raw_round(conn, warm[0] + warm[1], batch)  # the service's warm-up rows
         for r in range(rounds):
             pin(os.getpid(), client_core)
-            fresh = outcomes(rows, 4 * r * rows), outcomes(rows, (4 * r + 1) * rows)  # new rows for each form
+            fresh = outcomes(rows, 2 * r * rows), outcomes(rows, (2 * r + 1) * rows)  # new rows for each form
             cells[OURS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[0], batch))
             cells[OURS_COLUMNS].append(await served_round(launcher.address("feedback"), feedback_pid, fresh[1],
                                                           batch, columns=True))
             cells[BARE].append(await served_round(bare_address, bare_pid, fresh[0], batch))
             cells[BARE_COLUMNS].append(await served_round(bare_address, bare_pid, fresh[1], batch, columns=True))
             pin(os.getpid(), server_core)
-            cells[RAW].append(raw_round(conn, outcomes(rows, (4 * r + 2) * rows), batch))
-            cells[RAW_COLUMNS].append(raw_round(conn, outcomes(rows, (4 * r + 3) * rows), batch))
+            cells[RAW].append(raw_round(conn, fresh[0], batch))
+            cells[RAW_COLUMNS].append(raw_round(conn, fresh[1], batch))
             print(f"round {r + 1}: " + ", ".join(f"{name} {cell[-1][0]:,.0f} rows/s" for name, cell in cells.items()),
                   flush=True)
     finally:
@@ -165,7 +177,9 @@ async def run(rows: int, batch: int, rounds: int) -> str:
     ratio, column_ratio = rate[OURS] / rate[RAW], rate[OURS_COLUMNS] / rate[RAW_COLUMNS]
     lines = [
         f"LogOutcomes into feedback on SQLite vs raw executemany; {rounds} interleaved rounds of {rows:,} rows, "
-        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the feedback service (all its "
+        f"{batch} rows per call / transaction, {IN_FLIGHT} calls in flight; the raw baseline inserts the same rows "
+        "as the service, into a table that takes both forms' rows as the service's does (each raw row below: "
+        "its form's rows, at the table size the service's round found); the feedback service (all its "
         f"threads), the bare floor and the raw baseline on core {server_core or '(any)'}, the client on core "
         f"{client_core or '(any)'}; load average {load[0]:.2f} → {load[1]:.2f}.",
         "",
@@ -177,7 +191,8 @@ async def run(rows: int, batch: int, rounds: int) -> str:
         lines.append(f"| {name} | {min(rates):,.0f} / {rate[name]:,.0f} / {max(rates):,.0f} | {cpu[name]:.2f} |")
     lines += [
         "",
-        f"LogOutcomes / executemany (medians): as Outcome messages {ratio:.2f}× "
+        f"LogOutcomes / executemany of the same rows at the same table size (medians): as Outcome messages "
+        f"{ratio:.2f}× "
         f"(target ≥ 0.5×: {'met' if ratio >= 0.5 else 'NOT met'}), as OutcomeColumns {column_ratio:.2f}× "
         f"(target ≥ 0.5×: {'met' if column_ratio >= 0.5 else 'NOT met'})",
         "",
@@ -186,7 +201,7 @@ async def run(rows: int, batch: int, rounds: int) -> str:
                                                                       "as columns")):
         lines.append(f"Per row {form}, the service spends {cpu[ours]:.2f} µs of CPU: the transport and parse floor "
                      f"{cpu[bare]:.2f}, the raw insert {cpu[raw]:.2f}, and {cpu[ours] - cpu[bare] - cpu[raw]:.2f} "
-                     "µs more.")
+                     "µs more (the service's CPU is read in 10 ms ticks from /proc).")
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,10 @@ RATE = re.compile(r"\| [\d,]+ / [\d,]+ / [\d,]+ \|")
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("module, paths", [
-    ("bench.sqlite_ingest", ("LogOutcomes (gRPC, feedback service, SQLite)", "raw sqlite3 executemany",
-                             "LogOutcomes as OutcomeColumns (gRPC, feedback service, SQLite)",
-                             "raw sqlite3 executemany, at the columns round's table size")),
+    ("bench.sqlite_ingest", ("| LogOutcomes (gRPC, feedback service, SQLite) |",
+                             "| raw sqlite3 executemany, the messages round's rows |",
+                             "| LogOutcomes as OutcomeColumns (gRPC, feedback service, SQLite) |",
+                             "| raw sqlite3 executemany, the columns round's rows |")),
     ("bench.stream", ("| Decide (unary) |", "| DecideStream, answer awaited |", "| DecideStream, sent ahead |",
                       "| bare unary |", "| bare stream, answer awaited |", "| bare stream, sent ahead |")),
     ("bench.batch", ("| DecideBatch, 1 in flight |", "| DecideBatch, 2 in flight |", "| raw onnxruntime |")),
