@@ -142,17 +142,15 @@ class UseCases:
             self._reads_started += 1
             read = self._reads_started
             try:
-                stored = await self.store.load()
+                # Only the versions after those held: versions never change once written.
+                stored = await self.store.load({name: len(have) for name, have in self._versions.items()})
             except BaseException:
                 self._read_tried, self._read_failed = read, True
                 raise
             changed = False
-            by_case: dict[str, list] = {}
-            for v in stored.versions:
-                by_case.setdefault(v.use_case, []).append(v)
-            for name, versions in by_case.items():
-                have = self._versions.setdefault(name, [])
-                for v in sorted(versions, key=lambda v: v.version)[len(have):]:
+            for v in sorted(stored.versions, key=lambda v: (v.use_case, v.version)):
+                have = self._versions.setdefault(v.use_case, [])
+                if v.version == len(have) + 1:
                     have.append(UseCaseVersion(v))
                     changed = True
             kill, archived = dict(stored.kill_switches), dict(stored.archived)

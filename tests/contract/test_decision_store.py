@@ -55,6 +55,27 @@ async def test_versions_are_stored_and_loaded_in_order(store) -> None:
     assert loaded.kill_switches.get(uc, False) is False
 
 
+async def test_a_load_after_held_versions_returns_only_later_ones(store) -> None:
+    uc, other = unique(), unique()
+    await store.add_version(version(uc, 1), 0, None)
+    await store.add_version(version(uc, 2), 1, AppliedRequest("r2-" + uc, uc, 2, True, ("description",)))
+    await store.add_version(version(uc, 3), 2, None)
+    await store.add_version(version(other, 1), 0, AppliedRequest("r1-" + other, other, 1, True))
+    await store.set_kill_switch(other, True, 5000)
+    await store.set_archived(uc, True, 5000)
+
+    loaded = await store.load({uc: 2, other: 1})
+    assert [(v.use_case, v.version, v.blueprint.description) for v in loaded.versions
+            if v.use_case in (uc, other)] == [(uc, 3, "v3")]
+    # Flags and requests come whole, whatever is held.
+    assert loaded.kill_switches[other] is True and loaded.archived[uc] is True
+    requests = {r.request_id for r in loaded.requests}
+    assert {"r2-" + uc, "r1-" + other} <= requests
+    # A use case not held at all comes with every version.
+    assert [v.version for v in (await store.load({uc: 3})).versions if v.use_case == other] == [1]
+    assert not [v for v in (await store.load({uc: 3, other: 1})).versions if v.use_case in (uc, other)]
+
+
 async def test_version_check_on_write(store) -> None:
     uc = unique()
     with pytest.raises(VersionConflict):

@@ -156,12 +156,15 @@ class CountedStore:
         self.store = store
         self.loads = 0
         self.failing = False
+        self.returned: list[list[tuple[str, int]]] = []  # the versions each read returned
 
-    async def load(self):
+    async def load(self, held=None):
         self.loads += 1
         if self.failing:
             raise OSError("the store cannot be read")
-        return await self.store.load()
+        stored = await self.store.load(held)
+        self.returned.append([(v.use_case, v.version) for v in stored.versions])
+        return stored
 
     def __getattr__(self, name: str):
         return getattr(self.store, name)
@@ -195,6 +198,32 @@ async def test_a_name_not_held_is_looked_up_in_the_store_once_for_concurrent_cal
         counted.failing = False
         await reader.catch_up("other", 1)
         assert reader.get("other", 1).use_case == "other" and counted.loads == 4
+    finally:
+        store.close()
+
+
+async def test_a_process_re_reading_the_store_gets_only_the_versions_it_does_not_hold(tmp_path) -> None:
+    """The periodic re-read returns (and parses) only new versions, yet the reader ends
+    with every version, kill switch and archive flag the writer made."""
+    store = open_decision_store(Settings(decision_store_url=f"sqlite:///{tmp_path / 'decision.db'}"))
+    try:
+        writer, reader = UseCases(store, Clock()), UseCases(counted := CountedStore(store), Clock())
+        await writer.load()
+        await writer.apply(blueprint("offer"))
+        await writer.apply(blueprint("offer", epsilon=0.2, type=bp.POLICY_TYPE_EPSILON_GREEDY))
+        await writer.apply(blueprint("other"))
+        await reader.load()
+        assert counted.returned[-1] == [("offer", 1), ("offer", 2), ("other", 1)]
+        assert not await reader.refresh() and counted.returned[-1] == []
+
+        await writer.apply(blueprint("offer", epsilon=0.3, type=bp.POLICY_TYPE_EPSILON_GREEDY))
+        await writer.set_kill_switch("other", True)
+        await writer.set_archived("offer", True)
+        assert await reader.refresh() and counted.returned[-1] == [("offer", 3)]
+        assert [reader.get("offer", n).blueprint for n in (1, 2, 3)] == [writer.get("offer", n).blueprint
+                                                                      for n in (1, 2, 3)]
+        assert reader.kill_switch("other") and reader.archived("offer") and not reader.kill_switch("offer")
+        assert not await reader.refresh() and counted.returned[-1] == []
     finally:
         store.close()
 

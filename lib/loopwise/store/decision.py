@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from loopwise.common.v1 import blueprint_pb2 as bp
@@ -72,8 +73,12 @@ class UseCaseStore(abc.ABC):
     """Where the decision service keeps use cases and their blueprint versions."""
 
     @abc.abstractmethod
-    async def load(self) -> StoredUseCases:
-        """Every blueprint version, kill-switch flag and remembered apply request."""
+    async def load(self, held: Mapping[str, int] | None = None) -> StoredUseCases:
+        """Every kill-switch and archive flag and remembered apply request, and the
+        blueprint versions: all of them, or with ``held`` (the latest version the
+        reader already holds, by use case) only the later ones. Versions never change
+        once written, so a reader that re-reads the store often passes ``held`` and
+        gets, and parses, only what is new."""
 
     @abc.abstractmethod
     async def add_version(
@@ -153,19 +158,24 @@ class SqliteUseCaseStore(UseCaseStore):
         self.db = db
         db.run_sync(_create_schema)
 
-    async def load(self) -> StoredUseCases:
+    async def load(self, held: Mapping[str, int] | None = None) -> StoredUseCases:
         def body(conn: sqlite3.Connection) -> StoredUseCases:
-            versions = [
-                BlueprintVersion(uc, v, bp.Blueprint.FromString(blob), t, author, reason)
-                for uc, v, blob, t, author, reason in conn.execute(
-                    "SELECT use_case, version, blueprint, create_time_ms, author, reason "
-                    "FROM blueprint_versions ORDER BY use_case, version"
-                )
-            ]
-            switches, archived = {}, {}
-            for uc, k, a in conn.execute("SELECT use_case, kill_switch, archived FROM use_cases"):
-                switches[uc] = bool(k)
-                archived[uc] = bool(a)
+            heads = conn.execute("SELECT use_case, latest_version, kill_switch, archived FROM use_cases").fetchall()
+            if held is None:
+                rows = conn.execute("SELECT use_case, version, blueprint, create_time_ms, author, reason "
+                                    "FROM blueprint_versions ORDER BY use_case, version").fetchall()
+            else:
+                rows = []
+                for uc, latest, _, _ in heads:
+                    if latest > held.get(uc, 0):
+                        rows += conn.execute(
+                            "SELECT use_case, version, blueprint, create_time_ms, author, reason "
+                            "FROM blueprint_versions WHERE use_case=? AND version>? ORDER BY version",
+                            (uc, held.get(uc, 0))).fetchall()
+            versions = [BlueprintVersion(uc, v, bp.Blueprint.FromString(blob), t, author, reason)
+                        for uc, v, blob, t, author, reason in rows]
+            switches = {uc: bool(k) for uc, _, k, _ in heads}
+            archived = {uc: bool(a) for uc, _, _, a in heads}
             requests = [
                 AppliedRequest(rid, uc, v, bool(created), tuple(filter(None, fields.split(","))))
                 for rid, uc, v, created, fields in conn.execute(

@@ -18,6 +18,7 @@ Audit entries written in the same millisecond keep their order by their ``change
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.store.cassandra import CassandraConnection
@@ -38,16 +39,27 @@ class CassandraUseCaseStore(UseCaseStore):
     def __init__(self, conn: CassandraConnection) -> None:
         self.conn = conn
 
-    async def load(self) -> StoredUseCases:
-        rows = await fetch_all(
+    async def load(self, held: Mapping[str, int] | None = None) -> StoredUseCases:
+        # With ``held``: every version's key and request (small), then the blueprints of
+        # the new ones only, one partition read per use case with new versions.
+        keys = await fetch_all(
             self.conn,
-            "SELECT use_case, version, blueprint, create_time_ms, author, reason, request_id, "
-            "changed_fields FROM blueprint_versions")
+            "SELECT use_case, version, request_id, changed_fields"
+            + (", blueprint, create_time_ms, author, reason" if held is None else "")
+            + " FROM blueprint_versions")
+        if held is None:
+            rows = keys
+        else:
+            rows = []
+            for use_case in sorted({r.use_case for r in keys if r.version > held.get(r.use_case, 0)}):
+                rows += await fetch_all(
+                    self.conn, "SELECT use_case, version, blueprint, create_time_ms, author, reason "
+                    "FROM blueprint_versions WHERE use_case = ? AND version > ?", (use_case, held.get(use_case, 0)))
         rows.sort(key=lambda r: (r.use_case, r.version))
         versions = [BlueprintVersion(r.use_case, r.version, bp.Blueprint.FromString(r.blueprint),
                                      r.create_time_ms, r.author or "", r.reason or "") for r in rows]
         requests = [AppliedRequest(r.request_id, r.use_case, r.version, True, tuple(r.changed_fields or ()))
-                    for r in rows if r.request_id]
+                    for r in keys if r.request_id]
         requests += [AppliedRequest(r.request_id, r.use_case, r.version, False)
                      for r in await fetch_all(
                          self.conn, "SELECT request_id, use_case, version FROM apply_requests")]
