@@ -86,7 +86,6 @@ class UseCases:
         self._versions: dict[str, list[UseCaseVersion]] = {}
         self._kill: dict[str, bool] = {}
         self._archived: dict[str, bool] = {}
-        self._done: dict[str, object] = {}  # request ids of rollback / switch / archive calls
         self._requests: dict[str, AppliedRequest] = {}
         self._lock = asyncio.Lock()
         self._catch_up_lock = asyncio.Lock()
@@ -283,9 +282,10 @@ class UseCases:
     async def rollback(self, use_case: str, to_version: int, *, request_id: str = "", author: str = "",
                        reason: str = "") -> UseCaseVersion:
         """Make version ``to_version``'s blueprint current again, as a new version
-        (audited as ``rollback``). Retrying with the same ``request_id`` is a no-op; so
-        is a rollback whose blueprint is already the current one (a retry through
-        another replica, which does not know the request id)."""
+        (audited as ``rollback``). Retrying with the same ``request_id``, through any
+        process, answers the version the first call made (the id is kept in the store
+        with it, as an apply's is); a rollback whose blueprint is already the current
+        one makes no new version."""
         self.check_name(use_case)
         if to_version <= 0:
             raise InvalidArgument("to_version", "must be a version >= 1")
@@ -299,9 +299,11 @@ class UseCases:
     async def _rollback_once(self, use_case: str, to_version: int, target: UseCaseVersion, request_id: str,
                              author: str, reason: str) -> UseCaseVersion:
         async with self._lock:
-            key = f"rollback:{request_id}"
-            if request_id and key in self._done:
-                return self._done[key]  # type: ignore[return-value]
+            done = self._requests.get(request_id) if request_id else None
+            if done is not None:  # kept in the store: a retry through any process finds it
+                if done.use_case != use_case:
+                    raise InvalidArgument("request_id", f"already used for use case {done.use_case!r}")
+                return self.get(use_case, done.version)
             latest = self.get(use_case)
             if to_version == latest.version:
                 raise FailedPrecondition(f"version {to_version} is already the current version")
@@ -311,11 +313,12 @@ class UseCases:
             why = f"rollback to v{to_version}" + (f": {reason}" if reason else "")
             stored = BlueprintVersion(use_case, number, bp.Blueprint.FromString(target.blueprint.SerializeToString()),
                                       self.clock.now_ms(), author, why)
-            await self.store.add_version(stored, latest.version, None, change="rollback")
+            request = AppliedRequest(request_id, use_case, number, True) if request_id else None
+            await self.store.add_version(stored, latest.version, request, change="rollback")
             version = UseCaseVersion(stored)
             self._versions[use_case].append(version)
-            if request_id:
-                self._done[key] = version
+            if request is not None:
+                self._requests[request_id] = request
             log.warning("%s: rolled back to v%d as v%d by %r (%s)", use_case, to_version, number, author, reason)
             return version
 

@@ -11,7 +11,7 @@ import pytest
 from loopwise.clock import Clock
 from loopwise.common.v1 import blueprint_pb2 as bp
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.errors import NotFound, Unavailable, field_violations
+from loopwise.errors import InvalidArgument, NotFound, Unavailable, field_violations
 from loopwise.services.decision.use_cases import UseCases
 from loopwise.settings import Settings
 from loopwise.store.decision import open_decision_store
@@ -224,6 +224,34 @@ async def test_a_process_re_reading_the_store_gets_only_the_versions_it_does_not
                                                                       for n in (1, 2, 3)]
         assert reader.kill_switch("other") and reader.archived("offer") and not reader.kill_switch("offer")
         assert not await reader.refresh() and counted.returned[-1] == []
+    finally:
+        store.close()
+
+
+async def test_a_rollback_retried_through_another_process_makes_no_second_version(tmp_path) -> None:
+    """The request id of a rollback is kept in the store: a retry through another
+    process, after a newer version was applied, answers the first call's version."""
+    store = open_decision_store(Settings(decision_store_url=f"sqlite:///{tmp_path / 'decision.db'}"))
+    try:
+        first, second = UseCases(store, Clock()), UseCases(store, Clock())
+        await first.load()
+        await first.apply(blueprint("offer"))
+        await first.apply(blueprint("offer", epsilon=0.2, type=bp.POLICY_TYPE_EPSILON_GREEDY))
+        back = await first.rollback("offer", to_version=1, request_id="rb-1")
+        assert back.version == 3 and back.blueprint == blueprint("offer")
+        await second.load()
+        await second.apply(blueprint("offer", epsilon=0.4, type=bp.POLICY_TYPE_EPSILON_GREEDY))  # v4
+
+        again = await second.rollback("offer", to_version=1, request_id="rb-1")
+        assert again.version == 3 and second.latest_version("offer") == 4
+        assert (await first.rollback("offer", to_version=1, request_id="rb-1")).version == 3
+        await second.apply(blueprint("other"))
+        await second.apply(blueprint("other", epsilon=0.1, type=bp.POLICY_TYPE_EPSILON_GREEDY))
+        with pytest.raises(InvalidArgument) as error:
+            await second.rollback("other", to_version=1, request_id="rb-1")
+        assert error.value.violations[0][0] == "request_id" and "'offer'" in error.value.violations[0][1]
+        changes = [c.change for c in await second.changes("offer")]
+        assert changes == ["create", "apply", "rollback", "apply"]
     finally:
         store.close()
 
