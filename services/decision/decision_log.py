@@ -25,7 +25,7 @@ Crash guarantee, by ``durability`` (``LOOPWISE_DECISION_LOG_DURABILITY``):
   with one fdatasync, and the requests arriving during it share the next one; with
   ``commit_window_s`` > 0 the committer also waits that long after the first waiting
   request. A commit that fails answers UNAVAILABLE (the decisions are still sent from
-  memory).
+  memory, marked ``undelivered``: none of their answers left).
 
 Spool files (``<seq>.req``, oldest first, in a loopwise.spool directory) are sequences
 of frames: payload length, crc32 and record count (``<III``), then a serialized ``LogDecisionsRequest`` with its
@@ -376,7 +376,8 @@ class DecisionLog:
             self._has_pending.clear()
             return
         upto = self._seq
-        frames = self._frames(self._materialize())
+        records = self._materialize()
+        frames = self._frames(records)
         error: BaseException | None = None
         if frames:
             try:
@@ -385,6 +386,12 @@ class DecisionLog:
                 error = exc
                 count = sum(f.count for f in frames)
                 self.counters.spool_failures += count
+                if self.durability == DURABLE:
+                    # Every answer of these decisions waits for this commit and now gets
+                    # UNAVAILABLE (or its call already ended): none reached its caller.
+                    for record in records:
+                        record.undelivered = True
+                    frames = self._frames(records)
                 if self._in_memory + count > self.queue_size:  # no disk and no room: never unbounded
                     self.counters.dropped += count
                     log.exception("cannot write %d decisions to the spool and %d wait in memory: DROPPED",

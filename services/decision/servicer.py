@@ -8,7 +8,9 @@ left, or without a deadline, is logged as delivered at once). A decision ready a
 the deadline is not sent at all (DEADLINE_EXCEEDED, logged as undelivered); in
 ``DecideStream`` a decision counts as delivered once the stream's write of it
 completed, and as undelivered when the stream ended before. When the decision log must hold a decision before its answer leaves (its
-``durable`` mode), the mark is decided when the decision is ready instead.
+``durable`` mode), the mark is decided when the decision is ready instead, and
+turned to undelivered if the commit its answer waits for fails (the answer is then
+UNAVAILABLE).
 """
 
 from __future__ import annotations

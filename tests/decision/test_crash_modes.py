@@ -282,8 +282,11 @@ async def test_durable_answer_is_unavailable_when_the_spool_cannot_be_written(ma
         assert d.core.log.counters.spool_failures == 2
         monkeypatch.undo()
         ok = await d.decide(unit_id="disk-back")
-        # The refused decisions are still sent from memory; the next one went through the spool.
+        # The refused decisions are still sent from memory, marked undelivered (their
+        # callers got UNAVAILABLE); the next one went through the spool, delivered.
         await wait_until(lambda: ok.decision_id in feedback.ids and len(feedback.ids) == 3)
+        marks = {r.unit_id: r.undelivered for r in feedback.records}
+        assert marks == {"full-disk": True, "full-disk-stream": True, "disk-back": False}
     finally:
         await d.stop()
         await server.stop(0)
