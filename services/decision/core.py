@@ -30,7 +30,12 @@ from loopwise.policy import Policy, base_epsilon
 from loopwise.privacy import PiiRules
 from loopwise.services.decision.arm_parameters import decide_by_arm
 from loopwise.services.decision.decision_log import DecisionLog
-from loopwise.services.decision.encoding import UseCaseVersion, check_batch, encode_named
+from loopwise.services.decision.encoding import (
+    UseCaseVersion,
+    check_batch,
+    encode_named,
+    named_values,
+)
 from loopwise.services.decision.models import Serving
 from loopwise.services.decision.policy import (
     DEFAULT_ARM,
@@ -130,6 +135,18 @@ class OneRowPlan:
                           Policy.of_blueprint(b.policy), template)
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A one-row Decide request scored with others of its model
+    (:meth:`DecisionCore.score_together`): its plan, its serving models, its encoded
+    [1, F] row and the production model's score of it."""
+
+    plan: OneRowPlan
+    serving: Serving
+    row: np.ndarray
+    score: float
+
+
 class DecisionCore:
     """Decide, DecideBatch and DecideStream logic for every use case."""
 
@@ -171,9 +188,13 @@ class DecisionCore:
         if uc is None:  # the name's or the version's error
             UseCases.check_name(use_case)
             uc = self.use_cases.get(use_case, version, "blueprint_version")
-        if self.use_cases.archived(use_case):
-            raise FailedPrecondition(f"use case {use_case!r} is archived")
+        self._check_live(uc)
         return uc
+
+    def _check_live(self, uc: UseCaseVersion) -> None:
+        """FAILED_PRECONDITION when the use case is archived."""
+        if self.use_cases.archived(uc.use_case):
+            raise FailedPrecondition(f"use case {uc.use_case!r} is archived")
 
     def _force_default(self, uc: UseCaseVersion, started: float | None) -> bool:
         """Kill switch on, or the use case's latency budget already spent."""
@@ -243,8 +264,48 @@ class DecisionCore:
         ``delivery``, its record waits there until the call's fate is known."""
         return self.decide_response(request, started, delivery).decision
 
+    def score_together(self, requests: Sequence[dpb.DecideRequest]) -> list[Scored | None]:
+        """Score in one session run the requests among ``requests`` that share a
+        production model and blueprint version and take the one-row path of
+        :meth:`decide_response` (valid features, no arm asked for, no canary), when at
+        least two do and the model scores rows alike alone and among others
+        (``OnnxScorer.rows_score_alike``); None for the rest, which
+        :meth:`decide_response` scores alone. Each request then gets the decision it
+        would get alone. Nothing here draws a random number or raises a request's
+        error."""
+        scored: list[Scored | None] = [None] * len(requests)
+        groups: dict[tuple[int, int], tuple[OneRowPlan, Serving, list[int], list[list[float]]]] = {}
+        for i, request in enumerate(requests):
+            uc = self.use_cases.find(request.use_case, request.blueprint_version)
+            if uc is None or request.arm or request.candidates:
+                continue
+            serving = self.scorers.get(uc.use_case)
+            if serving is None or serving.production is None or not serving.production.rows_score_alike \
+                    or (serving.canary is not None and serving.canary_share > 0):
+                continue
+            plan = self._plan(uc)
+            values = named_values(uc, request.features) if plan is not None else None
+            if plan is None or values is None:
+                continue
+            group = groups.get((id(serving), uc.version))
+            if group is None:
+                group = groups[(id(serving), uc.version)] = (plan, serving, [], [])
+            group[2].append(i)
+            group[3].append(values)
+        for plan, serving, index, rows in groups.values():
+            if len(index) < 2:
+                continue
+            x = np.array(rows, dtype=np.float32)
+            try:
+                scores = serving.production.score_rows(plan.uc, x)  # type: ignore[union-attr]
+            except Exception:  # each is scored alone, and fails alone
+                continue
+            for j, i in enumerate(index):
+                scored[i] = Scored(plan, serving, x[j:j + 1], scores[j])
+        return scored
+
     def decide_response(self, request: dpb.DecideRequest, started: float | None = None,
-                        delivery: Delivery | None = None) -> dpb.DecideResponse:
+                        delivery: Delivery | None = None, scored: Scored | None = None) -> dpb.DecideResponse:
         """:meth:`decide`, answered as the ``DecideResponse`` it goes out in.
 
         The common call, one row of a binary or regression use case without arms served
@@ -253,24 +314,34 @@ class DecisionCore:
         template of the version, the log record's arrays built later by the decision
         log's committer. Everything else takes the general, vectorised path. Both give
         the same decision, probabilities and logged record from the same random draws
-        (tests/decision/test_lean_path.py)."""
-        uc = self._version(request.use_case, request.blueprint_version)
-        serving = self.scorers.get(uc.use_case)  # read once: a swap cannot split a request
-        if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
-            return dpb.DecideResponse(decision=self._rank(uc, request, started, serving, delivery))
-        if request.candidates:
-            raise InvalidArgument("candidates", "only ranking use cases take candidates")
-        row = encode_named(uc, request.features)[None, :]
+        (tests/decision/test_lean_path.py).
+
+        ``scored``: the request's row and score from :meth:`score_together`."""
         force = None
-        if serving is not None and serving.production is not None and not request.arm \
-                and (serving.canary is None or serving.canary_share <= 0):
-            plan = self._plan(uc)
-            if plan is not None:
-                force = self._force_default(uc, started)
-                if not force:
-                    answer = self._decide_one_row(plan, request, row, started, serving, delivery)
-                    if answer is not None:
-                        return answer
+        if scored is not None:
+            uc, serving, row = scored.plan.uc, scored.serving, scored.row
+            self._check_live(uc)
+            force = self._force_default(uc, started)
+            if not force:
+                return self._one_row_answer(scored.plan, request, row, scored.score,
+                                            time.perf_counter() if started is None else started, serving, delivery)
+        else:
+            uc = self._version(request.use_case, request.blueprint_version)
+            serving = self.scorers.get(uc.use_case)  # read once: a swap cannot split a request
+            if uc.blueprint.kind == bp.DECISION_KIND_RANKING:
+                return dpb.DecideResponse(decision=self._rank(uc, request, started, serving, delivery))
+            if request.candidates:
+                raise InvalidArgument("candidates", "only ranking use cases take candidates")
+            row = encode_named(uc, request.features)[None, :]
+            if serving is not None and serving.production is not None and not request.arm \
+                    and (serving.canary is None or serving.canary_share <= 0):
+                plan = self._plan(uc)
+                if plan is not None:
+                    force = self._force_default(uc, started)
+                    if not force:
+                        answer = self._decide_one_row(plan, request, row, started, serving, delivery)
+                        if answer is not None:
+                            return answer
         unit_ids = [request.unit_id]
         choices = self._choose(uc, row, unit_ids, request.disable_exploration, request.arm, started, serving, force)
         ids = self._ids(1)
@@ -288,14 +359,22 @@ class DecisionCore:
                         started: float | None, serving: Serving, delivery: Delivery | None) -> dpb.DecideResponse | None:
         """The lean path of :meth:`decide_response`; None when the model cannot score
         the row (the general path then scores it again, logs why and falls back)."""
+        assert serving.production is not None
+        began = time.perf_counter() if started is None else started
+        try:
+            score = serving.production.score_one(plan.uc, row)
+        except Exception:
+            return None
+        return self._one_row_answer(plan, request, row, score, began, serving, delivery)
+
+    def _one_row_answer(self, plan: OneRowPlan, request: dpb.DecideRequest, row: np.ndarray, score: float,
+                        began: float, serving: Serving, delivery: Delivery | None) -> dpb.DecideResponse:
+        """The lean path's decision from the production model's ``score`` of ``row``
+        (``began``: the request's arrival, perf_counter seconds; its latency runs to the
+        policy's choice)."""
         uc = plan.uc
         scorer = serving.production
         assert scorer is not None
-        began = time.perf_counter() if started is None else started
-        try:
-            score = scorer.score_one(uc, row)
-        except Exception:
-            return None
         n_actions = len(uc.actions)
         chosen, probabilities, explored, ok = choose_one(plan.binary, plan.threshold, n_actions, score, plan.epsilon,
                                                          plan.policy, request.disable_exploration, self.rng)

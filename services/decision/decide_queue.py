@@ -5,9 +5,11 @@ Each unary ``Decide`` call and each ``DecideStream`` message puts its request in
 iteration; while the loop has other work ready then (other calls being received,
 answered or accepted by grpc), the queue lets it go first, up to ``turns`` times and
 only while its calls would not fill a pass (from the recent time per decision), so that
-the calls arriving meanwhile join. A pass then decides them one after another in
-arrival order with :meth:`DecisionCore.decide_response`, for up to ``PASS_BUDGET_S``,
-and their calls resume together in the loop's next iteration. The decision code and
+the calls arriving meanwhile join. A pass first scores the one-row requests of each
+model in one session run (:meth:`DecisionCore.score_together`: a run on several rows
+costs about what a run on one does), then decides them one after another in arrival
+order with :meth:`DecisionCore.decide_response`, for up to ``PASS_BUDGET_S``, and their
+calls resume together in the loop's next iteration. The decision code and
 its data are brought into the CPU caches once per pass rather than once per call
 (between two calls grpc's C core and the kernel evict them), and the event loop makes
 fewer iterations per call. Each call gets the decision it would get alone.
@@ -80,6 +82,8 @@ class DecideQueue:
         began = time.perf_counter()
         ends = began + PASS_BUDGET_S
         decided = 0
+        # The one-row requests of each model scored in one session run (the rest alone).
+        scored = self.core.score_together([w[0] for w in waiting]) if len(waiting) > 1 else None
         for i, (request, started, delivery, future) in enumerate(waiting):
             if decided and time.perf_counter() > ends:
                 # The rest at the next turn: the answers decided so far leave first.
@@ -91,7 +95,8 @@ class DecideQueue:
                 continue
             decided += 1
             try:
-                future.set_result(self.core.decide_response(request, started, delivery))
+                future.set_result(self.core.decide_response(request, started, delivery,
+                                                            scored[i] if scored is not None else None))
             except Exception as error:  # the call's own error: it does not stop the others
                 future.set_exception(error)
         if decided:

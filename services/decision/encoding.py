@@ -94,6 +94,16 @@ def encode_named(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue],
     return np.array(values, dtype=np.float32)
 
 
+def named_values(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue]) -> list[float] | None:
+    """The row :func:`encode_named` makes of ``features``, as plain Python floats; None
+    when it would refuse them (it then names the error)."""
+    try:
+        values, found = _named_values(uc, features, "features")
+    except InvalidArgument:
+        return None
+    return values if found == len(features) else None
+
+
 def _refuse_unknown_names(uc: UseCaseVersion, features: Mapping[str, dpb.FeatureValue], prefix: str) -> None:
     extra = sorted(name for name in features if name not in uc.feature_index)
     if extra:

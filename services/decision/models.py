@@ -58,6 +58,10 @@ class OnnxScorer:
     _maps: dict[int, object] = field(default_factory=dict)
     # Number of ensemble members in the score output (1: a single model).
     members: int = 1
+    # Whether rows were seen to score alike alone and among others, at any place
+    # (checked when the model is loaded: :func:`rows_score_alike`); only then does the
+    # Decide queue score a pass's rows in one run.
+    rows_score_alike: bool = False
     # With metrics: the metric names of the model's METRIC_OUTPUT columns; its action
     # values are those columns weighted by the value model of the version in force.
     metric_names: tuple[str, ...] = ()
@@ -88,17 +92,31 @@ class OnnxScorer:
         mapping = self._maps[uc.version]
         return rows if mapping is None else remap(rows, mapping)  # type: ignore[arg-type]
 
+    def run(self, output: str, x: np.ndarray) -> np.ndarray:
+        """The session's ``output`` for the [n, input_width] float32 rows ``x``. A lone
+        row is run beside a copy of itself: onnxruntime's kernels for one row (e.g. a
+        matrix-vector product) can round differently from those for several, so every
+        row gets the same bits however many rows it is scored with (Decide, DecideBatch,
+        a pass of the Decide queue; ``rows_score_alike`` tells whether that was seen)."""
+        if x.shape[0] == 1:
+            return self.session.run([output], {INPUT_NAME: np.concatenate((x, x))})[0][:1]
+        return self.session.run([output], {INPUT_NAME: x})[0]
+
     def score_one(self, uc: UseCaseVersion, row: np.ndarray) -> float:
         """:meth:`score` of one [1, F] float32 row of a binary or regression use case, as
         a float (the same value; one session run, nothing else vectorised)."""
-        x = row if self.model_uc is None or uc.version == self.model_uc.version \
-            else np.ascontiguousarray(self._model_rows(uc, row), dtype=np.float32)
+        return self.score_rows(uc, row)[0]
+
+    def score_rows(self, uc: UseCaseVersion, rows: np.ndarray) -> list[float]:
+        """:meth:`score_one` of each of the [n, F] float32 ``rows``, in one session run."""
+        x = rows if self.model_uc is None or uc.version == self.model_uc.version \
+            else np.ascontiguousarray(self._model_rows(uc, rows), dtype=np.float32)
         if x.shape[1] != self.input_width:
             raise ModelError(f"model v{self.version} takes {self.input_width} columns, got {x.shape[1]}")
-        out = self.session.run([self.score_output], {INPUT_NAME: x})[0]
+        out = self.run(self.score_output, x)
         if uc.blueprint.kind == bp.DECISION_KIND_BINARY and out.ndim == 2 and out.shape[1] == 2:
-            return float(out[0, 1])
-        return float(out.reshape(1)[0])
+            return out[:, 1].tolist()
+        return out.reshape(x.shape[0]).tolist()
 
     def score(self, uc: UseCaseVersion, rows: np.ndarray) -> np.ndarray:
         """Scores by kind (see policy.Scorer); one session run per call."""
@@ -110,9 +128,9 @@ class OnnxScorer:
         if x.shape[1] != self.input_width:
             raise ModelError(f"model v{self.version} takes {self.input_width} columns, got {x.shape[1]}")
         if self.metric_names and kind == bp.DECISION_KIND_ACTION_VALUE:
-            metrics = self.session.run([METRIC_OUTPUT], {INPUT_NAME: x})[0]
+            metrics = self.run(METRIC_OUTPUT, x)
             return (metrics @ self.metric_weights(uc)).reshape(n, n_actions, 1)
-        out = np.asarray(self.session.run([self.score_output], {INPUT_NAME: x})[0])
+        out = np.asarray(self.run(self.score_output, x))
         if kind == bp.DECISION_KIND_RANKING:
             if self.score_output == "probabilities" and out.ndim == 2 and out.shape[1] == 2:
                 return out[:, 1:2]
@@ -194,7 +212,29 @@ def build_scorer(use_case: str, ref: tpb.ModelRef, path: Path, model_uc: UseCase
             scorer.score(model_uc, probe)
         except Exception as exc:
             raise ModelError(f"model v{ref.version} cannot score a row of blueprint v{model_uc.version}: {exc}") from exc
+    scorer.rows_score_alike = rows_score_alike(scorer)
     return scorer
+
+
+# Random rows scored, alone and in runs of several, by rows_score_alike.
+ALIKE_PROBE_ROWS = 24
+
+
+def rows_score_alike(scorer: OnnxScorer) -> bool:
+    """Whether each of ``ALIKE_PROBE_ROWS`` random rows gets the same score output, bit
+    for bit, alone (:meth:`OnnxScorer.run`) and in runs of 2, 5 and all of them, at
+    different places in the run. False when any differs or the model cannot run them."""
+    rows = np.random.default_rng(0).normal(size=(ALIKE_PROBE_ROWS, scorer.input_width)).astype(np.float32)
+    try:
+        alone = np.concatenate([scorer.run(scorer.score_output, rows[i:i + 1]) for i in range(len(rows))])
+        for size in (2, 5, len(rows)):
+            for start in range(0, len(rows) - size + 1, size):
+                index = np.roll(np.arange(len(rows)), -start - 1)[:size]
+                if not np.array_equal(scorer.run(scorer.score_output, rows[index]), alone[index]):
+                    return False
+    except Exception:
+        return False
+    return True
 
 
 class ModelWatcher:

@@ -32,7 +32,7 @@ def _unhurried_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 def _random_request(draw: np.random.Generator) -> dpb.DecideRequest:
     """A request of one of the three use cases of ``_cores`` (now and then a bad one:
     an unknown use case, a wrong feature type, candidates for a binary use case)."""
-    use_case = ["lr", "lin", "reg"][int(draw.integers(3))]
+    use_case = ["lr", "lin", "reg", "tree"][int(draw.integers(4))]
     x = float(draw.normal()) if draw.random() > 0.05 else 3.0e38  # non-finite score: the default decision
     request = dpb.DecideRequest(use_case=use_case, unit_id=f"u{draw.integers(50)}" if draw.random() < 0.8 else "",
                                 features=features(x=x, y=None if draw.random() < 0.2 else float(draw.normal()),
@@ -61,6 +61,15 @@ async def test_calls_decided_together_answer_and_log_what_one_call_after_another
     together, _ = await _cores(tmp_path / "together", make_settings, seed=41)
     alone, _ = await _cores(tmp_path / "alone", make_settings, seed=41)
     queue = DecideQueue(together, turns=8)
+    runs: dict[str, list[int]] = {}  # rows per session run of the passes, by use case
+    for name, serving in together.scorers.items():
+        assert serving.production.rows_score_alike, name  # so a pass scores its rows in one run
+
+        def recorded(uc, rows, score_rows=serving.production.score_rows, name=name):
+            runs.setdefault(name, []).append(len(rows))
+            return score_rows(uc, rows)
+
+        serving.production.score_rows = recorded
     draw = np.random.default_rng(43)
     sizes, errors = [], 0
     while sum(sizes) < 600:
@@ -83,6 +92,8 @@ async def test_calls_decided_together_answer_and_log_what_one_call_after_another
     assert len(records[0]) == sum(sizes) - errors
     assert records[0] == records[1]
     assert errors > 0 and max(sizes) > 8, (errors, sizes)
+    # Every model scored several of a pass's rows in one run, and rows alone.
+    assert all(max(r) > 1 and min(r) == 1 for r in runs.values()) and len(runs) == 4, runs
     fallbacks = sum(r.get("fallback", False) for r in records[0])
     explored = sum(r.get("explored", False) for r in records[0])
     assert fallbacks > 0 and explored > 0, (fallbacks, explored)
