@@ -36,7 +36,7 @@ from loopwise.services.decision.encoding import (
     encode_named,
     named_values,
 )
-from loopwise.services.decision.models import Serving
+from loopwise.services.decision.models import ALIKE_PROBE_ROWS, Serving
 from loopwise.services.decision.policy import (
     DEFAULT_ARM,
     ROLE_CANARY,
@@ -269,7 +269,8 @@ class DecisionCore:
         production model and blueprint version and take the one-row path of
         :meth:`decide_response` (valid features, no arm asked for, no canary), when at
         least two do and the model scores rows alike alone and among others
-        (``OnnxScorer.rows_score_alike``); None for the rest, which
+        (``OnnxScorer.rows_score_alike``), in runs of at most ``ALIKE_PROBE_ROWS``; None
+        for the rest, which
         :meth:`decide_response` scores alone. Each request then gets the decision it
         would get alone. Nothing here draws a random number or raises a request's
         error."""
@@ -295,13 +296,14 @@ class DecisionCore:
         for plan, serving, index, rows in groups.values():
             if len(index) < 2:
                 continue
-            x = np.array(rows, dtype=np.float32)
-            try:
-                scores = serving.production.score_rows(plan.uc, x)  # type: ignore[union-attr]
-            except Exception:  # each is scored alone, and fails alone
-                continue
-            for j, i in enumerate(index):
-                scored[i] = Scored(plan, serving, x[j:j + 1], scores[j])
+            for start in range(0, len(index), ALIKE_PROBE_ROWS):  # runs no longer than the probe's
+                x = np.array(rows[start:start + ALIKE_PROBE_ROWS], dtype=np.float32)
+                try:
+                    scores = serving.production.score_rows(plan.uc, x)  # type: ignore[union-attr]
+                except Exception:  # each is scored alone, and fails alone
+                    continue
+                for j, i in enumerate(index[start:start + ALIKE_PROBE_ROWS]):
+                    scored[i] = Scored(plan, serving, x[j:j + 1], scores[j])
         return scored
 
     def decide_response(self, request: dpb.DecideRequest, started: float | None = None,

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 
 from loopwise.decision.v1 import decision_service_pb2 as dpb
-from loopwise.services.decision.core import DecisionCore, Delivery
+from loopwise.services.decision.core import DecisionCore, Delivery, Scored
+
+log = logging.getLogger("loopwise.decision")
 
 # Most calls waiting before a pass starts, whatever the turns left.
 MAX_CALLS = 64
@@ -82,8 +85,7 @@ class DecideQueue:
         began = time.perf_counter()
         ends = began + PASS_BUDGET_S
         decided = 0
-        # The one-row requests of each model scored in one session run (the rest alone).
-        scored = self.core.score_together([w[0] for w in waiting]) if len(waiting) > 1 else None
+        scored = self._scored(waiting)
         for i, (request, started, delivery, future) in enumerate(waiting):
             if decided and time.perf_counter() > ends:
                 # The rest at the next turn: the answers decided so far leave first.
@@ -95,8 +97,7 @@ class DecideQueue:
                 continue
             decided += 1
             try:
-                future.set_result(self.core.decide_response(request, started, delivery,
-                                                            scored[i] if scored is not None else None))
+                future.set_result(self.core.decide_response(request, started, delivery, scored[i]))
             except Exception as error:  # the call's own error: it does not stop the others
                 future.set_exception(error)
         if decided:
@@ -104,3 +105,23 @@ class DecideQueue:
             self.decided += decided
             took = (time.perf_counter() - began) / decided
             self.decision_s += DECISION_TIME_WEIGHT * (took - self.decision_s)
+
+    def _scored(self, waiting: list[tuple[dpb.DecideRequest, float, Delivery | None, asyncio.Future]]
+                ) -> list[Scored | None]:
+        """The one-row requests of each model scored in one session run
+        (:meth:`DecisionCore.score_together`), among the calls not cancelled that the
+        pass is likely to decide within its budget (from the recent time per decision;
+        the rest are scored when their turn comes); None for the others."""
+        scored: list[Scored | None] = [None] * len(waiting)
+        likely = len(waiting) if self.decision_s <= 0 else max(1, int(PASS_BUDGET_S / self.decision_s))
+        index = [i for i in range(min(likely, len(waiting))) if not waiting[i][3].done()]
+        if len(index) < 2:
+            return scored
+        try:
+            together = self.core.score_together([waiting[i][0] for i in index])
+        except Exception:  # never strands the pass: each call is then scored alone
+            log.exception("scoring a pass of the Decide queue together failed; scoring its calls one by one")
+            return scored
+        for i, one in zip(index, together, strict=True):
+            scored[i] = one
+        return scored

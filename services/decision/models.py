@@ -95,9 +95,10 @@ class OnnxScorer:
     def run(self, output: str, x: np.ndarray) -> np.ndarray:
         """The session's ``output`` for the [n, input_width] float32 rows ``x``. A lone
         row is run beside a copy of itself: onnxruntime's kernels for one row (e.g. a
-        matrix-vector product) can round differently from those for several, so every
-        row gets the same bits however many rows it is scored with (Decide, DecideBatch,
-        a pass of the Decide queue; ``rows_score_alike`` tells whether that was seen)."""
+        matrix-vector product) can round differently from those for several. A model
+        whose rows then score alike at any place in a run of any size (checked on
+        random rows when it is loaded: ``rows_score_alike``) gives a row the same bits
+        from Decide, a pass of the Decide queue and DecideBatch."""
         if x.shape[0] == 1:
             return self.session.run([output], {INPUT_NAME: np.concatenate((x, x))})[0][:1]
         return self.session.run([output], {INPUT_NAME: x})[0]
@@ -216,8 +217,9 @@ def build_scorer(use_case: str, ref: tpb.ModelRef, path: Path, model_uc: UseCase
     return scorer
 
 
-# Random rows scored, alone and in runs of several, by rows_score_alike.
-ALIKE_PROBE_ROWS = 24
+# Random rows scored, alone and in runs of several, by rows_score_alike; the Decide
+# queue scores at most this many rows in one run.
+ALIKE_PROBE_ROWS = 64
 
 
 def rows_score_alike(scorer: OnnxScorer) -> bool:

@@ -142,15 +142,16 @@ class UseCases:
             read = self._reads_started
             try:
                 # Only the versions after those held: versions never change once written.
-                stored = await self.store.load({name: len(have) for name, have in self._versions.items()})
+                held = {name: len(have) for name, have in self._versions.items()}
+                stored = await self.store.load(held or None)
             except BaseException:
                 self._read_tried, self._read_failed = read, True
                 raise
             changed = False
             for v in sorted(stored.versions, key=lambda v: (v.use_case, v.version)):
-                have = self._versions.setdefault(v.use_case, [])
-                if v.version == len(have) + 1:
-                    have.append(UseCaseVersion(v))
+                have = self._versions.get(v.use_case, [])
+                if v.version == len(have) + 1:  # a gap (a replica behind) is read again next time
+                    self._versions.setdefault(v.use_case, have).append(UseCaseVersion(v))
                     changed = True
             kill, archived = dict(stored.kill_switches), dict(stored.archived)
             if kill != self._kill or archived != self._archived:
@@ -282,10 +283,11 @@ class UseCases:
     async def rollback(self, use_case: str, to_version: int, *, request_id: str = "", author: str = "",
                        reason: str = "") -> UseCaseVersion:
         """Make version ``to_version``'s blueprint current again, as a new version
-        (audited as ``rollback``). Retrying with the same ``request_id``, through any
-        process, answers the version the first call made (the id is kept in the store
-        with it, as an apply's is); a rollback whose blueprint is already the current
-        one makes no new version."""
+        (audited as ``rollback``); a rollback whose blueprint is already the current one
+        makes no new version. Retrying with the same ``request_id``, through any
+        process, answers the version the first call answered: the id is kept in the
+        store with it, in one namespace with ApplyUseCase's ids (an id reused for the
+        other call answers the first call's version)."""
         self.check_name(use_case)
         if to_version <= 0:
             raise InvalidArgument("to_version", "must be a version >= 1")
@@ -308,6 +310,10 @@ class UseCases:
             if to_version == latest.version:
                 raise FailedPrecondition(f"version {to_version} is already the current version")
             if latest.blueprint == target.blueprint:
+                if request_id:  # a retry answers this version too, whatever came after
+                    request = AppliedRequest(request_id, use_case, latest.version, False)
+                    await self.store.remember_request(request, self.clock.now_ms())
+                    self._requests[request_id] = request
                 return latest
             number = latest.version + 1
             why = f"rollback to v{to_version}" + (f": {reason}" if reason else "")

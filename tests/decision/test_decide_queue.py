@@ -62,8 +62,9 @@ async def test_calls_decided_together_answer_and_log_what_one_call_after_another
     alone, _ = await _cores(tmp_path / "alone", make_settings, seed=41)
     queue = DecideQueue(together, turns=8)
     runs: dict[str, list[int]] = {}  # rows per session run of the passes, by use case
+    together.scorers["reg"].production.rows_score_alike = False  # as if its probe had failed
     for name, serving in together.scorers.items():
-        assert serving.production.rows_score_alike, name  # so a pass scores its rows in one run
+        assert serving.production.rows_score_alike == (name != "reg"), name
 
         def recorded(uc, rows, score_rows=serving.production.score_rows, name=name):
             runs.setdefault(name, []).append(len(rows))
@@ -92,11 +93,41 @@ async def test_calls_decided_together_answer_and_log_what_one_call_after_another
     assert len(records[0]) == sum(sizes) - errors
     assert records[0] == records[1]
     assert errors > 0 and max(sizes) > 8, (errors, sizes)
-    # Every model scored several of a pass's rows in one run, and rows alone.
-    assert all(max(r) > 1 and min(r) == 1 for r in runs.values()) and len(runs) == 4, runs
+    # Every model whose rows score alike scored several of a pass's rows in one run (and
+    # rows alone); the other only ever one row at a time.
+    assert all(max(r) > 1 and min(r) == 1 for name, r in runs.items() if name != "reg") and len(runs) == 4, runs
+    assert set(runs["reg"]) == {1}, runs["reg"]
     fallbacks = sum(r.get("fallback", False) for r in records[0])
     explored = sum(r.get("explored", False) for r in records[0])
     assert fallbacks > 0 and explored > 0, (fallbacks, explored)
+
+
+async def test_a_pass_scored_together_follows_the_kill_switch_and_the_archive(tmp_path, make_settings) -> None:
+    together, _ = await _cores(tmp_path / "together", make_settings, seed=5)
+    alone, _ = await _cores(tmp_path / "alone", make_settings, seed=5)
+    queue = DecideQueue(together, turns=8)
+    requests = [dpb.DecideRequest(use_case="lr", unit_id=f"u{i}", features=features(x=i - 2.0, y=0.5))
+                for i in range(5)]
+    outcomes = []
+    for step in ("served", "kill switch", "archived"):
+        for core in (together, alone):
+            if step == "kill switch":
+                await core.use_cases.set_kill_switch("lr", True)
+            elif step == "archived":
+                await core.use_cases.set_archived("lr", True)
+        started = time.perf_counter()
+        got = await asyncio.gather(*(queue.decide(r, started, None) for r in requests), return_exceptions=True)
+        expected = []
+        for r in requests:
+            try:
+                expected.append(alone.decide_response(r, started))
+            except LoopwiseError as error:
+                expected.append(error)
+        assert [_outcome(g) for g in got] == [_outcome(e) for e in expected], step
+        outcomes.append(got)
+    served, killed, archived = outcomes
+    assert not any(a.decision.fallback for a in served) and all(a.decision.fallback for a in killed)
+    assert all(type(a).__name__ == "FailedPrecondition" for a in archived), archived
 
 
 async def test_the_queue_decides_calls_of_one_turn_together_and_skips_cancelled_ones(tmp_path, make_settings) -> None:

@@ -252,6 +252,16 @@ async def test_a_rollback_retried_through_another_process_makes_no_second_versio
         assert error.value.violations[0][0] == "request_id" and "'offer'" in error.value.violations[0][1]
         changes = [c.change for c in await second.changes("offer")]
         assert changes == ["create", "apply", "rollback", "apply"]
+
+        # A rollback to the current blueprint makes no version, and its retry, after
+        # another version, answers the same one.
+        await first.refresh()
+        await first.apply(blueprint("offer"))  # v5: v1's blueprint again
+        same = await first.rollback("offer", to_version=1, request_id="rb-2")
+        assert same.version == 5
+        await second.apply(blueprint("offer", epsilon=0.5, type=bp.POLICY_TYPE_EPSILON_GREEDY))  # v6
+        assert (await second.rollback("offer", to_version=1, request_id="rb-2")).version == 5
+        assert second.latest_version("offer") == 6
     finally:
         store.close()
 

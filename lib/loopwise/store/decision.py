@@ -33,7 +33,8 @@ class BlueprintVersion:
 
 @dataclass(frozen=True)
 class AppliedRequest:
-    """What an ApplyUseCase request did, kept for idempotent retries."""
+    """What an ApplyUseCase or RollbackUseCase request did, kept for idempotent retries
+    (one namespace of request ids for both)."""
 
     request_id: str
     use_case: str
@@ -74,7 +75,7 @@ class UseCaseStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, held: Mapping[str, int] | None = None) -> StoredUseCases:
-        """Every kill-switch and archive flag and remembered apply request, and the
+        """Every kill-switch and archive flag and remembered apply or rollback request, and the
         blueprint versions: all of them, or with ``held`` (the latest version the
         reader already holds, by use case) only the later ones. Versions never change
         once written, so a reader that re-reads the store often passes ``held`` and
@@ -160,6 +161,14 @@ class SqliteUseCaseStore(UseCaseStore):
 
     async def load(self, held: Mapping[str, int] | None = None) -> StoredUseCases:
         def body(conn: sqlite3.Connection) -> StoredUseCases:
+            # Requests first: a request and its version are committed together, so the
+            # version of every request read here is in the reads below.
+            requests = [
+                AppliedRequest(rid, uc, v, bool(created), tuple(filter(None, fields.split(","))))
+                for rid, uc, v, created, fields in conn.execute(
+                    "SELECT request_id, use_case, version, created, changed_fields FROM apply_requests"
+                )
+            ]
             heads = conn.execute("SELECT use_case, latest_version, kill_switch, archived FROM use_cases").fetchall()
             if held is None:
                 rows = conn.execute("SELECT use_case, version, blueprint, create_time_ms, author, reason "
@@ -176,12 +185,6 @@ class SqliteUseCaseStore(UseCaseStore):
                         for uc, v, blob, t, author, reason in rows]
             switches = {uc: bool(k) for uc, _, k, _ in heads}
             archived = {uc: bool(a) for uc, _, _, a in heads}
-            requests = [
-                AppliedRequest(rid, uc, v, bool(created), tuple(filter(None, fields.split(","))))
-                for rid, uc, v, created, fields in conn.execute(
-                    "SELECT request_id, use_case, version, created, changed_fields FROM apply_requests"
-                )
-            ]
             return StoredUseCases(versions, switches, requests, archived)
 
         return await self.db.run(body)
