@@ -56,6 +56,17 @@ def _outcome(result) -> object:
     return _plain(result)
 
 
+def _one_after_another(core, requests: list[dpb.DecideRequest], started: float) -> list[object]:
+    """The outcomes of ``requests`` decided by ``core`` one after another, without a queue."""
+    outcomes = []
+    for request in requests:
+        try:
+            outcomes.append(_outcome(core.decide_response(request, started)))
+        except LoopwiseError as error:
+            outcomes.append(_outcome(error))
+    return outcomes
+
+
 async def test_calls_decided_together_answer_and_log_what_one_call_after_another_does(tmp_path, make_settings
                                                                                         ) -> None:
     together, _ = await _cores(tmp_path / "together", make_settings, seed=41)
@@ -81,13 +92,7 @@ async def test_calls_decided_together_answer_and_log_what_one_call_after_another
         passes = queue.passes
         results = await asyncio.gather(*(queue.decide(r, started, None) for r in requests), return_exceptions=True)
         assert queue.passes == passes + 1  # one pass for the calls of one turn
-        expected = []
-        for r in requests:
-            try:
-                expected.append(alone.decide_response(r, started))
-            except LoopwiseError as error:
-                expected.append(error)
-        assert [_outcome(r) for r in results] == [_outcome(e) for e in expected], requests
+        assert [_outcome(r) for r in results] == _one_after_another(alone, requests, started), requests
         errors += sum(isinstance(r, Exception) for r in results)
     records = [[_plain(r) for r in core.log._materialize()] for core in (together, alone)]
     assert len(records[0]) == sum(sizes) - errors
@@ -117,13 +122,7 @@ async def test_a_pass_scored_together_follows_the_kill_switch_and_the_archive(tm
                 await core.use_cases.set_archived("lr", True)
         started = time.perf_counter()
         got = await asyncio.gather(*(queue.decide(r, started, None) for r in requests), return_exceptions=True)
-        expected = []
-        for r in requests:
-            try:
-                expected.append(alone.decide_response(r, started))
-            except LoopwiseError as error:
-                expected.append(error)
-        assert [_outcome(g) for g in got] == [_outcome(e) for e in expected], step
+        assert [_outcome(g) for g in got] == _one_after_another(alone, requests, started), step
         outcomes.append(got)
     served, killed, archived = outcomes
     assert not any(a.decision.fallback for a in served) and all(a.decision.fallback for a in killed)
