@@ -269,11 +269,10 @@ class DecisionCore:
         production model and blueprint version and take the one-row path of
         :meth:`decide_response` (valid features, no arm asked for, no canary), when at
         least two do and the model scores rows alike alone and among others
-        (``OnnxScorer.rows_score_alike``), in runs of at most ``ALIKE_PROBE_ROWS``; None
-        for the rest, which
-        :meth:`decide_response` scores alone. Each request then gets the decision it
-        would get alone. Nothing here draws a random number or raises a request's
-        error."""
+        (``OnnxScorer.rows_score_alike``), in runs of at most ``ALIKE_PROBE_ROWS``.
+        None for the rest, which :meth:`decide_response` scores alone. Each request
+        then gets the decision it would get alone. Nothing here draws a random number
+        or raises a request's error."""
         scored: list[Scored | None] = [None] * len(requests)
         groups: dict[tuple[int, int], tuple[OneRowPlan, Serving, list[int], list[list[float]]]] = {}
         for i, request in enumerate(requests):
