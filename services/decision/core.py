@@ -277,11 +277,10 @@ class DecisionCore:
         groups: dict[tuple[int, int], tuple[OneRowPlan, Serving, list[int], list[list[float]]]] = {}
         for i, request in enumerate(requests):
             uc = self.use_cases.find(request.use_case, request.blueprint_version)
-            if uc is None or request.arm or request.candidates:
+            if uc is None or request.candidates:
                 continue
             serving = self.scorers.get(uc.use_case)
-            if serving is None or serving.production is None or not serving.production.rows_score_alike \
-                    or (serving.canary is not None and serving.canary_share > 0):
+            if not _production_alone(serving, request) or not serving.production.rows_score_alike:  # type: ignore[union-attr]
                 continue
             plan = self._plan(uc)
             values = named_values(uc, request.features) if plan is not None else None
@@ -334,8 +333,7 @@ class DecisionCore:
             if request.candidates:
                 raise InvalidArgument("candidates", "only ranking use cases take candidates")
             row = encode_named(uc, request.features)[None, :]
-            if serving is not None and serving.production is not None and not request.arm \
-                    and (serving.canary is None or serving.canary_share <= 0):
+            if _production_alone(serving, request):
                 plan = self._plan(uc)
                 if plan is not None:
                     force = self._force_default(uc, started)
@@ -688,6 +686,13 @@ class DecisionCore:
         )
         self._private(uc, [record])
         return record
+
+
+def _production_alone(serving: Serving | None, request: dpb.DecideRequest) -> bool:
+    """Whether ``request`` is served by its production model alone: one is deployed,
+    no canary takes a share of units, and the request forces no experiment arm."""
+    return serving is not None and serving.production is not None and not request.arm \
+        and (serving.canary is None or serving.canary_share <= 0)
 
 
 def _timed(choices: Choices, began: float) -> Choices:
